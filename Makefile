@@ -1,0 +1,47 @@
+# p2pchat — the two commands: `make run` and `make test`. Each builds what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# py-libp2p, the interop peer, lives in its own environment so its dependencies never mix with ours.
+INTEROP_VENV := .venv-interop
+INTEROP_STAMP := $(INTEROP_VENV)/.installed
+PYLIBP2P_VERSION := 0.8.1
+
+.PHONY: run test lint typecheck unit venv interop-venv bench clean
+
+run: $(STAMP)
+	$(BIN)/p2pchat node
+
+test: lint typecheck unit
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "p2pchat needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+interop-venv: $(INTEROP_STAMP)
+
+$(INTEROP_STAMP):
+	$(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'libp2p==$(PYLIBP2P_VERSION)'
+	@touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests tools
+	$(BIN)/ruff format --check src tests tools
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP) $(INTEROP_STAMP)
+	P2PCHAT_INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python $(BIN)/pytest -q
+
+bench: $(STAMP) $(INTEROP_STAMP)
+	$(BIN)/python tools/bench_secure.py
+
+clean:
+	rm -rf $(VENV) $(INTEROP_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
