@@ -1,0 +1,381 @@
+"""The Noise-secured stream: libp2p's ``/noise`` channel as a ``trio.abc.Stream``.
+
+Theory of operation
+-------------------
+A connection is upgraded in two steps, each a sans-IO core driven here: multistream-select
+agrees on ``/noise`` (there is no other choice and never a plaintext fallback), then the Noise
+XX handshake authenticates the peer's libp2p identity. Both run under one deadline, so a peer
+that stalls is dropped after ``handshake_timeout`` seconds.
+
+After the handshake, :class:`SecureStream` is a thin wrapper in the manner of trio's
+``SSLStream``: ``send_all`` encrypts the whole buffer into Noise frames in one call to the core
+and writes them with one ``send_all`` on the transport; ``receive_some`` reads large chunks
+from the transport and hands out one frame's plaintext at a time. The core's failure (bad
+tag, garbage framing) puts the stream in the BROKEN state: this and every later call raise
+``trio.BrokenResourceError``. Our own ``aclose`` puts it in the CLOSED state, after which
+calls raise ``trio.ClosedResourceError``.
+
+Peers must not be trusted to behave, so every handshake failure becomes a
+:class:`HandshakeError` that carries a short reason for the log.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import operator
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+import trio
+
+from ..errors import P2PChatError, ProtocolError
+from ..identity import KeyPair, PeerID, PublicKey
+from ..multiaddr import Multiaddr
+from ..protocols import noise
+from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
+from .tcp import dial_tcp, listen_tcp, listener_multiaddr, remote_multiaddr
+
+logger = logging.getLogger(__name__)
+
+NOISE_PROTOCOL: Final = noise.PROTOCOL_ID
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+# How much to ask the transport for at once: several Noise frames, few system calls.
+RECEIVE_SIZE: Final = 256 * 1024
+
+
+class HandshakeError(P2PChatError):
+    """The secure handshake failed; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PeerMismatchError(HandshakeError):
+    """The peer authenticated as someone other than the peer we dialed."""
+
+
+class _State(enum.Enum):
+    OK = "ok"
+    BROKEN = "broken"
+    CLOSED = "closed"
+
+
+class SecureStream(trio.abc.Stream):
+    """An authenticated, encrypted stream over ``transport_stream``.
+
+    Made by :func:`secure_outbound` / :func:`secure_inbound`, not directly.
+    """
+
+    def __init__(
+        self,
+        transport_stream: trio.abc.Stream,
+        session: noise.NoiseConnection,
+        handshake: noise.HandshakeComplete,
+    ) -> None:
+        self.transport_stream = transport_stream
+        self._session = session
+        self.remote_peer: PeerID = handshake.remote_peer
+        self.remote_public_key: PublicKey = handshake.remote_public_key
+        self.remote_stream_muxers: tuple[str, ...] = handshake.remote_stream_muxers
+        self._state = _State.OK
+        self._pending = b""  # plaintext not yet handed out (max_bytes was smaller)
+        self._sending = False
+        self._receiving = False
+
+    def _check(self) -> None:
+        if self._state is _State.CLOSED:
+            raise trio.ClosedResourceError("the secure stream was closed")
+        if self._state is _State.BROKEN:
+            raise trio.BrokenResourceError("the secure stream is broken")
+
+    def _break(self, exc: BaseException, reason: str) -> trio.BrokenResourceError:
+        self._state = _State.BROKEN
+        logger.info("secure stream with %s broken: %s", self.remote_peer, reason)
+        err = trio.BrokenResourceError(reason)
+        err.__cause__ = exc
+        return err
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send all of ``data``.
+
+        Raises:
+            trio.BusyResourceError: another task is already sending.
+            trio.BrokenResourceError: the transport or the channel failed.
+            trio.ClosedResourceError: we closed the stream.
+        """
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._check()
+        self._sending = True
+        try:
+            if not data:
+                await trio.lowlevel.checkpoint()
+                return
+            try:
+                frames = self._session.send(data)
+            except ProtocolError as exc:
+                raise self._break(exc, exc.hint) from exc
+            try:
+                await self.transport_stream.send_all(frames)
+            except trio.BrokenResourceError as exc:
+                raise self._break(exc, "transport broken") from exc
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the transport is writable."""
+        self._check()
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Return some decrypted bytes, or ``b""`` at the peer's clean end of stream.
+
+        Raises:
+            trio.BusyResourceError: another task is already receiving.
+            trio.BrokenResourceError: bad ciphertext, a truncated frame, or transport failure.
+            trio.ClosedResourceError: we closed the stream.
+        """
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        self._check()
+        self._receiving = True
+        try:
+            if not self._pending:
+                self._pending = await self._next_plaintext()
+                if not self._pending:
+                    return b""
+            else:
+                await trio.lowlevel.checkpoint()
+            chunk = self._pending
+            if max_bytes is not None and len(chunk) > max_bytes:
+                self._pending = chunk[max_bytes:]
+                return chunk[:max_bytes]
+            self._pending = b""
+            return chunk
+        finally:
+            self._receiving = False
+
+    async def _next_plaintext(self) -> bytes:
+        session = self._session
+        while True:
+            try:
+                event = session.next_event()
+            except ProtocolError as exc:
+                raise self._break(exc, exc.hint) from exc
+            if isinstance(event, noise.Data):
+                if event.data:
+                    return event.data
+                continue  # an empty frame is legal; keep reading
+            try:
+                data = await self.transport_stream.receive_some(RECEIVE_SIZE)
+            except trio.BrokenResourceError as exc:
+                raise self._break(exc, "transport broken") from exc
+            if not data:
+                if session.has_partial_frame():
+                    raise self._break(EOFError(), "connection closed inside a Noise frame")
+                return b""
+            session.receive_data(data)
+
+    async def aclose(self) -> None:
+        """Close the stream and its transport; idempotent."""
+        if self._state is _State.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        self._state = _State.CLOSED
+        await self.transport_stream.aclose()
+
+
+async def _drive_handshake(
+    stream: trio.abc.Stream, session: noise.NoiseConnection, initial: bytes
+) -> noise.HandshakeComplete:
+    if initial:
+        session.receive_data(initial)
+    while True:
+        event = session.next_event()
+        out = session.data_to_send()  # the core may have queued a reply while parsing
+        if out:
+            await stream.send_all(out)
+        if isinstance(event, noise.HandshakeComplete):
+            return event
+        if isinstance(event, noise.Data):  # pragma: no cover - the core never does this
+            raise HandshakeError("transport data before the handshake completed")
+        data = await stream.receive_some(noise.FRAME_HEADER_LEN + noise.MAX_MESSAGE_LEN)
+        if not data:
+            raise HandshakeError("peer closed the connection during the handshake")
+        session.receive_data(data)
+
+
+async def _secure(
+    transport: trio.abc.Stream,
+    identity: KeyPair,
+    *,
+    outbound: bool,
+    expected_peer: PeerID | None,
+    stream_muxers: Sequence[str],
+    handshake_timeout: float,
+) -> SecureStream:
+    try:
+        with trio.fail_after(handshake_timeout):
+            if outbound:
+                _proto, initial = await negotiate_outbound(transport, [NOISE_PROTOCOL])
+                role = noise.Role.INITIATOR
+            else:
+                _proto, initial = await negotiate_inbound(transport, [NOISE_PROTOCOL])
+                role = noise.Role.RESPONDER
+            session = noise.NoiseConnection(
+                role, identity, stream_muxers=stream_muxers, expected_peer=expected_peer
+            )
+            done = await _drive_handshake(transport, session, initial)
+    except trio.TooSlowError:
+        raise HandshakeError(f"handshake timed out after {handshake_timeout:g} s") from None
+    except noise.PeerMismatchError as exc:
+        raise PeerMismatchError(str(exc)) from exc
+    except NegotiationError as exc:
+        raise HandshakeError(str(exc)) from exc
+    except ProtocolError as exc:
+        raise HandshakeError(f"noise: {exc.hint}") from exc
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise HandshakeError("connection lost during the handshake") from exc
+    return SecureStream(transport, session, done)
+
+
+async def secure_outbound(
+    transport: trio.abc.Stream,
+    identity: KeyPair,
+    *,
+    expected_peer: PeerID | None = None,
+    stream_muxers: Sequence[str] = (),
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> SecureStream:
+    """Upgrade a dialed transport: multistream ``/noise``, then Noise XX as initiator.
+
+    Raises:
+        PeerMismatchError: the peer is not ``expected_peer``.
+        HandshakeError: any other failure, timeout included. The transport is left open;
+            the caller closes it.
+    """
+    return await _secure(
+        transport,
+        identity,
+        outbound=True,
+        expected_peer=expected_peer,
+        stream_muxers=stream_muxers,
+        handshake_timeout=handshake_timeout,
+    )
+
+
+async def secure_inbound(
+    transport: trio.abc.Stream,
+    identity: KeyPair,
+    *,
+    stream_muxers: Sequence[str] = (),
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> SecureStream:
+    """Upgrade an accepted transport: answer ``/noise``, then Noise XX as responder.
+
+    Raises:
+        HandshakeError: any failure, timeout included. The transport is left open.
+    """
+    return await _secure(
+        transport,
+        identity,
+        outbound=False,
+        expected_peer=None,
+        stream_muxers=stream_muxers,
+        handshake_timeout=handshake_timeout,
+    )
+
+
+async def dial_secure(
+    addr: Multiaddr,
+    identity: KeyPair,
+    *,
+    stream_muxers: Sequence[str] = (),
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> SecureStream:
+    """Dial ``addr`` over TCP and secure the connection.
+
+    If ``addr`` ends in ``/p2p/<id>``, a peer authenticating as anyone else is dropped.
+
+    Raises:
+        TransportError: the TCP connection failed.
+        PeerMismatchError: the peer is not the one named in ``addr``.
+        HandshakeError: the handshake failed or timed out.
+    """
+    tcp = await dial_tcp(addr)
+    try:
+        return await secure_outbound(
+            tcp,
+            identity,
+            expected_peer=addr.peer_id,
+            stream_muxers=stream_muxers,
+            handshake_timeout=handshake_timeout,
+        )
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+
+
+SecureHandler = Callable[[SecureStream], Awaitable[None]]
+
+
+async def serve_secure(
+    handler: SecureHandler,
+    listen_addrs: Sequence[Multiaddr],
+    identity: KeyPair,
+    *,
+    stream_muxers: Sequence[str] = (),
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[list[Multiaddr]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``listen_addrs``, secure every inbound connection, pass it to ``handler``.
+
+    Reports the bound multiaddrs (each ending in ``/p2p/<our id>``) through
+    ``task_status.started``. A connection whose handshake fails is closed and logged with
+    its reason; the listener goes on serving. The stream is closed when ``handler`` returns.
+
+    Raises:
+        TransportError: an address cannot be bound.
+    """
+    listeners: list[trio.SocketListener] = []
+    for addr in listen_addrs:
+        listeners.extend(await listen_tcp(addr))
+    me = identity.peer_id
+    bound = [listener_multiaddr(listener).with_peer_id(me) for listener in listeners]
+
+    async def serve_one(tcp: trio.SocketStream) -> None:
+        peer_addr = remote_multiaddr(tcp)
+        try:
+            secure = await secure_inbound(
+                tcp, identity, stream_muxers=stream_muxers, handshake_timeout=handshake_timeout
+            )
+        except HandshakeError as exc:
+            logger.warning("dropped inbound connection from %s: %s", peer_addr, exc.reason)
+            await trio.aclose_forcefully(tcp)
+            return
+        logger.debug("secured inbound connection from %s at %s", secure.remote_peer, peer_addr)
+        async with secure:
+            try:
+                await handler(secure)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, P2PChatError) as exc:
+                logger.info("connection with %s ended: %s", secure.remote_peer, exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(
+                trio.serve_listeners,
+                serve_one,
+                listeners,
+                handler_nursery=handler_nursery or nursery,
+            )
+        )
+        # serve_listeners' own started() value is the listener list; report multiaddrs instead.
+        task_status.started(bound)
