@@ -1013,3 +1013,61 @@ def test_transport_arbitrary_bytes(data: bytes, framed: bool) -> None:
     pair = ConnectionPair()
     pair.handshake()
     _feed(pair.conns[Role.RESPONDER], frame(data) if framed else data)
+
+
+def test_read_into_decrypts_every_whole_frame_that_fits() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    sender, receiver = pair.conns[Role.INITIATOR], pair.conns[Role.RESPONDER]
+    message = bytes(range(256)) * 600  # 153,600 bytes: three frames
+    wire = bytes(sender.send(message))
+    receiver.receive_data(wire[:-5])  # the last frame is incomplete
+    out = bytearray(200_000)
+    count = receiver.read_into(out)
+    assert count == 2 * MAX_PLAINTEXT_LEN
+    assert out[:count] == message[:count]
+    assert receiver.has_partial_frame()
+    assert receiver.read_into(out) == 0
+    receiver.receive_data(wire[-5:])
+    assert receiver.read_into(out) == len(message) - count
+    assert not receiver.has_partial_frame()
+
+
+def test_read_into_leaves_a_frame_that_does_not_fit_for_next_event() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    receiver = pair.conns[Role.RESPONDER]
+    receiver.receive_data(pair.conns[Role.INITIATOR].send(b"x" * 100))
+    assert receiver.read_into(bytearray(99)) == 0
+    assert receiver.next_event() == Data(b"x" * 100)
+
+
+def test_read_into_refuses_tampered_frames() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    wire = bytearray(pair.conns[Role.INITIATOR].send(b"attack at dawn"))
+    wire[-1] ^= 0x01
+    receiver = pair.conns[Role.RESPONDER]
+    receiver.receive_data(wire)
+    with pytest.raises(DecryptionError):
+        receiver.read_into(bytearray(100))
+    _assert_failed(receiver)
+
+
+def test_receive_buffer_accepts_bytes_written_in_place() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    receiver = pair.conns[Role.RESPONDER]
+    for size in (10, 70_000, 3):
+        wire = bytes(pair.conns[Role.INITIATOR].send(b"y" * size))
+        pos = 0
+        while pos < len(wire):  # arrive in 4 KiB reads, as from recv_into
+            with receiver.receive_buffer(4096) as view:
+                chunk = wire[pos : pos + 4096]
+                view[: len(chunk)] = chunk
+            receiver.received(len(chunk))
+            pos += len(chunk)
+        got = b"".join(e.data for e in drain(receiver) if isinstance(e, Data))
+        assert got == b"y" * size
+    with pytest.raises(LocalProtocolError):
+        receiver.received(10**9)

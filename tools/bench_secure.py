@@ -39,7 +39,7 @@ async def _drain(stream: trio.abc.Stream) -> tuple[int, float]:
     total = 0
     first = 0.0
     while True:
-        chunk = await stream.receive_some(RECEIVE_SIZE)
+        chunk = await stream.receive_some()
         if not chunk:
             break
         if not total:

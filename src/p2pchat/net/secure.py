@@ -81,6 +81,9 @@ class SecureStream(trio.abc.Stream):
         self.remote_public_key: PublicKey = handshake.remote_public_key
         self.remote_stream_muxers: tuple[str, ...] = handshake.remote_stream_muxers
         self._state = _State.OK
+        self._socket = (
+            transport_stream.socket if isinstance(transport_stream, trio.SocketStream) else None
+        )
         self._pending = b""  # plaintext not yet handed out (max_bytes was smaller)
         self._sending = False
         self._receiving = False
@@ -130,7 +133,7 @@ class SecureStream(trio.abc.Stream):
         self._check()
         await self.transport_stream.wait_send_all_might_not_block()
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         """Return some decrypted bytes, or ``b""`` at the peer's clean end of stream.
 
         Raises:
@@ -147,20 +150,44 @@ class SecureStream(trio.abc.Stream):
         self._check()
         self._receiving = True
         try:
-            if not self._pending:
-                self._pending = await self._next_plaintext()
-                if not self._pending:
-                    return b""
-            else:
+            if self._pending:
                 await trio.lowlevel.checkpoint()
-            chunk = self._pending
-            if max_bytes is not None and len(chunk) > max_bytes:
-                self._pending = chunk[max_bytes:]
-                return chunk[:max_bytes]
-            self._pending = b""
-            return chunk
+                return self._take_pending(max_bytes)
+            if max_bytes is None or max_bytes >= noise.MAX_PLAINTEXT_LEN:
+                return await self._receive_bulk(max_bytes or RECEIVE_SIZE)
+            self._pending = await self._next_plaintext()
+            return self._take_pending(max_bytes)
         finally:
             self._receiving = False
+
+    def _take_pending(self, max_bytes: int | None) -> bytes:
+        chunk = self._pending
+        if max_bytes is not None and len(chunk) > max_bytes:
+            self._pending = chunk[max_bytes:]
+            return chunk[:max_bytes]
+        self._pending = b""
+        return chunk
+
+    async def _receive_bulk(self, size: int) -> bytes | bytearray:
+        """Decrypt every whole frame that fits in ``size`` bytes into one buffer."""
+        session = self._session
+        out = bytearray(size)
+        while True:
+            try:
+                count = session.read_into(out)
+            except ProtocolError as exc:
+                raise self._break(exc, exc.hint) from exc
+            if count:
+                del out[count:]
+                return out
+            try:
+                received = await self._receive_into_session()
+            except trio.BrokenResourceError as exc:
+                raise self._break(exc, "transport broken") from exc
+            if not received:
+                if session.has_partial_frame():
+                    raise self._break(EOFError(), "connection closed inside a Noise frame")
+                return b""
 
     async def _next_plaintext(self) -> bytes:
         session = self._session
@@ -174,14 +201,29 @@ class SecureStream(trio.abc.Stream):
                     return event.data
                 continue  # an empty frame is legal; keep reading
             try:
-                data = await self.transport_stream.receive_some(RECEIVE_SIZE)
+                received = await self._receive_into_session()
             except trio.BrokenResourceError as exc:
                 raise self._break(exc, "transport broken") from exc
-            if not data:
+            if not received:
                 if session.has_partial_frame():
                     raise self._break(EOFError(), "connection closed inside a Noise frame")
                 return b""
+
+    async def _receive_into_session(self) -> int:
+        """Read once from the transport into the session's buffer; 0 at end of stream."""
+        session = self._session
+        if self._socket is None:
+            data = await self.transport_stream.receive_some(RECEIVE_SIZE)
             session.receive_data(data)
+            return len(data)
+        # A TCP socket can read straight into the Noise buffer: no copy, no allocation.
+        with session.receive_buffer(RECEIVE_SIZE) as view:
+            try:
+                count = await self._socket.recv_into(view)
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"transport error: {exc}") from exc
+        session.received(count)
+        return count
 
     async def aclose(self) -> None:
         """Close the stream and its transport; idempotent."""
