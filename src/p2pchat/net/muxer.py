@@ -315,6 +315,7 @@ class MuxedConnection:
         self._core = yamux.YamuxConnection(is_client, self.config.yamux)
         self._streams: dict[int, MuxedStream] = {}
         self._wakeup = trio.Event()
+        self._drained = trio.Event()  # set while the writer has nothing left to send
         self._inbound_send, self._inbound_receive = trio.open_memory_channel[MuxedStream](
             self.config.accept_backlog
         )
@@ -350,19 +351,13 @@ class MuxedConnection:
             self._done.set()
 
     async def aclose(self) -> None:
-        """Say GoAway, flush it, and end the connection; wait until it has ended."""
+        """Say GoAway, give the writer a moment to flush it, and end the connection; wait
+        until it has ended."""
         if self.broken_reason is None:
-            try:
-                self._core.go_away(yamux.GoAwayCode.NORMAL)
-                data = self._core.data_to_send()
-                with trio.move_on_after(1.0):
-                    await self.secure.send_all(data)
-            except (
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-                yamux.ConnectionClosedError,
-            ):
-                pass
+            self._core.go_away(yamux.GoAwayCode.NORMAL)
+            self._wake_writer()
+            with trio.move_on_after(1.0):
+                await self._drained.wait()
             self._end("closed by us")
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
@@ -485,8 +480,10 @@ class MuxedConnection:
         while True:
             data = core.data_to_send()
             if not data:
+                self._drained.set()
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
+                self._drained = trio.Event()
                 continue
             try:
                 await self.secure.send_all(data)

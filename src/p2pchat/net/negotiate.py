@@ -25,17 +25,14 @@ async def _exchange(
     stream: trio.abc.Stream, negotiator: ms.Dialer | ms.Listener
 ) -> ms.ProtocolAgreed:
     while True:
-        out = negotiator.data_to_send()
-        if out:
-            await stream.send_all(out)
         try:
             event = negotiator.next_event()
         except ProtocolError as exc:
             raise NegotiationError(f"multistream-select: {exc.hint}") from exc
+        out = negotiator.data_to_send()  # replies queued while parsing go out first
+        if out:
+            await stream.send_all(out)
         if isinstance(event, ms.ProtocolAgreed):
-            out = negotiator.data_to_send()
-            if out:
-                await stream.send_all(out)
             return event
         if isinstance(event, ms.NegotiationFailed):
             raise NegotiationError(f"peer supports none of {', '.join(event.tried)}")

@@ -1,0 +1,386 @@
+"""The Host: listen, dial, one muxed connection per peer, a protocol router, a peer store.
+
+Theory of operation
+-------------------
+:func:`open_host` opens the host's nursery; every task below lives in it and ends with the
+``async with`` block:
+
+* one **listener** task per bound address accepts TCP connections and upgrades each (Noise,
+  then yamux) under ``handshake_timeout``; failures are logged with their reason and the
+  listener goes on;
+* one **connection** task per muxed connection runs the connection and accepts its inbound
+  streams. Each inbound stream gets a task that negotiates its protocol with multistream-select
+  (under ``negotiate_timeout``, among the registered handlers) and runs the handler;
+* after a connection is up, identify runs once in each direction (see ``net/identify.py``).
+
+Dialing reuses a live connection to the peer; concurrent dials to the same peer share one
+attempt. Connections beyond ``max_connections`` are refused. A handler that raises is logged and
+its stream reset: a bug in one protocol does not take down the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Final
+
+import attrs
+import trio
+
+from .. import __version__
+from ..errors import P2PChatError
+from ..identity import KeyPair, PeerID
+from ..multiaddr import Multiaddr
+from .identify import install_identify
+from .muxer import MuxedConnection, MuxedStream, MuxerConfig, MuxerError
+from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
+from .peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL, PeerStore
+from .ping import install_ping
+from .secure import HandshakeError
+from .tcp import TransportError, dial_tcp, listen_tcp, listener_multiaddr, remote_multiaddr
+from .upgrade import upgrade
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LISTEN: Final = "/ip4/127.0.0.1/tcp/0"
+
+StreamHandler = Callable[[MuxedStream], Awaitable[None]]
+
+
+class DialError(P2PChatError):
+    """No connection to the peer could be made; the message says why for each address."""
+
+
+class StreamOpenError(P2PChatError):
+    """A stream could not be opened, or the peer supports none of the protocols asked for."""
+
+
+@attrs.frozen
+class HostConfig:
+    """How a host listens, dials and limits its peers. Defaults suit a node on loopback."""
+
+    listen: tuple[Multiaddr, ...] = (Multiaddr.from_string(DEFAULT_LISTEN),)
+    handshake_timeout: float = 10.0
+    negotiate_timeout: float = 10.0
+    dial_timeout: float = 15.0
+    max_connections: int = 256
+    muxer: MuxerConfig = attrs.Factory(MuxerConfig)
+    agent_version: str = f"p2pchat/{__version__}"
+    #: Run identify with every new connection (both directions).
+    identify_on_connect: bool = True
+
+
+class Host:
+    """A libp2p host. Made by :func:`open_host`; do not construct directly."""
+
+    def __init__(self, identity: KeyPair, config: HostConfig, nursery: trio.Nursery) -> None:
+        self.identity = identity
+        self.peer_id: PeerID = identity.peer_id
+        self.config = config
+        self.peer_store = PeerStore()
+        self._nursery = nursery
+        self._handlers: dict[str, StreamHandler] = {}
+        self._connections: dict[PeerID, list[MuxedConnection]] = {}
+        self._dialing: dict[PeerID, _DialAttempt] = {}
+        self._listen_addrs: list[Multiaddr] = []
+        #: Called with each new connection once it runs (identify hooks in here).
+        self.on_connection: list[Callable[[MuxedConnection], Awaitable[None]]] = []
+
+    # -- addresses and handlers ----------------------------------------------------------------
+
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        """The bound listen addresses (real ports), without ``/p2p``."""
+        return list(self._listen_addrs)
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        """The bound listen addresses, each ending in ``/p2p/<our id>``."""
+        return [addr.with_peer_id(self.peer_id) for addr in self._listen_addrs]
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Serve ``protocol`` with ``handler``; the stream is closed when the handler returns.
+
+        Raises:
+            ValueError: ``protocol`` does not start with ``/``.
+        """
+        if not protocol.startswith("/"):
+            raise ValueError(f"protocol ids start with '/': {protocol!r}")
+        self._handlers[protocol] = handler
+
+    def remove_stream_handler(self, protocol: str) -> None:
+        """Stop serving ``protocol`` (no-op if not served)."""
+        self._handlers.pop(protocol, None)
+
+    @property
+    def protocols(self) -> list[str]:
+        """The protocols this host serves."""
+        return sorted(self._handlers)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def connection(self, peer: PeerID) -> MuxedConnection | None:
+        """A live connection to ``peer``, if there is one."""
+        for conn in self._connections.get(peer, ()):
+            if not conn.is_closed:
+                return conn
+        return None
+
+    def connected_peers(self) -> list[PeerID]:
+        """Peers with at least one live connection."""
+        return [peer for peer in self._connections if self.connection(peer) is not None]
+
+    def _connection_count(self) -> int:
+        return sum(len(conns) for conns in self._connections.values())
+
+    async def connect(self, target: PeerID | Multiaddr) -> MuxedConnection:
+        """A connection to ``target``: reused if live, else dialed.
+
+        A multiaddr must end in ``/p2p/<id>``; a bare peer ID is dialed at the addresses the
+        peer store knows.
+
+        Raises:
+            DialError: no address worked (each failure is in the message).
+            ValueError: a multiaddr without ``/p2p/<id>``.
+        """
+        if isinstance(target, Multiaddr):
+            peer = target.peer_id
+            if peer is None:
+                raise ValueError(f"address needs a /p2p/<peer id> suffix: {target}")
+            self.peer_store.add_addrs(peer, [target], TEMP_ADDR_TTL, trio.current_time())
+            candidates = [target.without_peer_id()]
+        else:
+            peer = target
+            candidates = []
+        if peer == self.peer_id:
+            raise DialError("cannot dial ourselves")
+        live = self.connection(peer)
+        if live is not None:
+            return live
+        attempt = self._dialing.get(peer)
+        if attempt is None:
+            attempt = self._dialing[peer] = _DialAttempt()
+            try:
+                addrs = candidates + [
+                    a
+                    for a in self.peer_store.addrs(peer, trio.current_time())
+                    if a not in candidates
+                ]
+                attempt.result = await self._dial(peer, addrs)
+            except DialError as exc:
+                attempt.error = exc
+                raise
+            finally:
+                del self._dialing[peer]
+                attempt.done.set()
+            return attempt.result
+        await attempt.done.wait()
+        if attempt.result is None:
+            raise DialError(str(attempt.error))
+        return attempt.result
+
+    async def _dial(self, peer: PeerID, addrs: Sequence[Multiaddr]) -> MuxedConnection:
+        if not addrs:
+            raise DialError(f"no known address for {peer}")
+        if self._connection_count() >= self.config.max_connections:
+            raise DialError(f"connection limit ({self.config.max_connections}) reached")
+        failures: list[str] = []
+        for addr in addrs:
+            try:
+                with trio.fail_after(self.config.dial_timeout):
+                    tcp = await dial_tcp(addr)
+                    conn = await upgrade(
+                        tcp,
+                        self.identity,
+                        outbound=True,
+                        expected_peer=peer,
+                        remote_addr=addr,
+                        handshake_timeout=self.config.handshake_timeout,
+                        config=self.config.muxer,
+                    )
+            except trio.TooSlowError:
+                failures.append(f"{addr}: timed out")
+                continue
+            except (TransportError, HandshakeError) as exc:
+                failures.append(f"{addr}: {exc}")
+                continue
+            self.peer_store.add_addrs(peer, [addr], CONNECTED_ADDR_TTL, trio.current_time())
+            await self._nursery.start(self._run_connection, conn)
+            return conn
+        raise DialError("; ".join(failures))
+
+    async def _run_connection(
+        self,
+        conn: MuxedConnection,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        peer = conn.remote_peer
+        self._connections.setdefault(peer, []).append(conn)
+        self.peer_store.set_public_key(peer, conn.secure.remote_public_key)
+        logger.info(
+            "connected to %s (%s, %s)",
+            peer,
+            "outbound" if conn.is_client else "inbound",
+            conn.remote_addr,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(conn.run)
+                task_status.started()
+                for hook in self.on_connection:
+                    nursery.start_soon(hook, conn)
+                while True:
+                    try:
+                        stream = await conn.accept_stream()
+                    except MuxerError:
+                        break
+                    nursery.start_soon(self._serve_stream, stream)
+                nursery.cancel_scope.cancel()
+        finally:
+            conns = self._connections.get(peer, [])
+            if conn in conns:
+                conns.remove(conn)
+            if not conns:
+                self._connections.pop(peer, None)
+            logger.info("disconnected from %s: %s", peer, conn.broken_reason)
+
+    async def _serve_stream(self, stream: MuxedStream) -> None:
+        try:
+            with trio.fail_after(self.config.negotiate_timeout):
+                protocol, trailing = await negotiate_inbound(stream, self._handlers.keys())
+        except (NegotiationError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            logger.info("stream from %s not negotiated: %s", stream.remote_peer, exc or "timeout")
+            await stream.reset()
+            return
+        except trio.ClosedResourceError:
+            return
+        handler = self._handlers.get(protocol)
+        if handler is None:  # removed while negotiating
+            await stream.reset()
+            return
+        stream.protocol = protocol
+        stream.unreceive(trailing)
+        finished = False
+        try:
+            await handler(stream)
+            finished = True
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.debug("%s stream with %s ended: %s", protocol, stream.remote_peer, exc)
+        except P2PChatError as exc:
+            logger.info("%s handler for %s failed: %s", protocol, stream.remote_peer, exc)
+        except Exception:
+            logger.exception("%s handler for %s raised", protocol, stream.remote_peer)
+        finally:
+            with trio.CancelScope(shield=True):
+                if finished:
+                    await stream.aclose()
+                else:  # the peer must not take a half-done exchange for a whole one
+                    await stream.reset()
+
+    # -- streams -----------------------------------------------------------------------------
+
+    async def new_stream(self, target: PeerID | Multiaddr, protocols: Sequence[str]) -> MuxedStream:
+        """Open a stream to ``target`` speaking the first of ``protocols`` it supports.
+
+        Raises:
+            DialError: no connection could be made.
+            StreamOpenError: the stream could not be opened, or no protocol was agreed.
+        """
+        conn = await self.connect(target)
+        try:
+            stream = await conn.open_stream()
+        except MuxerError as exc:
+            raise StreamOpenError(str(exc)) from exc
+        try:
+            with trio.fail_after(self.config.negotiate_timeout):
+                protocol, trailing = await negotiate_outbound(stream, protocols)
+        except (NegotiationError, trio.BrokenResourceError) as exc:
+            await stream.reset()
+            raise StreamOpenError(f"{conn.remote_peer}: {exc}") from exc
+        except trio.TooSlowError:
+            await stream.reset()
+            raise StreamOpenError(f"{conn.remote_peer}: protocol negotiation timed out") from None
+        stream.protocol = protocol
+        stream.unreceive(trailing)
+        return stream
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _listen(
+        self, addr: Multiaddr, *, task_status: trio.TaskStatus[list[Multiaddr]]
+    ) -> None:
+        listeners = await listen_tcp(addr)
+        bound = [listener_multiaddr(listener) for listener in listeners]
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener)
+            task_status.started(bound)
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        async with listener:
+            while True:
+                try:
+                    tcp = await listener.accept()
+                except OSError as exc:  # e.g. EMFILE: back off and keep serving
+                    logger.warning("accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                self._nursery.start_soon(self._accept_one, tcp)
+
+    async def _accept_one(self, tcp: trio.SocketStream) -> None:
+        where = remote_multiaddr(tcp)
+        if self._connection_count() >= self.config.max_connections:
+            logger.warning("refused connection from %s: connection limit reached", where)
+            await trio.aclose_forcefully(tcp)
+            return
+        try:
+            conn = await upgrade(
+                tcp,
+                self.identity,
+                outbound=False,
+                remote_addr=where,
+                handshake_timeout=self.config.handshake_timeout,
+                config=self.config.muxer,
+            )
+        except HandshakeError as exc:
+            logger.warning("dropped inbound connection from %s: %s", where, exc.reason)
+            return
+        await self._run_connection(conn)
+
+    async def aclose(self) -> None:
+        """Close every connection (GoAway first) and stop listening."""
+        for conns in list(self._connections.values()):
+            for conn in list(conns):
+                await conn.aclose()
+        self._nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class _DialAttempt:
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: MuxedConnection | None = None
+    error: DialError | None = None
+
+
+@asynccontextmanager
+async def open_host(identity: KeyPair, config: HostConfig | None = None) -> AsyncIterator[Host]:
+    """Run a host: listening on ``config.listen``, serving identify and ping.
+
+    Raises:
+        TransportError: a listen address cannot be bound.
+    """
+    config = config if config is not None else HostConfig()
+    async with trio.open_nursery() as nursery:
+        host = Host(identity, config, nursery)
+        install_identify(host)
+        install_ping(host)
+        for addr in config.listen:
+            host._listen_addrs.extend(await nursery.start(host._listen, addr))
+        try:
+            yield host
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await host.aclose()
+            nursery.cancel_scope.cancel()

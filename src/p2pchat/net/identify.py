@@ -1,0 +1,132 @@
+"""identify (``/ipfs/id/1.0.0``) and identify/push served and used by a Host.
+
+On every new connection we ask the peer who it is and file the answer in the peer store
+(listen addresses, protocols, agent). We answer the same question with our own listen
+addresses, protocols, public key and the address we see the peer at. When our protocols
+change, :func:`push_identify` tells connected peers (``/ipfs/id/push/1.0.0``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ..errors import DecodeError, P2PChatError
+from ..identity import PeerID
+from ..protocols import identify as core
+from .muxer import MuxedConnection, MuxedStream
+from .negotiate import negotiate_outbound
+from .peerstore import CONNECTED_ADDR_TTL
+
+if TYPE_CHECKING:
+    from .host import Host
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION: Final = "ipfs/0.1.0"
+IDENTIFY_TIMEOUT: Final = 10.0
+READ_SIZE: Final = 4096
+
+
+def our_info(host: Host, conn: MuxedConnection | None) -> core.IdentifyInfo:
+    """The identify message ``host`` sends on ``conn``."""
+    return core.IdentifyInfo(
+        protocol_version=PROTOCOL_VERSION,
+        agent_version=host.config.agent_version,
+        public_key=host.identity.public_key,
+        listen_addrs=host.listen_addrs,
+        observed_addr=conn.remote_addr if conn is not None else None,
+        protocols=host.protocols,
+    )
+
+
+async def _read_info(stream: MuxedStream) -> core.IdentifyInfo:
+    reader = core.IdentifyReader()
+    while True:
+        data = await stream.receive_some(READ_SIZE)
+        if data:
+            reader.receive_data(data)
+        else:
+            reader.receive_eof()
+        message = reader.next_message()
+        if message is not core.NEED_DATA:
+            return message
+
+
+def _file(host: Host, peer: PeerID, info: core.IdentifyInfo) -> None:
+    store = host.peer_store
+    if info.public_key is not None and not peer.matches(info.public_key):
+        raise DecodeError("identify carries another peer's public key", hint="wrong key")
+    store.add_addrs(peer, info.listen_addrs, CONNECTED_ADDR_TTL, trio.current_time())
+    store.set_protocols(peer, info.protocols)
+    store.set_agent(peer, info.agent_version, info.protocol_version)
+
+
+async def identify_peer(host: Host, conn: MuxedConnection) -> core.IdentifyInfo:
+    """Ask the peer of ``conn`` who it is; file the answer in the peer store.
+
+    Raises:
+        P2PChatError: the stream could not be opened or the answer is malformed.
+        trio.BrokenResourceError: the connection failed.
+    """
+    stream = await conn.open_stream()
+    async with stream:
+        _proto, trailing = await negotiate_outbound(stream, [core.PROTOCOL_ID])
+        stream.unreceive(trailing)
+        info = await _read_info(stream)
+    _file(host, conn.remote_peer, info)
+    return info
+
+
+async def _on_connection(host: Host, conn: MuxedConnection) -> None:
+    with trio.move_on_after(IDENTIFY_TIMEOUT):
+        try:
+            info = await identify_peer(host, conn)
+        except (P2PChatError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.info("identify with %s failed: %s", conn.remote_peer, exc)
+            return
+        logger.debug("identified %s: %s", conn.remote_peer, info.agent_version or "?")
+
+
+async def push_identify(host: Host) -> None:
+    """Tell every connected peer our current identify information."""
+    for peer in host.connected_peers():
+        conn = host.connection(peer)
+        if conn is None:
+            continue
+        with trio.move_on_after(IDENTIFY_TIMEOUT):
+            try:
+                stream = await conn.open_stream()
+                async with stream:
+                    await negotiate_outbound(stream, [core.PUSH_PROTOCOL_ID])
+                    await stream.send_all(core.encode_identify(our_info(host, conn)))
+                    await stream.send_eof()
+            except (P2PChatError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                logger.info("identify push to %s failed: %s", peer, exc)
+
+
+def install_identify(host: Host) -> None:
+    """Serve identify and identify/push on ``host`` and identify every new connection."""
+
+    async def serve(stream: MuxedStream) -> None:
+        await stream.send_all(core.encode_identify(our_info(host, stream.connection)))
+        await stream.send_eof()
+        with trio.move_on_after(IDENTIFY_TIMEOUT):  # let the peer finish reading, then close
+            while await stream.receive_some(READ_SIZE):
+                pass
+
+    async def serve_push(stream: MuxedStream) -> None:
+        with trio.fail_after(IDENTIFY_TIMEOUT):
+            info = await _read_info(stream)
+        _file(host, stream.remote_peer, info)
+
+    host.set_stream_handler(core.PROTOCOL_ID, serve)
+    host.set_stream_handler(core.PUSH_PROTOCOL_ID, serve_push)
+    if host.config.identify_on_connect:
+
+        async def hook(conn: MuxedConnection) -> None:
+            await _on_connection(host, conn)
+
+        host.on_connection.append(hook)

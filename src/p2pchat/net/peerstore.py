@@ -1,0 +1,106 @@
+"""What a host knows about other peers: addresses (with expiry), protocols, keys, agent.
+
+Plain data, no I/O and no clock: callers pass ``now`` (the host uses ``trio.current_time()``),
+which keeps expiry testable. Sizes are bounded so a peer cannot grow it without limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+import attrs
+
+from ..identity import PeerID, PublicKey
+from ..multiaddr import Multiaddr
+
+#: Addresses learned from identify or dialed successfully.
+CONNECTED_ADDR_TTL: Final = 30 * 60.0
+#: Addresses given by a user or discovery, not yet proven.
+TEMP_ADDR_TTL: Final = 2 * 60.0
+PERMANENT: Final = float("inf")
+MAX_ADDRS_PER_PEER: Final = 64
+MAX_PROTOCOLS_PER_PEER: Final = 128
+
+
+@attrs.define
+class PeerRecord:
+    """Everything known about one peer."""
+
+    peer_id: PeerID
+    #: Address -> expiry time (same clock as ``now``).
+    addrs: dict[Multiaddr, float] = attrs.Factory(dict)
+    protocols: tuple[str, ...] = ()
+    public_key: PublicKey | None = None
+    agent_version: str = ""
+    protocol_version: str = ""
+
+
+class PeerStore:
+    """Peers by ID. Not thread-safe; used from the host's Trio tasks."""
+
+    def __init__(self) -> None:
+        self._peers: dict[PeerID, PeerRecord] = {}
+
+    def _record(self, peer: PeerID) -> PeerRecord:
+        record = self._peers.get(peer)
+        if record is None:
+            record = self._peers[peer] = PeerRecord(peer)
+        return record
+
+    def get(self, peer: PeerID) -> PeerRecord | None:
+        """The record of ``peer``, if any."""
+        return self._peers.get(peer)
+
+    def peers(self) -> list[PeerID]:
+        """Every peer with a record."""
+        return list(self._peers)
+
+    def add_addrs(self, peer: PeerID, addrs: Iterable[Multiaddr], ttl: float, now: float) -> None:
+        """Remember ``addrs`` (without any ``/p2p`` suffix) for ``ttl`` seconds.
+
+        A longer expiry never shortens; the oldest-expiring addresses go beyond 64.
+        """
+        record = self._record(peer)
+        expiry = now + ttl
+        for addr in addrs:
+            bare = addr.without_peer_id()
+            if record.addrs.get(bare, -1.0) < expiry:
+                record.addrs[bare] = expiry
+        if len(record.addrs) > MAX_ADDRS_PER_PEER:
+            keep = sorted(record.addrs.items(), key=lambda item: item[1], reverse=True)
+            record.addrs = dict(keep[:MAX_ADDRS_PER_PEER])
+
+    def addrs(self, peer: PeerID, now: float) -> list[Multiaddr]:
+        """Unexpired addresses of ``peer``, longest-lived first (expired ones are dropped)."""
+        record = self._peers.get(peer)
+        if record is None:
+            return []
+        live = {addr: exp for addr, exp in record.addrs.items() if exp > now}
+        record.addrs = live
+        return [addr for addr, _ in sorted(live.items(), key=lambda item: item[1], reverse=True)]
+
+    def set_protocols(self, peer: PeerID, protocols: Iterable[str]) -> None:
+        """Replace the protocols ``peer`` says it supports (at most 128 kept)."""
+        self._record(peer).protocols = tuple(protocols)[:MAX_PROTOCOLS_PER_PEER]
+
+    def protocols(self, peer: PeerID) -> tuple[str, ...]:
+        """The protocols ``peer`` announced, if known."""
+        record = self._peers.get(peer)
+        return record.protocols if record is not None else ()
+
+    def set_public_key(self, peer: PeerID, key: PublicKey) -> None:
+        """Remember ``peer``'s public key.
+
+        Raises:
+            ValueError: the key is not the one ``peer`` names.
+        """
+        if not peer.matches(key):
+            raise ValueError(f"public key does not belong to {peer}")
+        self._record(peer).public_key = key
+
+    def set_agent(self, peer: PeerID, agent_version: str, protocol_version: str) -> None:
+        """Remember what software ``peer`` runs."""
+        record = self._record(peer)
+        record.agent_version = agent_version
+        record.protocol_version = protocol_version

@@ -1,0 +1,200 @@
+"""Hosts on loopback: dialing, reuse, routing, identify, ping, limits and hostile peers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from p2pchat.identity import KeyPair
+from p2pchat.multiaddr import Multiaddr
+from p2pchat.net.host import DialError, Host, HostConfig, StreamOpenError, open_host
+from p2pchat.net.identify import identify_peer
+from p2pchat.net.muxer import MuxedStream
+from p2pchat.net.ping import open_ping
+from p2pchat.net.secure import dial_secure
+from p2pchat.protocols import multistream as ms
+
+pytestmark = pytest.mark.timeout(60)
+
+ECHO = "/p2pchat-test/echo/1.0.0"
+
+
+async def echo(stream: MuxedStream) -> None:
+    while data := await stream.receive_some():
+        await stream.send_all(data)
+    await stream.send_eof()
+
+
+@asynccontextmanager
+async def two_hosts(config: HostConfig | None = None) -> AsyncIterator[tuple[Host, Host]]:
+    async with open_host(KeyPair.generate(), config) as a, open_host(KeyPair.generate()) as b:
+        b.set_stream_handler(ECHO, echo)
+        yield a, b
+
+
+async def _round_trip(stream: MuxedStream, payload: bytes) -> bytes:
+    received = bytearray()
+    async with stream, trio.open_nursery() as nursery:
+
+        async def write() -> None:
+            await stream.send_all(payload)
+            await stream.send_eof()
+
+        nursery.start_soon(write)
+        while chunk := await stream.receive_some():
+            received += chunk
+    return bytes(received)
+
+
+async def test_new_stream_to_multiaddr_negotiates_and_echoes() -> None:
+    async with two_hosts() as (a, b):
+        (addr,) = b.addrs
+        stream = await a.new_stream(addr, ["/nope/1.0.0", ECHO])
+        assert stream.protocol == ECHO
+        assert stream.remote_peer == b.peer_id
+        payload = bytes(range(256)) * 4096
+        assert await _round_trip(stream, payload) == payload
+
+
+async def test_one_connection_per_peer_is_reused_and_dials_collapse() -> None:
+    async with two_hosts() as (a, b):
+        (addr,) = b.addrs
+        conns = []
+
+        async def connect() -> None:
+            conns.append(await a.connect(addr))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(connect)
+        assert len({id(c) for c in conns}) == 1
+        assert a.connected_peers() == [b.peer_id]
+        # Later streams, by peer ID alone, use the same connection.
+        stream = await a.new_stream(b.peer_id, [ECHO])
+        assert stream.connection is conns[0]
+        assert await _round_trip(stream, b"hi") == b"hi"
+
+
+async def test_identify_fills_the_peer_store_both_ways() -> None:
+    async with two_hosts() as (a, b):
+        conn = await a.connect(b.addrs[0])
+        info = await identify_peer(a, conn)
+        assert ECHO in info.protocols
+        assert info.public_key == b.identity.public_key
+        assert info.listen_addrs == tuple(b.listen_addrs)
+        assert info.agent_version.startswith("p2pchat/")
+        assert ECHO in a.peer_store.protocols(b.peer_id)
+        back = b.connection(a.peer_id)
+        assert back is not None
+        info_back = await identify_peer(b, back)
+        assert info_back.observed_addr is not None
+        assert "/ipfs/ping/1.0.0" in b.peer_store.protocols(a.peer_id)
+        record = b.peer_store.get(a.peer_id)
+        assert record is not None
+        assert record.public_key == a.identity.public_key
+
+
+async def test_ping_reports_round_trips() -> None:
+    async with two_hosts() as (a, b), open_ping(a, b.addrs[0]) as pinger:
+        rtts = [await pinger.ping() for _ in range(5)]
+    assert len(rtts) == 5
+    assert all(0 < rtt < 5 for rtt in rtts)
+
+
+async def test_unsupported_protocol_is_refused_with_a_clear_error() -> None:
+    async with two_hosts() as (a, b):
+        with pytest.raises(StreamOpenError, match="none of"):
+            await a.new_stream(b.addrs[0], ["/not-served/1.0.0"])
+
+
+async def test_dial_to_the_wrong_peer_id_fails() -> None:
+    async with two_hosts() as (a, b):
+        wrong = b.listen_addrs[0].with_peer_id(KeyPair.generate().peer_id)
+        with pytest.raises(DialError, match="peer"):
+            await a.connect(wrong)
+        assert a.connected_peers() == []
+
+
+async def test_dial_to_a_closed_port_fails_with_the_reason() -> None:
+    async with open_host(KeyPair.generate()) as a:
+        with trio.socket.socket() as sock:
+            await sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        addr = Multiaddr.from_string(f"/ip4/127.0.0.1/tcp/{port}").with_peer_id(
+            KeyPair.generate().peer_id
+        )
+        with pytest.raises(DialError, match="cannot connect"):
+            await a.connect(addr)
+
+
+async def test_a_failing_handler_does_not_take_down_the_host(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(stream: MuxedStream) -> None:
+        raise RuntimeError("handler bug")
+
+    async with two_hosts() as (a, b):
+        b.set_stream_handler("/broken/1.0.0", broken)
+        stream = await a.new_stream(b.addrs[0], ["/broken/1.0.0"])
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.receive_some()
+        assert await _round_trip(await a.new_stream(b.peer_id, [ECHO]), b"ok") == b"ok"
+    assert any("handler bug" in (r.exc_text or "") for r in caplog.records)
+
+
+async def test_connection_limit_refuses_extra_inbound_connections() -> None:
+    async with open_host(KeyPair.generate(), HostConfig(max_connections=1)) as server:
+        server.set_stream_handler(ECHO, echo)
+        async with open_host(KeyPair.generate()) as c1, open_host(KeyPair.generate()) as c2:
+            await c1.connect(server.addrs[0])
+            with pytest.raises(DialError, match="closed"):
+                await c2.new_stream(server.addrs[0], [ECHO])
+            assert server.connected_peers() == [c1.peer_id]
+
+
+async def test_misbehaving_peer_after_handshake_is_dropped_while_good_peer_pings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with two_hosts() as (good, server):
+        (addr,) = server.addrs
+
+        async def misbehave(frames: bytes) -> None:
+            secure = await dial_secure(addr, KeyPair.generate(), stream_muxers=[])
+            async with secure:
+                dialer = ms.Dialer(["/yamux/1.0.0"])
+                await secure.send_all(dialer.data_to_send())
+                while dialer.next_event() is ms.NEED_DATA:
+                    dialer.receive_data(await secure.receive_some())
+                try:
+                    await secure.send_all(frames)
+                    with trio.fail_after(5):  # the server answers GoAway, then hangs up
+                        while await secure.receive_some():
+                            pass
+                except trio.BrokenResourceError:
+                    pass  # it hung up while we were still sending
+
+        bad_frames = [
+            bytes([1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]),  # version 1
+            bytes([0, 9, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]),  # unknown type
+            bytes([0, 1, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0]),  # dialer opening an even stream id
+            # a stream, then 1 MiB of data on a 256 KiB window
+            bytes([0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0])
+            + bytes([0, 0, 0, 0, 0, 0, 0, 1, 0, 0x10, 0, 0])
+            + bytes(1 << 20),
+        ]
+        async with open_ping(good, addr) as pinger:
+            async with trio.open_nursery() as nursery:
+                for frames in bad_frames:
+                    nursery.start_soon(misbehave, frames)
+                for _ in range(20):
+                    assert await pinger.ping() < 5
+            assert await pinger.ping() < 5
+    reasons = " ".join(r.getMessage() for r in caplog.records)
+    for hint in ("version", "frame type", "parity", "window"):
+        assert hint in reasons, reasons
