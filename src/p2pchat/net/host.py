@@ -202,7 +202,10 @@ class Host:
             except trio.TooSlowError:
                 failures.append(f"{addr}: timed out")
                 continue
-            except (TransportError, HandshakeError) as exc:
+            except TransportError as exc:
+                failures.append(str(exc))  # names the address already
+                continue
+            except HandshakeError as exc:
                 failures.append(f"{addr}: {exc}")
                 continue
             self.peer_store.add_addrs(peer, [addr], CONNECTED_ADDR_TTL, trio.current_time())
@@ -372,6 +375,8 @@ async def open_host(identity: KeyPair, config: HostConfig | None = None) -> Asyn
         TransportError: a listen address cannot be bound.
     """
     config = config if config is not None else HostConfig()
+    # The body's exception is re-raised as itself, not inside the nursery's ExceptionGroup.
+    body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         host = Host(identity, config, nursery)
         install_identify(host)
@@ -380,7 +385,11 @@ async def open_host(identity: KeyPair, config: HostConfig | None = None) -> Asyn
             host._listen_addrs.extend(await nursery.start(host._listen, addr))
         try:
             yield host
+        except BaseException as exc:
+            body_error = exc
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await host.aclose()
             nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error

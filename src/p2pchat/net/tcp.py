@@ -33,8 +33,17 @@ async def dial_tcp(addr: Multiaddr) -> trio.SocketStream:
     try:
         return await trio.open_tcp_stream(host, port)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise TransportError(f"cannot connect to {addr}: {reason}") from exc
+        raise TransportError(f"cannot connect to {addr}: {_reason(exc)}") from exc
+
+
+def _reason(exc: OSError) -> str:
+    """The most specific reason: trio puts each attempt's error in ``__cause__``."""
+    cause: BaseException | None = exc.__cause__
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return exc.strerror.lower() if exc.strerror else str(exc)
 
 
 async def listen_tcp(addr: Multiaddr) -> list[trio.SocketListener]:
@@ -47,8 +56,7 @@ async def listen_tcp(addr: Multiaddr) -> list[trio.SocketListener]:
     try:
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise TransportError(f"cannot listen on {addr}: {reason}") from exc
+        raise TransportError(f"cannot listen on {addr}: {_reason(exc)}") from exc
 
 
 def listener_multiaddr(listener: trio.SocketListener) -> Multiaddr:
