@@ -180,13 +180,7 @@ class SecureStream(trio.abc.Stream):
             if count:
                 del out[count:]
                 return out
-            try:
-                received = await self._receive_into_session()
-            except trio.BrokenResourceError as exc:
-                raise self._break(exc, "transport broken") from exc
-            if not received:
-                if session.has_partial_frame():
-                    raise self._break(EOFError(), "connection closed inside a Noise frame")
+            if not await self._fill():
                 return b""
 
     async def _next_plaintext(self) -> bytes:
@@ -200,14 +194,24 @@ class SecureStream(trio.abc.Stream):
                 if event.data:
                     return event.data
                 continue  # an empty frame is legal; keep reading
-            try:
-                received = await self._receive_into_session()
-            except trio.BrokenResourceError as exc:
-                raise self._break(exc, "transport broken") from exc
-            if not received:
-                if session.has_partial_frame():
-                    raise self._break(EOFError(), "connection closed inside a Noise frame")
+            if not await self._fill():
                 return b""
+
+    async def _fill(self) -> bool:
+        """Read more ciphertext; False at a clean end of stream (on a frame boundary).
+
+        Raises:
+            trio.BrokenResourceError: transport failure, or end of stream inside a frame.
+        """
+        try:
+            received = await self._receive_into_session()
+        except trio.BrokenResourceError as exc:
+            raise self._break(exc, "transport broken") from exc
+        if received:
+            return True
+        if self._session.has_partial_frame():
+            raise self._break(EOFError(), "connection closed inside a Noise frame")
+        return False
 
     async def _receive_into_session(self) -> int:
         """Read once from the transport into the session's buffer; 0 at end of stream."""

@@ -42,6 +42,7 @@ from ..identity import PublicKey
 from ..multiaddr import Multiaddr
 from ..protobuf import WT_LEN, decode_message, encode_bytes_field
 from ..varint import encode_uvarint, try_decode_uvarint
+from ._need_data import NEED_DATA, NeedData
 
 __all__ = [
     "MAX_MESSAGES",
@@ -87,16 +88,6 @@ _SCHEMA: Final = {
     F_AGENT_VERSION: WT_LEN,
     F_SIGNED_PEER_RECORD: WT_LEN,
 }
-
-
-class NeedData(enum.Enum):
-    """Type of the :data:`NEED_DATA` sentinel."""
-
-    NEED_DATA = "NEED_DATA"
-
-
-#: Returned by :meth:`IdentifyReader.next_message` until the stream has ended.
-NEED_DATA: Final = NeedData.NEED_DATA
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import attrs
 
 from ..errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from ..varint import decode_uvarint, encode_uvarint, try_decode_uvarint
+from ._need_data import NEED_DATA, NeedData
 
 __all__ = [
     "LS",
@@ -83,16 +84,6 @@ _NEWLINE: Final = 0x0A
 _MAX_PREFIX_BYTES: Final = len(encode_uvarint(MAX_MESSAGE_SIZE))
 
 _Buffer = bytes | bytearray | memoryview
-
-
-class NeedData(enum.Enum):
-    """Type of the :data:`NEED_DATA` sentinel."""
-
-    NEED_DATA = "NEED_DATA"
-
-
-#: Returned by ``next_event()`` when no event can be produced before more bytes arrive.
-NEED_DATA: Final = NeedData.NEED_DATA
 
 
 class State(enum.Enum):

@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from ..errors import DecodeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ..identity import KeyPair, PeerID, PublicKey
 from ..protobuf import WT_LEN, decode_message, encode_bytes_field
+from ._need_data import NEED_DATA, NeedData
 
 __all__ = [
     "FRAME_HEADER_LEN",
@@ -642,15 +643,6 @@ class NoiseState(enum.Enum):
     HANDSHAKING = "handshaking"
     TRANSPORT = "transport"
     FAILED = "failed"
-
-
-class _Sentinel(enum.Enum):
-    NEED_DATA = "NEED_DATA"
-
-
-#: Returned by :meth:`NoiseConnection.next_event` when a whole frame is not yet buffered.
-NEED_DATA: Final = _Sentinel.NEED_DATA
-NeedData: TypeAlias = Literal[_Sentinel.NEED_DATA]
 
 
 @attrs.frozen

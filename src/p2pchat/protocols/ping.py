@@ -23,7 +23,6 @@ has written what is queued.
 
 from __future__ import annotations
 
-import enum
 import os
 from collections import deque
 from typing import Final
@@ -31,6 +30,7 @@ from typing import Final
 import attrs
 
 from ..errors import LocalProtocolError, RemoteProtocolError
+from ._need_data import NEED_DATA, NeedData
 
 __all__ = [
     "NEED_DATA",
@@ -48,16 +48,6 @@ PROTOCOL_ID: Final = "/ipfs/ping/1.0.0"
 PING_SIZE: Final = 32
 
 _Buffer = bytes | bytearray | memoryview
-
-
-class NeedData(enum.Enum):
-    """Type of the :data:`NEED_DATA` sentinel."""
-
-    NEED_DATA = "NEED_DATA"
-
-
-#: Returned by :meth:`PingDialer.next_event` when no echo is complete.
-NEED_DATA: Final = NeedData.NEED_DATA
 
 
 def _check_payload(instance: object, attribute: object, value: bytes) -> None:
