@@ -36,6 +36,7 @@ or join messages anywhere.
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
@@ -313,7 +314,7 @@ def decode_ls_response(data: bytes | bytearray | memoryview) -> tuple[str, ...]:
 # The two roles
 
 
-class _Negotiator:
+class _Negotiator(abc.ABC):
     """Buffers and the life cycle shared by both roles; subclasses handle one message at a time."""
 
     def __init__(self) -> None:
@@ -409,9 +410,9 @@ class _Negotiator:
     def _on_header(self) -> None:
         """Called once the peer's header has been read."""
 
+    @abc.abstractmethod
     def _handle(self, body: bytes) -> ProtocolAgreed | NegotiationFailed | ProtocolsListed | None:
         """Handle one message after the header; return an event or ``None`` to keep reading."""
-        raise NotImplementedError
 
 
 class Dialer(_Negotiator):
