@@ -407,7 +407,7 @@ class _Negotiator(abc.ABC):
         self._agreed = protocol
         return ProtocolAgreed(protocol)
 
-    def _on_header(self) -> None:
+    def _on_header(self) -> None:  # noqa: B027 (an optional hook, empty by default)
         """Called once the peer's header has been read."""
 
     @abc.abstractmethod
