@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 
-from p2pchat.identity import KeyPair
+from p2pchat.identity import KeyPair, PeerID
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import DialError, Host, HostConfig, StreamOpenError, open_host
 from p2pchat.net.identify import identify_peer
@@ -198,3 +198,23 @@ async def test_misbehaving_peer_after_handshake_is_dropped_while_good_peer_pings
     reasons = " ".join(r.getMessage() for r in caplog.records)
     for hint in ("version", "frame type", "parity", "window"):
         assert hint in reasons, reasons
+
+
+async def test_new_handlers_reach_connected_peers_by_identify_push() -> None:
+    async with two_hosts() as (a, b):
+        conn = await a.connect(b.addrs[0])
+        await identify_peer(a, conn)
+        assert "/late/1.0.0" not in a.peer_store.protocols(b.peer_id)
+        pushed = trio.Event()
+        original = a.peer_store.set_protocols
+
+        def watch(peer: PeerID, protocols: Iterable[str]) -> None:
+            original(peer, protocols)
+            if "/late/1.0.0" in a.peer_store.protocols(peer):
+                pushed.set()
+
+        a.peer_store.set_protocols = watch  # type: ignore[method-assign]
+        b.set_stream_handler("/late/1.0.0", echo)
+        with trio.fail_after(5):
+            await pushed.wait()
+        assert "/late/1.0.0" in a.peer_store.protocols(b.peer_id)

@@ -191,7 +191,10 @@ async def test_garbage_after_handshake_ends_the_connection_with_goaway(
     nursery: trio.Nursery,
 ) -> None:
     client, server = await _connection_pair(nursery, trio.testing.memory_stream_pair)
-    # Bypass the muxer: write a yamux header with version 7 straight into the secure channel.
+    # Bypass the muxer: write a yamux header with version 7 straight into the secure channel,
+    # once the client's own writer is idle.
+    await client.ping()
+    await trio.testing.wait_all_tasks_blocked()
     await client.secure.send_all(bytes([7, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]))
     await server.wait_closed()
     assert server.broken_reason is not None

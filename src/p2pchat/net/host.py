@@ -32,7 +32,7 @@ from .. import __version__
 from ..errors import P2PChatError
 from ..identity import KeyPair, PeerID
 from ..multiaddr import Multiaddr
-from .identify import install_identify
+from .identify import install_identify, push_identify
 from .muxer import MuxedConnection, MuxedStream, MuxerConfig, MuxerError
 from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
 from .peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL, PeerStore
@@ -107,11 +107,20 @@ class Host:
         """
         if not protocol.startswith("/"):
             raise ValueError(f"protocol ids start with '/': {protocol!r}")
+        new = protocol not in self._handlers
         self._handlers[protocol] = handler
+        if new:
+            self._protocols_changed()
 
     def remove_stream_handler(self, protocol: str) -> None:
         """Stop serving ``protocol`` (no-op if not served)."""
-        self._handlers.pop(protocol, None)
+        if self._handlers.pop(protocol, None) is not None:
+            self._protocols_changed()
+
+    def _protocols_changed(self) -> None:
+        """Tell connected peers (identify push), in the background."""
+        if self.connected_peers():
+            self._nursery.start_soon(push_identify, self)
 
     @property
     def protocols(self) -> list[str]:

@@ -9,8 +9,9 @@ three tasks:
 * the **reader** feeds every chunk read from the secure stream to the core and applies the events
   to the streams: it never writes, so a peer that stops reading cannot wedge it;
 * the **writer** sleeps until the core has bytes to send and writes them, many frames per write;
-* the **keep-alive** pings every ``keepalive_interval`` seconds; the round trip feeds the core's
-  window auto-tuning, and a peer that does not answer within ``keepalive_timeout`` is dropped.
+* the **keep-alive** pings at once and then every ``keepalive_interval`` seconds; the round trip
+  feeds the core's window auto-tuning, and a peer that does not answer within
+  ``keepalive_timeout`` is dropped.
 
 Streams are :class:`trio.abc.HalfCloseableStream`. ``send_all`` queues into the core as far as the
 stream's send window allows and waits for window updates for the rest, so the yamux window bounds
@@ -328,8 +329,8 @@ class MuxedConnection:
 
     @property
     def is_closed(self) -> bool:
-        """True once the connection has ended."""
-        return self.broken_reason is not None
+        """True once the connection has ended (or its core found a protocol violation)."""
+        return self.broken_reason is not None or self._core.terminated is not None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -353,7 +354,7 @@ class MuxedConnection:
     async def aclose(self) -> None:
         """Say GoAway, give the writer a moment to flush it, and end the connection; wait
         until it has ended."""
-        if self.broken_reason is None:
+        if not self.is_closed:
             self._core.go_away(yamux.GoAwayCode.NORMAL)
             self._wake_writer()
             with trio.move_on_after(1.0):
@@ -392,7 +393,7 @@ class MuxedConnection:
             MuxerError: the connection is closed or going away, or at its stream limit.
         """
         await trio.lowlevel.checkpoint()
-        if self.broken_reason is not None:
+        if self.is_closed:
             raise MuxerError(f"connection closed: {self.broken_reason}")
         try:
             stream_id = self._core.open_stream()
@@ -413,7 +414,7 @@ class MuxedConnection:
             stream = await self._inbound_receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise MuxerError(f"connection closed: {self.broken_reason}") from None
-        if self.broken_reason is None:
+        if not self.is_closed:
             try:
                 self._core.accept_stream(stream.stream_id)
             except LocalProtocolError:
@@ -427,7 +428,7 @@ class MuxedConnection:
         Raises:
             MuxerError: the connection ended before the answer.
         """
-        if self.broken_reason is not None:
+        if self.is_closed:
             raise MuxerError(f"connection closed: {self.broken_reason}")
         event = trio.Event()
         opaque = self._core.ping()
@@ -443,7 +444,7 @@ class MuxedConnection:
         return answered
 
     def _consumed(self, stream_id: int, count: int) -> None:
-        if self.broken_reason is not None:
+        if self.is_closed:
             return
         self._core.acknowledge_received(stream_id, count, now=trio.current_time())
         self._wake_writer()
@@ -454,13 +455,13 @@ class MuxedConnection:
         return
 
     def _reset_stream(self, stream_id: int) -> None:
-        if self.broken_reason is None:
+        if not self.is_closed:
             self._core.reset_stream(stream_id)
             self._wake_writer()
         self._streams.pop(stream_id, None)
 
     def _send_eof_quietly(self, stream_id: int) -> None:
-        if self.broken_reason is None:
+        if not self.is_closed:
             try:
                 self._core.send_eof(stream_id)
             except LocalProtocolError:
@@ -473,6 +474,8 @@ class MuxedConnection:
     # -- tasks -------------------------------------------------------------------------------
 
     def _wake_writer(self) -> None:
+        if self._drained.is_set():  # there is something new to send
+            self._drained = trio.Event()
         self._wakeup.set()
 
     async def _writer(self) -> None:
@@ -483,7 +486,6 @@ class MuxedConnection:
                 self._drained.set()
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
-                self._drained = trio.Event()
                 continue
             try:
                 await self.secure.send_all(data)
@@ -518,12 +520,9 @@ class MuxedConnection:
                     term.hint,
                     term.detail,
                 )
-                goaway = core.data_to_send()
+                self._wake_writer()  # the core queued GoAway(protocol error)
                 with trio.move_on_after(1.0):
-                    try:
-                        await self.secure.send_all(goaway)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
+                    await self._drained.wait()
                 self._end(f"protocol error: {term.hint}")
                 return
 
@@ -578,11 +577,9 @@ class MuxedConnection:
             self._streams.pop(stream_id, None)
 
     async def _keepalive(self) -> None:
+        """Ping at once (the round trip seeds window auto-tuning), then every interval."""
         interval = self.config.keepalive_interval
-        if not math.isfinite(interval) or interval <= 0:
-            return
         while True:
-            await trio.sleep(interval)
             with trio.move_on_after(self.config.keepalive_timeout) as scope:
                 try:
                     await self.ping()
@@ -590,9 +587,10 @@ class MuxedConnection:
                     return
             if scope.cancelled_caught:
                 self._end("keep-alive ping timed out")
-                if self._cancel_scope is not None:
-                    self._cancel_scope.cancel()
                 return
+            if not math.isfinite(interval) or interval <= 0:
+                return  # keep-alive off: the first round trip was all we wanted
+            await trio.sleep(interval)
 
 
 def muxer_protocols() -> Sequence[str]:
