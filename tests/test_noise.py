@@ -1071,3 +1071,29 @@ def test_receive_buffer_accepts_bytes_written_in_place() -> None:
         assert got == b"y" * size
     with pytest.raises(LocalProtocolError):
         receiver.received(10**9)
+
+
+def test_send_packed_never_splits_a_unit_that_fits_in_one_message() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    sender, receiver = pair.conns[Role.INITIATOR], pair.conns[Role.RESPONDER]
+    units = [(b"h" * 12, b"x" * 40_000), (b"h" * 12, b"y" * 40_000), (b"z" * 12,)]
+    units += [(b"h" * 12, b"w" * (MAX_PLAINTEXT_LEN - 12))]  # exactly one message
+    receiver.receive_data(sender.send_packed(units))
+    messages = [e.data for e in drain(receiver) if isinstance(e, Data)]
+    assert messages == [
+        b"h" * 12 + b"x" * 40_000,
+        b"h" * 12 + b"y" * 40_000 + b"z" * 12,
+        b"h" * 12 + b"w" * (MAX_PLAINTEXT_LEN - 12),
+    ]
+
+
+def test_send_packed_splits_only_oversized_units() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    sender, receiver = pair.conns[Role.INITIATOR], pair.conns[Role.RESPONDER]
+    big = bytes(range(256)) * 600  # 153,600 bytes
+    receiver.receive_data(sender.send_packed([(big,)]))
+    messages = [e.data for e in drain(receiver) if isinstance(e, Data)]
+    assert [len(m) for m in messages] == [MAX_PLAINTEXT_LEN, MAX_PLAINTEXT_LEN, 153_600 - 2 * 65519]
+    assert b"".join(messages) == big

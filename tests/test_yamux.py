@@ -1089,3 +1089,34 @@ def test_connection_follows_state_table(state: StreamState, stream_input: Stream
             assert StreamEnded(sid) in events
         if stream_input is StreamInput.RECV_RST:
             assert events == [StreamReset(sid, 0)]
+
+
+def test_frames_to_send_keeps_each_header_with_its_body() -> None:
+    config = YamuxConfig(max_frame_payload=1000)
+    a, b = Pair(config), Pair(config)
+    for pair in (a, b):
+        sid = pair.client.open_stream()
+        pair.client.send_data(sid, bytes(2560))
+        pair.client.ping(7)
+    frames = a.client.frames_to_send(1 << 20)
+    assert b"".join(b"".join(bytes(part) for part in f) for f in frames) == b.client.data_to_send()
+    data_frames = [f for f in frames if len(f) == 2]
+    assert [len(f[1]) for f in data_frames] == [1000, 1000, 560]
+    for header, body in data_frames:
+        assert decode_header(header).length == len(body)
+    assert not a.client.wants_to_send
+
+
+def test_frames_to_send_stops_near_the_byte_budget_but_always_returns_one() -> None:
+    pair = Pair(YamuxConfig(max_frame_payload=1000))
+    sid = pair.client.open_stream()
+    pair.client.send_data(sid, bytes(5000))
+    first = pair.client.frames_to_send(1)  # too small for any frame: still one
+    assert len(first) == 1
+    rest = pair.client.frames_to_send(2100)
+    assert sum(len(part) for f in rest for part in f) <= 2100
+    assert pair.client.wants_to_send
+    remaining = pair.client.frames_to_send(1 << 20)
+    total = sum(len(f[1]) for f in first + rest + remaining if len(f) == 2)
+    assert total == 5000
+    assert not pair.client.wants_to_send

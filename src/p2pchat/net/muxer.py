@@ -40,13 +40,17 @@ import trio
 from ..errors import LocalProtocolError, P2PChatError
 from ..identity import PeerID
 from ..multiaddr import Multiaddr
-from ..protocols import yamux
+from ..protocols import noise, yamux
 from .secure import SecureStream
 
 logger = logging.getLogger(__name__)
 
 YAMUX_PROTOCOL: Final = yamux.PROTOCOL_ID
 RECEIVE_SIZE: Final = 256 * 1024
+#: At most this much is encrypted and written at once, which bounds the memory a write takes.
+WRITE_BATCH: Final = 1024 * 1024
+#: yamux frames sized so that header and body fit in one Noise message.
+MAX_FRAME_PAYLOAD: Final = noise.MAX_PLAINTEXT_LEN - yamux.HEADER_SIZE
 DEFAULT_KEEPALIVE_INTERVAL: Final = 30.0
 DEFAULT_KEEPALIVE_TIMEOUT: Final = 15.0
 # Inbound streams waiting for the application to accept them; more are refused with RST.
@@ -61,7 +65,9 @@ class MuxerError(P2PChatError):
 class MuxerConfig:
     """Settings of a muxed connection (yamux limits plus the driver's timers)."""
 
-    yamux: yamux.YamuxConfig = attrs.Factory(yamux.YamuxConfig)
+    yamux: yamux.YamuxConfig = attrs.Factory(
+        lambda: yamux.YamuxConfig(max_frame_payload=MAX_FRAME_PAYLOAD)
+    )
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     accept_backlog: int = DEFAULT_ACCEPT_BACKLOG
@@ -317,6 +323,7 @@ class MuxedConnection:
         self._streams: dict[int, MuxedStream] = {}
         self._wakeup = trio.Event()
         self._drained = trio.Event()  # set while the writer has nothing left to send
+        self._acked = trio.Event()  # set when an outbound stream is acknowledged or goes
         self._inbound_send, self._inbound_receive = trio.open_memory_channel[MuxedStream](
             self.config.accept_backlog
         )
@@ -380,6 +387,7 @@ class MuxedConnection:
             stream._writable.set()
         for _, event in self._pings.values():
             event.set()
+        self._acked.set()
         self._inbound_send.close()
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
@@ -389,16 +397,25 @@ class MuxedConnection:
     async def open_stream(self) -> MuxedStream:
         """Open a new outbound stream (its SYN leaves with the next write).
 
+        When as many streams as yamux allows await the peer's ACK, this waits for one.
+
         Raises:
             MuxerError: the connection is closed or going away, or at its stream limit.
         """
         await trio.lowlevel.checkpoint()
-        if self.is_closed:
-            raise MuxerError(f"connection closed: {self.broken_reason}")
-        try:
-            stream_id = self._core.open_stream()
-        except (yamux.ConnectionClosedError, yamux.StreamLimitError) as exc:
-            raise MuxerError(f"cannot open a stream: {exc}") from exc
+        while True:
+            if self.is_closed:
+                raise MuxerError(f"connection closed: {self.broken_reason}")
+            try:
+                stream_id = self._core.open_stream()
+                break
+            except yamux.ConnectionClosedError as exc:
+                raise MuxerError(f"cannot open a stream: {exc}") from exc
+            except yamux.StreamLimitError as exc:
+                if exc.hint != "ACK backlog full":
+                    raise MuxerError(f"cannot open a stream: {exc}") from exc
+                self._acked = trio.Event()
+                await self._acked.wait()
         stream = MuxedStream(self, stream_id)
         self._streams[stream_id] = stream
         self._wake_writer()
@@ -446,8 +463,10 @@ class MuxedConnection:
     def _consumed(self, stream_id: int, count: int) -> None:
         if self.is_closed:
             return
-        self._core.acknowledge_received(stream_id, count, now=trio.current_time())
-        self._wake_writer()
+        core = self._core
+        core.acknowledge_received(stream_id, count, now=trio.current_time())
+        if core.wants_to_send:  # a window update is due
+            self._wake_writer()
 
     def _unconsumed(self, stream_id: int, count: int) -> None:
         # Bytes pushed back after negotiation were already acknowledged; the window credit
@@ -481,14 +500,14 @@ class MuxedConnection:
     async def _writer(self) -> None:
         core = self._core
         while True:
-            data = core.data_to_send()
-            if not data:
+            frames = core.frames_to_send(WRITE_BATCH)
+            if not frames:
                 self._drained.set()
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
                 continue
             try:
-                await self.secure.send_all(data)
+                await self.secure.send_units(frames)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._end(f"write failed: {exc}")
                 return
@@ -497,6 +516,7 @@ class MuxedConnection:
         core = self._core
         while self.broken_reason is None:
             try:
+                # Several Noise messages at once, each holding whole yamux frames (_writer).
                 data: bytes | bytearray = self._initial_data or await self.secure.receive_some(
                     RECEIVE_SIZE
                 )
@@ -511,7 +531,8 @@ class MuxedConnection:
             for event in events:
                 self._apply(event)
             if core.terminated is None:
-                self._wake_writer()
+                if core.wants_to_send:  # pongs, RSTs, window updates
+                    self._wake_writer()
             else:
                 term = core.terminated
                 logger.warning(
@@ -551,6 +572,9 @@ class MuxedConnection:
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
                 stream._on_reset()
+            self._acked.set()
+        elif isinstance(event, yamux.StreamAcked):
+            self._acked.set()
         elif isinstance(event, yamux.PongReceived):
             pending = self._pings.get(event.opaque)
             if pending is not None:
@@ -561,7 +585,7 @@ class MuxedConnection:
                 done.set()
         elif isinstance(event, yamux.GoAwayReceived):
             logger.debug("peer %s is going away (code %d)", self.remote_peer, event.code)
-        # StreamAcked, PingReceived (the pong is queued by the core) and ConnectionTerminated
+        # PingReceived (the pong is queued by the core) and ConnectionTerminated
         # (handled by the reader) need nothing here.
 
     def _on_stream_opened(self, stream_id: int) -> None:

@@ -26,7 +26,7 @@ import functools
 import logging
 import operator
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
@@ -38,6 +38,8 @@ from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
 from .tcp import dial_tcp, listen_tcp, listener_multiaddr, remote_multiaddr
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 NOISE_PROTOCOL: Final = noise.PROTOCOL_ID
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
@@ -109,16 +111,29 @@ class SecureStream(trio.abc.Stream):
             trio.BrokenResourceError: the transport or the channel failed.
             trio.ClosedResourceError: we closed the stream.
         """
+        await self._send(self._session.send, data)
+
+    async def send_units(self, units: Sequence[Sequence[bytes | bytearray | memoryview]]) -> None:
+        """Send ``units`` (e.g. muxer frames), never splitting one that fits in a Noise message.
+
+        Raises:
+            trio.BusyResourceError: another task is already sending.
+            trio.BrokenResourceError: the transport or the channel failed.
+            trio.ClosedResourceError: we closed the stream.
+        """
+        await self._send(self._session.send_packed, units)
+
+    async def _send(self, seal: Callable[[_T], bytearray], payload: _T) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._check()
         self._sending = True
         try:
-            if not data:
+            if not payload:
                 await trio.lowlevel.checkpoint()
                 return
             try:
-                frames = self._session.send(data)
+                frames = seal(payload)
             except ProtocolError as exc:
                 raise self._break(exc, exc.hint) from exc
             try:
@@ -153,7 +168,7 @@ class SecureStream(trio.abc.Stream):
             if self._pending:
                 await trio.lowlevel.checkpoint()
                 return self._take_pending(max_bytes)
-            if max_bytes is None or max_bytes >= noise.MAX_PLAINTEXT_LEN:
+            if max_bytes is None or max_bytes > noise.MAX_PLAINTEXT_LEN:
                 return await self._receive_bulk(max_bytes or RECEIVE_SIZE)
             self._pending = await self._next_plaintext()
             return self._take_pending(max_bytes)

@@ -878,17 +878,46 @@ class NoiseConnection:
             LocalProtocolError: the handshake is not complete or the connection failed.
             NonceExhaustedError: 2**64-1 messages were sent.
         """
+        view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
+        chunks = [view[i : i + MAX_PLAINTEXT_LEN] for i in range(0, len(view), MAX_PLAINTEXT_LEN)]
+        return self._seal(chunks)
+
+    def send_packed(self, units: Sequence[Sequence[bytes | bytearray | memoryview]]) -> bytearray:
+        """Encrypt ``units`` (each a sequence of buffers meant to stay together, such as a
+        muxer frame's header and body) so that no unit that fits in one Noise message is split
+        across two. Units larger than a message are split as :meth:`send` splits data.
+
+        Raises:
+            LocalProtocolError: the handshake is not complete or the connection failed.
+            NonceExhaustedError: 2**64-1 messages were sent.
+        """
+        chunks: list[bytes | bytearray | memoryview] = []
+        current = bytearray()
+        for unit in units:
+            size = sum(len(part) for part in unit)
+            if current and len(current) + size > MAX_PLAINTEXT_LEN:
+                chunks.append(current)
+                current = bytearray()
+            for part in unit:
+                current += part
+            while len(current) > MAX_PLAINTEXT_LEN:
+                chunks.append(current[:MAX_PLAINTEXT_LEN])
+                del current[:MAX_PLAINTEXT_LEN]
+        if current:
+            chunks.append(current)
+        return self._seal(chunks)
+
+    def _seal(self, chunks: Sequence[bytes | bytearray | memoryview]) -> bytearray:
+        """Encrypt each chunk (at most 65519 bytes) into one framed Noise message."""
         cipher = self._send_cipher
         if cipher is None:
             if self._state is NoiseState.FAILED:
                 self._raise_failed()
             raise LocalProtocolError("cannot send application data before the handshake completes")
-        view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
-        total = len(view)
-        frames = -(-total // MAX_PLAINTEXT_LEN)
         pending = self._outbuf
         pending_len = len(pending)
-        out = bytearray(pending_len + total + frames * (FRAME_HEADER_LEN + TAGLEN))
+        total = sum(len(chunk) for chunk in chunks)
+        out = bytearray(pending_len + total + len(chunks) * (FRAME_HEADER_LEN + TAGLEN))
         if pending_len:
             out[:pending_len] = pending
             pending.clear()
@@ -896,8 +925,7 @@ class NoiseConnection:
         pack_header = _FRAME_HEADER.pack_into
         pos = pending_len
         try:
-            for start in range(0, total, MAX_PLAINTEXT_LEN):
-                chunk = view[start : start + MAX_PLAINTEXT_LEN]
+            for chunk in chunks:
                 size = len(chunk) + TAGLEN
                 pack_header(out, pos, size)
                 pos += FRAME_HEADER_LEN

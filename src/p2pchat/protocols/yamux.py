@@ -225,6 +225,11 @@ def encode_header(frame_type: int, flags: int, stream_id: int, length: int) -> b
     return FrameHeader(FrameType(frame_type), flags, stream_id, length).encode()
 
 
+def _body_length(header: bytes | memoryview) -> int:
+    """The length field of an encoded header."""
+    return int.from_bytes(header[8:12], "big")
+
+
 def decode_header(data: bytes | bytearray | memoryview, offset: int = 0) -> FrameHeader:
     """Decode the 12-byte header at ``offset`` (the frame body, if any, is not looked at).
 
@@ -648,12 +653,7 @@ class YamuxConnection:
 
         Streams opened since the last call that have no frame of their own get their SYN here.
         """
-        if self._syn_pending:
-            if self._terminated is None:
-                for s in self._syn_pending:
-                    if s.handshake is _SYN_PENDING and s.state is not _CLOSED:
-                        self._queue_window_update(s, 0, 0)
-            self._syn_pending.clear()
+        self._flush_syn_pending()
         out = self._out
         if not out:
             return b""
@@ -664,6 +664,52 @@ class YamuxConnection:
         data = b"".join(out)
         out.clear()
         return data
+
+    @property
+    def wants_to_send(self) -> bool:
+        """True if ``data_to_send()`` / ``frames_to_send()`` would return something."""
+        return bool(self._out or self._syn_pending)
+
+    def frames_to_send(self, max_bytes: int) -> list[tuple[bytes | memoryview, ...]]:
+        """Return, and forget, whole frames to write, about ``max_bytes`` of them at most.
+
+        Each item is one frame: its header, then its body for a data frame. A driver whose
+        transport has its own message size (Noise: 65519 bytes) packs whole frames into each
+        message, so the peer never sees a frame split across two. The first frame is always
+        returned, however large; the rest stay queued in order.
+        """
+        self._flush_syn_pending()
+        out = self._out
+        frames: list[tuple[bytes | memoryview, ...]] = []
+        total = 0
+        i = 0
+        n = len(out)
+        while i < n:
+            header = out[i]
+            size = len(header)
+            # A data frame's header is followed by its body, which belongs with it.
+            if header[1] == _DATA and i + 1 < n and len(out[i + 1]) == _body_length(header) > 0:
+                frame: tuple[bytes | memoryview, ...] = (header, out[i + 1])
+                size += len(out[i + 1])
+                step = 2
+            else:
+                frame = (header,)
+                step = 1
+            if frames and total + size > max_bytes:
+                break
+            frames.append(frame)
+            total += size
+            i += step
+        del out[:i]
+        return frames
+
+    def _flush_syn_pending(self) -> None:
+        if self._syn_pending:
+            if self._terminated is None:
+                for s in self._syn_pending:
+                    if s.handshake is _SYN_PENDING and s.state is not _CLOSED:
+                        self._queue_window_update(s, 0, 0)
+            self._syn_pending.clear()
 
     # ---------------------------------------------------------------------------------- input
 
@@ -677,24 +723,23 @@ class YamuxConnection:
         events: list[YamuxEvent] = []
         if self._terminated is not None or not data:
             return events
-        if type(data) is not bytes:
-            data = bytes(data)
-        assert isinstance(data, bytes)
+        # bytes are sliced directly; other buffers through a view, so each body is copied once.
+        view = data if type(data) is bytes else memoryview(data).cast("B")
         try:
-            self._parse(data, events)
+            self._parse(view, events)
         except YamuxProtocolError as exc:
             self._fail(exc.hint, str(exc), events)
         return events
 
-    def _parse(self, data: bytes, events: list[YamuxEvent]) -> None:
+    def _parse(self, data: bytes | memoryview, events: list[YamuxEvent]) -> None:
         end = len(data)
         pos = 0
         if self._partial_header:
             need = HEADER_SIZE - len(self._partial_header)
             if end < need:
-                self._partial_header += data
+                self._partial_header += bytes(data)
                 return
-            header = self._partial_header + data[:need]
+            header = self._partial_header + bytes(data[:need])
             self._partial_header = b""
             pos = need
             version, frame_type, flags, stream_id, length = _unpack_header(header)
@@ -711,9 +756,9 @@ class YamuxConnection:
                 s = self._body_stream
                 if s is not None and s.state is not _CLOSED:
                     if pos == 0 and take == end:
-                        append(DataReceived(s.stream_id, data))
+                        append(DataReceived(s.stream_id, bytes(data)))
                     else:
-                        append(DataReceived(s.stream_id, data[pos : pos + take]))
+                        append(DataReceived(s.stream_id, bytes(data[pos : pos + take])))
                 pos += take
                 left -= take
                 self._body_left = left
@@ -724,7 +769,7 @@ class YamuxConnection:
                 continue
             if end - pos < HEADER_SIZE:
                 if pos < end:
-                    self._partial_header = data[pos:]
+                    self._partial_header = bytes(data[pos:])
                 return
             version, frame_type, flags, stream_id, length = unpack(data, pos)
             pos += HEADER_SIZE
