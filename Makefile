@@ -42,6 +42,7 @@ unit: $(STAMP) $(INTEROP_STAMP)
 
 bench: $(STAMP) $(INTEROP_STAMP)
 	$(BIN)/python tools/bench_secure.py
+	P2PCHAT_INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python $(BIN)/python tools/bench_transport.py
 
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
