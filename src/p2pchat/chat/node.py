@@ -342,10 +342,9 @@ class ChatNode:
             raise ChatError("we are not a member of that group (ask its owner for an invite)")
         group = _Group(signed, state)
         await self.store.add_group(group_id, signed.encode(), joined_at=_now_ms())
-        for packet in state.roster_packets:
-            await self.store.put_roster(group_id, packet.message.epoch + 1, packet.encode())
-            await self._learn_keys(group, packet)
         self._groups[group_id] = group
+        for packet in state.roster_packets:
+            await self._accept(group, packet)
         logger.info("joined group %s (%s)", group_id.hex()[:16], state.name)
         peer = via.peer_id if isinstance(via, Multiaddr) else via
         if peer is not None:
@@ -499,6 +498,8 @@ class ChatNode:
         stored = await self.store.get_vote(group.group_id, packet.message_hash)
         if stored is not None:
             return Vote.from_cbor(cbor.loads(stored, max_size=4096))
+        if group.state.role(self.peer_id, group.state.current_epoch) is not Role.RATIFIER:
+            raise Refusal("not allowed")  # only ratifiers vote
         reason = check_for_ratification(packet, group.state, now_ms=_now_ms(), have=group.has)
         if reason == "missing parents" and querier != self.peer_id:
             await self._fetch_missing(group, packet.message.parents, querier)
@@ -541,11 +542,13 @@ class ChatNode:
         async with group.lock:
             if group.has(packet.message_hash):
                 return False
-            if packet.message.message_type == "roster":
+            roster_change = packet.message.message_type == "roster"
+            applied = group.state.roster_packet(packet.message.epoch)
+            if roster_change and (applied is None or applied.message_hash != packet.message_hash):
                 # Applying checks the chain; only then is it stored as part of the group.
                 group.state.apply_roster_packet(packet)
             await self.store.put_packet(packet, received_at=_now_ms())
-            if packet.message.message_type == "roster":
+            if roster_change:
                 epoch = packet.message.epoch + 1
                 await self.store.put_roster(group.group_id, epoch, packet.encode())
                 await self._learn_keys(group, packet)
@@ -709,15 +712,18 @@ class ChatNode:
         task_status: trio.TaskStatus[ChatClient],
     ) -> None:
         done = trio.Event()
+        started = False
         try:
             async with open_chat(self.host, peer) as client:
                 self._clients[target] = client
                 self._client_done[target] = done
                 task_status.started(client)
+                started = True
                 await done.wait()
         except (DialError, StreamOpenError, ChatStreamError) as exc:
-            if self._clients.get(target) is None:
+            if not started:
                 raise ChatError(f"cannot reach {target}: {exc}") from exc
+            # after start, a failing stream is noticed by the queries that use it
         finally:
             if self._client_done.get(target) is done:
                 del self._client_done[target]
