@@ -1,0 +1,405 @@
+"""Generate the chat protocol's test vectors, specs/vectors/chat/*.json (specs/chat.md §10).
+
+    python tools/gen_chat_vectors.py            write the files
+    python tools/gen_chat_vectors.py --check    regenerate in memory; exit 1 if the files differ
+
+Every input is fixed: identity keys from seeds (``KeyPair.from_seed``), X25519 HPKE keys from
+fixed private bytes, fixed epoch keys, content keys, IVs, nonces and timestamps, and Ed25519
+signatures are deterministic. The one exception is HPKE: its encryption draws a fresh ephemeral
+key that ``cryptography`` does not let us inject, so the wrapped epoch keys inside the roster
+message were made once and are recorded in ``roster_message.json`` with each recipient's
+private key. Both modes reuse the recorded ones after checking that each unwraps, with its
+recipient's key and binding, to the epoch key it must carry; writing wraps afresh only a key
+that is missing or does not unwrap, and ``--check`` fails on one instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from p2pchat.chat import cbor, crypto
+from p2pchat.chat.packet import (
+    Artifact,
+    Certificate,
+    Headers,
+    Message,
+    Packet,
+    make_vote,
+    sha256,
+    sign_message,
+    to_json_view,
+    vote_signing_bytes,
+)
+from p2pchat.chat.roster import (
+    HISTORY_ALL,
+    GroupState,
+    Member,
+    Role,
+    Roster,
+    RosterUpdate,
+    SignedGenesis,
+    WrappedKey,
+    build_roster_message,
+    new_group,
+)
+from p2pchat.chat.validate import check_for_delivery
+from p2pchat.chat.wire import Query, Response, encode_envelope
+from p2pchat.errors import ProtocolError
+from p2pchat.identity import KeyPair, PeerID
+
+OUT_DIR: Final = Path(__file__).resolve().parent.parent / "specs" / "vectors" / "chat"
+
+# -- the fixed inputs ----------------------------------------------------------------------------
+
+KEM: Final = crypto.KEM_X25519
+GROUP_NAME: Final = "vectors"
+CREATED_MS: Final = 1_700_000_000_000
+GENESIS_NONCE: Final = bytes(range(16))
+EPOCH_KEYS: Final = {0: bytes(range(32)), 1: bytes(range(32, 64))}
+
+TEXT_TIME_MS: Final = CREATED_MS + 60_000
+TEXT_PLAINTEXT: Final = "hello, group"
+TEXT_MIME: Final = "text/plain"
+CONTENT_KEY: Final = b"\x11" * 32
+CONTENT_IV: Final = b"\x22" * 12
+KEY_NONCE: Final = b"\x33" * 12
+
+ROSTER_TIME_MS: Final = CREATED_MS + 120_000
+MRAT_RID: Final = 1
+
+
+class Person:
+    """A vector participant: identity from ``seed`` x 32, X25519 HPKE key from ``hpke`` x 32."""
+
+    def __init__(self, name: str, seed: int, hpke: int, role: Role) -> None:
+        self.name = name
+        self.seed = bytes([seed]) * 32
+        self.keypair = KeyPair.from_seed(self.seed)
+        self.peer: PeerID = self.keypair.peer_id
+        self.hpke = crypto.HpkeKeyPair.from_private_bytes(KEM, bytes([hpke]) * 32)
+        self.role = role
+
+    def member(self) -> Member:
+        return Member(self.peer, self.role, KEM, self.hpke.public_bytes())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed.hex(),
+            "peer": str(self.peer),
+            "role": self.role.value,
+            "kem": KEM,
+            "hpke_private": self.hpke.to_private_bytes().hex(),
+            "hpke_public": self.hpke.public_bytes().hex(),
+        }
+
+
+OWNER: Final = Person("owner", 0x01, 0x41, Role.RATIFIER)
+RATIFIER_2: Final = Person("ratifier-2", 0x02, 0x42, Role.RATIFIER)
+RATIFIER_3: Final = Person("ratifier-3", 0x03, 0x43, Role.RATIFIER)
+USER: Final = Person("user", 0x04, 0x44, Role.USER)
+VIEWER: Final = Person("viewer", 0x05, 0x45, Role.VIEWER)  # joins in epoch 1
+GENESIS_PEOPLE: Final = (OWNER, RATIFIER_2, RATIFIER_3, USER)
+PEOPLE: Final = (*GENESIS_PEOPLE, VIEWER)
+
+# (list name, peer bytes, epoch) -> enc: the wrapped epoch keys recorded in roster_message.json.
+Recorded = Mapping[tuple[str, bytes, int], bytes]
+
+
+class VectorError(Exception):
+    """A recorded wrapped key is missing or does not unwrap, or a vector fails its check."""
+
+
+# -- building ------------------------------------------------------------------------------------
+
+
+def _certify(packet: Packet, voters: tuple[Person, ...]) -> Packet:
+    message = packet.message
+    votes = [
+        make_vote(p.keypair, message.group_id, message.epoch, packet.message_hash) for p in voters
+    ]
+    votes.sort(key=lambda v: v.ratifier.to_bytes())
+    return packet.with_certificate(Certificate(message.epoch, tuple(votes)))
+
+
+def _wrap(
+    what: str,
+    person: Person,
+    epoch: int,
+    group_id: bytes,
+    recorded: Recorded,
+    *,
+    fresh: bool,
+) -> WrappedKey:
+    """The epoch key of ``epoch`` wrapped for ``person``: the recorded one if it unwraps."""
+    key = EPOCH_KEYS[epoch]
+    enc = recorded.get((what, person.peer.to_bytes(), epoch))
+    if enc is not None:
+        try:
+            opened = crypto.unwrap_epoch_key(
+                enc, keypair=person.hpke, group_id=group_id, epoch=epoch, peer=person.peer
+            )
+        except ProtocolError:
+            opened = None
+        if opened == key:
+            return WrappedKey(person.peer, epoch, enc)
+    if not fresh:
+        state = "missing" if enc is None else "does not unwrap"
+        raise VectorError(f"the recorded {what} entry for {person.name}, epoch {epoch}, {state}")
+    enc = crypto.wrap_epoch_key(
+        key,
+        kem=KEM,
+        hpke_public=person.hpke.public_bytes(),
+        group_id=group_id,
+        epoch=epoch,
+        peer=person.peer,
+    )
+    return WrappedKey(person.peer, epoch, enc)
+
+
+def _frame_vector(description: str, envelope: Query | Response, **derived: Any) -> dict[str, Any]:
+    frame = encode_envelope(envelope)
+    payload = cbor.dumps(envelope.to_map())
+    _require(frame.endswith(payload), "a frame is its length prefix and the CBOR map")
+    return {
+        "description": description,
+        "frame_hex": frame.hex(),
+        "cbor_hex": payload.hex(),
+        "json": to_json_view(envelope.to_map()),
+        **derived,
+    }
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise VectorError(f"a generated vector fails its own check: {what}")
+
+
+def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
+    """Every vector file's content, by file name.
+
+    Raises:
+        VectorError: a recorded wrapped key is missing or does not unwrap, and ``fresh`` is
+            false.
+    """
+    signed = new_group(
+        OWNER.keypair,
+        GROUP_NAME,
+        [p.member() for p in GENESIS_PEOPLE],
+        history=HISTORY_ALL,
+        now_ms=CREATED_MS,
+        nonce=GENESIS_NONCE,
+    )
+    group_id = signed.group_id
+    state = GroupState.from_genesis(signed)
+    genesis_roster = state.current_roster
+
+    # A text message of the user in epoch 0, encrypted, ratified by the owner and ratifier 2.
+    sealed = crypto.encrypt_artifact(
+        TEXT_PLAINTEXT.encode(),
+        epoch_key=EPOCH_KEYS[0],
+        group_id=group_id,
+        epoch=0,
+        author=USER.peer,
+        content_key=CONTENT_KEY,
+        iv=CONTENT_IV,
+        key_nonce=KEY_NONCE,
+    )
+    text_message = Message(
+        group_id=group_id,
+        epoch=0,
+        message_type="text",
+        time_stamp=TEXT_TIME_MS,
+        author=USER.peer,
+        ref_hash=None,
+        parents=(),
+        headers=Headers(),
+        artifact=Artifact(
+            TEXT_MIME, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
+        ),
+    )
+    text_bare = sign_message(USER.keypair, text_message, sealed.aes_key, sealed.iv)
+    text = _certify(text_bare, (OWNER, RATIFIER_2))
+
+    # The owner's roster message of epoch 0: the viewer joins, epoch 1 begins.
+    roster_1 = Roster(1, tuple(p.member() for p in PEOPLE), history=genesis_roster.history)
+    keys = [_wrap("keys", p, 1, group_id, recorded, fresh=fresh) for p in PEOPLE]
+    history_keys = [_wrap("history_keys", VIEWER, 0, group_id, recorded, fresh=fresh)]
+    update = RosterUpdate(roster_1, tuple(keys), tuple(history_keys))
+    roster_message, _data = build_roster_message(
+        state, update, now_ms=ROSTER_TIME_MS, parents=[text.message_hash]
+    )
+    roster = _certify(
+        sign_message(OWNER.keypair, roster_message, b"", b""), (RATIFIER_2, RATIFIER_3)
+    )
+
+    # The checks a member makes, so that no broken vector is ever written.
+    have = {text.message_hash}.__contains__
+    _require(check_for_delivery(text, state, have=have) is None, "text message delivery")
+    _require(check_for_delivery(roster, state, have=have) is None, "roster message delivery")
+    plaintext = crypto.decrypt_packet(text, epoch_key=EPOCH_KEYS[0])
+    _require(plaintext == TEXT_PLAINTEXT.encode(), "text message decryption")
+    chain = GroupState.from_chain(signed, [roster])
+    _require(chain.current_roster == roster_1, "roster chain")
+
+    mrat = Query("mrat", MRAT_RID, {"group_id": group_id, "packet": text_bare.to_cbor()})
+    owner_vote = make_vote(OWNER.keypair, group_id, 0, text.message_hash)
+    mrat_r = mrat.answer({"vote": owner_vote.to_cbor()})
+
+    return {
+        "genesis.json": _genesis_vector(signed),
+        "text_message.json": {
+            "description": (
+                'The user\'s text message of epoch 0, "hello, group" (text/plain), encrypted '
+                "with content key 11 x 32, iv 22 x 12 and key nonce 33 x 12 under the epoch-0 "
+                "key, time_stamp 1700000060000, no parents, no ref_hash, default headers; "
+                "signed by the user and certified by the owner and ratifier-2 (quorum 2)."
+            ),
+            "cbor_hex": text.encode().hex(),
+            "json": to_json_view(text.to_cbor()),
+            "group_id": group_id.hex(),
+            "message_hash": text.message_hash.hex(),
+            "message_cbor_hex": text.message.encode().hex(),
+            "epoch_key": EPOCH_KEYS[0].hex(),
+            "content_key": CONTENT_KEY.hex(),
+            "key_nonce": KEY_NONCE.hex(),
+            "plaintext": TEXT_PLAINTEXT,
+        },
+        "roster_message.json": {
+            "description": (
+                "The owner's roster message of epoch 0 (parents: the text message), opening "
+                "epoch 1 in which the viewer joins; keys: the epoch-1 key wrapped for every "
+                "member, history_keys: the epoch-0 key wrapped for the viewer (history 'all'); "
+                "certified by ratifier-2 and ratifier-3. HPKE wraps are randomized: the "
+                "wrapped_keys below were made once and are kept."
+            ),
+            "cbor_hex": roster.encode().hex(),
+            "json": to_json_view(roster.to_cbor()),
+            "group_id": group_id.hex(),
+            "message_hash": roster.message_hash.hex(),
+            "update_json": to_json_view(update.to_cbor()),
+            "epoch_keys": {str(e): k.hex() for e, k in EPOCH_KEYS.items()},
+            "wrapped_keys": [
+                {
+                    "list": what,
+                    "peer": str(w.peer),
+                    "epoch": w.epoch,
+                    "kem": KEM,
+                    "enc": w.enc.hex(),
+                    "hpke_private": _person(w.peer).hpke.to_private_bytes().hex(),
+                }
+                for what, ws in (("keys", update.keys), ("history_keys", update.history_keys))
+                for w in ws
+            ],
+        },
+        "mrat_query.json": _frame_vector(
+            "An mrat query (rid 1) asking a ratifier to ratify the text message (its packet "
+            "without certificate).",
+            mrat,
+            group_id=group_id.hex(),
+            message_hash=text.message_hash.hex(),
+        ),
+        "mrat_response.json": _frame_vector(
+            "The owner's mratR answer (rid 1, ok) with its vote for the text message in epoch 0.",
+            mrat_r,
+            group_id=group_id.hex(),
+            message_hash=text.message_hash.hex(),
+            epoch=0,
+            vote_signing_bytes_hex=vote_signing_bytes(group_id, 0, text.message_hash).hex(),
+        ),
+    }
+
+
+def _person(peer: PeerID) -> Person:
+    return next(p for p in PEOPLE if p.peer == peer)
+
+
+def _genesis_vector(signed: SignedGenesis) -> dict[str, Any]:
+    return {
+        "description": (
+            "A signed genesis: group 'vectors' of the owner, created 1700000000000, nonce "
+            "00..0f; epoch-0 roster: owner, ratifier-2, ratifier-3 (ratifiers) and user, all "
+            "with X25519 HPKE keys, quorum 2 (the default majority), history 'all'. "
+            "Identity keys are KeyPair.from_seed(seed); HPKE keys come from hpke_private."
+        ),
+        "cbor_hex": signed.encode().hex(),
+        "json": to_json_view(signed.to_cbor()),
+        "group_id": signed.group_id.hex(),
+        "genesis_cbor_hex": signed.genesis.encode().hex(),
+        "people": [p.describe() for p in PEOPLE],
+    }
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def render(vector: Mapping[str, Any]) -> str:
+    """A vector file's text: two-space indented JSON, keys in the order built, final newline."""
+    return json.dumps(vector, indent=2) + "\n"
+
+
+def read_recorded(directory: Path) -> dict[tuple[str, bytes, int], bytes]:
+    """The wrapped keys recorded in ``roster_message.json``; empty if there is no usable file."""
+    path = directory / "roster_message.json"
+    try:
+        entries = json.loads(path.read_text())["wrapped_keys"]
+        return {
+            (e["list"], PeerID.from_string(e["peer"]).to_bytes(), int(e["epoch"])): bytes.fromhex(
+                e["enc"]
+            )
+            for e in entries
+        }
+    except (OSError, ValueError, KeyError, TypeError, ProtocolError):
+        return {}
+
+
+def check(directory: Path) -> list[str]:
+    """The differences between the committed vectors and a regeneration (empty if none)."""
+    try:
+        expected = build(read_recorded(directory), fresh=False)
+    except VectorError as exc:
+        return [str(exc)]
+    problems = []
+    for name, vector in expected.items():
+        path = directory / name
+        if not path.exists():
+            problems.append(f"{name}: missing")
+        elif path.read_text() != render(vector):
+            problems.append(f"{name}: differs from a regeneration")
+    for path in sorted(directory.glob("*.json")):
+        if path.name not in expected:
+            problems.append(f"{path.name}: not made by this generator")
+    return problems
+
+
+def write(directory: Path) -> list[str]:
+    """Write every vector file; return the names written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    vectors = build(read_recorded(directory), fresh=True)
+    for name, vector in vectors.items():
+        (directory / name).write_text(render(vector))
+    return sorted(vectors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    parser.add_argument("--dir", type=Path, default=OUT_DIR, help="the vector directory")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check(args.dir)
+        for problem in problems:
+            print(f"gen_chat_vectors: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+    for name in write(args.dir):
+        print(args.dir / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
