@@ -1,0 +1,492 @@
+"""Benchmark: the libp2p perf protocol (/perf/1.0.0), p2pchat and py-libp2p 0.8.1, four pairs.
+
+One run on 127.0.0.1 measures four client -> server pairs with the same sizes (default 256 MiB
+up and 256 MiB down, 5 runs each):
+
+* p2pchat -> p2pchat,
+* py-libp2p -> py-libp2p,
+* p2pchat -> py-libp2p,
+* py-libp2p -> p2pchat.
+
+Every server is its own process, one per pair, all started first: ours is this script with
+``--serve`` (``open_host`` + ``install_perf``, limits raised to fit); py-libp2p's is
+``tools/interop/pylibp2p_peer.py listen`` (its ``PerfService``), run by
+``$P2PCHAT_INTEROP_PYTHON`` (default ``.venv-interop/bin/python``). Every run is a new client
+process and so a new connection, as in the libp2p perf runner: ours is this script with
+``--client`` (one ``run_perf``), py-libp2p's is the peer script's ``perf`` command.
+
+What is measured
+----------------
+* **transfer** (the headline): upload + download bytes over the time from the client's first
+  write (the 8-byte request) to the server's end of stream. Both clients time exactly this
+  span (ours: ``upload_s + download_s``; py-libp2p's script: ``seconds``).
+* **upload** and **download** separately, less comparable: ours splits at the first response
+  byte (so upload includes its delivery to the server); py-libp2p's script splits when its
+  ``close_write`` returned (up to one yamux window may still be in flight).
+* **connect**: the client's ``Host.connect`` / ``IHost.connect`` (dial + upgrade), not part of
+  the transfer.
+
+The runs are interleaved (run 1 of each pair, then run 2, ...), so that other load on the
+machine weighs on every pair alike. Medians over the runs (and the range of the transfer
+figure). Target: p2pchat -> p2pchat transfer >= 5x py-libp2p -> py-libp2p.
+
+    python tools/bench_perf.py [--quick] [--json] [--upload-mib 256] [--download-mib 256]
+        [--iterations 5] [--no-pylibp2p]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+import attrs
+import trio
+
+from p2pchat.identity import KeyPair
+from p2pchat.multiaddr import Multiaddr
+from p2pchat.net.host import HostConfig, open_host
+from p2pchat.net.perf import PerfLimits, install_perf, result_json, run_perf
+
+MIB: Final = 1024 * 1024
+REPO: Final = Path(__file__).resolve().parent.parent
+PEER_SCRIPT: Final = REPO / "tools" / "interop" / "pylibp2p_peer.py"
+INTEROP_PYTHON_ENV: Final = "P2PCHAT_INTEROP_PYTHON"
+DEFAULT_INTEROP_PYTHON: Final = REPO / ".venv-interop" / "bin" / "python"
+
+# Bounds: every subprocess has a deadline; servers exit on stdin EOF or their lifetime.
+RUN_TIMEOUT: Final = 300.0
+STARTUP_TIMEOUT: Final = 30.0
+EXIT_TIMEOUT: Final = 10.0
+SERVER_LIFETIME: Final = 3600.0
+TARGET: Final = 5.0
+
+Stack = Literal["p2pchat", "py-libp2p"]
+
+
+class BenchError(Exception):
+    """A benchmark step failed (a subprocess died, a size is wrong, a deadline passed)."""
+
+
+@attrs.frozen
+class Sizes:
+    upload: int
+    download: int
+    iterations: int
+
+
+FULL: Final = Sizes(256 * MIB, 256 * MIB, 5)
+QUICK: Final = Sizes(32 * MIB, 32 * MIB, 3)
+
+
+@attrs.frozen
+class Pair:
+    client: Stack
+    server: Stack
+
+    @property
+    def name(self) -> str:
+        return f"{self.client} -> {self.server}"
+
+
+PAIRS: Final = (
+    Pair("p2pchat", "p2pchat"),
+    Pair("py-libp2p", "py-libp2p"),
+    Pair("p2pchat", "py-libp2p"),
+    Pair("py-libp2p", "p2pchat"),
+)
+BASELINE: Final = PAIRS[1]
+
+
+@attrs.frozen
+class Run:
+    """One run, in the same terms for both clients (seconds)."""
+
+    transfer_s: float
+    upload_s: float
+    download_s: float
+    connect_s: float
+
+
+def _emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def _mib_s(count: int, seconds: float) -> float | None:
+    if count == 0:
+        return None
+    return count / MIB / seconds if seconds > 0 else float("inf")
+
+
+# -- our server and client (run as subprocesses of this script) --------------------------------
+
+
+async def _wait_stdin_eof() -> None:
+    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+        while await stdin.receive_some(4096):
+            pass
+
+
+async def serve() -> None:
+    """Our perf server: prints ``listening`` with its address, exits at EOF on stdin."""
+    limits = PerfLimits(
+        max_download_bytes=2**62, max_upload_bytes=2**62, max_duration_s=RUN_TIMEOUT
+    )
+    async with open_host(KeyPair.generate()) as host:
+        install_perf(host, limits)
+        _emit("listening", addrs=[str(addr) for addr in host.addrs])
+        with trio.move_on_after(SERVER_LIFETIME):
+            await _wait_stdin_eof()
+    _emit("exit")
+
+
+async def client(addr: str, upload: int, download: int) -> None:
+    """Our perf client: one ``run_perf`` on a new connection; prints its final record."""
+    async with open_host(KeyPair.generate(), HostConfig(listen=())) as host:
+        with trio.fail_after(RUN_TIMEOUT):
+            result = await run_perf(host, Multiaddr.from_string(addr), upload, download)
+    sys.stdout.write(json.dumps(result_json(result)) + "\n")
+
+
+# -- subprocesses ------------------------------------------------------------------------------
+
+
+def _self_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), *args]
+
+
+def _tail(stderr: IO[bytes], limit: int = 2000) -> str:
+    stderr.seek(0)
+    return stderr.read().decode(errors="replace")[-limit:]
+
+
+@asynccontextmanager
+async def _server(name: str, cmd: Sequence[str]) -> AsyncIterator[str]:
+    """Run a server process for the block; yields its first address.
+
+    Raises:
+        BenchError: it did not print ``listening`` in time, or did not exit cleanly.
+    """
+    with tempfile.TemporaryFile() as stderr:
+        process = await trio.lowlevel.open_process(
+            list(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            buffer = bytearray()
+            with trio.move_on_after(STARTUP_TIMEOUT):
+                while b"\n" not in buffer:
+                    chunk = await process.stdout.receive_some(65536)
+                    if not chunk:
+                        raise BenchError(f"{name} exited early:\n{_tail(stderr)}")
+                    buffer += chunk
+            if b"\n" not in buffer:
+                raise BenchError(f"{name} did not start within {STARTUP_TIMEOUT:g} s")
+            first = json.loads(bytes(buffer).partition(b"\n")[0])
+            if first.get("event") != "listening":
+                raise BenchError(f"{name}: expected 'listening', got {first}")
+            yield str(first["addrs"][0])
+            await process.stdin.aclose()
+            with trio.move_on_after(EXIT_TIMEOUT):
+                if await process.wait() != 0:
+                    raise BenchError(f"{name} failed:\n{_tail(stderr)}")
+        finally:
+            with trio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+                await process.stdin.aclose()
+                await process.stdout.aclose()
+
+
+async def _run_json(name: str, cmd: Sequence[str]) -> dict[str, Any]:
+    """Run a one-shot client and return its last JSON line.
+
+    Raises:
+        BenchError: it failed, timed out or printed nothing.
+    """
+    limit = RUN_TIMEOUT + STARTUP_TIMEOUT
+    try:
+        with trio.fail_after(limit):
+            done = await trio.run_process(
+                list(cmd), capture_stdout=True, capture_stderr=True, check=False
+            )
+    except trio.TooSlowError:
+        raise BenchError(f"{name}: no answer within {limit:g} s") from None
+    lines = done.stdout.decode().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stdout.decode() + done.stderr.decode())[-2000:]
+        raise BenchError(f"{name} failed (status {done.returncode}):\n{tail}")
+    found: dict[str, Any] = json.loads(lines[-1])
+    return found
+
+
+# -- pairs -------------------------------------------------------------------------------------
+
+
+def _server_cmd(stack: Stack, python: Path) -> list[str]:
+    if stack == "p2pchat":
+        return _self_cmd("--serve")
+    lifetime = str(SERVER_LIFETIME)
+    return [str(python), str(PEER_SCRIPT), "listen", "--port", "0", "--lifetime", lifetime]
+
+
+async def _client_run(stack: Stack, addr: str, sizes: Sizes, python: Path) -> Run:
+    """One run by a new client process.
+
+    Raises:
+        BenchError: the client failed or reports other sizes than asked.
+    """
+    up, down = str(sizes.upload), str(sizes.download)
+    if stack == "p2pchat":
+        out = await _run_json("p2pchat client", _self_cmd("--client", addr, up, down))
+        if out.get("type") != "final" or (out["uploadBytes"], out["downloadBytes"]) != (
+            sizes.upload,
+            sizes.download,
+        ):
+            raise BenchError(f"p2pchat client: {out}")
+        return Run(
+            transfer_s=out["uploadSeconds"] + out["downloadSeconds"],
+            upload_s=out["uploadSeconds"],
+            download_s=out["downloadSeconds"],
+            connect_s=out["connectSeconds"],
+        )
+    cmd = [str(python), str(PEER_SCRIPT), "perf", addr, "--upload", up, "--download", down]
+    cmd += ["--timeout", str(RUN_TIMEOUT), "--max-conns-per-peer", "1"]
+    out = await _run_json("py-libp2p client", cmd)
+    if out.get("event") != "perf" or (out["upload_bytes"], out["download_bytes"]) != (
+        sizes.upload,
+        sizes.download,
+    ):
+        raise BenchError(f"py-libp2p client: {out}")
+    return Run(
+        transfer_s=out["seconds"],
+        upload_s=out["upload_seconds"],
+        download_s=out["seconds"] - out["upload_seconds"],
+        connect_s=out["connect_ms"] / 1e3,
+    )
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 1) if known else None
+
+
+def _summary(runs: Sequence[Run], sizes: Sizes) -> dict[str, Any]:
+    total = sizes.upload + sizes.download
+    transfer = [_mib_s(total, r.transfer_s) for r in runs]
+    known = [v for v in transfer if v is not None]
+    return {
+        "transfer_mib_s": _median(transfer),
+        "transfer_range_mib_s": [round(min(known), 1), round(max(known), 1)] if known else None,
+        "upload_mib_s": _median([_mib_s(sizes.upload, r.upload_s) for r in runs]),
+        "download_mib_s": _median([_mib_s(sizes.download, r.download_s) for r in runs]),
+        "transfer_s": round(statistics.median(r.transfer_s for r in runs), 4),
+        "connect_ms": round(statistics.median(r.connect_s for r in runs) * 1e3, 3),
+        "runs": [attrs.asdict(r) for r in runs],
+    }
+
+
+async def run_pairs(pairs: Sequence[Pair], sizes: Sizes, python: Path) -> dict[str, Any]:
+    """Every run of every pair, each pair against its own server process.
+
+    The runs are interleaved (run 1 of every pair, then run 2, ...) so that a change in the
+    machine's load over time weighs on every pair alike.
+    """
+    async with AsyncExitStack() as servers:
+        addrs = [
+            await servers.enter_async_context(
+                _server(f"{pair.server} server for {pair.name}", _server_cmd(pair.server, python))
+            )
+            for pair in pairs
+        ]
+        runs: list[list[Run]] = [[] for _ in pairs]
+        for _ in range(sizes.iterations):
+            for pair, addr, done in zip(pairs, addrs, runs, strict=True):
+                done.append(await _client_run(pair.client, addr, sizes, python))
+    return {pair.name: _summary(done, sizes) for pair, done in zip(pairs, runs, strict=True)}
+
+
+def interop_python() -> Path:
+    """The interpreter of py-libp2p's virtual environment."""
+    return Path(os.environ.get(INTEROP_PYTHON_ENV) or DEFAULT_INTEROP_PYTHON)
+
+
+async def _pylibp2p_version(python: Path) -> str:
+    code = "import importlib.metadata as m; print(m.version('libp2p'))"
+    done = await trio.run_process(
+        [str(python), "-c", code], capture_stdout=True, capture_stderr=True, check=False
+    )
+    return done.stdout.decode().strip() or "unknown version"
+
+
+async def run_all(sizes: Sizes, use_pylibp2p: bool) -> dict[str, Any]:
+    """Every pair (those needing py-libp2p only when it is there), then the ratios."""
+    python = interop_python()
+    skipped: str | None = None
+    if not use_pylibp2p:
+        skipped = "--no-pylibp2p"
+    elif not python.exists():
+        skipped = f"no interpreter at {python} (set {INTEROP_PYTHON_ENV}; make interop-venv)"
+    result: dict[str, Any] = {
+        "sizes": attrs.asdict(sizes),
+        "environment": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "trio": trio.__version__,
+            "pylibp2p": f"{await _pylibp2p_version(python)} ({python})"
+            if skipped is None
+            else f"skipped: {skipped}",
+        },
+    }
+    chosen = [p for p in PAIRS if skipped is None or "py-libp2p" not in (p.client, p.server)]
+    result["pairs"] = pairs = await run_pairs(chosen, sizes, python)
+    ratios: dict[str, float] = {}
+    if BASELINE.name in pairs:
+        base = pairs[BASELINE.name]["transfer_mib_s"]
+        for name, figures in pairs.items():
+            if name != BASELINE.name:
+                ratios[name] = round(figures["transfer_mib_s"] / base, 2)
+    result["ratios_to_pylibp2p"] = ratios
+    ours = ratios.get(PAIRS[0].name)
+    result["target"] = {
+        "name": f"{PAIRS[0].name} / {BASELINE.name}, transfer",
+        "goal": TARGET,
+        "value": ours,
+        "met": None if ours is None else ours >= TARGET,
+    }
+    return result
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _cell(value: Any, fmt: str = "{:.1f}") -> str:
+    if value is None:
+        return "n/a"
+    return fmt.format(value)
+
+
+def render(result: dict[str, Any]) -> str:
+    """The human-readable table."""
+    sizes, env = result["sizes"], result["environment"]
+    lines = [
+        f"perf benchmark (/perf/1.0.0), 127.0.0.1, {env['cpus']} CPUs, Python {env['python']},"
+        f" trio {env['trio']}",
+        f"  py-libp2p: {env['pylibp2p']}",
+        f"  {sizes['upload'] // MIB} MiB up + {sizes['download'] // MIB} MiB down per run,"
+        f" {sizes['iterations']} runs per pair (interleaved), each a new client process and"
+        " connection; medians",
+        "",
+        f"  {'client -> server':<24}{'transfer':>10}{'range':>13}{'upload':>9}{'download':>10}"
+        f"{'transfer':>10}{'connect':>9}{'ratio':>7}",
+        f"  {'':<24}{'MiB/s':>10}{'MiB/s':>13}{'MiB/s':>9}{'MiB/s':>10}{'s':>10}{'ms':>9}{'':>7}",
+    ]
+    ratios = result["ratios_to_pylibp2p"]
+    for name, f in result["pairs"].items():
+        span = f["transfer_range_mib_s"]
+        ratio = "1.00" if name == BASELINE.name and ratios else _cell(ratios.get(name), "{:.2f}")
+        lines.append(
+            f"  {name:<24}{_cell(f['transfer_mib_s']):>10}"
+            f"{'n/a' if span is None else f'{span[0]:.0f}-{span[1]:.0f}':>13}"
+            f"{_cell(f['upload_mib_s']):>9}{_cell(f['download_mib_s']):>10}"
+            f"{f['transfer_s']:>10.3f}{f['connect_ms']:>9.2f}{ratio:>7}"
+        )
+    target = result["target"]
+    lines.append("")
+    if target["value"] is None:
+        lines.append(f"target {target['name']} >= {TARGET:g}: not evaluated (no py-libp2p)")
+    else:
+        verdict = "met" if target["met"] else "MISSED"
+        lines.append(f"target {target['name']} >= {TARGET:g}: {target['value']:.2f}  {verdict}")
+    lines += [
+        "",
+        "transfer = (up + down bytes) / (client's first write -> server's end of stream), the",
+        "same span on both clients; ratio = transfer / py-libp2p -> py-libp2p transfer.",
+        "upload/download: ours split at the first response byte; py-libp2p's script splits when",
+        "its close_write returned, so its upload may leave up to one yamux window in flight.",
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# -- driver ------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+async def _main(args: argparse.Namespace) -> None:
+    base = QUICK if args.quick else FULL
+    sizes = Sizes(
+        upload=base.upload if args.upload_mib is None else args.upload_mib * MIB,
+        download=base.download if args.download_mib is None else args.download_mib * MIB,
+        iterations=args.iterations or base.iterations,
+    )
+    result = await run_all(sizes, not args.no_pylibp2p)
+    print(json.dumps(result) if args.json else render(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="32 MiB each way, 3 runs")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--upload-mib", type=_non_negative, help="MiB up per run (256)")
+    parser.add_argument("--download-mib", type=_non_negative, help="MiB down per run (256)")
+    parser.add_argument("--iterations", type=_positive, help="runs per pair (5)")
+    parser.add_argument("--no-pylibp2p", action="store_true", help="only p2pchat -> p2pchat")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=3, metavar=("ADDR", "UP", "DOWN"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    try:
+        if args.serve:
+            trio.run(serve)
+        elif args.client:
+            addr, up, down = args.client
+            trio.run(client, addr, int(up), int(down))
+        else:
+            trio.run(_main, args)
+    except BaseException as exc:
+        # Errors raised inside a nursery arrive wrapped in exception groups.
+        if _leaf(exc, KeyboardInterrupt) is not None:
+            sys.exit("bench_perf: interrupted")
+        failure = _leaf(exc, BenchError)
+        if failure is None:
+            raise
+        sys.exit(f"bench_perf: {failure}")
+
+
+def _leaf(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of type ``kind`` inside its groups, if any."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _leaf(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+if __name__ == "__main__":
+    main()
