@@ -8,10 +8,14 @@ INTEROP_VENV := .venv-interop
 INTEROP_STAMP := $(INTEROP_VENV)/.installed
 PYLIBP2P_VERSION := 0.8.1
 
-.PHONY: run test lint typecheck unit venv interop-venv bench clean
+.PHONY: run demo test lint typecheck unit venv interop-venv bench clean
 
 run: $(STAMP)
 	$(BIN)/p2pchat node
+
+# Three nodes on 127.0.0.1: a group, ratified messages, one node stopped and catching up.
+demo: $(STAMP)
+	$(BIN)/p2pchat demo
 
 test: lint typecheck unit
 

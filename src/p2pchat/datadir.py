@@ -1,8 +1,14 @@
-"""The node's data directory: where its identity (and, later, its store) lives.
+"""The node's data directory: everything a node keeps lives there (specs/cli.md, "Data dir").
 
 Resolution order: an explicit path (``--data-dir``), then ``$P2PCHAT_DATA_DIR``,
 then ``$XDG_DATA_HOME/p2pchat``, then ``~/.local/share/p2pchat``. The directory is
-created with mode 0700.
+created with mode 0700. Its files:
+
+* ``identity.key``: the node's Ed25519 key (mode 0600);
+* ``config.toml``: the configuration (written by ``p2pchat init``);
+* ``store.sqlite3``, ``store.lock``: the chat store and the lock that keeps a second node off it;
+* ``peers.json``: the peers this node has been connected to, for reconnecting after a restart;
+* ``control.sock``: the running node's control socket (mode 0600), gone when it stops.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from .identity import KeyPair, load_key_file, save_key_file
 
 ENV_DATA_DIR: Final = "P2PCHAT_DATA_DIR"
 IDENTITY_FILE: Final = "identity.key"
+CONFIG_FILE: Final = "config.toml"
+PEERS_FILE: Final = "peers.json"
+CONTROL_SOCKET: Final = "control.sock"
 
 
 class DataDirError(P2PChatError):
@@ -62,3 +71,18 @@ def load_or_create_identity(data_dir: Path) -> KeyPair:
     pair = KeyPair.generate()
     save_key_file(key_path, pair)
     return pair
+
+
+def config_path(data_dir: Path) -> Path:
+    """Where the configuration file lives."""
+    return data_dir / CONFIG_FILE
+
+
+def peers_path(data_dir: Path) -> Path:
+    """Where the known-peers file lives."""
+    return data_dir / PEERS_FILE
+
+
+def control_socket_path(data_dir: Path) -> Path:
+    """Where the running node's control socket lives."""
+    return data_dir / CONTROL_SOCKET
