@@ -17,7 +17,9 @@ from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import HostConfig, open_host
 from p2pchat.net.peerstore import PERMANENT
 
-CONFIG = ChatConfig(query_timeout=2.0, send_timeout=3.0, retry_initial=0.05, retry_max=0.5)
+CONFIG = ChatConfig(
+    query_timeout=2.0, send_timeout=3.0, retry_initial=0.05, retry_max=0.5, sync_interval=0.5
+)
 
 
 @attrs.define(eq=False)

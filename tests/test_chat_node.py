@@ -269,3 +269,21 @@ async def test_a_late_joiner_sees_exactly_the_history_the_group_allows(
         seen = dict(await texts(late, group_id))
         assert seen[later] == "after you came"
         assert seen[early] == ("before you came" if readable else None)
+
+
+async def test_a_connected_member_that_missed_a_delivery_catches_up_by_anti_entropy(
+    tmp_path: Path,
+) -> None:
+    async with open_cluster(tmp_path, *FIVE) as cluster:
+        owner, _r2, _r3, user, viewer = cluster.peers
+        group_id = await five_node_group(cluster)
+        # The viewer stops answering smsg for a moment: its delivery is refused, not retried.
+        handler = viewer.chat.dispatcher._handlers["smsg"]
+        viewer.chat.dispatcher.unregister("smsg")
+        missed = await user.chat.send(group_id, "you were not listening")
+        await wait_everywhere([owner], group_id, missed)
+        assert missed not in [m.message_hash for m in await viewer.chat.history(group_id)]
+        viewer.chat.dispatcher.register("smsg", handler)
+        # No new connection is made: the periodic comparison with members brings it.
+        await wait_everywhere([viewer], group_id, missed)
+        assert (await texts(viewer, group_id))[-1] == (missed, "you were not listening")

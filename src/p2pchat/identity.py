@@ -13,6 +13,7 @@ peer, and key pairs of those types can be loaded for conformance testing.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import os
 import stat
@@ -110,6 +111,13 @@ class PublicKey:
     def _load(
         self,
     ) -> ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+        return self._loaded
+
+    @functools.cached_property
+    def _loaded(
+        self,
+    ) -> ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+        """The key object, parsed once (verification is the hot path of the chat)."""
         try:
             if self.key_type is KeyType.Ed25519:
                 if len(self.data) != ED25519_KEY_LENGTH:
@@ -339,6 +347,10 @@ class PeerID:
 
     def extract_public_key(self) -> PublicKey | None:
         """The public key inlined in an identity multihash, or None for hashed IDs."""
+        return self._inlined_key
+
+    @functools.cached_property
+    def _inlined_key(self) -> PublicKey | None:
         if self.multihash[0] != MH_IDENTITY:
             return None
         _length, pos = decode_uvarint(self.multihash, 1)

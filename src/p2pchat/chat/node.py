@@ -62,18 +62,29 @@ from .roster import (
     default_quorum,
     new_group,
 )
-from .store import ChatStore, StoredMessage, VoteConflictError
+from .store import ChatStore, OutboxEntry, StoredMessage, VoteConflictError
 from .validate import check_for_delivery, check_for_ratification
 
 logger = logging.getLogger(__name__)
 
 MAX_FETCH: Final = 64  # hashes per ``get`` query
+DELIVERY_ATTEMPTS: Final = 4
+#: Negative answers to ``smsg`` that may succeed when asked again later.
+RETRYABLE_REASONS: Final = frozenset({"too many queries", "missing parents", "internal error"})
 MAX_FETCH_DEPTH: Final = 64  # rounds of fetching missing ancestors
 SYNC_PAGE: Final = 64
 
 
 class ChatError(P2PChatError):
     """A chat operation failed; the message says why."""
+
+
+class QueryRefusedError(ChatError):
+    """A peer answered a query negatively; ``reason`` is its reason (specs/chat.md §2)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NotAllowedError(ChatError):
@@ -100,6 +111,10 @@ class ChatConfig:
     retry_initial: float = 0.5
     retry_max: float = 30.0
     kem: str = crypto.DEFAULT_KEM
+    #: Anti-entropy: how often to compare history with connected members (seconds).
+    sync_interval: float = 30.0
+    #: Queued messages ratified at once by the outbox task.
+    outbox_concurrency: int = 16
     #: Size of each subscriber's queue; a subscriber that falls this far behind loses messages.
     subscriber_queue: int = 10_000
 
@@ -135,6 +150,7 @@ class _Group:
     waiters: dict[bytes, trio.Event] = attrs.Factory(dict)
     subscribers: list[trio.MemorySendChannel[ChatMessage]] = attrs.Factory(list)
     lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
+    fetch_lock: trio.Lock = attrs.Factory(trio.Lock)
 
     @property
     def group_id(self) -> bytes:
@@ -256,7 +272,7 @@ class ChatNode:
         target = peer.peer_id if isinstance(peer, Multiaddr) else peer
         if target is None:
             raise ChatError(f"the address must end in /p2p/<peer id>: {peer}")
-        response = await self._query(peer, "hpk", {}, fail=ChatError)
+        response = await self._query(peer, "hpk", {})
         try:
             kem, hpke = response["kem"], response["hpke"]
             member = Member(target, role, kem, hpke)
@@ -329,7 +345,7 @@ class ChatNode:
         """
         if group_id in self._groups:
             return
-        body = await self._query(via, "pkt", {"group_id": group_id}, fail=ChatError)
+        body = await self._query(via, "pkt", {"group_id": group_id})
         try:
             signed = SignedGenesis.from_cbor(body["genesis"])
             packets = [Packet.from_cbor(p) for p in body["rosters"]]
@@ -459,17 +475,27 @@ class ChatNode:
         if roster is None or epoch != group.state.current_epoch:
             return False
         collector = QuorumCollector(group.group_id, epoch, packet.message_hash, roster)
+        ratifiers = sorted(roster.ratifiers)
+        settled = trio.Event()  # a quorum, or every ratifier has answered (or failed)
+        answered = 0
 
-        async def ask(ratifier: PeerID, done: trio.CancelScope) -> None:
-            vote = await self._request_vote(group, packet, ratifier)
-            if vote is not None:
-                collector.add_vote(vote)
-                if collector.certificate is not None:
-                    done.cancel()
+        async def ask(ratifier: PeerID) -> None:
+            nonlocal answered
+            try:
+                vote = await self._request_vote(group, packet, ratifier)
+                if vote is not None:
+                    collector.add_vote(vote)
+            finally:
+                answered += 1
+                if collector.certificate is not None or answered == len(ratifiers):
+                    settled.set()
 
-        async with trio.open_nursery() as nursery:
-            for ratifier in sorted(roster.ratifiers):
-                nursery.start_soon(ask, ratifier, nursery.cancel_scope)
+        # The requests run in the node's nursery: once a quorum is in, the others still finish
+        # (their votes are recorded durably either way), and cancelling them would leave the
+        # ratifiers counting queries we no longer do.
+        for ratifier in ratifiers:
+            self._nursery.start_soon(ask, ratifier)
+        await settled.wait()
         certificate = collector.certificate
         if certificate is None:
             return False
@@ -487,7 +513,7 @@ class ChatNode:
                 return None
         body = {"group_id": group.group_id, "packet": packet.to_cbor()}
         try:
-            answer = await self._query(ratifier, "mrat", body, fail=ChatError)
+            answer = await self._query(ratifier, "mrat", body)
             return Vote.from_cbor(answer["vote"])
         except (ChatError, KeyError, DecodeError) as exc:
             logger.debug("no vote from %s: %s", ratifier, exc)
@@ -526,10 +552,23 @@ class ChatNode:
         peers = group.members(packet.message.epoch, group.state.current_epoch) - {self.peer_id}
 
         async def one(peer: PeerID) -> None:
-            try:
-                await self._query(peer, "smsg", body, fail=ChatError)
-            except ChatError as exc:
-                logger.debug("smsg to %s: %s (it will catch up by sync)", peer, exc)
+            delay = self.config.retry_initial
+            for attempt in range(DELIVERY_ATTEMPTS):
+                try:
+                    await self._query(peer, "smsg", body)
+                except QueryRefusedError as exc:
+                    if exc.reason not in RETRYABLE_REASONS:
+                        logger.info("smsg to %s refused: %s", peer, exc.reason)
+                        return
+                    failure: ChatError = exc
+                except ChatError as exc:
+                    failure = exc
+                else:
+                    return
+                if attempt + 1 < DELIVERY_ATTEMPTS:
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, self.config.retry_max)
+            logger.info("smsg to %s failed (%s); it will catch up by sync", peer, failure)
 
         async with trio.open_nursery() as nursery:
             for peer in sorted(peers):
@@ -552,10 +591,10 @@ class ChatNode:
                 epoch = packet.message.epoch + 1
                 await self.store.put_roster(group.group_id, epoch, packet.encode())
                 await self._learn_keys(group, packet)
-            if packet.message.author == self.peer_id:
-                await self.store.outbox_done(group.group_id, packet.message_hash)
             group.ratified.add(packet.message_hash)
             group.heads.add(packet.message_hash, packet.message.parents)
+        if packet.message.author == self.peer_id:
+            await self.store.outbox_done(group.group_id, packet.message_hash)
         self._publish(group, packet, ratified=True)
         waiter = group.waiters.pop(packet.message_hash, None)
         if waiter is not None:
@@ -576,7 +615,17 @@ class ChatNode:
         return None
 
     async def _fetch_missing(self, group: _Group, hashes: Iterable[bytes], peer: PeerID) -> None:
-        """Fetch the missing ancestors of ``hashes`` from ``peer`` (``get``), oldest first."""
+        """Fetch the missing ancestors of ``hashes`` from ``peer`` (``get``), oldest first.
+
+        One fetch per group at a time: concurrent callers usually miss the same ancestors,
+        and each finds them held once the one before it is done.
+        """
+        async with group.fetch_lock:
+            await self._fetch_missing_locked(group, hashes, peer)
+
+    async def _fetch_missing_locked(
+        self, group: _Group, hashes: Iterable[bytes], peer: PeerID
+    ) -> None:
         wanted = [h for h in hashes if not group.has(h)]
         fetched: dict[bytes, Packet] = {}
         for _ in range(MAX_FETCH_DEPTH):
@@ -585,7 +634,7 @@ class ChatNode:
                 break
             try:
                 body = await self._query(
-                    peer, "get", {"group_id": group.group_id, "hashes": wanted}, fail=ChatError
+                    peer, "get", {"group_id": group.group_id, "hashes": wanted}
                 )
                 packets = [Packet.from_cbor(p) for p in body.get("packets", [])]
             except (ChatError, DecodeError, TypeError) as exc:
@@ -734,23 +783,27 @@ class ChatNode:
         peer: PeerID | Multiaddr,
         code: str,
         body: dict[str, Any],
-        *,
-        fail: type[ChatError],
     ) -> dict[str, Any]:
-        """Query ``peer``; return the affirmative body or raise ``fail`` with the reason."""
+        """Query ``peer``; return the affirmative body.
+
+        Raises:
+            QueryRefusedError: a negative answer (with its reason).
+            ChatError: the peer cannot be reached or did not answer in time.
+        """
         target = peer.peer_id if isinstance(peer, Multiaddr) else peer
         try:
             client = await self._client(peer)
             response = await client.query(code, body, timeout=self.config.query_timeout)
         except trio.TooSlowError:
-            raise fail(f"{target} did not answer {code!r} in time") from None
+            raise ChatError(f"{target} did not answer {code!r} in time") from None
         except ChatStreamError as exc:
             done = self._client_done.get(target) if target is not None else None
             if done is not None:
                 done.set()
-            raise fail(f"{code!r} to {target}: {exc}") from exc
+            raise ChatError(f"{code!r} to {target}: {exc}") from exc
         if not response.ok:
-            raise fail(f"{target} refused {code!r}: {response.reason}")
+            reason = response.reason or "?"
+            raise QueryRefusedError(f"{target} refused {code!r}: {reason}", reason)
         return response.body
 
     # -- serving -----------------------------------------------------------------------------
@@ -862,7 +915,7 @@ class ChatNode:
             cursor = self._sync_cursors.get(key, 0)
             while True:
                 body = await self._query(
-                    peer, "dht", {"group_id": group.group_id, "cursor": cursor}, fail=ChatError
+                    peer, "dht", {"group_id": group.group_id, "cursor": cursor}
                 )
                 raw = body.get("packets")
                 if not isinstance(raw, list):
@@ -899,38 +952,60 @@ class ChatNode:
 
     async def _outbox_loop(self) -> None:
         backoff: dict[bytes, float] = {}
+        limiter = trio.CapacityLimiter(self.config.outbox_concurrency)
+
+        async def attempt(entry: OutboxEntry) -> None:
+            async with limiter:
+                await self._retry_queued(entry, backoff)
+
         while True:
-            now = _now_ms()
-            for entry in await self.store.outbox_due(now):
-                group = self._groups.get(entry.group_id)
-                row = await self.store.get_message(entry.group_id, entry.message_hash)
-                if group is None or row is None:
-                    await self.store.outbox_done(entry.group_id, entry.message_hash)
-                    continue
-                packet = _decode_row(row)
-                if group.has(packet.message_hash):
-                    await self.store.outbox_done(entry.group_id, entry.message_hash)
-                    continue
-                if packet.message.epoch != group.state.current_epoch:
-                    await self._reauthor(group, packet)
-                    continue
-                with trio.move_on_after(self.config.send_timeout):
-                    if await self._ratify(group, packet):
-                        backoff.pop(packet.message_hash, None)
-                        continue
-                delay = min(
-                    backoff.get(packet.message_hash, self.config.retry_initial) * 2,
-                    self.config.retry_max,
-                )
-                backoff[packet.message_hash] = delay
-                await self.store.outbox_retry(
-                    entry.group_id, entry.message_hash, now + int(delay * 1000)
-                )
+            entries = await self.store.outbox_due(_now_ms())
+            async with trio.open_nursery() as nursery:
+                for entry in entries:
+                    nursery.start_soon(attempt, entry)
             next_at = await self.store.outbox_next_at()
             wait = math.inf if next_at is None else max(0.0, (next_at - _now_ms()) / 1000)
             self._outbox_wakeup = trio.Event()
             with trio.move_on_after(wait):
                 await self._outbox_wakeup.wait()
+
+    async def _retry_queued(self, entry: OutboxEntry, backoff: dict[bytes, float]) -> None:
+        """One attempt at a queued message: ratify it, re-author it, or back off."""
+        group = self._groups.get(entry.group_id)
+        row = await self.store.get_message(entry.group_id, entry.message_hash)
+        if group is None or row is None:
+            await self.store.outbox_done(entry.group_id, entry.message_hash)
+            return
+        packet = _decode_row(row)
+        if group.has(packet.message_hash):
+            await self.store.outbox_done(entry.group_id, entry.message_hash)
+            return
+        if packet.message.epoch != group.state.current_epoch:
+            await self._reauthor(group, packet)
+            return
+        with trio.move_on_after(self.config.send_timeout):
+            if await self._ratify(group, packet):
+                backoff.pop(packet.message_hash, None)
+                return
+        delay = min(
+            backoff.get(packet.message_hash, self.config.retry_initial) * 2,
+            self.config.retry_max,
+        )
+        backoff[packet.message_hash] = delay
+        await self.store.outbox_retry(
+            entry.group_id, entry.message_hash, _now_ms() + int(delay * 1000)
+        )
+
+    async def _anti_entropy_loop(self) -> None:
+        """Every ``sync_interval``, compare history with every connected member."""
+        while True:
+            await trio.sleep(self.config.sync_interval)
+            async with trio.open_nursery() as nursery:
+                for group in list(self._groups.values()):
+                    members = group.members(*range(group.state.current_epoch + 1))
+                    for peer in self.host.connected_peers():
+                        if peer in members:
+                            nursery.start_soon(self._sync, group, peer)
 
     async def _reauthor(self, group: _Group, packet: Packet) -> None:
         """A queued message of an epoch that has closed: send its content again, now."""
@@ -1017,6 +1092,7 @@ async def open_chat_node(
         hook: Callable[[MuxedConnection], Awaitable[None]] = node._on_connection
         host.on_connection.append(hook)
         nursery.start_soon(node._outbox_loop)
+        nursery.start_soon(node._anti_entropy_loop)
         nursery.start_soon(node._connect_members)
         try:
             yield node

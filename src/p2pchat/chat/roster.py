@@ -29,6 +29,7 @@ Nothing here does I/O or reads a clock; times are passed in.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 
@@ -411,9 +412,9 @@ class Genesis:
         """What the owner signs: ``"p2pchat/genesis/v1" || CBOR(genesis)`` (§5)."""
         return GENESIS_DOMAIN + self.encode()
 
-    @property
+    @functools.cached_property
     def group_id(self) -> bytes:
-        """``SHA-256(CBOR(genesis))``."""
+        """``SHA-256(CBOR(genesis))`` (computed once)."""
         return sha256(self.encode())
 
 
