@@ -277,6 +277,9 @@ async def test_a_connected_member_that_missed_a_delivery_catches_up_by_anti_entr
     async with open_cluster(tmp_path, *FIVE) as cluster:
         owner, _r2, _r3, user, viewer = cluster.peers
         group_id = await five_node_group(cluster)
+        # A first message connects the user to everyone (each new connection starts a sync).
+        warm_up = await user.chat.send(group_id, "hello")
+        await wait_everywhere(cluster.peers, group_id, warm_up)
         # The viewer stops answering smsg for a moment: its delivery is refused, not retried.
         handler = viewer.chat.dispatcher._handlers["smsg"]
         viewer.chat.dispatcher.unregister("smsg")
