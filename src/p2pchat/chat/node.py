@@ -844,25 +844,25 @@ class ChatNode:
             raise Refusal("not a member")
         return {"identifier": role.value, "epoch": group.state.current_epoch}
 
-    async def _on_mrat(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+    def _group_and_packet(self, body: dict[str, Any]) -> tuple[_Group, Packet]:
+        """The group a query names and the packet it carries, which must be of that group."""
         group = self._groups.get(_body_bytes(body, "group_id", 32))
         if group is None:
             raise Refusal("unknown group")
         packet = self._packet(body)
         if packet.message.group_id != group.group_id:
             raise Refusal("unknown group")
+        return group, packet
+
+    async def _on_mrat(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        group, packet = self._group_and_packet(body)
         if packet.message.author != ctx.remote_peer:
             raise Refusal("not allowed")  # only the author asks for votes on its message
         vote = await self._vote(group, packet, ctx.remote_peer)
         return {"vote": vote.to_cbor()}
 
     async def _on_smsg(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
-        group = self._groups.get(_body_bytes(body, "group_id", 32))
-        if group is None:
-            raise Refusal("unknown group")
-        packet = self._packet(body)
-        if packet.message.group_id != group.group_id:
-            raise Refusal("unknown group")
+        group, packet = self._group_and_packet(body)
         if group.has(packet.message_hash):
             return {"duplicate": True}
         reason = await self._receive_certified(group, packet, ctx.remote_peer)
