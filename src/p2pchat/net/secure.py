@@ -186,15 +186,19 @@ class SecureStream(trio.abc.Stream):
     async def _receive_bulk(self, size: int) -> bytes | bytearray:
         """Decrypt every whole frame that fits in ``size`` bytes into one buffer."""
         session = self._session
-        out = bytearray(size)
         while True:
-            try:
-                count = session.read_into(out)
-            except ProtocolError as exc:
-                raise self._break(exc, exc.hint) from exc
-            if count:
-                del out[count:]
-                return out
+            buffered = session.buffered_bytes
+            if buffered > noise.FRAME_HEADER_LEN + noise.TAGLEN:
+                # The plaintext is smaller than the ciphertext buffered: no larger buffer to
+                # zero-fill, and little to trim afterwards.
+                out = bytearray(min(size, buffered))
+                try:
+                    count = session.read_into(out)
+                except ProtocolError as exc:
+                    raise self._break(exc, exc.hint) from exc
+                if count:
+                    del out[count:]
+                    return out
             if not await self._fill():
                 return b""
 

@@ -729,6 +729,11 @@ class NoiseConnection:
         """The Noise handshake hash once the handshake is complete, else None."""
         return self._handshake_hash
 
+    @property
+    def buffered_bytes(self) -> int:
+        """How many received bytes wait to be parsed."""
+        return self._in_end - self._in_start
+
     def has_partial_frame(self) -> bool:
         """True if received bytes wait for the rest of their frame (an end of stream now
         would cut a frame short)."""
