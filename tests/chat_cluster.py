@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from p2pchat.chat.node import ChatConfig, ChatNode, open_chat_node
-from p2pchat.chat.roster import Role
+from p2pchat.chat.roster import History, Role
 from p2pchat.chat.store import open_store
 from p2pchat.identity import KeyPair, PeerID
 from p2pchat.multiaddr import Multiaddr
@@ -118,7 +118,7 @@ async def open_cluster(root: Path, *names: str) -> AsyncIterator[Cluster]:
 
 
 async def build_group(
-    owner: Peer, members: list[tuple[Peer, Role]], *, history: str = "all"
+    owner: Peer, members: list[tuple[Peer, Role]], *, history: History = "all"
 ) -> bytes:
     """``owner`` creates a group and invites ``members`` in order; each joins at once."""
     group_id = await owner.chat.create_group("test group", history=history)

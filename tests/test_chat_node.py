@@ -24,7 +24,7 @@ from p2pchat.chat.packet import (
     sha256,
     sign_message,
 )
-from p2pchat.chat.roster import Role
+from p2pchat.chat.roster import History, Role
 from p2pchat.identity import KeyPair
 
 pytestmark = pytest.mark.timeout(120)
@@ -255,7 +255,7 @@ async def test_a_restarted_node_has_lost_nothing_ratified(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("history", "readable"), [("all", True), ("since_join", False)])
 async def test_a_late_joiner_sees_exactly_the_history_the_group_allows(
-    tmp_path: Path, history: str, readable: bool
+    tmp_path: Path, history: History, readable: bool
 ) -> None:
     async with open_cluster(tmp_path, "owner", "ratifier2", "late") as cluster:
         owner, r2, late = cluster.peers

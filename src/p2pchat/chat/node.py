@@ -52,6 +52,7 @@ from .packet import Artifact, Headers, Message, Packet, Vote, make_vote, sha256,
 from .quorum import QuorumCollector
 from .roster import (
     GroupState,
+    History,
     Member,
     Role,
     Roster,
@@ -61,6 +62,7 @@ from .roster import (
     build_roster_message,
     default_quorum,
     new_group,
+    read_roster_update,
 )
 from .store import ChatStore, OutboxEntry, StoredMessage, VoteConflictError
 from .validate import check_for_delivery, check_for_ratification
@@ -231,7 +233,7 @@ class ChatNode:
         return Member(self.peer_id, role, self.hpke.kem, self.hpke.public_bytes())
 
     async def create_group(
-        self, name: str, *, quorum: int | None = None, history: str = "all"
+        self, name: str, *, quorum: int | None = None, history: History = "all"
     ) -> bytes:
         """Create a group with us as owner and sole ratifier; return its id.
 
@@ -243,7 +245,7 @@ class ChatNode:
             name,
             [self.my_member_entry(Role.RATIFIER)],
             quorum=quorum,
-            history=history,  # type: ignore[arg-type]
+            history=history,
             now_ms=_now_ms(),
             nonce=os.urandom(16),
         )
@@ -368,8 +370,6 @@ class ChatNode:
 
     async def _learn_keys(self, group: _Group, packet: Packet) -> None:
         """Unwrap the epoch keys a roster message carries for us, and store them."""
-        from .roster import read_roster_update
-
         update = read_roster_update(packet, group.state.owner)
         for wrapped in (*update.keys, *update.history_keys):
             if wrapped.peer != self.peer_id or wrapped.epoch in group.epoch_keys:
@@ -817,6 +817,7 @@ class ChatNode:
         d.register("dht", self._on_dht)
         d.register("get", self._on_get)
         d.register("hpk", self._on_hpk)
+        d.register("hds", self._on_heads)
 
     def _member_group(self, ctx: QueryContext, body: dict[str, Any]) -> _Group:
         group = self._groups.get(_body_bytes(body, "group_id", 32))
@@ -899,6 +900,10 @@ class ChatNode:
             if row is not None and row.certificate is not None:
                 packets.append(cbor.loads(row.packet_with_certificate(), max_size=2**21))
         return {"packets": packets}
+
+    async def _on_heads(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        group = self._member_group(ctx, body)
+        return {"heads": list(group.heads.heads())}
 
     async def _on_hpk(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         return {"kem": self.hpke.kem, "hpke": self.hpke.public_bytes()}
@@ -997,7 +1002,8 @@ class ChatNode:
         )
 
     async def _anti_entropy_loop(self) -> None:
-        """Every ``sync_interval``, compare history with every connected member."""
+        """Every ``sync_interval``, compare heads with every connected member (``hds``) and
+        fetch what we lack (``get``); when in step, that is one small query per member."""
         while True:
             await trio.sleep(self.config.sync_interval)
             async with trio.open_nursery() as nursery:
@@ -1005,7 +1011,21 @@ class ChatNode:
                     members = group.members(*range(group.state.current_epoch + 1))
                     for peer in self.host.connected_peers():
                         if peer in members:
-                            nursery.start_soon(self._sync, group, peer)
+                            nursery.start_soon(self._compare_heads, group, peer)
+
+    async def _compare_heads(self, group: _Group, peer: PeerID) -> None:
+        try:
+            body = await self._query(peer, "hds", {"group_id": group.group_id})
+        except ChatError as exc:
+            logger.debug("heads of %s: %s", peer, exc)
+            return
+        heads = body.get("heads")
+        if not isinstance(heads, list):
+            return
+        missing = [h for h in heads if isinstance(h, bytes) and len(h) == 32 and not group.has(h)]
+        if missing:
+            logger.info("anti-entropy: %d heads of %s missing here", len(missing), peer)
+            await self._fetch_missing(group, missing[:MAX_FETCH], peer)
 
     async def _reauthor(self, group: _Group, packet: Packet) -> None:
         """A queued message of an epoch that has closed: send its content again, now."""
