@@ -290,3 +290,26 @@ async def test_a_connected_member_that_missed_a_delivery_catches_up_by_anti_entr
         # No new connection is made: the periodic comparison with members brings it.
         await wait_everywhere([viewer], group_id, missed)
         assert (await texts(viewer, group_id))[-1] == (missed, "you were not listening")
+
+
+async def test_identifier_heads_and_key_table_codes_answer_members_only(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, *FIVE, "outsider") as cluster:
+        owner, r2, _r3, user, viewer, outsider = cluster.peers
+        group_id = await five_node_group(cluster)
+        sent = await user.chat.send(group_id, "hello")
+        await wait_everywhere([viewer], group_id, sent)
+        async with open_chat(user.chat.host, viewer.peer_id) as client:
+            who = await client.query("i", {"group_id": group_id})
+            assert (who.ok, who.body["identifier"]) == (True, "viewer")
+            heads = await client.query("hds", {"group_id": group_id})
+            assert heads.body["heads"] == [sent]
+            table = await client.query("pkt", {"group_id": group_id})
+            epochs = [p["message"]["epoch"] for p in table.body["rosters"]]
+            assert epochs == [0, 1, 2, 3]  # the four invitations, in order
+            unknown = await client.query("i", {"group_id": os.urandom(32)})
+            assert (unknown.ok, unknown.reason) == (False, "unknown group")
+        async with open_chat(outsider.chat.host, r2.peer_id) as client:
+            for code in ("i", "pkt", "hds"):
+                answer = await client.query(code, {"group_id": group_id})
+                assert (answer.ok, answer.reason) == (False, "not a member")
+        del owner

@@ -837,9 +837,8 @@ class ChatNode:
             raise Refusal("malformed") from None
 
     async def _on_identifier(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
-        group = self._groups.get(_body_bytes(body, "group_id", 32))
-        if group is None:
-            raise Refusal("unknown group")
+        # Members only, like pkt and dht: who holds which role is the group's business.
+        group = self._member_group(ctx, body)
         role = group.state.role(self.peer_id, group.state.current_epoch)
         if role is None:
             raise Refusal("not a member")
