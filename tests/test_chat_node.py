@@ -313,3 +313,34 @@ async def test_identifier_heads_and_key_table_codes_answer_members_only(tmp_path
                 answer = await client.query(code, {"group_id": group_id})
                 assert (answer.ok, answer.reason) == (False, "not a member")
         del owner
+
+
+async def test_a_removed_member_gets_no_later_keys_and_can_no_longer_send(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, *FIVE) as cluster:
+        owner, r2, _r3, user, _viewer = cluster.peers
+        group_id = await five_node_group(cluster)
+        before = await r2.chat.send(group_id, "before the removal")
+        await wait_everywhere([user], group_id, before)
+        await owner.chat.remove(group_id, user.peer_id)
+        epoch = owner.chat.group_state(group_id).current_epoch
+        roster = owner.chat.group_state(group_id).current_roster
+        assert user.peer_id not in {m.peer for m in roster.members}
+        after = await r2.chat.send(group_id, "after the removal")
+        await wait_everywhere([owner], group_id, after)
+        # The removed member learnt of its removal but holds no key of the new epoch...
+        removal = owner.chat.group_state(group_id).roster_packet(epoch - 1)
+        assert removal is not None
+        with trio.fail_after(10):
+            await user.chat.wait_ratified(group_id, removal.message_hash)
+        assert user.chat.group_state(group_id).current_epoch == epoch
+        assert epoch not in user.chat._groups[group_id].epoch_keys
+        assert epoch - 1 in user.chat._groups[group_id].epoch_keys
+        # ...so it cannot read what follows, even holding the packet, and cannot send.
+        row = await owner.chat.store.get_message(group_id, after)
+        assert row is not None
+        packet = Packet.decode(row.packet_with_certificate())
+        for key in user.chat._groups[group_id].epoch_keys.values():
+            with pytest.raises(crypto.DecryptError):
+                crypto.decrypt_packet(packet, epoch_key=key)
+        with pytest.raises(NotAllowedError):
+            await user.chat.send(group_id, "am I still here?")

@@ -71,6 +71,7 @@ logger = logging.getLogger(__name__)
 
 MAX_FETCH: Final = 64  # hashes per ``get`` query
 DELIVERY_ATTEMPTS: Final = 4
+MAX_REAUTHOR: Final = 3  # epochs a send follows before it is left to the outbox
 #: Negative answers to ``smsg`` that may succeed when asked again later.
 RETRYABLE_REASONS: Final = frozenset({"too many queries", "missing parents", "internal error"})
 MAX_FETCH_DEPTH: Final = 64  # rounds of fetching missing ancestors
@@ -153,6 +154,8 @@ class _Group:
     subscribers: list[trio.MemorySendChannel[ChatMessage]] = attrs.Factory(list)
     lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
     fetch_lock: trio.Lock = attrs.Factory(trio.Lock)
+    #: Our messages refused as stale, and a ratifier that refused them (it knows a later roster).
+    stale_from: dict[bytes, PeerID] = attrs.Factory(dict)
 
     @property
     def group_id(self) -> bytes:
@@ -368,14 +371,15 @@ class ChatNode:
         if peer is not None:
             await self._sync(group, peer)
 
-    async def _learn_keys(self, group: _Group, packet: Packet) -> None:
-        """Unwrap the epoch keys a roster message carries for us, and store them."""
+    def _unwrap_keys(self, group: _Group, packet: Packet) -> dict[int, bytes]:
+        """The epoch keys a roster message carries for us (not yet known), unwrapped."""
         update = read_roster_update(packet, group.state.owner)
+        keys: dict[int, bytes] = {}
         for wrapped in (*update.keys, *update.history_keys):
             if wrapped.peer != self.peer_id or wrapped.epoch in group.epoch_keys:
                 continue
             try:
-                key = crypto.unwrap_epoch_key(
+                keys[wrapped.epoch] = crypto.unwrap_epoch_key(
                     wrapped.enc,
                     keypair=self.hpke,
                     group_id=group.group_id,
@@ -384,9 +388,7 @@ class ChatNode:
                 )
             except ProtocolError as exc:
                 logger.warning("cannot unwrap our key for epoch %d: %s", wrapped.epoch, exc)
-                continue
-            group.epoch_keys[wrapped.epoch] = key
-            await self.store.put_epoch_key(group.group_id, wrapped.epoch, key)
+        return keys
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -418,8 +420,7 @@ class ChatNode:
                 message_type, "application/octet-stream"
             )
         packet = self._author(group, data, message_type, mime, ref_hash)
-        await self._submit(group, packet, wait=wait)
-        return packet.message_hash
+        return await self._submit(group, packet, wait=wait)
 
     def _author(
         self, group: _Group, data: bytes, message_type: str, mime: str, ref_hash: bytes | None
@@ -450,16 +451,36 @@ class ChatNode:
         )
         return sign_message(self.identity, message, sealed.aes_key, sealed.iv)
 
-    async def _submit(self, group: _Group, packet: Packet, *, wait: bool = True) -> None:
+    async def _submit(self, group: _Group, packet: Packet, *, wait: bool = True) -> bytes:
+        """Queue ``packet`` and (with ``wait``) ratify it; return the hash it was ratified
+        under, which differs from the packet's when it had to be written again in a new epoch.
+
+        Raises:
+            PendingError: not ratified within ``send_timeout`` (it stays queued).
+        """
         now = _now_ms()
         await self.store.put_packet(packet, received_at=now, outbox_at=now)
         self._publish(group, packet, ratified=False)
         if not wait:
             self._outbox_wakeup.set()
-            return
+            return packet.message_hash
         with trio.move_on_after(self.config.send_timeout):
-            if await self._ratify(group, packet):
-                return
+            for _ in range(MAX_REAUTHOR):
+                if await self._ratify(group, packet):
+                    return packet.message_hash
+                # Ratifiers already in a later epoch refuse it as stale: learn the new roster
+                # from one of them and write the message again in the new epoch.
+                ahead = group.stale_from.pop(packet.message_hash, None)
+                behind = packet.message.epoch < group.state.current_epoch
+                if not behind and (ahead is None or not await self._catch_up_roster(group, ahead)):
+                    break
+                fresh = await self._reauthored(group, packet)
+                if fresh is None:
+                    break
+                packet = fresh
+                now = _now_ms()
+                await self.store.put_packet(packet, received_at=now, outbox_at=now)
+                self._publish(group, packet, ratified=False)
         self._outbox_wakeup.set()
         raise PendingError(
             "no quorum of ratifiers answered in time; the message stays queued",
@@ -504,6 +525,23 @@ class ChatNode:
         self._nursery.start_soon(self._deliver, group, certified)
         return True
 
+    async def _catch_up_roster(self, group: _Group, peer: PeerID) -> bool:
+        """Apply the roster changes ``peer`` holds and we lack; True if our epoch moved on."""
+        epoch = group.state.current_epoch
+        try:
+            body = await self._query(peer, "pkt", {"group_id": group.group_id})
+            packets = [Packet.from_cbor(p) for p in body.get("rosters", [])]
+        except (ChatError, DecodeError, TypeError) as exc:
+            logger.info("cannot learn the roster from %s: %s", peer, exc)
+            return False
+        for packet in sorted(packets, key=lambda p: p.message.epoch):
+            if packet.message.epoch >= group.state.current_epoch:
+                reason = await self._receive_certified(group, packet, peer)
+                if reason is not None:
+                    logger.info("roster change from %s refused: %s", peer, reason)
+                    break
+        return group.state.current_epoch > epoch
+
     async def _request_vote(self, group: _Group, packet: Packet, ratifier: PeerID) -> Vote | None:
         if ratifier == self.peer_id:
             try:
@@ -515,6 +553,11 @@ class ChatNode:
         try:
             answer = await self._query(ratifier, "mrat", body)
             return Vote.from_cbor(answer["vote"])
+        except QueryRefusedError as exc:
+            if exc.reason == "stale epoch":
+                group.stale_from.setdefault(packet.message_hash, ratifier)
+            logger.debug("no vote from %s: %s", ratifier, exc)
+            return None
         except (ChatError, KeyError, DecodeError) as exc:
             logger.debug("no vote from %s: %s", ratifier, exc)
             return None
@@ -582,15 +625,22 @@ class ChatNode:
             if group.has(packet.message_hash):
                 return False
             roster_change = packet.message.message_type == "roster"
-            applied = group.state.roster_packet(packet.message.epoch)
-            if roster_change and (applied is None or applied.message_hash != packet.message_hash):
-                # Applying checks the chain; only then is it stored as part of the group.
-                group.state.apply_roster_packet(packet)
+            new_keys: dict[int, bytes] = {}
+            if roster_change:
+                new_keys = self._unwrap_keys(group, packet)
+                applied = group.state.roster_packet(packet.message.epoch)
+                if applied is None or applied.message_hash != packet.message_hash:
+                    # Applying checks the chain; only then is it stored as part of the group.
+                    group.state.apply_roster_packet(packet)
+                # In the same step as the epoch moves on, so a sender never finds the new
+                # epoch without its key.
+                group.epoch_keys.update(new_keys)
             await self.store.put_packet(packet, received_at=_now_ms())
             if roster_change:
                 epoch = packet.message.epoch + 1
                 await self.store.put_roster(group.group_id, epoch, packet.encode())
-                await self._learn_keys(group, packet)
+                for key_epoch, key in sorted(new_keys.items()):
+                    await self.store.put_epoch_key(group.group_id, key_epoch, key)
             group.ratified.add(packet.message_hash)
             group.heads.add(packet.message_hash, packet.message.parents)
         if packet.message.author == self.peer_id:
@@ -1028,23 +1078,28 @@ class ChatNode:
 
     async def _reauthor(self, group: _Group, packet: Packet) -> None:
         """A queued message of an epoch that has closed: send its content again, now."""
+        if packet.message.message_type == "roster":
+            logger.warning("a queued roster change for a closed epoch is dropped")
+        fresh = await self._reauthored(group, packet)
+        if fresh is not None:
+            await self._submit(group, fresh, wait=False)
+
+    async def _reauthored(self, group: _Group, packet: Packet) -> Packet | None:
+        """The same content as a new message in the current epoch (the old one leaves the
+        outbox), or None for a roster change or content we cannot re-send."""
         await self.store.outbox_done(group.group_id, packet.message_hash)
         message = packet.message
-        if message.message_type == "roster":
-            logger.warning("a queued roster change for a closed epoch is dropped")
-            return
         key = group.epoch_keys.get(message.epoch)
-        if key is None:
-            return
+        if message.message_type == "roster" or key is None:
+            return None
         try:
             content = crypto.decrypt_packet(packet, epoch_key=key)
-            fresh = self._author(
+            return self._author(
                 group, content, message.message_type, message.artifact.type, message.ref_hash
             )
         except (ProtocolError, ChatError) as exc:
             logger.warning("cannot re-send a queued message: %s", exc)
-            return
-        await self._submit(group, fresh, wait=False)
+            return None
 
     async def _connect_members(self) -> None:
         """Dial the members we know addresses for, so sync and the outbox can start."""
