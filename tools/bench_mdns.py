@@ -47,6 +47,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+from benchlib import BenchError
 from mdns_node import NetnsLan, NodeProcess, netns_lan, netns_unavailable_reason, pump
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -107,10 +108,6 @@ async def main(ip, want):
 
 trio.run(main, sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "")
 """
-
-
-class BenchError(Exception):
-    """A phase failed: a node died, missed its deadline, or reported something impossible."""
 
 
 def _our_node(

@@ -51,6 +51,7 @@ from typing import IO, Any, Final, Literal
 import attrs
 import trio
 
+from benchlib import BenchError, run_bench
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import HostConfig, open_host
@@ -70,10 +71,6 @@ SERVER_LIFETIME: Final = 3600.0
 TARGET: Final = 5.0
 
 Stack = Literal["p2pchat", "py-libp2p"]
-
-
-class BenchError(Exception):
-    """A benchmark step failed (a subprocess died, a size is wrong, a deadline passed)."""
 
 
 @attrs.frozen
@@ -458,34 +455,13 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=3, metavar=("ADDR", "UP", "DOWN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    try:
-        if args.serve:
-            trio.run(serve)
-        elif args.client:
-            addr, up, down = args.client
-            trio.run(client, addr, int(up), int(down))
-        else:
-            trio.run(_main, args)
-    except BaseException as exc:
-        # Errors raised inside a nursery arrive wrapped in exception groups.
-        if _leaf(exc, KeyboardInterrupt) is not None:
-            sys.exit("bench_perf: interrupted")
-        failure = _leaf(exc, BenchError)
-        if failure is None:
-            raise
-        sys.exit(f"bench_perf: {failure}")
-
-
-def _leaf(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """``exc`` or the first exception of type ``kind`` inside its groups, if any."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _leaf(inner, kind)
-            if found is not None:
-                return found
-    return None
+    if args.serve:
+        run_bench("bench_perf", serve)
+    elif args.client:
+        addr, up, down = args.client
+        run_bench("bench_perf", client, addr, int(up), int(down))
+    else:
+        run_bench("bench_perf", _main, args)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ import cryptography
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from benchlib import BenchError, run_bench
 from p2pchat.chat.dispatch import ChatClient
 from p2pchat.chat.node import ChatError, ChatNode, open_chat_node
 from p2pchat.chat.packet import vote_signing_bytes
@@ -146,10 +147,6 @@ TIMING_ENV: Final = "P2PCHAT_BENCH_TIMING"  # time the steps of TIMED in every n
 LOG_ENV: Final = "P2PCHAT_BENCH_LOG"  # a logging level for the nodes (stderr)
 PROFILE_TOP: Final = 12
 SCRIPT: Final = str(Path(__file__).resolve())
-
-
-class BenchError(Exception):
-    """A benchmark step failed (a node died or refused a command, a deadline passed)."""
 
 
 def _emit(event: str, **fields: Any) -> None:
@@ -1168,27 +1165,7 @@ def main() -> None:
         ratifier_author=args.ratifier_author,
         profile_dir=os.environ.get(PROFILE_ENV) or None,
     )
-    try:
-        trio.run(_main, settings, args.json)
-    except BaseException as exc:
-        if _leaf(exc, KeyboardInterrupt) is not None:
-            sys.exit("bench_ratify: interrupted")
-        failure = _leaf(exc, BenchError)
-        if failure is None:
-            raise
-        sys.exit(f"bench_ratify: {failure}")
-
-
-def _leaf(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """``exc`` or the first exception of type ``kind`` inside its groups, if any."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _leaf(inner, kind)
-            if found is not None:
-                return found
-    return None
+    run_bench("bench_ratify", _main, settings, args.json)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ from typing import IO, Any, Final
 import attrs
 import trio
 
+from benchlib import BenchError, run_bench
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import Host, open_host
@@ -112,10 +113,6 @@ SERVER_LIFETIME: Final = 600.0
 STARTUP_TIMEOUT: Final = 30.0
 PHASE_TIMEOUT: Final = 180.0
 EXIT_TIMEOUT: Final = 10.0
-
-
-class BenchError(Exception):
-    """A benchmark step failed (a subprocess died, a count is wrong, a deadline passed)."""
 
 
 @attrs.frozen
@@ -894,37 +891,16 @@ def main() -> None:
     parser.add_argument("--serve", choices=["raw", "host"], help=argparse.SUPPRESS)
     parser.add_argument("--client-streams", metavar="ADDR", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    try:
-        if args.serve == "raw":
-            trio.run(_serve_raw)
-        elif args.serve == "host":
-            trio.run(_serve_host)
-        elif args.client_streams:
-            streams = args.streams if args.streams is not None else FULL.streams
-            kib = args.stream_kib if args.stream_kib is not None else FULL.stream_bytes // KIB
-            trio.run(_streams_client, args.client_streams, streams, kib * KIB)
-        else:
-            trio.run(_main, args)
-    except BaseException as exc:
-        # Errors raised inside a nursery arrive wrapped in exception groups.
-        if _leaf(exc, KeyboardInterrupt) is not None:
-            sys.exit("bench_transport: interrupted")
-        failure = _leaf(exc, BenchError)
-        if failure is None:
-            raise
-        sys.exit(f"bench_transport: {failure}")
-
-
-def _leaf(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """``exc`` or the first exception of type ``kind`` inside its groups, if any."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _leaf(inner, kind)
-            if found is not None:
-                return found
-    return None
+    if args.serve == "raw":
+        run_bench("bench_transport", _serve_raw)
+    elif args.serve == "host":
+        run_bench("bench_transport", _serve_host)
+    elif args.client_streams:
+        streams = args.streams if args.streams is not None else FULL.streams
+        kib = args.stream_kib if args.stream_kib is not None else FULL.stream_bytes // KIB
+        run_bench("bench_transport", _streams_client, args.client_streams, streams, kib * KIB)
+    else:
+        run_bench("bench_transport", _main, args)
 
 
 if __name__ == "__main__":
