@@ -1001,7 +1001,9 @@ class ChatNode:
         peer = conn.remote_peer
         self._outbox_wakeup.set()
         for group in list(self._groups.values()):
-            if peer in group.members(*range(group.state.current_epoch + 1)):
+            members = group.members(*range(group.state.current_epoch + 1))
+            # Page through its history only when it holds something we lack.
+            if peer in members and await self._missing_heads(group, peer) != []:
                 await self._sync(group, peer)
 
     async def _outbox_loop(self) -> None:
@@ -1062,16 +1064,20 @@ class ChatNode:
                         if peer in members:
                             nursery.start_soon(self._compare_heads, group, peer)
 
-    async def _compare_heads(self, group: _Group, peer: PeerID) -> None:
+    async def _missing_heads(self, group: _Group, peer: PeerID) -> list[bytes] | None:
+        """``peer``'s DAG heads that we lack (``hds``), or None if it did not answer."""
         try:
             body = await self._query(peer, "hds", {"group_id": group.group_id})
         except ChatError as exc:
             logger.debug("heads of %s: %s", peer, exc)
-            return
+            return None
         heads = body.get("heads")
         if not isinstance(heads, list):
-            return
-        missing = [h for h in heads if isinstance(h, bytes) and len(h) == 32 and not group.has(h)]
+            return None
+        return [h for h in heads if isinstance(h, bytes) and len(h) == 32 and not group.has(h)]
+
+    async def _compare_heads(self, group: _Group, peer: PeerID) -> None:
+        missing = await self._missing_heads(group, peer)
         if missing:
             logger.info("anti-entropy: %d heads of %s missing here", len(missing), peer)
             await self._fetch_missing(group, missing[:MAX_FETCH], peer)
