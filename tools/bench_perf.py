@@ -51,7 +51,7 @@ from typing import IO, Any, Final, Literal
 import attrs
 import trio
 
-from benchlib import BenchError, run_bench
+from benchlib import BenchError, run_bench, run_json
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import HostConfig, open_host
@@ -212,20 +212,7 @@ async def _run_json(name: str, cmd: Sequence[str]) -> dict[str, Any]:
     Raises:
         BenchError: it failed, timed out or printed nothing.
     """
-    limit = RUN_TIMEOUT + STARTUP_TIMEOUT
-    try:
-        with trio.fail_after(limit):
-            done = await trio.run_process(
-                list(cmd), capture_stdout=True, capture_stderr=True, check=False
-            )
-    except trio.TooSlowError:
-        raise BenchError(f"{name}: no answer within {limit:g} s") from None
-    lines = done.stdout.decode().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = (done.stdout.decode() + done.stderr.decode())[-2000:]
-        raise BenchError(f"{name} failed (status {done.returncode}):\n{tail}")
-    found: dict[str, Any] = json.loads(lines[-1])
-    return found
+    return await run_json(name, cmd, RUN_TIMEOUT + STARTUP_TIMEOUT)
 
 
 # -- pairs -------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ from typing import IO, Any, Final
 import attrs
 import trio
 
-from benchlib import BenchError, run_bench
+from benchlib import BenchError, run_bench, run_json
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import Host, open_host
@@ -417,27 +417,6 @@ def _self_cmd(*args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *args]
 
 
-async def _run_json(name: str, cmd: Sequence[str], limit: float) -> dict[str, Any]:
-    """Run a one-shot command (killed after ``limit`` s) and return its last JSON line.
-
-    Raises:
-        BenchError: it failed, timed out or printed nothing.
-    """
-    try:
-        with trio.fail_after(limit):
-            done = await trio.run_process(
-                list(cmd), capture_stdout=True, capture_stderr=True, check=False
-            )
-    except trio.TooSlowError:
-        raise BenchError(f"{name}: no answer within {limit:g} s") from None
-    lines = done.stdout.decode().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = (done.stdout.decode() + done.stderr.decode())[-2000:]
-        raise BenchError(f"{name} failed (status {done.returncode}):\n{tail}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
 # -- the figures: raw TCP and ours -------------------------------------------------------------
 
 
@@ -554,7 +533,7 @@ async def ours(sizes: Sizes) -> dict[str, Any]:
 async def streams_ours(sizes: Sizes) -> dict[str, Any]:
     """The concurrent-streams figure: a fresh server process and a fresh client process."""
     async with _child("our host", _self_cmd("--serve", "host"), "listening", "exit") as server:
-        client = await _run_json(
+        client = await run_json(
             "concurrent-streams client",
             _self_cmd(
                 "--client-streams",
@@ -607,7 +586,7 @@ async def pylibp2p(python: Path, sizes: Sizes) -> dict[str, Any]:
 
         runs: list[dict[str, Any]] = []
         for _ in range(sizes.bulk_runs):  # a new client process and connection for each run
-            sent = await _run_json(
+            sent = await run_json(
                 "py-libp2p send",
                 client("send", "--bytes", str(sizes.bulk_bytes)),
                 limit + STARTUP_TIMEOUT,
@@ -616,7 +595,7 @@ async def pylibp2p(python: Path, sizes: Sizes) -> dict[str, Any]:
                 raise BenchError(f"py-libp2p send: {sent}")
             runs.append(_bulk_run(sizes.bulk_bytes, None, (sent["seconds"], None)))
         result["bulk"] = _bulk_summary(runs)
-        pinged = await _run_json(
+        pinged = await run_json(
             "py-libp2p ping",
             client("ping", "--count", str(sizes.pings)),
             limit + STARTUP_TIMEOUT,
@@ -632,7 +611,7 @@ async def pylibp2p(python: Path, sizes: Sizes) -> dict[str, Any]:
         }
         connect: dict[str, Any] = {}
         for name, cmd in variants.items():
-            out = await _run_json(f"py-libp2p connect ({name})", cmd, limit + STARTUP_TIMEOUT)
+            out = await run_json(f"py-libp2p connect ({name})", cmd, limit + STARTUP_TIMEOUT)
             if out.get("event") != "connect" or len(out["times_ms"]) != sizes.connections:
                 raise BenchError(f"py-libp2p connect ({name}): {out}")
             connect[name] = _summary_ms(out["times_ms"])

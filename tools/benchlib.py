@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -37,3 +38,24 @@ def run_bench(name: str, main: Callable[..., Awaitable[Any]], *args: Any) -> Non
         if failure is None:
             raise
         sys.exit(f"{name}: {failure}")
+
+
+async def run_json(name: str, cmd: Sequence[str], limit: float) -> dict[str, Any]:
+    """Run a one-shot command (killed after ``limit`` s) and return its last JSON line.
+
+    Raises:
+        BenchError: it failed, timed out or printed nothing.
+    """
+    try:
+        with trio.fail_after(limit):
+            done = await trio.run_process(
+                list(cmd), capture_stdout=True, capture_stderr=True, check=False
+            )
+    except trio.TooSlowError:
+        raise BenchError(f"{name}: no answer within {limit:g} s") from None
+    lines = done.stdout.decode().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stdout.decode() + done.stderr.decode())[-2000:]
+        raise BenchError(f"{name} failed (status {done.returncode}):\n{tail}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
