@@ -558,6 +558,28 @@ async def test_one_roster_vote_per_epoch(store: ChatStore) -> None:
     assert await store.get_vote(G1, mh(2)) is None
 
 
+async def test_packet_and_vote_commit_together_in_one_transaction(store: ChatStore) -> None:
+    packet = make_packet(b"vote on me")
+    before = store.statistics().transactions
+    assert await store.put_packet_and_vote(packet, b"vote-1", received_at=7) == b"vote-1"
+    assert store.statistics().transactions == before + 1
+    held = await store.get_message(G1, packet.message_hash)
+    assert held is not None
+    assert held.status is MessageStatus.PENDING
+    assert await store.get_vote(G1, packet.message_hash) == b"vote-1"
+    # Asked again: the packet is already held and the first vote is returned.
+    assert await store.put_packet_and_vote(packet, b"vote-2", received_at=8) == b"vote-1"
+
+
+async def test_a_refused_roster_vote_leaves_its_packet_unstored(store: ChatStore) -> None:
+    first, second = make_packet(b"roster a"), make_packet(b"roster b")
+    assert await store.put_packet_and_vote(first, b"a", received_at=1, roster=True) == b"a"
+    with pytest.raises(VoteConflictError):
+        await store.put_packet_and_vote(second, b"b", received_at=2, roster=True)
+    assert await store.get_message(G1, second.message_hash) is None
+    assert await store.get_vote(G1, second.message_hash) is None
+
+
 # -- outbox -----------------------------------------------------------------------------------
 
 

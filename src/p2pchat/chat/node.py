@@ -575,14 +575,13 @@ class ChatNode:
             reason = check_for_ratification(packet, group.state, now_ms=_now_ms(), have=group.has)
         if reason is not None:
             raise Refusal(reason)
-        await self.store.put_packet(packet, received_at=_now_ms())
         vote = make_vote(self.identity, group.group_id, packet.message.epoch, packet.message_hash)
         try:
-            recorded = await self.store.record_vote(
-                group.group_id,
-                packet.message_hash,
-                packet.message.epoch,
+            # The packet and the vote are committed together, durably, before we answer.
+            recorded = await self.store.put_packet_and_vote(
+                packet,
                 cbor.dumps(vote.to_cbor()),
+                received_at=_now_ms(),
                 roster=packet.message.message_type == "roster",
             )
         except VoteConflictError:

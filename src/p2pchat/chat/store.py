@@ -735,6 +735,105 @@ class _Worker:
 # -- the store -----------------------------------------------------------------------------------
 
 
+def _insert_message(
+    conn: sqlite3.Connection,
+    group_id: bytes,
+    packet: bytes,
+    message_hash: bytes,
+    *,
+    epoch: int,
+    time_stamp: int,
+    author: bytes,
+    received_at: int,
+    certificate: bytes | None,
+    outbox_at: int | None,
+) -> bool:
+    """The body of :meth:`ChatStore.put_message`, inside the caller's transaction."""
+    _require_group(conn, group_id)
+    row = conn.execute(
+        "SELECT status FROM messages WHERE group_id = ? AND message_hash = ?",
+        (group_id, message_hash),
+    ).fetchone()
+    if row is None:
+        ratified = certificate is not None
+        conn.execute(
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                group_id,
+                message_hash,
+                _next_seq(conn, group_id) if ratified else None,
+                (MessageStatus.RATIFIED if ratified else MessageStatus.PENDING).value,
+                epoch,
+                time_stamp,
+                author,
+                received_at,
+                packet,
+                certificate,
+            ),
+        )
+        if outbox_at is not None:
+            conn.execute(
+                "INSERT INTO outbox (group_id, message_hash, created_at, "
+                "next_attempt_at) VALUES (?, ?, ?, ?)",
+                (group_id, message_hash, received_at, outbox_at),
+            )
+        return True
+    if row[0] == MessageStatus.PENDING.value and certificate is not None:
+        conn.execute(
+            "UPDATE messages SET status = ?, certificate = ?, seq = ? "
+            "WHERE group_id = ? AND message_hash = ?",
+            (
+                MessageStatus.RATIFIED.value,
+                certificate,
+                _next_seq(conn, group_id),
+                group_id,
+                message_hash,
+            ),
+        )
+        return True
+    return False
+
+
+def _insert_vote(
+    conn: sqlite3.Connection,
+    group_id: bytes,
+    message_hash: bytes,
+    epoch: int,
+    vote: bytes,
+    *,
+    roster: bool,
+) -> bytes:
+    """The body of :meth:`ChatStore.record_vote`, inside the caller's transaction."""
+    row = conn.execute(
+        "SELECT vote FROM votes WHERE group_id = ? AND message_hash = ?",
+        (group_id, message_hash),
+    ).fetchone()
+    if row is not None:
+        return _blob(row[0])
+    msg = conn.execute(
+        "SELECT epoch FROM messages WHERE group_id = ? AND message_hash = ?",
+        (group_id, message_hash),
+    ).fetchone()
+    if msg is None:
+        raise UnknownMessageError(f"message {message_hash.hex()} is not stored")
+    if msg[0] != epoch:
+        raise ValueError(f"vote epoch {epoch} is not the message's epoch {msg[0]}")
+    if roster:
+        other = conn.execute(
+            "SELECT message_hash FROM votes WHERE group_id = ? AND epoch = ? AND is_roster",
+            (group_id, epoch),
+        ).fetchone()
+        if other is not None:
+            raise VoteConflictError(
+                f"already voted for roster message {_blob(other[0]).hex()} of epoch {epoch}"
+            )
+    conn.execute(
+        "INSERT INTO votes (group_id, message_hash, epoch, is_roster, vote) VALUES (?, ?, ?, ?, ?)",
+        (group_id, message_hash, epoch, int(roster), vote),
+    )
+    return vote
+
+
 class ChatStore:
     """The durable store of one node. Made by :func:`open_store`; do not construct directly.
 
@@ -964,50 +1063,18 @@ class ChatStore:
             _check_uint(outbox_at, "outbox_at")
 
         def op(conn: sqlite3.Connection) -> bool:
-            _require_group(conn, group_id)
-            row = conn.execute(
-                "SELECT status FROM messages WHERE group_id = ? AND message_hash = ?",
-                (group_id, message_hash),
-            ).fetchone()
-            if row is None:
-                ratified = certificate is not None
-                conn.execute(
-                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        group_id,
-                        message_hash,
-                        _next_seq(conn, group_id) if ratified else None,
-                        (MessageStatus.RATIFIED if ratified else MessageStatus.PENDING).value,
-                        epoch,
-                        time_stamp,
-                        author,
-                        received_at,
-                        packet,
-                        certificate,
-                    ),
-                )
-                if outbox_at is not None:
-                    conn.execute(
-                        "INSERT INTO outbox (group_id, message_hash, created_at, "
-                        "next_attempt_at) VALUES (?, ?, ?, ?)",
-                        (group_id, message_hash, received_at, outbox_at),
-                    )
-                return True
-            if row[0] == MessageStatus.PENDING.value and certificate is not None:
-                conn.execute(
-                    "UPDATE messages SET status = ?, certificate = ?, seq = ? "
-                    "WHERE group_id = ? AND message_hash = ?",
-                    (
-                        MessageStatus.RATIFIED.value,
-                        certificate,
-                        _next_seq(conn, group_id),
-                        group_id,
-                        message_hash,
-                    ),
-                )
-                return True
-            return False
+            return _insert_message(
+                conn,
+                group_id,
+                packet,
+                message_hash,
+                epoch=epoch,
+                time_stamp=time_stamp,
+                author=author,
+                received_at=received_at,
+                certificate=certificate,
+                outbox_at=outbox_at,
+            )
 
         size = len(packet) + (len(certificate) if certificate is not None else 0)
         return await self._write(op, size)
@@ -1163,37 +1230,44 @@ class ChatStore:
         _check_uint(epoch, "epoch")
 
         def op(conn: sqlite3.Connection) -> bytes:
-            row = conn.execute(
-                "SELECT vote FROM votes WHERE group_id = ? AND message_hash = ?",
-                (group_id, message_hash),
-            ).fetchone()
-            if row is not None:
-                return _blob(row[0])
-            msg = conn.execute(
-                "SELECT epoch FROM messages WHERE group_id = ? AND message_hash = ?",
-                (group_id, message_hash),
-            ).fetchone()
-            if msg is None:
-                raise UnknownMessageError(f"message {message_hash.hex()} is not stored")
-            if msg[0] != epoch:
-                raise ValueError(f"vote epoch {epoch} is not the message's epoch {msg[0]}")
-            if roster:
-                other = conn.execute(
-                    "SELECT message_hash FROM votes WHERE group_id = ? AND epoch = ? AND is_roster",
-                    (group_id, epoch),
-                ).fetchone()
-                if other is not None:
-                    raise VoteConflictError(
-                        f"already voted for roster message {_blob(other[0]).hex()} of epoch {epoch}"
-                    )
-            conn.execute(
-                "INSERT INTO votes (group_id, message_hash, epoch, is_roster, vote) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (group_id, message_hash, epoch, int(roster), vote),
-            )
-            return vote
+            return _insert_vote(conn, group_id, message_hash, epoch, vote, roster=roster)
 
         return await self._write(op, len(vote))
+
+    async def put_packet_and_vote(
+        self, packet: Packet, vote: bytes, *, received_at: int, roster: bool = False
+    ) -> bytes:
+        """Store ``packet`` (pending) and this node's vote for it in one transaction; return
+        the vote to send (an earlier vote for the same message, if one is held).
+
+        One durable commit instead of two before a ratifier answers ``mrat``. If the vote is
+        refused, the packet is not stored either.
+
+        Raises:
+            VoteConflictError: ``roster`` and another roster message of the epoch has a vote.
+            UnknownGroupError: the group is not held.
+            ValueError: the packet is larger than 1 MiB.
+        """
+        message = packet.message
+        group_id, message_hash = message.group_id, packet.message_hash
+        encoded = attrs.evolve(packet, certificate=None).encode()
+
+        def op(conn: sqlite3.Connection) -> bytes:
+            _insert_message(
+                conn,
+                group_id,
+                encoded,
+                message_hash,
+                epoch=message.epoch,
+                time_stamp=message.time_stamp,
+                author=message.author.to_bytes(),
+                received_at=received_at,
+                certificate=None,
+                outbox_at=None,
+            )
+            return _insert_vote(conn, group_id, message_hash, message.epoch, vote, roster=roster)
+
+        return await self._write(op, len(encoded) + len(vote))
 
     async def get_vote(self, group_id: bytes, message_hash: bytes) -> bytes | None:
         """This node's vote for the message, or None."""
