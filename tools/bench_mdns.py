@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -47,13 +46,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from benchlib import BenchError
+from benchlib import REPO, BenchError, interop_python
 from mdns_node import NetnsLan, NodeProcess, netns_lan, netns_unavailable_reason, pump
 
-REPO: Final = Path(__file__).resolve().parent.parent
 NODE: Final = str(REPO / "tools" / "mdns_node.py")
-INTEROP_PYTHON_ENV: Final = "P2PCHAT_INTEROP_PYTHON"
-DEFAULT_INTEROP_PYTHON: Final = REPO / ".venv-interop" / "bin" / "python"
 #: Deadlines: a phase that takes longer fails; every node exits on stdin EOF or its lifetime.
 DISCOVERY_TIMEOUT: Final = 60.0
 STARTUP_TIMEOUT: Final = 60.0
@@ -276,7 +272,7 @@ def interop(python: str) -> dict[str, Any]:
 def _interop_python(disabled: bool) -> str | None:
     if disabled:
         return None
-    python = os.environ.get(INTEROP_PYTHON_ENV) or str(DEFAULT_INTEROP_PYTHON)
+    python = str(interop_python())
     return python if Path(python).exists() else None
 
 

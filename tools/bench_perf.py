@@ -51,17 +51,20 @@ from typing import IO, Any, Final, Literal
 import attrs
 import trio
 
-from benchlib import BenchError, run_bench, run_json
+from benchlib import (
+    INTEROP_PYTHON_ENV,
+    PEER_SCRIPT,
+    BenchError,
+    interop_python,
+    run_bench,
+    run_json,
+)
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import HostConfig, open_host
 from p2pchat.net.perf import PerfLimits, install_perf, result_json, run_perf
 
 MIB: Final = 1024 * 1024
-REPO: Final = Path(__file__).resolve().parent.parent
-PEER_SCRIPT: Final = REPO / "tools" / "interop" / "pylibp2p_peer.py"
-INTEROP_PYTHON_ENV: Final = "P2PCHAT_INTEROP_PYTHON"
-DEFAULT_INTEROP_PYTHON: Final = REPO / ".venv-interop" / "bin" / "python"
 
 # Bounds: every subprocess has a deadline; servers exit on stdin EOF or their lifetime.
 RUN_TIMEOUT: Final = 300.0
@@ -299,11 +302,6 @@ async def run_pairs(pairs: Sequence[Pair], sizes: Sizes, python: Path) -> dict[s
             for pair, addr, done in zip(pairs, addrs, runs, strict=True):
                 done.append(await _client_run(pair.client, addr, sizes, python))
     return {pair.name: _summary(done, sizes) for pair, done in zip(pairs, runs, strict=True)}
-
-
-def interop_python() -> Path:
-    """The interpreter of py-libp2p's virtual environment."""
-    return Path(os.environ.get(INTEROP_PYTHON_ENV) or DEFAULT_INTEROP_PYTHON)
 
 
 async def _pylibp2p_version(python: Path) -> str:

@@ -79,7 +79,14 @@ from typing import IO, Any, Final
 import attrs
 import trio
 
-from benchlib import BenchError, run_bench, run_json
+from benchlib import (
+    INTEROP_PYTHON_ENV,
+    PEER_SCRIPT,
+    BenchError,
+    interop_python,
+    run_bench,
+    run_json,
+)
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import Host, open_host
@@ -103,10 +110,6 @@ COUNT_SIZE: Final = struct.calcsize(COUNT_FORMAT)
 # 256 unacknowledged streams (specs/yamux.md), with room for identify's streams.
 OPEN_WINDOW: Final = 128
 
-REPO: Final = Path(__file__).resolve().parent.parent
-PEER_SCRIPT: Final = REPO / "tools" / "interop" / "pylibp2p_peer.py"
-INTEROP_PYTHON_ENV: Final = "P2PCHAT_INTEROP_PYTHON"
-DEFAULT_INTEROP_PYTHON: Final = REPO / ".venv-interop" / "bin" / "python"
 
 # Bounds: every subprocess and phase has a deadline; servers exit on stdin EOF or this lifetime.
 SERVER_LIFETIME: Final = 600.0
@@ -563,11 +566,6 @@ async def streams_ours(sizes: Sizes) -> dict[str, Any]:
 
 
 # -- the figures: py-libp2p ------------------------------------------------------------------
-
-
-def interop_python() -> Path:
-    """The interpreter of py-libp2p's virtual environment."""
-    return Path(os.environ.get(INTEROP_PYTHON_ENV) or DEFAULT_INTEROP_PYTHON)
 
 
 async def pylibp2p(python: Path, sizes: Sizes) -> dict[str, Any]:

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import trio
+
+REPO: Final = Path(__file__).resolve().parent.parent
+#: The py-libp2p peer, run with the interpreter of its own virtualenv.
+PEER_SCRIPT: Final = REPO / "tools" / "interop" / "pylibp2p_peer.py"
+INTEROP_PYTHON_ENV: Final = "P2PCHAT_INTEROP_PYTHON"
+DEFAULT_INTEROP_PYTHON: Final = REPO / ".venv-interop" / "bin" / "python"
+
+
+def interop_python() -> Path:
+    """The py-libp2p interpreter: ``$P2PCHAT_INTEROP_PYTHON``, else ``.venv-interop``."""
+    return Path(os.environ.get(INTEROP_PYTHON_ENV) or DEFAULT_INTEROP_PYTHON)
 
 
 class BenchError(Exception):
