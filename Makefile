@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Exact versions the suite passed with: constraints.txt (ours), tools/interop/constraints.txt.
 # py-libp2p, the interop peer, lives in its own environment so its dependencies never mix with ours.
 INTEROP_VENV := .venv-interop
 INTEROP_STAMP := $(INTEROP_VENV)/.installed
@@ -21,17 +22,17 @@ test: lint typecheck unit
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "p2pchat needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
 interop-venv: $(INTEROP_STAMP)
 
-$(INTEROP_STAMP):
+$(INTEROP_STAMP): tools/interop/constraints.txt
 	$(PYTHON) -m venv $(INTEROP_VENV)
-	$(INTEROP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'libp2p==$(PYLIBP2P_VERSION)'
+	$(INTEROP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c tools/interop/constraints.txt 'libp2p==$(PYLIBP2P_VERSION)'
 	@touch $@
 
 lint: $(STAMP)

@@ -111,12 +111,12 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchlib import BenchError, run_bench
-from p2pchat.chat.dispatch import ChatClient
+from p2pchat.chat.core.packet import vote_signing_bytes
+from p2pchat.chat.core.roster import Role
+from p2pchat.chat.core.wire import Response
 from p2pchat.chat.node import ChatError, ChatNode, open_chat_node
-from p2pchat.chat.packet import vote_signing_bytes
-from p2pchat.chat.roster import Role
+from p2pchat.chat.services.dispatch import ChatClient
 from p2pchat.chat.store import ChatStore, open_store
-from p2pchat.chat.wire import Response
 from p2pchat.identity import KeyPair, PeerID, PublicKey
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import HostConfig, open_host

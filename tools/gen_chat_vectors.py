@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from p2pchat.chat import cbor, crypto
-from p2pchat.chat.packet import (
+from p2pchat.chat.core import cbor, crypto
+from p2pchat.chat.core.packet import (
     Artifact,
     Certificate,
     Headers,
@@ -35,7 +35,7 @@ from p2pchat.chat.packet import (
     to_json_view,
     vote_signing_bytes,
 )
-from p2pchat.chat.roster import (
+from p2pchat.chat.core.roster import (
     HISTORY_ALL,
     GroupState,
     Member,
@@ -47,8 +47,8 @@ from p2pchat.chat.roster import (
     build_roster_message,
     new_group,
 )
-from p2pchat.chat.validate import check_for_delivery
-from p2pchat.chat.wire import Query, Response, encode_envelope
+from p2pchat.chat.core.validate import check_for_delivery
+from p2pchat.chat.core.wire import Query, Response, encode_envelope
 from p2pchat.errors import ProtocolError
 from p2pchat.identity import KeyPair, PeerID
 

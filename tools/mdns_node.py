@@ -45,7 +45,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import attrs
 
 if TYPE_CHECKING:
-    from p2pchat.discovery import DiscoveredPeer
+    from p2pchat.discovery.mdns import DiscoveredPeer
     from p2pchat.identity import PeerID
 
 #: Each ``ip`` command gets this long.
@@ -255,7 +255,7 @@ async def run_node(args: argparse.Namespace, t_start: float, t_imported: float) 
     """The ``run`` command (see the module docstring)."""
     import trio
 
-    from p2pchat.discovery import MdnsConfig, open_mdns
+    from p2pchat.discovery.mdns import MdnsConfig, open_mdns
     from p2pchat.identity import KeyPair
     from p2pchat.multiaddr import Multiaddr
     from p2pchat.net.host import DialError, HostConfig, open_host

@@ -28,18 +28,18 @@ import attrs
 import trio
 
 from . import __version__
-from .config import Config, load_config, write_config_template
-from .control import NodeNotRunningError, open_control
-from .datadir import config_path, ensure_data_dir, load_or_create_identity, resolve_data_dir
+from .app.config import Config, load_config, write_config_template
+from .app.control import NodeNotRunningError, open_control
+from .app.datadir import config_path, ensure_data_dir, load_or_create_identity, resolve_data_dir
+from .app.logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
 from .discovery.bootstrap import BootstrapError, parse_bootstrap_entry
 from .errors import DecodeError, P2PChatError
 from .identity import KeyPair, PeerID
-from .logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
 from .multiaddr import Multiaddr, MultiaddrError
 from .net.tcp import TransportError
 
 if TYPE_CHECKING:
-    from .daemon import Daemon, NodeOptions
+    from .app.daemon import Daemon, NodeOptions
 
 # The node's modules (chat, crypto, the Host) load only in the commands that run a node, so
 # the commands that talk to a running node start fast.
@@ -550,7 +550,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 def _node_options(args: argparse.Namespace, config: Config) -> NodeOptions:
-    from .daemon import NodeOptions
+    from .app.daemon import NodeOptions
 
     options = NodeOptions.from_config(_data_dir(args), config)
     changes: dict[str, Any] = {}
@@ -568,7 +568,7 @@ def _node_options(args: argparse.Namespace, config: Config) -> NodeOptions:
 
 
 async def _run_node(options: NodeOptions) -> None:
-    from .daemon import open_daemon
+    from .app.daemon import open_daemon
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_daemon(options) as daemon:
@@ -745,7 +745,7 @@ GROUP_COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
 
 
 def _file_request(path: Path) -> dict[str, Any]:
-    from .chat.crypto import MAX_PLAINTEXT
+    from .chat.core.crypto import MAX_PLAINTEXT
 
     try:
         size = path.stat().st_size
@@ -938,8 +938,8 @@ class _DemoNode:
         return self.daemon
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        from .app.daemon import NodeOptions, open_daemon
         from .chat.node import ChatConfig
-        from .daemon import NodeOptions, open_daemon
 
         options = NodeOptions(
             data_dir=self.data_dir,

@@ -44,13 +44,11 @@ from ..identity import KeyPair, PeerID
 from ..multiaddr import Multiaddr
 from ..net.host import DialError, Host, StreamOpenError
 from ..net.muxer import MuxedConnection
-from . import cbor, crypto
-from .dag import Heads, display_order
-from .dispatch import ChatClient, ChatStreamError, Dispatcher, QueryContext, Refusal, open_chat
-from .dispatch import install_chat as _install_chat
-from .packet import Artifact, Headers, Message, Packet, Vote, make_vote, sha256, sign_message
-from .quorum import QuorumCollector
-from .roster import (
+from .core import cbor, crypto
+from .core.dag import Heads, display_order
+from .core.packet import Artifact, Headers, Message, Packet, Vote, make_vote, sha256, sign_message
+from .core.quorum import QuorumCollector
+from .core.roster import (
     GroupState,
     History,
     Member,
@@ -64,8 +62,17 @@ from .roster import (
     new_group,
     read_roster_update,
 )
+from .core.validate import check_for_delivery, check_for_ratification
+from .services.dispatch import (
+    ChatClient,
+    ChatStreamError,
+    Dispatcher,
+    QueryContext,
+    Refusal,
+    open_chat,
+)
+from .services.dispatch import install_chat as _install_chat
 from .store import ChatStore, OutboxEntry, StoredMessage, VoteConflictError
-from .validate import check_for_delivery, check_for_ratification
 
 logger = logging.getLogger(__name__)
 

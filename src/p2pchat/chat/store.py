@@ -57,8 +57,8 @@ import outcome
 import trio
 
 from ..errors import P2PChatError
-from . import cbor
-from .packet import Packet
+from .core import cbor
+from .core.packet import Packet
 
 T = TypeVar("T")
 

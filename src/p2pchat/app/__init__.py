@@ -1,0 +1,1 @@
+"""The headless node application: config, data dir, daemon wiring, control socket, logging."""

@@ -1,0 +1,246 @@
+"""The node's configuration file: ``config.toml`` in the data dir (specs/cli.md, "Config").
+
+Read with :mod:`tomllib`; written once, by ``p2pchat init``, from :data:`CONFIG_TEMPLATE`, a
+commented file that shows every key with its default. Every key is optional. An unknown section
+or key, a value of the wrong type, or a malformed address is refused with one line that names
+the file, the key and what is wrong: a typo must not silently fall back to a default.
+Command-line flags override the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from ..discovery.bootstrap import BootstrapError, parse_bootstrap_entry
+from ..errors import P2PChatError
+from ..multiaddr import Multiaddr, MultiaddrError
+from .logsetup import DEFAULT_FORMAT, DEFAULT_LEVEL, LOG_FORMATS, LOG_LEVELS
+
+#: The default listen address: loopback only, on a fixed port so ``make run`` is stable.
+DEFAULT_PORT: Final = 4001
+DEFAULT_LISTEN: Final = f"/ip4/127.0.0.1/tcp/{DEFAULT_PORT}"
+DEFAULT_MDNS_INTERFACE: Final = "lo"
+MAX_CONFIG_SIZE: Final = 1024 * 1024
+
+CONFIG_TEMPLATE: Final = f"""\
+# p2pchat node configuration (TOML). Every key is optional: a key left out takes the default
+# shown here. Command-line flags override this file (see: p2pchat node --help).
+
+[node]
+# Addresses to listen on, as multiaddrs. The default keeps the node on this machine.
+# To open it to your LAN or the internet, listen on every interface (and open the port in
+# your firewall):
+#   listen = ["/ip4/0.0.0.0/tcp/{DEFAULT_PORT}", "/ip6/::/tcp/{DEFAULT_PORT}"]
+# Port 0 picks a free port at each start.
+listen = ["{DEFAULT_LISTEN}"]
+
+[discovery]
+# Peers to connect to at start and to stay connected to (redialed with backoff). Each is a
+# multiaddr ending in /p2p/<peer id>, or a /dnsaddr/<domain> name resolved through DNS TXT
+# records, e.g.
+#   bootstrap = ["/ip4/192.0.2.7/tcp/{DEFAULT_PORT}/p2p/12D3KooW...", "/dnsaddr/example.org"]
+bootstrap = []
+# Find peers on the local network with mDNS.
+mdns = true
+# The interface mDNS uses: "lo" keeps it on this machine; name your LAN interface
+# (e.g. "eth0", "wlan0") to find the peers on your network.
+mdns_interface = "{DEFAULT_MDNS_INTERFACE}"
+
+[chat]
+# Seconds to wait for a quorum of ratifiers before "send" reports a message as pending
+# (it stays queued and goes through when they are reachable).
+send_timeout = 10.0
+# Seconds to wait for one answer from a peer.
+query_timeout = 5.0
+
+[perf]
+# Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
+enabled = false
+
+[log]
+# debug, info, warning or error
+level = "{DEFAULT_LEVEL}"
+# text, or json (one object per line)
+format = "{DEFAULT_FORMAT}"
+"""
+
+
+class ConfigError(P2PChatError):
+    """The configuration file cannot be read or holds something wrong; one line says what."""
+
+
+@attrs.frozen
+class Config:
+    """Everything the configuration file can set, with its defaults."""
+
+    listen: tuple[Multiaddr, ...] = (Multiaddr.from_string(DEFAULT_LISTEN),)
+    bootstrap: tuple[Multiaddr, ...] = ()
+    mdns: bool = True
+    mdns_interface: str = DEFAULT_MDNS_INTERFACE
+    send_timeout: float = 10.0
+    query_timeout: float = 5.0
+    perf: bool = False
+    log_level: str = DEFAULT_LEVEL
+    log_format: str = DEFAULT_FORMAT
+
+
+# -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
+
+
+class _InvalidValueError(Exception):
+    """A configuration value is wrong; the message says what was expected."""
+
+
+def _listen(value: Any) -> tuple[Multiaddr, ...]:
+    return tuple(_multiaddr(item) for item in _list_of_str(value))
+
+
+def _bootstrap(value: Any) -> tuple[Multiaddr, ...]:
+    out: list[Multiaddr] = []
+    for item in _list_of_str(value):
+        try:
+            out.append(parse_bootstrap_entry(item))
+        except BootstrapError as exc:
+            raise _InvalidValueError(str(exc)) from None
+    return tuple(out)
+
+
+def _list_of_str(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _InvalidValueError("must be a list of strings")
+    return value
+
+
+def _multiaddr(text: str) -> Multiaddr:
+    try:
+        return Multiaddr.from_string(text)
+    except MultiaddrError as exc:
+        raise _InvalidValueError(f"invalid multiaddr {text!r}: {exc}") from None
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _InvalidValueError("must be true or false")
+    return value
+
+
+def _interface(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 15 or "/" in value:
+        raise _InvalidValueError('must be a network interface name such as "lo" or "eth0"')
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise _InvalidValueError("must be a number of seconds in (0, 3600]")
+    return float(value)
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise _InvalidValueError(f"must be one of {', '.join(repr(c) for c in choices)}")
+        return str(value)
+
+    return check
+
+
+#: section -> key -> (Config field, checker)
+_SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
+    "node": {"listen": ("listen", _listen)},
+    "discovery": {
+        "bootstrap": ("bootstrap", _bootstrap),
+        "mdns": ("mdns", _bool),
+        "mdns_interface": ("mdns_interface", _interface),
+    },
+    "chat": {
+        "send_timeout": ("send_timeout", _seconds),
+        "query_timeout": ("query_timeout", _seconds),
+    },
+    "perf": {"enabled": ("perf", _bool)},
+    "log": {
+        "level": ("log_level", _choice(*LOG_LEVELS)),
+        "format": ("log_format", _choice(*LOG_FORMATS)),
+    },
+}
+
+
+def parse_config(text: str, *, source: str = "config") -> Config:
+    """The configuration in ``text`` (TOML).
+
+    Raises:
+        ConfigError: not TOML, an unknown section or key, or a bad value (the message names
+            ``source`` and the key).
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for section, table in document.items():
+        keys = _SCHEMA.get(section)
+        if keys is None:
+            known = ", ".join(f"[{s}]" for s in _SCHEMA)
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {known})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key, value in table.items():
+            entry = keys.get(key)
+            if entry is None:
+                known = ", ".join(keys)
+                raise ConfigError(f"{source}: unknown key {key!r} in [{section}] (known: {known})")
+            field, check = entry
+            try:
+                values[field] = check(value)
+            except _InvalidValueError as exc:
+                raise ConfigError(f"{source}: [{section}] {key} {exc}") from None
+    return Config(**values)
+
+
+def load_config(path: Path, *, required: bool = False) -> Config:
+    """The configuration in ``path``; the defaults if it does not exist and is not ``required``.
+
+    Raises:
+        ConfigError: the file is required and missing, unreadable, too large or wrong.
+    """
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_SIZE + 1)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_SIZE:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_SIZE} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_config(text, source=str(path))
+
+
+def write_config_template(path: Path, *, overwrite: bool = False) -> None:
+    """Write :data:`CONFIG_TEMPLATE` to ``path`` (mode 0600).
+
+    Raises:
+        ConfigError: the file exists (and not ``overwrite``), or cannot be written.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise ConfigError(
+            f"{path} already exists; edit it, or run init with --force to rewrite it"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(CONFIG_TEMPLATE)

@@ -1,0 +1,87 @@
+"""Deterministic CBOR (RFC 8949 §4.2.1) as the chat protocol uses it (specs/chat.md).
+
+:func:`dumps` writes the core deterministic encoding. :func:`loads` accepts only what
+:func:`dumps` would write for the data model we use: integers, byte and text strings, arrays, maps
+with text keys, booleans and null, nested at most 16 deep, with no tags, no floats, no
+indefinite lengths and no duplicate keys; anything else is a :class:`~p2pchat.errors.DecodeError`.
+Requiring the canonical form means every value has exactly one encoding, so hashes over
+re-encoded values are stable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import cbor2
+
+from ...errors import DecodeError
+
+MAX_DEPTH: Final = 16
+
+CborValue = Any
+
+
+def dumps(value: CborValue) -> bytes:
+    """The deterministic encoding of ``value``.
+
+    Raises:
+        ValueError: ``value`` holds a type outside the data model.
+    """
+    _check(value, 0)
+    return cbor2.dumps(value, canonical=True)
+
+
+def _refuse_tag(decoder: object, tag: object) -> object:
+    raise DecodeError("CBOR tags are not allowed", hint="cbor tag")
+
+
+def loads(data: bytes | bytearray | memoryview, *, max_size: int) -> CborValue:
+    """Decode one deterministic CBOR value of at most ``max_size`` bytes.
+
+    Raises:
+        DecodeError: too large, malformed, trailing bytes, a forbidden type, or not canonical.
+    """
+    raw = bytes(data)
+    if len(raw) > max_size:
+        raise DecodeError(f"CBOR value of {len(raw)} bytes exceeds {max_size}", hint="too large")
+    try:
+        value = cbor2.loads(
+            raw,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            max_depth=MAX_DEPTH,
+            tag_hook=_refuse_tag,
+        )
+    except DecodeError:
+        raise
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise DecodeError(f"malformed CBOR: {exc}", hint="malformed cbor") from exc
+    try:
+        _check(value, 0)
+    except ValueError as exc:
+        raise DecodeError(str(exc), hint="cbor type") from exc
+    if cbor2.dumps(value, canonical=True) != raw:
+        raise DecodeError("CBOR is not in deterministic encoding", hint="non-canonical cbor")
+    return value
+
+
+def _check(value: CborValue, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError("CBOR nested too deeply")
+    if value is None or isinstance(value, bool | bytes | str):
+        return
+    if isinstance(value, int):
+        if not -(2**64) <= value < 2**64:
+            raise ValueError("integer out of CBOR range")
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError("CBOR map keys must be text")  # noqa: TRY004 (a value error)
+            _check(item, depth + 1)
+        return
+    raise ValueError(f"type {type(value).__name__} is not allowed in CBOR here")

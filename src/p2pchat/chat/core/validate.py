@@ -1,0 +1,143 @@
+"""The checks a packet must pass before it is ratified or stored (specs/chat.md §6).
+
+Each check function returns None when the packet passes, or the §2 reason of the first check it
+fails, in the order §6 lists them, so that every node answers the same reason for the same packet.
+They are pure: the group's verified chain, the time and "do I hold this message?" are passed in.
+Finding the group by the query's ``group_id`` (``"unknown group"`` when there is none) is the
+caller's; these functions still refuse a packet whose own ``group_id`` is not the state's.
+
+Ratification (``mrat``, :func:`check_for_ratification`):
+
+1. the packet's group is the state's group ......................... ``"unknown group"``
+2. ``message.epoch`` equals the current epoch ............ ``"stale epoch"`` / ``"future epoch"``
+3. the author is a member of the current roster ..................... ``"not a member"``
+   whose role may send, and only the owner sends ``"roster"`` ......... ``"not allowed"``
+4. ``message_hash``, ``artifact.hash`` and ``artifact.key_hash`` ........... ``"bad hash"``
+5. the author's signature ........................................... ``"bad signature"``
+6. ``|time_stamp - now| <= 5 minutes`` .............................. ``"bad timestamp"``
+7. every parent held ................................................ ``"missing parents"``
+8. a roster message's content (§3 addition: :func:`~p2pchat.chat.core.roster.read_roster_update`
+   for the next epoch) ................................................... ``"malformed"``
+
+Delivery (``smsg`` and history from ``dht``, :func:`check_for_delivery`): 1; then
+``message.epoch`` not beyond the current epoch (``"future epoch"``: the roster to check the
+certificate against is not known yet); a certificate of ``message.epoch`` valid against that
+epoch's roster (``"bad certificate"``); 3 against the roster of ``message.epoch``; 4; 5; 7; and 8,
+where a roster message of an epoch the chain has already closed must be the one the chain holds
+(``"stale epoch"`` otherwise). Epoch equality and the time window do not apply: a certified
+message of an earlier epoch is still good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from .packet import Packet, verify_author
+from .quorum import verify_certificate
+from .roster import ROSTER_MESSAGE_TYPE, GroupState, Roster, RosterError, read_roster_update
+
+__all__ = [
+    "TIME_WINDOW_MS",
+    "check_for_delivery",
+    "check_for_ratification",
+]
+
+# §6: a ratifier accepts time stamps within 5 minutes of its own clock, either way.
+TIME_WINDOW_MS: Final = 5 * 60 * 1000
+
+
+def _check_author(packet: Packet, state: GroupState, roster: Roster) -> str | None:
+    message = packet.message
+    role = roster.role_of(message.author)
+    if role is None:
+        return "not a member"
+    if not role.can_send:
+        return "not allowed"
+    if message.message_type == ROSTER_MESSAGE_TYPE and message.author != state.owner:
+        return "not allowed"
+    return None
+
+
+def _check_authentic(packet: Packet) -> str | None:
+    if not packet.check_hashes():
+        return "bad hash"
+    if not verify_author(packet):
+        return "bad signature"
+    return None
+
+
+def _check_parents(packet: Packet, have: Callable[[bytes], bool]) -> str | None:
+    if not all(have(parent) for parent in packet.message.parents):
+        return "missing parents"
+    return None
+
+
+def _check_roster_content(packet: Packet, state: GroupState) -> str | None:
+    if packet.message.message_type != ROSTER_MESSAGE_TYPE:
+        return None
+    try:
+        read_roster_update(packet, state.owner)
+    except RosterError as exc:
+        return exc.hint
+    return None
+
+
+def check_for_ratification(
+    packet: Packet, state: GroupState, *, now_ms: int, have: Callable[[bytes], bool]
+) -> str | None:
+    """The reason a ratifier must refuse ``packet`` (``mrat``), or None to vote for it.
+
+    ``state`` is the packet's group as this node knows it, ``now_ms`` this node's clock, and
+    ``have(message_hash)`` tells whether this node holds a message. Committing the packet before
+    signing, voting once per roster epoch and idempotent votes are the caller's.
+    """
+    message = packet.message
+    if message.group_id != state.group_id:
+        return "unknown group"
+    if message.epoch < state.current_epoch:
+        return "stale epoch"
+    if message.epoch > state.current_epoch:
+        return "future epoch"
+    reason = _check_author(packet, state, state.current_roster) or _check_authentic(packet)
+    if reason is not None:
+        return reason
+    if abs(message.time_stamp - now_ms) > TIME_WINDOW_MS:
+        return "bad timestamp"
+    return _check_parents(packet, have) or _check_roster_content(packet, state)
+
+
+def check_for_delivery(
+    packet: Packet, state: GroupState, *, have: Callable[[bytes], bool]
+) -> str | None:
+    """The reason a member must refuse to store a certified ``packet`` (``smsg``, ``dht``).
+
+    Returns None when the packet may be stored. A roster message of the current epoch that
+    passes is then applied with :meth:`~p2pchat.chat.core.roster.GroupState.apply_roster_packet`.
+    """
+    message = packet.message
+    if message.group_id != state.group_id:
+        return "unknown group"
+    roster = state.find_roster(message.epoch)
+    if roster is None:
+        return "future epoch"
+    certificate = packet.certificate
+    if (
+        certificate is None
+        or certificate.epoch != message.epoch
+        or not verify_certificate(certificate, roster, state.group_id, packet.message_hash)
+    ):
+        return "bad certificate"
+    reason = (
+        _check_author(packet, state, roster)
+        or _check_authentic(packet)
+        or _check_parents(packet, have)
+        or _check_roster_content(packet, state)
+    )
+    if reason is not None:
+        return reason
+    if message.message_type == ROSTER_MESSAGE_TYPE and message.epoch < state.current_epoch:
+        held = state.roster_packet(message.epoch)
+        if held is None or held.message_hash != packet.message_hash:
+            return "stale epoch"
+    return None

@@ -1,0 +1,589 @@
+"""Serving and sending ``/p2pchat/1.0.0`` queries over Trio streams (specs/chat.md §1, §2).
+
+Theory of operation
+-------------------
+A stream opened by A to B carries A's queries and B's responses, never the other way round: a
+response arriving at the serving side, or a query arriving at the querying side, breaks §2 and
+closes the stream like any malformed frame. Each side that wants to ask opens its own stream.
+
+**Serving.** :func:`serve_chat_stream` (the Host's handler for :data:`PROTOCOL_ID`, see
+:func:`install_chat`) owns a nursery. Its body reads frames; each query whose code the
+:class:`Dispatcher` knows starts the handler as a task in that nursery, so the queries of one
+stream run concurrently and their responses leave in the order the handlers finish. Responses
+are written whole under one send lock. Queries are answered inline (without a task) with
+``"unknown code"``, or with ``"too many queries"`` once the peer has ``max_in_flight`` queries
+being handled: the count lives in the dispatcher, keyed by peer ID, so it spans every stream from
+that peer. A handler returns the response body, or raises :class:`Refusal` for a negative
+answer; a :class:`~p2pchat.errors.DecodeError` (the peer's bytes inside the body were bad) is
+answered ``"malformed"``, and any other exception ``"internal error"`` and logged with its
+traceback; the stream carries on. A malformed frame resets this stream (handlers in flight are
+cancelled) and logs the reason; nothing propagates to the host. At the end of the stream the
+handlers in flight finish and their responses are sent before the function returns.
+
+**Querying.** :func:`open_chat_client` wraps one stream in a :class:`ChatClient` and owns a
+nursery with a reader and a writer task. :meth:`ChatClient.query` takes one of
+``max_in_flight`` slots (further callers wait), picks a request id, queues its frame for the
+writer and waits for the response with that id. The writer is the only task that writes, so a
+query cancelled by its timeout never leaves half a frame on the stream; its id is forgotten and
+a late response to it is dropped. When the stream fails (reset, lost connection, end of stream,
+a malformed frame), every pending and later query raises :class:`ChatStreamError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import attrs
+import trio
+
+from ...errors import DecodeError, LocalProtocolError, P2PChatError
+from ...identity import PeerID
+from ...multiaddr import Multiaddr
+from ..core.wire import (
+    MAX_IN_FLIGHT,
+    NEED_DATA,
+    PROTOCOL_ID,
+    RID_LIMIT,
+    FrameError,
+    FrameReader,
+    Query,
+    Reason,
+    Response,
+    encode_envelope,
+    is_query_code,
+    parse_envelope,
+)
+
+if TYPE_CHECKING:
+    from ...net.host import Host
+    from ...net.muxer import MuxedConnection
+
+__all__ = [
+    "DEFAULT_QUERY_TIMEOUT",
+    "MAX_IN_FLIGHT",
+    "PROTOCOL_ID",
+    "ChatClient",
+    "ChatClientStatistics",
+    "ChatStreamError",
+    "Dispatcher",
+    "Handler",
+    "QueryContext",
+    "Refusal",
+    "install_chat",
+    "open_chat",
+    "open_chat_client",
+    "serve_chat_stream",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How long :meth:`ChatClient.query` waits for a response unless told otherwise, in seconds.
+DEFAULT_QUERY_TIMEOUT: Final = 30.0
+RECEIVE_SIZE: Final = 64 * 1024
+
+
+class ChatStreamError(P2PChatError):
+    """The chat stream failed (reset, lost, ended, or the peer broke the protocol); the message
+    says why. Every query pending on it, and every later one, raises this."""
+
+
+class Refusal(P2PChatError):  # noqa: N818 (a negative answer, not a failure)
+    """Raised by a handler to answer ``ok: false`` with ``reason`` (and ``body``, default ``{}``).
+
+    Raises (on construction):
+        LocalProtocolError: ``reason`` is longer than 256 bytes or ``body`` is not a map.
+    """
+
+    def __init__(self, reason: str, body: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.body: dict[str, Any] = body if body is not None else {}
+        Response("xR", 0, False, self.body, reason)  # the same checks as the envelope
+
+
+@attrs.frozen
+class QueryContext:
+    """What a handler knows about the query it answers besides its body."""
+
+    #: The authenticated peer that sent the query.
+    remote_peer: PeerID
+    #: The stream the query came on (a :class:`~p2pchat.net.muxer.MuxedStream` on a Host).
+    stream: trio.abc.Stream
+    code: str
+    rid: int
+
+    @property
+    def connection(self) -> MuxedConnection | None:
+        """The muxed connection of the stream, if it has one."""
+        conn: MuxedConnection | None = getattr(self.stream, "connection", None)
+        return conn
+
+
+Handler = Callable[[QueryContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+_H = TypeVar("_H", bound=Handler)
+
+
+class Dispatcher:
+    """Routes queries to handlers by code, and counts each peer's queries in flight."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+        self._in_flight: dict[PeerID, int] = {}
+
+    def register(self, code: str, handler: Handler) -> None:
+        """Answer queries with ``code`` by ``handler``.
+
+        Raises:
+            ValueError: ``code`` is not a query code (1 to 15 ASCII letters/digits, not ending
+                in ``"R"``), or already has a handler.
+        """
+        if not is_query_code(code):
+            raise ValueError(f"not a query code: {code!r}")
+        if code in self._handlers:
+            raise ValueError(f"code {code!r} already has a handler")
+        self._handlers[code] = handler
+
+    def unregister(self, code: str) -> None:
+        """Stop answering ``code`` (no-op if it has no handler)."""
+        self._handlers.pop(code, None)
+
+    def handler(self, code: str) -> Callable[[_H], _H]:
+        """Decorator form of :meth:`register`; returns the function unchanged.
+
+        Raises:
+            ValueError: as :meth:`register`.
+        """
+
+        def decorate(handler: _H) -> _H:
+            self.register(code, handler)
+            return handler
+
+        return decorate
+
+    @property
+    def codes(self) -> list[str]:
+        """The codes with a handler, sorted."""
+        return sorted(self._handlers)
+
+    def in_flight(self, peer: PeerID) -> int:
+        """How many of ``peer``'s queries are being handled now, over all its streams."""
+        return self._in_flight.get(peer, 0)
+
+    def _acquire(self, peer: PeerID) -> None:
+        self._in_flight[peer] = self._in_flight.get(peer, 0) + 1
+
+    def _release(self, peer: PeerID) -> None:
+        left = self._in_flight[peer] - 1
+        if left:
+            self._in_flight[peer] = left
+        else:
+            del self._in_flight[peer]
+
+
+# -- serving ------------------------------------------------------------------------------------
+
+
+async def serve_chat_stream(
+    stream: trio.abc.Stream,
+    dispatcher: Dispatcher,
+    *,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    remote_peer: PeerID | None = None,
+) -> None:
+    """Answer the queries on ``stream`` until it ends, fails, or breaks the protocol.
+
+    ``remote_peer`` defaults to ``stream.remote_peer`` (a Host's streams have it). Returns when
+    the peer has ended the stream and every response was sent, or after a malformed frame (the
+    stream is then reset and the reason logged) or a broken stream. Does not close the stream
+    otherwise; the Host does when this returns.
+
+    Raises:
+        ValueError: no ``remote_peer`` given and the stream has none, or ``max_in_flight < 1``.
+    """
+    if remote_peer is None:
+        remote_peer = getattr(stream, "remote_peer", None)
+        if not isinstance(remote_peer, PeerID):
+            raise ValueError("the stream has no remote_peer; pass remote_peer=")
+    if max_in_flight < 1:
+        raise ValueError("max_in_flight must be >= 1")
+    await _StreamServer(stream, dispatcher, remote_peer, max_in_flight).run()
+
+
+def install_chat(host: Host, dispatcher: Dispatcher, *, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    """Serve :data:`PROTOCOL_ID` on ``host`` with ``dispatcher``."""
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        await serve_chat_stream(stream, dispatcher, max_in_flight=max_in_flight)
+
+    host.set_stream_handler(PROTOCOL_ID, handle)
+
+
+class _StreamServer:
+    def __init__(
+        self, stream: trio.abc.Stream, dispatcher: Dispatcher, peer: PeerID, max_in_flight: int
+    ) -> None:
+        self._stream = stream
+        self._dispatcher = dispatcher
+        self._peer = peer
+        self._max_in_flight = max_in_flight
+        self._send_lock = trio.Lock()
+        self._rids: set[int] = set()  # ids of the queries being handled on this stream
+        self._broken: str | None = None
+
+    async def run(self) -> None:
+        violation: FrameError | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._read_queries(nursery)
+            except FrameError as exc:
+                violation = exc
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._broken = str(exc) or type(exc).__name__
+            if violation is not None or self._broken is not None:
+                nursery.cancel_scope.cancel()
+            # else the peer ended the stream: the handlers in flight finish and answer.
+        if violation is not None:
+            logger.warning(
+                "closing %s stream from %s: %s (%s)",
+                PROTOCOL_ID,
+                self._peer,
+                violation.hint,
+                violation,
+            )
+            await _abort(self._stream)
+        elif self._broken is not None:
+            logger.debug("%s stream from %s broke: %s", PROTOCOL_ID, self._peer, self._broken)
+
+    async def _read_queries(self, nursery: trio.Nursery) -> None:
+        reader = FrameReader()
+        while True:
+            frame = reader.next_frame()
+            if frame is NEED_DATA:
+                if reader.ended:
+                    return
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+                if data:
+                    reader.receive_data(data)
+                else:
+                    reader.receive_eof()
+                continue
+            envelope = parse_envelope(frame)
+            if isinstance(envelope, Response):
+                raise FrameError(
+                    "a response on a stream that carries our responses", hint="unexpected response"
+                )
+            await self._accept(envelope, nursery)
+
+    async def _accept(self, query: Query, nursery: trio.Nursery) -> None:
+        if query.rid in self._rids:
+            raise FrameError(f"rid {query.rid} is already in flight", hint="duplicate rid")
+        handler = self._dispatcher._handlers.get(query.code)
+        if handler is None:
+            await self._send(encode_envelope(query.refuse(Reason.UNKNOWN_CODE)))
+        elif self._dispatcher.in_flight(self._peer) >= self._max_in_flight:
+            await self._send(encode_envelope(query.refuse(Reason.TOO_MANY_QUERIES)))
+        else:
+            self._dispatcher._acquire(self._peer)
+            self._rids.add(query.rid)
+            nursery.start_soon(self._handle, handler, query, nursery.cancel_scope)
+
+    async def _handle(self, handler: Handler, query: Query, scope: trio.CancelScope) -> None:
+        held = True
+        try:
+            frame = await self._answer(handler, query)
+            # Free the slot before the response leaves: once the peer has it, it may ask again.
+            held = False
+            self._release(query)
+            await self._send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._broken = str(exc) or type(exc).__name__
+            scope.cancel()
+        finally:
+            if held:
+                self._release(query)
+
+    def _release(self, query: Query) -> None:
+        self._rids.discard(query.rid)
+        self._dispatcher._release(self._peer)
+
+    async def _answer(self, handler: Handler, query: Query) -> bytes:
+        ctx = QueryContext(self._peer, self._stream, query.code, query.rid)
+        try:
+            body = await handler(ctx, query.body)
+            response = query.answer(body)
+        except Refusal as refusal:
+            response = query.refuse(refusal.reason, refusal.body)
+        except DecodeError as exc:
+            logger.info(
+                "%s query %s (rid %d) from %s is malformed: %s",
+                PROTOCOL_ID,
+                query.code,
+                query.rid,
+                self._peer,
+                exc,
+            )
+            response = query.refuse(Reason.MALFORMED)
+        except Exception:
+            logger.exception(
+                "%s handler for %s (rid %d) from %s failed",
+                PROTOCOL_ID,
+                query.code,
+                query.rid,
+                self._peer,
+            )
+            response = query.refuse(Reason.INTERNAL_ERROR)
+        try:
+            return encode_envelope(response)
+        except LocalProtocolError:  # a body CBOR cannot carry, or larger than a frame
+            logger.exception(
+                "%s handler for %s (rid %d) from %s returned a body that cannot be sent",
+                PROTOCOL_ID,
+                query.code,
+                query.rid,
+                self._peer,
+            )
+            return encode_envelope(query.refuse(Reason.INTERNAL_ERROR))
+
+    async def _send(self, frame: bytes) -> None:
+        async with self._send_lock:
+            await self._stream.send_all(frame)
+
+
+async def _abort(stream: trio.abc.Stream) -> None:
+    """Reset ``stream`` if it can be reset (a muxed stream), else close it."""
+    reset: Callable[[], Awaitable[None]] | None = getattr(stream, "reset", None)
+    with trio.CancelScope(shield=True):
+        if reset is not None:
+            await reset()
+        else:
+            await trio.aclose_forcefully(stream)
+
+
+# -- querying -----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ChatClientStatistics:
+    """A snapshot of a :class:`ChatClient`."""
+
+    #: Queries sent or queued and waiting for their response.
+    in_flight: int
+    #: Callers waiting for one of the ``max_in_flight`` slots.
+    waiting: int
+    #: Why the stream failed, or ``None`` while it works.
+    failure: str | None
+
+
+@attrs.define
+class _Pending:
+    code: str
+    done: trio.Event = attrs.Factory(trio.Event)
+    response: Response | None = None
+
+
+class ChatClient:
+    """Queries over one stream; made by :func:`open_chat_client`."""
+
+    def __init__(self, stream: trio.abc.Stream, max_in_flight: int) -> None:
+        self.stream = stream
+        self._slots = trio.Semaphore(max_in_flight)
+        self._pending: dict[int, _Pending] = {}
+        self._next_rid = 0
+        self._failure: str | None = None
+        # At most one queued frame per slot; a timed-out query's frame may still be queued,
+        # so the buffer holds twice that and a sender only waits when the writer is stuck.
+        self._frames_in, self._frames_out = trio.open_memory_channel[bytes](2 * max_in_flight)
+        self._writing = False
+
+    def statistics(self) -> ChatClientStatistics:
+        """The queries in flight and waiting, and the failure if any."""
+        return ChatClientStatistics(
+            in_flight=len(self._pending),
+            waiting=self._slots.statistics().tasks_waiting,
+            failure=self._failure,
+        )
+
+    async def query(
+        self,
+        code: str,
+        body: dict[str, Any],
+        *,
+        timeout: float = DEFAULT_QUERY_TIMEOUT,  # noqa: ASYNC109 (expiry also forgets the rid)
+    ) -> Response:
+        """Send a query and return its response, affirmative or negative (check ``.ok``).
+
+        ``timeout`` (seconds) covers waiting for a slot, queueing and the answer.
+
+        Raises:
+            trio.TooSlowError: no response within ``timeout``; a later one is dropped.
+            ChatStreamError: the stream failed before the response came.
+            LocalProtocolError: ``code`` is not a query code, or ``body`` not a CBOR map of at
+                most 1 MiB encoded.
+        """
+        if not is_query_code(code):
+            raise LocalProtocolError(f"not a query code: {code!r}", hint="bad code")
+        self._check()
+        with trio.fail_after(timeout):
+            async with self._slots:
+                self._check()
+                rid = self._allocate_rid()
+                frame = encode_envelope(Query(code, rid, body))
+                pending = self._pending[rid] = _Pending(code)
+                try:
+                    try:
+                        await self._frames_in.send(frame)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self._check()
+                        raise
+                    await pending.done.wait()
+                finally:
+                    if self._pending.get(rid) is pending:
+                        del self._pending[rid]
+        if pending.response is None:
+            self._check()
+            raise AssertionError("woken without a response or a failure")
+        return pending.response
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise ChatStreamError(self._failure)
+
+    def _allocate_rid(self) -> int:
+        # Sequential, so an id comes back only after 2**32 queries: a late response cannot be
+        # taken for a newer query's.
+        rid = self._next_rid
+        while rid in self._pending:
+            rid = (rid + 1) % RID_LIMIT
+        self._next_rid = (rid + 1) % RID_LIMIT
+        return rid
+
+    def _fail(self, reason: str) -> None:
+        if self._failure is not None:
+            return
+        self._failure = reason
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            waiter.done.set()
+        self._frames_out.close()  # wakes queries waiting to queue a frame
+
+    async def _write_frames(self) -> None:
+        try:
+            async for frame in self._frames_out:
+                self._writing = True
+                await self.stream.send_all(frame)
+                self._writing = False
+        except trio.ClosedResourceError:
+            if self._failure is None:  # the stream, not our channel, was closed
+                self._fail("the stream was closed")
+        except trio.BrokenResourceError as exc:
+            self._fail(f"stream broken: {exc}")
+
+    async def _read_responses(self) -> None:
+        reader = FrameReader()
+        try:
+            while True:
+                frame = reader.next_frame()
+                if frame is NEED_DATA:
+                    if reader.ended:
+                        self._fail("the peer ended the stream")
+                        return
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                    if data:
+                        reader.receive_data(data)
+                    else:
+                        reader.receive_eof()
+                    continue
+                self._deliver(parse_envelope(frame))
+        except FrameError as exc:
+            logger.warning(
+                "closing %s stream to %s: %s (%s)",
+                PROTOCOL_ID,
+                getattr(self.stream, "remote_peer", "peer"),
+                exc.hint,
+                exc,
+            )
+            self._fail(f"protocol violation by the peer: {exc.hint}")
+            await _abort(self.stream)
+        except trio.ClosedResourceError:
+            self._fail("the stream was closed")
+        except trio.BrokenResourceError as exc:
+            self._fail(f"stream broken: {exc}")
+
+    def _deliver(self, response: Query | Response) -> None:
+        if isinstance(response, Query):
+            raise FrameError(
+                "a query on a stream that carries our queries", hint="unexpected query"
+            )
+        pending = self._pending.get(response.rid)
+        if pending is None:
+            logger.debug("dropped a response to rid %d (no longer waited for)", response.rid)
+            return
+        if pending.code != response.query_code:
+            raise FrameError(
+                f"response {response.code} to a {pending.code} query", hint="wrong response code"
+            )
+        del self._pending[response.rid]
+        pending.response = response
+        pending.done.set()
+
+    async def _close(self) -> None:
+        self._fail("the client was closed")
+        with trio.CancelScope(shield=True):
+            send_eof: Callable[[], Awaitable[None]] | None = getattr(self.stream, "send_eof", None)
+            if send_eof is not None and not self._writing:
+                try:
+                    await send_eof()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                    pass
+            await trio.aclose_forcefully(self.stream)
+
+
+@asynccontextmanager
+async def open_chat_client(
+    stream: trio.abc.Stream, *, max_in_flight: int = MAX_IN_FLIGHT
+) -> AsyncIterator[ChatClient]:
+    """A :class:`ChatClient` over ``stream``, which it owns and closes on exit.
+
+    On exit the client sends EOF (when the stream can half-close, so the server finishes
+    cleanly) and closes the stream; queries still pending raise :class:`ChatStreamError`.
+
+    Raises:
+        ValueError: ``max_in_flight < 1``.
+    """
+    if max_in_flight < 1:
+        raise ValueError("max_in_flight must be >= 1")
+    client = ChatClient(stream, max_in_flight)
+    # The body's exception is re-raised as itself, not inside the nursery's ExceptionGroup.
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._read_responses)
+            nursery.start_soon(client._write_frames)
+            try:
+                yield client
+            except BaseException as exc:
+                body_error = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        await client._close()
+    if body_error is not None:
+        raise body_error
+
+
+@asynccontextmanager
+async def open_chat(
+    host: Host, target: PeerID | Multiaddr, *, max_in_flight: int = MAX_IN_FLIGHT
+) -> AsyncIterator[ChatClient]:
+    """A :class:`ChatClient` on a new :data:`PROTOCOL_ID` stream to ``target``.
+
+    Raises:
+        DialError: no connection could be made.
+        StreamOpenError: the peer does not speak the chat protocol.
+    """
+    stream = await host.new_stream(target, [PROTOCOL_ID])
+    async with open_chat_client(stream, max_in_flight=max_in_flight) as client:
+        yield client

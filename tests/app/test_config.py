@@ -1,0 +1,168 @@
+"""The configuration file: the template, defaults, overrides and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pchat.app.config import (
+    CONFIG_TEMPLATE,
+    DEFAULT_LISTEN,
+    Config,
+    ConfigError,
+    load_config,
+    parse_config,
+    write_config_template,
+)
+from p2pchat.identity import KeyPair
+from p2pchat.multiaddr import Multiaddr
+
+PEER = KeyPair.from_seed(bytes(32)).peer_id
+
+
+def test_the_template_parses_to_the_defaults() -> None:
+    assert parse_config(CONFIG_TEMPLATE) == Config()
+    assert Config().listen == (Multiaddr.from_string(DEFAULT_LISTEN),)
+    assert DEFAULT_LISTEN.startswith("/ip4/127.0.0.1/tcp/")  # loopback unless told otherwise
+    assert Config().mdns_interface == "lo"
+    assert Config().perf is False
+
+
+def test_every_key_is_read() -> None:
+    text = f"""
+[node]
+listen = ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"]
+[discovery]
+bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/{PEER}", "/dnsaddr/example.org"]
+mdns = false
+mdns_interface = "eth0"
+[chat]
+send_timeout = 3
+query_timeout = 1.5
+[perf]
+enabled = true
+[log]
+level = "debug"
+format = "json"
+"""
+    config = parse_config(text)
+    assert [str(a) for a in config.listen] == ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"]
+    assert [str(a) for a in config.bootstrap] == [
+        f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER}",
+        "/dnsaddr/example.org",
+    ]
+    assert (config.mdns, config.mdns_interface) == (False, "eth0")
+    assert (config.send_timeout, config.query_timeout) == (3.0, 1.5)
+    assert config.perf is True
+    assert (config.log_level, config.log_format) == ("debug", "json")
+
+
+def test_a_partial_file_keeps_the_other_defaults() -> None:
+    config = parse_config('[log]\nlevel = "info"\n')
+    assert config.log_level == "info"
+    assert config.listen == Config().listen
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[nodes]\nlisten = []", "unknown section [nodes]"),
+        ("[node]\nlisen = []", "unknown key 'lisen' in [node] (known: listen)"),
+        ("[node]\nlisten = '/ip4/127.0.0.1/tcp/1'", "[node] listen must be a list of strings"),
+        ("[node]\nlisten = ['/ip4/1.2.3']", "[node] listen invalid multiaddr"),
+        ("[discovery]\nbootstrap = ['/ip4/127.0.0.1/tcp/1']", "must end in /p2p/<peer id>"),
+        ("[discovery]\nmdns = 'yes'", "[discovery] mdns must be true or false"),
+        ("[discovery]\nmdns_interface = ''", "[discovery] mdns_interface must be a network"),
+        ("[chat]\nsend_timeout = 0", "[chat] send_timeout must be a number of seconds"),
+        ("[chat]\nsend_timeout = true", "[chat] send_timeout must be a number of seconds"),
+        ("[log]\nlevel = 'loud'", "[log] level must be one of"),
+        ("[log]\nformat = 'xml'", "[log] format must be one of"),
+        ("node = 1", "[node] must be a table"),
+        ("[node\n", "not valid TOML"),
+    ],
+)
+def test_mistakes_are_refused_in_one_line_naming_the_key(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="my.toml")
+    message = str(info.value)
+    assert message.startswith("my.toml: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_load_config(tmp_path: Path) -> None:
+    missing = tmp_path / "config.toml"
+    assert load_config(missing) == Config()
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(missing, required=True)
+    missing.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(missing)
+    missing.write_text("[perf]\nenabled = true\n")
+    assert load_config(missing).perf is True
+
+
+def test_write_config_template_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    write_config_template(path)
+    assert path.read_text() == CONFIG_TEMPLATE
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.write_text("# mine\n")
+    with pytest.raises(ConfigError, match="already exists"):
+        write_config_template(path)
+    assert path.read_text() == "# mine\n"
+    write_config_template(path, overwrite=True)
+    assert path.read_text() == CONFIG_TEMPLATE
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    return '""'
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["node", "discovery", "chat", "perf", "log", "other"]),
+    st.sampled_from(
+        ["listen", "bootstrap", "mdns", "mdns_interface", "send_timeout", "level", "format", "x"]
+    ),
+    _VALUES,
+)
+def test_any_value_under_any_key_gives_a_config_or_one_config_error(
+    section: str, key: str, value: object
+) -> None:
+    outcome = _parse(f"[{section}]\n{key} = {_toml_value(value)}\n")
+    assert isinstance(outcome, Config) or "\n" not in outcome
+
+
+def _parse(text: str) -> Config | str:
+    """The config, or the one-line message of the ConfigError (any other exception escapes)."""
+    try:
+        return parse_config(text)
+    except ConfigError as exc:
+        return str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_gives_a_config_or_one_config_error(text: str) -> None:
+    outcome = _parse(text)
+    assert isinstance(outcome, Config) or outcome.startswith("config: ")

@@ -1,0 +1,128 @@
+"""A cluster of chat nodes on 127.0.0.1 for the ChatNode tests: start, stop, restart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+from p2pchat.chat.core.roster import History, Role
+from p2pchat.chat.node import ChatConfig, ChatNode, open_chat_node
+from p2pchat.chat.store import open_store
+from p2pchat.identity import KeyPair, PeerID
+from p2pchat.multiaddr import Multiaddr
+from p2pchat.net.host import HostConfig, open_host
+from p2pchat.net.peerstore import PERMANENT
+
+CONFIG = ChatConfig(
+    query_timeout=2.0, send_timeout=3.0, retry_initial=0.05, retry_max=0.5, sync_interval=0.5
+)
+
+
+@attrs.define(eq=False)
+class Peer:
+    """One node: its identity and data dir survive restarts; its port too."""
+
+    name: str
+    data_dir: Path
+    identity: KeyPair
+    cluster: Cluster
+    port: int = 0
+    _chat: ChatNode | None = None
+    _scope: trio.CancelScope | None = None
+    _stopped: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def peer_id(self) -> PeerID:
+        return self.identity.peer_id
+
+    @property
+    def chat(self) -> ChatNode:
+        assert self._chat is not None, f"{self.name} is not running"
+        return self._chat
+
+    @property
+    def addr(self) -> Multiaddr:
+        return Multiaddr.from_string(f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.peer_id}")
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listen = Multiaddr.from_string(f"/ip4/127.0.0.1/tcp/{self.port}")
+        self._stopped = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                async with (
+                    open_host(self.identity, HostConfig(listen=(listen,))) as host,
+                    open_store(self.data_dir) as store,
+                ):
+                    port = host.listen_addrs[0].value_for("tcp")
+                    assert port is not None
+                    self.port = int(port)
+                    self.cluster.introduce(self, host)
+                    async with open_chat_node(host, store, CONFIG) as chat:
+                        self._chat = chat
+                        task_status.started()
+                        await trio.sleep_forever()
+        finally:
+            self._chat = None
+            self._stopped.set()
+
+    async def start(self) -> None:
+        await self.cluster.nursery.start(self._run)
+
+    async def stop(self) -> None:
+        assert self._scope is not None
+        self._scope.cancel()
+        await self._stopped.wait()
+
+
+@attrs.define(eq=False)
+class Cluster:
+    nursery: trio.Nursery
+    root: Path
+    peers: list[Peer] = attrs.Factory(list)
+
+    def add(self, name: str) -> Peer:
+        peer = Peer(name, self.root / name, KeyPair.generate(), self)
+        self.peers.append(peer)
+        return peer
+
+    def introduce(self, peer: Peer, host: object) -> None:
+        """Tell the new host where everyone is, and everyone where it is (the discovery that a
+        later layer does)."""
+        from p2pchat.net.host import Host
+
+        assert isinstance(host, Host)
+        now = trio.current_time()
+        for other in self.peers:
+            if other is peer or other.port == 0:
+                continue
+            host.peer_store.add_addrs(other.peer_id, [other.addr], PERMANENT, now)
+            if other._chat is not None:
+                other._chat.host.peer_store.add_addrs(peer.peer_id, [peer.addr], PERMANENT, now)
+
+
+@asynccontextmanager
+async def open_cluster(root: Path, *names: str) -> AsyncIterator[Cluster]:
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, root)
+        for name in names:
+            cluster.add(name)
+        for peer in cluster.peers:
+            await peer.start()
+        yield cluster
+        nursery.cancel_scope.cancel()
+
+
+async def build_group(
+    owner: Peer, members: list[tuple[Peer, Role]], *, history: History = "all"
+) -> bytes:
+    """``owner`` creates a group and invites ``members`` in order; each joins at once."""
+    group_id = await owner.chat.create_group("test group", history=history)
+    for peer, role in members:
+        await owner.chat.invite(group_id, peer.peer_id, role)
+        await peer.chat.join(group_id, owner.peer_id)
+    return group_id

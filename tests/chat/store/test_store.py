@@ -1,0 +1,803 @@
+"""The chat store (src/p2pchat/chat/store.py, specs/chat.md §9)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import sys
+import tempfile
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2pchat.chat.core import cbor
+from p2pchat.chat.core.packet import (
+    Artifact,
+    Certificate,
+    Headers,
+    Message,
+    Packet,
+    make_vote,
+    sha256,
+    sign_message,
+)
+from p2pchat.chat.store import (
+    APPLICATION_ID,
+    CERTIFICATE_KEY_OVERHEAD,
+    LOCK_FILE,
+    STORE_FILE,
+    ChatStore,
+    MessageStatus,
+    StoreClosedError,
+    StoreError,
+    StoreFileError,
+    StoreLockedError,
+    UnknownGroupError,
+    UnknownMessageError,
+    VoteConflictError,
+    open_store,
+)
+from p2pchat.identity import KeyPair
+
+G1: Final = sha256(b"group one")
+G2: Final = sha256(b"group two")
+AUTHOR: Final = KeyPair.from_seed(bytes(range(32)))
+RATIFIER: Final = KeyPair.from_seed(bytes(range(1, 33)))
+
+
+def mh(i: int) -> bytes:
+    """A distinct 32-byte message hash."""
+    return sha256(i.to_bytes(8, "big"))
+
+
+async def put(
+    store: ChatStore,
+    i: int,
+    *,
+    group: bytes = G1,
+    certificate: bytes | None = b"\xa0",
+    size: int = 10,
+    outbox_at: int | None = None,
+) -> bool:
+    """Store message ``i`` (opaque bytes of ``size``), ratified unless ``certificate`` is None."""
+    return await store.put_message(
+        group,
+        bytes([i % 256]) * size,
+        mh(i),
+        epoch=0,
+        time_stamp=1000 + i,
+        author=AUTHOR.peer_id.to_bytes(),
+        received_at=2000 + i,
+        certificate=certificate,
+        outbox_at=outbox_at,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ChatStore]:
+    async with open_store(tmp_path / "data") as opened:
+        await opened.add_group(G1, b"genesis-1", joined_at=1)
+        yield opened
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# -- files, modes, locking --------------------------------------------------------------------
+
+
+async def test_files_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "fresh" / "data"
+    async with open_store(data) as store:
+        await store.add_group(G1, b"g", joined_at=1)
+        assert mode(data) == 0o700
+        assert mode(data / STORE_FILE) == 0o600
+        assert mode(data / LOCK_FILE) == 0o600
+        # SQLite gives the WAL and its index the database file's mode.
+        assert mode(data / f"{STORE_FILE}-wal") == 0o600
+        assert mode(data / f"{STORE_FILE}-shm") == 0o600
+    assert mode(data / STORE_FILE) == 0o600
+
+
+async def test_store_readable_by_others_is_refused(tmp_path: Path) -> None:
+    async with open_store(tmp_path):
+        pass
+    (tmp_path / STORE_FILE).chmod(0o644)
+    with pytest.raises(StoreFileError, match="accessible by others"):
+        async with open_store(tmp_path):
+            pass
+
+
+async def test_second_open_in_this_process_is_refused(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        with pytest.raises(
+            StoreLockedError, match=f"in use by another p2pchat node \\(pid {os.getpid()}\\)"
+        ):
+            async with open_store(tmp_path):
+                pass
+        # The refused open changed nothing: the first store still works.
+        assert await store.add_group(G1, b"g", joined_at=1)
+    async with open_store(tmp_path) as again:
+        assert await again.get_group(G1) is not None
+
+
+CHILD: Final = """
+import sys, trio
+from p2pchat.chat.store import StoreLockedError, open_store
+
+async def main() -> None:
+    try:
+        async with open_store(sys.argv[1]):
+            pass
+    except StoreLockedError as exc:
+        print(exc)
+        sys.exit(3)
+
+trio.run(main)
+"""
+
+
+async def test_second_open_from_another_process_is_refused(tmp_path: Path) -> None:
+    async with open_store(tmp_path):
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, "-c", CHILD, str(tmp_path)],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    assert done.returncode == 3, done.stderr.decode()
+    assert f"in use by another p2pchat node (pid {os.getpid()})" in done.stdout.decode()
+
+
+# -- foreign, corrupted, newer files ------------------------------------------------------------
+
+
+async def test_garbage_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    garbage = bytes(range(256)) * 64
+    path = tmp_path / STORE_FILE
+    path.write_bytes(garbage)
+    path.chmod(0o600)
+    with pytest.raises(StoreFileError, match="not a p2pchat store"):
+        async with open_store(tmp_path):
+            pass
+    assert path.read_bytes() == garbage
+    assert not (tmp_path / f"{STORE_FILE}-wal").exists()
+
+
+async def test_foreign_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / STORE_FILE
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('keep me')")
+    conn.commit()
+    conn.close()
+    path.chmod(0o600)
+    before = path.read_bytes()
+    with pytest.raises(StoreFileError, match=r"not a p2pchat store \(application id 0x0\)"):
+        async with open_store(tmp_path):
+            pass
+    assert path.read_bytes() == before
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    async with open_store(tmp_path):
+        pass
+    conn = sqlite3.connect(tmp_path / STORE_FILE)
+    conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreFileError, match="newer p2pchat \\(schema 99\\)"):
+        async with open_store(tmp_path):
+            pass
+
+
+async def test_missing_schema_version_is_refused(tmp_path: Path) -> None:
+    async with open_store(tmp_path):
+        pass
+    conn = sqlite3.connect(tmp_path / STORE_FILE)
+    conn.execute("DELETE FROM meta")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreFileError, match="damaged p2pchat store"):
+        async with open_store(tmp_path):
+            pass
+
+
+async def test_corrupted_table_gives_store_file_error(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        await store.add_group(G1, b"g", joined_at=1)
+        for i in range(5):
+            await put(store, i)
+    path = tmp_path / STORE_FILE
+    conn = sqlite3.connect(path)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
+    conn.close()
+    with path.open("r+b") as fh:
+        fh.seek((root - 1) * page_size)
+        fh.write(b"\xff" * page_size)
+    async with open_store(tmp_path) as store:
+        with pytest.raises(StoreFileError, match="corrupted"):
+            await store.all_ratified(G1)
+        # Tables on intact pages still read.
+        assert [g.group_id for g in await store.list_groups()] == [G1]
+
+
+def _store_image(where: Path) -> Path:
+    """A small closed store holding something in every table; returns its file."""
+
+    async def build(where: Path) -> None:
+        async with open_store(where) as store:
+            await store.add_group(G1, b"genesis", joined_at=1, settings=b"\xa0")
+            await store.put_roster(G1, 1, b"roster-1")
+            await store.put_epoch_key(G1, 0, bytes(32))
+            await store.put_hpke_key("X25519", bytes(32), bytes(32))
+            for i in range(6):
+                await store.put_message(
+                    G1,
+                    cbor.dumps({"n": i}),
+                    mh(i),
+                    epoch=0,
+                    time_stamp=i,
+                    author=b"author",
+                    received_at=i,
+                    certificate=None if i % 2 else cbor.dumps({"epoch": 0}),
+                    outbox_at=5,
+                )
+            await store.record_vote(G1, mh(0), 0, b"vote")
+            packet = make_packet(b"text")
+            vote = make_vote(RATIFIER, G1, 0, packet.message_hash)
+            await store.put_packet(packet.with_certificate(Certificate(0, (vote,))), received_at=9)
+            await store.put_peer(b"peer", b"addrs", now=1)
+
+    trio.run(build, where)
+    return where / STORE_FILE
+
+
+@attrs.frozen
+class Image:
+    data: bytes = attrs.field(repr=False)
+
+
+@pytest.fixture(scope="module")
+def store_image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    return Image(_store_image(tmp_path_factory.mktemp("image")).read_bytes())
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    flips=st.lists(
+        st.tuples(st.integers(min_value=0), st.integers(min_value=1, max_value=255)),
+        min_size=1,
+        max_size=8,
+    )
+)
+async def test_damaged_file_raises_only_store_errors(
+    store_image: Image, flips: list[tuple[int, int]]
+) -> None:
+    image = bytearray(store_image.data)
+    for offset, mask in flips:
+        image[offset % len(image)] ^= mask
+    with tempfile.TemporaryDirectory() as where:
+        path = Path(where) / STORE_FILE
+        path.write_bytes(bytes(image))
+        path.chmod(0o600)
+        try:
+            async with open_store(where) as store:
+                for group in await store.list_groups():
+                    await store.get_rosters(group.group_id)
+                    await store.get_epoch_keys(group.group_id)
+                    for message in await store.all_ratified(group.group_id):
+                        message.packet_with_certificate()
+                    await store.page_messages(group.group_id, 0)
+                await store.get_hpke_key("X25519")
+                await store.outbox_due(10)
+                await store.get_vote(G1, mh(0))
+                await store.get_message(G1, mh(1))
+                await put(store, 100)
+        except StoreError:
+            pass
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+async def test_groups_round_trip(store: ChatStore) -> None:
+    assert not await store.add_group(G1, b"other genesis", joined_at=5)
+    assert await store.add_group(G2, b"genesis-2", joined_at=2, settings=b"\xa1aa\x01")
+    one = await store.get_group(G1)
+    assert one is not None
+    assert (one.genesis, one.joined_at, one.settings) == (b"genesis-1", 1, b"")
+    await store.set_group_settings(G1, b"\xa0")
+    assert [(g.group_id, g.settings) for g in await store.list_groups()] == [
+        (G1, b"\xa0"),
+        (G2, b"\xa1aa\x01"),
+    ]
+    assert await store.get_group(sha256(b"nope")) is None
+    with pytest.raises(UnknownGroupError):
+        await store.set_group_settings(sha256(b"nope"), b"")
+    with pytest.raises(ValueError, match="32 bytes"):
+        await store.add_group(b"short", b"g", joined_at=1)
+
+
+async def test_rosters_and_keys_round_trip(store: ChatStore) -> None:
+    assert await store.put_roster(G1, 2, b"roster-2")
+    assert await store.put_roster(G1, 1, b"roster-1")
+    assert not await store.put_roster(G1, 1, b"another roster-1")
+    assert [(r.epoch, r.packet) for r in await store.get_rosters(G1)] == [
+        (1, b"roster-1"),
+        (2, b"roster-2"),
+    ]
+    assert await store.put_epoch_key(G1, 0, b"k" * 32)
+    assert not await store.put_epoch_key(G1, 0, b"x" * 32)
+    assert await store.put_epoch_key(G1, 1, b"l" * 32)
+    assert await store.get_epoch_keys(G1) == {0: b"k" * 32, 1: b"l" * 32}
+    assert await store.get_epoch_keys(G2) == {}
+    with pytest.raises(UnknownGroupError):
+        await store.put_roster(G2, 1, b"r")
+    with pytest.raises(UnknownGroupError):
+        await store.put_epoch_key(G2, 0, b"k" * 32)
+
+
+async def test_hpke_key_is_never_replaced(store: ChatStore) -> None:
+    assert await store.get_hpke_key("X25519") is None
+    assert await store.put_hpke_key("X25519", b"priv", b"pub")
+    assert not await store.put_hpke_key("X25519", b"priv2", b"pub2")
+    key = await store.get_hpke_key("X25519")
+    assert key is not None
+    assert (key.kem, key.private, key.public) == ("X25519", b"priv", b"pub")
+
+
+async def test_peers_round_trip(store: ChatStore) -> None:
+    assert await store.get_peer(b"p") is None
+    await store.put_peer(b"p", b"a1", now=1)
+    await store.put_peer(b"p", b"a2", now=2)
+    assert await store.get_peer(b"p") == b"a2"
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+async def test_put_message_is_idempotent_and_upgrades(store: ChatStore) -> None:
+    assert await put(store, 1, certificate=None)
+    assert not await put(store, 1, certificate=None)
+    pending = await store.get_message(G1, mh(1))
+    assert pending is not None
+    assert (pending.status, pending.seq, pending.certificate) == (MessageStatus.PENDING, None, None)
+    assert await store.has_message(G1, mh(1))
+    assert not await store.has_message(G1, mh(1), ratified_only=True)
+    assert await store.all_ratified(G1) == []
+
+    assert await put(store, 2)  # ratified on arrival: seq 1
+    assert await put(store, 1, certificate=b"\xa1acb")  # upgrade: seq 2
+    assert not await put(store, 1, certificate=b"\xa1acd")  # already ratified: kept
+    ratified = await store.get_message(G1, mh(1))
+    assert ratified is not None
+    assert (ratified.status, ratified.seq, ratified.certificate) == (
+        MessageStatus.RATIFIED,
+        2,
+        b"\xa1acb",
+    )
+    assert (ratified.epoch, ratified.time_stamp, ratified.received_at) == (0, 1001, 2001)
+    assert ratified.author == AUTHOR.peer_id.to_bytes()
+    assert [m.message_hash for m in await store.all_ratified(G1)] == [mh(2), mh(1)]
+    assert await store.has_message(G1, mh(1), ratified_only=True)
+
+
+async def test_missing_messages(store: ChatStore) -> None:
+    await put(store, 1)
+    await put(store, 2, certificate=None)
+    wanted = [mh(3), mh(1), mh(2), mh(3)]
+    assert await store.missing_messages(G1, wanted) == [mh(3), mh(3)]
+    assert await store.missing_messages(G1, wanted, ratified_only=True) == [mh(3), mh(2), mh(3)]
+    assert await store.missing_messages(G2, [mh(1)]) == [mh(1)]
+
+
+async def test_put_message_needs_a_known_group(store: ChatStore) -> None:
+    with pytest.raises(UnknownGroupError):
+        await put(store, 1, group=G2)
+    with pytest.raises(ValueError, match="message_hash"):
+        await store.put_message(G1, b"p", b"x", epoch=0, time_stamp=0, author=b"a", received_at=0)
+
+
+def make_packet(text: bytes) -> Packet:
+    aes_key, iv = b"K" * 60, b"I" * 12
+    message = Message(
+        group_id=G1,
+        epoch=0,
+        message_type="text",
+        time_stamp=1_700_000_000_000,
+        author=AUTHOR.peer_id,
+        ref_hash=None,
+        parents=(),
+        headers=Headers(),
+        artifact=Artifact("text/plain", text, sha256(text), sha256(aes_key + iv)),
+    )
+    return sign_message(AUTHOR, message, aes_key, iv)
+
+
+async def test_put_packet_stores_certificate_apart(store: ChatStore) -> None:
+    packet = make_packet(b"hello")
+    assert await store.put_packet(packet, received_at=5, outbox_at=5)
+    held = await store.get_message(G1, packet.message_hash)
+    assert held is not None
+    assert held.status is MessageStatus.PENDING
+    assert Packet.decode(held.packet) == packet
+    assert held.packet_with_certificate() == held.packet
+    assert [e.message_hash for e in await store.outbox_due(5)] == [packet.message_hash]
+
+    vote = make_vote(RATIFIER, G1, 0, packet.message_hash)
+    certified = packet.with_certificate(Certificate(0, (vote,)))
+    assert await store.put_packet(certified, received_at=6)
+    held = await store.get_message(G1, packet.message_hash)
+    assert held is not None
+    assert held.status is MessageStatus.RATIFIED
+    assert Packet.decode(held.packet) == packet  # stored without its certificate
+    assert held.certificate == cbor.dumps(certified.certificate.to_cbor())  # type: ignore[union-attr]
+    full = held.packet_with_certificate()
+    assert Packet.decode(full) == certified
+    assert full == certified.encode()
+    assert held.wire_size == len(full)
+    assert held.wire_size == len(held.packet) + CERTIFICATE_KEY_OVERHEAD + len(held.certificate)
+
+
+# -- paging -----------------------------------------------------------------------------------
+
+
+async def test_page_by_count(store: ChatStore) -> None:
+    for i in range(1, 8):
+        await put(store, i)
+    await put(store, 50, certificate=None)  # pending: never paged
+    page, cursor = await store.page_messages(G1, 0, limit=3)
+    assert [m.seq for m in page] == [1, 2, 3]
+    assert cursor == 3
+    page, cursor = await store.page_messages(G1, 3, limit=3)
+    assert [m.seq for m in page] == [4, 5, 6]
+    assert cursor == 6
+    page, cursor = await store.page_messages(G1, 6, limit=3)
+    assert [m.message_hash for m in page] == [mh(7)]
+    assert cursor is None
+    assert await store.page_messages(G1, 7) == ([], None)
+    assert await store.page_messages(G1, 100) == ([], None)
+    # Exactly `limit` left: the page ends the walk.
+    page, cursor = await store.page_messages(G1, 4, limit=3)
+    assert ([m.seq for m in page], cursor) == ([5, 6, 7], None)
+
+
+async def test_page_by_bytes(store: ChatStore) -> None:
+    cert = b"\xa0"
+    each = 100 + CERTIFICATE_KEY_OVERHEAD + len(cert)
+    for i in range(1, 6):
+        await put(store, i, size=100, certificate=cert)
+    page, cursor = await store.page_messages(G1, 0, max_bytes=2 * each)
+    assert ([m.seq for m in page], cursor) == ([1, 2], 2)
+    assert sum(m.wire_size for m in page) == 2 * each
+    page, cursor = await store.page_messages(G1, 2, max_bytes=2 * each - 1)
+    assert ([m.seq for m in page], cursor) == ([3], 3)
+    # A message larger than the byte limit still makes a page of one.
+    page, cursor = await store.page_messages(G1, 3, max_bytes=1)
+    assert ([m.seq for m in page], cursor) == ([4], 4)
+    page, cursor = await store.page_messages(G1, 4, max_bytes=1)
+    assert ([m.seq for m in page], cursor) == ([5], None)
+    with pytest.raises(ValueError, match="positive"):
+        await store.page_messages(G1, 0, max_bytes=0)
+    with pytest.raises(ValueError, match="cursor"):
+        await store.page_messages(G1, -1)
+
+
+async def test_late_ratification_lands_after_an_old_cursor(store: ChatStore) -> None:
+    await put(store, 1, certificate=None)  # pending first
+    await put(store, 2)
+    page, cursor = await store.page_messages(G1, 0)
+    assert ([m.message_hash for m in page], cursor) == ([mh(2)], None)
+    await put(store, 1)  # ratified later: a peer that synced up to seq 1 still gets it
+    page, _ = await store.page_messages(G1, 1)
+    assert [m.message_hash for m in page] == [mh(1)]
+
+
+async def test_groups_are_paged_apart(store: ChatStore) -> None:
+    await store.add_group(G2, b"g2", joined_at=2)
+    await put(store, 1, group=G2)
+    await put(store, 2)
+    await put(store, 3, group=G2)
+    assert [m.seq for m in await store.all_ratified(G2)] == [1, 2]
+    assert [m.seq for m in await store.all_ratified(G1)] == [1]
+
+
+# -- votes ------------------------------------------------------------------------------------
+
+
+async def test_vote_needs_the_message_first(store: ChatStore) -> None:
+    with pytest.raises(UnknownMessageError):
+        await store.record_vote(G1, mh(1), 0, b"vote")
+    assert await store.get_vote(G1, mh(1)) is None
+
+
+async def test_vote_is_durable_before_return_and_idempotent(
+    store: ChatStore, tmp_path: Path
+) -> None:
+    await put(store, 1, certificate=None)
+    assert await store.record_vote(G1, mh(1), 0, b"vote-a") == b"vote-a"
+    # Committed: another connection (as after a crash) sees it at once.
+    other = sqlite3.connect(tmp_path / "data" / STORE_FILE)
+    try:
+        row = other.execute("SELECT vote FROM votes WHERE message_hash = ?", (mh(1),)).fetchone()
+    finally:
+        other.close()
+    assert row == (b"vote-a",)
+    assert await store.record_vote(G1, mh(1), 0, b"vote-b") == b"vote-a"
+    assert await store.get_vote(G1, mh(1)) == b"vote-a"
+    await put(store, 2, certificate=None)
+    with pytest.raises(ValueError, match="not the message's epoch"):
+        await store.record_vote(G1, mh(2), 3, b"v")
+
+
+async def test_one_roster_vote_per_epoch(store: ChatStore) -> None:
+    for i in (1, 2, 3):
+        await put(store, i, certificate=None)
+    assert await store.record_vote(G1, mh(1), 0, b"r1", roster=True) == b"r1"
+    assert await store.record_vote(G1, mh(1), 0, b"r1-again", roster=True) == b"r1"
+    with pytest.raises(VoteConflictError, match="epoch 0"):
+        await store.record_vote(G1, mh(2), 0, b"r2", roster=True)
+    # Ordinary messages are not limited.
+    assert await store.record_vote(G1, mh(3), 0, b"m3") == b"m3"
+    assert await store.get_vote(G1, mh(2)) is None
+
+
+async def test_packet_and_vote_commit_together_in_one_transaction(store: ChatStore) -> None:
+    packet = make_packet(b"vote on me")
+    before = store.statistics().transactions
+    assert await store.put_packet_and_vote(packet, b"vote-1", received_at=7) == b"vote-1"
+    assert store.statistics().transactions == before + 1
+    held = await store.get_message(G1, packet.message_hash)
+    assert held is not None
+    assert held.status is MessageStatus.PENDING
+    assert await store.get_vote(G1, packet.message_hash) == b"vote-1"
+    # Asked again: the packet is already held and the first vote is returned.
+    assert await store.put_packet_and_vote(packet, b"vote-2", received_at=8) == b"vote-1"
+
+
+async def test_a_refused_roster_vote_leaves_its_packet_unstored(store: ChatStore) -> None:
+    first, second = make_packet(b"roster a"), make_packet(b"roster b")
+    assert await store.put_packet_and_vote(first, b"a", received_at=1, roster=True) == b"a"
+    with pytest.raises(VoteConflictError):
+        await store.put_packet_and_vote(second, b"b", received_at=2, roster=True)
+    assert await store.get_message(G1, second.message_hash) is None
+    assert await store.get_vote(G1, second.message_hash) is None
+
+
+# -- outbox -----------------------------------------------------------------------------------
+
+
+async def test_outbox_lifecycle(store: ChatStore) -> None:
+    assert await store.outbox_next_at() is None
+    await put(store, 1, certificate=None, outbox_at=100)
+    await put(store, 2, certificate=None)
+    assert await store.outbox_add(G1, mh(2), now=50, next_at=150)
+    assert not await store.outbox_add(G1, mh(2), now=60)
+    with pytest.raises(UnknownMessageError):
+        await store.outbox_add(G1, mh(3), now=60)
+    assert await store.outbox_next_at() == 100
+    assert await store.outbox_due(99) == []
+    due = await store.outbox_due(100)
+    assert [(e.message_hash, e.attempts, e.created_at) for e in due] == [(mh(1), 0, 2001)]
+    assert await store.outbox_retry(G1, mh(1), 200)
+    assert [e.message_hash for e in await store.outbox_due(160)] == [mh(2)]
+    due = await store.outbox_due(200)
+    assert [(e.message_hash, e.attempts, e.next_attempt_at) for e in due] == [
+        (mh(2), 0, 150),
+        (mh(1), 1, 200),
+    ]
+    assert await store.outbox_done(G1, mh(1))
+    assert not await store.outbox_done(G1, mh(1))
+    assert not await store.outbox_retry(G1, mh(1), 300)
+    assert [e.message_hash for e in await store.outbox_due(10**6)] == [mh(2)]
+
+
+# -- batching, failures, cancellation, close ---------------------------------------------------
+
+
+async def test_concurrent_writes_share_transactions(store: ChatStore) -> None:
+    before = store.statistics()
+    async with trio.open_nursery() as nursery:
+        for i in range(200):
+            nursery.start_soon(put, store, i)
+    after = store.statistics()
+    assert after.writes - before.writes == 200
+    assert after.transactions - before.transactions <= 10
+    assert after.largest_batch >= 20
+    assert len(await store.all_ratified(G1)) == 200
+    assert sorted(m.seq or 0 for m in await store.all_ratified(G1)) == list(range(1, 201))
+
+
+async def test_a_failing_write_does_not_undo_its_batch(store: ChatStore) -> None:
+    errors: list[BaseException] = []
+
+    async def bad() -> None:
+        try:
+            await store.put_roster(G2, 1, b"r")
+        except UnknownGroupError as exc:
+            errors.append(exc)
+
+    before = store.statistics()
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(put, store, i)
+        nursery.start_soon(bad)
+    after = store.statistics()
+    assert len(errors) == 1
+    assert after.failed_writes - before.failed_writes == 1
+    assert after.writes - before.writes == 10
+    assert len(await store.all_ratified(G1)) == 10
+
+
+async def test_cancelled_queued_write_never_happens(store: ChatStore) -> None:
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await put(store, 1)
+    assert scope.cancelled_caught
+    assert await store.get_message(G1, mh(1)) is None
+    assert store.statistics().queued == 0
+    assert await put(store, 2)  # the writer carries on
+
+
+async def test_cancelled_running_write_completes(store: ChatStore) -> None:
+    entered = trio.Event()
+    release = threading.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def slow(conn: sqlite3.Connection) -> str:
+        trio.from_thread.run_sync(entered.set, trio_token=token)
+        release.wait(30)
+        conn.execute("INSERT INTO peers (peer, addrs, updated_at) VALUES (x'01', x'02', 3)")
+        return "done"
+
+    results: list[str] = []
+
+    async def writer(scope: trio.CancelScope) -> None:
+        with scope:
+            results.append(await store._write(slow))
+            await trio.lowlevel.checkpoint()
+            results.append("not reached")
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer, scope)
+        await entered.wait()
+        scope.cancel()
+        release.set()
+    assert results == ["done"]
+    assert scope.cancelled_caught
+    assert await store.get_peer(b"\x01") == b"\x02"
+
+
+async def test_use_after_close_is_refused(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        await store.add_group(G1, b"g", joined_at=1)
+    with pytest.raises(StoreClosedError):
+        await store.get_group(G1)
+    with pytest.raises(StoreClosedError):
+        await store.add_group(G2, b"g", joined_at=1)
+
+
+async def test_body_error_propagates_as_itself(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with open_store(tmp_path) as store:
+            await store.add_group(G1, b"g", joined_at=1)
+            raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        await body()
+    async with open_store(tmp_path) as store:
+        assert await store.get_group(G1) is not None
+
+
+# -- durability ---------------------------------------------------------------------------------
+
+
+async def test_everything_survives_reopen(tmp_path: Path) -> None:
+    packet = make_packet(b"persist")
+    async with open_store(tmp_path) as store:
+        await store.add_group(G1, b"genesis", joined_at=7, settings=b"\xa0")
+        await store.put_roster(G1, 1, b"roster")
+        await store.put_epoch_key(G1, 0, b"k" * 32)
+        await store.put_hpke_key("X25519", b"priv", b"pub")
+        await store.put_packet(packet, received_at=8, outbox_at=9)
+        await store.record_vote(G1, packet.message_hash, 0, b"vote")
+        await put(store, 1)
+        await store.put_peer(b"peer", b"addrs", now=1)
+    assert sorted(os.listdir(tmp_path)) == [LOCK_FILE, STORE_FILE]  # WAL checkpointed
+    async with open_store(tmp_path) as store:
+        group = await store.get_group(G1)
+        assert group is not None
+        assert (group.genesis, group.joined_at, group.settings) == (b"genesis", 7, b"\xa0")
+        assert [r.packet for r in await store.get_rosters(G1)] == [b"roster"]
+        assert await store.get_epoch_keys(G1) == {0: b"k" * 32}
+        hpke = await store.get_hpke_key("X25519")
+        assert hpke is not None
+        assert hpke.private == b"priv"
+        held = await store.get_message(G1, packet.message_hash)
+        assert held is not None
+        assert Packet.decode(held.packet) == packet
+        assert await store.get_vote(G1, packet.message_hash) == b"vote"
+        assert [e.next_attempt_at for e in await store.outbox_due(9)] == [9]
+        assert [m.message_hash for m in await store.all_ratified(G1)] == [mh(1)]
+        assert await store.get_peer(b"peer") == b"addrs"
+        # New ratified messages continue the sequence.
+        await put(store, 2)
+        assert [m.seq for m in await store.all_ratified(G1)] == [1, 2]
+
+
+CRASHER: Final = """
+import os, sys, trio
+from p2pchat.chat.store import open_store
+
+async def main() -> None:
+    async with open_store(sys.argv[1]) as store:
+        group, message = bytes(32), bytes([1]) * 32
+        await store.add_group(group, b"g", joined_at=1)
+        await store.put_message(
+            group, b"p", message, epoch=0, time_stamp=1, author=b"a", received_at=1
+        )
+        vote = await store.record_vote(group, message, 0, b"vote")
+        print(vote.decode(), flush=True)
+        os._exit(0)  # dies here: no close, no checkpoint
+
+trio.run(main)
+"""
+
+
+async def test_vote_survives_a_crash_right_after_return(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [sys.executable, "-c", CRASHER, str(tmp_path)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert (done.returncode, done.stdout) == (0, b"vote\n"), done.stderr.decode()
+    assert (tmp_path / f"{STORE_FILE}-wal").exists()  # the commit lives only in the WAL
+    async with open_store(tmp_path) as store:
+        assert await store.get_vote(bytes(32), bytes([1]) * 32) == b"vote"
+
+
+async def test_schema_is_tagged(tmp_path: Path) -> None:
+    async with open_store(tmp_path):
+        pass
+    conn = sqlite3.connect(tmp_path / STORE_FILE)
+    try:
+        info: dict[str, Any] = {
+            "app": conn.execute("PRAGMA application_id").fetchone()[0],
+            "journal": conn.execute("PRAGMA journal_mode").fetchone()[0],
+            "version": conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()[0],
+        }
+    finally:
+        conn.close()
+    assert info == {"app": APPLICATION_ID, "journal": "wal", "version": 1}
+
+
+async def test_write_connection_is_durable(store: ChatStore) -> None:
+    def pragmas(conn: sqlite3.Connection) -> tuple[Any, ...]:
+        return tuple(
+            conn.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("journal_mode", "synchronous", "foreign_keys")
+        )
+
+    # synchronous 2 is FULL: every commit fsyncs the WAL.
+    assert await store._write(pragmas) == ("wal", 2, 1)
