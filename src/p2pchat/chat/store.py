@@ -59,6 +59,16 @@ import trio
 from ..errors import P2PChatError
 from .core import cbor
 from .core.packet import Packet
+from .core.txn import (
+    AddGroup,
+    CommitResult,
+    OutboxDone,
+    PutEpochKey,
+    PutPacket,
+    PutRoster,
+    PutVote,
+    Transaction,
+)
 
 T = TypeVar("T")
 
@@ -869,6 +879,35 @@ class ChatStore:
         self._writer.close()
         self._reader.close()
 
+    # -- transactions ---------------------------------------------------------------------------
+
+    async def commit(self, txn: Transaction) -> CommitResult:
+        """Commit every operation of ``txn`` together, durably, or none of them.
+
+        Raises:
+            VoteConflictError: a :class:`PutVote` for a roster message of an epoch that already
+                has a roster vote (nothing of ``txn`` is stored).
+            UnknownGroupError: an operation names a group that is neither held nor added
+                earlier in ``txn``.
+            ValueError: a hash or number out of range, or a packet over 1 MiB.
+        """
+        rows: list[Callable[[sqlite3.Connection], bytes | None]] = []
+        size = 0
+        for operation in txn.operations:
+            row, cost = _operation(operation)
+            rows.append(row)
+            size += cost
+
+        def op(conn: sqlite3.Connection) -> CommitResult:
+            result = CommitResult()
+            for operation, row in zip(txn.operations, rows, strict=True):
+                vote = row(conn)
+                if isinstance(operation, PutVote) and vote is not None:
+                    result.votes[operation.message_hash] = vote
+            return result
+
+        return await self._write(op, size)
+
     # -- groups ---------------------------------------------------------------------------------
 
     async def add_group(
@@ -1415,6 +1454,85 @@ def _close_connections(*conns: sqlite3.Connection) -> None:
     for conn in conns:
         with contextlib.suppress(sqlite3.Error):
             conn.close()
+
+
+def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None], int]:
+    """The SQL of one transaction operation (checked now), and the bytes it writes."""
+    if isinstance(op, AddGroup):
+        _check_hash(op.group_id, "group_id")
+        _check_uint(op.joined_at, "joined_at")
+
+        def add_group(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO groups (group_id, genesis, joined_at, settings) "
+                "VALUES (?, ?, ?, ?)",
+                (op.group_id, op.genesis, op.joined_at, b""),
+            )
+
+        return add_group, len(op.genesis)
+    if isinstance(op, PutPacket):
+        message = op.packet.message
+        _check_hash(message.group_id, "group_id")
+        _check_uint(op.received_at, "received_at")
+        if op.outbox_at is not None:
+            _check_uint(op.outbox_at, "outbox_at")
+        encoded = attrs.evolve(op.packet, certificate=None).encode()
+        cert = op.packet.certificate
+        certificate = None if cert is None else cbor.dumps(cert.to_cbor())
+
+        def put_packet(conn: sqlite3.Connection) -> None:
+            _insert_message(
+                conn,
+                message.group_id,
+                encoded,
+                op.packet.message_hash,
+                epoch=message.epoch,
+                time_stamp=message.time_stamp,
+                author=message.author.to_bytes(),
+                received_at=op.received_at,
+                certificate=certificate,
+                outbox_at=op.outbox_at,
+            )
+
+        return put_packet, len(encoded) + len(certificate or b"")
+    if isinstance(op, PutRoster | PutEpochKey):
+        _check_hash(op.group_id, "group_id")
+        _check_uint(op.epoch, "epoch")
+        table, column, value = (
+            ("rosters", "packet", op.packet)
+            if isinstance(op, PutRoster)
+            else ("epoch_keys", "key", op.key)
+        )
+
+        def put_row(conn: sqlite3.Connection) -> None:
+            _require_group(conn, op.group_id)
+            conn.execute(
+                f"INSERT OR IGNORE INTO {table} (group_id, epoch, {column}) VALUES (?, ?, ?)",
+                (op.group_id, op.epoch, value),
+            )
+
+        return put_row, len(value)
+    if isinstance(op, PutVote):
+        _check_hash(op.group_id, "group_id")
+        _check_hash(op.message_hash, "message_hash")
+        _check_uint(op.epoch, "epoch")
+
+        def put_vote(conn: sqlite3.Connection) -> bytes:
+            return _insert_vote(
+                conn, op.group_id, op.message_hash, op.epoch, op.vote, roster=op.roster
+            )
+
+        return put_vote, len(op.vote)
+    if isinstance(op, OutboxDone):
+
+        def outbox_done(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM outbox WHERE group_id = ? AND message_hash = ?",
+                (op.group_id, op.message_hash),
+            )
+
+        return outbox_done, 0
+    raise TypeError(f"not a transaction operation: {op!r}")
 
 
 @asynccontextmanager

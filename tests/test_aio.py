@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from p2pchat.aio import open_service_nursery
+
+
+class BodyError(Exception):
+    pass
+
+
+async def test_body_error_comes_out_unwrapped() -> None:
+    with pytest.raises(BodyError):
+        async with open_service_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            raise BodyError
+
+
+async def test_tasks_are_cancelled_when_the_body_ends() -> None:
+    cancelled = False
+
+    async def task() -> None:
+        nonlocal cancelled
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled = True
+            raise
+
+    async with open_service_nursery() as nursery:
+        nursery.start_soon(task)
+        await trio.testing.wait_all_tasks_blocked()
+    assert cancelled
+
+
+async def test_a_task_error_still_propagates() -> None:
+    async def fail() -> None:
+        raise BodyError
+
+    with pytest.RaisesGroup(BodyError):
+        async with open_service_nursery() as nursery:
+            nursery.start_soon(fail)
+            await trio.sleep_forever()
