@@ -12,10 +12,13 @@ class BodyError(Exception):
 
 
 async def test_body_error_comes_out_unwrapped() -> None:
-    with pytest.raises(BodyError):
+    async def body() -> None:
         async with open_service_nursery() as nursery:
             nursery.start_soon(trio.sleep_forever)
             raise BodyError
+
+    with pytest.raises(BodyError):
+        await body()
 
 
 async def test_tasks_are_cancelled_when_the_body_ends() -> None:
@@ -39,7 +42,10 @@ async def test_a_task_error_still_propagates() -> None:
     async def fail() -> None:
         raise BodyError
 
-    with pytest.RaisesGroup(BodyError):
+    async def body() -> None:
         async with open_service_nursery() as nursery:
             nursery.start_soon(fail)
             await trio.sleep_forever()
+
+    with pytest.RaisesGroup(BodyError):
+        await body()
