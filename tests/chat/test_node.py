@@ -281,7 +281,8 @@ async def test_a_connected_member_that_missed_a_delivery_catches_up_by_anti_entr
         warm_up = await user.chat.send(group_id, "hello")
         await wait_everywhere(cluster.peers, group_id, warm_up)
         # The viewer stops answering smsg for a moment: its delivery is refused, not retried.
-        handler = viewer.chat.dispatcher._handlers["smsg"]
+        handler = viewer.chat.dispatcher.registered("smsg")
+        assert handler is not None
         viewer.chat.dispatcher.unregister("smsg")
         missed = await user.chat.send(group_id, "you were not listening")
         await wait_everywhere([owner], group_id, missed)

@@ -62,10 +62,10 @@ def read_frame(frame: bytes) -> dict[str, Any]:
     reader = FrameReader()
     reader.receive_data(frame)
     reader.receive_eof()
-    value = reader.next_frame()
+    value = reader.next_event()
     assert value is not NEED_DATA
     assert isinstance(value, dict)
-    assert reader.next_frame() is NEED_DATA
+    assert reader.next_event() is NEED_DATA
     assert reader.ended
     return value
 

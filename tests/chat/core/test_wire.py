@@ -93,7 +93,7 @@ BAD_ENVELOPES: list[tuple[Any, str]] = [
 
 def read_all(reader: FrameReader) -> list[dict[str, Any]]:
     frames = []
-    while (frame := reader.next_frame()) is not NEED_DATA:
+    while (frame := reader.next_event()) is not NEED_DATA:
         frames.append(frame)
     return frames
 
@@ -131,7 +131,7 @@ def test_many_frames_in_one_chunk_then_clean_end() -> None:
     assert [parse_envelope(f) for f in read_all(reader)] == [e for e, _ in VECTORS]
     assert not reader.ended
     reader.receive_eof()
-    assert reader.next_frame() is NEED_DATA
+    assert reader.next_event() is NEED_DATA
     assert reader.ended
 
 
@@ -140,25 +140,25 @@ def test_bad_frame_is_refused(frame_hex: str, hint: str) -> None:
     reader = FrameReader()
     reader.receive_data(bytes.fromhex(frame_hex))
     with pytest.raises(FrameError) as info:
-        reader.next_frame()
+        reader.next_event()
     assert info.value.hint == hint
     # The reader stays failed.
     with pytest.raises(LocalProtocolError):
-        reader.next_frame()
+        reader.next_event()
 
 
 def test_oversized_length_prefix_is_refused_before_the_body() -> None:
     reader = FrameReader()
     reader.receive_data(encode_uvarint(MAX_FRAME_SIZE + 1))  # and no body at all
     with pytest.raises(FrameError, match="1048577"):
-        reader.next_frame()
+        reader.next_event()
     # A prefix that may still be in range waits for more bytes.
     waiting = FrameReader()
     waiting.receive_data(b"\x80\x80")
-    assert waiting.next_frame() is NEED_DATA
+    assert waiting.next_event() is NEED_DATA
     waiting.receive_data(b"\x80")
     with pytest.raises(FrameError):
-        waiting.next_frame()
+        waiting.next_event()
 
 
 def test_a_frame_of_exactly_the_maximum_is_read() -> None:
@@ -170,7 +170,7 @@ def test_a_frame_of_exactly_the_maximum_is_read() -> None:
     assert len(frame) == len(prefix) + MAX_FRAME_SIZE
     reader = FrameReader()
     reader.receive_data(frame)
-    assert reader.next_frame() == {"b": filler}
+    assert reader.next_event() == {"b": filler}
     with pytest.raises(LocalProtocolError) as info:
         encode_frame({"b": filler + b"\0"})
     assert info.value.hint == "frame too large"
@@ -179,10 +179,10 @@ def test_a_frame_of_exactly_the_maximum_is_read() -> None:
 def test_smaller_maximum() -> None:
     reader = FrameReader(max_frame_size=8)
     reader.receive_data(encode_frame({"a": 1}))  # 5 bytes: fine
-    assert reader.next_frame() == {"a": 1}
+    assert reader.next_event() == {"a": 1}
     reader.receive_data(encode_frame({"a": b"0123456789"}))
     with pytest.raises(FrameError, match="exceeds 8"):
-        reader.next_frame()
+        reader.next_event()
 
 
 def test_end_of_stream_inside_a_frame_is_an_error() -> None:
@@ -190,10 +190,10 @@ def test_end_of_stream_inside_a_frame_is_an_error() -> None:
     for cut in (1, len(data) - 1):
         reader = FrameReader()
         reader.receive_data(data[:cut])
-        assert reader.next_frame() is NEED_DATA
+        assert reader.next_event() is NEED_DATA
         reader.receive_eof()
         with pytest.raises(FrameError) as info:
-            reader.next_frame()
+            reader.next_event()
         assert info.value.hint == "truncated frame"
 
 
@@ -319,7 +319,7 @@ def test_arbitrary_payload_behind_a_valid_prefix(payload: bytes) -> None:
     reader = FrameReader()
     reader.receive_data(encode_uvarint(len(payload)) + payload)
     try:
-        frame = reader.next_frame()
+        frame = reader.next_event()
     except FrameError:
         return
     assert isinstance(frame, dict)

@@ -4,6 +4,7 @@ streams where the test must write or withhold exact frames."""
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,8 @@ from p2pchat.chat.core.wire import (
     parse_envelope,
 )
 from p2pchat.chat.services.dispatch import (
+    IDLE_TIMEOUT,
+    MAX_STREAMS_PER_PEER,
     PROTOCOL_ID,
     ChatClient,
     ChatStreamError,
@@ -76,7 +79,7 @@ class FakePeer:
     async def read(self, count: int) -> list[Envelope]:
         out: list[Envelope] = []
         while len(out) < count:
-            frame = self.reader.next_frame()
+            frame = self.reader.next_event()
             if frame is NEED_DATA:
                 data = await self.stream.receive_some()
                 assert data, "the stream ended early"
@@ -334,7 +337,7 @@ async def test_at_most_32_in_flight_and_further_callers_wait() -> None:
         await trio.testing.wait_all_tasks_blocked()
         stats = client.statistics()
         assert (stats.in_flight, stats.waiting) == (32, 1)
-        assert server.reader.next_frame() is NEED_DATA  # the 33rd was not sent
+        assert server.reader.next_event() is NEED_DATA  # the 33rd was not sent
         first = queries[0]
         assert isinstance(first, Query)
         await server.write(first.answer({}))
@@ -397,11 +400,15 @@ async def test_bad_queries_are_refused_locally() -> None:
 
 
 async def serve_on_memory(
-    dispatcher: Dispatcher, peer: PeerID, *, task_status: trio.TaskStatus[FakePeer]
+    dispatcher: Dispatcher,
+    peer: PeerID,
+    *,
+    idle_timeout: float = IDLE_TIMEOUT,
+    task_status: trio.TaskStatus[FakePeer],
 ) -> None:
     client_end, server_end = trio.testing.memory_stream_pair()
     task_status.started(FakePeer(client_end))
-    await serve_chat_stream(server_end, dispatcher, remote_peer=peer)
+    await serve_chat_stream(server_end, dispatcher, remote_peer=peer, idle_timeout=idle_timeout)
 
 
 async def test_server_answers_in_flight_queries_after_the_end_of_stream() -> None:
@@ -457,6 +464,126 @@ async def test_serving_side_closes_on_a_protocol_violation(
         assert any(hint in r.getMessage() for r in caplog.records)
 
 
+async def test_streams_beyond_the_cap_are_reset_and_the_others_keep_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    dispatcher = echo_dispatcher()
+    async with chat_pair(dispatcher) as (a, b, first):
+        assert (await first.query("echo", {"n": 0}, timeout=5)).ok
+        others = [
+            FakePeer(await a.new_stream(b.peer_id, [PROTOCOL_ID]))
+            for _ in range(MAX_STREAMS_PER_PEER - 1)
+        ]
+        for n, peer in enumerate(others):  # each stream is being served once it answers
+            await peer.write(Query("echo", n, {"n": n}))
+            assert await peer.read(1) == [Response("echoR", n, True, {"n": n})]
+        assert dispatcher.streams(a.peer_id) == MAX_STREAMS_PER_PEER
+
+        # One stream more, never written to (as a hostile peer would): reset at once.
+        extra = await a.new_stream(b.peer_id, [PROTOCOL_ID])
+        with pytest.raises(trio.BrokenResourceError):
+            await drain(extra)
+        await extra.aclose()
+        assert any("refusing" in r.getMessage() for r in caplog.records)
+        assert dispatcher.streams(a.peer_id) == MAX_STREAMS_PER_PEER
+        assert (await first.query("echo", {"again": 0}, timeout=5)).ok
+        for n, peer in enumerate(others):
+            await peer.write(Query("echo", n, {"again": n}))
+            assert await peer.read(1) == [Response("echoR", n, True, {"again": n})]
+
+        # A stream that ends frees its place for a new one.
+        ending = others[0].stream
+        assert isinstance(ending, trio.abc.HalfCloseableStream)
+        await ending.send_eof()
+        await drain(ending)  # the server has ended its side: it no longer serves the stream
+        await ending.aclose()
+        assert dispatcher.streams(a.peer_id) == MAX_STREAMS_PER_PEER - 1
+        async with open_chat(a, b.peer_id) as fresh:
+            assert (await fresh.query("echo", {"fresh": 1}, timeout=5)).ok
+        for peer in others[1:]:
+            await peer.stream.aclose()
+
+
+async def test_idle_stream_is_reset_after_the_timeout_and_not_before(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    peer = KeyPair.generate().peer_id
+    dispatcher = echo_dispatcher()
+    async with trio.open_nursery() as nursery:
+        client = await nursery.start(serve_on_memory, dispatcher, peer)
+        start = trio.current_time()
+        # Half a frame is no activity: the stream is reset a full timeout after it opened.
+        await trio.sleep(IDLE_TIMEOUT / 2)
+        await client.stream.send_all(encode_envelope(Query("echo", 0, {}))[:3])
+        assert dispatcher.streams(peer) == 1
+        assert await client.stream.receive_some() == b""
+        assert trio.current_time() - start == pytest.approx(IDLE_TIMEOUT)
+    assert dispatcher.streams(peer) == 0
+    assert [r.getMessage() for r in caplog.records if "idle" in r.getMessage()]
+
+    # A complete frame (even one answered "unknown code") starts the timeout afresh.
+    async with trio.open_nursery() as nursery:
+        client = await nursery.start(serve_on_memory, dispatcher, peer)
+        start = trio.current_time()
+        await trio.sleep(IDLE_TIMEOUT / 2)
+        await client.write(Query("nope", 0, {}))
+        assert await client.read(1) == [Response("nopeR", 0, False, {}, "unknown code")]
+        assert await client.stream.receive_some() == b""
+        assert trio.current_time() - start == pytest.approx(IDLE_TIMEOUT * 1.5)
+
+
+async def test_a_stream_with_queries_flowing_is_not_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    peer = KeyPair.generate().peer_id
+    dispatcher = echo_dispatcher()
+
+    @dispatcher.handler("slow")
+    async def slow(ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        await trio.sleep(body["seconds"])
+        return {}
+
+    timeout = 10
+    async with trio.open_nursery() as nursery:
+        client = await nursery.start(
+            partial(serve_on_memory, idle_timeout=timeout), dispatcher, peer
+        )
+        start = trio.current_time()
+        # A query in flight for longer than the timeout holds the stream open...
+        await client.write(Query("slow", 0, {"seconds": 3 * timeout}))
+        assert await client.read(1) == [Response("slowR", 0, True, {})]
+        assert trio.current_time() - start == pytest.approx(3 * timeout)
+        # ...and so do queries that keep coming within the timeout.
+        for rid in range(1, 6):
+            await trio.sleep(timeout - 1)
+            await client.write(Query("echo", rid, {"rid": rid}))
+            assert await client.read(1) == [Response("echoR", rid, True, {"rid": rid})]
+        last = trio.current_time()
+        assert last - start == pytest.approx(3 * timeout + 5 * (timeout - 1))
+        # Once they stop, the stream is reset one timeout after the last answer.
+        assert await client.stream.receive_some() == b""
+        assert trio.current_time() - last == pytest.approx(timeout)
+
+
+async def test_limits_are_checked() -> None:
+    peer = KeyPair.generate().peer_id
+    _client_end, server_end = trio.testing.memory_stream_pair()
+    for limits in (
+        {"max_in_flight": 0},
+        {"max_streams": 0},
+        {"idle_timeout": 0.0},
+        {"idle_timeout": math.nan},
+    ):
+        with pytest.raises(ValueError, match=next(iter(limits))):
+            await serve_chat_stream(server_end, echo_dispatcher(), remote_peer=peer, **limits)
+    async with open_host(KeyPair.generate()) as host:
+        with pytest.raises(ValueError, match="max_streams"):
+            install_chat(host, echo_dispatcher(), max_streams=0)
+        assert PROTOCOL_ID not in host.protocols
+
+
 def test_register_checks_codes() -> None:
     dispatcher = echo_dispatcher()
 
@@ -470,6 +597,8 @@ def test_register_checks_codes() -> None:
             dispatcher.register(bad, handler)
     dispatcher.register("x" * 15, handler)
     assert dispatcher.codes == ["echo", "x" * 15]
+    assert dispatcher.registered("x" * 15) is handler
+    assert dispatcher.registered("nope") is None
     dispatcher.unregister("echo")
     assert dispatcher.codes == ["x" * 15]
     with pytest.raises(LocalProtocolError):

@@ -5,7 +5,7 @@ Theory of operation
 A stream carries frames, ``uvarint(length) || CBOR map``, with ``length`` at most 1 MiB.
 :func:`encode_frame` writes one; a :class:`FrameReader` takes the bytes read from a stream
 (:meth:`~FrameReader.receive_data`, :meth:`~FrameReader.receive_eof`) and hands out each complete
-frame's map (:meth:`~FrameReader.next_frame`), or :data:`NEED_DATA`. It refuses a length prefix
+frame's map (:meth:`~FrameReader.next_event`), or :data:`NEED_DATA`. It refuses a length prefix
 as soon as it is too large, so it never buffers more than one frame plus the last chunk fed.
 
 Each frame is an envelope: a :class:`Query` (``code``, ``rid``, ``body``) or a :class:`Response`
@@ -34,10 +34,12 @@ from ...varint import encode_uvarint, try_decode_uvarint
 from . import cbor
 
 __all__ = [
+    "IDLE_TIMEOUT",
     "MAX_CODE_LENGTH",
     "MAX_FRAME_SIZE",
     "MAX_IN_FLIGHT",
     "MAX_REASON_SIZE",
+    "MAX_STREAMS_PER_PEER",
     "NEED_DATA",
     "PROTOCOL_ID",
     "RESPONSE_SUFFIX",
@@ -64,6 +66,8 @@ RESPONSE_SUFFIX: Final = "R"  # §2: response code = query code + "R"
 RID_LIMIT: Final = 2**32  # §2: rid is an unsigned integer below 2**32
 MAX_REASON_SIZE: Final = 256  # §2: reason, in UTF-8 bytes
 MAX_IN_FLIGHT: Final = 32  # §2: queries in flight per peer
+MAX_STREAMS_PER_PEER: Final = 8  # §1 Limits: inbound chat streams open at once per peer
+IDLE_TIMEOUT: Final = 60.0  # §1 Limits: seconds an inbound stream may idle before it is reset
 
 _CODE_RE: Final = re.compile(r"[A-Za-z0-9]{1,16}")
 _QUERY_KEYS: Final = frozenset({"code", "rid", "body"})
@@ -325,7 +329,7 @@ class FrameReader:
     """Splits a stream's bytes into frames and decodes each frame's CBOR map.
 
     Feed what the stream yields to :meth:`receive_data` (and its end to :meth:`receive_eof`),
-    then call :meth:`next_frame` until it returns :data:`NEED_DATA`. After the end of the stream
+    then call :meth:`next_event` until it returns :data:`NEED_DATA`. After the end of the stream
     it returns the frames still buffered, then :data:`NEED_DATA` for good, with :attr:`ended`
     true; a stream that ends inside a frame is an error. Once it has raised, the stream is
     unusable and every later call raises :class:`~p2pchat.errors.LocalProtocolError`.
@@ -365,7 +369,7 @@ class FrameReader:
         """Note that the peer closed its side of the stream. Calling it again changes nothing."""
         self._eof = True
 
-    def next_frame(self) -> dict[str, Any] | NeedData:
+    def next_event(self) -> dict[str, Any] | NeedData:
         """The next complete frame's map, or :data:`NEED_DATA`.
 
         Raises:
@@ -376,12 +380,12 @@ class FrameReader:
         if self._failed:
             raise LocalProtocolError("the frame reader already failed", hint="reader failed")
         try:
-            return self._next_frame()
+            return self._next_event()
         except FrameError:
             self._failed = True
             raise
 
-    def _next_frame(self) -> dict[str, Any] | NeedData:
+    def _next_event(self) -> dict[str, Any] | NeedData:
         buffer, pos = self._buffer, self._pos
         try:
             parsed = try_decode_uvarint(buffer, pos)

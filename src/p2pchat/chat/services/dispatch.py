@@ -20,6 +20,14 @@ traceback; the stream carries on. A malformed frame resets this stream (handlers
 cancelled) and logs the reason; nothing propagates to the host. At the end of the stream the
 handlers in flight finish and their responses are sent before the function returns.
 
+**Limits** (specs/chat.md §1). The dispatcher also counts each peer's open inbound streams: a
+stream beyond ``max_streams`` is reset before its first byte is read, the peer's other streams
+untouched. A stream with no query in flight that brings no complete frame for ``idle_timeout``
+seconds is reset too: the read loop runs in a cancel scope whose deadline is pushed back on
+every complete frame and lifted while a query is in flight, and re-armed when the last one
+has been answered. Bytes short of a frame do not count, so a peer cannot hold a stream by
+dribbling a frame byte by byte. Both cases are logged with their reason.
+
 **Querying.** :func:`open_chat_client` wraps one stream in a :class:`ChatClient` and owns a
 nursery with a reader and a writer task. :meth:`ChatClient.query` takes one of
 ``max_in_flight`` slots (further callers wait), picks a request id, queues its frame for the
@@ -32,6 +40,7 @@ a malformed frame), every pending and later query raises :class:`ChatStreamError
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -39,11 +48,14 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 import trio
 
+from ...aio import open_service_nursery
 from ...errors import DecodeError, LocalProtocolError, P2PChatError
 from ...identity import PeerID
 from ...multiaddr import Multiaddr
 from ..core.wire import (
+    IDLE_TIMEOUT,
     MAX_IN_FLIGHT,
+    MAX_STREAMS_PER_PEER,
     NEED_DATA,
     PROTOCOL_ID,
     RID_LIMIT,
@@ -63,7 +75,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_QUERY_TIMEOUT",
+    "IDLE_TIMEOUT",
     "MAX_IN_FLIGHT",
+    "MAX_STREAMS_PER_PEER",
     "PROTOCOL_ID",
     "ChatClient",
     "ChatClientStatistics",
@@ -127,11 +141,13 @@ _H = TypeVar("_H", bound=Handler)
 
 
 class Dispatcher:
-    """Routes queries to handlers by code, and counts each peer's queries in flight."""
+    """Routes queries to handlers by code, and counts each peer's queries in flight and inbound
+    streams open, over every stream it serves."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._in_flight: dict[PeerID, int] = {}
+        self._streams: dict[PeerID, int] = {}
 
     def register(self, code: str, handler: Handler) -> None:
         """Answer queries with ``code`` by ``handler``.
@@ -168,19 +184,44 @@ class Dispatcher:
         """The codes with a handler, sorted."""
         return sorted(self._handlers)
 
+    def registered(self, code: str) -> Handler | None:
+        """The handler that answers ``code``, or ``None`` if it has none."""
+        return self._handlers.get(code)
+
     def in_flight(self, peer: PeerID) -> int:
         """How many of ``peer``'s queries are being handled now, over all its streams."""
         return self._in_flight.get(peer, 0)
 
+    def streams(self, peer: PeerID) -> int:
+        """How many of ``peer``'s inbound chat streams are being served now."""
+        return self._streams.get(peer, 0)
+
     def _acquire(self, peer: PeerID) -> None:
-        self._in_flight[peer] = self._in_flight.get(peer, 0) + 1
+        _increment(self._in_flight, peer)
 
     def _release(self, peer: PeerID) -> None:
-        left = self._in_flight[peer] - 1
-        if left:
-            self._in_flight[peer] = left
-        else:
-            del self._in_flight[peer]
+        _decrement(self._in_flight, peer)
+
+    def _open_stream(self, peer: PeerID, limit: int) -> bool:
+        if self.streams(peer) >= limit:
+            return False
+        _increment(self._streams, peer)
+        return True
+
+    def _close_stream(self, peer: PeerID) -> None:
+        _decrement(self._streams, peer)
+
+
+def _increment(counts: dict[PeerID, int], peer: PeerID) -> None:
+    counts[peer] = counts.get(peer, 0) + 1
+
+
+def _decrement(counts: dict[PeerID, int], peer: PeerID) -> None:
+    left = counts[peer] - 1
+    if left:
+        counts[peer] = left
+    else:
+        del counts[peer]
 
 
 # -- serving ------------------------------------------------------------------------------------
@@ -191,61 +232,134 @@ async def serve_chat_stream(
     dispatcher: Dispatcher,
     *,
     max_in_flight: int = MAX_IN_FLIGHT,
+    max_streams: int = MAX_STREAMS_PER_PEER,
+    idle_timeout: float = IDLE_TIMEOUT,
     remote_peer: PeerID | None = None,
 ) -> None:
-    """Answer the queries on ``stream`` until it ends, fails, or breaks the protocol.
+    """Answer the queries on ``stream`` until it ends, fails, idles or breaks the protocol.
 
-    ``remote_peer`` defaults to ``stream.remote_peer`` (a Host's streams have it). Returns when
-    the peer has ended the stream and every response was sent, or after a malformed frame (the
-    stream is then reset and the reason logged) or a broken stream. Does not close the stream
-    otherwise; the Host does when this returns.
+    ``remote_peer`` defaults to ``stream.remote_peer`` (a Host's streams have it). The peer may
+    have ``max_in_flight`` queries being handled and ``max_streams`` streams served by
+    ``dispatcher`` at once; a stream beyond that is reset at once. A stream with no query in
+    flight and no complete frame for ``idle_timeout`` seconds (``math.inf``: never) is reset.
+
+    Returns when the peer has ended the stream and every response was sent, or after it was
+    reset (over the stream cap, idle, or a malformed frame; the reason is logged), or after a
+    broken stream. Does not close the stream otherwise; the Host does when this returns.
 
     Raises:
-        ValueError: no ``remote_peer`` given and the stream has none, or ``max_in_flight < 1``.
+        ValueError: no ``remote_peer`` given and the stream has none, ``max_in_flight`` or
+            ``max_streams`` below 1, or ``idle_timeout`` not positive.
     """
     if remote_peer is None:
         remote_peer = getattr(stream, "remote_peer", None)
         if not isinstance(remote_peer, PeerID):
             raise ValueError("the stream has no remote_peer; pass remote_peer=")
-    if max_in_flight < 1:
-        raise ValueError("max_in_flight must be >= 1")
-    await _StreamServer(stream, dispatcher, remote_peer, max_in_flight).run()
+    _check_limits(max_in_flight, max_streams, idle_timeout)
+    if not dispatcher._open_stream(remote_peer, max_streams):
+        logger.warning(
+            "refusing a %s stream from %s: it already has %d open (the limit)",
+            PROTOCOL_ID,
+            remote_peer,
+            max_streams,
+        )
+        await _abort(stream)
+        return
+    try:
+        await _StreamServer(stream, dispatcher, remote_peer, max_in_flight, idle_timeout).run()
+    finally:
+        dispatcher._close_stream(remote_peer)
 
 
-def install_chat(host: Host, dispatcher: Dispatcher, *, max_in_flight: int = MAX_IN_FLIGHT) -> None:
-    """Serve :data:`PROTOCOL_ID` on ``host`` with ``dispatcher``."""
+def install_chat(
+    host: Host,
+    dispatcher: Dispatcher,
+    *,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    max_streams: int = MAX_STREAMS_PER_PEER,
+    idle_timeout: float = IDLE_TIMEOUT,
+) -> None:
+    """Serve :data:`PROTOCOL_ID` on ``host`` with ``dispatcher``, within the limits that
+    :func:`serve_chat_stream` describes.
+
+    Raises:
+        ValueError: ``max_in_flight`` or ``max_streams`` below 1, or ``idle_timeout`` not
+            positive.
+    """
+    _check_limits(max_in_flight, max_streams, idle_timeout)
 
     async def handle(stream: trio.abc.Stream) -> None:
-        await serve_chat_stream(stream, dispatcher, max_in_flight=max_in_flight)
+        await serve_chat_stream(
+            stream,
+            dispatcher,
+            max_in_flight=max_in_flight,
+            max_streams=max_streams,
+            idle_timeout=idle_timeout,
+        )
 
     host.set_stream_handler(PROTOCOL_ID, handle)
 
 
+def _check_limits(max_in_flight: int, max_streams: int, idle_timeout: float) -> None:
+    if max_in_flight < 1:
+        raise ValueError("max_in_flight must be >= 1")
+    if max_streams < 1:
+        raise ValueError("max_streams must be >= 1")
+    if not idle_timeout > 0:  # also refuses NaN
+        raise ValueError("idle_timeout must be > 0")
+
+
 class _StreamServer:
     def __init__(
-        self, stream: trio.abc.Stream, dispatcher: Dispatcher, peer: PeerID, max_in_flight: int
+        self,
+        stream: trio.abc.Stream,
+        dispatcher: Dispatcher,
+        peer: PeerID,
+        max_in_flight: int,
+        idle_timeout: float,
     ) -> None:
         self._stream = stream
         self._dispatcher = dispatcher
         self._peer = peer
         self._max_in_flight = max_in_flight
+        self._idle_timeout = idle_timeout
+        self._idle = trio.CancelScope()  # around the read loop; its deadline is the idle limit
         self._send_lock = trio.Lock()
         self._rids: set[int] = set()  # ids of the queries being handled on this stream
         self._broken: str | None = None
 
+    def _rearm_idle(self) -> None:
+        """Push the idle deadline back to a full ``idle_timeout`` from now, or lift it while a
+        query of this stream is being handled."""
+        if self._rids:
+            self._idle.deadline = math.inf
+        else:
+            self._idle.deadline = trio.current_time() + self._idle_timeout
+
     async def run(self) -> None:
         violation: FrameError | None = None
         async with trio.open_nursery() as nursery:
-            try:
-                await self._read_queries(nursery)
-            except FrameError as exc:
-                violation = exc
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._broken = str(exc) or type(exc).__name__
-            if violation is not None or self._broken is not None:
+            with self._idle:
+                self._rearm_idle()
+                try:
+                    await self._read_queries(nursery)
+                except FrameError as exc:
+                    violation = exc
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._broken = str(exc) or type(exc).__name__
+            idle = self._idle.cancelled_caught
+            if idle or violation is not None or self._broken is not None:
                 nursery.cancel_scope.cancel()
             # else the peer ended the stream: the handlers in flight finish and answer.
-        if violation is not None:
+        if idle:
+            logger.info(
+                "closing %s stream from %s: idle for %g s (no query in flight, no frame)",
+                PROTOCOL_ID,
+                self._peer,
+                self._idle_timeout,
+            )
+            await _abort(self._stream)
+        elif violation is not None:
             logger.warning(
                 "closing %s stream from %s: %s (%s)",
                 PROTOCOL_ID,
@@ -260,7 +374,7 @@ class _StreamServer:
     async def _read_queries(self, nursery: trio.Nursery) -> None:
         reader = FrameReader()
         while True:
-            frame = reader.next_frame()
+            frame = reader.next_event()
             if frame is NEED_DATA:
                 if reader.ended:
                     return
@@ -276,11 +390,12 @@ class _StreamServer:
                     "a response on a stream that carries our responses", hint="unexpected response"
                 )
             await self._accept(envelope, nursery)
+            self._rearm_idle()
 
     async def _accept(self, query: Query, nursery: trio.Nursery) -> None:
         if query.rid in self._rids:
             raise FrameError(f"rid {query.rid} is already in flight", hint="duplicate rid")
-        handler = self._dispatcher._handlers.get(query.code)
+        handler = self._dispatcher.registered(query.code)
         if handler is None:
             await self._send(encode_envelope(query.refuse(Reason.UNKNOWN_CODE)))
         elif self._dispatcher.in_flight(self._peer) >= self._max_in_flight:
@@ -308,6 +423,7 @@ class _StreamServer:
     def _release(self, query: Query) -> None:
         self._rids.discard(query.rid)
         self._dispatcher._release(self._peer)
+        self._rearm_idle()
 
     async def _answer(self, handler: Handler, query: Query) -> bytes:
         ctx = QueryContext(self._peer, self._stream, query.code, query.rid)
@@ -485,7 +601,7 @@ class ChatClient:
         reader = FrameReader()
         try:
             while True:
-                frame = reader.next_frame()
+                frame = reader.next_event()
                 if frame is NEED_DATA:
                     if reader.ended:
                         self._fail("the peer ended the stream")
@@ -556,22 +672,13 @@ async def open_chat_client(
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be >= 1")
     client = ChatClient(stream, max_in_flight)
-    # The body's exception is re-raised as itself, not inside the nursery's ExceptionGroup.
-    body_error: BaseException | None = None
     try:
-        async with trio.open_nursery() as nursery:
+        async with open_service_nursery() as nursery:
             nursery.start_soon(client._read_responses)
             nursery.start_soon(client._write_frames)
-            try:
-                yield client
-            except BaseException as exc:
-                body_error = exc
-            finally:
-                nursery.cancel_scope.cancel()
+            yield client
     finally:
         await client._close()
-    if body_error is not None:
-        raise body_error
 
 
 @asynccontextmanager
