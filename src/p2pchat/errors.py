@@ -34,3 +34,16 @@ class RemoteProtocolError(ProtocolError):
 
 class DecodeError(RemoteProtocolError):
     """Bytes could not be decoded: truncated, oversized or malformed."""
+
+
+class HandshakeError(P2PChatError):
+    """A connection's secure handshake failed; ``reason`` says why in a few words.
+
+    Raised by the secure stream (``p2pchat.net.secure``) for every failure of the upgrade,
+    timeouts and lost connections included. It lives here, not in the driver, so that the
+    Noise core's ``PeerMismatchError`` can be one too.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -23,6 +23,7 @@ from p2pchat.net.secure import (
 )
 from p2pchat.net.tcp import dial_tcp, listen_tcp, listener_multiaddr
 from p2pchat.protocols import multistream as ms
+from p2pchat.protocols import noise
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -116,8 +117,12 @@ async def test_dial_with_peer_id_over_tcp_and_echo(echo_server: _Listening) -> N
 async def test_dial_fails_when_peer_differs_from_dialed_id(echo_server: _Listening) -> None:
     someone_else = KeyPair.generate().peer_id
     wrong = echo_server.addrs[0].without_peer_id().with_peer_id(someone_else)
-    with pytest.raises(PeerMismatchError):
+    with pytest.raises(PeerMismatchError) as info:
         await dial_secure(wrong, KeyPair.generate())
+    # One class at every layer: the Noise core's, caught as a HandshakeError by the Host.
+    assert info.value.__class__ is noise.PeerMismatchError
+    assert isinstance(info.value, HandshakeError)
+    assert str(someone_else) in info.value.reason
 
 
 @attrs.frozen

@@ -30,10 +30,12 @@ from typing import Final, TypeVar
 
 import trio
 
+from ..errors import HandshakeError as HandshakeError
 from ..errors import P2PChatError, ProtocolError
 from ..identity import KeyPair, PeerID, PublicKey
 from ..multiaddr import Multiaddr
 from ..protocols import noise
+from ..protocols.noise import PeerMismatchError as PeerMismatchError
 from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
 from .tcp import dial_tcp, listen_tcp, listener_multiaddr, remote_multiaddr
 
@@ -45,18 +47,6 @@ NOISE_PROTOCOL: Final = noise.PROTOCOL_ID
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 # How much to ask the transport for at once: several Noise frames, few system calls.
 RECEIVE_SIZE: Final = 256 * 1024
-
-
-class HandshakeError(P2PChatError):
-    """The secure handshake failed; ``reason`` says why in a few words."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class PeerMismatchError(HandshakeError):
-    """The peer authenticated as someone other than the peer we dialed."""
 
 
 class _State(enum.Enum):
@@ -300,8 +290,8 @@ async def _secure(
             done = await _drive_handshake(transport, session, initial)
     except trio.TooSlowError:
         raise HandshakeError(f"handshake timed out after {handshake_timeout:g} s") from None
-    except noise.PeerMismatchError as exc:
-        raise PeerMismatchError(str(exc)) from exc
+    except PeerMismatchError:  # a HandshakeError already, and the caller's to catch by name
+        raise
     except NegotiationError as exc:
         raise HandshakeError(str(exc)) from exc
     except ProtocolError as exc:
