@@ -30,8 +30,8 @@ once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
 
 import attrs
 
@@ -301,7 +301,7 @@ class ChatEngine:
         )
         return signed.group_id, Commit(txn, _GroupAdded(view))
 
-    def join(self, group_id: bytes, body: dict[str, object], now: int) -> Commit | None:
+    def join(self, group_id: bytes, body: Mapping[str, Any], now: int) -> Commit | None:
         """Join with a ``pktR`` body (genesis and roster chain); None if already held.
 
         Raises:
