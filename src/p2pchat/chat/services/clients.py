@@ -53,16 +53,25 @@ class ClientPool:
             ChatError: the peer cannot be reached or did not answer in time.
         """
         target = _target(peer)
-        try:
-            client = await self._client(peer, target)
-            response = await client.query(code, body, timeout=self.query_timeout)
-        except trio.TooSlowError:
-            raise ChatError(f"{target} did not answer {code!r} in time") from None
-        except ChatStreamError as exc:
-            done = self._done.get(target)
-            if done is not None:
-                done.set()
-            raise ChatError(f"{code!r} to {target}: {exc}") from exc
+        # A stream kept from earlier queries may have been closed by the peer meanwhile (an
+        # idle chat stream is closed after a while, §1): such a failure is tried once more on a
+        # new stream. Every chat query is idempotent, so asking twice is safe.
+        for retry in (True, False):
+            reused = target in self._clients
+            try:
+                client = await self._client(peer, target)
+                response = await client.query(code, body, timeout=self.query_timeout)
+                break
+            except trio.TooSlowError:
+                raise ChatError(f"{target} did not answer {code!r} in time") from None
+            except ChatStreamError as exc:
+                done = self._done.get(target)
+                if done is not None:
+                    done.set()
+                if not (retry and reused):
+                    raise ChatError(f"{code!r} to {target}: {exc}") from exc
+                logger.debug("%r to %s: %s; once more on a new stream", code, target, exc)
+                self._clients.pop(target, None)
         if not response.ok:
             reason = response.reason or "?"
             raise QueryRefusedError(f"{target} refused {code!r}: {reason}", reason)
