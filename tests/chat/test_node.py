@@ -112,7 +112,7 @@ def user_packet(author: Peer, owner: Peer, group_id: bytes, text: bytes) -> Pack
     """A well-formed packet by ``author`` in the group's current epoch (keys from ``owner``)."""
     state = owner.chat.group_state(group_id)
     epoch = state.current_epoch
-    key = owner.chat._groups[group_id].epoch_keys[epoch]
+    key = owner.chat.view(group_id).epoch_keys[epoch]
     sealed = crypto.encrypt_artifact(
         text, epoch_key=key, group_id=group_id, epoch=epoch, author=author.peer_id
     )
@@ -126,7 +126,7 @@ def user_packet(author: Peer, owner: Peer, group_id: bytes, text: bytes) -> Pack
         time.time_ns() // 1_000_000,
         author.peer_id,
         None,
-        owner.chat._groups[group_id].heads.heads(),
+        owner.chat.view(group_id).heads.heads(),
         Headers(),
         artifact,
     )
@@ -334,13 +334,13 @@ async def test_a_removed_member_gets_no_later_keys_and_can_no_longer_send(tmp_pa
         with trio.fail_after(10):
             await user.chat.wait_ratified(group_id, removal.message_hash)
         assert user.chat.group_state(group_id).current_epoch == epoch
-        assert epoch not in user.chat._groups[group_id].epoch_keys
-        assert epoch - 1 in user.chat._groups[group_id].epoch_keys
+        assert epoch not in user.chat.view(group_id).epoch_keys
+        assert epoch - 1 in user.chat.view(group_id).epoch_keys
         # ...so it cannot read what follows, even holding the packet, and cannot send.
         row = await owner.chat.store.get_message(group_id, after)
         assert row is not None
         packet = Packet.decode(row.packet_with_certificate())
-        for key in user.chat._groups[group_id].epoch_keys.values():
+        for key in user.chat.view(group_id).epoch_keys.values():
             with pytest.raises(crypto.DecryptError):
                 crypto.decrypt_packet(packet, epoch_key=key)
         with pytest.raises(NotAllowedError):

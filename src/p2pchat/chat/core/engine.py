@@ -1,0 +1,764 @@
+"""The group engine: a node's chat logic as a sans-IO state machine (specs/chat.md §6-§8).
+
+Theory of operation
+-------------------
+The engine holds what the node knows of its groups (the verified roster chains, the epoch keys,
+which messages it holds ratified, the DAG heads), the quorum collection of its own messages in
+flight, and the outbox schedule. It does no I/O and reads no clock.
+
+*Commands* are direct calls that answer at once: :meth:`ChatEngine.create_group`,
+:meth:`~ChatEngine.join`, :meth:`~ChatEngine.author`, :meth:`~ChatEngine.change_roster` return a
+:class:`~.events.Commit`; :meth:`~ChatEngine.receive` (a certified packet from ``smsg``, a
+history page, a fetch, a roster chain) and :meth:`~ChatEngine.vote_request` (``mrat``) return a
+``Commit``, a :class:`~.events.Refused` or a :class:`~.events.NeedParents`.
+
+*Events* (:meth:`ChatEngine.handle`) are what happened: ``Tick``, ``Connected``,
+``Disconnected``, ``VoteAnswered``, ``HeadsAnswered``, ``Committed``. Each returns the actions
+that follow, in order.
+
+**Memory follows the commit.** Nothing the engine holds changes when it decides to store
+something: it returns a ``Commit`` whose transaction holds every row of the change (a certified
+roster message with its roster row and the epoch keys it brings; a join with the group, its
+roster chain and keys; a vote with its packet; a queued message with its outbox entry) and an
+*effect*. Only :class:`~.events.Committed` applies the effect. A node that dies before the commit
+holds neither in the store nor in memory; one that dies after reloads the same state from the
+store (:meth:`ChatEngine.load_group`, :meth:`~ChatEngine.load_outbox`). Effects are idempotent,
+so two commits of the same message (it arrived twice while the first was being written) apply
+once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from ...errors import DecodeError, P2PChatError, ProtocolError
+from ...identity import KeyPair, PeerID
+from . import cbor, crypto
+from .dag import Heads, display_order
+from .events import (
+    Action,
+    AlreadyHeld,
+    AskVote,
+    Commit,
+    Committed,
+    CompareHeads,
+    Connected,
+    Deliver,
+    Disconnected,
+    Effect,
+    Event,
+    FetchMissing,
+    HeadsAnswered,
+    LearnRoster,
+    NeedParents,
+    Publish,
+    Ratified,
+    Refused,
+    SyncHistory,
+    Tick,
+    VoteAnswered,
+)
+from .fetch import MAX_FETCH
+from .outbox import Outbox
+from .packet import Artifact, Headers, Message, Packet, Vote, make_vote, sha256, sign_message
+from .quorum import QuorumCollector
+from .roster import (
+    GroupState,
+    History,
+    Member,
+    Role,
+    Roster,
+    RosterUpdate,
+    SignedGenesis,
+    WrappedKey,
+    build_roster_message,
+    default_quorum,
+    new_group,
+    read_roster_update,
+)
+from .txn import (
+    AddGroup,
+    OutboxDone,
+    PutEpochKey,
+    PutPacket,
+    PutRoster,
+    PutVote,
+    Transaction,
+)
+from .validate import check_for_delivery, check_for_ratification
+
+logger = logging.getLogger(__name__)
+
+ROSTER: Final = "roster"
+
+
+class ChatError(P2PChatError):
+    """A chat operation failed; the message says why."""
+
+
+class NotAllowedError(ChatError):
+    """Our role in the group does not allow this (e.g. a viewer sending)."""
+
+
+@attrs.frozen
+class EngineConfig:
+    """The engine's policy; every time is in milliseconds."""
+
+    retry_initial: int = 1_000
+    retry_max: int = 30_000
+    #: A ratification attempt without a quorum after this long has failed.
+    attempt_timeout: int = 12_000
+    #: How often to compare heads with every connected member.
+    sync_interval: int = 30_000
+    #: Attempts of queued messages in flight at once.
+    outbox_concurrency: int = 16
+
+
+@attrs.define(eq=False)
+class GroupView:
+    """What the node holds of one group (read-only outside the engine)."""
+
+    signed: SignedGenesis
+    state: GroupState
+    epoch_keys: dict[int, bytes] = attrs.Factory(dict)
+    heads: Heads = attrs.Factory(Heads)
+    ratified: set[bytes] = attrs.Factory(set)
+
+    @property
+    def group_id(self) -> bytes:
+        return self.signed.group_id
+
+    def has(self, message_hash: bytes) -> bool:
+        return message_hash in self.ratified
+
+    def members(self, *epochs: int) -> set[PeerID]:
+        """The members of the given epochs (every epoch when none is given)."""
+        if not epochs:
+            epochs = tuple(range(self.state.current_epoch + 1))
+        peers: set[PeerID] = set()
+        for epoch in epochs:
+            roster = self.state.find_roster(epoch)
+            if roster is not None:
+                peers.update(m.peer for m in roster.members)
+        return peers
+
+
+# -- effects: what a commit changes in memory -----------------------------------------------------
+
+
+@attrs.frozen
+class _GroupAdded(Effect):
+    view: GroupView
+
+
+@attrs.frozen
+class _Accepted(Effect):
+    group_id: bytes
+    packet: Packet
+    keys: dict[int, bytes]
+    deliver: bool
+
+
+@attrs.frozen
+class _Queued(Effect):
+    group_id: bytes
+    packet: Packet
+    origin: bytes
+    replaces: bytes | None = None
+
+
+@attrs.frozen
+class _Voted(Effect):
+    group_id: bytes
+    message_hash: bytes
+
+
+@attrs.frozen
+class _Dropped(Effect):
+    message_hash: bytes
+
+
+@attrs.define
+class _Attempt:
+    """One round of asking the ratifiers of an epoch for votes on one of our messages."""
+
+    group_id: bytes
+    packet: Packet
+    collector: QuorumCollector
+    waiting: set[PeerID]
+    deadline: int
+    stale_from: PeerID | None = None
+    certifying: bool = False
+
+
+class ChatEngine:
+    """The chat logic of one node (see the module's theory of operation)."""
+
+    def __init__(
+        self, identity: KeyPair, hpke: crypto.HpkeKeyPair, config: EngineConfig | None = None
+    ) -> None:
+        self.identity = identity
+        self.peer_id: PeerID = identity.peer_id
+        self.hpke = hpke
+        self.config = config if config is not None else EngineConfig()
+        self._groups: dict[bytes, GroupView] = {}
+        self.outbox = Outbox(
+            self.config.retry_initial, self.config.retry_max, self.config.outbox_concurrency
+        )
+        self._attempts: dict[bytes, _Attempt] = {}
+        self._connected: set[PeerID] = set()
+        self._next_sync: int | None = None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def groups(self) -> list[bytes]:
+        return list(self._groups)
+
+    def view(self, group_id: bytes) -> GroupView:
+        """The group as held.
+
+        Raises:
+            ChatError: we are not in that group.
+        """
+        view = self._groups.get(group_id)
+        if view is None:
+            raise ChatError(f"not a member of group {group_id.hex()[:16]}")
+        return view
+
+    def find(self, group_id: bytes) -> GroupView | None:
+        return self._groups.get(group_id)
+
+    def next_wake(self) -> int | None:
+        """When the engine next wants a :class:`Tick` (None: only on events)."""
+        times = [a.deadline for a in self._attempts.values() if not a.certifying]
+        due = self.outbox.next_due()
+        if due is not None and self.outbox.in_flight < self.outbox.concurrency:
+            times.append(due)
+        if self._next_sync is not None:
+            times.append(self._next_sync)
+        return min(times) if times else None
+
+    def my_member_entry(self, role: Role) -> Member:
+        return Member(self.peer_id, role, self.hpke.kem, self.hpke.public_bytes())
+
+    # -- loading from the store ----------------------------------------------------------------
+
+    def load_group(
+        self,
+        genesis: bytes,
+        rosters: Sequence[Packet],
+        epoch_keys: dict[int, bytes],
+        ratified: Iterable[Packet],
+    ) -> None:
+        """Hold a group as the store has it (at start-up).
+
+        Raises:
+            RosterError: the stored chain does not verify.
+        """
+        signed = SignedGenesis.decode(genesis)
+        view = GroupView(signed, GroupState.from_chain(signed, rosters), dict(epoch_keys))
+        for packet in ratified:
+            view.ratified.add(packet.message_hash)
+            view.heads.add(packet.message_hash, packet.message.parents)
+        self._groups[signed.group_id] = view
+
+    def load_outbox(self, packet: Packet, now: int) -> None:
+        """Queue one of our pending messages found in the store's outbox (at start-up)."""
+        group_id = packet.message.group_id
+        if group_id in self._groups:
+            self.outbox.add(group_id, packet, origin=packet.message_hash, now=now)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def create_group(
+        self, name: str, *, quorum: int | None, history: History, now: int, nonce: bytes
+    ) -> tuple[bytes, Commit]:
+        """A new group with us as owner and sole ratifier.
+
+        Raises:
+            ValueError: a bad name, quorum or history setting.
+        """
+        signed = new_group(
+            self.identity,
+            name,
+            [self.my_member_entry(Role.RATIFIER)],
+            quorum=quorum,
+            history=history,
+            now_ms=now,
+            nonce=nonce,
+        )
+        key = crypto.new_epoch_key()
+        view = GroupView(signed, GroupState.from_genesis(signed), {0: key})
+        txn = Transaction(
+            (
+                AddGroup(signed.group_id, signed.encode(), now),
+                PutEpochKey(signed.group_id, 0, key),
+            )
+        )
+        return signed.group_id, Commit(txn, _GroupAdded(view))
+
+    def join(self, group_id: bytes, body: Mapping[str, Any], now: int) -> Commit | None:
+        """Join with a ``pktR`` body (genesis and roster chain); None if already held.
+
+        Raises:
+            ChatError: the chain does not verify or we are not in it.
+        """
+        if group_id in self._groups:
+            return None
+        try:
+            signed = SignedGenesis.from_cbor(body["genesis"])
+            packets = [Packet.from_cbor(p) for p in _as_list(body["rosters"])]
+            if signed.group_id != group_id or not signed.verify():
+                raise ChatError("the genesis does not match the group id or its signature")
+            state = GroupState.from_chain(signed, packets)
+        except (KeyError, TypeError, ProtocolError) as exc:
+            raise ChatError(f"the group's roster chain does not verify: {exc}") from exc
+        if not state.is_member(self.peer_id, state.current_epoch):
+            raise ChatError("we are not a member of that group (ask its owner for an invite)")
+        view = GroupView(signed, state)
+        operations: list[AddGroup | PutPacket | PutRoster | PutEpochKey] = [
+            AddGroup(group_id, signed.encode(), now)
+        ]
+        for packet in state.roster_packets:
+            keys = self._unwrap_keys(view, packet)
+            view.epoch_keys.update(keys)
+            view.ratified.add(packet.message_hash)
+            view.heads.add(packet.message_hash, packet.message.parents)
+            operations += self._accept_rows(group_id, packet, keys, now)
+        return Commit(Transaction(tuple(operations)), _GroupAdded(view))
+
+    def author(
+        self,
+        group_id: bytes,
+        data: bytes,
+        *,
+        message_type: str,
+        mime: str,
+        ref_hash: bytes | None,
+        now: int,
+    ) -> tuple[Packet, Commit]:
+        """Write, encrypt and sign a message; the commit queues it.
+
+        Raises:
+            ChatError: we are not in the group or hold no key for its epoch.
+            NotAllowedError: our role cannot send.
+        """
+        view = self.view(group_id)
+        packet = self._author(view, data, message_type, mime, ref_hash, now)
+        return packet, self._queue(view, packet, now)
+
+    def change_roster(
+        self, group_id: bytes, members: Sequence[Member], *, added: PeerID | None, now: int
+    ) -> tuple[Packet, Commit]:
+        """Write the roster message that opens the next epoch with ``members``; owner only.
+
+        Raises:
+            NotAllowedError: we are not the owner.
+        """
+        view = self.view(group_id)
+        state = view.state
+        if state.owner != self.peer_id:
+            raise NotAllowedError("only the group's owner changes the roster")
+        current = state.current_roster
+        epoch = state.current_epoch + 1
+        ratifiers = sum(1 for m in members if m.role is Role.RATIFIER)
+        if current.quorum == default_quorum(len(current.ratifiers)):
+            quorum = default_quorum(ratifiers)  # the group follows the majority rule
+        else:
+            quorum = min(current.quorum, ratifiers)
+        roster = Roster(epoch, tuple(members), quorum, current.history)
+        new_key = crypto.new_epoch_key()
+        keys = [self._wrap(new_key, m, group_id, epoch) for m in roster.members]
+        history_keys: list[WrappedKey] = []
+        if added is not None and current.history == "all":
+            newcomer = roster.member(added)
+            if newcomer is not None and current.member(added) is None:
+                history_keys = [
+                    self._wrap(key, newcomer, group_id, e)
+                    for e, key in sorted(view.epoch_keys.items())
+                ]
+        update = RosterUpdate(roster, tuple(keys), tuple(history_keys))
+        message, _ = build_roster_message(state, update, now_ms=now, parents=view.heads.heads())
+        packet = sign_message(self.identity, message, b"", b"")
+        return packet, self._queue(view, packet, now)
+
+    def receive(
+        self, group_id: bytes, packet: Packet, now: int
+    ) -> Commit | Refused | NeedParents | AlreadyHeld:
+        """A certified packet arrived (``smsg``, history, a fetch, a roster chain)."""
+        view = self._groups.get(group_id)
+        if view is None or packet.message.group_id != group_id:
+            return Refused("unknown group")
+        if view.has(packet.message_hash):
+            return AlreadyHeld()
+        reason = check_for_delivery(packet, view.state, have=view.has)
+        if reason == "missing parents":
+            return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
+        if reason is not None:
+            return Refused(reason)
+        return self._accept(view, packet, now, deliver=False)
+
+    def vote_request(
+        self, group_id: bytes, packet: Packet, querier: PeerID, now: int
+    ) -> Commit | Refused | NeedParents:
+        """``mrat``: check ``packet`` and, if it passes, commit it with our vote.
+
+        The caller answers with the vote the commit returns (an earlier vote of ours for the
+        same message, if the store holds one).
+        """
+        view = self._groups.get(group_id)
+        if view is None or packet.message.group_id != group_id:
+            return Refused("unknown group")
+        state = view.state
+        if state.role(self.peer_id, state.current_epoch) is not Role.RATIFIER:
+            return Refused("not allowed")  # only ratifiers vote
+        reason = check_for_ratification(packet, state, now_ms=now, have=view.has)
+        if reason == "missing parents" and querier != self.peer_id:
+            return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
+        if reason is not None:
+            return Refused(reason)
+        message = packet.message
+        vote = make_vote(self.identity, group_id, message.epoch, packet.message_hash)
+        txn = Transaction(
+            (
+                PutPacket(packet, received_at=now),
+                PutVote(
+                    group_id,
+                    packet.message_hash,
+                    message.epoch,
+                    cbor.dumps(vote.to_cbor()),
+                    roster=message.message_type == ROSTER,
+                ),
+            )
+        )
+        return Commit(txn, _Voted(group_id, packet.message_hash))
+
+    # -- events --------------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Action]:
+        """Take an event; return the actions that follow, in order."""
+        if isinstance(event, Tick):
+            return self._on_tick(event.now)
+        if isinstance(event, Connected):
+            return self._on_connected(event.peer, event.now)
+        if isinstance(event, Disconnected):
+            self._connected.discard(event.peer)
+            return []
+        if isinstance(event, VoteAnswered):
+            return self._on_vote(event)
+        if isinstance(event, HeadsAnswered):
+            return self._on_heads(event)
+        return self._on_committed(event)
+
+    def _on_tick(self, now: int) -> list[Action]:
+        actions: list[Action] = []
+        for message_hash, attempt in list(self._attempts.items()):
+            if attempt.deadline <= now and not attempt.certifying:
+                actions += self._attempt_over(message_hash, now)
+        for item in self.outbox.start_due(now):
+            view = self._groups.get(item.group_id)
+            if view is None:  # the group is not held: nothing to send it to
+                self.outbox.remove(item.message_hash)
+                continue
+            if item.packet.message.epoch != view.state.current_epoch:
+                actions += self._reauthor(view, item.packet, item.origin, now)
+            else:
+                actions += self._start_attempt(view, item.packet, now)
+        if self._next_sync is None:
+            self._next_sync = now + self.config.sync_interval
+        elif self._next_sync <= now:
+            self._next_sync = now + self.config.sync_interval
+            for view in self._groups.values():
+                members = view.members()
+                for peer in sorted(self._connected & members):
+                    actions.append(CompareHeads(view.group_id, peer, catch_up=False))
+        return actions
+
+    def _on_connected(self, peer: PeerID, now: int) -> list[Action]:
+        self._connected.add(peer)
+        ratifiers = {g: v.state.current_roster.ratifiers for g, v in self._groups.items()}
+        self.outbox.hurry(now, peer=peer, ratifiers=ratifiers)
+        actions: list[Action] = [
+            CompareHeads(view.group_id, peer, catch_up=True)
+            for view in self._groups.values()
+            if peer != self.peer_id and peer in view.members()
+        ]
+        return actions + self._on_tick(now)
+
+    def _on_vote(self, event: VoteAnswered) -> list[Action]:
+        attempt = self._attempts.get(event.message_hash)
+        if attempt is None or event.ratifier not in attempt.waiting:
+            return []
+        attempt.waiting.discard(event.ratifier)
+        if event.vote is not None:
+            attempt.collector.add_vote(event.vote)
+        elif event.reason == "stale epoch" and attempt.stale_from is None:
+            attempt.stale_from = event.ratifier
+        if attempt.certifying:
+            return []
+        certificate = attempt.collector.certificate
+        if certificate is not None:
+            attempt.certifying = True
+            view = self._groups[attempt.group_id]
+            certified = attempt.packet.with_certificate(certificate)
+            return [self._accept(view, certified, event.now, deliver=True)]
+        if not attempt.waiting:
+            return self._attempt_over(event.message_hash, event.now)
+        return []
+
+    def _on_heads(self, event: HeadsAnswered) -> list[Action]:
+        view = self._groups.get(event.group_id)
+        if view is None:
+            return []
+        missing = [h for h in event.heads if len(h) == 32 and not view.has(h)]
+        if not missing:
+            return []
+        logger.info("%d heads of %s missing here", len(missing), event.peer)
+        if event.catch_up:
+            return [SyncHistory(event.group_id, event.peer)]
+        return [FetchMissing(event.group_id, event.peer, tuple(missing[:MAX_FETCH]))]
+
+    def _on_committed(self, event: Committed) -> list[Action]:
+        effect = event.commit.effect
+        if isinstance(effect, _GroupAdded):
+            if effect.view.group_id not in self._groups:
+                self._groups[effect.view.group_id] = effect.view
+            return []
+        if isinstance(effect, _Queued):
+            return self._queued(effect, event.now)
+        if isinstance(effect, _Accepted):
+            return self._accepted(effect, event.now)
+        if isinstance(effect, _Dropped):
+            self.outbox.remove(effect.message_hash)
+            return []
+        return []  # _Voted: votes live in the store only
+
+    # -- our messages --------------------------------------------------------------------------
+
+    def _author(
+        self,
+        view: GroupView,
+        data: bytes,
+        message_type: str,
+        mime: str,
+        ref_hash: bytes | None,
+        now: int,
+    ) -> Packet:
+        state = view.state
+        epoch = state.current_epoch
+        if not state.can_send(self.peer_id, epoch, message_type):
+            raise NotAllowedError("our role in this group does not allow sending")
+        key = view.epoch_keys.get(epoch)
+        if key is None:
+            raise ChatError(f"no key for epoch {epoch} of this group")
+        sealed = crypto.encrypt_artifact(
+            data, epoch_key=key, group_id=view.group_id, epoch=epoch, author=self.peer_id
+        )
+        artifact = Artifact(
+            mime, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
+        )
+        message = Message(
+            group_id=view.group_id,
+            epoch=epoch,
+            message_type=message_type,
+            time_stamp=now,
+            author=self.peer_id,
+            ref_hash=ref_hash,
+            parents=view.heads.heads(),
+            headers=Headers(),
+            artifact=artifact,
+        )
+        return sign_message(self.identity, message, sealed.aes_key, sealed.iv)
+
+    def _queue(
+        self,
+        view: GroupView,
+        packet: Packet,
+        now: int,
+        *,
+        origin: bytes | None = None,
+        replaces: bytes | None = None,
+    ) -> Commit:
+        operations: list[PutPacket | OutboxDone] = []
+        if replaces is not None:
+            operations.append(OutboxDone(view.group_id, replaces))
+        operations.append(PutPacket(packet, received_at=now, outbox_at=now))
+        effect = _Queued(
+            view.group_id,
+            packet,
+            packet.message_hash if origin is None else origin,
+            replaces,
+        )
+        return Commit(Transaction(tuple(operations)), effect)
+
+    def _queued(self, effect: _Queued, now: int) -> list[Action]:
+        if effect.replaces is not None:
+            self.outbox.remove(effect.replaces)
+        view = self._groups.get(effect.group_id)
+        if view is None or view.has(effect.packet.message_hash):
+            return []
+        self.outbox.add(effect.group_id, effect.packet, origin=effect.origin, now=now)
+        return [Publish(effect.group_id, effect.packet, ratified=False), *self._on_tick(now)]
+
+    def _reauthor(self, view: GroupView, packet: Packet, origin: bytes, now: int) -> list[Action]:
+        """A queued message of an epoch that has closed: write its content again, now."""
+        message = packet.message
+        key = view.epoch_keys.get(message.epoch)
+        fresh: Packet | None = None
+        if message.message_type == ROSTER:
+            logger.warning("a queued roster change for a closed epoch is dropped")
+        elif key is None:
+            logger.warning("a queued message of epoch %d has no key; dropped", message.epoch)
+        else:
+            try:
+                content = crypto.decrypt_packet(packet, epoch_key=key)
+                fresh = self._author(
+                    view,
+                    content,
+                    message.message_type,
+                    message.artifact.type,
+                    message.ref_hash,
+                    now,
+                )
+            except (ProtocolError, ChatError) as exc:
+                logger.warning("cannot write a queued message again: %s", exc)
+        if fresh is None:
+            txn = Transaction((OutboxDone(view.group_id, packet.message_hash),))
+            return [Commit(txn, _Dropped(packet.message_hash))]
+        return [self._queue(view, fresh, now, origin=origin, replaces=packet.message_hash)]
+
+    def _start_attempt(self, view: GroupView, packet: Packet, now: int) -> list[Action]:
+        epoch = packet.message.epoch
+        roster = view.state.roster(epoch)
+        collector = QuorumCollector(view.group_id, epoch, packet.message_hash, roster)
+        ratifiers = sorted(roster.ratifiers)
+        self._attempts[packet.message_hash] = _Attempt(
+            view.group_id, packet, collector, set(ratifiers), now + self.config.attempt_timeout
+        )
+        return [AskVote(view.group_id, packet, ratifier) for ratifier in ratifiers]
+
+    def _attempt_over(self, message_hash: bytes, now: int) -> list[Action]:
+        """An attempt ended without a quorum: back off, and learn a later roster if a ratifier
+        refused the message as stale."""
+        attempt = self._attempts.pop(message_hash)
+        # Back off either way; learning a later roster makes the message due again at once.
+        self.outbox.failed(message_hash, now)
+        if attempt.stale_from is not None:
+            return [LearnRoster(attempt.group_id, attempt.stale_from)]
+        return []
+
+    # -- accepting certified messages ----------------------------------------------------------
+
+    def _accept_rows(
+        self, group_id: bytes, packet: Packet, keys: dict[int, bytes], now: int
+    ) -> list[PutPacket | PutRoster | PutEpochKey]:
+        rows: list[PutPacket | PutRoster | PutEpochKey] = [PutPacket(packet, received_at=now)]
+        if packet.message.message_type == ROSTER:
+            rows.append(PutRoster(group_id, packet.message.epoch + 1, packet.encode()))
+            rows += [PutEpochKey(group_id, e, k) for e, k in sorted(keys.items())]
+        return rows
+
+    def _accept(self, view: GroupView, packet: Packet, now: int, *, deliver: bool) -> Commit:
+        keys: dict[int, bytes] = {}
+        if packet.message.message_type == ROSTER:
+            keys = self._unwrap_keys(view, packet)
+        operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone] = []
+        operations += self._accept_rows(view.group_id, packet, keys, now)
+        if packet.message.author == self.peer_id:
+            operations.append(OutboxDone(view.group_id, packet.message_hash))
+        effect = _Accepted(view.group_id, packet, keys, deliver)
+        return Commit(Transaction(tuple(operations)), effect)
+
+    def _accepted(self, effect: _Accepted, now: int) -> list[Action]:
+        view = self._groups.get(effect.group_id)
+        packet = effect.packet
+        if view is None or view.has(packet.message_hash):
+            return []
+        actions: list[Action] = []
+        if packet.message.message_type == ROSTER:
+            epoch = packet.message.epoch
+            held = view.state.roster_packet(epoch)
+            if held is None and epoch == view.state.current_epoch:
+                try:
+                    view.state.apply_roster_packet(packet)
+                except ProtocolError as exc:  # checked on arrival; only a fork gets here
+                    logger.warning("a committed roster message does not apply: %s", exc)
+                    return []
+                view.epoch_keys.update(effect.keys)
+                # Our queued messages of the old epoch are written again at once.
+                self.outbox.hurry(now, group_id=view.group_id)
+            for key_epoch, key in effect.keys.items():
+                view.epoch_keys.setdefault(key_epoch, key)
+        view.ratified.add(packet.message_hash)
+        view.heads.add(packet.message_hash, packet.message.parents)
+        actions.append(Publish(view.group_id, packet, ratified=True))
+        queued = self.outbox.remove(packet.message_hash)
+        self._attempts.pop(packet.message_hash, None)
+        if packet.message.author == self.peer_id:
+            origin = queued.origin if queued is not None else packet.message_hash
+            actions.append(Ratified(view.group_id, origin, packet.message_hash))
+        if effect.deliver:
+            message = packet.message
+            peers = view.members(message.epoch, view.state.current_epoch) - {self.peer_id}
+            actions.append(Deliver(view.group_id, packet, tuple(sorted(peers))))
+        return actions + self._on_tick(now)
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def _wrap(self, key: bytes, member: Member, group_id: bytes, epoch: int) -> WrappedKey:
+        enc = crypto.wrap_epoch_key(
+            key,
+            kem=member.kem,
+            hpke_public=member.hpke,
+            group_id=group_id,
+            epoch=epoch,
+            peer=member.peer,
+        )
+        return WrappedKey(member.peer, epoch, enc)
+
+    def _unwrap_keys(self, view: GroupView, packet: Packet) -> dict[int, bytes]:
+        """The epoch keys a roster message carries for us (not yet held), unwrapped."""
+        try:
+            update = read_roster_update(packet, view.state.owner)
+        except (ProtocolError, DecodeError):
+            return {}
+        keys: dict[int, bytes] = {}
+        for wrapped in (*update.keys, *update.history_keys):
+            if wrapped.peer != self.peer_id or wrapped.epoch in view.epoch_keys:
+                continue
+            try:
+                keys[wrapped.epoch] = crypto.unwrap_epoch_key(
+                    wrapped.enc,
+                    keypair=self.hpke,
+                    group_id=view.group_id,
+                    epoch=wrapped.epoch,
+                    peer=self.peer_id,
+                )
+            except ProtocolError as exc:
+                logger.warning("cannot unwrap our key for epoch %d: %s", wrapped.epoch, exc)
+        return keys
+
+
+def _as_list(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return value
+
+
+def decode_vote(data: bytes) -> Vote:
+    """A vote as the store holds it (CBOR).
+
+    Raises:
+        DecodeError: not a vote.
+    """
+    return Vote.from_cbor(cbor.loads(data, max_size=4096))
+
+
+def history_order(packets: dict[bytes, Packet]) -> list[Packet]:
+    """Held packets in display order (§8)."""
+    order = display_order({h: p.message.parents for h, p in packets.items()})
+    return [packets[h] for h in order]

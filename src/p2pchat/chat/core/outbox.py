@@ -1,0 +1,141 @@
+"""The outbox schedule: which of our queued messages to try now, and when to try again.
+
+Sans-IO: times are milliseconds handed in by the caller. A queued message is *due* at its
+``next_at``; an attempt that ends without a quorum backs off exponentially (``initial`` doubling
+up to ``maximum``); a connection to one of the message's ratifiers, or a roster change of its
+group, makes it due at once. At most ``concurrency`` attempts run at a time, so a long outbox
+does not flood the ratifiers. The store holds the outbox itself (a message and its outbox entry
+are committed together); the schedule lives in memory and starts afresh, everything due, after a
+restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import attrs
+
+from ...identity import PeerID
+from .packet import Packet
+
+
+def backoff(attempt: int, initial: int, maximum: int) -> int:
+    """The wait after the ``attempt``-th failure (1-based): ``initial * 2**(attempt - 1)``,
+    capped at ``maximum``."""
+    if attempt < 1:
+        return 0
+    return min(maximum, initial << min(attempt - 1, 32))
+
+
+@attrs.define
+class QueuedMessage:
+    """One of our messages waiting for its certificate."""
+
+    group_id: bytes
+    packet: Packet
+    #: The hash the content was first written under; a re-written message keeps it.
+    origin: bytes
+    next_at: int
+    failures: int = 0
+    in_flight: bool = False
+
+    @property
+    def message_hash(self) -> bytes:
+        return self.packet.message_hash
+
+
+@attrs.define
+class Outbox:
+    """The schedule of the queued messages, by message hash."""
+
+    initial: int
+    maximum: int
+    concurrency: int
+    _queued: dict[bytes, QueuedMessage] = attrs.field(init=False, factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def __contains__(self, message_hash: object) -> bool:
+        return message_hash in self._queued
+
+    def __iter__(self) -> Iterator[QueuedMessage]:
+        return iter(list(self._queued.values()))
+
+    def get(self, message_hash: bytes) -> QueuedMessage | None:
+        return self._queued.get(message_hash)
+
+    def add(self, group_id: bytes, packet: Packet, *, origin: bytes, now: int) -> QueuedMessage:
+        """Queue ``packet``, due ``now`` (a message already queued keeps its schedule)."""
+        item = self._queued.get(packet.message_hash)
+        if item is None:
+            item = QueuedMessage(group_id, packet, origin, now)
+            self._queued[packet.message_hash] = item
+        return item
+
+    def remove(self, message_hash: bytes) -> QueuedMessage | None:
+        return self._queued.pop(message_hash, None)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for item in self._queued.values() if item.in_flight)
+
+    def start_due(self, now: int) -> list[QueuedMessage]:
+        """The due messages to try now (oldest due first, within the concurrency), marked in
+        flight."""
+        free = self.concurrency - self.in_flight
+        if free <= 0:
+            return []
+        due = sorted(
+            (i for i in self._queued.values() if not i.in_flight and i.next_at <= now),
+            key=lambda i: (i.next_at, i.message_hash),
+        )[:free]
+        for item in due:
+            item.in_flight = True
+        return due
+
+    def failed(self, message_hash: bytes, now: int) -> int | None:
+        """An attempt ended without a quorum: back off. Returns when it is due again."""
+        item = self._queued.get(message_hash)
+        if item is None:
+            return None
+        item.in_flight = False
+        item.failures += 1
+        item.next_at = now + backoff(item.failures, self.initial, self.maximum)
+        return item.next_at
+
+    def release(self, message_hash: bytes) -> None:
+        """An attempt ended without a verdict on the message itself (e.g. it must be written
+        again): it is no longer in flight and keeps its schedule."""
+        item = self._queued.get(message_hash)
+        if item is not None:
+            item.in_flight = False
+
+    def hurry(
+        self,
+        now: int,
+        *,
+        group_id: bytes | None = None,
+        peer: PeerID | None = None,
+        ratifiers: dict[bytes, frozenset[PeerID]] | None = None,
+    ) -> int:
+        """Make the waiting messages due ``now``: all of them, those of ``group_id``, or those
+        whose group's ratifiers (``ratifiers[group_id]``) include ``peer``. Returns how many."""
+        hurried = 0
+        for item in self._queued.values():
+            if item.in_flight or item.next_at <= now:
+                continue
+            if group_id is not None and item.group_id != group_id:
+                continue
+            if peer is not None and (
+                ratifiers is None or peer not in ratifiers.get(item.group_id, frozenset())
+            ):
+                continue
+            item.next_at = now
+            hurried += 1
+        return hurried
+
+    def next_due(self) -> int | None:
+        """When the next waiting message is due, or None."""
+        times = [i.next_at for i in self._queued.values() if not i.in_flight]
+        return min(times) if times else None

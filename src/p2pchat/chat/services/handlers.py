@@ -1,0 +1,143 @@
+"""The chat codes this node serves (specs/chat.md §2, §7, §8), registered on a Dispatcher.
+
+Each handler reads its body, asks the engine (through the runtime) or the store, and answers;
+a :class:`Refusal` is the negative answer. ``i``, ``pkt``, ``dht``, ``get`` and ``hds`` answer
+members of the group only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ...errors import DecodeError
+from ..core import cbor
+from ..core.engine import GroupView
+from ..core.fetch import MAX_FETCH
+from ..core.packet import Packet
+from ..store import ChatStore, StoredMessage
+from .dispatch import Dispatcher, QueryContext, Refusal
+from .runtime import Runtime
+
+SYNC_PAGE: Final = 64
+MAX_PACKET_CBOR: Final = 2**21
+
+
+def _body_bytes(body: dict[str, Any], key: str, size: int | None = None) -> bytes:
+    value = body.get(key)
+    if not isinstance(value, bytes) or (size is not None and len(value) != size):
+        raise Refusal("malformed")
+    return value
+
+
+def _packet_cbor(row: StoredMessage) -> Any:
+    return cbor.loads(row.packet_with_certificate(), max_size=MAX_PACKET_CBOR)
+
+
+class ChatHandlers:
+    """The seed's codes and ours, served from one runtime."""
+
+    def __init__(
+        self, runtime: Runtime, store: ChatStore, hpke_kem: str, hpke_public: bytes
+    ) -> None:
+        self._runtime = runtime
+        self._engine = runtime.engine
+        self._store = store
+        self._hpk = {"kem": hpke_kem, "hpke": hpke_public}
+
+    def register(self, dispatcher: Dispatcher) -> None:
+        table = {
+            "i": self.on_identifier,
+            "mrat": self.on_mrat,
+            "smsg": self.on_smsg,
+            "pkt": self.on_pkt,
+            "dht": self.on_dht,
+            "get": self.on_get,
+            "hpk": self.on_hpk,
+            "hds": self.on_heads,
+        }
+        for code, handler in table.items():
+            dispatcher.register(code, handler)
+
+    def _member_group(self, ctx: QueryContext, body: dict[str, Any]) -> GroupView:
+        view = self._engine.find(_body_bytes(body, "group_id", 32))
+        if view is None:
+            raise Refusal("unknown group")
+        if ctx.remote_peer not in view.members():
+            raise Refusal("not a member")
+        return view
+
+    def _group_and_packet(self, body: dict[str, Any]) -> tuple[GroupView, Packet]:
+        """The group a query names and the packet it carries, which must be of that group."""
+        view = self._engine.find(_body_bytes(body, "group_id", 32))
+        if view is None:
+            raise Refusal("unknown group")
+        try:
+            packet = Packet.from_cbor(body.get("packet"))
+        except DecodeError:
+            raise Refusal("malformed") from None
+        if packet.message.group_id != view.group_id:
+            raise Refusal("unknown group")
+        return view, packet
+
+    async def on_identifier(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        # Members only, like pkt and dht: who holds which role is the group's business.
+        view = self._member_group(ctx, body)
+        role = view.state.role(self._engine.peer_id, view.state.current_epoch)
+        if role is None:
+            raise Refusal("not a member")
+        return {"identifier": role.value, "epoch": view.state.current_epoch}
+
+    async def on_mrat(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        view, packet = self._group_and_packet(body)
+        if packet.message.author != ctx.remote_peer:
+            raise Refusal("not allowed")  # only the author asks for votes on its message
+        vote = await self._runtime.vote(view.group_id, packet, ctx.remote_peer)
+        return {"vote": vote.to_cbor()}
+
+    async def on_smsg(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        view, packet = self._group_and_packet(body)
+        if view.has(packet.message_hash):
+            return {"duplicate": True}
+        reason = await self._runtime.receive(view.group_id, packet, ctx.remote_peer)
+        if reason is not None:
+            raise Refusal(reason)
+        return {}
+
+    async def on_pkt(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        view = self._member_group(ctx, body)
+        return {
+            "genesis": view.signed.to_cbor(),
+            "rosters": [p.to_cbor() for p in view.state.roster_packets],
+        }
+
+    async def on_dht(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        view = self._member_group(ctx, body)
+        cursor = body.get("cursor", 0)
+        if not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0:
+            raise Refusal("malformed")
+        rows, next_cursor = await self._store.page_messages(view.group_id, cursor, SYNC_PAGE)
+        packets = [
+            cbor.loads(row.packet_with_certificate(), max_size=MAX_PACKET_CBOR) for row in rows
+        ]
+        return {"packets": packets, "next": next_cursor}
+
+    async def on_get(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        view = self._member_group(ctx, body)
+        hashes = body.get("hashes")
+        if not isinstance(hashes, list) or len(hashes) > MAX_FETCH:
+            raise Refusal("malformed")
+        packets = []
+        for message_hash in hashes:
+            if not isinstance(message_hash, bytes) or not view.has(message_hash):
+                continue
+            row = await self._store.get_message(view.group_id, message_hash)
+            if row is not None and row.certificate is not None:
+                packets.append(_packet_cbor(row))
+        return {"packets": packets}
+
+    async def on_heads(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        view = self._member_group(ctx, body)
+        return {"heads": list(view.heads.heads())}
+
+    async def on_hpk(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._hpk)

@@ -1,0 +1,171 @@
+"""The runtime: the Trio driver of the group engine (chat/core/engine.py).
+
+It feeds the engine events with the wall clock's time, commits what the engine asks to commit
+(and only then tells the engine, which changes its memory), and hands every other action to the
+service that carries it out, by one table: votes to the ratification service, ``smsg`` to the
+delivery service, heads, history, parents and rosters to the sync service, publications and
+ratifications to the node. Each service runs its tasks in its own nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from ...identity import PeerID
+from ..core.engine import ChatEngine, decode_vote
+from ..core.events import (
+    Action,
+    AlreadyHeld,
+    AskVote,
+    Commit,
+    Committed,
+    CompareHeads,
+    Deliver,
+    Event,
+    FetchMissing,
+    LearnRoster,
+    NeedParents,
+    Publish,
+    Ratified,
+    Refused,
+    SyncHistory,
+)
+from ..core.packet import Packet, Vote
+from ..core.txn import CommitResult, Transaction
+from ..store import VoteConflictError
+from .dispatch import Refusal
+
+logger = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    """The wall clock in milliseconds (message timestamps and engine times)."""
+    return int(time.time() * 1000)
+
+
+class Store(Protocol):
+    """What the runtime needs of the store (a :class:`~p2pchat.chat.store.ChatStore`)."""
+
+    async def commit(self, txn: Transaction) -> CommitResult: ...
+
+    async def get_vote(self, group_id: bytes, message_hash: bytes) -> bytes | None: ...
+
+
+class Service(Protocol):
+    def start(self, action: Any) -> None: ...
+
+
+class Fetcher(Protocol):
+    async def fetch(self, group_id: bytes, peer: PeerID, hashes: Sequence[bytes]) -> None: ...
+
+
+class Runtime:
+    """Made by the node; services are attached with :meth:`attach`."""
+
+    def __init__(self, engine: ChatEngine, store: Store) -> None:
+        self.engine = engine
+        self.store = store
+        self.peer_id = engine.peer_id
+        self._rearm = trio.Event()
+        self._table: dict[type[Any], Callable[[Any], Awaitable[None] | None]] = {}
+        self._fetcher: Fetcher | None = None
+
+    def attach(
+        self,
+        *,
+        ratify: Service,
+        deliver: Service,
+        sync: Service,
+        fetcher: Fetcher,
+        publish: Callable[[Publish], None],
+        ratified: Callable[[Ratified], None],
+    ) -> None:
+        """Wire the services; the one table of who carries out which action."""
+        self._fetcher = fetcher
+        self._table = {
+            Commit: self.commit,
+            AskVote: ratify.start,
+            Deliver: deliver.start,
+            CompareHeads: sync.start,
+            SyncHistory: sync.start,
+            FetchMissing: sync.start,
+            LearnRoster: sync.start,
+            Publish: publish,
+            Ratified: ratified,
+        }
+
+    # -- driving the engine --------------------------------------------------------------------
+
+    async def handle(self, event: Event) -> None:
+        await self.execute(self.engine.handle(event))
+
+    async def execute(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            result = self._table[type(action)](action)
+            if result is not None:
+                await result
+        self._rearm.set()
+
+    async def commit(self, commit: Commit) -> None:
+        """Commit durably, then let the engine apply it and carry out what follows."""
+        await self.commit_for_result(commit)
+
+    async def commit_for_result(self, commit: Commit) -> CommitResult:
+        result = await self.store.commit(commit.txn)
+        await self.handle(Committed(commit, result, now_ms()))
+        return result
+
+    async def wait_rearmed(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until an action may have moved the engine's next wake."""
+        with trio.move_on_after(seconds):
+            await self._rearm.wait()
+        self._rearm = trio.Event()
+
+    # -- the two paths that end in a commit ----------------------------------------------------
+
+    async def receive(
+        self, group_id: bytes, packet: Packet, sender: PeerID, *, fetch: bool = True
+    ) -> str | None:
+        """Verify and keep a certified packet from ``sender`` (fetching its missing parents
+        from it first); None, or the reason it was refused."""
+        decision = self.engine.receive(group_id, packet, now_ms())
+        if isinstance(decision, NeedParents) and fetch and self._fetcher is not None:
+            await self._fetcher.fetch(group_id, sender, decision.hashes)
+            decision = self.engine.receive(group_id, packet, now_ms())
+        if isinstance(decision, AlreadyHeld):
+            return None
+        if isinstance(decision, Refused):
+            return decision.reason
+        if isinstance(decision, NeedParents):
+            return "missing parents"
+        await self.commit(decision)
+        return None
+
+    async def vote(self, group_id: bytes, packet: Packet, querier: PeerID) -> Vote:
+        """Our side of ``mrat``: the vote, committed with the packet before it is returned.
+
+        Raises:
+            Refusal: the packet does not pass, or another roster message of its epoch has our
+                vote.
+        """
+        stored = await self.store.get_vote(group_id, packet.message_hash)
+        if stored is not None:
+            return decode_vote(stored)
+        decision = self.engine.vote_request(group_id, packet, querier, now_ms())
+        if isinstance(decision, NeedParents) and self._fetcher is not None:
+            await self._fetcher.fetch(group_id, querier, decision.hashes)
+            decision = self.engine.vote_request(group_id, packet, querier, now_ms())
+        if isinstance(decision, Refused):
+            raise Refusal(decision.reason)
+        if isinstance(decision, NeedParents):
+            raise Refusal("missing parents")
+        try:
+            result = await self.commit_for_result(decision)
+        except VoteConflictError:
+            raise Refusal("not allowed") from None
+        return decode_vote(result.votes[packet.message_hash])

@@ -1,0 +1,152 @@
+"""The sync service: what a member does to hold what its group holds (specs/chat.md §8).
+
+* :class:`CompareHeads`: ask a member for its DAG heads (``hds``) and tell the engine, which
+  decides whether anything is missing and how to get it.
+* :class:`SyncHistory`: page through a member's history (``dht``) from where the last paging
+  with it stopped, receiving what this node lacks.
+* :class:`FetchMissing`, and any receipt that lacks parents: fetch the missing ancestors
+  (``get``) as the engine's :class:`~p2pchat.chat.core.fetch.ParentFetch` plans, one fetch per
+  group at a time (concurrent callers usually miss the same ancestors).
+* :class:`LearnRoster`: a ratifier refused our message as stale; fetch its roster chain (``pkt``)
+  and receive the roster messages we lack.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from ...errors import DecodeError
+from ...identity import PeerID
+from ..core.engine import ChatError
+from ..core.events import CompareHeads, FetchMissing, HeadsAnswered, LearnRoster, SyncHistory
+from ..core.fetch import ParentFetch
+from ..core.packet import Packet
+from .clients import ClientPool
+from .runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+class SyncService:
+    def __init__(self, runtime: Runtime, clients: ClientPool, nursery: trio.Nursery) -> None:
+        self._runtime = runtime
+        self._clients = clients
+        self._nursery = nursery
+        self._cursors: dict[tuple[bytes, PeerID], int] = {}
+        self._paging: set[tuple[bytes, PeerID]] = set()
+        self._fetch_locks: dict[bytes, trio.Lock] = {}
+
+    def start(self, action: CompareHeads | SyncHistory | FetchMissing | LearnRoster) -> None:
+        if isinstance(action, CompareHeads):
+            self._nursery.start_soon(self._compare_heads, action)
+        elif isinstance(action, SyncHistory):
+            self._nursery.start_soon(self.history, action.group_id, action.peer)
+        elif isinstance(action, FetchMissing):
+            self._nursery.start_soon(self.fetch, action.group_id, action.peer, action.hashes)
+        else:
+            self._nursery.start_soon(self.learn_roster, action.group_id, action.peer)
+
+    async def _compare_heads(self, action: CompareHeads) -> None:
+        try:
+            body = await self._clients.query(action.peer, "hds", {"group_id": action.group_id})
+        except ChatError as exc:
+            logger.debug("heads of %s: %s", action.peer, exc)
+            return
+        heads = body.get("heads")
+        if not isinstance(heads, list):
+            return
+        held = tuple(h for h in heads if isinstance(h, bytes))
+        await self._runtime.handle(
+            HeadsAnswered(action.group_id, action.peer, held, action.catch_up)
+        )
+
+    async def history(self, group_id: bytes, peer: PeerID) -> None:
+        """Page through ``peer``'s history of the group and keep what we lack."""
+        key = (group_id, peer)
+        if key in self._paging or peer == self._runtime.peer_id:
+            return
+        self._paging.add(key)
+        try:
+            cursor = self._cursors.get(key, 0)
+            while True:
+                body = await self._clients.query(
+                    peer, "dht", {"group_id": group_id, "cursor": cursor}
+                )
+                await self._receive_all(group_id, body.get("packets"), peer, "history")
+                next_cursor = body.get("next")
+                if not isinstance(next_cursor, int) or next_cursor <= cursor:
+                    return
+                cursor = self._cursors[key] = next_cursor
+        except ChatError as exc:
+            logger.debug("sync of %s with %s stopped: %s", group_id.hex()[:16], peer, exc)
+        finally:
+            self._paging.discard(key)
+
+    async def fetch(self, group_id: bytes, peer: PeerID, hashes: Sequence[bytes]) -> None:
+        """Fetch the missing ancestors of ``hashes`` from ``peer`` and receive them."""
+        lock = self._fetch_locks.setdefault(group_id, trio.Lock())
+        async with lock:
+            view = self._runtime.engine.find(group_id)
+            if view is None:
+                return
+            plan = ParentFetch.start(hashes, view.has)
+            while wanted := plan.wanted():
+                try:
+                    body = await self._clients.query(
+                        peer, "get", {"group_id": group_id, "hashes": wanted}
+                    )
+                    raw = body.get("packets", [])
+                    packets = [Packet.from_cbor(p) for p in raw] if isinstance(raw, list) else []
+                except (ChatError, DecodeError, TypeError) as exc:
+                    logger.info("cannot fetch parents from %s: %s", peer, exc)
+                    break
+                if not plan.add(packets):
+                    break
+            for packet in plan.in_order():
+                reason = await self._runtime.receive(group_id, packet, peer, fetch=False)
+                if reason is not None:
+                    logger.info(
+                        "fetched message %s refused: %s", packet.message_hash.hex()[:16], reason
+                    )
+
+    async def learn_roster(self, group_id: bytes, peer: PeerID) -> None:
+        """Receive the roster changes ``peer`` holds and we lack."""
+        view = self._runtime.engine.find(group_id)
+        if view is None:
+            return
+        try:
+            body = await self._clients.query(peer, "pkt", {"group_id": group_id})
+            raw = body.get("rosters", [])
+            packets = [Packet.from_cbor(p) for p in raw] if isinstance(raw, list) else []
+        except (ChatError, DecodeError, TypeError) as exc:
+            logger.info("cannot learn the roster from %s: %s", peer, exc)
+            return
+        for packet in sorted(packets, key=lambda p: p.message.epoch):
+            if packet.message.epoch >= view.state.current_epoch:
+                reason = await self._runtime.receive(group_id, packet, peer)
+                if reason is not None:
+                    logger.info("roster change from %s refused: %s", peer, reason)
+                    return
+
+    async def _receive_all(self, group_id: bytes, raw: Any, peer: PeerID, what: str) -> None:
+        if not isinstance(raw, list):
+            return
+        for item in raw:
+            try:
+                packet = Packet.from_cbor(item)
+            except DecodeError:
+                logger.info("malformed packet in %s's %s", peer, what)
+                continue
+            reason = await self._runtime.receive(group_id, packet, peer)
+            if reason is not None:
+                logger.info(
+                    "%s message %s from %s refused: %s",
+                    what,
+                    packet.message_hash.hex()[:16],
+                    peer,
+                    reason,
+                )
