@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import attrs
 import trio
 
+from chat.crash import CrashingStore, SimulatedCrashError
 from p2pchat.chat.core.roster import History, Role
 from p2pchat.chat.node import ChatConfig, ChatNode, open_chat_node
-from p2pchat.chat.store import open_store
+from p2pchat.chat.store import ChatStore, open_store
 from p2pchat.identity import KeyPair, PeerID
 from p2pchat.multiaddr import Multiaddr
-from p2pchat.net.host import HostConfig, open_host
+from p2pchat.net.host import Host, HostConfig, open_host
 from p2pchat.net.peerstore import PERMANENT
 
 CONFIG = ChatConfig(
@@ -34,6 +36,8 @@ class Peer:
     _chat: ChatNode | None = None
     _scope: trio.CancelScope | None = None
     _stopped: trio.Event = attrs.Factory(trio.Event)
+    #: Wraps the node's store (the crash-point tests give each start its own wrapper).
+    wrap_store: Callable[[ChatStore], CrashingStore] | None = None
 
     @property
     def peer_id(self) -> PeerID:
@@ -62,13 +66,39 @@ class Peer:
                     assert port is not None
                     self.port = int(port)
                     self.cluster.introduce(self, host)
-                    async with open_chat_node(host, store, CONFIG) as chat:
-                        self._chat = chat
-                        task_status.started()
-                        await trio.sleep_forever()
+                    if self.wrap_store is None:
+                        async with open_chat_node(host, store, CONFIG) as chat:
+                            self._chat = chat
+                            task_status.started()
+                            await trio.sleep_forever()
+                    else:
+                        await self._run_crashing(host, self.wrap_store(store), task_status)
         finally:
             self._chat = None
             self._stopped.set()
+
+    async def _run_crashing(
+        self, host: Host, store: CrashingStore, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Run the node until its store crashes; then it is gone, as a killed process is."""
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def die() -> None:
+                    await store.crashed.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(die)
+                async with open_chat_node(host, cast(ChatStore, store), CONFIG) as chat:
+                    self._chat = chat
+                    task_status.started()
+                    started = True
+                    await trio.sleep_forever()
+        except* SimulatedCrashError:
+            pass
+        if not started:
+            task_status.started()
 
     async def start(self) -> None:
         await self.cluster.nursery.start(self._run)
