@@ -20,24 +20,24 @@ from chat.core.groups import (
     text_packet,
 )
 from p2pchat.chat.core import cbor
+from p2pchat.chat.core.genesis import Genesis, SignedGenesis, new_group
+from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import Artifact, Message, sha256, sign_message
 from p2pchat.chat.core.roster import (
     KEM_MLKEM768_X25519,
     KEM_X25519,
-    ROSTER_MIME_TYPE,
-    Genesis,
-    GroupState,
     Member,
     Role,
     Roster,
     RosterDecodeError,
     RosterError,
+    default_quorum,
+)
+from p2pchat.chat.core.roster_update import (
+    ROSTER_MIME_TYPE,
     RosterUpdate,
-    SignedGenesis,
     WrappedKey,
     build_roster_message,
-    default_quorum,
-    new_group,
 )
 from p2pchat.errors import DecodeError, LocalProtocolError, RemoteProtocolError
 
