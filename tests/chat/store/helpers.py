@@ -58,10 +58,11 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def make_packet(text: bytes) -> Packet:
+def make_packet(text: bytes, *, group: bytes = G1) -> Packet:
+    """A signed text packet of ``group`` in epoch 0, without a certificate."""
     aes_key, iv = b"K" * 60, b"I" * 12
     message = Message(
-        group_id=G1,
+        group_id=group,
         epoch=0,
         message_type="text",
         time_stamp=1_700_000_000_000,
