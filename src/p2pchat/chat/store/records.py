@@ -143,18 +143,33 @@ class StoreStatistics:
 
 
 def read_blob(value: Any) -> bytes:
+    """A BLOB column's value.
+
+    Raises:
+        StoreFileError: a column holds a value of the wrong type.
+    """
     if not isinstance(value, bytes):
         raise StoreFileError(f"store holds {type(value).__name__} where bytes belong")
     return value
 
 
 def read_int(value: Any) -> int:
+    """An INTEGER column's value.
+
+    Raises:
+        StoreFileError: a column holds a value of the wrong type.
+    """
     if not isinstance(value, int):
         raise StoreFileError(f"store holds {type(value).__name__} where an integer belongs")
     return value
 
 
 def message_from_row(row: Sequence[Any]) -> StoredMessage:
+    """A ``messages`` row, columns in ``messages.MESSAGE_COLUMNS`` order.
+
+    Raises:
+        StoreFileError: a column holds a value of the wrong type.
+    """
     try:
         status = MessageStatus(row[3])
     except ValueError as exc:
@@ -174,10 +189,20 @@ def message_from_row(row: Sequence[Any]) -> StoredMessage:
 
 
 def group_from_row(row: Sequence[Any]) -> GroupRecord:
+    """A ``groups`` row: group_id, genesis, joined_at, settings.
+
+    Raises:
+        StoreFileError: a column holds a value of the wrong type.
+    """
     return GroupRecord(read_blob(row[0]), read_blob(row[1]), read_int(row[2]), read_blob(row[3]))
 
 
 def outbox_from_row(row: Sequence[Any]) -> OutboxEntry:
+    """An ``outbox`` row: group_id, message_hash, created_at, attempts, next_attempt_at.
+
+    Raises:
+        StoreFileError: a column holds a value of the wrong type.
+    """
     return OutboxEntry(
         read_blob(row[0]), read_blob(row[1]), read_int(row[2]), read_int(row[3]), read_int(row[4])
     )
@@ -187,10 +212,20 @@ def outbox_from_row(row: Sequence[Any]) -> OutboxEntry:
 
 
 def check_hash(value: bytes, what: str) -> None:
+    """Check a hash argument before anything is queued.
+
+    Raises:
+        ValueError: ``value`` is not 32 bytes.
+    """
     if not isinstance(value, bytes) or len(value) != 32:
         raise ValueError(f"{what} must be 32 bytes")
 
 
 def check_uint(value: int, what: str) -> None:
+    """Check a number argument (an SQLite INTEGER) before anything is queued.
+
+    Raises:
+        ValueError: ``value`` is not an integer in ``[0, 2**63)``.
+    """
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
         raise ValueError(f"{what} must be an integer in [0, 2**63)")
