@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from p2pchat.chat.core import cbor, crypto
+from p2pchat.chat.core.genesis import SignedGenesis, new_group
+from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import (
     Artifact,
     Certificate,
@@ -35,18 +37,8 @@ from p2pchat.chat.core.packet import (
     to_json_view,
     vote_signing_bytes,
 )
-from p2pchat.chat.core.roster import (
-    HISTORY_ALL,
-    GroupState,
-    Member,
-    Role,
-    Roster,
-    RosterUpdate,
-    SignedGenesis,
-    WrappedKey,
-    build_roster_message,
-    new_group,
-)
+from p2pchat.chat.core.roster import HISTORY_ALL, Member, Role, Roster
+from p2pchat.chat.core.roster_update import RosterUpdate, WrappedKey, build_roster_message
 from p2pchat.chat.core.validate import check_for_delivery
 from p2pchat.chat.core.wire import Query, Response, encode_envelope
 from p2pchat.errors import ProtocolError

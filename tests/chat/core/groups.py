@@ -6,6 +6,8 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from p2pchat.chat.core.genesis import SignedGenesis, new_group
+from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import (
     Artifact,
     Certificate,
@@ -16,18 +18,8 @@ from p2pchat.chat.core.packet import (
     sha256,
     sign_message,
 )
-from p2pchat.chat.core.roster import (
-    KEM_X25519,
-    GroupState,
-    Member,
-    Role,
-    Roster,
-    RosterUpdate,
-    SignedGenesis,
-    WrappedKey,
-    build_roster_message,
-    new_group,
-)
+from p2pchat.chat.core.roster import KEM_X25519, Member, Role, Roster
+from p2pchat.chat.core.roster_update import RosterUpdate, WrappedKey, build_roster_message
 from p2pchat.identity import KeyPair, PeerID
 
 NOW = 1_764_000_000_000

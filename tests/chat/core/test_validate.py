@@ -9,8 +9,9 @@ import attrs
 import pytest
 
 from chat.core.groups import NOW, Group, certify, make_group, member, roster_packet, text_packet
+from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import Packet, sha256
-from p2pchat.chat.core.roster import GroupState, Member, Role
+from p2pchat.chat.core.roster import Member, Role
 from p2pchat.chat.core.validate import TIME_WINDOW_MS, check_for_delivery, check_for_ratification
 
 GROUP = make_group()

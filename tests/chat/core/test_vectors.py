@@ -21,6 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from p2pchat.chat.core import crypto
+from p2pchat.chat.core.genesis import SignedGenesis
+from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import (
     Packet,
     Vote,
@@ -33,7 +35,8 @@ from p2pchat.chat.core.packet import (
     vote_signing_bytes,
 )
 from p2pchat.chat.core.quorum import verify_certificate
-from p2pchat.chat.core.roster import GroupState, Role, RosterUpdate, SignedGenesis
+from p2pchat.chat.core.roster import Role
+from p2pchat.chat.core.roster_update import RosterUpdate
 from p2pchat.chat.core.validate import check_for_delivery
 from p2pchat.chat.core.wire import (
     NEED_DATA,

@@ -1,317 +1,36 @@
-"""The chat store (src/p2pchat/chat/store.py, specs/chat.md §9)."""
+"""The chat store's operations (chat/store/store.py and its tables, specs/chat.md §9)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import stat
 import sys
-import tempfile
-import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import attrs
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
+from chat.store.helpers import AUTHOR, G1, G2, RATIFIER, make_packet, mh, put
 from p2pchat.chat.core import cbor
 from p2pchat.chat.core.packet import (
-    Artifact,
     Certificate,
-    Headers,
-    Message,
     Packet,
     make_vote,
     sha256,
-    sign_message,
 )
 from p2pchat.chat.store import (
-    APPLICATION_ID,
     CERTIFICATE_KEY_OVERHEAD,
     LOCK_FILE,
     STORE_FILE,
     ChatStore,
     MessageStatus,
     StoreClosedError,
-    StoreError,
-    StoreFileError,
-    StoreLockedError,
     UnknownGroupError,
     UnknownMessageError,
     VoteConflictError,
     open_store,
 )
-from p2pchat.identity import KeyPair
-
-G1: Final = sha256(b"group one")
-G2: Final = sha256(b"group two")
-AUTHOR: Final = KeyPair.from_seed(bytes(range(32)))
-RATIFIER: Final = KeyPair.from_seed(bytes(range(1, 33)))
-
-
-def mh(i: int) -> bytes:
-    """A distinct 32-byte message hash."""
-    return sha256(i.to_bytes(8, "big"))
-
-
-async def put(
-    store: ChatStore,
-    i: int,
-    *,
-    group: bytes = G1,
-    certificate: bytes | None = b"\xa0",
-    size: int = 10,
-    outbox_at: int | None = None,
-) -> bool:
-    """Store message ``i`` (opaque bytes of ``size``), ratified unless ``certificate`` is None."""
-    return await store.put_message(
-        group,
-        bytes([i % 256]) * size,
-        mh(i),
-        epoch=0,
-        time_stamp=1000 + i,
-        author=AUTHOR.peer_id.to_bytes(),
-        received_at=2000 + i,
-        certificate=certificate,
-        outbox_at=outbox_at,
-    )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[ChatStore]:
-    async with open_store(tmp_path / "data") as opened:
-        await opened.add_group(G1, b"genesis-1", joined_at=1)
-        yield opened
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
-# -- files, modes, locking --------------------------------------------------------------------
-
-
-async def test_files_are_private(tmp_path: Path) -> None:
-    data = tmp_path / "fresh" / "data"
-    async with open_store(data) as store:
-        await store.add_group(G1, b"g", joined_at=1)
-        assert mode(data) == 0o700
-        assert mode(data / STORE_FILE) == 0o600
-        assert mode(data / LOCK_FILE) == 0o600
-        # SQLite gives the WAL and its index the database file's mode.
-        assert mode(data / f"{STORE_FILE}-wal") == 0o600
-        assert mode(data / f"{STORE_FILE}-shm") == 0o600
-    assert mode(data / STORE_FILE) == 0o600
-
-
-async def test_store_readable_by_others_is_refused(tmp_path: Path) -> None:
-    async with open_store(tmp_path):
-        pass
-    (tmp_path / STORE_FILE).chmod(0o644)
-    with pytest.raises(StoreFileError, match="accessible by others"):
-        async with open_store(tmp_path):
-            pass
-
-
-async def test_second_open_in_this_process_is_refused(tmp_path: Path) -> None:
-    async with open_store(tmp_path) as store:
-        with pytest.raises(
-            StoreLockedError, match=f"in use by another p2pchat node \\(pid {os.getpid()}\\)"
-        ):
-            async with open_store(tmp_path):
-                pass
-        # The refused open changed nothing: the first store still works.
-        assert await store.add_group(G1, b"g", joined_at=1)
-    async with open_store(tmp_path) as again:
-        assert await again.get_group(G1) is not None
-
-
-CHILD: Final = """
-import sys, trio
-from p2pchat.chat.store import StoreLockedError, open_store
-
-async def main() -> None:
-    try:
-        async with open_store(sys.argv[1]):
-            pass
-    except StoreLockedError as exc:
-        print(exc)
-        sys.exit(3)
-
-trio.run(main)
-"""
-
-
-async def test_second_open_from_another_process_is_refused(tmp_path: Path) -> None:
-    async with open_store(tmp_path):
-        with trio.fail_after(60):
-            done = await trio.run_process(
-                [sys.executable, "-c", CHILD, str(tmp_path)],
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-    assert done.returncode == 3, done.stderr.decode()
-    assert f"in use by another p2pchat node (pid {os.getpid()})" in done.stdout.decode()
-
-
-# -- foreign, corrupted, newer files ------------------------------------------------------------
-
-
-async def test_garbage_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
-    garbage = bytes(range(256)) * 64
-    path = tmp_path / STORE_FILE
-    path.write_bytes(garbage)
-    path.chmod(0o600)
-    with pytest.raises(StoreFileError, match="not a p2pchat store"):
-        async with open_store(tmp_path):
-            pass
-    assert path.read_bytes() == garbage
-    assert not (tmp_path / f"{STORE_FILE}-wal").exists()
-
-
-async def test_foreign_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
-    path = tmp_path / STORE_FILE
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE notes (body TEXT)")
-    conn.execute("INSERT INTO notes VALUES ('keep me')")
-    conn.commit()
-    conn.close()
-    path.chmod(0o600)
-    before = path.read_bytes()
-    with pytest.raises(StoreFileError, match=r"not a p2pchat store \(application id 0x0\)"):
-        async with open_store(tmp_path):
-            pass
-    assert path.read_bytes() == before
-
-
-async def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    async with open_store(tmp_path):
-        pass
-    conn = sqlite3.connect(tmp_path / STORE_FILE)
-    conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
-    conn.commit()
-    conn.close()
-    with pytest.raises(StoreFileError, match="newer p2pchat \\(schema 99\\)"):
-        async with open_store(tmp_path):
-            pass
-
-
-async def test_missing_schema_version_is_refused(tmp_path: Path) -> None:
-    async with open_store(tmp_path):
-        pass
-    conn = sqlite3.connect(tmp_path / STORE_FILE)
-    conn.execute("DELETE FROM meta")
-    conn.commit()
-    conn.close()
-    with pytest.raises(StoreFileError, match="damaged p2pchat store"):
-        async with open_store(tmp_path):
-            pass
-
-
-async def test_corrupted_table_gives_store_file_error(tmp_path: Path) -> None:
-    async with open_store(tmp_path) as store:
-        await store.add_group(G1, b"g", joined_at=1)
-        for i in range(5):
-            await put(store, i)
-    path = tmp_path / STORE_FILE
-    conn = sqlite3.connect(path)
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
-    conn.close()
-    with path.open("r+b") as fh:
-        fh.seek((root - 1) * page_size)
-        fh.write(b"\xff" * page_size)
-    async with open_store(tmp_path) as store:
-        with pytest.raises(StoreFileError, match="corrupted"):
-            await store.all_ratified(G1)
-        # Tables on intact pages still read.
-        assert [g.group_id for g in await store.list_groups()] == [G1]
-
-
-def _store_image(where: Path) -> Path:
-    """A small closed store holding something in every table; returns its file."""
-
-    async def build(where: Path) -> None:
-        async with open_store(where) as store:
-            await store.add_group(G1, b"genesis", joined_at=1, settings=b"\xa0")
-            await store.put_roster(G1, 1, b"roster-1")
-            await store.put_epoch_key(G1, 0, bytes(32))
-            await store.put_hpke_key("X25519", bytes(32), bytes(32))
-            for i in range(6):
-                await store.put_message(
-                    G1,
-                    cbor.dumps({"n": i}),
-                    mh(i),
-                    epoch=0,
-                    time_stamp=i,
-                    author=b"author",
-                    received_at=i,
-                    certificate=None if i % 2 else cbor.dumps({"epoch": 0}),
-                    outbox_at=5,
-                )
-            await store.record_vote(G1, mh(0), 0, b"vote")
-            packet = make_packet(b"text")
-            vote = make_vote(RATIFIER, G1, 0, packet.message_hash)
-            await store.put_packet(packet.with_certificate(Certificate(0, (vote,))), received_at=9)
-            await store.put_peer(b"peer", b"addrs", now=1)
-
-    trio.run(build, where)
-    return where / STORE_FILE
-
-
-@attrs.frozen
-class Image:
-    data: bytes = attrs.field(repr=False)
-
-
-@pytest.fixture(scope="module")
-def store_image(tmp_path_factory: pytest.TempPathFactory) -> Image:
-    return Image(_store_image(tmp_path_factory.mktemp("image")).read_bytes())
-
-
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    flips=st.lists(
-        st.tuples(st.integers(min_value=0), st.integers(min_value=1, max_value=255)),
-        min_size=1,
-        max_size=8,
-    )
-)
-async def test_damaged_file_raises_only_store_errors(
-    store_image: Image, flips: list[tuple[int, int]]
-) -> None:
-    image = bytearray(store_image.data)
-    for offset, mask in flips:
-        image[offset % len(image)] ^= mask
-    with tempfile.TemporaryDirectory() as where:
-        path = Path(where) / STORE_FILE
-        path.write_bytes(bytes(image))
-        path.chmod(0o600)
-        try:
-            async with open_store(where) as store:
-                for group in await store.list_groups():
-                    await store.get_rosters(group.group_id)
-                    await store.get_epoch_keys(group.group_id)
-                    for message in await store.all_ratified(group.group_id):
-                        message.packet_with_certificate()
-                    await store.page_messages(group.group_id, 0)
-                await store.get_hpke_key("X25519")
-                await store.outbox_due(10)
-                await store.get_vote(G1, mh(0))
-                await store.get_message(G1, mh(1))
-                await put(store, 100)
-        except StoreError:
-            pass
-
 
 # -- round trips ------------------------------------------------------------------------------
 
@@ -362,13 +81,6 @@ async def test_hpke_key_is_never_replaced(store: ChatStore) -> None:
     assert (key.kem, key.private, key.public) == ("X25519", b"priv", b"pub")
 
 
-async def test_peers_round_trip(store: ChatStore) -> None:
-    assert await store.get_peer(b"p") is None
-    await store.put_peer(b"p", b"a1", now=1)
-    await store.put_peer(b"p", b"a2", now=2)
-    assert await store.get_peer(b"p") == b"a2"
-
-
 # -- messages ---------------------------------------------------------------------------------
 
 
@@ -412,22 +124,6 @@ async def test_put_message_needs_a_known_group(store: ChatStore) -> None:
         await put(store, 1, group=G2)
     with pytest.raises(ValueError, match="message_hash"):
         await store.put_message(G1, b"p", b"x", epoch=0, time_stamp=0, author=b"a", received_at=0)
-
-
-def make_packet(text: bytes) -> Packet:
-    aes_key, iv = b"K" * 60, b"I" * 12
-    message = Message(
-        group_id=G1,
-        epoch=0,
-        message_type="text",
-        time_stamp=1_700_000_000_000,
-        author=AUTHOR.peer_id,
-        ref_hash=None,
-        parents=(),
-        headers=Headers(),
-        artifact=Artifact("text/plain", text, sha256(text), sha256(aes_key + iv)),
-    )
-    return sign_message(AUTHOR, message, aes_key, iv)
 
 
 async def test_put_packet_stores_certificate_apart(store: ChatStore) -> None:
@@ -608,81 +304,7 @@ async def test_outbox_lifecycle(store: ChatStore) -> None:
     assert [e.message_hash for e in await store.outbox_due(10**6)] == [mh(2)]
 
 
-# -- batching, failures, cancellation, close ---------------------------------------------------
-
-
-async def test_concurrent_writes_share_transactions(store: ChatStore) -> None:
-    before = store.statistics()
-    async with trio.open_nursery() as nursery:
-        for i in range(200):
-            nursery.start_soon(put, store, i)
-    after = store.statistics()
-    assert after.writes - before.writes == 200
-    assert after.transactions - before.transactions <= 10
-    assert after.largest_batch >= 20
-    assert len(await store.all_ratified(G1)) == 200
-    assert sorted(m.seq or 0 for m in await store.all_ratified(G1)) == list(range(1, 201))
-
-
-async def test_a_failing_write_does_not_undo_its_batch(store: ChatStore) -> None:
-    errors: list[BaseException] = []
-
-    async def bad() -> None:
-        try:
-            await store.put_roster(G2, 1, b"r")
-        except UnknownGroupError as exc:
-            errors.append(exc)
-
-    before = store.statistics()
-    async with trio.open_nursery() as nursery:
-        for i in range(10):
-            nursery.start_soon(put, store, i)
-        nursery.start_soon(bad)
-    after = store.statistics()
-    assert len(errors) == 1
-    assert after.failed_writes - before.failed_writes == 1
-    assert after.writes - before.writes == 10
-    assert len(await store.all_ratified(G1)) == 10
-
-
-async def test_cancelled_queued_write_never_happens(store: ChatStore) -> None:
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        await put(store, 1)
-    assert scope.cancelled_caught
-    assert await store.get_message(G1, mh(1)) is None
-    assert store.statistics().queued == 0
-    assert await put(store, 2)  # the writer carries on
-
-
-async def test_cancelled_running_write_completes(store: ChatStore) -> None:
-    entered = trio.Event()
-    release = threading.Event()
-    token = trio.lowlevel.current_trio_token()
-
-    def slow(conn: sqlite3.Connection) -> str:
-        trio.from_thread.run_sync(entered.set, trio_token=token)
-        release.wait(30)
-        conn.execute("INSERT INTO peers (peer, addrs, updated_at) VALUES (x'01', x'02', 3)")
-        return "done"
-
-    results: list[str] = []
-
-    async def writer(scope: trio.CancelScope) -> None:
-        with scope:
-            results.append(await store._write(slow))
-            await trio.lowlevel.checkpoint()
-            results.append("not reached")
-
-    scope = trio.CancelScope()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(writer, scope)
-        await entered.wait()
-        scope.cancel()
-        release.set()
-    assert results == ["done"]
-    assert scope.cancelled_caught
-    assert await store.get_peer(b"\x01") == b"\x02"
+# -- close ------------------------------------------------------------------------------------
 
 
 async def test_use_after_close_is_refused(tmp_path: Path) -> None:
@@ -719,7 +341,6 @@ async def test_everything_survives_reopen(tmp_path: Path) -> None:
         await store.put_packet(packet, received_at=8, outbox_at=9)
         await store.record_vote(G1, packet.message_hash, 0, b"vote")
         await put(store, 1)
-        await store.put_peer(b"peer", b"addrs", now=1)
     assert sorted(os.listdir(tmp_path)) == [LOCK_FILE, STORE_FILE]  # WAL checkpointed
     async with open_store(tmp_path) as store:
         group = await store.get_group(G1)
@@ -736,7 +357,6 @@ async def test_everything_survives_reopen(tmp_path: Path) -> None:
         assert await store.get_vote(G1, packet.message_hash) == b"vote"
         assert [e.next_attempt_at for e in await store.outbox_due(9)] == [9]
         assert [m.message_hash for m in await store.all_ratified(G1)] == [mh(1)]
-        assert await store.get_peer(b"peer") == b"addrs"
         # New ratified messages continue the sequence.
         await put(store, 2)
         assert [m.seq for m in await store.all_ratified(G1)] == [1, 2]
@@ -773,31 +393,3 @@ async def test_vote_survives_a_crash_right_after_return(tmp_path: Path) -> None:
     assert (tmp_path / f"{STORE_FILE}-wal").exists()  # the commit lives only in the WAL
     async with open_store(tmp_path) as store:
         assert await store.get_vote(bytes(32), bytes([1]) * 32) == b"vote"
-
-
-async def test_schema_is_tagged(tmp_path: Path) -> None:
-    async with open_store(tmp_path):
-        pass
-    conn = sqlite3.connect(tmp_path / STORE_FILE)
-    try:
-        info: dict[str, Any] = {
-            "app": conn.execute("PRAGMA application_id").fetchone()[0],
-            "journal": conn.execute("PRAGMA journal_mode").fetchone()[0],
-            "version": conn.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'"
-            ).fetchone()[0],
-        }
-    finally:
-        conn.close()
-    assert info == {"app": APPLICATION_ID, "journal": "wal", "version": 1}
-
-
-async def test_write_connection_is_durable(store: ChatStore) -> None:
-    def pragmas(conn: sqlite3.Connection) -> tuple[Any, ...]:
-        return tuple(
-            conn.execute(f"PRAGMA {name}").fetchone()[0]
-            for name in ("journal_mode", "synchronous", "foreign_keys")
-        )
-
-    # synchronous 2 is FULL: every commit fsyncs the WAL.
-    assert await store._write(pragmas) == ("wal", 2, 1)

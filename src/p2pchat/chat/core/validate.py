@@ -33,9 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from .group_state import GroupState
 from .packet import Packet, verify_author
 from .quorum import verify_certificate
-from .roster import ROSTER_MESSAGE_TYPE, GroupState, Roster, RosterError, read_roster_update
+from .roster import Roster, RosterError
+from .roster_update import ROSTER_MESSAGE_TYPE, read_roster_update
 
 __all__ = [
     "TIME_WINDOW_MS",

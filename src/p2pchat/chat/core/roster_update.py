@@ -1,0 +1,255 @@
+"""Roster updates: the artifact of a roster message, and the message itself (§3, §7).
+
+Every roster after epoch 0 comes from a certified message of type ``"roster"`` authored by the
+owner. Its artifact is the plaintext CBOR of a :class:`RosterUpdate`: the roster of the next epoch
+plus the epoch keys wrapped for its members (:class:`WrappedKey`, opaque bytes here;
+chat/core/crypto.py makes and opens them). :func:`read_roster_update` applies the content rules
+to a received roster message; :func:`build_roster_message` makes one for the owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from ...errors import DecodeError, LocalProtocolError
+from ...identity import PeerID
+from . import cbor
+from .packet import (
+    HASH_SIZE,
+    MAX_ARTIFACT_DATA,
+    MAX_PARENTS,
+    Artifact,
+    Headers,
+    Message,
+    Packet,
+    sha256,
+)
+from .roster import (
+    Roster,
+    RosterError,
+    build_decoded,
+    read_bytes,
+    read_list,
+    read_map,
+    read_peer,
+    read_uint,
+    require_sorted,
+)
+
+if TYPE_CHECKING:
+    from .group_state import GroupState
+
+__all__ = [
+    "MAX_WRAPPED",
+    "ROSTER_MESSAGE_TYPE",
+    "ROSTER_MIME_TYPE",
+    "RosterUpdate",
+    "WrappedKey",
+    "build_roster_message",
+    "read_roster_update",
+]
+
+# §3 (addition): decoder bound on one wrapped key.
+MAX_WRAPPED: Final = 4096
+# §3: roster changes are messages of this type; §3 (addition): their artifact's MIME type.
+ROSTER_MESSAGE_TYPE: Final = "roster"
+ROSTER_MIME_TYPE: Final = "application/cbor"
+
+
+@attrs.frozen
+class WrappedKey:
+    """An epoch key wrapped for one member: ``{"peer", "epoch", "enc"}`` (§7).
+
+    ``enc`` is opaque here (HPKE output, see chat/crypto.py).
+
+    Raises:
+        ValueError: ``enc`` longer than 4096 bytes or an epoch out of range.
+    """
+
+    peer: PeerID
+    epoch: int
+    enc: bytes
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.enc) > MAX_WRAPPED:
+            raise ValueError(f"wrapped key longer than {MAX_WRAPPED} bytes")
+        if not 0 <= self.epoch < 2**64:
+            raise ValueError("epoch out of range")
+
+    def sort_key(self) -> tuple[bytes, int]:
+        """The order of wrapped keys in a roster update: peer bytes, then epoch."""
+        return (self.peer.to_bytes(), self.epoch)
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {"peer": self.peer.to_bytes(), "epoch": self.epoch, "enc": self.enc}
+
+    @classmethod
+    def from_cbor(cls, value: Any) -> WrappedKey:
+        """Decode a wrapped key.
+
+        Raises:
+            DecodeError: malformed.
+        """
+        m = read_map(value, "wrapped key", frozenset({"peer", "epoch", "enc"}))
+        return cls(
+            read_peer(m["peer"], "wrapped.peer"),
+            read_uint(m["epoch"], "wrapped.epoch"),
+            read_bytes(m["enc"], "wrapped.enc", max_size=MAX_WRAPPED),
+        )
+
+
+def _sorted_keys(keys: Iterable[WrappedKey]) -> tuple[WrappedKey, ...]:
+    return tuple(sorted(keys, key=WrappedKey.sort_key))
+
+
+@attrs.frozen
+class RosterUpdate:
+    """The artifact of a roster message: the next roster and its wrapped keys (§3, §7).
+
+    ``keys`` hold the new epoch's key, at most one per member of ``roster``, all for
+    ``roster.epoch``; ``history_keys`` hold earlier epoch keys for members of ``roster``, at most
+    one per (peer, epoch). Both are sorted by (peer bytes, epoch) on construction.
+
+    Raises:
+        ValueError: a key for a non-member, for the wrong epoch, or listed twice.
+    """
+
+    roster: Roster
+    keys: tuple[WrappedKey, ...] = attrs.field(default=(), converter=_sorted_keys)
+    history_keys: tuple[WrappedKey, ...] = attrs.field(default=(), converter=_sorted_keys)
+
+    def __attrs_post_init__(self) -> None:
+        epoch = self.roster.epoch
+        for what, keys in (("keys", self.keys), ("history_keys", self.history_keys)):
+            seen = {k.sort_key() for k in keys}
+            if len(seen) != len(keys):
+                raise ValueError(f"{what} lists a (peer, epoch) twice")
+            if any(k.peer not in self.roster for k in keys):
+                raise ValueError(f"{what} holds a key for a non-member")
+        if any(k.epoch != epoch for k in self.keys):
+            raise ValueError(f"keys must all be for epoch {epoch}")
+        if any(k.epoch >= epoch for k in self.history_keys):
+            raise ValueError(f"history_keys must be for epochs before {epoch}")
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {
+            "roster": self.roster.to_cbor(),
+            "keys": [k.to_cbor() for k in self.keys],
+            "history_keys": [k.to_cbor() for k in self.history_keys],
+        }
+
+    @classmethod
+    def from_cbor(cls, value: Any) -> RosterUpdate:
+        """Decode a roster update; both key lists must arrive sorted.
+
+        Raises:
+            DecodeError: malformed, unsorted or inconsistent (see the class).
+        """
+        m = read_map(value, "roster update", frozenset({"roster", "keys", "history_keys"}))
+        limit = MAX_ARTIFACT_DATA // 64
+        raw_keys = read_list(m["keys"], "keys", max_items=limit)
+        raw_history = read_list(m["history_keys"], "history_keys", max_items=limit)
+        update = build_decoded(
+            "roster update",
+            cls,
+            Roster.from_cbor(m["roster"]),
+            [WrappedKey.from_cbor(k) for k in raw_keys],
+            [WrappedKey.from_cbor(k) for k in raw_history],
+        )
+        require_sorted(raw_keys, update.keys, "keys")
+        require_sorted(raw_history, update.history_keys, "history_keys")
+        return update
+
+    def encode(self) -> bytes:
+        """``CBOR(update)``: the plaintext artifact of a roster message."""
+        return cbor.dumps(self.to_cbor())
+
+    @classmethod
+    def decode(cls, data: bytes) -> RosterUpdate:
+        """Decode a roster message's artifact.
+
+        Raises:
+            DecodeError: malformed, non-canonical, over 768 KiB, or inconsistent.
+        """
+        return cls.from_cbor(cbor.loads(data, max_size=MAX_ARTIFACT_DATA))
+
+
+def read_roster_update(packet: Packet, owner: PeerID) -> RosterUpdate:
+    """The update a roster message carries, after the rules of §3 and §7 on its content.
+
+    The message must be of type ``"roster"``, unencrypted (empty ``aes_key`` and ``iv``), with
+    artifact type ``application/cbor`` whose data decodes as a :class:`RosterUpdate` for epoch
+    ``message.epoch + 1`` in which ``owner`` is still a member who may send. Hashes, signature
+    and certificate are not checked here.
+
+    Raises:
+        RosterError: any of these fails (hint ``"malformed"``).
+    """
+    message = packet.message
+    if message.message_type != ROSTER_MESSAGE_TYPE:
+        raise RosterError("not a roster message", hint="malformed")
+    if packet.aes_key or packet.iv:
+        raise RosterError("roster messages are not encrypted", hint="malformed")
+    if message.artifact.type != ROSTER_MIME_TYPE:
+        raise RosterError(f"roster artifact type must be {ROSTER_MIME_TYPE}", hint="malformed")
+    try:
+        update = RosterUpdate.decode(message.artifact.data)
+    except DecodeError as exc:
+        raise RosterError(f"bad roster artifact: {exc}", hint="malformed") from exc
+    if update.roster.epoch != message.epoch + 1:
+        raise RosterError(
+            f"roster message of epoch {message.epoch} must open epoch {message.epoch + 1}",
+            hint="malformed",
+        )
+    role = update.roster.role_of(owner)
+    if role is None or not role.can_send:
+        raise RosterError("the owner must stay a member who may send", hint="malformed")
+    return update
+
+
+def build_roster_message(
+    state: GroupState,
+    update: RosterUpdate,
+    *,
+    now_ms: int,
+    parents: Sequence[bytes] = (),
+    ref_hash: bytes | None = None,
+) -> tuple[Message, bytes]:
+    """The unsigned roster message that opens epoch ``state.current_epoch + 1``, and its artifact.
+
+    The message is of type ``"roster"``, authored by the owner in the current epoch, with the
+    plaintext ``CBOR(update)`` as artifact (``application/cbor``) and the key hash of empty
+    ``aes_key`` and ``iv``. Sign it with ``sign_message(owner, message, b"", b"")``.
+
+    Raises:
+        LocalProtocolError: the update does not open the next epoch, or drops the owner.
+    """
+    epoch = state.current_epoch
+    if update.roster.epoch != epoch + 1:
+        raise LocalProtocolError(
+            f"the update opens epoch {update.roster.epoch}, not {epoch + 1}", hint="wrong epoch"
+        )
+    role = update.roster.role_of(state.owner)
+    if role is None or not role.can_send:
+        raise LocalProtocolError("the owner must stay a member who may send", hint="owner")
+    data = update.encode()
+    if len(data) > MAX_ARTIFACT_DATA:
+        raise LocalProtocolError("the roster update exceeds 768 KiB", hint="too large")
+    artifact = Artifact(ROSTER_MIME_TYPE, data, sha256(data), sha256(b""))
+    message = Message(
+        group_id=state.group_id,
+        epoch=epoch,
+        message_type=ROSTER_MESSAGE_TYPE,
+        time_stamp=now_ms,
+        author=state.owner,
+        ref_hash=ref_hash,
+        parents=tuple(sorted(set(parents))),
+        headers=Headers(),
+        artifact=artifact,
+    )
+    if len(message.parents) > MAX_PARENTS or any(len(p) != HASH_SIZE for p in message.parents):
+        raise LocalProtocolError(f"parents must be <= {MAX_PARENTS} hashes", hint="parents")
+    return message, data
