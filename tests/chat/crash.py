@@ -40,7 +40,9 @@ class CrashingStore:
         self.crashed.set()
         if self.after:
             await write()
-        raise SimulatedCrashError(f"died {'after' if self.after else 'before'} commit {self.commits}")
+        raise SimulatedCrashError(
+            f"died {'after' if self.after else 'before'} commit {self.commits}"
+        )
 
     async def commit(self, txn: Transaction) -> CommitResult:
         result: CommitResult = await self._counted(lambda: self._store.commit(txn))

@@ -44,11 +44,12 @@ from .core.engine import (
     EngineConfig,
     GroupView,
     NotAllowedError,
-    history_order,
 )
 from .core.events import Commit, Connected, Publish, Ratified
+from .core.group_state import GroupState
 from .core.packet import Packet
-from .core.roster import GroupState, History, Member, Role
+from .core.roster import History, Member, Role
+from .core.view import history_order
 from .services.clients import ClientPool, QueryRefusedError, open_client_pool
 from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from p2pchat.chat.core import crypto
-from p2pchat.chat.core.engine import ChatEngine, EngineConfig, decode_vote
+from p2pchat.chat.core.engine import ChatEngine, EngineConfig
 from p2pchat.chat.core.events import (
     Action,
     AskVote,
@@ -28,6 +28,7 @@ from p2pchat.chat.core.events import (
 from p2pchat.chat.core.packet import Packet, Vote
 from p2pchat.chat.core.roster import Member, Role
 from p2pchat.chat.core.txn import CommitResult, PutVote
+from p2pchat.chat.core.view import decode_vote
 from p2pchat.identity import KeyPair, PeerID
 
 T0 = 1_700_000_000_000

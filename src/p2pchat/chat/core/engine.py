@@ -35,10 +35,9 @@ from typing import Any, Final
 
 import attrs
 
-from ...errors import DecodeError, P2PChatError, ProtocolError
+from ...errors import ProtocolError
 from ...identity import KeyPair, PeerID
 from . import cbor, crypto
-from .dag import Heads, display_order
 from .events import (
     Action,
     AlreadyHeld,
@@ -63,23 +62,13 @@ from .events import (
     VoteAnswered,
 )
 from .fetch import MAX_FETCH
+from .genesis import SignedGenesis, new_group
+from .group_state import GroupState
 from .outbox import Outbox
-from .packet import Artifact, Headers, Message, Packet, Vote, make_vote, sha256, sign_message
+from .packet import Artifact, Headers, Message, Packet, make_vote, sha256, sign_message
 from .quorum import QuorumCollector
-from .roster import (
-    GroupState,
-    History,
-    Member,
-    Role,
-    Roster,
-    RosterUpdate,
-    SignedGenesis,
-    WrappedKey,
-    build_roster_message,
-    default_quorum,
-    new_group,
-    read_roster_update,
-)
+from .roster import History, Member, Role, Roster, default_quorum
+from .roster_update import RosterUpdate, WrappedKey, build_roster_message
 from .txn import (
     AddGroup,
     OutboxDone,
@@ -90,18 +79,13 @@ from .txn import (
     Transaction,
 )
 from .validate import check_for_delivery, check_for_ratification
+from .view import ChatError, GroupView, NotAllowedError, unwrap_keys, wrap_key
+
+__all__ = ["ChatEngine", "ChatError", "EngineConfig", "GroupView", "NotAllowedError"]
 
 logger = logging.getLogger(__name__)
 
 ROSTER: Final = "roster"
-
-
-class ChatError(P2PChatError):
-    """A chat operation failed; the message says why."""
-
-
-class NotAllowedError(ChatError):
-    """Our role in the group does not allow this (e.g. a viewer sending)."""
 
 
 @attrs.frozen
@@ -116,35 +100,6 @@ class EngineConfig:
     sync_interval: int = 30_000
     #: Attempts of queued messages in flight at once.
     outbox_concurrency: int = 16
-
-
-@attrs.define(eq=False)
-class GroupView:
-    """What the node holds of one group (read-only outside the engine)."""
-
-    signed: SignedGenesis
-    state: GroupState
-    epoch_keys: dict[int, bytes] = attrs.Factory(dict)
-    heads: Heads = attrs.Factory(Heads)
-    ratified: set[bytes] = attrs.Factory(set)
-
-    @property
-    def group_id(self) -> bytes:
-        return self.signed.group_id
-
-    def has(self, message_hash: bytes) -> bool:
-        return message_hash in self.ratified
-
-    def members(self, *epochs: int) -> set[PeerID]:
-        """The members of the given epochs (every epoch when none is given)."""
-        if not epochs:
-            epochs = tuple(range(self.state.current_epoch + 1))
-        peers: set[PeerID] = set()
-        for epoch in epochs:
-            roster = self.state.find_roster(epoch)
-            if roster is not None:
-                peers.update(m.peer for m in roster.members)
-        return peers
 
 
 # -- effects: what a commit changes in memory -----------------------------------------------------
@@ -311,7 +266,10 @@ class ChatEngine:
             return None
         try:
             signed = SignedGenesis.from_cbor(body["genesis"])
-            packets = [Packet.from_cbor(p) for p in _as_list(body["rosters"])]
+            rosters = body["rosters"]
+            if not isinstance(rosters, list):
+                raise ChatError("the roster chain is not a list")
+            packets = [Packet.from_cbor(p) for p in rosters]
             if signed.group_id != group_id or not signed.verify():
                 raise ChatError("the genesis does not match the group id or its signature")
             state = GroupState.from_chain(signed, packets)
@@ -324,7 +282,7 @@ class ChatEngine:
             AddGroup(group_id, signed.encode(), now)
         ]
         for packet in state.roster_packets:
-            keys = self._unwrap_keys(view, packet)
+            keys = unwrap_keys(view, packet, self.hpke, self.peer_id)
             view.epoch_keys.update(keys)
             view.ratified.add(packet.message_hash)
             view.heads.add(packet.message_hash, packet.message.parents)
@@ -372,13 +330,13 @@ class ChatEngine:
             quorum = min(current.quorum, ratifiers)
         roster = Roster(epoch, tuple(members), quorum, current.history)
         new_key = crypto.new_epoch_key()
-        keys = [self._wrap(new_key, m, group_id, epoch) for m in roster.members]
+        keys = [wrap_key(new_key, m, group_id, epoch) for m in roster.members]
         history_keys: list[WrappedKey] = []
         if added is not None and current.history == "all":
             newcomer = roster.member(added)
             if newcomer is not None and current.member(added) is None:
                 history_keys = [
-                    self._wrap(key, newcomer, group_id, e)
+                    wrap_key(key, newcomer, group_id, e)
                     for e, key in sorted(view.epoch_keys.items())
                 ]
         update = RosterUpdate(roster, tuple(keys), tuple(history_keys))
@@ -665,7 +623,7 @@ class ChatEngine:
     def _accept(self, view: GroupView, packet: Packet, now: int, *, deliver: bool) -> Commit:
         keys: dict[int, bytes] = {}
         if packet.message.message_type == ROSTER:
-            keys = self._unwrap_keys(view, packet)
+            keys = unwrap_keys(view, packet, self.hpke, self.peer_id)
         operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone] = []
         operations += self._accept_rows(view.group_id, packet, keys, now)
         if packet.message.author == self.peer_id:
@@ -706,59 +664,3 @@ class ChatEngine:
             peers = view.members(message.epoch, view.state.current_epoch) - {self.peer_id}
             actions.append(Deliver(view.group_id, packet, tuple(sorted(peers))))
         return actions + self._on_tick(now)
-
-    # -- keys ----------------------------------------------------------------------------------
-
-    def _wrap(self, key: bytes, member: Member, group_id: bytes, epoch: int) -> WrappedKey:
-        enc = crypto.wrap_epoch_key(
-            key,
-            kem=member.kem,
-            hpke_public=member.hpke,
-            group_id=group_id,
-            epoch=epoch,
-            peer=member.peer,
-        )
-        return WrappedKey(member.peer, epoch, enc)
-
-    def _unwrap_keys(self, view: GroupView, packet: Packet) -> dict[int, bytes]:
-        """The epoch keys a roster message carries for us (not yet held), unwrapped."""
-        try:
-            update = read_roster_update(packet, view.state.owner)
-        except (ProtocolError, DecodeError):
-            return {}
-        keys: dict[int, bytes] = {}
-        for wrapped in (*update.keys, *update.history_keys):
-            if wrapped.peer != self.peer_id or wrapped.epoch in view.epoch_keys:
-                continue
-            try:
-                keys[wrapped.epoch] = crypto.unwrap_epoch_key(
-                    wrapped.enc,
-                    keypair=self.hpke,
-                    group_id=view.group_id,
-                    epoch=wrapped.epoch,
-                    peer=self.peer_id,
-                )
-            except ProtocolError as exc:
-                logger.warning("cannot unwrap our key for epoch %d: %s", wrapped.epoch, exc)
-        return keys
-
-
-def _as_list(value: object) -> list[object]:
-    if not isinstance(value, list):
-        raise TypeError("not a list")
-    return value
-
-
-def decode_vote(data: bytes) -> Vote:
-    """A vote as the store holds it (CBOR).
-
-    Raises:
-        DecodeError: not a vote.
-    """
-    return Vote.from_cbor(cbor.loads(data, max_size=4096))
-
-
-def history_order(packets: dict[bytes, Packet]) -> list[Packet]:
-    """Held packets in display order (§8)."""
-    order = display_order({h: p.message.parents for h, p in packets.items()})
-    return [packets[h] for h in order]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import trio
 
 from ...identity import PeerID
-from ..core.engine import ChatEngine, decode_vote
+from ..core.engine import ChatEngine
 from ..core.events import (
     Action,
     AlreadyHeld,
@@ -37,6 +37,7 @@ from ..core.events import (
 )
 from ..core.packet import Packet, Vote
 from ..core.txn import CommitResult, Transaction
+from ..core.view import decode_vote
 from ..store import VoteConflictError
 from .dispatch import Refusal
 
