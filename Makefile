@@ -9,7 +9,7 @@ INTEROP_VENV := .venv-interop
 INTEROP_STAMP := $(INTEROP_VENV)/.installed
 PYLIBP2P_VERSION := 0.8.1
 
-.PHONY: run demo test lint typecheck unit venv interop-venv bench clean
+.PHONY: run demo test check-slow lint typecheck unit venv interop-venv bench clean
 
 run: $(STAMP)
 	$(BIN)/p2pchat node
@@ -44,6 +44,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) $(INTEROP_STAMP)
 	P2PCHAT_INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python $(BIN)/pytest -q
+
+# The long scenario sweeps (every crash point of the chat scenario), kept out of `make test`.
+check-slow: $(STAMP) $(INTEROP_STAMP)
+	P2PCHAT_INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python $(BIN)/pytest -q -m slow
 
 bench: $(STAMP) $(INTEROP_STAMP)
 	$(BIN)/python tools/bench_secure.py

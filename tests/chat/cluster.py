@@ -136,12 +136,13 @@ class Cluster:
 
 
 @asynccontextmanager
-async def open_cluster(root: Path, *names: str) -> AsyncIterator[Cluster]:
+async def open_cluster(root: Path, *names: str, start: bool = True) -> AsyncIterator[Cluster]:
+    """Peers named ``names`` on 127.0.0.1, started in order (unless ``start`` is false)."""
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery, root)
         for name in names:
             cluster.add(name)
-        for peer in cluster.peers:
+        for peer in cluster.peers if start else ():
             await peer.start()
         yield cluster
         nursery.cancel_scope.cancel()
