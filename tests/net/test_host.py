@@ -218,3 +218,37 @@ async def test_new_handlers_reach_connected_peers_by_identify_push() -> None:
         with trio.fail_after(5):
             await pushed.wait()
         assert "/late/1.0.0" in a.peer_store.protocols(b.peer_id)
+
+
+async def _wait_for_protocols(host: Host, peer: PeerID) -> None:
+    while not host.peer_store.protocols(peer):  # filled by identify, in the background
+        await trio.sleep(0.01)
+
+
+async def test_identify_runs_by_itself_on_every_new_connection() -> None:
+    with trio.fail_after(10):
+        async with two_hosts() as (a, b):
+            await a.connect(b.addrs[0])
+            await _wait_for_protocols(a, b.peer_id)
+            await _wait_for_protocols(b, a.peer_id)
+            assert ECHO in a.peer_store.protocols(b.peer_id)
+            assert "/ipfs/id/1.0.0" in b.peer_store.protocols(a.peer_id)
+
+
+async def test_identify_on_connect_can_be_turned_off() -> None:
+    with trio.fail_after(10):
+        async with two_hosts(HostConfig(identify_on_connect=False)) as (a, b):
+            await a.connect(b.addrs[0])
+            await _wait_for_protocols(b, a.peer_id)  # b still asks, and a still answers
+            assert a.peer_store.protocols(b.peer_id) == ()
+
+
+class BodyError(Exception):
+    pass
+
+
+async def test_an_error_in_the_body_comes_out_as_itself_with_connections_open() -> None:
+    with trio.fail_after(10), pytest.raises(BodyError):
+        async with two_hosts() as (a, b):
+            await a.connect(b.addrs[0])
+            raise BodyError
