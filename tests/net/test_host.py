@@ -266,3 +266,16 @@ async def test_an_error_in_the_body_comes_out_as_itself_with_connections_open() 
 
     with trio.fail_after(10), pytest.raises(BodyError):
         await body()
+
+
+async def test_wait_protocols_changed_reports_a_change_made_before_the_wait() -> None:
+    async with open_host(KeyPair.generate()) as host:
+        seen = host.protocols_version
+        with trio.move_on_after(0.1) as idle:
+            await host.wait_protocols_changed(seen)
+        assert idle.cancelled_caught
+        host.set_stream_handler(ECHO, echo)
+        host.set_stream_handler(ECHO, echo)  # the same set again: no change
+        with trio.fail_after(1):
+            await host.wait_protocols_changed(seen)
+        assert host.protocols_version == seen + 1

@@ -40,7 +40,7 @@ from ..errors import P2PChatError
 from ..identity import KeyPair, PeerID
 from ..multiaddr import Multiaddr
 from .events import DEFAULT_MAX_QUEUED, ConnectionClosed, ConnectionEvents, ConnectionOpened
-from .identify import open_identify, push_identify
+from .identify import open_identify
 from .muxer import MuxedConnection, MuxedStream, MuxerConfig, MuxerError
 from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
 from .peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL, PeerStore
@@ -93,6 +93,8 @@ class Host:
         self._dialing: dict[PeerID, _DialAttempt] = {}
         self._listen_addrs: list[Multiaddr] = []
         self._subscriptions: set[ConnectionEvents] = set()
+        self._protocols_version = 0
+        self._protocols_lot = trio.lowlevel.ParkingLot()
         self._events_ended = False
 
     # -- addresses and handlers ----------------------------------------------------------------
@@ -126,9 +128,23 @@ class Host:
             self._protocols_changed()
 
     def _protocols_changed(self) -> None:
-        """Tell connected peers (identify push), in the background."""
-        if self.connected_peers():
-            self._nursery.start_soon(push_identify, self)
+        self._protocols_version += 1
+        self._protocols_lot.unpark_all()
+
+    @property
+    def protocols_version(self) -> int:
+        """A counter that grows each time the set of served protocols changes."""
+        return self._protocols_version
+
+    async def wait_protocols_changed(self, seen: int) -> None:
+        """Return once :attr:`protocols_version` differs from ``seen`` (at once if it does).
+
+        identify uses this to push our protocols to connected peers; taking ``seen`` from the
+        caller means no change made while the caller was busy goes unnoticed.
+        """
+        await trio.lowlevel.checkpoint()
+        while self._protocols_version == seen:
+            await self._protocols_lot.park()
 
     @property
     def protocols(self) -> list[str]:

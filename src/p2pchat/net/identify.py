@@ -8,6 +8,7 @@ change, :func:`push_identify` tells connected peers (``/ipfs/id/push/1.0.0``).
 :func:`open_identify` (entered by ``open_host``) serves both protocols and subscribes to the
 Host's connection events; the identify exchange of each new connection runs in a nursery that
 :func:`open_identify` owns, so it ends with identify, never outlives it in the Host's nursery.
+So do the pushes, which it sends when ``host.wait_protocols_changed`` reports a change.
 """
 
 from __future__ import annotations
@@ -140,12 +141,24 @@ async def open_identify(host: Host) -> AsyncIterator[None]:
     host.set_stream_handler(core.PUSH_PROTOCOL_ID, serve_push)
     try:
         async with open_service_nursery() as nursery:
+            nursery.start_soon(_push_on_change, host)
             if host.config.identify_on_connect:
                 await nursery.start(_identify_new_connections, host)
             yield
     finally:
         host.remove_stream_handler(core.PROTOCOL_ID)
         host.remove_stream_handler(core.PUSH_PROTOCOL_ID)
+
+
+async def _push_on_change(host: Host) -> None:
+    """Push our identify information to connected peers whenever our protocols change; changes
+    made during a push are covered by the next one."""
+    seen = host.protocols_version
+    while True:
+        await host.wait_protocols_changed(seen)
+        seen = host.protocols_version
+        if host.connected_peers():
+            await push_identify(host)
 
 
 async def _identify_new_connections(
