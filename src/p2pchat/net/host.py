@@ -96,6 +96,8 @@ class Host:
         self._protocols_version = 0
         self._protocols_lot = trio.lowlevel.ParkingLot()
         self._events_ended = False
+        # Connections whose ConnectionOpened went out and whose ConnectionClosed has not.
+        self._announced: dict[MuxedConnection, PeerID] = {}
 
     # -- addresses and handlers ----------------------------------------------------------------
 
@@ -187,9 +189,8 @@ class Host:
         """
         events = ConnectionEvents(max_queued)
         if include_existing:
-            for peer, conns in self._connections.items():
-                for conn in conns:
-                    events._publish(ConnectionOpened(peer, conn))
+            for conn, peer in self._announced.items():
+                events._publish(ConnectionOpened(peer, conn))
         if self._events_ended:
             events._end()
         self._subscriptions.add(events)
@@ -307,6 +308,7 @@ class Host:
             async with trio.open_nursery() as nursery:
                 await nursery.start(conn.run)
                 self._publish(ConnectionOpened(peer, conn))
+                self._announced[conn] = peer
                 opened = True
                 task_status.started()
                 while True:
@@ -323,6 +325,7 @@ class Host:
             if not conns:
                 self._connections.pop(peer, None)
             if opened:
+                del self._announced[conn]
                 self._publish(ConnectionClosed(peer, conn))
             logger.info("disconnected from %s: %s", peer, conn.broken_reason)
 
