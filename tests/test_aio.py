@@ -49,3 +49,22 @@ async def test_a_task_error_still_propagates() -> None:
 
     with pytest.RaisesGroup(BodyError):
         await body()
+
+
+async def test_a_body_cancelled_by_the_nursery_itself_ends_quietly() -> None:
+    with trio.fail_after(5):  # a Cancelled that escaped would fail the test instead
+        async with open_service_nursery() as nursery:
+            nursery.cancel_scope.cancel()
+            await trio.sleep_forever()
+    assert nursery.cancel_scope.cancel_called
+
+
+async def test_a_cancellation_from_outside_still_reaches_its_scope() -> None:
+    after_block = False
+    with trio.CancelScope() as outer:
+        async with open_service_nursery():
+            outer.cancel()
+            await trio.sleep_forever()
+        after_block = True
+    assert outer.cancelled_caught
+    assert not after_block

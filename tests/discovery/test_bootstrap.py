@@ -33,6 +33,7 @@ from p2pchat.discovery.bootstrap import (
 )
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
+from p2pchat.net.events import ConnectionOpened
 from p2pchat.net.host import DialError, Host, HostConfig, open_host
 from p2pchat.net.muxer import MuxedConnection
 
@@ -235,17 +236,21 @@ async def test_keep_connected_retries_with_backoff_and_redials_after_a_drop(
 
 
 class Arrivals:
-    """The inbound connections a host accepts, as they come (a host hook, no polling)."""
+    """The connections a host opens, as they come (its connection events, no polling)."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self) -> None:
         self.connections: list[MuxedConnection] = []
         self._changed = trio.Event()
-        host.on_connection.append(self._hook)
 
-    async def _hook(self, conn: MuxedConnection) -> None:
-        self.connections.append(conn)
-        self._changed.set()
-        await trio.lowlevel.checkpoint()
+    async def collect(
+        self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with host.connection_events() as events:
+            task_status.started()
+            async for event in events:
+                if isinstance(event, ConnectionOpened):
+                    self.connections.append(event.conn)
+                    self._changed.set()
 
     async def wait_for(self, count: int) -> MuxedConnection:
         while len(self.connections) < count:
@@ -261,7 +266,8 @@ async def test_a_host_connects_to_its_bootstrap_peer_and_reconnects_after_a_drop
             open_host(KeyPair.generate(), LOOPBACK) as node,
             trio.open_nursery() as nursery,
         ):
-            arrivals = Arrivals(seed)
+            arrivals = Arrivals()
+            await nursery.start(arrivals.collect, seed)
             entries = [seed.addrs[0], node.addrs[0]]  # its own entry is skipped
             await nursery.start(partial(run_bootstrap, node, entries, policy=FAST))
             first = await arrivals.wait_for(1)
@@ -283,7 +289,8 @@ async def test_a_dnsaddr_entry_resolves_through_the_lookup_then_connects() -> No
             open_host(KeyPair.generate(), LOOPBACK) as node,
             trio.open_nursery() as nursery,
         ):
-            arrivals = Arrivals(seed)
+            arrivals = Arrivals()
+            await nursery.start(arrivals.collect, seed)
             dns = FakeDns({"_dnsaddr.seed.example": [f"dnsaddr={seed.addrs[0]}"]})
             entry = Multiaddr.from_string("/dnsaddr/seed.example")
             await nursery.start(partial(run_bootstrap, node, [entry], lookup=dns, policy=FAST))

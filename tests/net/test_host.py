@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
@@ -218,3 +219,63 @@ async def test_new_handlers_reach_connected_peers_by_identify_push() -> None:
         with trio.fail_after(5):
             await pushed.wait()
         assert "/late/1.0.0" in a.peer_store.protocols(b.peer_id)
+
+
+def _watch_identify(host: Host) -> defaultdict[PeerID, trio.Event]:
+    """An event per peer, set when identify files that peer's protocols in ``host``."""
+    filed: defaultdict[PeerID, trio.Event] = defaultdict(trio.Event)
+    original = host.peer_store.set_protocols
+
+    def watch(peer: PeerID, protocols: Iterable[str]) -> None:
+        original(peer, protocols)
+        filed[peer].set()
+
+    host.peer_store.set_protocols = watch  # type: ignore[method-assign]
+    return filed
+
+
+async def test_identify_runs_by_itself_on_every_new_connection() -> None:
+    with trio.fail_after(10):
+        async with two_hosts() as (a, b):
+            a_filed, b_filed = _watch_identify(a), _watch_identify(b)
+            await a.connect(b.addrs[0])
+            await a_filed[b.peer_id].wait()
+            await b_filed[a.peer_id].wait()
+            assert ECHO in a.peer_store.protocols(b.peer_id)
+            assert "/ipfs/id/1.0.0" in b.peer_store.protocols(a.peer_id)
+
+
+async def test_identify_on_connect_can_be_turned_off() -> None:
+    with trio.fail_after(10):
+        async with two_hosts(HostConfig(identify_on_connect=False)) as (a, b):
+            b_filed = _watch_identify(b)
+            await a.connect(b.addrs[0])
+            await b_filed[a.peer_id].wait()  # b still asks, and a still answers
+            assert a.peer_store.protocols(b.peer_id) == ()
+
+
+class BodyError(Exception):
+    pass
+
+
+async def test_an_error_in_the_body_comes_out_as_itself_with_connections_open() -> None:
+    async def body() -> None:
+        async with two_hosts() as (a, b):
+            await a.connect(b.addrs[0])
+            raise BodyError
+
+    with trio.fail_after(10), pytest.raises(BodyError):
+        await body()
+
+
+async def test_wait_protocols_changed_reports_a_change_made_before_the_wait() -> None:
+    async with open_host(KeyPair.generate()) as host:
+        seen = host.protocols_version
+        with trio.move_on_after(0.1) as idle:
+            await host.wait_protocols_changed(seen)
+        assert idle.cancelled_caught
+        host.set_stream_handler(ECHO, echo)
+        host.set_stream_handler(ECHO, echo)  # the same set again: no change
+        with trio.fail_after(1):
+            await host.wait_protocols_changed(seen)
+        assert host.protocols_version == seen + 1

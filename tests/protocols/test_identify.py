@@ -123,9 +123,9 @@ def read_stream(*chunks: bytes, **limits: int) -> IdentifyInfo:
     reader = IdentifyReader(**limits)
     for chunk in chunks:
         reader.receive_data(chunk)
-        assert reader.next_message() is NEED_DATA
+        assert reader.next_event() is NEED_DATA
     reader.receive_eof()
-    info = reader.next_message()
+    info = reader.next_event()
     assert isinstance(info, IdentifyInfo)
     return info
 
@@ -271,7 +271,7 @@ def test_reader_refuses_an_oversized_prefix_at_once(prefix_hex: str) -> None:
     reader = IdentifyReader()
     reader.receive_data(bytes.fromhex(prefix_hex))
     with pytest.raises(DecodeError) as info:
-        reader.next_message()
+        reader.next_event()
     assert info.value.hint == "identify message too large"
 
 
@@ -280,7 +280,7 @@ def test_reader_limit_can_be_lowered() -> None:
     reader = IdentifyReader(max_message_size=50)
     reader.receive_data(frame[:2])  # the prefix alone decides
     with pytest.raises(DecodeError, match="exceeds 50"):
-        reader.next_message()
+        reader.next_event()
 
 
 def test_reader_bounds_the_number_of_frames() -> None:
@@ -288,7 +288,7 @@ def test_reader_bounds_the_number_of_frames() -> None:
     reader = IdentifyReader()
     reader.receive_data(b"\x00" * (MAX_MESSAGES + 1))
     with pytest.raises(DecodeError) as info:
-        reader.next_message()
+        reader.next_event()
     assert info.value.hint == "too many identify messages"
     with pytest.raises(DecodeError):
         read_stream(b"\x00\x00", max_messages=1)
@@ -307,10 +307,10 @@ def test_reader_rejects_bad_limits() -> None:
 def test_reader_returns_only_at_end_of_stream() -> None:
     reader = IdentifyReader()
     reader.receive_data(bytes.fromhex(FULL_HEX))
-    assert reader.next_message() is NEED_DATA
+    assert reader.next_event() is NEED_DATA
     assert reader.messages_received == 1
     reader.receive_eof()
-    assert reader.next_message() == FULL
+    assert reader.next_event() == FULL
 
 
 def test_reader_byte_by_byte() -> None:
@@ -324,7 +324,7 @@ def test_reader_ignores_empty_data_and_repeated_eof() -> None:
     reader.receive_data(b"\x00")
     reader.receive_eof()
     reader.receive_eof()
-    assert reader.next_message() == IdentifyInfo()
+    assert reader.next_event() == IdentifyInfo()
 
 
 def test_reader_merges_gos_split_message() -> None:
@@ -355,10 +355,10 @@ def test_reader_singular_fields_take_the_last_frame() -> None:
 def test_reader_end_of_stream_errors(stream_hex: str, hint: str) -> None:
     reader = IdentifyReader()
     reader.receive_data(bytes.fromhex(stream_hex))
-    assert reader.next_message() is NEED_DATA
+    assert reader.next_event() is NEED_DATA
     reader.receive_eof()
     with pytest.raises(DecodeError) as info:
-        reader.next_message()
+        reader.next_event()
     assert info.value.hint == hint
 
 
@@ -366,7 +366,7 @@ def test_reader_checks_each_frame_before_the_end() -> None:
     reader = IdentifyReader()
     reader.receive_data(bytes.fromhex("033201ff"))
     with pytest.raises(DecodeError) as info:
-        reader.next_message()
+        reader.next_event()
     assert info.value.hint == "bad identify string"
 
 
@@ -376,16 +376,16 @@ def test_reader_misuse() -> None:
     reader.receive_eof()
     with pytest.raises(LocalProtocolError):
         reader.receive_data(b"\x00")
-    assert reader.next_message() == IdentifyInfo()
+    assert reader.next_event() == IdentifyInfo()
     with pytest.raises(LocalProtocolError):
-        reader.next_message()
+        reader.next_event()
 
     broken = IdentifyReader()
     broken.receive_data(b"\xff\xff")
     with pytest.raises(DecodeError):
-        broken.next_message()
+        broken.next_event()
     with pytest.raises(LocalProtocolError):
-        broken.next_message()
+        broken.next_event()
 
 
 # --- push merge ----------------------------------------------------------------------------------
@@ -562,8 +562,8 @@ def test_reader_arbitrary_chunks_raise_only_decode_error(chunks: list[bytes]) ->
     try:
         for chunk in chunks:
             reader.receive_data(chunk)
-            assert reader.next_message() is NEED_DATA
+            assert reader.next_event() is NEED_DATA
         reader.receive_eof()
-        assert isinstance(reader.next_message(), IdentifyInfo)
+        assert isinstance(reader.next_event(), IdentifyInfo)
     except DecodeError:
         pass

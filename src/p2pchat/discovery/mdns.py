@@ -44,6 +44,7 @@ from typing import Final
 import attrs
 import trio
 
+from ..aio import open_service_nursery
 from ..errors import P2PChatError
 from ..identity import PeerID
 from ..multiaddr import Multiaddr, tcp_host_port, tcp_multiaddr
@@ -555,17 +556,8 @@ async def open_mdns(
         MdnsError: as :func:`run_mdns`.
         ValueError: as :func:`run_mdns`.
     """
-    # The body's exception is re-raised as itself, not inside the nursery's ExceptionGroup.
     # Set up outside the nursery so that a bad interface raises MdnsError itself.
     service = await _prepare(host, config, on_discovered)
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
+    async with open_service_nursery() as nursery:
         await nursery.start(service._run)
-        try:
-            yield service
-        except BaseException as exc:
-            body_error = exc
-        finally:
-            nursery.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
+        yield service

@@ -5,13 +5,19 @@ Theory of operation
 :func:`open_host` opens the host's nursery; every task below lives in it and ends with the
 ``async with`` block:
 
-* one **listener** task per bound address accepts TCP connections and upgrades each (Noise,
-  then yamux) under ``handshake_timeout``; failures are logged with their reason and the
-  listener goes on;
+* one **listener** task per bound address serves its TCP listeners with
+  :func:`trio.serve_listeners`; each accepted connection is upgraded (Noise, then yamux) under
+  ``handshake_timeout`` by a handler task of that listener; failures are logged with their
+  reason and the listener goes on;
 * one **connection** task per muxed connection runs the connection and accepts its inbound
   streams. Each inbound stream gets a task that negotiates its protocol with multistream-select
-  (under ``negotiate_timeout``, among the registered handlers) and runs the handler;
-* after a connection is up, identify runs once in each direction (see ``net/identify.py``).
+  (under ``negotiate_timeout``, among the registered handlers) and runs the handler.
+
+Other layers learn of connections through :meth:`Host.connection_events` (``net/events.py``) and
+do their per-connection work in nurseries of their own: the Host publishes
+:class:`~p2pchat.net.events.ConnectionOpened` once a connection runs and
+:class:`~p2pchat.net.events.ConnectionClosed` when it has ended, and never waits for a
+subscriber. identify is such a subscriber (``net/identify.py``, run by :func:`open_host`).
 
 Dialing reuses a live connection to the peer; concurrent dials to the same peer share one
 attempt. Connections beyond ``max_connections`` are refused. A handler that raises is logged and
@@ -29,10 +35,12 @@ import attrs
 import trio
 
 from .. import __version__
+from ..aio import open_service_nursery
 from ..errors import P2PChatError
 from ..identity import KeyPair, PeerID
 from ..multiaddr import Multiaddr
-from .identify import install_identify, push_identify
+from .events import DEFAULT_MAX_QUEUED, ConnectionClosed, ConnectionEvents, ConnectionOpened
+from .identify import open_identify
 from .muxer import MuxedConnection, MuxedStream, MuxerConfig, MuxerError
 from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
 from .peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL, PeerStore
@@ -84,8 +92,12 @@ class Host:
         self._connections: dict[PeerID, list[MuxedConnection]] = {}
         self._dialing: dict[PeerID, _DialAttempt] = {}
         self._listen_addrs: list[Multiaddr] = []
-        #: Called with each new connection once it runs (identify hooks in here).
-        self.on_connection: list[Callable[[MuxedConnection], Awaitable[None]]] = []
+        self._subscriptions: set[ConnectionEvents] = set()
+        self._protocols_version = 0
+        self._protocols_lot = trio.lowlevel.ParkingLot()
+        self._events_ended = False
+        # Connections whose ConnectionOpened went out and whose ConnectionClosed has not.
+        self._announced: dict[MuxedConnection, PeerID] = {}
 
     # -- addresses and handlers ----------------------------------------------------------------
 
@@ -118,9 +130,23 @@ class Host:
             self._protocols_changed()
 
     def _protocols_changed(self) -> None:
-        """Tell connected peers (identify push), in the background."""
-        if self.connected_peers():
-            self._nursery.start_soon(push_identify, self)
+        self._protocols_version += 1
+        self._protocols_lot.unpark_all()
+
+    @property
+    def protocols_version(self) -> int:
+        """A counter that grows each time the set of served protocols changes."""
+        return self._protocols_version
+
+    async def wait_protocols_changed(self, seen: int) -> None:
+        """Return once :attr:`protocols_version` differs from ``seen`` (at once if it does).
+
+        identify uses this to push our protocols to connected peers; taking ``seen`` from the
+        caller means no change made while the caller was busy goes unnoticed.
+        """
+        await trio.lowlevel.checkpoint()
+        while self._protocols_version == seen:
+            await self._protocols_lot.park()
 
     @property
     def protocols(self) -> list[str]:
@@ -142,6 +168,46 @@ class Host:
 
     def _connection_count(self) -> int:
         return sum(len(conns) for conns in self._connections.values())
+
+    # -- connection events -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connection_events(
+        self, *, max_queued: int = DEFAULT_MAX_QUEUED, include_existing: bool = False
+    ) -> AsyncIterator[ConnectionEvents]:
+        """Subscribe to connection events for the duration of the ``async with`` block.
+
+        Drain the subscription (``async for event in events``) in a task of a nursery you own.
+        At most ``max_queued`` events wait in it; beyond that the oldest are dropped and the next
+        event received is an :class:`~p2pchat.net.events.EventsDropped` with their number. With
+        ``include_existing``, the subscription starts with a ``ConnectionOpened`` for each live
+        connection, taken in the same step as the subscription so that none is missed or
+        repeated. Once the Host has shut down, the iteration ends after the last event.
+
+        Raises:
+            ValueError: ``max_queued`` is less than 1.
+        """
+        events = ConnectionEvents(max_queued)
+        if include_existing:
+            for conn, peer in self._announced.items():
+                events._publish(ConnectionOpened(peer, conn))
+        if self._events_ended:
+            events._end()
+        self._subscriptions.add(events)
+        try:
+            yield events
+        finally:
+            self._subscriptions.discard(events)
+            events._close()
+
+    def _publish(self, event: ConnectionOpened | ConnectionClosed) -> None:
+        for events in list(self._subscriptions):
+            events._publish(event)
+
+    def _end_events(self) -> None:
+        self._events_ended = True
+        for events in list(self._subscriptions):
+            events._end()
 
     async def connect(self, target: PeerID | Multiaddr) -> MuxedConnection:
         """A connection to ``target``: reused if live, else dialed.
@@ -237,12 +303,14 @@ class Host:
             "outbound" if conn.is_client else "inbound",
             conn.remote_addr,
         )
+        opened = False
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(conn.run)
+                self._publish(ConnectionOpened(peer, conn))
+                self._announced[conn] = peer
+                opened = True
                 task_status.started()
-                for hook in self.on_connection:
-                    nursery.start_soon(hook, conn)
                 while True:
                     try:
                         stream = await conn.accept_stream()
@@ -256,6 +324,9 @@ class Host:
                 conns.remove(conn)
             if not conns:
                 self._connections.pop(peer, None)
+            if opened:
+                del self._announced[conn]
+                self._publish(ConnectionClosed(peer, conn))
             logger.info("disconnected from %s: %s", peer, conn.broken_reason)
 
     async def _serve_stream(self, stream: MuxedStream) -> None:
@@ -323,23 +394,14 @@ class Host:
     async def _listen(
         self, addr: Multiaddr, *, task_status: trio.TaskStatus[list[Multiaddr]]
     ) -> None:
-        listeners = await listen_tcp(addr)
-        bound = [listener_multiaddr(listener) for listener in listeners]
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener)
-            task_status.started(bound)
+        """Bind ``addr`` and serve it; report the bound addresses once listening.
 
-    async def _accept_loop(self, listener: trio.SocketListener) -> None:
-        async with listener:
-            while True:
-                try:
-                    tcp = await listener.accept()
-                except OSError as exc:  # e.g. EMFILE: back off and keep serving
-                    logger.warning("accept failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                self._nursery.start_soon(self._accept_one, tcp)
+        trio.serve_listeners runs the upgrade of each accepted connection in a handler task and
+        retries accept after the errors that mean "out of resources" (EMFILE and the like).
+        """
+        listeners = await listen_tcp(addr)
+        task_status.started([listener_multiaddr(listener) for listener in listeners])
+        await trio.serve_listeners(self._accept_one, listeners)
 
     async def _accept_one(self, tcp: trio.SocketStream) -> None:
         where = remote_multiaddr(tcp)
@@ -384,21 +446,22 @@ async def open_host(identity: KeyPair, config: HostConfig | None = None) -> Asyn
         TransportError: a listen address cannot be bound.
     """
     config = config if config is not None else HostConfig()
-    # The body's exception is re-raised as itself, not inside the nursery's ExceptionGroup.
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        host = Host(identity, config, nursery)
-        install_identify(host)
-        install_ping(host)
-        for addr in config.listen:
-            host._listen_addrs.extend(await nursery.start(host._listen, addr))
-        try:
-            yield host
-        except BaseException as exc:
-            body_error = exc
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await host.aclose()
-            nursery.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
+    host: Host | None = None
+    try:
+        async with open_service_nursery() as nursery:
+            host = Host(identity, config, nursery)
+            install_ping(host)
+            try:
+                # identify subscribes before the first listener runs: it sees every connection.
+                async with open_identify(host):
+                    for addr in config.listen:
+                        host._listen_addrs.extend(await nursery.start(host._listen, addr))
+                    yield host
+            finally:
+                # Last: aclose cancels the nursery, which must not cut short an exit above.
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await host.aclose()
+    finally:
+        # Every connection task has ended (and published its ConnectionClosed): end the streams.
+        if host is not None:
+            host._end_events()

@@ -4,18 +4,27 @@ On every new connection we ask the peer who it is and file the answer in the pee
 (listen addresses, protocols, agent). We answer the same question with our own listen
 addresses, protocols, public key and the address we see the peer at. When our protocols
 change, :func:`push_identify` tells connected peers (``/ipfs/id/push/1.0.0``).
+
+:func:`open_identify` (entered by ``open_host``) serves both protocols and subscribes to the
+Host's connection events; the identify exchange of each new connection runs in a nursery that
+:func:`open_identify` owns, so it ends with identify, never outlives it in the Host's nursery.
+So do the pushes, which it sends when ``host.wait_protocols_changed`` reports a change.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
 import trio
 
+from ..aio import open_service_nursery
 from ..errors import DecodeError, P2PChatError
 from ..identity import PeerID
 from ..protocols import identify as core
+from .events import ConnectionOpened, EventsDropped
 from .muxer import MuxedConnection, MuxedStream
 from .negotiate import negotiate_outbound
 from .peerstore import CONNECTED_ADDR_TTL
@@ -50,7 +59,7 @@ async def _read_info(stream: MuxedStream) -> core.IdentifyInfo:
             reader.receive_data(data)
         else:
             reader.receive_eof()
-        message = reader.next_message()
+        message = reader.next_event()
         if message is not core.NEED_DATA:
             return message
 
@@ -107,8 +116,14 @@ async def push_identify(host: Host) -> None:
                 logger.info("identify push to %s failed: %s", peer, exc)
 
 
-def install_identify(host: Host) -> None:
-    """Serve identify and identify/push on ``host`` and identify every new connection."""
+@asynccontextmanager
+async def open_identify(host: Host) -> AsyncIterator[None]:
+    """Serve identify and identify/push on ``host`` for the duration of the ``async with`` block
+    and, if ``host.config.identify_on_connect``, identify every connection that opens meanwhile.
+
+    Each identify exchange runs in a nursery this context owns; leaving the block cancels those
+    still running and stops serving both protocols.
+    """
 
     async def serve(stream: MuxedStream) -> None:
         await stream.send_all(core.encode_identify(our_info(host, stream.connection)))
@@ -124,9 +139,36 @@ def install_identify(host: Host) -> None:
 
     host.set_stream_handler(core.PROTOCOL_ID, serve)
     host.set_stream_handler(core.PUSH_PROTOCOL_ID, serve_push)
-    if host.config.identify_on_connect:
+    try:
+        async with open_service_nursery() as nursery:
+            nursery.start_soon(_push_on_change, host)
+            if host.config.identify_on_connect:
+                await nursery.start(_identify_new_connections, host)
+            yield
+    finally:
+        host.remove_stream_handler(core.PROTOCOL_ID)
+        host.remove_stream_handler(core.PUSH_PROTOCOL_ID)
 
-        async def hook(conn: MuxedConnection) -> None:
-            await _on_connection(host, conn)
 
-        host.on_connection.append(hook)
+async def _push_on_change(host: Host) -> None:
+    """Push our identify information to connected peers whenever our protocols change; changes
+    made during a push are covered by the next one."""
+    seen = host.protocols_version
+    while True:
+        await host.wait_protocols_changed(seen)
+        seen = host.protocols_version
+        if host.connected_peers():
+            await push_identify(host)
+
+
+async def _identify_new_connections(
+    host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Identify each connection as it opens, each in a task of this function's nursery."""
+    async with host.connection_events() as events, trio.open_nursery() as nursery:
+        task_status.started()
+        async for event in events:
+            if isinstance(event, ConnectionOpened):
+                nursery.start_soon(_on_connection, host, event.conn)
+            elif isinstance(event, EventsDropped):
+                logger.warning("identify missed %d connection events", event.count)

@@ -331,7 +331,7 @@ class IdentifyReader:
     """Collects the frames of one identify (or push) stream and returns the merged message.
 
     Feed bytes with :meth:`receive_data` and the end of the stream with :meth:`receive_eof`, and
-    call :meth:`next_message` after each: it checks each frame as soon as it is complete (and a
+    call :meth:`next_event` after each: it checks each frame as soon as it is complete (and a
     length prefix as soon as it is too large), returns :data:`NEED_DATA` until the stream has
     ended, and then the merged :class:`IdentifyInfo`, once. The buffer never holds more than one
     incomplete frame plus what was fed since the last call.
@@ -371,7 +371,7 @@ class IdentifyReader:
         """Note that the peer closed its side of the stream. Calling it again changes nothing."""
         self._eof = True
 
-    def next_message(self) -> IdentifyInfo | NeedData:
+    def next_event(self) -> IdentifyInfo | NeedData:
         """Check buffered frames; after end of stream return the merged message.
 
         Raises:
@@ -384,12 +384,12 @@ class IdentifyReader:
         if self._state is _ReaderState.ERROR:
             raise LocalProtocolError("identify reader already failed", hint="reader failed")
         try:
-            return self._next_message()
+            return self._next_event()
         except DecodeError:
             self._state = _ReaderState.ERROR
             raise
 
-    def _next_message(self) -> IdentifyInfo | NeedData:
+    def _next_event(self) -> IdentifyInfo | NeedData:
         while True:
             parsed = try_decode_uvarint(self._buffer)
             if parsed is None:
