@@ -52,8 +52,8 @@ from ..discovery.bootstrap import BackoffPolicy, KnownPeers, run_bootstrap
 from ..errors import DecodeError, P2PChatError
 from ..identity import PeerID
 from ..multiaddr import Multiaddr, tcp_host_port
+from ..net.events import ConnectionClosed
 from ..net.host import Host, HostConfig, open_host
-from ..net.muxer import MuxedConnection
 from ..net.ping import open_ping
 from .config import Config
 from .control import Emit, serve_control
@@ -230,9 +230,14 @@ class Daemon:
 
     # -- known peers ---------------------------------------------------------------------------
 
-    async def _on_connection(self, conn: MuxedConnection) -> None:
-        self._peers_changed.set()
-        await trio.lowlevel.checkpoint()
+    async def _watch_connections(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with self.host.connection_events(include_existing=True) as events:
+            task_status.started()
+            async for event in events:
+                if not isinstance(event, ConnectionClosed):
+                    self._peers_changed.set()
 
     def remember_peers(self) -> None:
         """Record every connected peer and its addresses in the known peers (in memory)."""
@@ -605,8 +610,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             trio.open_nursery() as nursery,
         ):
             daemon = Daemon(options, host, store, chat, known, nursery)
-            host.on_connection.append(daemon._on_connection)
-            daemon._peers_changed.set()  # the chat node may have connected already
+            await nursery.start(daemon._watch_connections)
             nursery.start_soon(daemon._save_peers_loop)
             nursery.start_soon(daemon._dial_known)
             if options.bootstrap:
@@ -628,7 +632,6 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await daemon.save_peers()
-                host.on_connection.remove(daemon._on_connection)
                 nursery.cancel_scope.cancel()
     if body_error is not None:
         raise body_error

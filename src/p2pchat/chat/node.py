@@ -35,8 +35,8 @@ from ..aio import open_service_nursery
 from ..errors import DecodeError, ProtocolError
 from ..identity import KeyPair, PeerID
 from ..multiaddr import Multiaddr
+from ..net.events import ConnectionClosed, ConnectionOpened
 from ..net.host import DialError, Host
-from ..net.muxer import MuxedConnection
 from .core import crypto
 from .core.engine import (
     ChatEngine,
@@ -45,7 +45,7 @@ from .core.engine import (
     GroupView,
     NotAllowedError,
 )
-from .core.events import Commit, Connected, Publish, Ratified
+from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
 from .core.group_state import GroupState
 from .core.packet import Packet
 from .core.roster import History, Member, Role
@@ -162,7 +162,9 @@ class ChatNode:
         self._sync = sync
         self._subscribers: dict[bytes, list[trio.MemorySendChannel[ChatMessage]]] = {}
         self._ratified_waiters: dict[bytes, trio.Event] = {}
-        self._origin_done: dict[bytes, tuple[trio.Event, list[bytes]]] = {}
+        #: Our messages being waited for, by first hash: the hash they were ratified under,
+        #: or the reason they were abandoned.
+        self._origin_done: dict[bytes, tuple[trio.Event, list[bytes | str]]] = {}
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -213,6 +215,8 @@ class ChatNode:
             NotAllowedError: we are not the owner.
             ChatError: the invitee cannot be reached or its key is unusable.
             PendingError: no quorum in time (the change stays queued).
+            ChatError: an earlier roster change is still queued, or the roster changed before
+                this one was ratified.
         """
         view = self.engine.view(group_id)
         role = Role(role)
@@ -309,7 +313,10 @@ class ChatNode:
                 return origin
             with trio.move_on_after(self.config.send_timeout):
                 await done[0].wait()
-                return done[1][-1]
+                outcome = done[1][-1]
+                if isinstance(outcome, str):
+                    raise ChatError(f"the message was not sent: {outcome}")
+                return outcome
         finally:
             self._origin_done.pop(origin, None)
         raise PendingError(
@@ -360,10 +367,10 @@ class ChatNode:
             except trio.BrokenResourceError:
                 subscribers.remove(channel)
 
-    def _ratified(self, action: Ratified) -> None:
+    def _ratified(self, action: Ratified | Abandoned) -> None:
         done = self._origin_done.get(action.origin)
         if done is not None:
-            done[1].append(action.message_hash)
+            done[1].append(action.reason if isinstance(action, Abandoned) else action.message_hash)
             done[0].set()
 
     @asynccontextmanager
@@ -414,8 +421,22 @@ class ChatNode:
 
     # -- connections -------------------------------------------------------------------------
 
-    async def _on_connection(self, conn: MuxedConnection) -> None:
-        await self._runtime.handle(Connected(conn.remote_peer, now_ms()))
+    async def _watch_connections(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Tell the engine of every connection that comes up or goes down (the Host's events,
+        drained here, in the node's nursery)."""
+        async with self.host.connection_events(include_existing=True) as events:
+            task_status.started()
+            async for event in events:
+                if isinstance(event, ConnectionOpened):
+                    await self._runtime.handle(Connected(event.peer, now_ms()))
+                elif isinstance(event, ConnectionClosed):
+                    if event.peer not in self.host.connected_peers():
+                        await self._runtime.handle(Disconnected(event.peer))
+                else:  # some were dropped: what is connected now is what counts
+                    for peer in self.host.connected_peers():
+                        await self._runtime.handle(Connected(peer, now_ms()))
 
     async def _connect_members(self) -> None:
         """Dial the members we know addresses for, so sync and the outbox can start."""
@@ -502,11 +523,10 @@ async def open_chat_node(
         )
         ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes()).register(node.dispatcher)
         _install_chat(host, node.dispatcher)
-        host.on_connection.append(node._on_connection)
+        await nursery.start(node._watch_connections)
         nursery.start_soon(run_outbox, runtime)
         nursery.start_soon(node._connect_members)
         try:
             yield node
         finally:
-            host.on_connection.remove(node._on_connection)
             host.remove_stream_handler(PROTOCOL_ID)

@@ -39,6 +39,7 @@ from ...errors import ProtocolError
 from ...identity import KeyPair, PeerID
 from . import cbor, crypto
 from .events import (
+    Abandoned,
     Action,
     AlreadyHeld,
     AskVote,
@@ -134,7 +135,9 @@ class _Voted(Effect):
 
 @attrs.frozen
 class _Dropped(Effect):
+    group_id: bytes
     message_hash: bytes
+    reason: str
 
 
 @attrs.define
@@ -321,6 +324,13 @@ class ChatEngine:
         state = view.state
         if state.owner != self.peer_id:
             raise NotAllowedError("only the group's owner changes the roster")
+        if any(
+            item.group_id == group_id and item.packet.message.message_type == ROSTER
+            for item in self.outbox
+        ):
+            raise ChatError(
+                "an earlier roster change of this group is still waiting for its quorum"
+            )
         current = state.current_roster
         epoch = state.current_epoch + 1
         ratifiers = sum(1 for m in members if m.role is Role.RATIFIER)
@@ -454,7 +464,11 @@ class ChatEngine:
         attempt.waiting.discard(event.ratifier)
         if event.vote is not None:
             attempt.collector.add_vote(event.vote)
-        elif event.reason == "stale epoch" and attempt.stale_from is None:
+        elif (
+            event.reason == "stale epoch"
+            and attempt.stale_from is None
+            and event.ratifier != self.peer_id  # we know our own roster
+        ):
             attempt.stale_from = event.ratifier
         if attempt.certifying:
             return []
@@ -491,8 +505,9 @@ class ChatEngine:
         if isinstance(effect, _Accepted):
             return self._accepted(effect, event.now)
         if isinstance(effect, _Dropped):
-            self.outbox.remove(effect.message_hash)
-            return []
+            item = self.outbox.remove(effect.message_hash)
+            origin = effect.message_hash if item is None else item.origin
+            return [Abandoned(effect.group_id, origin, effect.reason)]
         return []  # _Voted: votes live in the store only
 
     # -- our messages --------------------------------------------------------------------------
@@ -567,10 +582,11 @@ class ChatEngine:
         message = packet.message
         key = view.epoch_keys.get(message.epoch)
         fresh: Packet | None = None
+        reason = ""
         if message.message_type == ROSTER:
-            logger.warning("a queued roster change for a closed epoch is dropped")
+            reason = "the roster changed before this roster change was ratified"
         elif key is None:
-            logger.warning("a queued message of epoch %d has no key; dropped", message.epoch)
+            reason = f"no key for epoch {message.epoch} to write the message again"
         else:
             try:
                 content = crypto.decrypt_packet(packet, epoch_key=key)
@@ -583,10 +599,11 @@ class ChatEngine:
                     now,
                 )
             except (ProtocolError, ChatError) as exc:
-                logger.warning("cannot write a queued message again: %s", exc)
+                reason = f"cannot write the message again: {exc}"
         if fresh is None:
+            logger.warning("a queued message of a closed epoch is dropped: %s", reason)
             txn = Transaction((OutboxDone(view.group_id, packet.message_hash),))
-            return [Commit(txn, _Dropped(packet.message_hash))]
+            return [Commit(txn, _Dropped(view.group_id, packet.message_hash, reason))]
         return [self._queue(view, fresh, now, origin=origin, replaces=packet.message_hash)]
 
     def _start_attempt(self, view: GroupView, packet: Packet, now: int) -> list[Action]:

@@ -130,6 +130,16 @@ class Ratified:
 
 
 @attrs.frozen
+class Abandoned:
+    """A message this node wrote will not be sent: it was queued in an epoch that has closed
+    and cannot be written again (a roster change, or content we hold no key for)."""
+
+    group_id: bytes
+    origin: bytes
+    reason: str
+
+
+@attrs.frozen
 class CompareHeads:
     """Ask ``peer`` for its heads (``hds``); report a :class:`HeadsAnswered`."""
 
@@ -169,6 +179,7 @@ Action = (
     | Deliver
     | Publish
     | Ratified
+    | Abandoned
     | CompareHeads
     | SyncHistory
     | FetchMissing

@@ -19,6 +19,7 @@ import trio
 from ...identity import PeerID
 from ..core.engine import ChatEngine
 from ..core.events import (
+    Abandoned,
     Action,
     AlreadyHeld,
     AskVote,
@@ -84,7 +85,7 @@ class Runtime:
         sync: Service,
         fetcher: Fetcher,
         publish: Callable[[Publish], None],
-        ratified: Callable[[Ratified], None],
+        ratified: Callable[[Ratified | Abandoned], None],
     ) -> None:
         """Wire the services; the one table of who carries out which action."""
         self._fetcher = fetcher
@@ -98,6 +99,7 @@ class Runtime:
             LearnRoster: sync.start,
             Publish: publish,
             Ratified: ratified,
+            Abandoned: ratified,
         }
 
     # -- driving the engine --------------------------------------------------------------------
