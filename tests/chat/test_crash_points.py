@@ -155,12 +155,19 @@ async def _hashes(peer: Peer, group_id: bytes) -> set[bytes]:
 
 
 async def _converged(run: Run) -> None:
+    """Every acknowledged message everywhere; the victim holds what the owner holds; nothing
+    queued. A victim that dies at a commit it makes meanwhile is restarted too."""
     owner = run.peer("owner")
     survivors = [run.peer(n) for n in ("owner", "ratifier2", "ratifier3")]
     with trio.fail_after(CONVERGE_TIMEOUT):
         while True:
-            held = [await _hashes(p, run.gid) for p in survivors]
-            victim = await _hashes(run.victim, run.gid)
+            if run.stores[-1].dead:
+                await _restart_victim(run)
+            try:
+                held = [await _hashes(p, run.gid) for p in survivors]
+                victim = await _hashes(run.victim, run.gid)
+            except SimulatedCrashError:
+                continue
             everywhere = all(run.acknowledged <= h for h in held)
             idle = not owner.chat.engine.outbox and not run.victim.chat.engine.outbox
             if everywhere and victim == held[0] and idle:
@@ -178,8 +185,6 @@ async def scenario(tmp_path: Path, victim: str, crash_at: int | None, *, after: 
             await peer.start()
         for step in SCENARIO:
             await _run_step(run, step)
-        if run.stores[-1].dead:
-            await _restart_victim(run)
         await _converged(run)
         return run.stores[0].commits
 
