@@ -115,7 +115,7 @@ from p2pchat.chat.core.packet import vote_signing_bytes
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.core.wire import Response
 from p2pchat.chat.node import ChatError, ChatNode, open_chat_node
-from p2pchat.chat.services.dispatch import ChatClient
+from p2pchat.chat.services.chat_client import ChatClient
 from p2pchat.chat.store import ChatStore, open_store
 from p2pchat.identity import KeyPair, PeerID, PublicKey
 from p2pchat.multiaddr import Multiaddr

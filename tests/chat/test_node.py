@@ -24,7 +24,7 @@ from p2pchat.chat.core.packet import (
 )
 from p2pchat.chat.core.roster import History, Role
 from p2pchat.chat.node import ChatError, NotAllowedError, PendingError
-from p2pchat.chat.services.dispatch import open_chat
+from p2pchat.chat.services.chat_client import open_chat
 from p2pchat.identity import KeyPair
 
 pytestmark = pytest.mark.timeout(120)

@@ -12,12 +12,12 @@ from typing import Any
 
 import trio
 
+from p2pchat.chat.services.chat_client import open_chat
 from p2pchat.chat.services.dispatch import (
     Dispatcher,
     QueryContext,
     Refusal,
     install_chat,
-    open_chat,
 )
 from p2pchat.identity import KeyPair, PeerID
 from p2pchat.net.host import open_host

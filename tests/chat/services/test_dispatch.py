@@ -25,18 +25,16 @@ from p2pchat.chat.core.wire import (
     encode_envelope,
     parse_envelope,
 )
+from p2pchat.chat.services.chat_client import ChatClient, open_chat, open_chat_client
 from p2pchat.chat.services.dispatch import (
     IDLE_TIMEOUT,
     MAX_STREAMS_PER_PEER,
     PROTOCOL_ID,
-    ChatClient,
     ChatStreamError,
     Dispatcher,
     QueryContext,
     Refusal,
     install_chat,
-    open_chat,
-    open_chat_client,
     serve_chat_stream,
 )
 from p2pchat.errors import DecodeError, LocalProtocolError

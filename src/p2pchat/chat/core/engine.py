@@ -38,6 +38,7 @@ import attrs
 from ...errors import ProtocolError
 from ...identity import KeyPair, PeerID
 from . import cbor, crypto
+from .author import write_message, write_roster_change
 from .events import (
     Abandoned,
     Action,
@@ -66,10 +67,9 @@ from .fetch import MAX_FETCH
 from .genesis import SignedGenesis, new_group
 from .group_state import GroupState
 from .outbox import Outbox
-from .packet import Artifact, Headers, Message, Packet, make_vote, sha256, sign_message
+from .packet import Packet, make_vote
 from .quorum import QuorumCollector
-from .roster import History, Member, Role, Roster, default_quorum
-from .roster_update import RosterUpdate, WrappedKey, build_roster_message
+from .roster import History, Member, Role
 from .txn import (
     AddGroup,
     OutboxDone,
@@ -80,7 +80,7 @@ from .txn import (
     Transaction,
 )
 from .validate import check_for_delivery, check_for_ratification
-from .view import ChatError, GroupView, NotAllowedError, unwrap_keys, wrap_key
+from .view import ChatError, GroupView, NotAllowedError, unwrap_keys
 
 __all__ = ["ChatEngine", "ChatError", "EngineConfig", "GroupView", "NotAllowedError"]
 
@@ -309,7 +309,7 @@ class ChatEngine:
             NotAllowedError: our role cannot send.
         """
         view = self.view(group_id)
-        packet = self._author(view, data, message_type, mime, ref_hash, now)
+        packet = write_message(self.identity, view, data, message_type, mime, ref_hash, now)
         return packet, self._queue(view, packet, now)
 
     def change_roster(
@@ -331,27 +331,7 @@ class ChatEngine:
             raise ChatError(
                 "an earlier roster change of this group is still waiting for its quorum"
             )
-        current = state.current_roster
-        epoch = state.current_epoch + 1
-        ratifiers = sum(1 for m in members if m.role is Role.RATIFIER)
-        if current.quorum == default_quorum(len(current.ratifiers)):
-            quorum = default_quorum(ratifiers)  # the group follows the majority rule
-        else:
-            quorum = min(current.quorum, ratifiers)
-        roster = Roster(epoch, tuple(members), quorum, current.history)
-        new_key = crypto.new_epoch_key()
-        keys = [wrap_key(new_key, m, group_id, epoch) for m in roster.members]
-        history_keys: list[WrappedKey] = []
-        if added is not None and current.history == "all":
-            newcomer = roster.member(added)
-            if newcomer is not None and current.member(added) is None:
-                history_keys = [
-                    wrap_key(key, newcomer, group_id, e)
-                    for e, key in sorted(view.epoch_keys.items())
-                ]
-        update = RosterUpdate(roster, tuple(keys), tuple(history_keys))
-        message, _ = build_roster_message(state, update, now_ms=now, parents=view.heads.heads())
-        packet = sign_message(self.identity, message, b"", b"")
+        packet = write_roster_change(self.identity, view, members, added, now)
         return packet, self._queue(view, packet, now)
 
     def receive(
@@ -512,41 +492,6 @@ class ChatEngine:
 
     # -- our messages --------------------------------------------------------------------------
 
-    def _author(
-        self,
-        view: GroupView,
-        data: bytes,
-        message_type: str,
-        mime: str,
-        ref_hash: bytes | None,
-        now: int,
-    ) -> Packet:
-        state = view.state
-        epoch = state.current_epoch
-        if not state.can_send(self.peer_id, epoch, message_type):
-            raise NotAllowedError("our role in this group does not allow sending")
-        key = view.epoch_keys.get(epoch)
-        if key is None:
-            raise ChatError(f"no key for epoch {epoch} of this group")
-        sealed = crypto.encrypt_artifact(
-            data, epoch_key=key, group_id=view.group_id, epoch=epoch, author=self.peer_id
-        )
-        artifact = Artifact(
-            mime, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
-        )
-        message = Message(
-            group_id=view.group_id,
-            epoch=epoch,
-            message_type=message_type,
-            time_stamp=now,
-            author=self.peer_id,
-            ref_hash=ref_hash,
-            parents=view.heads.heads(),
-            headers=Headers(),
-            artifact=artifact,
-        )
-        return sign_message(self.identity, message, sealed.aes_key, sealed.iv)
-
     def _queue(
         self,
         view: GroupView,
@@ -590,7 +535,8 @@ class ChatEngine:
         else:
             try:
                 content = crypto.decrypt_packet(packet, epoch_key=key)
-                fresh = self._author(
+                fresh = write_message(
+                    self.identity,
                     view,
                     content,
                     message.message_type,

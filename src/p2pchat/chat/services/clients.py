@@ -19,7 +19,8 @@ from ...identity import PeerID
 from ...multiaddr import Multiaddr
 from ...net.host import DialError, Host, StreamOpenError
 from ..core.engine import ChatError
-from .dispatch import ChatClient, ChatStreamError, open_chat
+from .chat_client import ChatClient, open_chat
+from .dispatch import ChatStreamError
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,92 @@
+"""Writing our messages: a content message and a roster change, encrypted and signed (sans-IO).
+
+Both name the group's current DAG heads as parents and the current epoch; the engine decides
+when to write (a send, a re-write after the epoch moved on) and commits what is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ...identity import KeyPair, PeerID
+from . import crypto
+from .packet import Artifact, Headers, Message, Packet, sha256, sign_message
+from .roster import Member, Role, Roster, default_quorum
+from .roster_update import RosterUpdate, WrappedKey, build_roster_message
+from .view import ChatError, GroupView, NotAllowedError, wrap_key
+
+
+def write_message(
+    identity: KeyPair,
+    view: GroupView,
+    data: bytes,
+    message_type: str,
+    mime: str,
+    ref_hash: bytes | None,
+    now: int,
+) -> Packet:
+    """A message of ``data`` in the group's current epoch, sealed under its epoch key.
+
+    Raises:
+        NotAllowedError: our role cannot send ``message_type``.
+        ChatError: we hold no key for the current epoch.
+    """
+    state = view.state
+    epoch = state.current_epoch
+    me = identity.peer_id
+    if not state.can_send(me, epoch, message_type):
+        raise NotAllowedError("our role in this group does not allow sending")
+    key = view.epoch_keys.get(epoch)
+    if key is None:
+        raise ChatError(f"no key for epoch {epoch} of this group")
+    sealed = crypto.encrypt_artifact(
+        data, epoch_key=key, group_id=view.group_id, epoch=epoch, author=me
+    )
+    artifact = Artifact(mime, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv))
+    message = Message(
+        group_id=view.group_id,
+        epoch=epoch,
+        message_type=message_type,
+        time_stamp=now,
+        author=me,
+        ref_hash=ref_hash,
+        parents=view.heads.heads(),
+        headers=Headers(),
+        artifact=artifact,
+    )
+    return sign_message(identity, message, sealed.aes_key, sealed.iv)
+
+
+def write_roster_change(
+    identity: KeyPair,
+    view: GroupView,
+    members: Sequence[Member],
+    added: PeerID | None,
+    now: int,
+) -> Packet:
+    """The roster message that opens the next epoch with ``members`` and a new epoch key,
+    wrapped for each of them; a newcomer ``added`` also gets the earlier keys when the group's
+    history setting is ``"all"``. A group on the majority rule keeps it; another keeps its
+    quorum, capped at the number of ratifiers."""
+    state = view.state
+    group_id = view.group_id
+    current = state.current_roster
+    epoch = state.current_epoch + 1
+    ratifiers = sum(1 for m in members if m.role is Role.RATIFIER)
+    if current.quorum == default_quorum(len(current.ratifiers)):
+        quorum = default_quorum(ratifiers)
+    else:
+        quorum = min(current.quorum, ratifiers)
+    roster = Roster(epoch, tuple(members), quorum, current.history)
+    new_key = crypto.new_epoch_key()
+    keys = [wrap_key(new_key, m, group_id, epoch) for m in roster.members]
+    history_keys: list[WrappedKey] = []
+    if added is not None and current.history == "all":
+        newcomer = roster.member(added)
+        if newcomer is not None and current.member(added) is None:
+            history_keys = [
+                wrap_key(key, newcomer, group_id, e) for e, key in sorted(view.epoch_keys.items())
+            ]
+    update = RosterUpdate(roster, tuple(keys), tuple(history_keys))
+    message, _ = build_roster_message(state, update, now_ms=now, parents=view.heads.heads())
+    return sign_message(identity, message, b"", b"")
