@@ -7,6 +7,8 @@ median and p90 wall time of each (and of a bare ``python -c pass``, the interpre
 
     python tools/bench_cli.py [--runs 30] [--command status] [--src DIR] [--json]
 
+Bytecode is cached (in a temporary ``PYTHONPYCACHEPREFIX``), as it is for an installed package;
+``--no-bytecode-cache`` measures with every module compiled at every run instead.
 ``--src`` puts another checkout's ``src`` on ``PYTHONPATH`` (the node and the commands both
 run from it), to compare a change against the code before it.
 """
@@ -33,15 +35,23 @@ NODE_START_TIMEOUT: Final = 30.0
 COMMAND_TIMEOUT: Final = 30.0
 
 
-def _env(src: Path) -> dict[str, str]:
+def _env(src: Path, pycache: Path | None) -> dict[str, str]:
+    """The commands' environment: ``src`` on the path; compiled bytecode cached under
+    ``pycache`` (as an installed package has it), or never cached when None."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(src)
     env.pop("P2PCHAT_DATA_DIR", None)
+    if pycache is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONPYCACHEPREFIX", None)
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
 
 
 @contextmanager
-def running_node(src: Path, data_dir: Path) -> Iterator[str]:
+def running_node(env: dict[str, str], data_dir: Path) -> Iterator[str]:
     """A node on ``data_dir`` for the duration of the block; its first address.
 
     Raises:
@@ -61,7 +71,7 @@ def running_node(src: Path, data_dir: Path) -> Iterator[str]:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_env(src),
+        env=env,
         text=True,
     )
     try:
@@ -124,16 +134,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--src", type=Path, default=REPO / "src", help="the src dir to run (this checkout's)"
     )
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="compile every module at every run (as with PYTHONDONTWRITEBYTECODE=1); by default "
+        "bytecode is cached in a temporary PYTHONPYCACHEPREFIX, as an installed package has it",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     src: Path = args.src.resolve()
-    env = _env(src)
     root = Path(tempfile.mkdtemp(prefix="p2pchat-bench-cli-"))
+    cached = not args.no_bytecode_cache
+    env = _env(src, root / "pycache" if cached else None)
     try:
         data_dir = root / "node"
-        with running_node(src, data_dir):
+        with running_node(env, data_dir):
             base = [sys.executable, "-m", "p2pchat"]
             floor = time_runs([sys.executable, "-c", "pass"], env, args.runs)
             results = {
@@ -150,9 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if args.json:
-        print(json.dumps({"src": str(src), "runs": args.runs, "results": results}))
+        report = {"src": str(src), "runs": args.runs, "bytecode_cache": cached, "results": results}
+        print(json.dumps(report))
         return 0
-    print(f"p2pchat start-up, {args.runs} runs each, src {src}")
+    how = "bytecode cached" if cached else "no bytecode cache"
+    print(f"p2pchat start-up, {args.runs} runs each, {how}, src {src}")
     for name, figures in results.items():
         print(
             f"  {name:<16} median {figures['median_ms']:6.1f} ms   p90 {figures['p90_ms']:6.1f} ms"
