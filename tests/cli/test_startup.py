@@ -7,6 +7,7 @@ socket served in process, with canned answers), then lists the modules that inte
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import trio
 
 from p2pchat.app.control import Emit, serve_control
 from p2pchat.app.datadir import control_socket_path
+from p2pchat.cli.main import COMMAND_MODULES, build_parser, load_command
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -99,3 +101,10 @@ async def test_status_shows_the_peer_count_and_the_group_count(tmp_path: Path) -
         nursery.cancel_scope.cancel()
     assert "peers:     3 connected" in output.splitlines()
     assert "groups:    2" in output.splitlines()
+
+
+def test_every_command_the_help_lists_has_a_function_in_its_module() -> None:
+    listed = re.findall(r"^    (\w+) ", build_parser().format_help(), flags=re.MULTILINE)
+    assert sorted(listed) == sorted(COMMAND_MODULES)
+    for name in COMMAND_MODULES:
+        assert callable(load_command(name))

@@ -253,7 +253,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
 }
 
 
-def command(name: str) -> Command:
+def load_command(name: str) -> Command:
     """The function that runs the command ``name`` (importing its module).
 
     Raises:
@@ -283,14 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(parsed.log_level or "warning", parsed.log_format or "text")
     try:
         try:
-            return command(parsed.command)(parsed)
+            return load_command(parsed.command)(parsed)
         except BaseExceptionGroup as group:
             error = sole_error(group)
             if error is group:
                 raise
             raise error from group
     except P2PChatError as exc:
-        print(f"p2pchat: error: {str(exc).replace(chr(10), ' ')}", file=sys.stderr)
+        line = str(exc).replace("\n", " ")
+        print(f"p2pchat: error: {line}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:
         # stdout went away (e.g. piped into head): nothing more to say.
