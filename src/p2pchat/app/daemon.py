@@ -28,8 +28,8 @@ known peers' file is kept by :class:`~p2pchat.app.knownpeers.KnownPeerFile`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -113,10 +113,20 @@ class Daemon:
         """This node's peer ID."""
         return self.host.peer_id
 
-    async def _on_connection(self, conn: MuxedConnection) -> None:
-        """The Host's new-connection hook: the known peers are saved soon."""
-        self.known_peers.changed()
-        await trio.lowlevel.checkpoint()
+    @contextmanager
+    def _watching_connections(self) -> Iterator[None]:
+        """For the duration of the block, each new connection of the Host marks the known peers
+        as changed (they are saved soon). The one place the daemon uses the Host's hook."""
+
+        async def on_connection(conn: MuxedConnection) -> None:
+            self.known_peers.changed()
+            await trio.lowlevel.checkpoint()
+
+        self.host.on_connection.append(on_connection)
+        try:
+            yield
+        finally:
+            self.host.on_connection.remove(on_connection)
 
     async def handle(self, request: dict[str, Any], emit: Emit) -> Any:
         """Run one control request (specs/control.md), found in
@@ -171,8 +181,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             open_service_nursery() as nursery,
         ):
             daemon = Daemon(options, host, store, chat, known_peers)
-            host.on_connection.append(daemon._on_connection)
-            try:
+            with daemon._watching_connections():
                 known_peers.changed()  # the chat node may have connected already
                 nursery.start_soon(known_peers.run_saver)
                 nursery.start_soon(known_peers.dial)
@@ -188,11 +197,11 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
                     await nursery.start(
                         serve_control, control_socket_path(options.data_dir), daemon.handle
                     )
-                yield daemon
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await known_peers.save()
-                host.on_connection.remove(daemon._on_connection)
+                try:
+                    yield daemon
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await known_peers.save()
 
 
 async def _start_mdns(daemon: Daemon, nursery: trio.Nursery) -> None:
