@@ -4,8 +4,8 @@ At start the known peers' addresses go into the Host's peer store (so the chat n
 its groups' members, finds them without discovery) and the most recently seen are dialed once.
 While the node runs, each new connection marks the list as changed; a moment later (identify has
 then brought the peer's listen addresses) every connected peer is recorded and the file saved.
-The node saves it once more when it stops. The file format and its limits are
-:class:`~p2pchat.discovery.bootstrap.KnownPeers`'; the file is a cache, so a failure to write it
+The node saves it once more when it stops. The file's format and limits belong to
+:class:`~p2pchat.discovery.bootstrap.KnownPeers`; the file is a cache, so a failure to write it
 is logged, never fatal.
 """
 
