@@ -50,7 +50,7 @@ ANSWERS: dict[str, Any] = {
 }
 
 #: Modules a control command must not load.
-HEAVY = ("trio", "sqlite3", "cryptography", "attrs")
+HEAVY = ("trio", "sqlite3", "cryptography", "attrs", "logging")
 HEAVY_PACKAGES = ("p2pchat.net", "p2pchat.chat", "p2pchat.discovery", "p2pchat.protocols")
 
 

@@ -7,6 +7,7 @@ without such an argument never loads them.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 from typing import TYPE_CHECKING, Final
 
@@ -82,8 +83,14 @@ def positive_int(text: str) -> int:
     return value
 
 
-_SIZE: Final = re.compile(r"^\s*(\d+)\s*(B|KIB|KB|K|MIB|MB|M|GIB|GB|G)?\s*$", re.IGNORECASE)
+_SIZE: Final = r"^\s*(\d+)\s*(B|KIB|KB|K|MIB|MB|M|GIB|GB|G)?\s*$"
 _UNITS: Final = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+@functools.cache
+def _size_pattern() -> re.Pattern[str]:
+    """:data:`_SIZE`, compiled when first used (compiling costs start-up time otherwise)."""
+    return re.compile(_SIZE, re.IGNORECASE)
 
 
 def byte_size(text: str) -> int:
@@ -92,7 +99,7 @@ def byte_size(text: str) -> int:
     Raises:
         argparse.ArgumentTypeError: not one.
     """
-    match = _SIZE.match(text)
+    match = _size_pattern().match(text)
     if match is None:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1000, 64KiB, 10MiB)")
     return int(match.group(1)) * _UNITS[(match.group(2) or "")[:1].upper()]

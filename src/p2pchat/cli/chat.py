@@ -16,7 +16,7 @@ from typing import Final
 import trio
 
 from ..app.control import open_control
-from .common import Command, UsageError, data_dir, run_trio
+from .common import Command, UsageError, data_dir, run_trio, start_logging
 from .render import clean, format_message
 
 
@@ -98,6 +98,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         ControlError: no node runs, or it refused (e.g. no such group).
         UsageError: the node did not start the subscription.
     """
+    start_logging(args)
     run_trio(_chat, args)
     return 0
 

@@ -13,6 +13,7 @@ from typing import Any, Final, TypeVar, TypeVarTuple, Unpack
 
 from ..app import client
 from ..app.datadir import resolve_data_dir
+from ..app.logsetup import DEFAULT_FORMAT, DEFAULT_LEVEL, configure_logging
 from ..errors import P2PChatError
 
 EXIT_USAGE: Final = 2
@@ -37,6 +38,21 @@ class CommandError(P2PChatError):
 def data_dir(args: argparse.Namespace) -> Path:
     """The data dir the command line names (``--data-dir``, else the environment)."""
     return resolve_data_dir(args.data_dir)
+
+
+def start_logging(
+    args: argparse.Namespace, *, level: str | None = None, fmt: str | None = None
+) -> None:
+    """Send the log records of this process to stderr, as ``--log-level`` and ``--log-format``
+    say (else ``level`` and ``fmt``, e.g. the config file's, else the defaults). The commands
+    that run the node's layers in this process call it; the others log nothing.
+
+    Raises:
+        ValueError: an unknown level or format.
+    """
+    configure_logging(
+        args.log_level or level or DEFAULT_LEVEL, args.log_format or fmt or DEFAULT_FORMAT
+    )
 
 
 def call(args: argparse.Namespace, op: str, **request: Any) -> Any:

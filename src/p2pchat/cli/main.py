@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final, NoReturn
 
 from .. import __version__
-from ..app.logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
+from ..app.logsetup import LOG_FORMATS, LOG_LEVELS
 from ..errors import P2PChatError
 from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
@@ -280,7 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parsed.command is None:
         parser.print_help()
         return EXIT_USAGE
-    configure_logging(parsed.log_level or "warning", parsed.log_format or "text")
     try:
         try:
             return load_command(parsed.command)(parsed)

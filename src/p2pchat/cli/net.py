@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 from ..app.client import connect_control
 from ..app.control_protocol import NodeNotRunningError
 from ..app.datadir import load_or_create_identity
-from .common import Command, UsageError, data_dir, run_trio
+from .common import Command, UsageError, data_dir, run_trio, start_logging
 from .render import print_json
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
             ) from None
         from ..multiaddr import Multiaddr
 
+        start_logging(args)
         identity = load_or_create_identity(data_dir(args))
         rtts = run_trio(_ping_alone, args, identity, Multiaddr.from_string(args.peer))
     summary = {"min": min(rtts), "median": statistics.median(rtts), "max": max(rtts)}
@@ -165,6 +166,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
         raise UsageError("perf needs the peer's multiaddr, ending in /p2p/<peer id>")
     from ..multiaddr import Multiaddr
 
+    start_logging(args)
     identity = load_or_create_identity(data_dir(args))
     run_trio(_perf, args, identity, Multiaddr.from_string(args.peer))
     return 0

@@ -8,8 +8,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any, Final
 
-from ..app.logsetup import configure_logging
-from .common import Command, CommandError, data_dir, run_trio
+from .common import Command, CommandError, data_dir, run_trio, start_logging
 
 if TYPE_CHECKING:
     from ..app.config import Config
@@ -92,7 +91,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     from ..net.tcp import TransportError
 
     config = _config(args)
-    configure_logging(args.log_level or config.log_level, args.log_format or config.log_format)
+    start_logging(args, level=config.log_level, fmt=config.log_format)
     options = _node_options(args, config)
     try:
         run_trio(_run_node, options)
@@ -111,6 +110,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """
     from ..app.demo import run_demo
 
+    start_logging(args)
     run_trio(run_demo)
     return 0
 
