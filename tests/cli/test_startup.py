@@ -17,7 +17,7 @@ import trio
 
 from p2pchat.app.control import Emit, serve_control
 from p2pchat.app.datadir import control_socket_path
-from p2pchat.cli.main import COMMAND_MODULES, build_parser, load_command
+from p2pchat.cli.entry import COMMAND_MODULES, build_parser, load_command
 
 pytestmark = pytest.mark.timeout(60)
 

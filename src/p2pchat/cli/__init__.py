@@ -4,7 +4,7 @@
 control socket (specs/control.md), except ``init``, ``id``, ``demo`` and a ``ping`` with no node
 running, which work alone. One module per group of commands:
 
-* :mod:`~p2pchat.cli.main`: the parser and the dispatch (the entry point, :func:`main`);
+* :mod:`~p2pchat.cli.entry`: the parser and the dispatch (the entry point, :func:`main`);
 * :mod:`~p2pchat.cli.args`: argument types; :mod:`~p2pchat.cli.render`: output;
   :mod:`~p2pchat.cli.common`: what the commands share;
 * :mod:`~p2pchat.cli.local`: ``init``, ``id``; :mod:`~p2pchat.cli.node`: ``node``, ``demo``;
@@ -19,6 +19,6 @@ when it runs, so the commands that talk to a running node start without the netw
 
 from __future__ import annotations
 
-from .main import main as main
+from .entry import main as main
 
 __all__ = ["main"]
