@@ -326,11 +326,14 @@ async def test_a_removed_member_gets_no_later_keys_and_can_no_longer_send(tmp_pa
         epoch = owner.chat.group_state(group_id).current_epoch
         roster = owner.chat.group_state(group_id).current_roster
         assert user.peer_id not in {m.peer for m in roster.members}
+        removal = owner.chat.group_state(group_id).roster_packet(epoch - 1)
+        assert removal is not None
+        # An author that has not yet learnt of the removal may still write in the old epoch,
+        # which the removed member may read: "what follows" is what follows for its author.
+        await wait_everywhere([r2], group_id, removal.message_hash)
         after = await r2.chat.send(group_id, "after the removal")
         await wait_everywhere([owner], group_id, after)
         # The removed member learnt of its removal but holds no key of the new epoch...
-        removal = owner.chat.group_state(group_id).roster_packet(epoch - 1)
-        assert removal is not None
         with trio.fail_after(10):
             await user.chat.wait_ratified(group_id, removal.message_hash)
         assert user.chat.group_state(group_id).current_epoch == epoch

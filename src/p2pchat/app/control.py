@@ -10,95 +10,106 @@ answer: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "<one line>"
 ends with a final answer, or never. Requests on one connection are answered in order, one at a
 time; a client opens more connections for concurrent requests.
 
-:func:`serve_control` runs the listener in the caller's nursery and hands each request to a
-handler, with a function that sends events. While a handler runs, the server keeps reading the
-connection, so a client that goes away (end of file) cancels its request at once; that is how a
-``chat`` that exits ends its subscription. A handler's :class:`~p2pchat.errors.P2PChatError` or
-``ValueError`` is the user's mistake (or the network's) and goes back as the error line; any
-other exception is a bug: it is logged with its traceback, and the client gets a short line.
+:func:`serve_control` runs the listener in the caller's nursery (accepting with
+``trio.serve_listeners``) and hands each request to a handler, with a function that sends
+events. While a handler runs, the server keeps reading the connection, so a client that goes
+away (end of file) cancels its request at once; that is how a ``chat`` that exits ends its
+subscription. A handler's :class:`~p2pchat.errors.P2PChatError` or ``ValueError`` is the user's
+mistake (or the network's) and goes back as the error line; any other exception is a bug: it is
+logged with its traceback, and the client gets a short line.
 
-:func:`open_control` is the client. It fails with :class:`NodeNotRunningError` when there is no
-socket, or nobody listens on it (a node that was killed leaves the file behind; the next node
-replaces it, since holding the store lock proves no other node uses the data dir).
+:func:`open_control` is the Trio client (the interactive ``chat`` streams through it); the
+commands that ask one thing and exit use the blocking one, :mod:`p2pchat.app.client`. Both fail
+with :class:`NodeNotRunningError` when there is no socket, or nobody listens on it (a node that
+was killed leaves the file behind; the next node replaces it, since holding the store lock
+proves no other node uses the data dir).
 
-Unix socket paths are limited to 107 bytes; a longer data dir path is reached through
-``/proc/self/fd/<dir fd>/control.sock`` on Linux.
+The framing and the errors, shared by both clients and the server, live without I/O in
+:mod:`p2pchat.app.control_protocol` (re-exported here). Unix socket paths are limited to 107
+bytes; a longer data dir path is reached through ``/proc/self/fd/<dir fd>/control.sock`` on
+Linux.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 
 from ..errors import P2PChatError
+from .control_protocol import (
+    MAX_REQUEST,
+    MAX_RESPONSE,
+    READ_CHUNK,
+    ControlError,
+    LineBuffer,
+    NodeNotRunningError,
+    RemoteCommandError,
+    answer_result,
+    decode_line,
+    encode_line,
+    not_running_message,
+    socket_address,
+)
+
+__all__ = [
+    "MAX_REQUEST",
+    "MAX_RESPONSE",
+    "ControlClient",
+    "ControlError",
+    "Emit",
+    "Handler",
+    "LineReader",
+    "NodeNotRunningError",
+    "RemoteCommandError",
+    "decode_line",
+    "encode_line",
+    "not_running_message",
+    "open_control",
+    "serve_control",
+]
 
 logger = logging.getLogger(__name__)
 
-#: specs/control.md: the largest request line a node reads, and response line a client reads.
-MAX_REQUEST: Final = 4 * 1024 * 1024
-MAX_RESPONSE: Final = 64 * 1024 * 1024
 SOCKET_MODE: Final = 0o600
-#: sun_path holds 108 bytes with the terminating NUL.
-MAX_SOCKET_PATH: Final = 107
-READ_CHUNK: Final = 65536
+#: Connections the kernel queues before the node accepts them.
+BACKLOG: Final = 64
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Handler = Callable[[dict[str, Any], Emit], Awaitable[Any]]
 
 
-class ControlError(P2PChatError):
-    """The control connection failed, or broke its protocol."""
-
-
-class NodeNotRunningError(ControlError):
-    """No node is running on the data dir."""
-
-
-class RemoteCommandError(ControlError):
-    """The node refused the request; the message is the node's one-line reason."""
-
-
-# -- framing ---------------------------------------------------------------------------------
-
-
-def encode_line(message: dict[str, Any]) -> bytes:
-    """One message as a JSON line."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-
 class LineReader:
-    """Reads ``\\n``-terminated lines of at most ``max_line`` bytes from a stream."""
+    """Reads ``\\n``-terminated lines of at most ``max_line`` bytes from a Trio stream (a
+    :class:`~p2pchat.app.control_protocol.LineBuffer` fed from the stream)."""
 
     def __init__(self, stream: trio.abc.ReceiveStream, max_line: int) -> None:
         self._stream = stream
-        self._max = max_line
-        self._buffer = bytearray()
-        self._scanned = 0
-        self.eof = False
+        self._lines = LineBuffer(max_line)
+
+    @property
+    def eof(self) -> bool:
+        """The stream has ended."""
+        return self._lines.eof
 
     async def fill(self) -> None:
-        """Read once more into the buffer (sets :attr:`eof` at the end of the stream).
+        """Read once more from the stream (sets :attr:`eof` at its end).
 
         Raises:
             ControlError: a line longer than the limit.
         """
-        if len(self._buffer) > self._max:
-            raise ControlError(f"control message longer than {self._max} bytes")
-        data = await self._stream.receive_some(READ_CHUNK)
-        if not data:
-            self.eof = True
-        self._buffer += data
+        self._lines.check_room()
+        self._lines.feed(await self._stream.receive_some(READ_CHUNK))
 
     async def read_line(self) -> bytes | None:
         """The next line without its ``\\n``; None at a clean end of the stream.
@@ -106,56 +117,11 @@ class LineReader:
         Raises:
             ControlError: a line longer than the limit, or the stream ended mid-line.
         """
-        while True:
-            end = self._buffer.find(b"\n", self._scanned)
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 1]
-                self._scanned = 0
-                return line
-            self._scanned = len(self._buffer)
-            if self.eof:
-                if self._buffer:
-                    raise ControlError("the control connection ended mid-message")
+        while (line := self._lines.next_line()) is None:
+            if self._lines.eof:
                 return None
             await self.fill()
-
-
-def decode_line(line: bytes) -> dict[str, Any]:
-    """A JSON object from one line.
-
-    Raises:
-        ControlError: not UTF-8 JSON, or not an object.
-    """
-    try:
-        value = json.loads(line)
-    except ValueError as exc:
-        raise ControlError(f"malformed control message: {exc}") from None
-    if not isinstance(value, dict):
-        raise ControlError("a control message must be a JSON object")
-    return value
-
-
-# -- socket paths ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _socket_address(path: Path) -> Iterator[str]:
-    """A path ``bind``/``connect`` accept for ``path``, even when it is too long."""
-    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
-        yield str(path)
-        return
-    try:
-        fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
-    except OSError as exc:
-        raise ControlError(f"cannot open {path.parent}: {exc.strerror}") from None
-    try:
-        short = f"/proc/self/fd/{fd}/{path.name}"
-        if not os.path.isdir(f"/proc/self/fd/{fd}"):
-            raise ControlError(f"the control socket path is too long: {path}")
-        yield short
-    finally:
-        os.close(fd)
+        return line
 
 
 # -- server ----------------------------------------------------------------------------------
@@ -177,7 +143,7 @@ async def serve_control(
     """
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with _socket_address(path) as address:
+        with socket_address(path) as address:
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.lstat(address).st_mode):
                     os.unlink(address)
@@ -186,29 +152,27 @@ async def serve_control(
                 os.chmod(address, SOCKET_MODE)
             except OSError as exc:
                 raise ControlError(f"cannot create control socket {path}: {exc.strerror}") from None
-        sock.listen(64)
+        sock.listen(BACKLOG)
     except BaseException:
         sock.close()
         raise
-    listener = trio.SocketListener(sock)
     logger.info("control socket at %s", path)
     try:
-        async with listener, trio.open_nursery() as nursery:
+        # trio's accept loop: it backs off and retries when out of file descriptors (EMFILE and
+        # kin), and fails on any other accept error; it closes the listener on the way out.
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                trio.serve_listeners,
+                partial(_serve_connection, handler),
+                [trio.SocketListener(sock)],
+            )
             task_status.started()
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:  # e.g. EMFILE: back off and keep serving
-                    logger.warning("control socket accept failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                nursery.start_soon(_serve_connection, stream, handler)
     finally:
-        with contextlib.suppress(OSError), _socket_address(path) as address:
+        with contextlib.suppress(OSError), socket_address(path) as address:
             os.unlink(address)
 
 
-async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None:
+async def _serve_connection(handler: Handler, stream: trio.SocketStream) -> None:
     reader = LineReader(stream, MAX_REQUEST)
     async with stream:
         try:
@@ -294,15 +258,6 @@ class ControlClient:
             raise ControlError(f"the node at {self.data_dir} closed the connection (stopped?)")
         return decode_line(line)
 
-    @staticmethod
-    def _result(answer: dict[str, Any]) -> Any:
-        if answer.get("ok") is True:
-            return answer.get("result")
-        error = answer.get("error")
-        if answer.get("ok") is False and isinstance(error, str):
-            raise RemoteCommandError(error)
-        raise ControlError("malformed answer from the node")
-
     async def call(self, op: str, **args: Any) -> Any:
         """Run ``op`` on the node and return its result.
 
@@ -314,7 +269,7 @@ class ControlClient:
         answer = await self._receive()
         if "event" in answer:
             raise ControlError(f"{op!r} is a streaming operation; use start_stream")
-        return self._result(answer)
+        return answer_result(answer)
 
     async def start_stream(self, op: str, **args: Any) -> None:
         """Start a streaming ``op``; read its events with :meth:`next_event`.
@@ -335,17 +290,12 @@ class ControlClient:
         event = answer.get("event")
         if isinstance(event, dict):
             return event
-        self._result(answer)
+        answer_result(answer)
         return None
 
     async def aclose(self) -> None:
         """Close the connection (a running stream is cancelled on the node)."""
         await self._stream.aclose()
-
-
-def not_running_message(data_dir: Path) -> str:
-    """The line printed when a command needs a node and none runs."""
-    return f"no node is running on {data_dir} (start one with: p2pchat node)"
 
 
 @asynccontextmanager
@@ -361,7 +311,7 @@ async def open_control(data_dir: Path) -> AsyncIterator[ControlClient]:
     path = control_socket_path(data_dir)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with _socket_address(path) as address:
+        with socket_address(path) as address:
             await sock.connect(address)
     except OSError as exc:
         sock.close()

@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..errors import P2PChatError
-from ..identity import KeyPair, load_key_file, save_key_file
+
+if TYPE_CHECKING:
+    from ..identity import KeyPair
+
+# The identity module (and the cryptography it needs) loads only when a key is read or made:
+# the commands that only find the control socket through this module start without it.
 
 ENV_DATA_DIR: Final = "P2PCHAT_DATA_DIR"
 IDENTITY_FILE: Final = "identity.key"
@@ -65,6 +70,8 @@ def load_or_create_identity(data_dir: Path) -> KeyPair:
         DataDirError: the data dir cannot be created.
         KeyFileError: an existing key file is unreadable, malformed or too open.
     """
+    from ..identity import KeyPair, load_key_file, save_key_file
+
     key_path = ensure_data_dir(data_dir) / IDENTITY_FILE
     if key_path.exists():
         return load_key_file(key_path)

@@ -9,14 +9,15 @@ there is a traceback), which log collectors read without parsing.
 What is never logged, at any level: private keys, epoch and content keys, and message content
 (plaintext). Loggers name peers, groups (by the first 16 hex digits of their id), message hashes,
 sizes and reasons; tests check that a node running at ``debug`` leaks none of a message's text.
+
+Importing this module loads no logging machinery (the ``p2pchat`` commands that only ask the
+running node log nothing and never call :func:`configure_logging`); the call loads it, and the
+JSON formatter (:mod:`p2pchat.app.logformat`).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
-import time
 from typing import Final, TextIO
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -25,22 +26,6 @@ DEFAULT_LEVEL: Final = "warning"
 DEFAULT_FORMAT: Final = "text"
 
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
 
 
 def configure_logging(
@@ -57,6 +42,10 @@ def configure_logging(
         raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}: {level!r}")
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}: {fmt!r}")
+    import logging
+
+    from .logformat import JsonFormatter
+
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
     root = logging.getLogger()

@@ -1,0 +1,437 @@
+"""The operations of the control socket (specs/control.md "Operations"), run on a :class:`Daemon`.
+
+:data:`OPERATIONS` is the one table of them: an operation's name, as a request's ``"op"`` names
+it, to the function that runs it (``Daemon.handle`` looks a request up there; a name that is not
+in it is refused). Each function takes the node, the request and a function that sends events
+(for the streaming ``subscribe``), checks its arguments, and returns the result as JSON values.
+Every refusal is a one-line :class:`DaemonError` (or an error of the layer that refused) that
+the client prints as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from .. import __version__
+from ..chat.core import cbor
+from ..chat.core.crypto import MAX_PLAINTEXT
+from ..chat.core.roster import Role
+from ..chat.node import ChatMessage, ChatNode, PendingError
+from ..errors import DecodeError, P2PChatError
+from ..identity import PeerID
+from ..multiaddr import Multiaddr
+from ..net.ping import open_ping
+from .control import Emit
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+#: The message types ``send`` accepts (specs/chat.md §4; "roster" is the owner's, by invite).
+SEND_TYPES: Final = ("text", "markdown", "image", "file")
+MAX_MIME: Final = 128
+HISTORY_DEFAULT_LIMIT: Final = 1000
+MIN_PREFIX: Final = 4
+
+
+class DaemonError(P2PChatError):
+    """A request to the node cannot be done; the message says why in one line."""
+
+
+# -- arguments -------------------------------------------------------------------------------
+
+
+def _str_arg(request: dict[str, Any], name: str) -> str:
+    value = request.get(name)
+    if not isinstance(value, str) or not value:
+        raise DaemonError(f"missing argument {name!r}")
+    return value
+
+
+def parse_peer(text: str) -> PeerID | Multiaddr:
+    """A peer ID, or a multiaddr ending in ``/p2p/<id>``.
+
+    Raises:
+        DaemonError: neither.
+    """
+    if text.startswith("/"):
+        try:
+            addr = Multiaddr.from_string(text)
+            peer = addr.peer_id
+        except DecodeError as exc:  # MultiaddrError is one
+            raise DaemonError(f"invalid multiaddr {text!r}: {exc}") from None
+        if peer is None:
+            raise DaemonError(f"the address must end in /p2p/<peer id>: {text}")
+        return addr
+    try:
+        return PeerID.from_string(text)
+    except DecodeError:
+        raise DaemonError(f"not a peer id or a multiaddr: {text!r}") from None
+
+
+def _peer_of(target: PeerID | Multiaddr) -> PeerID:
+    if isinstance(target, PeerID):
+        return target
+    peer = target.peer_id
+    assert peer is not None  # parse_peer checked
+    return peer
+
+
+def message_json(message: ChatMessage, *, me: PeerID, data: bool = False) -> dict[str, Any]:
+    """The JSON view of a message (specs/control.md "Messages"); ``data`` adds the content of a
+    non-text message as Base64."""
+    content = message.content
+    out: dict[str, Any] = {
+        "group_id": message.group_id.hex(),
+        "message_hash": message.message_hash.hex(),
+        "author": str(message.author),
+        "from_me": message.author == me,
+        "type": message.message_type,
+        "mime": message.mime,
+        "time_stamp": message.time_stamp,
+        "epoch": message.epoch,
+        "ref_hash": message.ref_hash.hex() if message.ref_hash is not None else None,
+        "ratified": message.ratified,
+        "readable": content is not None,
+        "size": len(content) if content is not None else None,
+    }
+    if content is None:
+        return out
+    if message.message_type in ("text", "markdown"):
+        out["text"] = message.text
+    elif message.message_type == "roster":
+        out["roster"] = _roster_summary(content)
+    elif data:
+        out["data_b64"] = base64.b64encode(content).decode("ascii")
+    return out
+
+
+def _roster_summary(content: bytes) -> dict[str, Any] | None:
+    """Epoch and members of a roster message's (plaintext) artifact, for display."""
+    try:
+        value = cbor.loads(content, max_size=len(content))
+        roster = value["roster"]
+        members = [
+            {"peer_id": str(PeerID.from_bytes(m["peer"])), "role": str(m["role"])}
+            for m in roster["members"]
+        ]
+        return {"epoch": int(roster["epoch"]), "quorum": int(roster["quorum"]), "members": members}
+    except (DecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def resolve_group(chat: ChatNode, text: str, *, member: bool = True) -> bytes:
+    """A group id from its hex id, a unique hex prefix (4+ digits), a unique name, or a unique
+    prefix of a name (case-insensitive).
+
+    Raises:
+        DaemonError: no such group, or several match.
+    """
+    text = text.strip()
+    groups = chat.groups()
+    lowered = text.lower()
+    if len(lowered) == 64:
+        try:
+            group_id = bytes.fromhex(lowered)
+        except ValueError:
+            pass
+        else:
+            if not member or group_id in groups:
+                return group_id
+            raise DaemonError(f"not a member of group {lowered[:16]}")
+    matches: list[bytes] = []
+    if len(lowered) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in lowered):
+        matches = [g for g in groups if g.hex().startswith(lowered)]
+    if not matches:
+        matches = [g for g in groups if chat.group_state(g).name == text]
+    if not matches:
+        folded = text.casefold()
+        matches = [g for g in groups if chat.group_state(g).name.casefold().startswith(folded)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise DaemonError(f"{text!r} names {len(matches)} groups; use more of the group id")
+    raise DaemonError(f"no group {text!r} on this node (see: p2pchat group list)")
+
+
+def _target_arg(node: Daemon, request: dict[str, Any], name: str) -> PeerID | Multiaddr:
+    """A peer argument; a bare peer ID must be connected or have a known address.
+
+    Raises:
+        DaemonError: malformed, or a peer ID this node has no address for.
+    """
+    target = parse_peer(_str_arg(request, name))
+    if (
+        isinstance(target, PeerID)
+        and target != node.peer_id
+        and node.host.connection(target) is None
+        and not node.host.peer_store.addrs(target, trio.current_time())
+    ):
+        raise DaemonError(
+            f"this node knows no address for {target}: give its multiaddr "
+            f"(/ip4/<address>/tcp/<port>/p2p/{target}), or connect to it first"
+        )
+    return target
+
+
+def _group_arg(node: Daemon, request: dict[str, Any]) -> bytes:
+    return resolve_group(node.chat, _str_arg(request, "group"))
+
+
+# -- operations ----------------------------------------------------------------------------
+
+
+async def op_status(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    return {
+        "peer_id": str(node.peer_id),
+        "cid": node.peer_id.to_cid(),
+        "addrs": [str(a) for a in node.host.addrs],
+        "data_dir": str(node.options.data_dir),
+        "pid": os.getpid(),
+        "version": __version__,
+        "connected": len(node.host.connected_peers()),
+        "groups": len(node.chat.groups()),
+        "bootstrap": [str(a) for a in node.options.bootstrap],
+        "mdns": node.mdns_running,
+        "perf": node.options.perf,
+    }
+
+
+async def op_stop(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    node.stop_requested.set()
+    return {}
+
+
+async def op_peers(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    connected = []
+    for peer in sorted(node.host.connected_peers(), key=str):
+        conn = node.host.connection(peer)
+        record = node.host.peer_store.get(peer)
+        connected.append(
+            {
+                "peer_id": str(peer),
+                "addr": str(conn.remote_addr) if conn and conn.remote_addr else None,
+                "direction": "outbound" if conn and conn.is_client else "inbound",
+                "agent": record.agent_version if record else "",
+            }
+        )
+    live = set(node.host.connected_peers())
+    known = [
+        {
+            "peer_id": str(k.peer_id),
+            "addrs": [str(a) for a in k.addrs],
+            "last_seen": k.last_seen,
+        }
+        for k in node.known_peers.peers()
+        if k.peer_id not in live
+    ]
+    return {"connected": connected, "known": known}
+
+
+async def op_connect(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    target = _target_arg(node, request, "peer")
+    conn = await node.host.connect(target)
+    node.known_peers.changed()
+    return {"peer_id": str(conn.remote_peer)}
+
+
+async def op_ping(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    target = _target_arg(node, request, "peer")
+    timeout = request.get("timeout", 10.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise DaemonError("timeout must be a positive number of seconds")
+    with trio.fail_after(timeout * 3):
+        async with open_ping(node.host, target, echo_timeout=float(timeout)) as pinger:
+            rtt = await pinger.ping()
+    return {"peer_id": str(_peer_of(target)), "ms": rtt * 1e3}
+
+
+async def op_group_create(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    name = _str_arg(request, "name")
+    quorum = request.get("quorum")
+    if quorum is not None and (not isinstance(quorum, int) or isinstance(quorum, bool)):
+        raise DaemonError("quorum must be a whole number")
+    history = request.get("history", "all")
+    if history not in ("all", "since_join"):
+        raise DaemonError("history must be 'all' or 'since_join'")
+    group_id = await node.chat.create_group(name, quorum=quorum, history=history)
+    return {"group_id": group_id.hex(), "name": name}
+
+
+async def op_group_invite(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    group_id = _group_arg(node, request)
+    target = _target_arg(node, request, "peer")
+    role_text = request.get("role", "user")
+    try:
+        role = Role(role_text)
+    except ValueError:
+        raise DaemonError(
+            f"role must be one of ratifier, user, viewer (not {role_text!r})"
+        ) from None
+    await node.chat.invite(group_id, target, role)
+    state = node.chat.group_state(group_id)
+    return {
+        "group_id": group_id.hex(),
+        "peer_id": str(_peer_of(target)),
+        "role": role.value,
+        "epoch": state.current_epoch,
+        "owner_addrs": [str(a) for a in node.host.addrs],
+    }
+
+
+async def op_group_join(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    text = _str_arg(request, "group").lower()
+    try:
+        group_id = bytes.fromhex(text)
+    except ValueError:
+        group_id = b""
+    if len(group_id) != 32:
+        raise DaemonError(f"a group id is 64 hex digits: {text!r}")
+    via = _target_arg(node, request, "via")
+    await node.chat.join(group_id, via)
+    state = node.chat.group_state(group_id)
+    return {"group_id": group_id.hex(), "name": state.name, "epoch": state.current_epoch}
+
+
+async def op_group_remove(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    group_id = _group_arg(node, request)
+    peer = _peer_of(parse_peer(_str_arg(request, "peer")))
+    if node.chat.group_state(group_id).current_roster.member(peer) is None:
+        raise DaemonError(f"{peer} is not a member of this group")
+    await node.chat.remove(group_id, peer)
+    return {"group_id": group_id.hex(), "peer_id": str(peer)}
+
+
+def _group_summary(node: Daemon, group_id: bytes) -> dict[str, Any]:
+    state = node.chat.group_state(group_id)
+    roster = state.current_roster
+    role = roster.role_of(node.peer_id)
+    return {
+        "group_id": group_id.hex(),
+        "name": state.name,
+        "owner": str(state.owner),
+        "role": role.value if role is not None else None,
+        "epoch": state.current_epoch,
+        "members": len(roster.members),
+        "ratifiers": len(roster.ratifiers),
+        "quorum": roster.quorum,
+        "history": roster.history,
+    }
+
+
+async def op_group_list(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
+    summaries = [_group_summary(node, g) for g in node.chat.groups()]
+    return sorted(summaries, key=lambda s: (s["name"], s["group_id"]))
+
+
+async def op_group_roster(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    group_id = _group_arg(node, request)
+    state = node.chat.group_state(group_id)
+    connected = set(node.host.connected_peers())
+    summary = _group_summary(node, group_id)
+    summary["member_list"] = [
+        {
+            "peer_id": str(m.peer),
+            "role": m.role.value,
+            "owner": m.peer == state.owner,
+            "me": m.peer == node.peer_id,
+            "connected": m.peer in connected,
+        }
+        for m in sorted(
+            state.current_roster.members,
+            key=lambda m: (m.peer != state.owner, m.role.value, str(m.peer)),
+        )
+    ]
+    return summary
+
+
+async def op_send(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    group_id = _group_arg(node, request)
+    message_type = request.get("type", "text")
+    if message_type not in SEND_TYPES:
+        raise DaemonError(f"type must be one of {', '.join(SEND_TYPES)}")
+    if isinstance(request.get("text"), str):
+        data = request["text"].encode()
+    elif isinstance(request.get("data_b64"), str):
+        try:
+            data = base64.b64decode(request["data_b64"], validate=True)
+        except binascii.Error:
+            raise DaemonError("data_b64 is not Base64") from None
+    else:
+        raise DaemonError("send needs 'text' or 'data_b64'")
+    if len(data) > MAX_PLAINTEXT:
+        raise DaemonError(
+            f"the content is {len(data)} bytes; a message holds at most {MAX_PLAINTEXT}"
+        )
+    mime = request.get("mime")
+    if mime is not None and (not isinstance(mime, str) or len(mime.encode()) > MAX_MIME):
+        raise DaemonError(f"mime must be a MIME type of at most {MAX_MIME} bytes")
+    wait = request.get("wait", True) is not False
+    try:
+        message_hash = await node.chat.send(
+            group_id, data, message_type=message_type, mime=mime, wait=wait
+        )
+    except PendingError as exc:
+        return {"message_hash": exc.message_hash.hex(), "status": "pending"}
+    return {"message_hash": message_hash.hex(), "status": "ratified" if wait else "pending"}
+
+
+async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
+    group_id = _group_arg(node, request)
+    limit = request.get("limit", HISTORY_DEFAULT_LIMIT)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise DaemonError("limit must be a positive whole number")
+    messages = await node.chat.history(group_id)
+    return [message_json(m, me=node.peer_id) for m in messages[-limit:]]
+
+
+async def op_message(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    group_id = _group_arg(node, request)
+    prefix = _str_arg(request, "hash").lower()
+    matches = [
+        m for m in await node.chat.history(group_id) if m.message_hash.hex().startswith(prefix)
+    ]
+    if len(prefix) < MIN_PREFIX or not matches:
+        raise DaemonError(f"no ratified message {prefix!r} in this group")
+    if len(matches) > 1:
+        raise DaemonError(f"{prefix!r} names {len(matches)} messages; give more digits")
+    found = message_json(matches[0], me=node.peer_id, data=True)
+    found["votes"] = await node.votes(group_id, matches[0].message_hash)
+    return found
+
+
+async def op_subscribe(node: Daemon, request: dict[str, Any], emit: Emit) -> None:
+    group_id = _group_arg(node, request)
+    state = node.chat.group_state(group_id)
+    async with node.chat.subscribe(group_id) as messages:
+        await emit({"kind": "subscribed", "group_id": group_id.hex(), "name": state.name})
+        async for message in messages:
+            await emit({"kind": "message", "message": message_json(message, me=node.peer_id)})
+
+
+#: An operation: the node, the request, a function that sends events; the result.
+Operation = Callable[["Daemon", dict[str, Any], Emit], Awaitable[Any]]
+
+#: Every operation of the control socket, by the name a request's ``"op"`` gives.
+OPERATIONS: Final[dict[str, Operation]] = {
+    "status": op_status,
+    "stop": op_stop,
+    "peers": op_peers,
+    "connect": op_connect,
+    "ping": op_ping,
+    "group.create": op_group_create,
+    "group.invite": op_group_invite,
+    "group.join": op_group_join,
+    "group.remove": op_group_remove,
+    "group.list": op_group_list,
+    "group.roster": op_group_roster,
+    "send": op_send,
+    "history": op_history,
+    "message": op_message,
+    "subscribe": op_subscribe,
+}

@@ -1,0 +1,84 @@
+"""The commands that ask the running node about itself: ``status``, ``stop``, ``peers`` and
+``connect``, each one request on the control socket (specs/control.md "Operations")."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Final
+
+from .common import Command, call, data_dir
+from .render import print_json
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the running node: peer ID, listen addresses, connected peers, groups.
+
+    Raises:
+        ControlError: no node runs, or it refused.
+    """
+    status = call(args, "status")
+    if args.json:
+        print_json(status)
+        return 0
+    print(f"peer id:   {status['peer_id']}")
+    for addr in status["addrs"]:
+        print(f"listening: {addr}")
+    print(f"data dir:  {status['data_dir']} (pid {status['pid']})")
+    print(f"peers:     {status['connected']} connected")
+    print(f"groups:    {status['groups']}")
+    print(f"mdns:      {'on' if status['mdns'] else 'off'}")
+    for entry in status["bootstrap"]:
+        print(f"bootstrap: {entry}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Ask the running node to stop (as on SIGTERM).
+
+    Raises:
+        ControlError: no node runs.
+    """
+    call(args, "stop")
+    print(f"stopping the node on {data_dir(args)}")
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    """List the connected peers, then the known ones that are not connected.
+
+    Raises:
+        ControlError: no node runs.
+    """
+    peers = call(args, "peers")
+    if args.json:
+        print_json(peers)
+        return 0
+    if not peers["connected"] and not peers["known"]:
+        print("no peers yet (connect with: p2pchat connect MULTIADDR)")
+    for peer in peers["connected"]:
+        print(f"{peer['peer_id']}  {peer['addr']}  {peer['direction']}  {peer['agent']}".rstrip())
+    for peer in peers["known"]:
+        seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(peer["last_seen"] / 1000))
+        addr = peer["addrs"][0] if peer["addrs"] else "-"
+        print(f"{peer['peer_id']}  {addr}  not connected (last seen {seen})")
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    """Connect the running node to a peer.
+
+    Raises:
+        ControlError: no node runs, or the node could not connect (its reason).
+    """
+    answer = call(args, "connect", peer=args.peer)
+    print(f"connected to {answer['peer_id']}")
+    return 0
+
+
+COMMANDS: Final[dict[str, Command]] = {
+    "status": cmd_status,
+    "stop": cmd_stop,
+    "peers": cmd_peers,
+    "connect": cmd_connect,
+}
