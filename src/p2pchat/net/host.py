@@ -284,7 +284,12 @@ class Host:
                 failures.append(f"{addr}: {exc}")
                 continue
             self.peer_store.add_addrs(peer, [addr], CONNECTED_ADDR_TTL, trio.current_time())
-            await self._nursery.start(self._run_connection, conn)
+            try:
+                await self._nursery.start(self._run_connection, conn)
+            except BaseException:
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await conn.aclose()
+                raise
             return conn
         raise DialError("; ".join(failures))
 

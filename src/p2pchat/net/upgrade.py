@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import trio
 
-from ..errors import P2PChatError
 from ..identity import KeyPair, PeerID
 from ..multiaddr import Multiaddr
 from .muxer import MuxedConnection, MuxerConfig, muxer_protocols
@@ -90,7 +89,9 @@ async def upgrade(
     except trio.TooSlowError:
         await trio.aclose_forcefully(transport)
         raise HandshakeError(f"upgrade timed out after {handshake_timeout:g} s") from None
-    except (P2PChatError, trio.BrokenResourceError, trio.ClosedResourceError):
+    except BaseException:
+        # Any failure, a cancellation from outside (a dial deadline, a shutdown) included,
+        # leaves no socket open behind it.
         await trio.aclose_forcefully(transport)
         raise
     return MuxedConnection(
