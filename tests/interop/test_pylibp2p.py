@@ -61,6 +61,11 @@ async def test_pylibp2p_identifies_us(pylibp2p: PyLibp2p) -> None:
     assert out["public_key_matches_peer_id"] is True
     assert out["listen_addrs"] == [str(host.listen_addrs[0])]
     assert out["observed_addr"].startswith("/ip4/127.0.0.1/tcp/")
+    # py-libp2p verifies our signed peer record (specs/peer-record.md).
+    opened = out["signed_peer_record_opened"]
+    assert isinstance(opened, dict), opened
+    assert opened["peer"] == str(host.peer_id)
+    assert opened["addrs"] == [str(host.listen_addrs[0])]
     for protocol in ("/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", ECHO):
         assert protocol in out["protocols"]
 
@@ -69,7 +74,11 @@ async def test_we_identify_pylibp2p(pylibp2p: PyLibp2p) -> None:
     async with pylibp2p.listen() as peer, open_host(KeyPair.generate()) as host:
         conn = await host.connect(Multiaddr.from_string(peer["addrs"][0]))
         info = await identify_peer(host, conn)
+        held = host.peer_store.signed_record(conn.remote_peer)
     assert info.agent_version.startswith("py-libp2p/")
+    # py-libp2p sends a signed peer record; we verified it and kept it.
+    assert info.signed_peer_record is not None
+    assert held == info.signed_peer_record
     assert str(info.listen_addrs[0]) == peer["addrs"][0].split("/p2p/")[0]
     assert info.observed_addr is not None
     assert ECHO in info.protocols

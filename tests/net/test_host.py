@@ -19,6 +19,7 @@ from p2pchat.net.muxer import MuxedStream
 from p2pchat.net.ping import open_ping
 from p2pchat.net.secure import dial_secure
 from p2pchat.protocols import multistream as ms
+from p2pchat.records import open_peer_record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,6 +99,21 @@ async def test_identify_fills_the_peer_store_both_ways() -> None:
         record = b.peer_store.get(a.peer_id)
         assert record is not None
         assert record.public_key == a.identity.public_key
+
+
+async def test_identify_carries_a_signed_peer_record_that_is_verified_and_kept() -> None:
+    async with two_hosts() as (a, b):
+        conn = await a.connect(b.addrs[0])
+        info = await identify_peer(a, conn)
+        assert info.signed_peer_record is not None
+        assert a.peer_store.signed_record(b.peer_id) == info.signed_peer_record
+        record, _ = open_peer_record(info.signed_peer_record)
+        assert record.peer == b.peer_id
+        assert record.addresses == tuple(b.listen_addrs)
+        # An older record does not replace a newer one; a newer one does.
+        assert not a.peer_store.set_signed_record(b.peer_id, record.seq - 1, b"older")
+        assert a.peer_store.signed_record(b.peer_id) == info.signed_peer_record
+        assert a.peer_store.set_signed_record(b.peer_id, record.seq + 1, b"newer")
 
 
 async def test_ping_reports_round_trips() -> None:

@@ -392,6 +392,23 @@ def _addr_text(data: bytes) -> str:
         return "0x" + data.hex()
 
 
+def _open_record(envelope: bytes) -> dict[str, Any] | str | None:
+    """The peer record in a signed envelope as py-libp2p verifies it, or why it refuses it."""
+    if not envelope:
+        return None
+    from libp2p.peer.envelope import consume_envelope
+
+    try:
+        _env, record = consume_envelope(envelope, "libp2p-peer-record")
+    except Exception as exc:  # py-libp2p's refusal, reported to the test
+        return f"refused: {type(exc).__name__}: {exc}"
+    return {
+        "peer": str(record.peer_id),
+        "seq": record.seq,
+        "addrs": [str(a) for a in record.addrs],
+    }
+
+
 async def cmd_identify(host: Any, args: argparse.Namespace) -> None:
     peer = parse_peer_addr(args.addr)
     connect_s = await _connect(host, peer)
@@ -413,6 +430,7 @@ async def cmd_identify(host: Any, args: argparse.Namespace) -> None:
         public_key_matches_peer_id=ID.from_pubkey(deserialize_public_key(msg.public_key))
         == peer.peer_id,
         signed_peer_record=len(msg.signedPeerRecord) > 0,
+        signed_peer_record_opened=_open_record(bytes(msg.signedPeerRecord)),
         framing=framing,
         message_bytes=len(raw),
         connect_ms=_ms(connect_s),

@@ -14,6 +14,7 @@ So do the pushes, which it sends when ``host.wait_protocols_changed`` reports a 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
@@ -24,6 +25,7 @@ from ..aio import open_service_nursery
 from ..errors import DecodeError, P2PChatError
 from ..identity import PeerID
 from ..protocols import identify as core
+from ..records import RecordError, make_peer_record, open_peer_record
 from .events import ConnectionOpened, EventsDropped
 from .muxer import MuxedConnection, MuxedStream
 from .negotiate import negotiate_outbound
@@ -40,14 +42,18 @@ READ_SIZE: Final = 4096
 
 
 def our_info(host: Host, conn: MuxedConnection | None) -> core.IdentifyInfo:
-    """The identify message ``host`` sends on ``conn``."""
+    """The identify message ``host`` sends on ``conn``, with our signed peer record of the
+    same listen addresses (``seq``: the wall clock in milliseconds)."""
+    listen = host.listen_addrs
+    record = make_peer_record(host.identity, time.time_ns() // 1_000_000, listen)
     return core.IdentifyInfo(
         protocol_version=PROTOCOL_VERSION,
         agent_version=host.config.agent_version,
         public_key=host.identity.public_key,
-        listen_addrs=host.listen_addrs,
+        listen_addrs=listen,
         observed_addr=conn.remote_addr if conn is not None else None,
         protocols=host.protocols,
+        signed_peer_record=record.encode(),
     )
 
 
@@ -71,6 +77,16 @@ def _file(host: Host, peer: PeerID, info: core.IdentifyInfo) -> None:
     store.add_addrs(peer, info.listen_addrs, CONNECTED_ADDR_TTL, trio.current_time())
     store.set_protocols(peer, info.protocols)
     store.set_agent(peer, info.agent_version, info.protocol_version)
+    if info.signed_peer_record is not None:
+        try:
+            record, _ = open_peer_record(info.signed_peer_record)
+        except RecordError as exc:
+            logger.info("%s sent a signed peer record we refuse: %s", peer, exc.hint)
+            return
+        if record.peer != peer:
+            logger.info("%s sent the signed peer record of %s; dropped", peer, record.peer)
+            return
+        store.set_signed_record(peer, record.seq, info.signed_peer_record)
 
 
 async def identify_peer(host: Host, conn: MuxedConnection) -> core.IdentifyInfo:

@@ -34,6 +34,9 @@ class PeerRecord:
     public_key: PublicKey | None = None
     agent_version: str = ""
     protocol_version: str = ""
+    #: The newest verified signed peer record (specs/peer-record.md): its seq and envelope.
+    record_seq: int = -1
+    signed_record: bytes | None = None
 
 
 class PeerStore:
@@ -98,6 +101,21 @@ class PeerStore:
         if not peer.matches(key):
             raise ValueError(f"public key does not belong to {peer}")
         self._record(peer).public_key = key
+
+    def set_signed_record(self, peer: PeerID, seq: int, envelope: bytes) -> bool:
+        """Keep ``peer``'s signed peer record (already verified by the caller) if its ``seq`` is
+        newer than the one held; True if kept."""
+        record = self._record(peer)
+        if seq <= record.record_seq:
+            return False
+        record.record_seq = seq
+        record.signed_record = envelope
+        return True
+
+    def signed_record(self, peer: PeerID) -> bytes | None:
+        """The newest signed peer record of ``peer`` (the envelope's bytes), if any."""
+        record = self._peers.get(peer)
+        return record.signed_record if record is not None else None
 
     def set_agent(self, peer: PeerID, agent_version: str, protocol_version: str) -> None:
         """Remember what software ``peer`` runs."""
