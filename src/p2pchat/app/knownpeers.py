@@ -1,7 +1,7 @@
 """Keeping ``peers.json`` in step with the node (specs/cli.md "Known peers").
 
 At start the known peers' addresses go into the Host's peer store (so the chat node, which dials
-its groups' members, finds them without discovery) and the most recently seen are dialed once.
+its groups' members, finds them without discovery) and the first of them are dialed once.
 While the node runs, each new connection marks the list as changed; a moment later (identify has
 then brought the peer's listen addresses) every connected peer is recorded and the file saved.
 The node saves it once more when it stops. The members of our groups come first and are never
@@ -74,7 +74,8 @@ class KnownPeerFile:
         return self._known.path
 
     def peers(self) -> list[KnownPeer]:
-        """Every known peer, most recently seen first."""
+        """Every known peer: group members first, then the others; each most recently seen
+        first."""
         return self._known.peers()
 
     def follow_members(self, members: Callable[[], Iterable[PeerID]]) -> None:
