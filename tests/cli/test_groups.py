@@ -147,8 +147,8 @@ async def test_two_nodes_meet_through_bootstrap_chat_in_a_group_and_survive_a_re
 
 
 def short(peer: object) -> str:
-    text = str(peer)
-    return f"{text[:8]}..{text[-6:]}"
+    """An author as chat lines show it (specs/cli.md "Display"): 24 characters and ``..``."""
+    return f"{str(peer)[:24]}.."
 
 
 async def test_a_second_node_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:

@@ -138,16 +138,23 @@ async def serve_control(
 
     The caller must hold the data dir's store lock (so no other node owns ``path``).
 
+    No other user can connect at any moment: the directory must be closed to group and others
+    (checked first), and the socket is 0600 from its creation (the mode is set on the socket
+    before ``bind``, which Linux gives the file; set again after ``bind`` elsewhere).
+
     Raises:
-        ControlError: the socket cannot be created.
+        ControlError: the socket cannot be created, or its directory is open to others.
     """
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with socket_address(path) as address:
+            _check_private_directory(path.parent, address)
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.lstat(address).st_mode):
                     os.unlink(address)
             try:
+                with contextlib.suppress(OSError):  # a system that refuses it has the chmod
+                    os.fchmod(sock.fileno(), SOCKET_MODE)
                 await sock.bind(address)
                 os.chmod(address, SOCKET_MODE)
             except OSError as exc:
@@ -170,6 +177,23 @@ async def serve_control(
     finally:
         with contextlib.suppress(OSError), socket_address(path) as address:
             os.unlink(address)
+
+
+def _check_private_directory(directory: Path, address: str) -> None:
+    """Refuse to serve in a directory that group or others can enter or write.
+
+    Raises:
+        ControlError: it is open to them, or cannot be examined.
+    """
+    try:
+        mode = os.stat(os.path.dirname(address) or ".").st_mode
+    except OSError as exc:
+        raise ControlError(f"cannot examine {directory}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ControlError(
+            f"{directory} is open to other users (mode {stat.S_IMODE(mode):03o}), so they could "
+            f"reach the control socket; fix it with: chmod 700 {directory}"
+        )
 
 
 async def _serve_connection(handler: Handler, stream: trio.SocketStream) -> None:

@@ -8,7 +8,8 @@ Theory of operation
 2. the store is opened, which **locks the data dir**: a second node on it fails here, before it
    binds a port or touches the control socket;
 3. the Host listens; the known peers (``peers.json``) go into its peer store, so the chat node,
-   which dials its groups' members at start, finds them without discovery;
+   which dials its groups' members at start, finds them without discovery (the file keeps
+   those members first: :mod:`p2pchat.app.knownpeers`);
 4. the chat node starts (serving ``/p2pchat/1.0.0``, resuming its outbox, syncing with members
    as they connect); perf is served if enabled;
 5. in the daemon's nursery: the bootstrap peers are kept connected, mDNS runs if enabled, the
@@ -176,6 +177,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             open_chat_node(host, store, options.chat) as chat,
             open_service_nursery() as nursery,
         ):
+            known_peers.follow_members(partial(_group_members, chat))
             daemon = Daemon(options, host, store, chat, known_peers)
             await nursery.start(daemon.watch_connections)
             nursery.start_soon(known_peers.run_saver)
@@ -197,6 +199,11 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await known_peers.save()
+
+
+def _group_members(chat: ChatNode) -> set[PeerID]:
+    """The members of every group we are in (their current rosters)."""
+    return {m.peer for g in chat.groups() for m in chat.group_state(g).current_roster.members}
 
 
 async def _start_mdns(daemon: Daemon, nursery: trio.Nursery) -> None:

@@ -2,7 +2,8 @@
 
 Resolution order: an explicit path (``--data-dir``), then ``$P2PCHAT_DATA_DIR``,
 then ``$XDG_DATA_HOME/p2pchat``, then ``~/.local/share/p2pchat``. The directory is
-created with mode 0700. Its files:
+created with mode 0700; an existing one that group or others may enter, read or write is refused
+(with the ``chmod 700`` that fixes it), since it holds the key and the control socket. Its files:
 
 * ``identity.key``: the node's Ed25519 key (mode 0600);
 * ``config.toml``: the configuration (written by ``p2pchat init``);
@@ -14,6 +15,7 @@ created with mode 0700. Its files:
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -30,6 +32,8 @@ IDENTITY_FILE: Final = "identity.key"
 CONFIG_FILE: Final = "config.toml"
 PEERS_FILE: Final = "peers.json"
 CONTROL_SOCKET: Final = "control.sock"
+#: The data dir's mode: only its user may enter it.
+DATA_DIR_MODE: Final = 0o700
 
 
 class DataDirError(P2PChatError):
@@ -49,18 +53,44 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def ensure_data_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700) if needed and return it.
+    """Create ``path`` (mode 0700, whatever the umask) if needed and return it. An existing
+    directory must be closed to group and others: it is not changed behind the user's back.
 
     Raises:
-        DataDirError: it cannot be created, or exists and is not a directory.
+        DataDirError: it cannot be created, exists and is not a directory, or is open to group
+            or others (the message names the ``chmod 700`` that fixes it).
     """
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except FileExistsError as exc:
-        raise DataDirError(f"data dir {path} exists and is not a directory") from exc
+        path.mkdir(mode=DATA_DIR_MODE, parents=True)
+    except FileExistsError:
+        if not path.is_dir():
+            raise DataDirError(f"data dir {path} exists and is not a directory") from None
+        check_data_dir_mode(path)
+        return path
     except OSError as exc:
         raise DataDirError(f"cannot create data dir {path}: {exc.strerror}") from exc
+    try:
+        path.chmod(DATA_DIR_MODE)  # ours: the umask may have taken bits away, never added
+    except OSError as exc:
+        raise DataDirError(f"cannot set the mode of data dir {path}: {exc.strerror}") from exc
     return path
+
+
+def check_data_dir_mode(path: Path) -> None:
+    """Refuse a data dir that group or others may enter, read or write.
+
+    Raises:
+        DataDirError: it is open to them (the message says how to fix it), or cannot be read.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise DataDirError(f"cannot use data dir {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise DataDirError(
+            f"data dir {path} is open to other users (mode {mode:03o}); "
+            f"fix it with: chmod 700 {path}"
+        )
 
 
 def load_or_create_identity(data_dir: Path) -> KeyPair:

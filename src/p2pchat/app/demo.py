@@ -14,6 +14,7 @@ from typing import Final
 import trio
 
 from ..chat.node import ChatConfig
+from ..cli.sanitize import terminal_text
 from ..multiaddr import Multiaddr
 from .daemon import Daemon, NodeOptions, open_daemon
 
@@ -161,8 +162,8 @@ async def demo(root: Path) -> None:
         for message in await carol.node.chat.history(group_id):
             if message.message_type == "roster":
                 continue
-            who = names.get(str(message.author), str(message.author)[:12])
-            _say(f"    carol's history: {who}: {message.text}")
+            who = names.get(str(message.author), str(message.author))
+            _say(f"    carol's history: {who}: {terminal_text(message.text, multiline=True)}")
 
         histories = [[m.message_hash for m in await n.node.chat.history(group_id)] for n in nodes]
         same = all(h == histories[0] for h in histories)

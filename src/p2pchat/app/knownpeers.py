@@ -1,10 +1,13 @@
 """Keeping ``peers.json`` in step with the node (specs/cli.md "Known peers").
 
 At start the known peers' addresses go into the Host's peer store (so the chat node, which dials
-its groups' members, finds them without discovery) and the most recently seen are dialed once.
+its groups' members, finds them without discovery) and the first of them are dialed once.
 While the node runs, each new connection marks the list as changed; a moment later (identify has
 then brought the peer's listen addresses) every connected peer is recorded and the file saved.
-The node saves it once more when it stops. The file's format and limits belong to
+The node saves it once more when it stops. The members of our groups come first and are never
+pushed out by other peers, of which only the 64 most recently seen are kept
+(:meth:`KnownPeerFile.follow_members`): a crowd of fresh identities connecting to the node cannot
+replace the peers a restart dials. The file's format and limits belong to
 :class:`~p2pchat.discovery.bootstrap.KnownPeers`; the file is a cache, so a failure to write it
 is logged, never fatal.
 """
@@ -13,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Final
 
 import trio
 
-from ..discovery.bootstrap import KnownPeer, KnownPeers
+from ..discovery.bootstrap import MAX_KNOWN_STRANGERS, KnownPeer, KnownPeers
 from ..errors import P2PChatError
 from ..identity import PeerID
 from ..multiaddr import Multiaddr, tcp_host_port
@@ -48,12 +53,15 @@ class KnownPeerFile:
         self._host = host
         self._known = known
         self._changed = trio.Event()
+        self._members: Callable[[], Iterable[PeerID]] | None = None
 
     @classmethod
     async def load(cls, host: Host, path: Path) -> KnownPeerFile:
         """Read ``path`` (a missing or unreadable file is an empty list) and put its peers'
         addresses into ``host``'s peer store."""
-        known = await trio.to_thread.run_sync(KnownPeers.load, path)
+        known = await trio.to_thread.run_sync(
+            partial(KnownPeers.load, path, max_strangers=MAX_KNOWN_STRANGERS)
+        )
         now = trio.current_time()
         for entry in known.peers():
             if entry.peer_id != host.peer_id:
@@ -66,8 +74,16 @@ class KnownPeerFile:
         return self._known.path
 
     def peers(self) -> list[KnownPeer]:
-        """Every known peer, most recently seen first."""
+        """Every known peer: group members first, then the others; each most recently seen
+        first."""
         return self._known.peers()
+
+    def follow_members(self, members: Callable[[], Iterable[PeerID]]) -> None:
+        """Take the members of our groups from ``members`` (asked now and at each
+        :meth:`remember`): they are listed, kept and dialed first; other peers are trimmed to
+        the most recently seen ``MAX_KNOWN_STRANGERS``."""
+        self._members = members
+        self._known.set_members(members())
 
     def changed(self) -> None:
         """Note that the connected peers changed: :meth:`run_saver` saves soon."""
@@ -75,6 +91,8 @@ class KnownPeerFile:
 
     def remember(self) -> None:
         """Record every connected peer and its addresses (in memory)."""
+        if self._members is not None:
+            self._known.set_members(self._members())
         now = trio.current_time()
         for peer in self._host.connected_peers():
             addrs = [a for a in self._host.peer_store.addrs(peer, now) if _dialable(a)]
@@ -100,8 +118,8 @@ class KnownPeerFile:
             await self.save()
 
     async def dial(self) -> None:
-        """Dial the most recently seen known peers once each (the chat node and bootstrap take
-        it from there); an unreachable one is logged."""
+        """Dial the first known peers (group members, then the most recently seen) once each
+        (the chat node and bootstrap take it from there); an unreachable one is logged."""
         limiter = trio.CapacityLimiter(DIAL_KNOWN_CONCURRENCY)
 
         async def one(peer: PeerID) -> None:

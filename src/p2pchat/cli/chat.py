@@ -17,7 +17,7 @@ import trio
 
 from ..app.control import open_control
 from .common import Command, UsageError, data_dir, run_trio, start_logging
-from .render import clean, format_message
+from .render import PeerLabels, clean, format_message
 
 
 async def _chat(args: argparse.Namespace) -> None:
@@ -34,8 +34,9 @@ async def _chat(args: argparse.Namespace) -> None:
             flush=True,
         )
         shown: set[str] = set()
+        peers = PeerLabels()
         for message in await control.call("history", group=group_id, limit=args.last):
-            print(format_message(message, date=False, status=True), flush=True)
+            print(format_message(message, date=False, status=True, peers=peers), flush=True)
             shown.add(message["message_hash"])
         mine_pending: set[str] = set()
         ratified: set[str] = set()
@@ -56,7 +57,7 @@ async def _chat(args: argparse.Namespace) -> None:
                     mine_pending.discard(digest)
                     if not mine_pending:
                         settled.set()
-                print(format_message(message, date=False, status=True), flush=True)
+                print(format_message(message, date=False, status=True, peers=peers), flush=True)
 
         async def send_lines(done: trio.CancelScope) -> None:
             nonlocal settled

@@ -8,7 +8,7 @@ import time
 from typing import Final
 
 from .common import Command, call, data_dir
-from .render import print_json
+from .render import clean, print_json
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -23,13 +23,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"peer id:   {status['peer_id']}")
     for addr in status["addrs"]:
-        print(f"listening: {addr}")
+        print(f"listening: {clean(addr)}")
     print(f"data dir:  {status['data_dir']} (pid {status['pid']})")
     print(f"peers:     {status['connected']} connected")
     print(f"groups:    {status['groups']}")
     print(f"mdns:      {'on' if status['mdns'] else 'off'}")
     for entry in status["bootstrap"]:
-        print(f"bootstrap: {entry}")
+        print(f"bootstrap: {clean(entry)}")
     return 0
 
 
@@ -57,11 +57,12 @@ def cmd_peers(args: argparse.Namespace) -> int:
     if not peers["connected"] and not peers["known"]:
         print("no peers yet (connect with: p2pchat connect MULTIADDR)")
     for peer in peers["connected"]:
-        print(f"{peer['peer_id']}  {peer['addr']}  {peer['direction']}  {peer['agent']}".rstrip())
+        fields = (peer["peer_id"], peer["addr"] or "-", peer["direction"], peer["agent"])
+        print("  ".join(clean(f) for f in fields).rstrip())
     for peer in peers["known"]:
         seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(peer["last_seen"] / 1000))
         addr = peer["addrs"][0] if peer["addrs"] else "-"
-        print(f"{peer['peer_id']}  {addr}  not connected (last seen {seen})")
+        print(f"{clean(peer['peer_id'])}  {clean(addr)}  not connected (last seen {seen})")
     return 0
 
 
@@ -72,7 +73,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
         ControlError: no node runs, or the node could not connect (its reason).
     """
     answer = call(args, "connect", peer=args.peer)
-    print(f"connected to {answer['peer_id']}")
+    print(f"connected to {clean(answer['peer_id'])}")
     return 0
 
 

@@ -22,6 +22,7 @@ from ..app.logsetup import LOG_FORMATS, LOG_LEVELS
 from ..errors import P2PChatError
 from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
+from .sanitize import terminal_text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -289,8 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             raise error from group
     except P2PChatError as exc:
-        line = str(exc).replace("\n", " ")
-        print(f"p2pchat: error: {line}", file=sys.stderr)
+        # The reason may come from the node, or through it from a peer: made safe to print.
+        print(f"p2pchat: error: {terminal_text(str(exc).replace(chr(10), ' '))}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:
         # stdout went away (e.g. piped into head): nothing more to say.

@@ -34,10 +34,11 @@ def cmd_group_invite(args: argparse.Namespace) -> int:
         print_json(answer)
         return 0
     print(
-        f"invited {answer['peer_id']} as {answer['role']} (the group is at epoch {answer['epoch']})"
+        f"invited {clean(answer['peer_id'])} as {answer['role']} "
+        f"(the group is at epoch {answer['epoch']})"
     )
     via = answer["owner_addrs"][0] if answer["owner_addrs"] else "<this node's address>"
-    print(f"they join with: p2pchat group join {answer['group_id']} {via}")
+    print(f"they join with: p2pchat group join {answer['group_id']} {clean(via)}")
     return 0
 
 
@@ -54,7 +55,7 @@ def cmd_group_join(args: argparse.Namespace) -> int:
 def cmd_group_remove(args: argparse.Namespace) -> int:
     """Remove a member from a group."""
     answer = call(args, "group.remove", group=args.group, peer=args.peer)
-    print(f"removed {answer['peer_id']}")
+    print(f"removed {clean(answer['peer_id'])}")
     return 0
 
 
@@ -88,7 +89,7 @@ def cmd_group_roster(args: argparse.Namespace) -> int:
         notes = [n for n, on in (("owner", m["owner"]), ("you", m["me"])) if on]
         if m["connected"]:
             notes.append("connected")
-        print(f"{m['peer_id']}  {m['role']:<8}  {', '.join(notes)}".rstrip())
+        print(f"{clean(m['peer_id'])}  {m['role']:<8}  {', '.join(notes)}".rstrip())
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .common import Command, UsageError, call
-from .render import format_message, print_json, size
+from .render import PeerLabels, clean, format_message, print_json, size
 
 
 def _file_request(path: Path) -> dict[str, Any]:
@@ -83,8 +83,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print_json(messages)
         return 0
+    peers = PeerLabels()
     for message in messages:
-        print(format_message(message, date=True))
+        print(format_message(message, date=True, peers=peers))
     return 0
 
 
@@ -117,7 +118,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         raise UsageError(f"{output} exists; choose another name with -o PATH") from None
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror}") from None
-    print(f"saved {size(len(data))} ({message['mime']}) to {output}")
+    print(f"saved {size(len(data))} ({clean(message['mime'])}) to {clean(output)}")
     return 0
 
 

@@ -15,7 +15,7 @@ from ..app.client import connect_control
 from ..app.control_protocol import NodeNotRunningError
 from ..app.datadir import load_or_create_identity
 from .common import Command, UsageError, data_dir, run_trio, start_logging
-from .render import print_json
+from .render import clean, print_json
 
 if TYPE_CHECKING:
     from ..identity import KeyPair
@@ -26,7 +26,7 @@ def _print_pong(args: argparse.Namespace, peer: str, seq: int, ms: float) -> Non
     if args.json:
         print_json({"seq": seq, "peer_id": peer, "ms": ms})
     else:
-        print(f"pong from {peer}: seq={seq} time={ms:.3f} ms", flush=True)
+        print(f"pong from {clean(peer)}: seq={seq} time={ms:.3f} ms", flush=True)
 
 
 def _ping_through_node(args: argparse.Namespace) -> list[float]:

@@ -1,29 +1,56 @@
-"""How the commands show what the node answers: JSON, sizes, peers and messages in a terminal."""
+"""How the commands show what the node answers: JSON, sizes, peers and messages in a terminal.
+
+Every string a peer chose goes through :func:`clean` (one-line values) or
+:func:`~p2pchat.cli.sanitize.terminal_text` (message bodies) before it is printed; ``--json``
+prints the node's answer exactly (:func:`print_json`).
+"""
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any, Final
 
+from .sanitize import terminal_text
+
 
 def print_json(value: Any) -> None:
-    """``value`` as one line of JSON on stdout."""
+    """``value`` as one line of JSON on stdout (JSON escapes control characters itself)."""
     print(json.dumps(value, ensure_ascii=False), flush=True)
 
 
-_CONTROL_CHARS: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+def clean(text: object) -> str:
+    """A one-line value from a peer (a name, an agent, a MIME type, an address, a reason),
+    safe for a terminal: :func:`~p2pchat.cli.sanitize.terminal_text`."""
+    return terminal_text(text)
 
 
-def clean(text: str) -> str:
-    """Text from a peer, safe for a terminal (no escape sequences or other control bytes)."""
-    return _CONTROL_CHARS.sub("?", text)
+#: Characters of a peer ID shown after the ``12D3KooW`` that every Ed25519 peer ID starts with:
+#: 16 base58 characters are about 93 bits, out of reach of a search for a look-alike key.
+PEER_LABEL_CHARS: Final = 16
+_COMMON_PREFIX: Final = "12D3KooW"
 
 
 def short_peer(peer_id: str) -> str:
-    """A peer ID shortened for chat lines: ``12D3KooW..xY7Qp2``."""
-    return f"{peer_id[:8]}..{peer_id[-6:]}" if len(peer_id) > 16 else peer_id
+    """A peer ID shortened for chat lines: its first ``8 + PEER_LABEL_CHARS`` characters
+    (``12D3KooW`` and 16 that vary), then ``..``; a short ID whole."""
+    keep = len(_COMMON_PREFIX) + PEER_LABEL_CHARS
+    return clean(f"{peer_id[:keep]}..") if len(peer_id) > keep + 2 else clean(peer_id)
+
+
+class PeerLabels:
+    """How the peers of one output (a history, a chat session) are shown: :func:`short_peer`,
+    unless two peers shown share that prefix; from then on both are shown in full."""
+
+    def __init__(self) -> None:
+        self._by_label: dict[str, set[str]] = {}
+
+    def label(self, peer_id: str) -> str:
+        """How ``peer_id`` is shown (after every peer shown before it)."""
+        short = short_peer(peer_id)
+        seen = self._by_label.setdefault(short, set())
+        seen.add(peer_id)
+        return short if len(seen) == 1 else clean(peer_id)
 
 
 def size(count: int) -> str:
@@ -41,7 +68,7 @@ def message_body(message: dict[str, Any]) -> str:
     if not message.get("readable"):
         return f"[encrypted: this node holds no key for epoch {message['epoch']}]"
     if kind in ("text", "markdown"):
-        text = clean(message.get("text") or "").replace("\n", "\n    ")
+        text = terminal_text(message.get("text") or "", multiline=True).replace("\n", "\n    ")
         return text if kind == "text" else f"(markdown) {text}"
     if kind == "roster":
         roster = message.get("roster")
@@ -52,16 +79,20 @@ def message_body(message: dict[str, Any]) -> str:
             f"quorum {roster['quorum']}]"
         )
     return (
-        f"[{kind} {clean(message['mime'])}, {size(message.get('size') or 0)}; "
+        f"[{clean(kind)} {clean(message['mime'])}, {size(message.get('size') or 0)}; "
         f"save it with: p2pchat get {message['group_id'][:12]} {message['message_hash'][:12]}]"
     )
 
 
-def format_message(message: dict[str, Any], *, date: bool, status: bool = False) -> str:
-    """One message as a line (or a few, for multi-line text)."""
+def format_message(
+    message: dict[str, Any], *, date: bool, status: bool = False, peers: PeerLabels | None = None
+) -> str:
+    """One message as a line (or a few, for multi-line text). Its author is shown as
+    ``peers`` shows it (the labels of the output so far; default: this message alone)."""
     when = time.localtime(message["time_stamp"] / 1000)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S", when)
-    who = "you" if message.get("from_me") else short_peer(message["author"])
+    labels = peers if peers is not None else PeerLabels()
+    who = "you" if message.get("from_me") else labels.label(message["author"])
     line = f"[{stamp}] {who}: {message_body(message)}"
     if status:
         line += "  (ratified)" if message["ratified"] else "  (pending)"

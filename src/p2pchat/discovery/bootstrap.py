@@ -56,6 +56,9 @@ DNS_TIMEOUT: Final = 5.0
 #: specs/cli.md "Known peers": the file's format version and bounds.
 KNOWN_PEERS_VERSION: Final = 1
 MAX_KNOWN_PEERS: Final = 256
+#: Peers in none of our groups kept by a running node (most recently seen first): a crowd of
+#: fresh identities can push out only each other, never a group member.
+MAX_KNOWN_STRANGERS: Final = 64
 MAX_KNOWN_ADDRS: Final = 8
 MAX_KNOWN_PEERS_FILE: Final = 1024 * 1024
 
@@ -333,35 +336,72 @@ class KnownPeer:
 class KnownPeers:
     """The known-peers file (``peers.json`` in the data dir): at most 256 peers, most recently
     seen first, 8 addresses each. It is a cache: a file that cannot be read is logged and
-    replaced at the next save, never a reason not to start."""
+    replaced at the next save, never a reason not to start.
 
-    def __init__(self, path: Path, peers: Iterable[KnownPeer] = ()) -> None:
+    Once told who the members of our groups are (:meth:`set_members`), it lists them first and
+    keeps at most ``max_strangers`` other peers, so that peers outside our groups, however many
+    and however recent, never push a member out.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        peers: Iterable[KnownPeer] = (),
+        *,
+        max_strangers: int = MAX_KNOWN_PEERS,
+    ) -> None:
         self.path = path
         self._peers: dict[PeerID, KnownPeer] = {p.peer_id: p for p in peers}
+        self._max_strangers = max_strangers
+        # None until set_members: then every peer counts alike (most recent kept).
+        self._members: frozenset[PeerID] | None = None
 
     @classmethod
-    def load(cls, path: Path) -> KnownPeers:
+    def load(cls, path: Path, *, max_strangers: int = MAX_KNOWN_PEERS) -> KnownPeers:
         """Read ``path``; a missing or unreadable file gives an empty list (logged)."""
         try:
             with open(path, "rb") as fh:
                 raw = fh.read(MAX_KNOWN_PEERS_FILE + 1)
         except FileNotFoundError:
-            return cls(path)
+            return cls(path, max_strangers=max_strangers)
         except OSError as exc:
             logger.warning("cannot read %s: %s; starting without known peers", path, exc.strerror)
-            return cls(path)
+            return cls(path, max_strangers=max_strangers)
         if len(raw) > MAX_KNOWN_PEERS_FILE:
             logger.warning("ignoring %s: larger than %d bytes", path, MAX_KNOWN_PEERS_FILE)
-            return cls(path)
+            return cls(path, max_strangers=max_strangers)
         try:
-            return cls(path, _decode_known(json.loads(raw)))
+            return cls(path, _decode_known(json.loads(raw)), max_strangers=max_strangers)
         except (ValueError, TypeError, KeyError, DecodeError) as exc:
             logger.warning("ignoring malformed %s: %s", path, exc)
-            return cls(path)
+            return cls(path, max_strangers=max_strangers)
 
     def peers(self) -> list[KnownPeer]:
-        """Every known peer, most recently seen first."""
-        return sorted(self._peers.values(), key=lambda p: (-p.last_seen, str(p.peer_id)))
+        """Every known peer: the members of our groups first (once :meth:`set_members` named
+        them), then the others; each part most recently seen first."""
+        members = self._members or frozenset()
+        return sorted(
+            self._peers.values(),
+            key=lambda p: (p.peer_id not in members, -p.last_seen, str(p.peer_id)),
+        )
+
+    def set_members(self, members: Iterable[PeerID]) -> None:
+        """The members of our groups, from now on: kept before any other peer (the others are
+        trimmed to ``max_strangers`` at once)."""
+        self._members = frozenset(members)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Apply the bounds: members first, then at most ``max_strangers`` others (none of
+        which count before members are named), 256 in all."""
+        ordered = self.peers()
+        if self._members is not None:
+            members = [p for p in ordered if p.peer_id in self._members]
+            strangers = [p for p in ordered if p.peer_id not in self._members]
+            ordered = members + strangers[: self._max_strangers]
+        kept = ordered[:MAX_KNOWN_PEERS]
+        if len(kept) != len(self._peers):
+            self._peers = {p.peer_id: p for p in kept}
 
     def get(self, peer: PeerID) -> KnownPeer | None:
         """What is known of ``peer``."""
@@ -376,8 +416,7 @@ class KnownPeers:
         if not merged:
             return
         self._peers[peer] = KnownPeer(peer, tuple(merged), now_ms)
-        if len(self._peers) > MAX_KNOWN_PEERS:
-            self._peers = {p.peer_id: p for p in self.peers()[:MAX_KNOWN_PEERS]}
+        self._trim()
 
     def save(self) -> None:
         """Write the file atomically (mode 0600: a temporary file renamed into place).
