@@ -1177,9 +1177,10 @@ def test_frames_to_send_takes_batches_in_order_and_keeps_the_count() -> None:
     rest = pair.client.frames_to_send(1 * MIB)
     assert [len(f) for f in rest] == [1] * 7 + [2]
     stats = pair.client.statistics()
-    assert stats.control_backlog == 0 and stats.queued_bytes == 0
+    assert stats.control_backlog == 0
+    assert stats.queued_bytes == 0
 
 
 def test_control_backlog_must_be_positive() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_control_backlog"):
         YamuxConfig(max_control_backlog=0)

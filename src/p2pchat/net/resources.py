@@ -15,10 +15,11 @@ admitted only if each has room (specs/host.md "Resource limits"):
 
 When the system scope is full, a newcomer may take the slot of the least useful *unprotected
 inbound* connection, which is then evicted (an inbound newcomer only that of one older than
-``eviction_grace``, so that newcomers cannot churn each other out): first one from the address holding the most
-connections, then the one with the fewest open streams, then the oldest. A peer that floods us
-from one address thus pays for our honest newcomers; a protected peer (``protect``) is never
-evicted. A refusal raises :class:`ResourceLimitError` naming the scope, which the Host logs.
+``eviction_grace``, so that newcomers cannot churn each other out): first one from the address
+holding the most connections, then the one with the fewest open streams, then the oldest. A
+peer that floods us from one address thus pays for our honest newcomers; a protected peer
+(``protect``) is never evicted. A refusal raises :class:`ResourceLimitError` naming the scope,
+which the Host logs.
 
 The manager is synchronous bookkeeping and owns no task; the Host closes the evicted connection
 in its own nursery. Connections are opaque hashable keys to it.
@@ -221,9 +222,13 @@ class ResourceManager:
         protected = peer in self._protected
         if self._by_peer[peer] >= limits.max_per_peer:
             self._refuse(f"{self._by_peer[peer]} connections with {peer}", "peer")
-        if not outbound and ip is not None and not protected:
-            if self._inbound_by_ip[ip] >= limits.max_inbound_per_ip:
-                self._refuse(f"{self._inbound_by_ip[ip]} inbound connections from {ip}", "ip")
+        if (
+            not outbound
+            and ip is not None
+            and not protected
+            and self._inbound_by_ip[ip] >= limits.max_inbound_per_ip
+        ):
+            self._refuse(f"{self._inbound_by_ip[ip]} inbound connections from {ip}", "ip")
         victim: Hashable | None = None
         total = len(self._conns)
         if outbound or protected:
