@@ -17,6 +17,7 @@ from p2pchat.identity import (
     KeyType,
     PeerID,
     PublicKey,
+    UnsupportedKeyError,
     load_key_file,
     save_key_file,
 )
@@ -204,3 +205,67 @@ def test_base58_round_trips(data: bytes) -> None:
 def test_base32_rejects_non_ascii() -> None:
     with pytest.raises(DecodeError):
         b32decode("é")
+
+
+def _rsa_public_protobuf(bits: int, exponent: int) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    # A modulus of the right size; its factors do not matter to a public key decoder.
+    modulus = (1 << (bits - 1)) | int.from_bytes(os.urandom(bits // 8), "big") | 1
+    modulus &= (1 << bits) - 1
+    der = (
+        rsa.RSAPublicNumbers(exponent, modulus)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return bytes([0x08, 0x00, 0x12]) + _uvarint(len(der)) + der
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def test_rsa_key_with_a_big_public_exponent_is_refused() -> None:
+    big_exponent = (1 << 3070) | 1  # the review's ~3,071-bit exponent
+    with pytest.raises(UnsupportedKeyError) as info:
+        PublicKey.from_protobuf(_rsa_public_protobuf(3072, big_exponent))
+    assert "exponent" in str(info.value)
+
+
+def test_rsa_key_of_1024_bits_is_refused() -> None:
+    with pytest.raises(UnsupportedKeyError) as info:
+        PublicKey.from_protobuf(_rsa_public_protobuf(1024, 65537))
+    assert "1024 bits" in str(info.value)
+
+
+def test_rsa_key_of_8192_bits_is_refused() -> None:
+    with pytest.raises(UnsupportedKeyError):
+        PublicKey.from_protobuf(_rsa_public_protobuf(8192, 65537))
+
+
+@pytest.mark.parametrize("bits", [2048, 3072, 4096])
+def test_rsa_keys_of_2048_to_4096_bits_with_e_65537_are_accepted(bits: int) -> None:
+    key = PublicKey.from_protobuf(_rsa_public_protobuf(bits, 65537))
+    assert key.key_type is KeyType.RSA
+
+
+def test_ecdsa_key_off_p256_is_refused() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    der = (
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(UnsupportedKeyError):
+        PublicKey.from_protobuf(bytes([0x08, 0x03, 0x12]) + _uvarint(len(der)) + der)

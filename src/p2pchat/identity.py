@@ -47,11 +47,14 @@ MH_IDENTITY: Final = 0x00
 MH_SHA2_256: Final = 0x12
 CID_V1: Final = 0x01
 CODEC_LIBP2P_KEY: Final = 0x72
-# Bounds on what we decode: the largest RSA key libp2p implementations accept is 8192 bits.
+# Bounds on what we decode (specs/identity.md "Accepted keys"): RSA keys of 2048 to 4096 bits
+# with the public exponent 65537 only, so that verifying a handshake signature costs a bounded,
+# small amount of CPU whatever the peer sends; ECDSA on P-256 only.
 MAX_KEY_PROTOBUF: Final = 2048
 MAX_PEER_ID_BYTES: Final = 128
 MIN_RSA_BITS: Final = 2048
-MAX_RSA_BITS: Final = 8192
+MAX_RSA_BITS: Final = 4096
+RSA_PUBLIC_EXPONENT: Final = 65537
 ED25519_KEY_LENGTH: Final = 32
 
 _KEY_SCHEMA: Final = {1: WT_VARINT, 2: WT_LEN}
@@ -59,6 +62,11 @@ _KEY_SCHEMA: Final = {1: WT_VARINT, 2: WT_LEN}
 
 class InvalidKeyError(DecodeError):
     """A key could not be decoded or is not acceptable."""
+
+
+class UnsupportedKeyError(InvalidKeyError):
+    """A well-formed key outside what we accept: an RSA size or exponent, or an ECDSA curve,
+    that could make verification expensive (specs/identity.md "Accepted keys")."""
 
 
 class KeyFileError(P2PChatError):
@@ -97,6 +105,8 @@ class PublicKey:
         """Decode the ``PublicKey`` protobuf and check that the key itself parses.
 
         Raises:
+            UnsupportedKeyError: an RSA key of other than 2048-4096 bits or with an exponent
+                other than 65537, or an ECDSA key on another curve than P-256.
             DecodeError: malformed protobuf, unknown type or an invalid key.
         """
         key_type, raw = _decode_key_message(bytes(data))
@@ -134,10 +144,23 @@ class PublicKey:
             if not isinstance(loaded, rsa.RSAPublicKey):
                 raise InvalidKeyError("RSA key type holds a non-RSA key", hint="bad key")
             if not MIN_RSA_BITS <= loaded.key_size <= MAX_RSA_BITS:
-                raise InvalidKeyError("RSA key size out of bounds", hint="bad key")
+                raise UnsupportedKeyError(
+                    f"RSA key of {loaded.key_size} bits (accepted: {MIN_RSA_BITS}-{MAX_RSA_BITS})",
+                    hint="unsupported rsa key size",
+                )
+            if loaded.public_numbers().e != RSA_PUBLIC_EXPONENT:
+                raise UnsupportedKeyError(
+                    f"RSA public exponent must be {RSA_PUBLIC_EXPONENT}",
+                    hint="unsupported rsa exponent",
+                )
             return loaded
         if not isinstance(loaded, ec.EllipticCurvePublicKey):
             raise InvalidKeyError("ECDSA key type holds a non-EC key", hint="bad key")
+        if not isinstance(loaded.curve, ec.SECP256R1):
+            raise UnsupportedKeyError(
+                f"ECDSA key on curve {loaded.curve.name} (accepted: P-256)",
+                hint="unsupported ecdsa curve",
+            )
         return loaded
 
     def verify(self, signature: bytes, message: bytes) -> bool:

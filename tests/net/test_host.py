@@ -168,7 +168,11 @@ async def test_connection_limit_refuses_extra_inbound_connections() -> None:
     async with open_host(KeyPair.generate(), HostConfig(max_connections=1)) as server:
         server.set_stream_handler(ECHO, echo)
         async with open_host(KeyPair.generate()) as c1, open_host(KeyPair.generate()) as c2:
-            await c1.connect(server.addrs[0])
+            async with server.connection_events() as events:
+                await c1.connect(server.addrs[0])
+                # The server admits c1 once its own side of the handshake is done.
+                with trio.fail_after(5):
+                    await events.receive()
             with pytest.raises(DialError, match="closed"):
                 await c2.new_stream(server.addrs[0], [ECHO])
             assert server.connected_peers() == [c1.peer_id]

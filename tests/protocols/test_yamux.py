@@ -1120,3 +1120,67 @@ def test_frames_to_send_stops_near_the_byte_budget_but_always_returns_one() -> N
     total = sum(len(f[1]) for f in first + rest + remaining if len(f) == 2)
     assert total == 5000
     assert not pair.client.wants_to_send
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded output (specs/yamux.md "Bounded output")
+
+
+def test_ping_flood_without_reading_ends_the_connection_at_the_control_backlog() -> None:
+    config = YamuxConfig(max_control_backlog=64)
+    server = YamuxConnection(False, config)
+    flood = frame(PING, SYN, 0, 7) * 1000  # 1000 pings in one read, no pong ever taken
+    events = server.receive_data(flood)
+    assert isinstance(events[-1], ConnectionTerminated)
+    assert events[-1].hint == "control flood"
+    assert events.count(PingReceived(7)) == 64
+    stats = server.statistics()
+    assert stats.terminated
+    assert stats.control_backlog == 64 + 1  # the pongs owed, then our GoAway
+    assert stats.queued_bytes == (64 + 1) * HEADER_SIZE
+    wire = server.data_to_send()
+    assert decode_header(wire, len(wire) - HEADER_SIZE) == FrameHeader(
+        GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR
+    )
+    assert server.statistics().queued_bytes == 0
+
+
+def test_pings_from_a_peer_that_reads_its_pongs_are_answered_without_bound() -> None:
+    server = YamuxConnection(False, YamuxConfig(max_control_backlog=64))
+    answered = 0
+    for _ in range(100):
+        events = server.receive_data(frame(PING, SYN, 0, 1) * 50)
+        assert not any(isinstance(e, ConnectionTerminated) for e in events)
+        answered += len(server.data_to_send()) // HEADER_SIZE
+    assert answered == 5000
+
+
+def test_refused_streams_count_against_the_control_backlog() -> None:
+    config = YamuxConfig(max_inbound_streams=0, max_control_backlog=16)
+    server = YamuxConnection(False, config)
+    syns = b"".join(frame(WU, SYN, 2 * i + 1, 0) for i in range(100))
+    events = server.receive_data(syns)
+    assert isinstance(events[-1], ConnectionTerminated)
+    assert events[-1].hint == "control flood"
+    assert server.statistics().control_backlog == 16 + 1
+
+
+def test_frames_to_send_takes_batches_in_order_and_keeps_the_count() -> None:
+    pair = Pair()
+    for _ in range(10):
+        pair.client.ping()
+    stream_id = pair.client.open_stream()
+    pair.client.send_data(stream_id, b"x" * 100)
+    frames = pair.client.frames_to_send(3 * HEADER_SIZE)
+    assert [len(f) for f in frames] == [1, 1, 1]
+    assert pair.client.statistics().control_backlog == 7
+    rest = pair.client.frames_to_send(1 * MIB)
+    assert [len(f) for f in rest] == [1] * 7 + [2]
+    stats = pair.client.statistics()
+    assert stats.control_backlog == 0
+    assert stats.queued_bytes == 0
+
+
+def test_control_backlog_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_control_backlog"):
+        YamuxConfig(max_control_backlog=0)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import trio
 
 from .. import __version__
@@ -199,6 +200,7 @@ async def op_status(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[s
         "bootstrap": [str(a) for a in node.options.bootstrap],
         "mdns": node.mdns_running,
         "perf": node.options.perf,
+        "resources": attrs.asdict(node.host.resource_usage()),
     }
 
 

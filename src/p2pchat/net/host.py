@@ -20,14 +20,21 @@ do their per-connection work in nurseries of their own: the Host publishes
 subscriber. identify is such a subscriber (``net/identify.py``, run by :func:`open_host`).
 
 Dialing reuses a live connection to the peer; concurrent dials to the same peer share one
-attempt. Connections beyond ``max_connections`` are refused. A handler that raises is logged and
-its stream reset: a bug in one protocol does not take down the node.
+attempt. A handler that raises is logged and its stream reset: a bug in one protocol does not
+take down the node.
+
+Every connection and inbound handshake is charged to a :class:`~p2pchat.net.resources.
+ResourceManager` (system, transient, per IP, per peer scopes; ``net/resources.py``). An accepted
+socket is charged before any cryptography and closed at once if a scope is full; an upgraded
+connection is charged before it runs, and may evict the least useful unprotected inbound
+connection, which this module closes in its nursery. Every refusal and eviction is logged with its
+reason (specs/host.md "Resource limits").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -45,6 +52,19 @@ from .muxer import MuxedConnection, MuxedStream, MuxerConfig, MuxerError
 from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
 from .peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL, PeerStore
 from .ping import install_ping
+from .resources import (
+    DEFAULT_EVICTION_GRACE,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_HANDSHAKES_PER_IP,
+    DEFAULT_MAX_INBOUND_PER_IP,
+    DEFAULT_MAX_PER_PEER,
+    DEFAULT_RESERVED_SLOTS,
+    ResourceLimitError,
+    ResourceLimits,
+    ResourceManager,
+    ResourceUsage,
+)
 from .secure import HandshakeError
 from .tcp import TransportError, dial_tcp, listen_tcp, listener_multiaddr, remote_multiaddr
 from .upgrade import upgrade
@@ -66,17 +86,54 @@ class StreamOpenError(P2PChatError):
 
 @attrs.frozen
 class HostConfig:
-    """How a host listens, dials and limits its peers. Defaults suit a node on loopback."""
+    """How a host listens, dials and limits its peers. Defaults suit a node on loopback.
+
+    The limits are those of specs/host.md "Resource limits" (see ``net/resources.py``).
+
+    Raises:
+        ValueError: a limit out of range (on construction).
+    """
 
     listen: tuple[Multiaddr, ...] = (Multiaddr.from_string(DEFAULT_LISTEN),)
     handshake_timeout: float = 10.0
     negotiate_timeout: float = 10.0
     dial_timeout: float = 15.0
-    max_connections: int = 256
+    #: All connections, both directions.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Inbound connections from one remote IP address.
+    max_inbound_per_ip: int = DEFAULT_MAX_INBOUND_PER_IP
+    #: Connections with one peer, both directions.
+    max_per_peer: int = DEFAULT_MAX_PER_PEER
+    #: Inbound handshakes in flight, in all and from one IP address.
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
+    max_handshakes_per_ip: int = DEFAULT_MAX_HANDSHAKES_PER_IP
+    #: Slots of ``max_connections`` kept for our dials and protected peers (at most half).
+    reserved_slots: int = DEFAULT_RESERVED_SLOTS
+    #: Seconds a new inbound connection is safe from eviction by another inbound one.
+    eviction_grace: float = DEFAULT_EVICTION_GRACE
     muxer: MuxerConfig = attrs.Factory(MuxerConfig)
     agent_version: str = f"p2pchat/{__version__}"
     #: Run identify with every new connection (both directions).
     identify_on_connect: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        self.resource_limits()  # validates
+
+    def resource_limits(self) -> ResourceLimits:
+        """The limits as the resource manager takes them.
+
+        Raises:
+            ValueError: a limit out of range.
+        """
+        return ResourceLimits(
+            max_connections=self.max_connections,
+            max_inbound_per_ip=self.max_inbound_per_ip,
+            max_per_peer=self.max_per_peer,
+            max_handshakes=self.max_handshakes,
+            max_handshakes_per_ip=self.max_handshakes_per_ip,
+            reserved_slots=self.reserved_slots,
+            eviction_grace=self.eviction_grace,
+        )
 
 
 class Host:
@@ -98,6 +155,7 @@ class Host:
         self._events_ended = False
         # Connections whose ConnectionOpened went out and whose ConnectionClosed has not.
         self._announced: dict[MuxedConnection, PeerID] = {}
+        self._resources = ResourceManager(config.resource_limits())
 
     # -- addresses and handlers ----------------------------------------------------------------
 
@@ -166,8 +224,47 @@ class Host:
         """Peers with at least one live connection."""
         return [peer for peer in self._connections if self.connection(peer) is not None]
 
-    def _connection_count(self) -> int:
-        return sum(len(conns) for conns in self._connections.values())
+    # -- resources ---------------------------------------------------------------------------
+
+    def protect(self, peer: PeerID) -> None:
+        """Keep ``peer``'s connections: never evicted, and allowed into the reserved slots."""
+        self._resources.protect(peer)
+
+    def unprotect(self, peer: PeerID) -> None:
+        """Undo :meth:`protect` (a no-op for a peer not protected)."""
+        self._resources.unprotect(peer)
+
+    def is_protected(self, peer: PeerID) -> bool:
+        """True if :meth:`protect` was called for ``peer`` (and not undone)."""
+        return self._resources.is_protected(peer)
+
+    def resource_usage(self) -> ResourceUsage:
+        """A snapshot of connections, handshakes, refusals and evictions, with the limits."""
+        return self._resources.usage()
+
+    def _admit(self, conn: MuxedConnection, ip: str | None) -> None:
+        """Charge ``conn`` to its scopes; close the connection it evicts, if any.
+
+        Raises:
+            ResourceLimitError: a scope is full and nothing may be evicted.
+        """
+        victim = self._resources.add_connection(
+            conn,
+            peer=conn.remote_peer,
+            ip=ip,
+            outbound=conn.is_client,
+            now=trio.current_time(),
+            open_streams=_open_streams,
+        )
+        if isinstance(victim, MuxedConnection):
+            logger.warning(
+                "evicting the connection with %s (%s, %d streams) to admit %s",
+                victim.remote_peer,
+                victim.remote_addr,
+                victim.stream_count,
+                conn.remote_peer,
+            )
+            self._nursery.start_soon(victim.aclose)
 
     # -- connection events -------------------------------------------------------------------
 
@@ -258,8 +355,6 @@ class Host:
     async def _dial(self, peer: PeerID, addrs: Sequence[Multiaddr]) -> MuxedConnection:
         if not addrs:
             raise DialError(f"no known address for {peer}")
-        if self._connection_count() >= self.config.max_connections:
-            raise DialError(f"connection limit ({self.config.max_connections}) reached")
         failures: list[str] = []
         for addr in addrs:
             try:
@@ -284,6 +379,13 @@ class Host:
                 failures.append(f"{addr}: {exc}")
                 continue
             self.peer_store.add_addrs(peer, [addr], CONNECTED_ADDR_TTL, trio.current_time())
+            try:
+                self._admit(conn, None)
+            except ResourceLimitError as exc:
+                logger.warning("dropped our connection to %s: %s", peer, exc)
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await conn.aclose()
+                raise DialError(f"{addr}: {exc}") from exc
             try:
                 await self._nursery.start(self._run_connection, conn)
             except BaseException:
@@ -324,6 +426,7 @@ class Host:
                     nursery.start_soon(self._serve_stream, stream)
                 nursery.cancel_scope.cancel()
         finally:
+            self._resources.remove_connection(conn)
             conns = self._connections.get(peer, [])
             if conn in conns:
                 conns.remove(conn)
@@ -410,8 +513,11 @@ class Host:
 
     async def _accept_one(self, tcp: trio.SocketStream) -> None:
         where = remote_multiaddr(tcp)
-        if self._connection_count() >= self.config.max_connections:
-            logger.warning("refused connection from %s: connection limit reached", where)
+        ip = _remote_ip(tcp)
+        try:
+            slot = self._resources.open_handshake(ip, now=trio.current_time())
+        except ResourceLimitError as exc:
+            logger.warning("refused connection from %s: %s", where, exc)
             await trio.aclose_forcefully(tcp)
             return
         try:
@@ -426,6 +532,15 @@ class Host:
         except HandshakeError as exc:
             logger.warning("dropped inbound connection from %s: %s", where, exc.reason)
             return
+        finally:
+            self._resources.close_handshake(slot)
+        try:
+            self._admit(conn, ip)
+        except ResourceLimitError as exc:
+            logger.warning("refused connection from %s (%s): %s", conn.remote_peer, where, exc)
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await conn.aclose()
+            return
         await self._run_connection(conn)
 
     async def aclose(self) -> None:
@@ -434,6 +549,18 @@ class Host:
             for conn in list(conns):
                 await conn.aclose()
         self._nursery.cancel_scope.cancel()
+
+
+def _open_streams(key: Hashable) -> int:
+    return key.stream_count if isinstance(key, MuxedConnection) else 0
+
+
+def _remote_ip(tcp: trio.SocketStream) -> str:
+    try:
+        name = tcp.socket.getpeername()
+    except OSError:
+        return "?"
+    return str(name[0]) if isinstance(name, tuple) else str(name)
 
 
 @attrs.define

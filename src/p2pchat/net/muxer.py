@@ -339,6 +339,16 @@ class MuxedConnection:
         """True once the connection has ended (or its core found a protocol violation)."""
         return self.broken_reason is not None or self._core.terminated is not None
 
+    def statistics(self) -> yamux.ConnectionStatistics:
+        """A snapshot of the yamux session: streams, and what waits for the peer to read."""
+        return self._core.statistics()
+
+    @property
+    def stream_count(self) -> int:
+        """Streams open on this connection, in both directions."""
+        stats = self._core.statistics()
+        return stats.inbound_streams + stats.outbound_streams
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

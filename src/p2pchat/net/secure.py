@@ -253,7 +253,14 @@ async def _drive_handshake(
     if initial:
         session.receive_data(initial)
     while True:
-        event = session.next_event()
+        if session.buffered_bytes:
+            # A handshake message to parse: X25519, the peer's identity signature (RSA and
+            # ECDSA cost far more than Ed25519) and our own signature run in a worker thread,
+            # off the event loop. Only this task touches the session meanwhile; the call is
+            # awaited and not abandoned, and the key limits (specs/identity.md) bound its cost.
+            event = await trio.to_thread.run_sync(session.next_event)
+        else:
+            event = session.next_event()
         out = session.data_to_send()  # the core may have queued a reply while parsing
         if out:
             await stream.send_all(out)

@@ -10,7 +10,7 @@ Layout, one concern per module:
 * ``events``: what ``receive_data`` returns; ``errors``: what the peer or the caller did wrong;
 * ``streams``: the stream lifecycle, its one ``_TRANSITIONS`` table and the per-stream record;
 * ``flow``: receive credit and window auto-tuning;
-* ``output``: packing queued frames into writes;
+* ``output``: the bounded output queue, and packing queued frames into writes;
 * ``config``: :class:`YamuxConfig` and the statistics snapshots;
 * ``connection``: :class:`YamuxConnection`, which parses frames and applies all of the above.
 
@@ -79,6 +79,7 @@ from .frame import DEFAULT_MAX_STREAMS as DEFAULT_MAX_STREAMS
 from .frame import HEADER_SIZE as HEADER_SIZE
 from .frame import INITIAL_WINDOW as INITIAL_WINDOW
 from .frame import MAX_ACK_BACKLOG as MAX_ACK_BACKLOG
+from .frame import MAX_CONTROL_BACKLOG as MAX_CONTROL_BACKLOG
 from .frame import MAX_WINDOW as MAX_WINDOW
 from .frame import PROTOCOL_ID as PROTOCOL_ID
 from .frame import SESSION_ID as SESSION_ID

@@ -10,6 +10,7 @@ from .frame import (
     DEFAULT_MAX_STREAMS,
     INITIAL_WINDOW,
     MAX_ACK_BACKLOG,
+    MAX_CONTROL_BACKLOG,
     MAX_WINDOW,
 )
 from .streams import Handshake, StreamState
@@ -35,6 +36,10 @@ class YamuxConfig:
     max_outbound_streams: int = DEFAULT_MAX_STREAMS
     #: Unacknowledged streams allowed in each direction.
     max_ack_backlog: int = MAX_ACK_BACKLOG
+    #: Header-only frames that may wait for the peer to read them before a reply it prompts
+    #: (pong, RST refusing a stream) ends the connection instead (specs/yamux.md
+    #: "Bounded output"): 12 bytes each, so 12 KiB at the default.
+    max_control_backlog: int = MAX_CONTROL_BACKLOG
     #: The window doubles when half of it was consumed within this many round trips.
     autotune_rtt_factor: float = 4.0
 
@@ -47,6 +52,8 @@ class YamuxConfig:
             raise ValueError("stream limits must be >= 0")
         if self.max_ack_backlog < 1:
             raise ValueError("max_ack_backlog must be >= 1")
+        if self.max_control_backlog < 1:
+            raise ValueError("max_control_backlog must be >= 1")
         if not self.autotune_rtt_factor >= 0:
             raise ValueError("autotune_rtt_factor must be >= 0")
 
@@ -81,3 +88,7 @@ class ConnectionStatistics:
     remote_go_away: int | None
     terminated: bool
     rtt: float | None
+    #: Header-only frames (window updates, RSTs, pings, pongs, GoAway) queued, not yet taken.
+    control_backlog: int = 0
+    #: Bytes queued for the peer and not yet taken (data bodies included).
+    queued_bytes: int = 0

@@ -48,7 +48,7 @@ from .frame import (
     _pack_header,
     _unpack_header,
 )
-from .output import take_bytes, take_frames
+from .output import OutputQueue
 from .streams import Handshake, StreamInput, StreamRecord, StreamState, next_stream_state
 
 _OPEN: Final = StreamState.OPEN
@@ -80,7 +80,7 @@ class YamuxConnection:
         self._next_stream_id = 1 if is_client else 2
         # Stream ids the peer may open have this parity (id & 1).
         self._peer_parity = 0 if is_client else 1
-        self._out: list[bytes | memoryview] = []
+        self._out = OutputQueue()
         self._syn_pending: list[StreamRecord] = []
         # Receive parser: a partial header, or the rest of a data frame body.
         self._partial_header = b""
@@ -120,6 +120,8 @@ class YamuxConnection:
             remote_go_away=self._remote_go_away,
             terminated=self._terminated is not None,
             rtt=self._rtt,
+            control_backlog=self._out.control_frames,
+            queued_bytes=self._out.queued_bytes,
         )
 
     def stream_statistics(self, stream_id: int) -> StreamStatistics | None:
@@ -146,7 +148,7 @@ class YamuxConnection:
         Streams opened since the last call that have no frame of their own get their SYN here.
         """
         self._flush_syn_pending()
-        return take_bytes(self._out)
+        return self._out.take_bytes()
 
     @property
     def wants_to_send(self) -> bool:
@@ -160,7 +162,7 @@ class YamuxConnection:
         :meth:`data_to_send`.
         """
         self._flush_syn_pending()
-        return take_frames(self._out, max_bytes)
+        return self._out.take_frames(max_bytes)
 
     def _flush_syn_pending(self) -> None:
         if self._syn_pending:
@@ -248,7 +250,7 @@ class YamuxConnection:
         if frame_type > _WINDOW_UPDATE:
             if frame_type == _PING:
                 if flags & _SYN:
-                    self._out.append(_pack_header(0, _PING, _ACK, SESSION_ID, length))
+                    self._queue_reply(_pack_header(0, _PING, _ACK, SESSION_ID, length))
                     events.append(PingReceived(length))
                 else:
                     events.append(PongReceived(length))
@@ -317,6 +319,24 @@ class YamuxConnection:
         if flags & _FIN:
             self._on_remote_fin(s, events)
 
+    def _queue_reply(self, header: bytes) -> None:
+        """Queue a reply the peer prompted (a pong, or the RST refusing a stream).
+
+        The peer decides how many of these we owe; it must also read them. With more than
+        ``max_control_backlog`` header-only frames still waiting for the peer to read, we stop
+        answering and end the connection (specs/yamux.md "Bounded output").
+
+        Raises:
+            YamuxProtocolError: the backlog is full: the peer floods without reading.
+        """
+        backlog = self._out.control_frames
+        if backlog >= self.config.max_control_backlog:
+            raise _violation(
+                "control flood",
+                f"{backlog} control frames unread by the peer, which keeps asking for more",
+            )
+        self._out.append_control(header)
+
     def _on_syn(
         self, stream_id: int, existing: StreamRecord | None, events: list[YamuxEvent]
     ) -> StreamRecord | None:
@@ -333,7 +353,7 @@ class YamuxConnection:
             or self._inbound >= self.config.max_inbound_streams
             or self._inbound_unacked >= self.config.max_ack_backlog
         ):
-            self._out.append(_pack_header(0, _WINDOW_UPDATE, _RST, stream_id, 0))
+            self._queue_reply(_pack_header(0, _WINDOW_UPDATE, _RST, stream_id, 0))
             return None
         s = StreamRecord(stream_id, False, _SYN_RECEIVED, self.config.initial_window)
         self._streams[stream_id] = s
@@ -369,7 +389,7 @@ class YamuxConnection:
         # Report the error even after our own GoAway(normal), as go-yamux does.
         if not self._local_go_away:
             self._local_go_away = _PROTOCOL_ERROR
-            self._out.append(_pack_header(0, _GO_AWAY, 0, SESSION_ID, _PROTOCOL_ERROR))
+            self._out.append_control(_pack_header(0, _GO_AWAY, 0, SESSION_ID, _PROTOCOL_ERROR))
         self._partial_header = b""
         self._body_left = 0
         self._body_stream = None
@@ -413,7 +433,7 @@ class YamuxConnection:
             if s.state is _OPEN or s.state is _LOCAL_CLOSED:
                 delta = pending_credit(s)
         s.recv_window += delta
-        self._out.append(_pack_header(0, _WINDOW_UPDATE, flags, s.stream_id, delta))
+        self._out.append_control(_pack_header(0, _WINDOW_UPDATE, flags, s.stream_id, delta))
 
     def open_stream(self) -> int:
         """Open a stream and return its id. Its SYN goes with its first frame, or at the next
@@ -490,8 +510,7 @@ class YamuxConnection:
         out = self._out
         max_frame = self._max_frame
         if n <= max_frame and n == total and type(data) is bytes:
-            out.append(_pack_header(0, _DATA, flags, stream_id, n))
-            out.append(data)
+            out.append_data(_pack_header(0, _DATA, flags, stream_id, n), data)
             return n
         view = memoryview(data)
         if type(data) is not bytes:
@@ -501,8 +520,7 @@ class YamuxConnection:
             take = n - pos
             if take > max_frame:
                 take = max_frame
-            out.append(_pack_header(0, _DATA, flags, stream_id, take))
-            out.append(view[pos : pos + take])
+            out.append_data(_pack_header(0, _DATA, flags, stream_id, take), view[pos : pos + take])
             flags = 0
             pos += take
         return n
@@ -543,7 +561,7 @@ class YamuxConnection:
         if s is None:
             return
         if s.handshake is not _SYN_PENDING:
-            self._out.append(_pack_header(0, _WINDOW_UPDATE, _RST, stream_id, error_code))
+            self._out.append_control(_pack_header(0, _WINDOW_UPDATE, _RST, stream_id, error_code))
         self._remove(s)
 
     def acknowledge_received(self, stream_id: int, n: int, *, now: float | None = None) -> None:
@@ -603,7 +621,7 @@ class YamuxConnection:
             self._next_ping = (opaque + 1) & _MAX_U32
         elif not 0 <= opaque <= _MAX_U32:
             raise ValueError(f"ping opaque {opaque} does not fit in 32 bits")
-        self._out.append(_pack_header(0, _PING, _SYN, SESSION_ID, opaque))
+        self._out.append_control(_pack_header(0, _PING, _SYN, SESSION_ID, opaque))
         return opaque
 
     def go_away(self, code: int = GoAwayCode.NORMAL) -> None:
@@ -621,4 +639,4 @@ class YamuxConnection:
         if self._local_go_away is not None:
             return
         self._local_go_away = int(code)
-        self._out.append(_pack_header(0, _GO_AWAY, 0, SESSION_ID, code))
+        self._out.append_control(_pack_header(0, _GO_AWAY, 0, SESSION_ID, code))

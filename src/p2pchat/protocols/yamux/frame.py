@@ -25,6 +25,8 @@ INITIAL_WINDOW: Final = 256 * 1024
 MAX_WINDOW: Final = 16 * 1024 * 1024
 # libp2p/specs yamux/README.md "ACK backlog": at most 256 unacknowledged streams per direction.
 MAX_ACK_BACKLOG: Final = 256
+# specs/yamux.md "Bounded output": header-only frames queued for a peer that does not read.
+MAX_CONTROL_BACKLOG: Final = 1024
 # go-yamux MaxIncomingStreams and js-libp2p-yamux max{In,Out}boundStreams.
 DEFAULT_MAX_STREAMS: Final = 1000
 # go-yamux and js-libp2p-yamux maxMessageSize: our outgoing data frames carry at most 64 KiB.
