@@ -477,6 +477,10 @@ async def _load_engine(store: ChatStore, engine: ChatEngine) -> None:
         ratified = [_decode_row(row) for row in await store.all_ratified(record.group_id)]
         keys = await store.get_epoch_keys(record.group_id)
         engine.load_group(record.genesis, packets, keys, ratified)
+        for pending in await store.others_pending(record.group_id):
+            engine.load_pending(
+                _decode_row(pending), received_at=pending.received_at, size=pending.wire_size
+            )
     now = now_ms()
     for entry in await store.outbox_due(2**62, limit=MAX_OUTBOX_LOAD):
         row = await store.get_message(entry.group_id, entry.message_hash)
