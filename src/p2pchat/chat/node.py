@@ -105,6 +105,11 @@ class ChatConfig:
     outbox_concurrency: int = 16
     #: Size of each subscriber's queue; a subscriber that falls this far behind loses messages.
     subscriber_queue: int = 10_000
+    #: A ratifier's quota of another author's pending messages (specs/chat.md §6 "Quotas"),
+    #: per group, in count and bytes, and how long (seconds) one may stay pending.
+    pending_max_count: int = 64
+    pending_max_bytes: int = 4 * 1024 * 1024
+    pending_ttl: float = 24 * 60 * 60.0
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -113,6 +118,9 @@ class ChatConfig:
             attempt_timeout=int(self.query_timeout * 1000) + 1000,
             sync_interval=int(self.sync_interval * 1000),
             outbox_concurrency=self.outbox_concurrency,
+            pending_max_count=self.pending_max_count,
+            pending_max_bytes=self.pending_max_bytes,
+            pending_ttl=int(self.pending_ttl * 1000),
         )
 
 

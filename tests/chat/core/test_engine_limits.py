@@ -148,7 +148,7 @@ def test_a_message_stamped_before_its_parents_is_refused() -> None:
 
 
 def test_an_author_cannot_branch_off_behind_its_own_latest_message() -> None:
-    sim, group_id, a, b, u = group()
+    sim, group_id, _a, b, u = group()
     old_heads = u.view(group_id).heads.heads()
     first = written(sim, u, group_id, b"first")
     sim.commit(
