@@ -38,6 +38,8 @@ class Peer:
     _stopped: trio.Event = attrs.Factory(trio.Event)
     #: Wraps the node's store (the crash-point tests give each start its own wrapper).
     wrap_store: Callable[[ChatStore], CrashingStore] | None = None
+    #: The node's configuration (the cluster's ``CONFIG`` when None).
+    config: ChatConfig | None = None
 
     @property
     def peer_id(self) -> PeerID:
@@ -67,7 +69,8 @@ class Peer:
                     self.port = int(port)
                     self.cluster.introduce(self, host)
                     if self.wrap_store is None:
-                        async with open_chat_node(host, store, CONFIG) as chat:
+                        config = CONFIG if self.config is None else self.config
+                        async with open_chat_node(host, store, config) as chat:
                             self._chat = chat
                             task_status.started()
                             await trio.sleep_forever()

@@ -139,14 +139,14 @@ async def test_a_non_member_can_neither_read_nor_send(tmp_path: Path) -> None:
         group_id = await five_node_group(cluster)
         secret = b"members only"
         message_hash = await user.chat.send(group_id, secret)
-        with pytest.raises(ChatError, match="not a member"):
+        with pytest.raises(ChatError, match="unknown group"):
             await outsider.chat.join(group_id, owner.peer_id)
         async with open_chat(outsider.chat.host, owner.peer_id) as client:
             history = await client.query("dht", {"group_id": group_id, "cursor": 0})
-            assert (history.ok, history.reason) == (False, "not a member")
+            assert (history.ok, history.reason) == (False, "unknown group")
             forged = user_packet(outsider, owner, group_id, b"let me in")
             vote = await client.query("mrat", {"group_id": group_id, "packet": forged.to_cbor()})
-            assert (vote.ok, vote.reason) == (False, "not a member")
+            assert (vote.ok, vote.reason) == (False, "unknown group")
         # What travels is ciphertext: the content appears nowhere in the stored packet.
         row = await owner.chat.store.get_message(group_id, message_hash)
         assert row is not None
@@ -312,7 +312,7 @@ async def test_identifier_heads_and_key_table_codes_answer_members_only(tmp_path
         async with open_chat(outsider.chat.host, r2.peer_id) as client:
             for code in ("i", "pkt", "hds"):
                 answer = await client.query(code, {"group_id": group_id})
-                assert (answer.ok, answer.reason) == (False, "not a member")
+                assert (answer.ok, answer.reason) == (False, "unknown group")
         del owner
 
 

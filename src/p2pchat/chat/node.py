@@ -105,6 +105,11 @@ class ChatConfig:
     outbox_concurrency: int = 16
     #: Size of each subscriber's queue; a subscriber that falls this far behind loses messages.
     subscriber_queue: int = 10_000
+    #: A ratifier's quota of another author's pending messages (specs/chat.md §6 "Quotas"),
+    #: per group, in count and bytes, and how long (seconds) one may stay pending.
+    pending_max_count: int = 64
+    pending_max_bytes: int = 4 * 1024 * 1024
+    pending_ttl: float = 24 * 60 * 60.0
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -113,6 +118,9 @@ class ChatConfig:
             attempt_timeout=int(self.query_timeout * 1000) + 1000,
             sync_interval=int(self.sync_interval * 1000),
             outbox_concurrency=self.outbox_concurrency,
+            pending_max_count=self.pending_max_count,
+            pending_max_bytes=self.pending_max_bytes,
+            pending_ttl=int(self.pending_ttl * 1000),
         )
 
 
@@ -477,6 +485,10 @@ async def _load_engine(store: ChatStore, engine: ChatEngine) -> None:
         ratified = [_decode_row(row) for row in await store.all_ratified(record.group_id)]
         keys = await store.get_epoch_keys(record.group_id)
         engine.load_group(record.genesis, packets, keys, ratified)
+        for pending in await store.others_pending(record.group_id):
+            engine.load_pending(
+                _decode_row(pending), received_at=pending.received_at, size=pending.wire_size
+            )
     now = now_ms()
     for entry in await store.outbox_due(2**62, limit=MAX_OUTBOX_LOAD):
         row = await store.get_message(entry.group_id, entry.message_hash)

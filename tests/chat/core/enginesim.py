@@ -46,8 +46,8 @@ class Sim:
     log: list[tuple[PeerID, Action]] = attrs.Factory(list)
     now: int = T0
 
-    def add(self, hpke_kem: str = crypto.KEM_X25519) -> ChatEngine:
-        engine = ChatEngine(KeyPair.generate(), crypto.HpkeKeyPair.generate(hpke_kem), CONFIG)
+    def add(self, hpke_kem: str = crypto.KEM_X25519, config: EngineConfig = CONFIG) -> ChatEngine:
+        engine = ChatEngine(KeyPair.generate(), crypto.HpkeKeyPair.generate(hpke_kem), config)
         self.engines[engine.peer_id] = engine
         self.commits[engine.peer_id] = []
         return engine

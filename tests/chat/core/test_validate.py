@@ -12,7 +12,12 @@ from chat.core.groups import NOW, Group, certify, make_group, member, roster_pac
 from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import Packet, sha256
 from p2pchat.chat.core.roster import Member, Role
-from p2pchat.chat.core.validate import TIME_WINDOW_MS, check_for_delivery, check_for_ratification
+from p2pchat.chat.core.validate import (
+    CLOCK_SKEW_MS,
+    TIME_WINDOW_MS,
+    check_for_delivery,
+    check_for_ratification,
+)
 
 GROUP = make_group()
 OTHER_GROUP = make_group(quorum=3)
@@ -197,7 +202,43 @@ def _certified(author: Any = None, **kwargs: Any) -> Packet:
 
 def test_delivery_accepts_a_certified_packet_out_of_the_time_window() -> None:
     assert _deliver(_certified(parents=[PARENT])) is None
-    assert _deliver(_certified(time_stamp=0)) is None
+    assert _deliver(_certified(parents=[PARENT], time_stamp=0)) is None
+
+
+def test_delivery_refuses_a_parentless_message_back_dated_before_the_genesis() -> None:
+    # §6 "Order and time": only the group's first message has no parents, and it is not
+    # earlier than the genesis (give or take the clock skew).
+    created = GROUP.state().genesis.genesis.created
+    assert _deliver(_certified(time_stamp=created)) is None
+    assert _deliver(_certified(time_stamp=created - CLOCK_SKEW_MS - 1)) == "bad timestamp"
+
+
+def test_delivery_refuses_a_message_stamped_before_its_parents() -> None:
+    def time_of(message_hash: bytes) -> int | None:
+        return NOW if message_hash == PARENT else None
+
+    def deliver(time_stamp: int) -> str | None:
+        packet = _certified(parents=[PARENT], time_stamp=time_stamp)
+        return check_for_delivery(packet, GROUP.state(), have=have, time_of=time_of)
+
+    assert deliver(NOW - CLOCK_SKEW_MS) is None
+    assert deliver(NOW - CLOCK_SKEW_MS - 1) == "bad timestamp"
+
+
+def test_ratification_refuses_a_fresh_branch_and_a_late_parentless_message() -> None:
+    def ratify(packet: Packet, **kwargs: Any) -> str | None:
+        return check_for_ratification(packet, GROUP.state(), now_ms=NOW, have=have, **kwargs)
+
+    parentless = text_packet(GROUP.group_id, GROUP.user, time_stamp=NOW)
+    assert ratify(parentless, holds_any=False) is None
+    assert ratify(parentless, holds_any=True) == "bad parents"
+    on_parent = text_packet(GROUP.group_id, GROUP.user, time_stamp=NOW, parents=[PARENT])
+    # The author's latest message is not a parent: fine if it is recent, refused if older.
+    recent = (NOW - CLOCK_SKEW_MS, MISSING)
+    old = (NOW - CLOCK_SKEW_MS - 1, MISSING)
+    assert ratify(on_parent, holds_any=True, author_latest=recent) is None
+    assert ratify(on_parent, holds_any=True, author_latest=old) == "bad parents"
+    assert ratify(on_parent, holds_any=True, author_latest=(0, PARENT)) is None
 
 
 def test_delivery_accepts_an_earlier_epoch() -> None:

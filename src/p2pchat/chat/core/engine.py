@@ -72,6 +72,7 @@ from .quorum import QuorumCollector
 from .roster import History, Member, Role
 from .txn import (
     AddGroup,
+    DropPending,
     OutboxDone,
     PutEpochKey,
     PutPacket,
@@ -80,7 +81,7 @@ from .txn import (
     Transaction,
 )
 from .validate import check_for_delivery, check_for_ratification
-from .view import ChatError, GroupView, NotAllowedError, unwrap_keys
+from .view import ChatError, GroupView, NotAllowedError, PendingVote, unwrap_keys
 
 __all__ = ["ChatEngine", "ChatError", "EngineConfig", "GroupView", "NotAllowedError"]
 
@@ -101,6 +102,12 @@ class EngineConfig:
     sync_interval: int = 30_000
     #: Attempts of queued messages in flight at once.
     outbox_concurrency: int = 16
+    #: §6 "Quotas": another author's messages a ratifier holds pending (voted, not certified),
+    #: per author and group, in count and in encoded bytes.
+    pending_max_count: int = 64
+    pending_max_bytes: int = 4 * 1024 * 1024
+    #: A pending message of another author not certified within this long is deleted.
+    pending_ttl: int = 24 * 60 * 60 * 1000
 
 
 # -- effects: what a commit changes in memory -----------------------------------------------------
@@ -131,6 +138,14 @@ class _Queued(Effect):
 class _Voted(Effect):
     group_id: bytes
     message_hash: bytes
+    #: Counted against its author's quota (another author's non-roster message).
+    pending: PendingVote | None = None
+
+
+@attrs.frozen
+class _Expired(Effect):
+    group_id: bytes
+    message_hashes: tuple[bytes, ...]
 
 
 @attrs.frozen
@@ -220,9 +235,19 @@ class ChatEngine:
         signed = SignedGenesis.decode(genesis)
         view = GroupView(signed, GroupState.from_chain(signed, rosters), dict(epoch_keys))
         for packet in ratified:
-            view.ratified.add(packet.message_hash)
-            view.heads.add(packet.message_hash, packet.message.parents)
+            view.hold(packet)
         self._groups[signed.group_id] = view
+
+    def load_pending(self, packet: Packet, *, received_at: int, size: int) -> None:
+        """Count a pending message of another author that the store holds outside our outbox
+        (at start-up): it counts against its author's quota and expires like a fresh vote."""
+        view = self._groups.get(packet.message.group_id)
+        if view is None or not self._counts_as_pending(packet):
+            return
+        if not view.has(packet.message_hash):
+            view.pending[packet.message_hash] = PendingVote(
+                packet.message.author, size, received_at
+            )
 
     def load_outbox(self, packet: Packet, now: int) -> None:
         """Queue one of our pending messages found in the store's outbox (at start-up)."""
@@ -287,8 +312,7 @@ class ChatEngine:
         for packet in state.roster_packets:
             keys = unwrap_keys(view, packet, self.hpke, self.peer_id)
             view.epoch_keys.update(keys)
-            view.ratified.add(packet.message_hash)
-            view.heads.add(packet.message_hash, packet.message.parents)
+            view.hold(packet)
             operations += self._accept_rows(group_id, packet, keys, now)
         return Commit(Transaction(tuple(operations)), _GroupAdded(view))
 
@@ -343,7 +367,7 @@ class ChatEngine:
             return Refused("unknown group")
         if view.has(packet.message_hash):
             return AlreadyHeld()
-        reason = check_for_delivery(packet, view.state, have=view.has)
+        reason = check_for_delivery(packet, view.state, have=view.has, time_of=view.time_of)
         if reason == "missing parents":
             return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
         if reason is not None:
@@ -364,12 +388,30 @@ class ChatEngine:
         state = view.state
         if state.role(self.peer_id, state.current_epoch) is not Role.RATIFIER:
             return Refused("not allowed")  # only ratifiers vote
-        reason = check_for_ratification(packet, state, now_ms=now, have=view.has)
+        message = packet.message
+        reason = check_for_ratification(
+            packet,
+            state,
+            now_ms=now,
+            have=view.has,
+            time_of=view.time_of,
+            holds_any=bool(view.ratified),
+            author_latest=view.latest.get((message.epoch, message.author)),
+        )
         if reason == "missing parents" and querier != self.peer_id:
             return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
         if reason is not None:
             return Refused(reason)
-        message = packet.message
+        pending: PendingVote | None = None
+        if self._counts_as_pending(packet) and packet.message_hash not in view.pending:
+            size = len(packet.encode())
+            count, held = view.pending_of(message.author)
+            if (
+                count + 1 > self.config.pending_max_count
+                or held + size > self.config.pending_max_bytes
+            ):
+                return Refused("over quota")
+            pending = PendingVote(message.author, size, now)
         vote = make_vote(self.identity, group_id, message.epoch, packet.message_hash)
         txn = Transaction(
             (
@@ -383,7 +425,13 @@ class ChatEngine:
                 ),
             )
         )
-        return Commit(txn, _Voted(group_id, packet.message_hash))
+        return Commit(txn, _Voted(group_id, packet.message_hash, pending))
+
+    def _counts_as_pending(self, packet: Packet) -> bool:
+        """Another author's non-roster message: quota and expiry apply (our own pending
+        messages are our outbox's, and a roster message has one vote per epoch at most)."""
+        message = packet.message
+        return message.author != self.peer_id and message.message_type != ROSTER
 
     # -- events --------------------------------------------------------------------------------
 
@@ -412,7 +460,9 @@ class ChatEngine:
             if view is None:  # the group is not held: nothing to send it to
                 self.outbox.remove(item.message_hash)
                 continue
-            if item.packet.message.epoch != view.state.current_epoch:
+            if not view.is_current_member(self.peer_id):
+                actions += self._drop(view, item.packet, "we were removed from the group")
+            elif item.packet.message.epoch != view.state.current_epoch:
                 actions += self._reauthor(view, item.packet, item.origin, now)
             else:
                 actions += self._start_attempt(view, item.packet, now)
@@ -420,10 +470,32 @@ class ChatEngine:
             self._next_sync = now + self.config.sync_interval
         elif self._next_sync <= now:
             self._next_sync = now + self.config.sync_interval
-            for view in self._groups.values():
-                members = view.members()
+            for view in self._syncing():
+                members = view.members(view.state.current_epoch) - {self.peer_id}
                 for peer in sorted(self._connected & members):
                     actions.append(CompareHeads(view.group_id, peer, catch_up=False))
+            actions += self._expire(now)
+        return actions
+
+    def _syncing(self) -> list[GroupView]:
+        """The groups we sync: those whose current roster holds us (a removed node keeps what
+        it holds and asks for nothing more, §8 "Membership that ends")."""
+        return [v for v in self._groups.values() if v.is_current_member(self.peer_id)]
+
+    def _expire(self, now: int) -> list[Action]:
+        """Delete the pending messages of others not certified within ``pending_ttl``."""
+        actions: list[Action] = []
+        for view in self._groups.values():
+            stale = tuple(
+                sorted(
+                    h
+                    for h, p in view.pending.items()
+                    if p.received_at + self.config.pending_ttl <= now
+                )
+            )
+            if stale:
+                txn = Transaction((DropPending(view.group_id, stale),))
+                actions.append(Commit(txn, _Expired(view.group_id, stale)))
         return actions
 
     def _on_connected(self, peer: PeerID, now: int) -> list[Action]:
@@ -432,8 +504,8 @@ class ChatEngine:
         self.outbox.hurry(now, peer=peer, ratifiers=ratifiers)
         actions: list[Action] = [
             CompareHeads(view.group_id, peer, catch_up=True)
-            for view in self._groups.values()
-            if peer != self.peer_id and peer in view.members()
+            for view in self._syncing()
+            if peer != self.peer_id and view.is_current_member(peer)
         ]
         return actions + self._on_tick(now)
 
@@ -464,7 +536,7 @@ class ChatEngine:
 
     def _on_heads(self, event: HeadsAnswered) -> list[Action]:
         view = self._groups.get(event.group_id)
-        if view is None:
+        if view is None or not view.is_current_member(self.peer_id):
             return []
         missing = [h for h in event.heads if len(h) == 32 and not view.has(h)]
         if not missing:
@@ -488,7 +560,22 @@ class ChatEngine:
             item = self.outbox.remove(effect.message_hash)
             origin = effect.message_hash if item is None else item.origin
             return [Abandoned(effect.group_id, origin, effect.reason)]
-        return []  # _Voted: votes live in the store only
+        if isinstance(effect, _Voted):
+            view = self._groups.get(effect.group_id)
+            if (
+                view is not None
+                and effect.pending is not None
+                and not view.has(effect.message_hash)
+            ):
+                view.pending[effect.message_hash] = effect.pending
+            return []  # the vote itself lives in the store only
+        if isinstance(effect, _Expired):
+            expired = self._groups.get(effect.group_id)
+            if expired is not None:
+                for message_hash in effect.message_hashes:
+                    expired.pending.pop(message_hash, None)
+            return []
+        return []
 
     # -- our messages --------------------------------------------------------------------------
 
@@ -547,10 +634,14 @@ class ChatEngine:
             except (ProtocolError, ChatError) as exc:
                 reason = f"cannot write the message again: {exc}"
         if fresh is None:
-            logger.warning("a queued message of a closed epoch is dropped: %s", reason)
-            txn = Transaction((OutboxDone(view.group_id, packet.message_hash),))
-            return [Commit(txn, _Dropped(view.group_id, packet.message_hash, reason))]
+            return self._drop(view, packet, reason)
         return [self._queue(view, fresh, now, origin=origin, replaces=packet.message_hash)]
+
+    def _drop(self, view: GroupView, packet: Packet, reason: str) -> list[Action]:
+        """A queued message that will not be sent: it leaves the outbox (its row stays)."""
+        logger.warning("a queued message is dropped: %s", reason)
+        txn = Transaction((OutboxDone(view.group_id, packet.message_hash),))
+        return [Commit(txn, _Dropped(view.group_id, packet.message_hash, reason))]
 
     def _start_attempt(self, view: GroupView, packet: Packet, now: int) -> list[Action]:
         epoch = packet.message.epoch
@@ -614,8 +705,7 @@ class ChatEngine:
                 self.outbox.hurry(now, group_id=view.group_id)
             for key_epoch, key in effect.keys.items():
                 view.epoch_keys.setdefault(key_epoch, key)
-        view.ratified.add(packet.message_hash)
-        view.heads.add(packet.message_hash, packet.message.parents)
+        view.hold(packet)
         actions.append(Publish(view.group_id, packet, ratified=True))
         queued = self.outbox.remove(packet.message_hash)
         self._attempts.pop(packet.message_hash, None)

@@ -67,7 +67,17 @@ class OutboxDone:
     message_hash: bytes
 
 
-Operation = AddGroup | PutPacket | PutRoster | PutEpochKey | PutVote | OutboxDone
+@attrs.frozen
+class DropPending:
+    """Delete pending messages that never became certified, with our votes for them (§6
+    "Quotas"). Only pending rows outside the outbox go: a ratified message, or one of ours still
+    waiting for its certificate, is kept whatever the engine asks."""
+
+    group_id: bytes
+    message_hashes: tuple[bytes, ...]
+
+
+Operation = AddGroup | PutPacket | PutRoster | PutEpochKey | PutVote | OutboxDone | DropPending
 
 
 @attrs.frozen

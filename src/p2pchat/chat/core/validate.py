@@ -16,13 +16,20 @@ Ratification (``mrat``, :func:`check_for_ratification`):
 5. the author's signature ........................................... ``"bad signature"``
 6. ``|time_stamp - now| <= 5 minutes`` .............................. ``"bad timestamp"``
 7. every parent held ................................................ ``"missing parents"``
+7a. order and time (§6 addition "Order and time"): a message without parents only while this
+    ratifier holds no message of the group (``"bad parents"``); ``time_stamp`` not earlier than
+    any parent's by more than 5 minutes (``"bad timestamp"``); the author's latest message of
+    the current epoch held here is a parent, or is at most 5 minutes older than this one
+    (``"bad parents"``)
 8. a roster message's content (§3 addition: :func:`~p2pchat.chat.core.roster.read_roster_update`
    for the next epoch) ................................................... ``"malformed"``
 
 Delivery (``smsg`` and history from ``dht``, :func:`check_for_delivery`): 1; then
 ``message.epoch`` not beyond the current epoch (``"future epoch"``: the roster to check the
 certificate against is not known yet); a certificate of ``message.epoch`` valid against that
-epoch's roster (``"bad certificate"``); 3 against the roster of ``message.epoch``; 4; 5; 7; and 8,
+epoch's roster (``"bad certificate"``); 3 against the roster of ``message.epoch``; 4; 5; 7;
+7a without the author rule, where a message without parents must be of epoch 0 and not earlier
+than the genesis by more than 5 minutes (``"bad parents"`` / ``"bad timestamp"``); and 8,
 where a roster message of an epoch the chain has already closed must be the one the chain holds
 (``"stale epoch"`` otherwise). Epoch equality and the time window do not apply: a certified
 message of an earlier epoch is still good.
@@ -40,6 +47,7 @@ from .roster import Roster, RosterError
 from .roster_update import ROSTER_MESSAGE_TYPE, read_roster_update
 
 __all__ = [
+    "CLOCK_SKEW_MS",
     "TIME_WINDOW_MS",
     "check_for_delivery",
     "check_for_ratification",
@@ -47,6 +55,12 @@ __all__ = [
 
 # §6: a ratifier accepts time stamps within 5 minutes of its own clock, either way.
 TIME_WINDOW_MS: Final = 5 * 60 * 1000
+# §6 "Order and time": how much earlier than its parents (or the genesis) a message may be stamped,
+# for the clocks of two authors that disagree.
+CLOCK_SKEW_MS: Final = 5 * 60 * 1000
+
+#: The time stamp of a held message, or None when it is not held.
+TimeOf = Callable[[bytes], int | None]
 
 
 def _check_author(packet: Packet, state: GroupState, roster: Roster) -> str | None:
@@ -75,6 +89,47 @@ def _check_parents(packet: Packet, have: Callable[[bytes], bool]) -> str | None:
     return None
 
 
+def _check_parent_times(packet: Packet, time_of: TimeOf | None) -> str | None:
+    if time_of is None:
+        return None
+    times = [t for t in (time_of(p) for p in packet.message.parents) if t is not None]
+    if times and packet.message.time_stamp < max(times) - CLOCK_SKEW_MS:
+        return "bad timestamp"
+    return None
+
+
+def _check_order_for_ratification(
+    packet: Packet,
+    time_of: TimeOf | None,
+    holds_any: bool,
+    author_latest: tuple[int, bytes] | None,
+) -> str | None:
+    message = packet.message
+    if not message.parents and holds_any:
+        return "bad parents"  # only the group's first message has no parents
+    reason = _check_parent_times(packet, time_of)
+    if reason is not None:
+        return reason
+    if author_latest is not None:
+        latest_time, latest_hash = author_latest
+        if latest_hash not in message.parents and latest_time < message.time_stamp - CLOCK_SKEW_MS:
+            return "bad parents"  # a fresh branch that skips the author's own latest message
+    return None
+
+
+def _check_order_for_delivery(
+    packet: Packet, state: GroupState, time_of: TimeOf | None
+) -> str | None:
+    message = packet.message
+    if not message.parents:
+        if message.epoch != 0:
+            return "bad parents"
+        if message.time_stamp < state.genesis.genesis.created - CLOCK_SKEW_MS:
+            return "bad timestamp"
+        return None
+    return _check_parent_times(packet, time_of)
+
+
 def _check_roster_content(packet: Packet, state: GroupState) -> str | None:
     if packet.message.message_type != ROSTER_MESSAGE_TYPE:
         return None
@@ -86,13 +141,23 @@ def _check_roster_content(packet: Packet, state: GroupState) -> str | None:
 
 
 def check_for_ratification(
-    packet: Packet, state: GroupState, *, now_ms: int, have: Callable[[bytes], bool]
+    packet: Packet,
+    state: GroupState,
+    *,
+    now_ms: int,
+    have: Callable[[bytes], bool],
+    time_of: TimeOf | None = None,
+    holds_any: bool = False,
+    author_latest: tuple[int, bytes] | None = None,
 ) -> str | None:
     """The reason a ratifier must refuse ``packet`` (``mrat``), or None to vote for it.
 
     ``state`` is the packet's group as this node knows it, ``now_ms`` this node's clock, and
-    ``have(message_hash)`` tells whether this node holds a message. Committing the packet before
-    signing, voting once per roster epoch and idempotent votes are the caller's.
+    ``have(message_hash)`` tells whether this node holds a message. For the order rules (7a),
+    ``time_of`` gives a held message's time stamp (None: parent times are not checked),
+    ``holds_any`` whether this node holds any message of the group, and ``author_latest`` the
+    (time stamp, hash) of the author's latest held message of the current epoch. Committing the
+    packet before signing, voting once per roster epoch and idempotent votes are the caller's.
     """
     message = packet.message
     if message.group_id != state.group_id:
@@ -106,13 +171,24 @@ def check_for_ratification(
         return reason
     if abs(message.time_stamp - now_ms) > TIME_WINDOW_MS:
         return "bad timestamp"
-    return _check_parents(packet, have) or _check_roster_content(packet, state)
+    return (
+        _check_parents(packet, have)
+        or _check_order_for_ratification(packet, time_of, holds_any, author_latest)
+        or _check_roster_content(packet, state)
+    )
 
 
 def check_for_delivery(
-    packet: Packet, state: GroupState, *, have: Callable[[bytes], bool]
+    packet: Packet,
+    state: GroupState,
+    *,
+    have: Callable[[bytes], bool],
+    time_of: TimeOf | None = None,
 ) -> str | None:
     """The reason a member must refuse to store a certified ``packet`` (``smsg``, ``dht``).
+
+    ``time_of`` gives a held message's time stamp (None: parent times are not checked; the rule
+    for a message without parents always applies).
 
     Returns None when the packet may be stored. A roster message of the current epoch that
     passes is then applied with :meth:`~p2pchat.chat.core.roster.GroupState.apply_roster_packet`.
@@ -134,6 +210,7 @@ def check_for_delivery(
         _check_author(packet, state, roster)
         or _check_authentic(packet)
         or _check_parents(packet, have)
+        or _check_order_for_delivery(packet, state, time_of)
         or _check_roster_content(packet, state)
     )
     if reason is not None:

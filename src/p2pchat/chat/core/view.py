@@ -32,6 +32,16 @@ class NotAllowedError(ChatError):
     """Our role in the group does not allow this (e.g. a viewer sending)."""
 
 
+@attrs.frozen
+class PendingVote:
+    """A message of another author that this ratifier voted for and holds pending (§6
+    "Quotas"): counted against its author's quota until certified, expired after a while."""
+
+    author: PeerID
+    size: int
+    received_at: int
+
+
 @attrs.define(eq=False)
 class GroupView:
     """What the node holds of one group (read-only outside the engine)."""
@@ -41,6 +51,12 @@ class GroupView:
     epoch_keys: dict[int, bytes] = attrs.Factory(dict)
     heads: Heads = attrs.Factory(Heads)
     ratified: set[bytes] = attrs.Factory(set)
+    #: The time stamp of each held ratified message.
+    times: dict[bytes, int] = attrs.Factory(dict)
+    #: (epoch, author) -> (time stamp, hash) of the author's latest held message of that epoch.
+    latest: dict[tuple[int, PeerID], tuple[int, bytes]] = attrs.Factory(dict)
+    #: Others' messages we voted for and hold pending, by hash (ratifiers only).
+    pending: dict[bytes, PendingVote] = attrs.Factory(dict)
 
     @property
     def group_id(self) -> bytes:
@@ -48,6 +64,38 @@ class GroupView:
 
     def has(self, message_hash: bytes) -> bool:
         return message_hash in self.ratified
+
+    def time_of(self, message_hash: bytes) -> int | None:
+        """The time stamp of a held message, or None."""
+        return self.times.get(message_hash)
+
+    def hold(self, packet: Packet) -> None:
+        """Record a ratified message as held (memory only; the caller committed it)."""
+        message = packet.message
+        self.ratified.add(packet.message_hash)
+        self.heads.add(packet.message_hash, message.parents)
+        self.times[packet.message_hash] = message.time_stamp
+        key = (message.epoch, message.author)
+        held = self.latest.get(key)
+        if held is None or held < (message.time_stamp, packet.message_hash):
+            self.latest[key] = (message.time_stamp, packet.message_hash)
+        self.pending.pop(packet.message_hash, None)
+
+    def is_current_member(self, peer: PeerID) -> bool:
+        """Whether ``peer`` is in the current roster (§8 "Membership that ends")."""
+        return self.state.is_member(peer, self.state.current_epoch)
+
+    def last_epoch_of(self, peer: PeerID) -> int | None:
+        """The last epoch whose roster holds ``peer``, or None if none does."""
+        for epoch in range(self.state.current_epoch, -1, -1):
+            if self.state.is_member(peer, epoch):
+                return epoch
+        return None
+
+    def pending_of(self, author: PeerID) -> tuple[int, int]:
+        """The (count, bytes) of ``author``'s messages held pending here."""
+        mine = [p.size for p in self.pending.values() if p.author == author]
+        return len(mine), sum(mine)
 
     def members(self, *epochs: int) -> set[PeerID]:
         """The members of the given epochs (every epoch when none is given)."""

@@ -1,8 +1,15 @@
 """The chat codes this node serves (specs/chat.md §2, §7, §8), registered on a Dispatcher.
 
 Each handler reads its body, asks the engine (through the runtime) or the store, and answers;
-a :class:`Refusal` is the negative answer. ``i``, ``pkt``, ``dht``, ``get`` and ``hds`` answer
-members of the group only.
+a :class:`Refusal` is the negative answer.
+
+Who is served (specs/chat.md §8 "Membership that ends" and "Refusals that leak nothing"): the
+first check of every group-scoped code, before any other, is the querier's membership, and a
+querier that fails it gets ``"unknown group"``, the very answer for a group this node does not
+hold, so that a non-member learns nothing of who is in which group. ``i``, ``mrat``, ``dht``,
+``get`` and ``hds`` serve the members of the current roster only; ``pkt`` serves anyone who was
+ever a member, a removed one getting the chain up to the roster change that removed it;
+``smsg`` takes a packet from a member of the packet's epoch or of the current roster.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from .dispatch import Dispatcher, QueryContext, Refusal
 from .runtime import Runtime
 
 SYNC_PAGE: Final = 64
+#: The one refusal of a querier that may not see the group (§8), as for a group we do not hold.
+UNKNOWN_GROUP: Final = "unknown group"
 MAX_PACKET_CBOR: Final = 2**21
 
 
@@ -59,43 +68,61 @@ class ChatHandlers:
             dispatcher.register(code, handler)
 
     def _member_group(self, ctx: QueryContext, body: dict[str, Any]) -> GroupView:
+        """The group a query names, if the querier is in its current roster.
+
+        Raises:
+            Refusal: ``"unknown group"`` when we do not hold it or the querier is not in its
+                current roster (the same answer either way); ``"malformed"`` for a bad id.
+        """
         view = self._engine.find(_body_bytes(body, "group_id", 32))
-        if view is None:
-            raise Refusal("unknown group")
-        if ctx.remote_peer not in view.members():
-            raise Refusal("not a member")
+        if view is None or not view.is_current_member(ctx.remote_peer):
+            raise Refusal(UNKNOWN_GROUP)
         return view
 
-    def _group_and_packet(self, body: dict[str, Any]) -> tuple[GroupView, Packet]:
-        """The group a query names and the packet it carries, which must be of that group."""
+    def _group_and_packet(
+        self, ctx: QueryContext, body: dict[str, Any], *, current: bool
+    ) -> tuple[GroupView, Packet]:
+        """The group a query names and the packet it carries, which must be of that group;
+        the querier must be in the current roster, or (not ``current``) in any roster first and
+        then in the roster of the packet's epoch or the current one.
+
+        Raises:
+            Refusal: ``"unknown group"`` as for :meth:`_member_group`; ``"malformed"``.
+        """
         view = self._engine.find(_body_bytes(body, "group_id", 32))
-        if view is None:
-            raise Refusal("unknown group")
+        peer = ctx.remote_peer
+        if view is None or peer not in (
+            view.members(view.state.current_epoch) if current else view.members()
+        ):
+            raise Refusal(UNKNOWN_GROUP)
         try:
             packet = Packet.from_cbor(body.get("packet"))
         except DecodeError:
             raise Refusal("malformed") from None
         if packet.message.group_id != view.group_id:
-            raise Refusal("unknown group")
+            raise Refusal(UNKNOWN_GROUP)
+        epoch = packet.message.epoch
+        if not (view.is_current_member(peer) or view.state.is_member(peer, epoch)):
+            raise Refusal(UNKNOWN_GROUP)
         return view, packet
 
     async def on_identifier(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         # Members only, like pkt and dht: who holds which role is the group's business.
         view = self._member_group(ctx, body)
         role = view.state.role(self._engine.peer_id, view.state.current_epoch)
-        if role is None:
-            raise Refusal("not a member")
+        if role is None:  # we were removed: the group is no longer ours to speak for
+            raise Refusal(UNKNOWN_GROUP)
         return {"identifier": role.value, "epoch": view.state.current_epoch}
 
     async def on_mrat(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
-        view, packet = self._group_and_packet(body)
+        view, packet = self._group_and_packet(ctx, body, current=True)
         if packet.message.author != ctx.remote_peer:
             raise Refusal("not allowed")  # only the author asks for votes on its message
         vote = await self._runtime.vote(view.group_id, packet, ctx.remote_peer)
         return {"vote": vote.to_cbor()}
 
     async def on_smsg(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
-        view, packet = self._group_and_packet(body)
+        view, packet = self._group_and_packet(ctx, body, current=False)
         if view.has(packet.message_hash):
             return {"duplicate": True}
         reason = await self._runtime.receive(view.group_id, packet, ctx.remote_peer)
@@ -104,11 +131,14 @@ class ChatHandlers:
         return {}
 
     async def on_pkt(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
-        view = self._member_group(ctx, body)
-        return {
-            "genesis": view.signed.to_cbor(),
-            "rosters": [p.to_cbor() for p in view.state.roster_packets],
-        }
+        view = self._engine.find(_body_bytes(body, "group_id", 32))
+        last = None if view is None else view.last_epoch_of(ctx.remote_peer)
+        if view is None or last is None:
+            raise Refusal(UNKNOWN_GROUP)
+        # A removed member gets the chain up to, and including, the change that removed it
+        # (authored in its last epoch): it learns that it was removed, and nothing after.
+        chain = view.state.roster_packets[: last + 1]
+        return {"genesis": view.signed.to_cbor(), "rosters": [p.to_cbor() for p in chain]}
 
     async def on_dht(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         view = self._member_group(ctx, body)

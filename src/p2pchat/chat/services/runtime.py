@@ -76,6 +76,10 @@ class Runtime:
         self._rearm = trio.Event()
         self._table: dict[type[Any], Callable[[Any], Awaitable[None] | None]] = {}
         self._fetcher: Fetcher | None = None
+        # One vote at a time per (group, author): the engine counts an author's pending
+        # messages from what is committed, so two requests decided together could both pass
+        # the quota (§6 "Quotas").
+        self._vote_locks: dict[tuple[bytes, PeerID], trio.Lock] = {}
 
     def attach(
         self,
@@ -156,6 +160,11 @@ class Runtime:
             Refusal: the packet does not pass, or another roster message of its epoch has our
                 vote.
         """
+        lock = self._vote_locks.setdefault((group_id, packet.message.author), trio.Lock())
+        async with lock:
+            return await self._vote(group_id, packet, querier)
+
+    async def _vote(self, group_id: bytes, packet: Packet, querier: PeerID) -> Vote:
         stored = await self.store.get_vote(group_id, packet.message_hash)
         if stored is not None:
             return decode_vote(stored)

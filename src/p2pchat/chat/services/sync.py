@@ -9,6 +9,10 @@
   group at a time (concurrent callers usually miss the same ancestors).
 * :class:`LearnRoster`: a ratifier refused our message as stale; fetch its roster chain (``pkt``)
   and receive the roster messages we lack.
+
+Every session is bounded (specs/chat.md §8 "Sync budgets", :mod:`~p2pchat.chat.core.budget`):
+pages, bytes and time for paging and fetching; time for a roster (one ``pkt`` answer, at most
+one frame).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import trio
 
 from ...errors import DecodeError
 from ...identity import PeerID
+from ..core import cbor
+from ..core.budget import MAX_SYNC_SECONDS, SyncBudget
 from ..core.engine import ChatError
 from ..core.events import CompareHeads, FetchMissing, HeadsAnswered, LearnRoster, SyncHistory
 from ..core.fetch import ParentFetch
@@ -70,16 +76,35 @@ class SyncService:
         if key in self._paging or peer == self._runtime.peer_id:
             return
         self._paging.add(key)
+        budget = SyncBudget()
+        deadline = trio.current_time() + MAX_SYNC_SECONDS
         try:
             cursor = self._cursors.get(key, 0)
             while True:
-                body = await self._clients.query(
-                    peer, "dht", {"group_id": group_id, "cursor": cursor}
-                )
-                await self._receive_all(group_id, body.get("packets"), peer, "history")
-                next_cursor = body.get("next")
-                if not isinstance(next_cursor, int) or next_cursor <= cursor:
+                body: dict[str, Any] | None = None
+                with trio.move_on_at(deadline):
+                    body = await self._clients.query(
+                        peer, "dht", {"group_id": group_id, "cursor": cursor}
+                    )
+                if body is None:
+                    logger.info("history of %s cut off: out of time", peer)
                     return
+                packets, size = _decode_packets(body.get("packets"), peer, "history")
+                next_cursor = body.get("next")
+                go_on = budget.take_page(
+                    [p.message_hash for p in packets], size, cursor=cursor, next_cursor=next_cursor
+                )
+                await self._receive_all(group_id, packets, peer, "history")
+                if not go_on:
+                    if next_cursor is not None:
+                        logger.info(
+                            "history of %s cut off after %d pages, %d bytes",
+                            peer,
+                            budget.pages,
+                            budget.size,
+                        )
+                    return
+                assert isinstance(next_cursor, int)
                 cursor = self._cursors[key] = next_cursor
         except ChatError as exc:
             logger.debug("sync of %s with %s stopped: %s", group_id.hex()[:16], peer, exc)
@@ -94,16 +119,23 @@ class SyncService:
             if view is None:
                 return
             plan = ParentFetch.start(hashes, view.has)
-            while wanted := plan.wanted():
+            budget = SyncBudget()
+            deadline = trio.current_time() + MAX_SYNC_SECONDS
+            while budget.left() and (wanted := plan.wanted()):
+                body: dict[str, Any] | None = None
                 try:
-                    body = await self._clients.query(
-                        peer, "get", {"group_id": group_id, "hashes": wanted}
-                    )
-                    raw = body.get("packets", [])
-                    packets = [Packet.from_cbor(p) for p in raw] if isinstance(raw, list) else []
-                except (ChatError, DecodeError, TypeError) as exc:
+                    with trio.move_on_at(deadline):
+                        body = await self._clients.query(
+                            peer, "get", {"group_id": group_id, "hashes": wanted}
+                        )
+                except ChatError as exc:
                     logger.info("cannot fetch parents from %s: %s", peer, exc)
                     break
+                if body is None:
+                    logger.info("fetching parents from %s cut off: out of time", peer)
+                    break
+                packets, size = _decode_packets(body.get("packets"), peer, "parents")
+                budget.take([p.message_hash for p in packets], size)
                 if not plan.add(packets):
                     break
             for packet in plan.in_order():
@@ -118,12 +150,17 @@ class SyncService:
         view = self._runtime.engine.find(group_id)
         if view is None:
             return
+        packets: list[Packet] = []
         try:
-            body = await self._clients.query(peer, "pkt", {"group_id": group_id})
-            raw = body.get("rosters", [])
-            packets = [Packet.from_cbor(p) for p in raw] if isinstance(raw, list) else []
+            with trio.move_on_after(MAX_SYNC_SECONDS) as scope:
+                body = await self._clients.query(peer, "pkt", {"group_id": group_id})
+                raw = body.get("rosters", [])
+                packets = [Packet.from_cbor(p) for p in raw] if isinstance(raw, list) else []
         except (ChatError, DecodeError, TypeError) as exc:
             logger.info("cannot learn the roster from %s: %s", peer, exc)
+            return
+        if scope.cancelled_caught:
+            logger.info("learning the roster from %s cut off: out of time", peer)
             return
         for packet in sorted(packets, key=lambda p: p.message.epoch):
             if packet.message.epoch >= view.state.current_epoch:
@@ -132,15 +169,10 @@ class SyncService:
                     logger.info("roster change from %s refused: %s", peer, reason)
                     return
 
-    async def _receive_all(self, group_id: bytes, raw: Any, peer: PeerID, what: str) -> None:
-        if not isinstance(raw, list):
-            return
-        for item in raw:
-            try:
-                packet = Packet.from_cbor(item)
-            except DecodeError:
-                logger.info("malformed packet in %s's %s", peer, what)
-                continue
+    async def _receive_all(
+        self, group_id: bytes, packets: Sequence[Packet], peer: PeerID, what: str
+    ) -> None:
+        for packet in packets:
             reason = await self._runtime.receive(group_id, packet, peer)
             if reason is not None:
                 logger.info(
@@ -150,3 +182,18 @@ class SyncService:
                     peer,
                     reason,
                 )
+
+
+def _decode_packets(raw: Any, peer: PeerID, what: str) -> tuple[list[Packet], int]:
+    """The packets of an answer (malformed ones skipped) and the size of them all (CBOR)."""
+    if not isinstance(raw, list):
+        return [], 0
+    packets: list[Packet] = []
+    size = 0
+    for item in raw:
+        try:
+            size += len(cbor.dumps(item))
+            packets.append(Packet.from_cbor(item))
+        except (DecodeError, TypeError, ValueError):
+            logger.info("malformed packet in %s's %s", peer, what)
+    return packets, size

@@ -26,11 +26,13 @@ __all__ = [
     "DHT_PAGE_BYTES",
     "DHT_PAGE_PACKETS",
     "all_ratified",
+    "drop_pending",
     "get_message",
     "get_vote",
     "insert_message",
     "insert_vote",
     "missing_messages",
+    "others_pending",
     "page_messages",
     "require_message",
 ]
@@ -271,3 +273,51 @@ def get_vote(conn: sqlite3.Connection, group_id: bytes, message_hash: bytes) -> 
         (group_id, message_hash),
     ).fetchone()
     return None if row is None else read_blob(row[0])
+
+
+def others_pending(conn: sqlite3.Connection, group_id: bytes) -> list[StoredMessage]:
+    """The group's pending messages outside the outbox (those we voted for, not our own
+    queued ones), oldest first.
+
+    Raises:
+        StoreFileError: a row holds values of the wrong types.
+    """
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages AS m "
+        "WHERE group_id = ? AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox AS o "
+        "WHERE o.group_id = m.group_id AND o.message_hash = m.message_hash) "
+        "ORDER BY received_at",
+        (group_id,),
+    ).fetchall()
+    return [message_from_row(row) for row in rows]
+
+
+def drop_pending(conn: sqlite3.Connection, group_id: bytes, message_hashes: Sequence[bytes]) -> int:
+    """Delete pending messages that are not in the outbox, with our votes for them (§6
+    "Quotas"); ratified messages and our queued ones are left alone. Returns how many went."""
+    dropped = 0
+    for message_hash in message_hashes:
+        row = conn.execute(
+            "SELECT 1 FROM messages AS m WHERE group_id = ? AND message_hash = ? "
+            "AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM outbox AS o "
+            "WHERE o.group_id = m.group_id AND o.message_hash = m.message_hash)",
+            (group_id, message_hash),
+        ).fetchone()
+        if row is None:
+            continue
+        conn.execute(
+            "DELETE FROM votes WHERE group_id = ? AND message_hash = ? AND NOT is_roster",
+            (group_id, message_hash),
+        )
+        held = conn.execute(
+            "SELECT 1 FROM votes WHERE group_id = ? AND message_hash = ?",
+            (group_id, message_hash),
+        ).fetchone()
+        if held is not None:
+            continue  # a roster vote is kept (one per epoch), and so its message
+        conn.execute(
+            "DELETE FROM messages WHERE group_id = ? AND message_hash = ?",
+            (group_id, message_hash),
+        )
+        dropped += 1
+    return dropped

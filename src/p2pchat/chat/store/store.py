@@ -26,6 +26,7 @@ from ..core.packet import Packet
 from ..core.txn import (
     AddGroup,
     CommitResult,
+    DropPending,
     OutboxDone,
     PutEpochKey,
     PutPacket,
@@ -399,6 +400,15 @@ class ChatStore:
 
         return await self._write(op, len(encoded) + len(vote))
 
+    async def others_pending(self, group_id: bytes) -> list[StoredMessage]:
+        """The group's pending messages that are not ours in the outbox (the votes of a
+        ratifier not yet certified), oldest first.
+
+        Raises:
+            StoreFileError: a row holds values of the wrong types.
+        """
+        return await self._read(lambda conn: messages.others_pending(conn, group_id))
+
     async def get_vote(self, group_id: bytes, message_hash: bytes) -> bytes | None:
         """This node's vote for the message, or None."""
         op = functools.partial(messages.get_vote, group_id=group_id, message_hash=message_hash)
@@ -519,6 +529,15 @@ def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None]
             )
 
         return put_vote, len(op.vote)
+    if isinstance(op, DropPending):
+        check_hash(op.group_id, "group_id")
+        for message_hash in op.message_hashes:
+            check_hash(message_hash, "message_hash")
+
+        def drop_pending(conn: sqlite3.Connection) -> None:
+            messages.drop_pending(conn, op.group_id, op.message_hashes)
+
+        return drop_pending, 0
     if isinstance(op, OutboxDone):
 
         def outbox_done(conn: sqlite3.Connection) -> None:
