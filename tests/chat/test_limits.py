@@ -147,12 +147,13 @@ async def test_a_removed_member_is_refused_later_epochs_and_its_node_syncs_nothi
             assert chain.ok
             hashes = [Packet.from_cbor(p).message_hash for p in chain.body["rosters"]]
             assert hashes[-1] == removal.message_hash  # up to and including its removal
-            for code, body in [
+            queries: list[tuple[str, dict[str, Any]]] = [
                 ("dht", {"group_id": group_id, "cursor": 0}),
                 ("hds", {"group_id": group_id}),
                 ("get", {"group_id": group_id, "hashes": [after, before]}),
                 ("i", {"group_id": group_id}),
-            ]:
+            ]
+            for code, body in queries:
                 answer = await client.query(code, body)
                 assert (code, answer.ok, answer.reason) == (code, False, "unknown group")
         # Its node asks for nothing more: two comparisons of the others go by without one of its.

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from chat.core.enginesim import CONFIG, Sim
@@ -46,7 +48,7 @@ def written(sim: Sim, engine: ChatEngine, group_id: bytes, text: bytes = b"x") -
     return packet
 
 
-def resigned(engine: ChatEngine, packet: Packet, **changes: object) -> Packet:
+def resigned(engine: ChatEngine, packet: Packet, **changes: Any) -> Packet:
     message = attrs.evolve(packet.message, **changes)
     return sign_message(engine.identity, message, packet.aes_key, packet.iv)
 
