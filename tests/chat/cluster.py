@@ -117,6 +117,9 @@ class Cluster:
     nursery: trio.Nursery
     root: Path
     peers: list[Peer] = attrs.Factory(list)
+    #: With a hub, each peer is told only where the hub is (and the hub where each peer is):
+    #: the star a new user makes by bootstrapping every node to the owner.
+    hub: str | None = None
 
     def add(self, name: str) -> Peer:
         peer = Peer(name, self.root / name, KeyPair.generate(), self)
@@ -133,16 +136,21 @@ class Cluster:
         for other in self.peers:
             if other is peer or other.port == 0:
                 continue
+            if self.hub is not None and self.hub not in (peer.name, other.name):
+                continue
             host.peer_store.add_addrs(other.peer_id, [other.addr], PERMANENT, now)
             if other._chat is not None:
                 other._chat.host.peer_store.add_addrs(peer.peer_id, [peer.addr], PERMANENT, now)
 
 
 @asynccontextmanager
-async def open_cluster(root: Path, *names: str, start: bool = True) -> AsyncIterator[Cluster]:
-    """Peers named ``names`` on 127.0.0.1, started in order (unless ``start`` is false)."""
+async def open_cluster(
+    root: Path, *names: str, start: bool = True, hub: str | None = None
+) -> AsyncIterator[Cluster]:
+    """Peers named ``names`` on 127.0.0.1, started in order (unless ``start`` is false); with
+    ``hub``, each knows only where the hub is."""
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(nursery, root)
+        cluster = Cluster(nursery, root, hub=hub)
         for name in names:
             cluster.add(name)
         for peer in cluster.peers if start else ():

@@ -50,6 +50,7 @@ from .core.group_state import GroupState
 from .core.packet import Packet
 from .core.roster import History, Member, Role
 from .core.view import history_order
+from .services.addresses import AddressBook
 from .services.clients import ClientPool, QueryRefusedError, open_client_pool
 from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher
@@ -167,6 +168,8 @@ class ChatNode:
         self.dispatcher = Dispatcher()
         self._runtime = runtime
         self._query = clients.query
+        self._addresses: AddressBook | None = None
+        self._protected: set[PeerID] = set()
         self._sync = sync
         self._subscribers: dict[bytes, list[trio.MemorySendChannel[ChatMessage]]] = {}
         self._ratified_waiters: dict[bytes, trio.Event] = {}
@@ -274,9 +277,12 @@ class ChatNode:
         if commit is None:
             return
         await self._runtime.commit(commit)
+        self._protect_members()
         logger.info("joined group %s (%s)", group_id.hex()[:16], self.group_state(group_id).name)
         peer = via.peer_id if isinstance(via, Multiaddr) else via
         if peer is not None:
+            if self._addresses is not None:
+                await self._addresses.exchange(self.engine.view(group_id), peer)
             await self._sync.history(group_id, peer)
 
     # -- sending -----------------------------------------------------------------------------
@@ -358,7 +364,24 @@ class ChatNode:
             ratified=ratified,
         )
 
+    def _protect_members(self) -> None:
+        """The Host keeps connections to the members of our groups' current rosters (they are
+        never evicted and may use the reserved slots); a removed member loses that."""
+        members: set[PeerID] = set()
+        for group_id in self.engine.groups():
+            members |= self.engine.view(group_id).members(
+                self.engine.view(group_id).state.current_epoch
+            )
+        members.discard(self.peer_id)
+        for peer in self._protected - members:
+            self.host.unprotect(peer)
+        for peer in members - self._protected:
+            self.host.protect(peer)
+        self._protected = members
+
     def _publish(self, action: Publish) -> None:
+        if action.ratified and action.packet.message.message_type == "roster":
+            self._protect_members()
         if action.ratified:
             waiter = self._ratified_waiters.pop(action.packet.message_hash, None)
             if waiter is not None:
@@ -518,8 +541,11 @@ async def open_chat_node(
         open_service_nursery() as sync_nursery,
         open_service_nursery() as nursery,
     ):
-        sync = SyncService(runtime, clients, sync_nursery)
+        addresses = AddressBook(host, clients)
+        sync = SyncService(runtime, clients, sync_nursery, addresses)
         node = ChatNode(host, store, runtime, clients, sync, config)
+        node._addresses = addresses
+        node._protect_members()
         runtime.attach(
             ratify=RatifyService(runtime, clients, ratify_nursery),
             deliver=DeliverService(
@@ -533,7 +559,7 @@ async def open_chat_node(
             publish=node._publish,
             ratified=node._ratified,
         )
-        ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes()).register(node.dispatcher)
+        ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host).register(node.dispatcher)
         _install_chat(host, node.dispatcher)
         await nursery.start(node._watch_connections)
         nursery.start_soon(run_outbox, runtime)

@@ -17,11 +17,13 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ...errors import DecodeError
+from ...net.host import Host
 from ..core import cbor
 from ..core.engine import GroupView
 from ..core.fetch import MAX_FETCH
 from ..core.packet import Packet
 from ..store import ChatStore, StoredMessage
+from .addresses import records_for
 from .dispatch import Dispatcher, QueryContext, Refusal
 from .runtime import Runtime
 
@@ -46,8 +48,14 @@ class ChatHandlers:
     """The seed's codes and ours, served from one runtime."""
 
     def __init__(
-        self, runtime: Runtime, store: ChatStore, hpke_kem: str, hpke_public: bytes
+        self,
+        runtime: Runtime,
+        store: ChatStore,
+        hpke_kem: str,
+        hpke_public: bytes,
+        host: Host | None = None,
     ) -> None:
+        self._host = host
         self._runtime = runtime
         self._engine = runtime.engine
         self._store = store
@@ -63,6 +71,7 @@ class ChatHandlers:
             "get": self.on_get,
             "hpk": self.on_hpk,
             "hds": self.on_heads,
+            "addr": self.on_addresses,
         }
         for code, handler in table.items():
             dispatcher.register(code, handler)
@@ -105,6 +114,12 @@ class ChatHandlers:
         if not (view.is_current_member(peer) or view.state.is_member(peer, epoch)):
             raise Refusal(UNKNOWN_GROUP)
         return view, packet
+
+    async def on_addresses(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        view = self._member_group(ctx, body)
+        if self._host is None:
+            return {"records": []}
+        return {"records": records_for(self._host, view, ctx.remote_peer)}
 
     async def on_identifier(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         # Members only, like pkt and dht: who holds which role is the group's business.

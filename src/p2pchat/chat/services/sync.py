@@ -31,6 +31,7 @@ from ..core.engine import ChatError
 from ..core.events import CompareHeads, FetchMissing, HeadsAnswered, LearnRoster, SyncHistory
 from ..core.fetch import ParentFetch
 from ..core.packet import Packet
+from .addresses import AddressBook
 from .clients import ClientPool
 from .runtime import Runtime
 
@@ -38,10 +39,17 @@ logger = logging.getLogger(__name__)
 
 
 class SyncService:
-    def __init__(self, runtime: Runtime, clients: ClientPool, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        clients: ClientPool,
+        nursery: trio.Nursery,
+        addresses: AddressBook | None = None,
+    ) -> None:
         self._runtime = runtime
         self._clients = clients
         self._nursery = nursery
+        self._addresses = addresses
         self._cursors: dict[tuple[bytes, PeerID], int] = {}
         self._paging: set[tuple[bytes, PeerID]] = set()
         self._fetch_locks: dict[bytes, trio.Lock] = {}
@@ -57,6 +65,10 @@ class SyncService:
             self._nursery.start_soon(self.learn_roster, action.group_id, action.peer)
 
     async def _compare_heads(self, action: CompareHeads) -> None:
+        view = self._runtime.engine.find(action.group_id)
+        if action.catch_up and self._addresses is not None and view is not None:
+            # A new connection to a member: learn where the other members are, too.
+            await self._addresses.exchange(view, action.peer)
         try:
             body = await self._clients.query(action.peer, "hds", {"group_id": action.group_id})
         except ChatError as exc:

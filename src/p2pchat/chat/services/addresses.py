@@ -1,0 +1,94 @@
+"""Members tell each other where members are: the ``addr`` code (specs/chat.md §8).
+
+A member asked ``addr`` answers with the signed peer records (specs/peer-record.md) it holds for
+the members of the group's current roster, its own freshly signed one first. The asker verifies
+each record (signed by its own peer, a member of the current roster, not us), keeps it when its
+``seq`` is newer than the one held, and files its addresses in the Host's peer store, from
+which every later dial (a vote request to a ratifier, a delivery) picks them. Members ask when
+they join and whenever a connection to a member comes up, so a member that knows only the owner
+learns where the ratifiers it needs are.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Final
+
+import trio
+
+from ...identity import PeerID
+from ...net.host import Host
+from ...net.peerstore import CONNECTED_ADDR_TTL
+from ...records import RecordError, make_peer_record, open_peer_record
+from ..core.view import ChatError, GroupView
+from .clients import ClientPool
+
+logger = logging.getLogger(__name__)
+
+#: Records in one ``addrR`` (ours first, then ratifiers, then the other members).
+MAX_RECORDS: Final = 128
+
+
+def own_record(host: Host) -> bytes:
+    """Our signed peer record of our listen addresses (``seq``: wall clock, milliseconds)."""
+    return make_peer_record(host.identity, time.time_ns() // 1_000_000, host.listen_addrs).encode()
+
+
+def records_for(host: Host, view: GroupView, asker: PeerID) -> list[bytes]:
+    """The ``addrR`` records: ours, then those we hold for the current members (ratifiers
+    first), without the asker's own."""
+    roster = view.state.current_roster
+    ordered = sorted(
+        (m for m in roster.members if m.peer not in (asker, host.peer_id)),
+        key=lambda m: (not m.role.can_ratify, m.peer.to_bytes()),
+    )
+    found = [own_record(host)]
+    for member in ordered:
+        record = host.peer_store.signed_record(member.peer)
+        if record is not None:
+            found.append(record)
+        if len(found) >= MAX_RECORDS:
+            break
+    return found
+
+
+class AddressBook:
+    """Asks members for member addresses and files what verifies."""
+
+    def __init__(self, host: Host, clients: ClientPool) -> None:
+        self._host = host
+        self._clients = clients
+
+    async def exchange(self, view: GroupView, peer: PeerID) -> int:
+        """Ask ``peer`` for the group's member records; return how many were new."""
+        try:
+            body = await self._clients.query(peer, "addr", {"group_id": view.group_id})
+        except ChatError as exc:
+            logger.debug("member addresses from %s: %s", peer, exc)
+            return 0
+        return self.file(view, body.get("records"))
+
+    def file(self, view: GroupView, raw: Any) -> int:
+        """Verify and keep the records of an ``addrR``; return how many were new."""
+        if not isinstance(raw, list):
+            return 0
+        members = {m.peer for m in view.state.current_roster.members}
+        kept = 0
+        store = self._host.peer_store
+        for item in raw[:MAX_RECORDS]:
+            if not isinstance(item, bytes):
+                continue
+            try:
+                record, _ = open_peer_record(item)
+            except RecordError as exc:
+                logger.info("a member record refused: %s", exc.hint)
+                continue
+            if record.peer not in members or record.peer == self._host.peer_id:
+                continue
+            if store.set_signed_record(record.peer, record.seq, item):
+                store.add_addrs(
+                    record.peer, record.addresses, CONNECTED_ADDR_TTL, trio.current_time()
+                )
+                kept += 1
+        return kept

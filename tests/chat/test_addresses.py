@@ -1,0 +1,68 @@
+"""Members tell each other where members are (``addr``, specs/chat.md §8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from chat.cluster import open_cluster
+from p2pchat.chat.core.roster import Role
+from p2pchat.chat.services.chat_client import open_chat
+from p2pchat.records import open_peer_record
+
+pytestmark = pytest.mark.timeout(120)
+
+STAR = ("alice", "bob", "carol", "dave")
+
+
+async def test_a_member_who_knows_only_the_owner_is_ratified(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, *STAR, hub="alice") as cluster:
+        alice, bob, carol, dave = cluster.peers
+        assert dave.chat.host.peer_store.addrs(bob.peer_id, trio.current_time()) == []
+        group_id = await alice.chat.create_group("star")
+        for peer, role in ((bob, Role.RATIFIER), (carol, Role.RATIFIER), (dave, Role.USER)):
+            await alice.chat.invite(group_id, peer.peer_id, role)
+            await peer.chat.join(group_id, alice.peer_id)
+        # Quorum 2 of 3 ratifiers: alice's vote is not enough, dave must reach bob or carol,
+        # whose addresses only alice could tell it.
+        assert alice.chat.group_state(group_id).current_roster.quorum == 2
+        with trio.fail_after(15):
+            message = await dave.chat.send(group_id, "from the edge of the star")
+            for peer in (alice, bob, carol):
+                await peer.chat.wait_ratified(group_id, message)
+        held = dave.chat.host.peer_store.signed_record(bob.peer_id)
+        assert held is not None
+        record, _ = open_peer_record(held)
+        assert record.peer == bob.peer_id
+        assert bob.chat.host.listen_addrs[0] in record.addresses
+
+
+async def test_addresses_are_for_members_only(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, "alice", "bob", "mallory") as cluster:
+        alice, bob, mallory = cluster.peers
+        group_id = await alice.chat.create_group("closed")
+        await alice.chat.invite(group_id, bob.peer_id, Role.USER)
+        await bob.chat.join(group_id, alice.peer_id)
+        async with open_chat(mallory.chat.host, alice.peer_id) as client:
+            answer = await client.query("addr", {"group_id": group_id})
+        assert (answer.ok, answer.reason) == (False, "unknown group")
+        async with open_chat(bob.chat.host, alice.peer_id) as client:
+            answer = await client.query("addr", {"group_id": group_id})
+        assert answer.ok
+        first, _ = open_peer_record(answer.body["records"][0])
+        assert first.peer == alice.peer_id  # the answerer's own record comes first
+
+
+async def test_members_of_our_groups_are_protected_by_the_host(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, "alice", "bob", "carol") as cluster:
+        alice, bob, carol = cluster.peers
+        group_id = await alice.chat.create_group("kept")
+        await alice.chat.invite(group_id, bob.peer_id, Role.USER)
+        await bob.chat.join(group_id, alice.peer_id)
+        assert alice.chat.host.is_protected(bob.peer_id)
+        assert bob.chat.host.is_protected(alice.peer_id)
+        assert not alice.chat.host.is_protected(carol.peer_id)
+        await alice.chat.remove(group_id, bob.peer_id)
+        assert not alice.chat.host.is_protected(bob.peer_id)
