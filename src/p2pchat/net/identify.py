@@ -41,19 +41,23 @@ IDENTIFY_TIMEOUT: Final = 10.0
 READ_SIZE: Final = 4096
 
 
+def signed_record(host: Host) -> bytes:
+    """``host``'s signed peer record of its listen addresses (specs/peer-record.md), ``seq``
+    being the wall clock in milliseconds."""
+    record = make_peer_record(host.identity, time.time_ns() // 1_000_000, host.listen_addrs)
+    return record.encode()
+
+
 def our_info(host: Host, conn: MuxedConnection | None) -> core.IdentifyInfo:
-    """The identify message ``host`` sends on ``conn``, with our signed peer record of the
-    same listen addresses (``seq``: the wall clock in milliseconds)."""
-    listen = host.listen_addrs
-    record = make_peer_record(host.identity, time.time_ns() // 1_000_000, listen)
+    """The identify message ``host`` sends on ``conn``, with our signed peer record."""
     return core.IdentifyInfo(
         protocol_version=PROTOCOL_VERSION,
         agent_version=host.config.agent_version,
         public_key=host.identity.public_key,
-        listen_addrs=listen,
+        listen_addrs=host.listen_addrs,
         observed_addr=conn.remote_addr if conn is not None else None,
         protocols=host.protocols,
-        signed_peer_record=record.encode(),
+        signed_peer_record=signed_record(host),
     )
 
 

@@ -12,15 +12,15 @@ learns where the ratifiers it needs are.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Final
 
 import trio
 
 from ...identity import PeerID
 from ...net.host import Host
+from ...net.identify import signed_record
 from ...net.peerstore import CONNECTED_ADDR_TTL
-from ...records import RecordError, make_peer_record, open_peer_record
+from ...records import RecordError, open_peer_record
 from ..core.view import ChatError, GroupView
 from .clients import ClientPool
 
@@ -28,11 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: Records in one ``addrR`` (ours first, then ratifiers, then the other members).
 MAX_RECORDS: Final = 128
-
-
-def own_record(host: Host) -> bytes:
-    """Our signed peer record of our listen addresses (``seq``: wall clock, milliseconds)."""
-    return make_peer_record(host.identity, time.time_ns() // 1_000_000, host.listen_addrs).encode()
 
 
 def records_for(host: Host, view: GroupView, asker: PeerID) -> list[bytes]:
@@ -43,7 +38,7 @@ def records_for(host: Host, view: GroupView, asker: PeerID) -> list[bytes]:
         (m for m in roster.members if m.peer not in (asker, host.peer_id)),
         key=lambda m: (not m.role.can_ratify, m.peer.to_bytes()),
     )
-    found = [own_record(host)]
+    found = [signed_record(host)]
     for member in ordered:
         record = host.peer_store.signed_record(member.peer)
         if record is not None:
