@@ -17,6 +17,7 @@ from p2pchat.net.host import DialError, Host, HostConfig, StreamOpenError, open_
 from p2pchat.net.identify import identify_peer
 from p2pchat.net.muxer import MuxedStream
 from p2pchat.net.ping import open_ping
+from p2pchat.net.resources import ResourceLimits
 from p2pchat.net.secure import dial_secure
 from p2pchat.protocols import multistream as ms
 from p2pchat.records import open_peer_record
@@ -165,7 +166,9 @@ async def test_a_failing_handler_does_not_take_down_the_host(
 
 
 async def test_connection_limit_refuses_extra_inbound_connections() -> None:
-    async with open_host(KeyPair.generate(), HostConfig(max_connections=1)) as server:
+    async with open_host(
+        KeyPair.generate(), HostConfig(limits=ResourceLimits(max_connections=1))
+    ) as server:
         server.set_stream_handler(ECHO, echo)
         async with open_host(KeyPair.generate()) as c1, open_host(KeyPair.generate()) as c2:
             async with server.connection_events() as events:

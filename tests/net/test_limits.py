@@ -102,7 +102,9 @@ async def _raw_connect(
 async def test_one_address_with_300_connections_leaves_room_for_honest_peers_and_our_dials() -> (
     None
 ):
-    config = HostConfig(max_connections=16, reserved_slots=4, eviction_grace=0.0)
+    config = HostConfig(
+        limits=ResourceLimits(max_connections=16, reserved_slots=4, eviction_grace=0.0)
+    )
     async with (
         open_host(KeyPair.generate(), config) as server,
         open_host(KeyPair.generate()) as friend,
@@ -163,7 +165,7 @@ async def test_one_address_with_300_connections_leaves_room_for_honest_peers_and
 
 
 async def test_handshakes_in_flight_are_capped_in_all_and_per_address() -> None:
-    config = HostConfig(max_handshakes=4, max_handshakes_per_ip=2)
+    config = HostConfig(limits=ResourceLimits(max_handshakes=4, max_handshakes_per_ip=2))
     async with open_host(KeyPair.generate(), config) as server:
         sockets = []
         for ip in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
@@ -297,4 +299,4 @@ def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="max_per_peer"):
         ResourceLimits(max_per_peer=0)
     with pytest.raises(ValueError, match="max_handshakes"):
-        HostConfig(max_handshakes=0)
+        ResourceLimits(max_handshakes=0)

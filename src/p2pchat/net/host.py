@@ -53,13 +53,6 @@ from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
 from .peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL, PeerStore
 from .ping import install_ping
 from .resources import (
-    DEFAULT_EVICTION_GRACE,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HANDSHAKES,
-    DEFAULT_MAX_HANDSHAKES_PER_IP,
-    DEFAULT_MAX_INBOUND_PER_IP,
-    DEFAULT_MAX_PER_PEER,
-    DEFAULT_RESERVED_SLOTS,
     ResourceLimitError,
     ResourceLimits,
     ResourceManager,
@@ -98,42 +91,12 @@ class HostConfig:
     handshake_timeout: float = 10.0
     negotiate_timeout: float = 10.0
     dial_timeout: float = 15.0
-    #: All connections, both directions.
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    #: Inbound connections from one remote IP address.
-    max_inbound_per_ip: int = DEFAULT_MAX_INBOUND_PER_IP
-    #: Connections with one peer, both directions.
-    max_per_peer: int = DEFAULT_MAX_PER_PEER
-    #: Inbound handshakes in flight, in all and from one IP address.
-    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
-    max_handshakes_per_ip: int = DEFAULT_MAX_HANDSHAKES_PER_IP
-    #: Slots of ``max_connections`` kept for our dials and protected peers (at most half).
-    reserved_slots: int = DEFAULT_RESERVED_SLOTS
-    #: Seconds a new inbound connection is safe from eviction by another inbound one.
-    eviction_grace: float = DEFAULT_EVICTION_GRACE
+    #: Connection and handshake limits (specs/host.md, "Resource limits").
+    limits: ResourceLimits = attrs.Factory(ResourceLimits)
     muxer: MuxerConfig = attrs.Factory(MuxerConfig)
     agent_version: str = f"p2pchat/{__version__}"
     #: Run identify with every new connection (both directions).
     identify_on_connect: bool = True
-
-    def __attrs_post_init__(self) -> None:
-        self.resource_limits()  # validates
-
-    def resource_limits(self) -> ResourceLimits:
-        """The limits as the resource manager takes them.
-
-        Raises:
-            ValueError: a limit out of range.
-        """
-        return ResourceLimits(
-            max_connections=self.max_connections,
-            max_inbound_per_ip=self.max_inbound_per_ip,
-            max_per_peer=self.max_per_peer,
-            max_handshakes=self.max_handshakes,
-            max_handshakes_per_ip=self.max_handshakes_per_ip,
-            reserved_slots=self.reserved_slots,
-            eviction_grace=self.eviction_grace,
-        )
 
 
 class Host:
@@ -155,7 +118,7 @@ class Host:
         self._events_ended = False
         # Connections whose ConnectionOpened went out and whose ConnectionClosed has not.
         self._announced: dict[MuxedConnection, PeerID] = {}
-        self._resources = ResourceManager(config.resource_limits())
+        self._resources = ResourceManager(config.limits)
 
     # -- addresses and handlers ----------------------------------------------------------------
 
