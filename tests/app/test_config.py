@@ -20,12 +20,18 @@ from p2pchat.app.config import (
 )
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
+from p2pchat.net.resources import ResourceLimits
 
 PEER = KeyPair.from_seed(bytes(32)).peer_id
 
 
 def test_the_template_parses_to_the_defaults() -> None:
     assert parse_config(CONFIG_TEMPLATE) == Config()
+    limits = ResourceLimits()
+    assert (Config().max_connections, Config().reserved_slots) == (
+        limits.max_connections,
+        limits.reserved_slots,
+    )
     assert Config().listen == (Multiaddr.from_string(DEFAULT_LISTEN),)
     assert DEFAULT_LISTEN.startswith("/ip4/127.0.0.1/tcp/")  # loopback unless told otherwise
     assert Config().mdns_interface == "lo"
@@ -43,6 +49,13 @@ mdns_interface = "eth0"
 [chat]
 send_timeout = 3
 query_timeout = 1.5
+[limits]
+max_connections = 100
+max_inbound_per_ip = 5
+max_per_peer = 2
+max_handshakes = 20
+max_handshakes_per_ip = 3
+reserved_slots = 10
 [perf]
 enabled = true
 [log]
@@ -50,6 +63,9 @@ level = "debug"
 format = "json"
 """
     config = parse_config(text)
+    assert (config.max_connections, config.max_inbound_per_ip, config.max_per_peer) == (100, 5, 2)
+    assert (config.max_handshakes, config.max_handshakes_per_ip) == (20, 3)
+    assert config.reserved_slots == 10
     assert [str(a) for a in config.listen] == ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"]
     assert [str(a) for a in config.bootstrap] == [
         f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER}",
@@ -80,6 +96,9 @@ def test_a_partial_file_keeps_the_other_defaults() -> None:
         ("[chat]\nsend_timeout = 0", "[chat] send_timeout must be a number of seconds"),
         ("[chat]\nsend_timeout = true", "[chat] send_timeout must be a number of seconds"),
         ("[log]\nlevel = 'loud'", "[log] level must be one of"),
+        ("[limits]\nmax_connections = 0", "[limits] max_connections must be a whole number"),
+        ("[limits]\nmax_per_peer = 2.5", "[limits] max_per_peer must be a whole number"),
+        ("[limits]\nreserved_slots = -1", "[limits] reserved_slots must be a whole number"),
         ("[log]\nformat = 'xml'", "[log] format must be one of"),
         ("node = 1", "[node] must be a table"),
         ("[node\n", "not valid TOML"),

@@ -59,6 +59,18 @@ send_timeout = 10.0
 # Seconds to wait for one answer from a peer.
 query_timeout = 5.0
 
+[limits]
+# What the node allows other peers (specs/host.md, "Resource limits"). Connections in all:
+max_connections = 256
+# Inbound connections from one IP address, and connections with one peer:
+max_inbound_per_ip = 16
+max_per_peer = 4
+# Handshakes in progress, in all and from one IP address:
+max_handshakes = 64
+max_handshakes_per_ip = 8
+# Connection slots kept for our own dials and for the members of our groups (at most half):
+reserved_slots = 32
+
 [perf]
 # Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
 enabled = false
@@ -86,6 +98,13 @@ class Config:
     send_timeout: float = 10.0
     query_timeout: float = 5.0
     perf: bool = False
+    #: [limits]: the Host's resource limits (net/resources.py holds the same defaults).
+    max_connections: int = 256
+    max_inbound_per_ip: int = 16
+    max_per_peer: int = 4
+    max_handshakes: int = 64
+    max_handshakes_per_ip: int = 8
+    reserved_slots: int = 32
     log_level: str = DEFAULT_LEVEL
     log_format: str = DEFAULT_FORMAT
 
@@ -142,6 +161,18 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+        raise _InvalidValueError("must be a whole number from 1 to 100000")
+    return value
+
+
+def _reserve(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 50_000:
+        raise _InvalidValueError("must be a whole number from 0 to 50000")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
@@ -162,6 +193,14 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
     "chat": {
         "send_timeout": ("send_timeout", _seconds),
         "query_timeout": ("query_timeout", _seconds),
+    },
+    "limits": {
+        "max_connections": ("max_connections", _count),
+        "max_inbound_per_ip": ("max_inbound_per_ip", _count),
+        "max_per_peer": ("max_per_peer", _count),
+        "max_handshakes": ("max_handshakes", _count),
+        "max_handshakes_per_ip": ("max_handshakes_per_ip", _count),
+        "reserved_slots": ("reserved_slots", _reserve),
     },
     "perf": {"enabled": ("perf", _bool)},
     "log": {

@@ -49,6 +49,7 @@ from ..identity import PeerID
 from ..multiaddr import Multiaddr
 from ..net.events import ConnectionClosed
 from ..net.host import Host, HostConfig, open_host
+from ..net.resources import ResourceLimits
 from .config import Config
 from .control import Emit, serve_control
 from .datadir import control_socket_path, load_or_create_identity, peers_path
@@ -74,6 +75,8 @@ class NodeOptions:
     #: Serve the control socket (the demo's in-process nodes do too).
     control: bool = True
     bootstrap_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
+    #: What the Host allows other peers ([limits] in the config file).
+    limits: ResourceLimits = attrs.Factory(ResourceLimits)
 
     @classmethod
     def from_config(cls, data_dir: Path, config: Config) -> NodeOptions:
@@ -86,6 +89,14 @@ class NodeOptions:
             mdns_interface=config.mdns_interface,
             perf=config.perf,
             chat=ChatConfig(send_timeout=config.send_timeout, query_timeout=config.query_timeout),
+            limits=ResourceLimits(
+                max_connections=config.max_connections,
+                max_inbound_per_ip=config.max_inbound_per_ip,
+                max_per_peer=config.max_per_peer,
+                max_handshakes=config.max_handshakes,
+                max_handshakes_per_ip=config.max_handshakes_per_ip,
+                reserved_slots=config.reserved_slots,
+            ),
         )
 
 
@@ -166,7 +177,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
     identity = await trio.to_thread.run_sync(load_or_create_identity, options.data_dir)
     async with (
         open_store(options.data_dir) as store,
-        open_host(identity, HostConfig(listen=options.listen)) as host,
+        open_host(identity, HostConfig(listen=options.listen, limits=options.limits)) as host,
     ):
         known_peers = await KnownPeerFile.load(host, peers_path(options.data_dir))
         if options.perf:
