@@ -410,7 +410,7 @@ def test_the_outbox_snapshot_shows_votes_refusals_and_silence() -> None:
     (view,) = a.outbox_snapshot(deadline)
     assert (view.failures, view.in_flight) == (1, False)
     assert view.next_at == deadline + CONFIG.retry_initial
-    assert view.voted == view.refused == view.waiting == ()
+    assert (view.voted, view.refused, view.waiting) == ((), (), ())
 
 
 def test_cancel_withdraws_a_waiting_message_after_its_commit() -> None:
