@@ -135,12 +135,12 @@ async def running_node(data_dir: Path, *args: str) -> AsyncIterator[NodeProcess]
 
 
 async def wait_until_history_has(data_dir: Path, group: str, text: str) -> list[dict[str, Any]]:
-    """Ask the node for its history until ``text`` is in it (history sync has no event a
+    """Ask the node for its history until ``text`` is in it, ratified (history sync has no event a
     client can wait on; each try is a real request, bounded in number and time)."""
     with trio.fail_after(STEP_TIMEOUT):
         for _ in range(200):
             messages: list[dict[str, Any]] = (await ok(data_dir, "history", group, "--json")).json()
-            if any(m.get("text") == text for m in messages):
+            if any(m.get("text") == text and m["ratified"] for m in messages):
                 return messages
             await trio.sleep(0.1)
     raise AssertionError(f"{text!r} never reached {data_dir}")

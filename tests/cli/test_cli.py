@@ -242,3 +242,20 @@ def test_the_demo_runs_three_nodes_and_shows_ratification_and_catch_up(tmp_path:
     assert "carol's history: alice: she will catch up when she is back" in out
     assert "in the same order on all three nodes" in out
     assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_while_send_waits_says_the_message_stays_queued(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p2pchat.cli import messages
+    from p2pchat.cli.entry import main
+
+    def interrupted(*args: object, **request: object) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C does while the node holds the answer back
+
+    monkeypatch.setattr(messages, "call", interrupted)
+    assert main(["send", "somegroup", "hello"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("p2pchat: interrupted; the message stays queued on the node")

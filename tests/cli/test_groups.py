@@ -190,7 +190,10 @@ async def test_a_message_without_a_quorum_stays_pending_then_goes_through(tmp_pa
         result = await ok(alice_dir, "send", group, "--no-wait", "queued for later", "--json")
         assert result.json()["status"] == "pending"
         history = (await ok(alice_dir, "history", group, "--json")).json()
-        assert "queued for later" not in [m.get("text") for m in history]
+        # ours, still pending, comes after the ratified messages, marked so
+        assert history[-1]["text"] == "queued for later"
+        assert history[-1]["ratified"] is False
+        assert all(m["ratified"] for m in history[:-1])
         async with running_node(bob_dir) as bob_again:
             await wait_until_history_has(alice_dir, group, "queued for later")
             await wait_until_history_has(bob_dir, group, "queued for later")
@@ -202,3 +205,59 @@ async def test_a_message_without_a_quorum_stays_pending_then_goes_through(tmp_pa
             assert (await ok(bob_dir, "stop")).stdout.startswith("stopping the node on")
             with trio.fail_after(20):
                 assert await bob_again.process.wait() == 0
+
+
+async def test_the_outbox_lists_a_waiting_message_and_cancel_withdraws_it(tmp_path: Path) -> None:
+    alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
+    alice_dir.mkdir(mode=0o700)
+    (alice_dir / "config.toml").write_text("[chat]\nsend_timeout = 1.0\n")
+    async with running_node(alice_dir) as alice:
+        async with running_node(bob_dir, "--bootstrap", str(alice.addr)) as bob:
+            group = (await ok(alice_dir, "group", "create", "pair")).stdout.strip()
+            await ok(alice_dir, "group", "invite", group, str(bob.addr), "ratifier")
+            await ok(bob_dir, "group", "join", group, str(alice.peer_id))
+            assert await bob.stop() == 0
+        assert (await ok(alice_dir, "outbox")).stdout == "the outbox is empty\n"
+        # two ratifiers, quorum 2, bob down: the message waits; send says so with status 3
+        sent = await cli(alice_dir, "send", group, "waiting for bob", "--json")
+        assert sent.returncode == 3, sent.stderr
+        assert sent.json()["status"] == "pending"
+        digest = sent.json()["message_hash"]
+
+        (item,) = (await ok(alice_dir, "outbox", group, "--json")).json()
+        assert item["message_hash"] == item["origin"] == digest
+        assert item["group_id"].startswith(group)
+        assert item["name"] == "pair"
+        assert item["failures"] + item["in_flight"] >= 1
+        assert item["age_ms"] >= 0
+        if item["in_flight"]:
+            assert str(bob.peer_id) in item["waiting"] + [r["peer_id"] for r in item["refused"]]
+            assert str(alice.peer_id) in item["voted"]
+        else:
+            assert item["next_at"] is not None
+        listing = (await ok(alice_dir, "outbox")).stdout
+        assert listing.startswith(f"pair {digest[:12]}  age ")
+        assert "failed attempts" in listing
+
+        history = (await ok(alice_dir, "history", group)).stdout.splitlines()
+        assert history[-1].endswith("you: waiting for bob  (pending)")
+        assert all("(pending)" not in line for line in history[:-1])
+
+        # a ratified message cannot be withdrawn (the roster change that added bob)
+        ratified = (await ok(alice_dir, "history", group, "--json")).json()[0]["message_hash"]
+        late = await cli(alice_dir, "outbox", "cancel", ratified[:16])
+        assert (late.returncode, late.stderr) == (
+            1,
+            "p2pchat: error: already ratified: too late to cancel\n",
+        )
+
+        cancelled = await ok(alice_dir, "outbox", "cancel", digest[:12])
+        assert cancelled.stdout.startswith(f"cancelled {digest}")
+        assert (await ok(alice_dir, "outbox", "--json")).json() == []
+        history = (await ok(alice_dir, "history", group, "--json")).json()
+        assert digest not in [m["message_hash"] for m in history]
+        again = await cli(alice_dir, "outbox", "cancel", digest)
+        assert (again.returncode, again.stderr) == (
+            1,
+            "p2pchat: error: no such message in the outbox\n",
+        )

@@ -23,7 +23,7 @@ from .. import __version__
 from ..chat.core import cbor
 from ..chat.core.crypto import MAX_PLAINTEXT
 from ..chat.core.roster import Role
-from ..chat.node import ChatMessage, ChatNode, PendingError
+from ..chat.node import ChatError, ChatMessage, ChatNode, OutboxView, PendingError
 from ..errors import DecodeError, P2PChatError
 from ..identity import PeerID
 from ..multiaddr import Multiaddr
@@ -389,7 +389,61 @@ async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise DaemonError("limit must be a positive whole number")
     messages = await node.chat.history(group_id)
+    # Our own messages still waiting for a quorum come after the ratified ones, marked so.
+    messages += node.chat.pending(group_id)
     return [message_json(m, me=node.peer_id) for m in messages[-limit:]]
+
+
+def outbox_json(node: Daemon, item: OutboxView) -> dict[str, Any]:
+    """The JSON view of a queued message (specs/control.md "Outbox")."""
+    return {
+        "group_id": item.group_id.hex(),
+        "name": node.chat.group_state(item.group_id).name,
+        "message_hash": item.message_hash.hex(),
+        "origin": item.origin.hex(),
+        "written_at": item.written_at,
+        "age_ms": item.age,
+        "failures": item.failures,
+        "in_flight": item.in_flight,
+        "next_at": item.next_at,
+        "voted": [str(p) for p in item.voted],
+        "refused": [{"peer_id": str(r.ratifier), "reason": r.reason} for r in item.refused],
+        "waiting": [str(p) for p in item.waiting],
+    }
+
+
+async def op_outbox(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
+    group_id = _group_arg(node, request) if request.get("group") is not None else None
+    return [outbox_json(node, item) for item in node.chat.outbox(group_id)]
+
+
+async def op_outbox_cancel(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    prefix = _str_arg(request, "hash").strip().lower()
+    if len(prefix) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in prefix):
+        raise DaemonError(f"a message hash is hex digits (at least {MIN_PREFIX}): {prefix!r}")
+    queued = {
+        item.message_hash: item
+        for item in node.chat.outbox()
+        if item.message_hash.hex().startswith(prefix) or item.origin.hex().startswith(prefix)
+    }
+    if len(queued) > 1:
+        raise DaemonError(f"{prefix!r} names {len(queued)} messages; give more digits")
+    if queued:
+        (message_hash,) = queued
+    elif len(prefix) == 64:
+        message_hash = bytes.fromhex(prefix)
+    else:
+        for group_id in node.chat.groups():
+            if any(
+                m.message_hash.hex().startswith(prefix) for m in await node.chat.history(group_id)
+            ):
+                raise DaemonError("already ratified: too late to cancel")
+        raise DaemonError("no such message in the outbox")
+    try:
+        group_id = await node.chat.cancel(message_hash)
+    except ChatError as exc:
+        raise DaemonError(str(exc)) from None
+    return {"group_id": group_id.hex(), "message_hash": message_hash.hex(), "status": "cancelled"}
 
 
 async def op_message(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -435,5 +489,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "send": op_send,
     "history": op_history,
     "message": op_message,
+    "outbox": op_outbox,
+    "outbox.cancel": op_outbox_cancel,
     "subscribe": op_subscribe,
 }

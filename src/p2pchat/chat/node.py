@@ -44,11 +44,13 @@ from .core.engine import (
     EngineConfig,
     GroupView,
     NotAllowedError,
+    OutboxView,
 )
 from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
 from .core.group_state import GroupState
 from .core.packet import Packet
 from .core.roster import History, Member, Role
+from .core.txn import OutboxDone
 from .core.view import history_order
 from .services.addresses import AddressBook
 from .services.clients import ClientPool, QueryRefusedError, open_client_pool
@@ -68,6 +70,7 @@ __all__ = [
     "ChatMessage",
     "ChatNode",
     "NotAllowedError",
+    "OutboxView",
     "PendingError",
     "QueryRefusedError",
     "open_chat_node",
@@ -336,6 +339,40 @@ class ChatNode:
         raise PendingError(
             "no quorum of ratifiers answered in time; the message stays queued", origin
         )
+
+    # -- the outbox --------------------------------------------------------------------------
+
+    def outbox(self, group_id: bytes | None = None) -> list[OutboxView]:
+        """Our messages waiting for their certificate (of ``group_id``, or all), oldest first,
+        with the current attempt's votes, refusals and silent ratifiers."""
+        return self.engine.outbox_snapshot(now_ms(), group_id)
+
+    async def cancel(self, message_hash: bytes) -> bytes:
+        """Withdraw a queued message (its hash, or the hash ``send`` answered): it leaves the
+        outbox once that is committed; its pending row stays. Returns its group.
+
+        Raises:
+            ChatError: already ratified ("too late to cancel"), or not in the outbox.
+        """
+        commit = self.engine.cancel(message_hash)
+        (done,) = commit.txn.operations
+        assert isinstance(done, OutboxDone)
+        await self._runtime.commit(commit)
+        return done.group_id
+
+    def pending(self, group_id: bytes) -> list[ChatMessage]:
+        """Our messages of the group still in the outbox (not ratified), oldest first.
+
+        Raises:
+            ChatError: we are not in that group.
+        """
+        self.engine.view(group_id)
+        queued = {item.message_hash: item for item in self.engine.outbox}
+        return [
+            self._to_chat_message(queued[v.message_hash].packet, ratified=False)
+            for v in self.engine.outbox_snapshot(now_ms(), group_id)
+            if v.message_hash in queued
+        ]
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -37,7 +37,8 @@ async def _chat(args: argparse.Namespace) -> None:
         peers = PeerLabels()
         for message in await control.call("history", group=group_id, limit=args.last):
             print(format_message(message, date=False, status=True, peers=peers), flush=True)
-            shown.add(message["message_hash"])
+            if message["ratified"]:  # ours still pending are shown again once ratified
+                shown.add(message["message_hash"])
         mine_pending: set[str] = set()
         ratified: set[str] = set()
         settled = trio.Event()

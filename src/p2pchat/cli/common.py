@@ -19,6 +19,8 @@ from ..errors import P2PChatError
 EXIT_USAGE: Final = 2
 EXIT_FAILURE: Final = 1
 EXIT_INTERRUPTED: Final = 130
+#: ``send`` waited, and the message is still pending (stored and queued on the node).
+EXIT_PENDING: Final = 3
 
 #: A command: the parsed command line in, the exit status out.
 Command = Callable[[argparse.Namespace], int]

@@ -207,9 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_flag(p)
 
-    p = command("history", "print a group's ratified messages in display order")
+    p = command("history", "print a group's ratified messages in display order, then ours pending")
     p.add_argument("group", help="group id, unique id prefix, or name")
     p.add_argument("--limit", type=args.positive_int, default=1000, help="newest N (default: 1000)")
+    _json_flag(p)
+
+    p = command(
+        "outbox",
+        "list our messages waiting for a quorum (outbox [GROUP]), or withdraw one "
+        "(outbox cancel HASH)",
+    )
+    p.add_argument(
+        "words", nargs="*", metavar="GROUP | cancel HASH", help="a group, or: cancel HASH"
+    )
     _json_flag(p)
 
     p = command("get", "save the content of a file or image message")
@@ -250,6 +260,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "send": "messages",
     "history": "messages",
     "get": "messages",
+    "outbox": "outbox",
     "chat": "chat",
 }
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from .common import Command, UsageError, call
+from .common import EXIT_INTERRUPTED, EXIT_PENDING, Command, UsageError, call
 from .render import PeerLabels, clean, format_message, print_json, size
 
 
@@ -61,7 +61,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         if not text.strip():
             raise UsageError("nothing to send: the text is empty")
         request = {"type": "markdown" if args.markdown else "text", "text": text}
-    answer = call(args, "send", group=args.group, wait=not args.no_wait, **request)
+    try:
+        answer = call(args, "send", group=args.group, wait=not args.no_wait, **request)
+    except KeyboardInterrupt:
+        print(
+            "p2pchat: interrupted; the message stays queued on the node and goes through when "
+            "the ratifiers answer (see: p2pchat outbox)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    waited_in_vain = answer["status"] == "pending" and not args.no_wait
     if args.json:
         print_json(answer)
     elif answer["status"] == "ratified":
@@ -74,18 +83,19 @@ def cmd_send(args: argparse.Namespace) -> int:
                 "on the node and goes through when they are reachable",
                 file=sys.stderr,
             )
-    return 0
+    return EXIT_PENDING if waited_in_vain else 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    """Print a group's ratified messages in display order."""
+    """Print a group's ratified messages in display order, then ours still pending."""
     messages = call(args, "history", group=args.group, limit=args.limit)
     if args.json:
         print_json(messages)
         return 0
     peers = PeerLabels()
     for message in messages:
-        print(format_message(message, date=True, peers=peers))
+        line = format_message(message, date=True, peers=peers)
+        print(line if message["ratified"] else f"{line}  (pending)")
     return 0
 
 

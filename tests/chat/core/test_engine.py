@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from chat.core.enginesim import CONFIG, Sim
-from p2pchat.chat.core.engine import ChatEngine, NotAllowedError
+from p2pchat.chat.core.engine import ChatEngine, ChatError, NotAllowedError, Refusal
 from p2pchat.chat.core.events import (
+    Abandoned,
     AlreadyHeld,
     AskVote,
     Commit,
@@ -27,7 +28,7 @@ from p2pchat.chat.core.events import (
 )
 from p2pchat.chat.core.fetch import MAX_FETCH, MAX_FETCH_DEPTH, ParentFetch
 from p2pchat.chat.core.outbox import backoff
-from p2pchat.chat.core.packet import Packet
+from p2pchat.chat.core.packet import Packet, Vote
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.core.txn import (
     CommitResult,
@@ -37,6 +38,7 @@ from p2pchat.chat.core.txn import (
     PutRoster,
     PutVote,
 )
+from p2pchat.chat.core.view import decode_vote
 
 
 def three_ratifiers() -> tuple[Sim, bytes, ChatEngine, ChatEngine, ChatEngine]:
@@ -359,3 +361,97 @@ def test_heads_decide_between_paging_history_fetching_and_nothing() -> None:
     assert a.handle(HeadsAnswered(group_id, b.peer_id, (*held, unknown), catch_up=False)) == [
         FetchMissing(group_id, b.peer_id, (unknown,))
     ]
+
+
+# -- the visible outbox: snapshot and cancel ------------------------------------------------------
+
+
+def _queue_unanswered(sim: Sim, a: ChatEngine, group_id: bytes) -> Packet:
+    """Author and commit a message whose vote requests nobody answers yet."""
+    packet, commit = a.author(
+        group_id, b"wait", message_type="text", mime="text/plain", ref_hash=None, now=sim.now
+    )
+    a.handle(Committed(commit, CommitResult(), sim.now))
+    return packet
+
+
+def _vote_of(
+    sim: Sim, ratifier: ChatEngine, author: ChatEngine, group_id: bytes, packet: Packet
+) -> Vote:
+    decision = ratifier.vote_request(group_id, packet, author.peer_id, sim.now)
+    assert isinstance(decision, Commit)
+    return decode_vote(sim.commit(ratifier, decision).votes[packet.message_hash])
+
+
+def test_the_outbox_snapshot_shows_votes_refusals_and_silence() -> None:
+    sim, group_id, a, b, c = three_ratifiers()
+    sim.now += 2_000
+    packet = _queue_unanswered(sim, a, group_id)
+    sim.now += 500
+    own = _vote_of(sim, a, a, group_id, packet)
+    assert (
+        a.handle(VoteAnswered(group_id, packet.message_hash, a.peer_id, own, None, sim.now)) == []
+    )
+    a.handle(VoteAnswered(group_id, packet.message_hash, b.peer_id, None, "over quota", sim.now))
+    (view,) = a.outbox_snapshot(sim.now)
+    assert view.group_id == group_id
+    assert view.message_hash == view.origin == packet.message_hash
+    assert view.age == 500
+    assert view.failures == 0
+    assert view.in_flight
+    assert view.next_at is None
+    assert view.voted == (a.peer_id,)
+    assert view.refused == (Refusal(b.peer_id, "over quota"),)
+    assert view.waiting == (c.peer_id,)  # down: no answer
+    assert a.outbox_snapshot(sim.now, group_id=b"\x00" * 32) == []
+    # The attempt times out: one failure, due again after the backoff, no attempt to show.
+    deadline = sim.now - 500 + CONFIG.attempt_timeout
+    a.handle(Tick(deadline))
+    (view,) = a.outbox_snapshot(deadline)
+    assert (view.failures, view.in_flight) == (1, False)
+    assert view.next_at == deadline + CONFIG.retry_initial
+    assert (view.voted, view.refused, view.waiting) == ((), (), ())
+
+
+def test_cancel_withdraws_a_waiting_message_after_its_commit() -> None:
+    sim, group_id, a, b, c = three_ratifiers()
+    sim.down |= {b.peer_id, c.peer_id}
+    message_hash = send(sim, a, group_id)
+    commit = a.cancel(message_hash)
+    assert commit.txn.operations == (OutboxDone(group_id, message_hash),)
+    assert message_hash in a.outbox  # memory follows the commit
+    sim.commit(a, commit)
+    assert message_hash not in a.outbox
+    assert a.outbox_snapshot(sim.now) == []
+    (abandoned,) = sim.actions_of(a, Abandoned)
+    assert (abandoned.origin, abandoned.reason) == (message_hash, "cancelled")
+    sim.down.clear()
+    sim.now += 60_000
+    sim.log.clear()
+    sim.handle(a, Tick(sim.now))
+    assert sim.actions_of(a, AskVote) == []
+    assert not a.view(group_id).has(message_hash)
+    with pytest.raises(ChatError, match="no such message in the outbox"):
+        a.cancel(message_hash)
+
+
+def test_cancel_is_refused_for_a_ratified_or_unknown_message() -> None:
+    sim, group_id, a, _, _ = three_ratifiers()
+    message_hash = send(sim, a, group_id)
+    assert a.view(group_id).has(message_hash)
+    with pytest.raises(ChatError, match="already ratified: too late to cancel"):
+        a.cancel(message_hash)
+    with pytest.raises(ChatError, match="no such message in the outbox"):
+        a.cancel(b"\x01" * 32)
+
+
+def test_a_vote_arriving_after_a_cancel_does_not_resurrect_the_message() -> None:
+    sim, group_id, a, b, c = three_ratifiers()
+    packet = _queue_unanswered(sim, a, group_id)
+    sim.commit(a, a.cancel(packet.message_hash))
+    for ratifier in (b, c):
+        vote = _vote_of(sim, ratifier, a, group_id, packet)
+        late = VoteAnswered(group_id, packet.message_hash, ratifier.peer_id, vote, None, sim.now)
+        assert a.handle(late) == []
+    assert not a.view(group_id).has(packet.message_hash)
+    assert packet.message_hash not in a.outbox

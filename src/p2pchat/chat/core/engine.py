@@ -66,7 +66,7 @@ from .events import (
 from .fetch import MAX_FETCH
 from .genesis import SignedGenesis, new_group
 from .group_state import GroupState
-from .outbox import Outbox
+from .outbox import Outbox, OutboxView, Refusal
 from .packet import Packet, make_vote
 from .quorum import QuorumCollector
 from .roster import History, Member, Role
@@ -83,7 +83,21 @@ from .txn import (
 from .validate import check_for_delivery, check_for_ratification
 from .view import ChatError, GroupView, NotAllowedError, PendingVote, unwrap_keys
 
-__all__ = ["ChatEngine", "ChatError", "EngineConfig", "GroupView", "NotAllowedError"]
+__all__ = [
+    "ChatEngine",
+    "ChatError",
+    "EngineConfig",
+    "GroupView",
+    "NotAllowedError",
+    "OutboxView",
+    "Refusal",
+]
+
+#: ``cancel``'s answers for a message it cannot withdraw.
+TOO_LATE: Final = "already ratified: too late to cancel"
+NOT_QUEUED: Final = "no such message in the outbox"
+#: The reason a cancelled message's ``send`` is told.
+CANCELLED: Final = "cancelled"
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +169,12 @@ class _Dropped(Effect):
     reason: str
 
 
+@attrs.frozen
+class _Cancelled(Effect):
+    group_id: bytes
+    message_hash: bytes
+
+
 @attrs.define
 class _Attempt:
     """One round of asking the ratifiers of an epoch for votes on one of our messages."""
@@ -166,6 +186,8 @@ class _Attempt:
     deadline: int
     stale_from: PeerID | None = None
     certifying: bool = False
+    #: The ratifiers that refused to vote in this attempt, with their reasons.
+    refusals: dict[PeerID, str] = attrs.field(factory=dict)
 
 
 class ChatEngine:
@@ -215,6 +237,39 @@ class ChatEngine:
             times.append(self._next_sync)
         return min(times) if times else None
 
+    def outbox_snapshot(self, now: int, group_id: bytes | None = None) -> list[OutboxView]:
+        """Our queued messages (of ``group_id``, or all), oldest first: their schedule and,
+        for an attempt in flight, which ratifiers voted, refused or have not answered."""
+        views: list[OutboxView] = []
+        for item in self.outbox:
+            if group_id is not None and item.group_id != group_id:
+                continue
+            written = item.packet.message.time_stamp
+            attempt = self._attempts.get(item.message_hash)
+            voted: tuple[PeerID, ...] = ()
+            refused: tuple[Refusal, ...] = ()
+            waiting: tuple[PeerID, ...] = ()
+            if attempt is not None:
+                voted = tuple(sorted(v.ratifier for v in attempt.collector.votes))
+                refused = tuple(Refusal(p, r) for p, r in sorted(attempt.refusals.items()))
+                waiting = tuple(sorted(attempt.waiting))
+            views.append(
+                OutboxView(
+                    group_id=item.group_id,
+                    message_hash=item.message_hash,
+                    origin=item.origin,
+                    written_at=written,
+                    age=max(0, now - written),
+                    failures=item.failures,
+                    in_flight=item.in_flight,
+                    next_at=None if item.in_flight else item.next_at,
+                    voted=voted,
+                    refused=refused,
+                    waiting=waiting,
+                )
+            )
+        return sorted(views, key=lambda v: (v.written_at, v.message_hash))
+
     def my_member_entry(self, role: Role) -> Member:
         return Member(self.peer_id, role, self.hpke.kem, self.hpke.public_bytes())
 
@@ -256,6 +311,27 @@ class ChatEngine:
             self.outbox.add(group_id, packet, origin=packet.message_hash, now=now)
 
     # -- commands ------------------------------------------------------------------------------
+
+    def cancel(self, message_hash: bytes) -> Commit:
+        """Withdraw one of our queued messages (by its hash, or the hash it was first written
+        under): it leaves the outbox, its pending row stays (specs/chat.md §9a).
+
+        Raises:
+            ChatError: the message is already ratified (or its certificate is being committed),
+                or is not in the outbox.
+        """
+        item = self.outbox.get(message_hash)
+        if item is None:
+            item = next((i for i in self.outbox if i.origin == message_hash), None)
+        if item is None:
+            if any(v.has(message_hash) for v in self._groups.values()):
+                raise ChatError(TOO_LATE)
+            raise ChatError(NOT_QUEUED)
+        attempt = self._attempts.get(item.message_hash)
+        if attempt is not None and attempt.certifying:
+            raise ChatError(TOO_LATE)
+        txn = Transaction((OutboxDone(item.group_id, item.message_hash),))
+        return Commit(txn, _Cancelled(item.group_id, item.message_hash))
 
     def create_group(
         self, name: str, *, quorum: int | None, history: History, now: int, nonce: bytes
@@ -516,12 +592,14 @@ class ChatEngine:
         attempt.waiting.discard(event.ratifier)
         if event.vote is not None:
             attempt.collector.add_vote(event.vote)
-        elif (
-            event.reason == "stale epoch"
-            and attempt.stale_from is None
-            and event.ratifier != self.peer_id  # we know our own roster
-        ):
-            attempt.stale_from = event.ratifier
+        else:
+            attempt.refusals[event.ratifier] = event.reason or "no answer"
+            if (
+                event.reason == "stale epoch"
+                and attempt.stale_from is None
+                and event.ratifier != self.peer_id  # we know our own roster
+            ):
+                attempt.stale_from = event.ratifier
         if attempt.certifying:
             return []
         certificate = attempt.collector.certificate
@@ -560,6 +638,13 @@ class ChatEngine:
             item = self.outbox.remove(effect.message_hash)
             origin = effect.message_hash if item is None else item.origin
             return [Abandoned(effect.group_id, origin, effect.reason)]
+        if isinstance(effect, _Cancelled):
+            # The attempt goes too, so a vote arriving later finds nothing to complete.
+            self._attempts.pop(effect.message_hash, None)
+            cancelled = self.outbox.remove(effect.message_hash)
+            if cancelled is None:
+                return []
+            return [Abandoned(effect.group_id, cancelled.origin, CANCELLED)]
         if isinstance(effect, _Voted):
             view = self._groups.get(effect.group_id)
             if (

@@ -44,6 +44,36 @@ class QueuedMessage:
         return self.packet.message_hash
 
 
+@attrs.frozen
+class Refusal:
+    """A ratifier's refusal to vote in the current attempt, with its reason."""
+
+    ratifier: PeerID
+    reason: str
+
+
+@attrs.frozen
+class OutboxView:
+    """A read-only snapshot of one queued message (``ChatEngine.outbox_snapshot``)."""
+
+    group_id: bytes
+    message_hash: bytes
+    #: The hash the content was first written under (what ``send`` answered).
+    origin: bytes
+    #: When the message was written (its ``time_stamp``, ms) and how long ago.
+    written_at: int
+    age: int
+    #: Attempts that ended without a quorum so far.
+    failures: int
+    in_flight: bool
+    #: When the next attempt is due (ms); None while one is in flight.
+    next_at: int | None
+    #: The current attempt's ratifiers: those that voted, refused, or have not answered.
+    voted: tuple[PeerID, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+    waiting: tuple[PeerID, ...] = ()
+
+
 @attrs.define
 class Outbox:
     """The schedule of the queued messages, by message hash."""

@@ -61,7 +61,8 @@ class PutVote:
 
 @attrs.frozen
 class OutboxDone:
-    """The message leaves the outbox (ratified, or written again under another hash)."""
+    """The message leaves the outbox (ratified, written again under another hash, dropped, or
+    cancelled by the user); its row stays."""
 
     group_id: bytes
     message_hash: bytes
