@@ -33,12 +33,22 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-import attrs
-
 from ...errors import ProtocolError
 from ...identity import KeyPair, PeerID
 from . import cbor, crypto
 from .author import write_message, write_roster_change
+from .engine_records import (
+    Attempt,
+    EngineConfig,
+    _Accepted,
+    _Cancelled,
+    _Dropped,
+    _Expired,
+    _GroupAdded,
+    _Queued,
+    _Voted,
+    outbox_snapshot,
+)
 from .events import (
     Abandoned,
     Action,
@@ -50,7 +60,6 @@ from .events import (
     Connected,
     Deliver,
     Disconnected,
-    Effect,
     Event,
     FetchMissing,
     HeadsAnswered,
@@ -64,14 +73,14 @@ from .events import (
     VoteAnswered,
 )
 from .fetch import MAX_FETCH
-from .genesis import SignedGenesis, new_group
+from .genesis import SignedGenesis
 from .group_state import GroupState
+from .membership import accept_rows, join_rows, new_group_rows
 from .outbox import Outbox, OutboxView, Refusal
 from .packet import Packet, make_vote
 from .quorum import QuorumCollector
 from .roster import History, Member, Role
 from .txn import (
-    AddGroup,
     DropPending,
     OutboxDone,
     PutEpochKey,
@@ -104,92 +113,6 @@ logger = logging.getLogger(__name__)
 ROSTER: Final = "roster"
 
 
-@attrs.frozen
-class EngineConfig:
-    """The engine's policy; every time is in milliseconds."""
-
-    retry_initial: int = 1_000
-    retry_max: int = 30_000
-    #: A ratification attempt without a quorum after this long has failed.
-    attempt_timeout: int = 12_000
-    #: How often to compare heads with every connected member.
-    sync_interval: int = 30_000
-    #: Attempts of queued messages in flight at once.
-    outbox_concurrency: int = 16
-    #: §6 "Quotas": another author's messages a ratifier holds pending (voted, not certified),
-    #: per author and group, in count and in encoded bytes.
-    pending_max_count: int = 64
-    pending_max_bytes: int = 4 * 1024 * 1024
-    #: A pending message of another author not certified within this long is deleted.
-    pending_ttl: int = 24 * 60 * 60 * 1000
-
-
-# -- effects: what a commit changes in memory -----------------------------------------------------
-
-
-@attrs.frozen
-class _GroupAdded(Effect):
-    view: GroupView
-
-
-@attrs.frozen
-class _Accepted(Effect):
-    group_id: bytes
-    packet: Packet
-    keys: dict[int, bytes]
-    deliver: bool
-
-
-@attrs.frozen
-class _Queued(Effect):
-    group_id: bytes
-    packet: Packet
-    origin: bytes
-    replaces: bytes | None = None
-
-
-@attrs.frozen
-class _Voted(Effect):
-    group_id: bytes
-    message_hash: bytes
-    #: Counted against its author's quota (another author's non-roster message).
-    pending: PendingVote | None = None
-
-
-@attrs.frozen
-class _Expired(Effect):
-    group_id: bytes
-    message_hashes: tuple[bytes, ...]
-
-
-@attrs.frozen
-class _Dropped(Effect):
-    group_id: bytes
-    message_hash: bytes
-    reason: str
-
-
-@attrs.frozen
-class _Cancelled(Effect):
-    group_id: bytes
-    message_hash: bytes
-
-
-@attrs.define
-class _Attempt:
-    """One round of asking the ratifiers of an epoch for votes on one of our messages."""
-
-    group_id: bytes
-    packet: Packet
-    collector: QuorumCollector
-    waiting: set[PeerID]
-    deadline: int
-    stale_from: PeerID | None = None
-    certifying: bool = False
-    #: The ratifiers that refused to vote in this attempt, with their reasons.
-    refusals: dict[PeerID, str] = attrs.field(factory=dict)
-
-
 class ChatEngine:
     """The chat logic of one node (see the module's theory of operation)."""
 
@@ -204,7 +127,7 @@ class ChatEngine:
         self.outbox = Outbox(
             self.config.retry_initial, self.config.retry_max, self.config.outbox_concurrency
         )
-        self._attempts: dict[bytes, _Attempt] = {}
+        self._attempts: dict[bytes, Attempt] = {}
         self._connected: set[PeerID] = set()
         self._next_sync: int | None = None
 
@@ -240,35 +163,7 @@ class ChatEngine:
     def outbox_snapshot(self, now: int, group_id: bytes | None = None) -> list[OutboxView]:
         """Our queued messages (of ``group_id``, or all), oldest first: their schedule and,
         for an attempt in flight, which ratifiers voted, refused or have not answered."""
-        views: list[OutboxView] = []
-        for item in self.outbox:
-            if group_id is not None and item.group_id != group_id:
-                continue
-            written = item.packet.message.time_stamp
-            attempt = self._attempts.get(item.message_hash)
-            voted: tuple[PeerID, ...] = ()
-            refused: tuple[Refusal, ...] = ()
-            waiting: tuple[PeerID, ...] = ()
-            if attempt is not None:
-                voted = tuple(sorted(v.ratifier for v in attempt.collector.votes))
-                refused = tuple(Refusal(p, r) for p, r in sorted(attempt.refusals.items()))
-                waiting = tuple(sorted(attempt.waiting))
-            views.append(
-                OutboxView(
-                    group_id=item.group_id,
-                    message_hash=item.message_hash,
-                    origin=item.origin,
-                    written_at=written,
-                    age=max(0, now - written),
-                    failures=item.failures,
-                    in_flight=item.in_flight,
-                    next_at=None if item.in_flight else item.next_at,
-                    voted=voted,
-                    refused=refused,
-                    waiting=waiting,
-                )
-            )
-        return sorted(views, key=lambda v: (v.written_at, v.message_hash))
+        return outbox_snapshot(self.outbox, self._attempts, now, group_id)
 
     def my_member_entry(self, role: Role) -> Member:
         return Member(self.peer_id, role, self.hpke.kem, self.hpke.public_bytes())
@@ -341,24 +236,10 @@ class ChatEngine:
         Raises:
             ValueError: a bad name, quorum or history setting.
         """
-        signed = new_group(
-            self.identity,
-            name,
-            [self.my_member_entry(Role.RATIFIER)],
-            quorum=quorum,
-            history=history,
-            now_ms=now,
-            nonce=nonce,
+        view, txn = new_group_rows(
+            self.identity, self.my_member_entry(Role.RATIFIER), name, quorum, history, now, nonce
         )
-        key = crypto.new_epoch_key()
-        view = GroupView(signed, GroupState.from_genesis(signed), {0: key})
-        txn = Transaction(
-            (
-                AddGroup(signed.group_id, signed.encode(), now),
-                PutEpochKey(signed.group_id, 0, key),
-            )
-        )
-        return signed.group_id, Commit(txn, _GroupAdded(view))
+        return view.group_id, Commit(txn, _GroupAdded(view))
 
     def join(self, group_id: bytes, body: Mapping[str, Any], now: int) -> Commit | None:
         """Join with a ``pktR`` body (genesis and roster chain); None if already held.
@@ -368,29 +249,8 @@ class ChatEngine:
         """
         if group_id in self._groups:
             return None
-        try:
-            signed = SignedGenesis.from_cbor(body["genesis"])
-            rosters = body["rosters"]
-            if not isinstance(rosters, list):
-                raise ChatError("the roster chain is not a list")
-            packets = [Packet.from_cbor(p) for p in rosters]
-            if signed.group_id != group_id or not signed.verify():
-                raise ChatError("the genesis does not match the group id or its signature")
-            state = GroupState.from_chain(signed, packets)
-        except (KeyError, TypeError, ProtocolError) as exc:
-            raise ChatError(f"the group's roster chain does not verify: {exc}") from exc
-        if not state.is_member(self.peer_id, state.current_epoch):
-            raise ChatError("we are not a member of that group (ask its owner for an invite)")
-        view = GroupView(signed, state)
-        operations: list[AddGroup | PutPacket | PutRoster | PutEpochKey] = [
-            AddGroup(group_id, signed.encode(), now)
-        ]
-        for packet in state.roster_packets:
-            keys = unwrap_keys(view, packet, self.hpke, self.peer_id)
-            view.epoch_keys.update(keys)
-            view.hold(packet)
-            operations += self._accept_rows(group_id, packet, keys, now)
-        return Commit(Transaction(tuple(operations)), _GroupAdded(view))
+        view, txn = join_rows(group_id, body, self.hpke, self.peer_id, now)
+        return Commit(txn, _GroupAdded(view))
 
     def author(
         self,
@@ -733,7 +593,7 @@ class ChatEngine:
         roster = view.state.roster(epoch)
         collector = QuorumCollector(view.group_id, epoch, packet.message_hash, roster)
         ratifiers = sorted(roster.ratifiers)
-        self._attempts[packet.message_hash] = _Attempt(
+        self._attempts[packet.message_hash] = Attempt(
             view.group_id, packet, collector, set(ratifiers), now + self.config.attempt_timeout
         )
         return [AskVote(view.group_id, packet, ratifier) for ratifier in ratifiers]
@@ -750,21 +610,12 @@ class ChatEngine:
 
     # -- accepting certified messages ----------------------------------------------------------
 
-    def _accept_rows(
-        self, group_id: bytes, packet: Packet, keys: dict[int, bytes], now: int
-    ) -> list[PutPacket | PutRoster | PutEpochKey]:
-        rows: list[PutPacket | PutRoster | PutEpochKey] = [PutPacket(packet, received_at=now)]
-        if packet.message.message_type == ROSTER:
-            rows.append(PutRoster(group_id, packet.message.epoch + 1, packet.encode()))
-            rows += [PutEpochKey(group_id, e, k) for e, k in sorted(keys.items())]
-        return rows
-
     def _accept(self, view: GroupView, packet: Packet, now: int, *, deliver: bool) -> Commit:
         keys: dict[int, bytes] = {}
         if packet.message.message_type == ROSTER:
             keys = unwrap_keys(view, packet, self.hpke, self.peer_id)
         operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone] = []
-        operations += self._accept_rows(view.group_id, packet, keys, now)
+        operations += accept_rows(view.group_id, packet, keys, now)
         if packet.message.author == self.peer_id:
             operations.append(OutboxDone(view.group_id, packet.message_hash))
         effect = _Accepted(view.group_id, packet, keys, deliver)
