@@ -66,3 +66,28 @@ async def test_members_of_our_groups_are_protected_by_the_host(tmp_path: Path) -
         assert not alice.chat.host.is_protected(carol.peer_id)
         await alice.chat.remove(group_id, bob.peer_id)
         assert not alice.chat.host.is_protected(bob.peer_id)
+
+
+async def test_a_ratifier_restarted_on_a_new_port_is_found_there(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, *STAR, hub="alice") as cluster:
+        alice, bob, carol, dave = cluster.peers
+        group_id = await alice.chat.create_group("moving")
+        for peer, role in ((bob, Role.RATIFIER), (carol, Role.RATIFIER), (dave, Role.USER)):
+            await alice.chat.invite(group_id, peer.peer_id, role)
+            await peer.chat.join(group_id, alice.peer_id)
+        with trio.fail_after(15):
+            await dave.chat.send(group_id, "before the move")
+        # carol goes away, so a quorum (2 of 3) now needs bob; bob comes back on another port,
+        # which only alice learns (bob dials her, she identifies him).
+        await carol.stop()
+        await bob.stop()
+        old_port = bob.port
+        bob.port = 0
+        await bob.start()
+        assert bob.port != old_port
+        with trio.fail_after(20):
+            message = await dave.chat.send(group_id, "after the move", wait=False)
+            await bob.chat.wait_ratified(group_id, message)
+            await dave.chat.wait_ratified(group_id, message)
+        known = dave.chat.host.peer_store.addrs(bob.peer_id, trio.current_time())
+        assert bob.chat.host.listen_addrs[0] in known

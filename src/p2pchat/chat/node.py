@@ -584,7 +584,7 @@ async def open_chat_node(
         node._addresses = addresses
         node._protect_members()
         runtime.attach(
-            ratify=RatifyService(runtime, clients, ratify_nursery),
+            ratify=RatifyService(runtime, clients, ratify_nursery, addresses),
             deliver=DeliverService(
                 clients,
                 deliver_nursery,

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 #: Records in one ``addrR`` (ours first, then ratifiers, then the other members).
 MAX_RECORDS: Final = 128
+#: After a member could not be reached: at most one refresh per group this often (seconds),
+#: asking at most this many connected members.
+REFRESH_INTERVAL: Final = 5.0
+REFRESH_PEERS: Final = 3
 
 
 def records_for(host: Host, view: GroupView, asker: PeerID) -> list[bytes]:
@@ -54,6 +58,28 @@ class AddressBook:
     def __init__(self, host: Host, clients: ClientPool) -> None:
         self._host = host
         self._clients = clients
+        self._refreshed: dict[bytes, float] = {}
+
+    async def refresh(self, view: GroupView, unreachable: PeerID) -> int:
+        """``unreachable`` (a member) could not be dialed: it may have moved. Ask up to
+        :data:`REFRESH_PEERS` connected members for the group's records, at most once per
+        :data:`REFRESH_INTERVAL` per group; return how many records were new."""
+        now = trio.current_time()
+        if now - self._refreshed.get(view.group_id, -REFRESH_INTERVAL) < REFRESH_INTERVAL:
+            return 0
+        self._refreshed[view.group_id] = now
+        members = {m.peer for m in view.state.current_roster.members}
+        connected = [
+            p
+            for p in self._host.connected_peers()
+            if p in members and p not in (unreachable, self._host.peer_id)
+        ]
+        kept = 0
+        for peer in sorted(connected)[:REFRESH_PEERS]:
+            kept += await self.exchange(view, peer)
+        if kept:
+            logger.info("learnt %d member addresses after %s was unreachable", kept, unreachable)
+        return kept
 
     async def exchange(self, view: GroupView, peer: PeerID) -> int:
         """Ask ``peer`` for the group's member records; return how many were new."""

@@ -16,6 +16,7 @@ from ...errors import DecodeError
 from ..core.engine import ChatError
 from ..core.events import AskVote, VoteAnswered
 from ..core.packet import Vote
+from .addresses import AddressBook
 from .clients import ClientPool, QueryRefusedError
 from .dispatch import Refusal
 from .runtime import Runtime, now_ms
@@ -24,10 +25,17 @@ logger = logging.getLogger(__name__)
 
 
 class RatifyService:
-    def __init__(self, runtime: Runtime, clients: ClientPool, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        clients: ClientPool,
+        nursery: trio.Nursery,
+        addresses: AddressBook | None = None,
+    ) -> None:
         self._runtime = runtime
         self._clients = clients
         self._nursery = nursery
+        self._addresses = addresses
 
     def start(self, action: AskVote) -> None:
         self._nursery.start_soon(self._ask, action)
@@ -35,6 +43,7 @@ class RatifyService:
     async def _ask(self, action: AskVote) -> None:
         vote: Vote | None = None
         reason: str | None = None
+        unreachable = False
         packet = action.packet
         if action.ratifier == self._runtime.peer_id:
             try:
@@ -50,10 +59,17 @@ class RatifyService:
             except QueryRefusedError as exc:
                 logger.debug("no vote from %s: %s", action.ratifier, exc)
                 reason = exc.reason
-            except (ChatError, KeyError, TypeError, DecodeError) as exc:
+            except ChatError as exc:
+                logger.debug("no vote from %s: %s", action.ratifier, exc)
+                unreachable = True
+            except (KeyError, TypeError, DecodeError) as exc:
                 logger.debug("no vote from %s: %s", action.ratifier, exc)
         await self._runtime.handle(
             VoteAnswered(
                 action.group_id, packet.message_hash, action.ratifier, vote, reason, now_ms()
             )
         )
+        view = self._runtime.engine.find(action.group_id)
+        if unreachable and self._addresses is not None and view is not None:
+            # It may have moved: the next attempt dials what the other members know now.
+            await self._addresses.refresh(view, action.ratifier)
