@@ -104,3 +104,23 @@ async def test_the_peers_connected_at_stop_are_saved_and_loaded_at_the_next_star
             async with running(tmp_path / "bob", control=False) as bob:
                 assert [p.peer_id for p in bob.known_peers.peers()] == [alice.peer_id]
                 await bob.host.connect(alice.peer_id)  # by the address the file gave
+
+
+async def test_a_member_who_is_not_the_owner_is_told_so_before_anything_else(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            running(tmp_path / "alice") as alice,
+            running(tmp_path / "bob") as bob,
+            open_control(tmp_path / "bob") as client,
+        ):
+            group_id = await alice.chat.create_group("owned")
+            await alice.chat.invite(group_id, bob.host.addrs[0], "user")
+            await bob.chat.join(group_id, alice.peer_id)
+            stranger = "12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB"  # no address known
+            with pytest.raises(RemoteCommandError) as info:
+                await client.call("group.invite", group=group_id.hex(), peer=stranger)
+            assert str(info.value) == (
+                f"only the group's owner can invite; its owner is {alice.peer_id}"
+            )

@@ -139,8 +139,9 @@ async def test_a_non_member_can_neither_read_nor_send(tmp_path: Path) -> None:
         group_id = await five_node_group(cluster)
         secret = b"members only"
         message_hash = await user.chat.send(group_id, secret)
-        with pytest.raises(ChatError, match="unknown group"):
+        with pytest.raises(ChatError, match="does not count us among the members") as refused:
             await outsider.chat.join(group_id, owner.peer_id)
+        assert "ask the group's owner to invite this node" in str(refused.value)
         async with open_chat(outsider.chat.host, owner.peer_id) as client:
             history = await client.query("dht", {"group_id": group_id, "cursor": 0})
             assert (history.ok, history.reason) == (False, "unknown group")

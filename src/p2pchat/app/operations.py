@@ -267,6 +267,9 @@ async def op_group_create(node: Daemon, request: dict[str, Any], emit: Emit) -> 
 
 async def op_group_invite(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
     group_id = _group_arg(node, request)
+    owner = node.chat.group_state(group_id).owner
+    if owner != node.chat.peer_id:  # say so before anything about the invitee
+        raise DaemonError(f"only the group's owner can invite; its owner is {owner}")
     target = _target_arg(node, request, "peer")
     role_text = request.get("role", "user")
     try:

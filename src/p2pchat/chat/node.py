@@ -275,7 +275,16 @@ class ChatNode:
         """
         if self.engine.find(group_id) is not None:
             return
-        body = await self._query(via, "pkt", {"group_id": group_id})
+        try:
+            body = await self._query(via, "pkt", {"group_id": group_id})
+        except QueryRefusedError as exc:
+            if exc.reason != "unknown group":
+                raise
+            raise ChatError(
+                f"{_peer_text(via)} does not count us among the members of group "
+                f"{group_id.hex()[:16]}: ask the group's owner to invite this node, then join "
+                "through the owner or another member"
+            ) from None
         commit = self.engine.join(group_id, body, now_ms())
         if commit is None:
             return
@@ -523,6 +532,11 @@ class ChatNode:
         async with trio.open_nursery() as nursery:
             for peer in sorted(peers):
                 nursery.start_soon(one, peer)
+
+
+def _peer_text(peer: PeerID | Multiaddr) -> str:
+    target = peer.peer_id if isinstance(peer, Multiaddr) else peer
+    return str(target if target is not None else peer)
 
 
 def _decode_row(row: StoredMessage) -> Packet:
