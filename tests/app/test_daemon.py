@@ -124,3 +124,21 @@ async def test_a_member_who_is_not_the_owner_is_told_so_before_anything_else(
             assert str(info.value) == (
                 f"only the group's owner can invite; its owner is {alice.peer_id}"
             )
+
+
+async def test_connect_says_when_it_reuses_a_live_connection_instead_of_dialing(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            running(tmp_path / "alice", control=False) as alice,
+            running(tmp_path / "bob"),
+            open_control(tmp_path / "bob") as client,
+        ):
+            first = await client.call("connect", peer=str(alice.host.addrs[0]))
+            assert first == {"peer_id": str(alice.peer_id), "already_connected": False}
+            nowhere = f"/ip4/127.0.0.1/tcp/9/p2p/{alice.peer_id}"  # nothing listens there
+            again = await client.call("connect", peer=nowhere)
+            assert again["already_connected"] is True
+            assert again["via"] is not None
+            assert str(alice.host.addrs[0]).startswith(again["via"])

@@ -237,9 +237,19 @@ async def op_peers(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[st
 
 async def op_connect(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
     target = _target_arg(node, request, "peer")
+    existing = node.host.connection(_peer_of(target))
+    if existing is not None:
+        # A live connection is reused, so an address given now is not dialed: say so, rather
+        # than report a connection to an address that may not answer.
+        via = existing.remote_addr
+        return {
+            "peer_id": str(existing.remote_peer),
+            "already_connected": True,
+            "via": None if via is None else str(via),
+        }
     conn = await node.host.connect(target)
     node.known_peers.changed()
-    return {"peer_id": str(conn.remote_peer)}
+    return {"peer_id": str(conn.remote_peer), "already_connected": False}
 
 
 async def op_ping(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:

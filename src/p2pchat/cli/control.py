@@ -73,7 +73,13 @@ def cmd_connect(args: argparse.Namespace) -> int:
         ControlError: no node runs, or the node could not connect (its reason).
     """
     answer = call(args, "connect", peer=args.peer)
-    print(f"connected to {clean(answer['peer_id'])}")
+    peer = clean(answer["peer_id"])
+    if answer.get("already_connected"):
+        via = answer.get("via")
+        where = f" (via {clean(via)})" if isinstance(via, str) else ""
+        print(f"already connected to {peer}{where}; no new connection was dialed")
+    else:
+        print(f"connected to {peer}")
     return 0
 
 
