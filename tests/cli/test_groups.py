@@ -261,3 +261,19 @@ async def test_the_outbox_lists_a_waiting_message_and_cancel_withdraws_it(tmp_pa
             1,
             "p2pchat: error: no such message in the outbox\n",
         )
+
+
+async def test_a_viewers_chat_session_stays_open_and_says_why_a_line_was_not_sent(
+    tmp_path: Path,
+) -> None:
+    alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
+    async with running_node(alice_dir) as alice, running_node(bob_dir) as bob:
+        created = (await ok(alice_dir, "group", "create", "news", "--json")).json()
+        group = created["group_id"]
+        await ok(alice_dir, "group", "invite", "news", str(bob.addr), "viewer")
+        await ok(bob_dir, "group", "join", group, str(alice.addr))
+        chat = await cli(bob_dir, "chat", "news", stdin=b"may I speak?\nand now?\n")
+        assert chat.returncode == 0, chat.stderr
+        refusals = [line for line in chat.stderr.splitlines() if "not sent" in line]
+        assert len(refusals) == 2  # both lines refused, the session read both
+        assert "does not allow sending" in refusals[0]

@@ -16,6 +16,7 @@ from typing import Final
 import trio
 
 from ..app.control import open_control
+from ..app.control_protocol import RemoteCommandError
 from .common import Command, UsageError, data_dir, run_trio, start_logging
 from .render import PeerLabels, clean, format_message
 
@@ -66,7 +67,11 @@ async def _chat(args: argparse.Namespace) -> None:
                 text = line.rstrip("\r\n")
                 if not text.strip():
                     continue
-                answer = await control.call("send", group=group_id, text=text, wait=False)
+                try:
+                    answer = await control.call("send", group=group_id, text=text, wait=False)
+                except RemoteCommandError as exc:  # e.g. a viewer: the session stays, read-only
+                    print(f"p2pchat: not sent: {clean(str(exc))}", file=sys.stderr, flush=True)
+                    continue
                 if answer["message_hash"] not in ratified:
                     mine_pending.add(answer["message_hash"])
                     settled = trio.Event()
