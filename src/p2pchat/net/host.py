@@ -59,7 +59,15 @@ from .resources import (
     ResourceUsage,
 )
 from .secure import HandshakeError
-from .tcp import TransportError, dial_tcp, listen_tcp, listener_multiaddr, remote_multiaddr
+from .tcp import (
+    TransportError,
+    dial_tcp,
+    expand_wildcard,
+    interface_addresses,
+    listen_tcp,
+    listener_multiaddr,
+    remote_multiaddr,
+)
 from .upgrade import upgrade
 
 logger = logging.getLogger(__name__)
@@ -471,7 +479,10 @@ class Host:
         retries accept after the errors that mean "out of resources" (EMFILE and the like).
         """
         listeners = await listen_tcp(addr)
-        task_status.started([listener_multiaddr(listener) for listener in listeners])
+        bound = [listener_multiaddr(listener) for listener in listeners]
+        # A wildcard (0.0.0.0, ::) is shown and advertised as the addresses others can dial.
+        interfaces = interface_addresses()
+        task_status.started([a for b in bound for a in expand_wildcard(b, interfaces)])
         await trio.serve_listeners(self._accept_one, listeners)
 
     async def _accept_one(self, tcp: trio.SocketStream) -> None:

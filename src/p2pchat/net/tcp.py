@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+from collections.abc import Iterable
+from typing import Final
 
 import trio
 
 from ..errors import P2PChatError
 from ..multiaddr import Multiaddr, tcp_host_port, tcp_multiaddr
+
+_SIOCGIFADDR: Final = 0x8915  # linux/sockios.h
 
 
 class TransportError(P2PChatError):
@@ -67,6 +73,49 @@ def listener_multiaddr(listener: trio.SocketListener) -> Multiaddr:
     if scoped and "%" not in host:
         host = f"{host}%{sockname[3]}"
     return tcp_multiaddr(host, port)
+
+
+def interface_addresses() -> list[str]:
+    """This machine's interface addresses (IPv4, then IPv6 without link-local ones), loopback
+    included; read from the kernel (Linux: ``SIOCGIFADDR``, ``/proc/net/if_inet6``). Where they
+    cannot be read, the loopback addresses."""
+    found: list[str] = []
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            for _index, name in socket.if_nameindex():
+                request = struct.pack("256s", name.encode()[:15])
+                try:
+                    reply = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
+                except OSError:
+                    continue  # no IPv4 address on this interface
+                found.append(socket.inet_ntoa(reply[20:24]))
+    except OSError:
+        pass
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) >= 4 and fields[3] != "20":  # scope 0x20: link-local
+                    raw = bytes.fromhex(fields[0])
+                    found.append(socket.inet_ntop(socket.AF_INET6, raw))
+    except (OSError, ValueError):
+        pass
+    return list(dict.fromkeys(found)) or ["127.0.0.1", "::1"]
+
+
+def expand_wildcard(addr: Multiaddr, interfaces: Iterable[str]) -> list[Multiaddr]:
+    """A bound ``/ip4/0.0.0.0/tcp/<port>`` (or ``/ip6/::/...``) as the addresses others can
+    dial: one per interface address of that family; any other address as it is."""
+    target = tcp_host_port(addr)
+    if target is None or target.host not in ("0.0.0.0", "::"):
+        return [addr]
+    family = socket.AF_INET if target.host == "0.0.0.0" else socket.AF_INET6
+    out = []
+    for ip in interfaces:
+        is_v4 = ":" not in ip
+        if (family == socket.AF_INET) == is_v4:
+            out.append(tcp_multiaddr(ip, target.port))
+    return out or [addr]
 
 
 def remote_multiaddr(stream: trio.SocketStream) -> Multiaddr | None:
