@@ -303,7 +303,8 @@ class MdnsService:
 
     def announced_addrs(self) -> list[Multiaddr]:
         """The host's addresses as we announce them: dialable TCP only, an unspecified
-        address replaced by the interface's, loopback only on a loopback interface."""
+        address replaced by the interface's, loopback only on a loopback interface, and only
+        loopback addresses there."""
         out: list[Multiaddr] = []
         loopback = self._interface.is_loopback
         for addr in self.host.listen_addrs:
@@ -311,9 +312,12 @@ class MdnsService:
             if target is None:
                 continue
             try:
-                unspecified = ipaddress.ip_address(target.host.split("%")[0]).is_unspecified
+                ip = ipaddress.ip_address(target.host.split("%")[0])
             except ValueError:
-                unspecified = False
+                ip = None
+            unspecified = ip is not None and ip.is_unspecified
+            if loopback and ip is not None and not (ip.is_loopback or unspecified):
+                continue  # on a loopback interface, only what is reachable on it
             if unspecified:
                 if target.family != socket.AF_INET or self.interface_address is None:
                     continue
