@@ -19,6 +19,7 @@ from p2pchat.chat.core.packet import (
     make_vote,
     sha256,
 )
+from p2pchat.chat.core.txn import OutboxDone, Transaction
 from p2pchat.chat.store import (
     CERTIFICATE_KEY_OVERHEAD,
     LOCK_FILE,
@@ -41,14 +42,11 @@ async def test_groups_round_trip(store: ChatStore) -> None:
     one = await store.get_group(G1)
     assert one is not None
     assert (one.genesis, one.joined_at, one.settings) == (b"genesis-1", 1, b"")
-    await store.set_group_settings(G1, b"\xa0")
     assert [(g.group_id, g.settings) for g in await store.list_groups()] == [
-        (G1, b"\xa0"),
+        (G1, b""),
         (G2, b"\xa1aa\x01"),
     ]
     assert await store.get_group(sha256(b"nope")) is None
-    with pytest.raises(UnknownGroupError):
-        await store.set_group_settings(sha256(b"nope"), b"")
     with pytest.raises(ValueError, match="32 bytes"):
         await store.add_group(b"short", b"g", joined_at=1)
 
@@ -254,53 +252,19 @@ async def test_one_roster_vote_per_epoch(store: ChatStore) -> None:
     assert await store.get_vote(G1, mh(2)) is None
 
 
-async def test_packet_and_vote_commit_together_in_one_transaction(store: ChatStore) -> None:
-    packet = make_packet(b"vote on me")
-    before = store.statistics().transactions
-    assert await store.put_packet_and_vote(packet, b"vote-1", received_at=7) == b"vote-1"
-    assert store.statistics().transactions == before + 1
-    held = await store.get_message(G1, packet.message_hash)
-    assert held is not None
-    assert held.status is MessageStatus.PENDING
-    assert await store.get_vote(G1, packet.message_hash) == b"vote-1"
-    # Asked again: the packet is already held and the first vote is returned.
-    assert await store.put_packet_and_vote(packet, b"vote-2", received_at=8) == b"vote-1"
-
-
-async def test_a_refused_roster_vote_leaves_its_packet_unstored(store: ChatStore) -> None:
-    first, second = make_packet(b"roster a"), make_packet(b"roster b")
-    assert await store.put_packet_and_vote(first, b"a", received_at=1, roster=True) == b"a"
-    with pytest.raises(VoteConflictError):
-        await store.put_packet_and_vote(second, b"b", received_at=2, roster=True)
-    assert await store.get_message(G1, second.message_hash) is None
-    assert await store.get_vote(G1, second.message_hash) is None
-
-
 # -- outbox -----------------------------------------------------------------------------------
 
 
 async def test_outbox_lifecycle(store: ChatStore) -> None:
-    assert await store.outbox_next_at() is None
+    # A message enters the outbox with its packet (one transaction) and leaves by OutboxDone.
     await put(store, 1, certificate=None, outbox_at=100)
-    await put(store, 2, certificate=None)
-    assert await store.outbox_add(G1, mh(2), now=50, next_at=150)
-    assert not await store.outbox_add(G1, mh(2), now=60)
-    with pytest.raises(UnknownMessageError):
-        await store.outbox_add(G1, mh(3), now=60)
-    assert await store.outbox_next_at() == 100
+    await put(store, 2, certificate=None, outbox_at=150)
     assert await store.outbox_due(99) == []
     due = await store.outbox_due(100)
     assert [(e.message_hash, e.attempts, e.created_at) for e in due] == [(mh(1), 0, 2001)]
-    assert await store.outbox_retry(G1, mh(1), 200)
-    assert [e.message_hash for e in await store.outbox_due(160)] == [mh(2)]
-    due = await store.outbox_due(200)
-    assert [(e.message_hash, e.attempts, e.next_attempt_at) for e in due] == [
-        (mh(2), 0, 150),
-        (mh(1), 1, 200),
-    ]
-    assert await store.outbox_done(G1, mh(1))
-    assert not await store.outbox_done(G1, mh(1))
-    assert not await store.outbox_retry(G1, mh(1), 300)
+    assert [e.message_hash for e in await store.outbox_due(200)] == [mh(1), mh(2)]
+    await store.commit(Transaction((OutboxDone(G1, mh(1)),)))
+    await store.commit(Transaction((OutboxDone(G1, mh(1)),)))  # done twice: no error
     assert [e.message_hash for e in await store.outbox_due(10**6)] == [mh(2)]
 
 

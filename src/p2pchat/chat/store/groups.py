@@ -22,7 +22,6 @@ __all__ = [
     "put_hpke_key",
     "put_roster",
     "require_group",
-    "set_group_settings",
 ]
 
 
@@ -45,17 +44,6 @@ def add_group(
         (group_id, genesis, joined_at, settings),
     )
     return cur.rowcount == 1
-
-
-def set_group_settings(conn: sqlite3.Connection, group_id: bytes, settings: bytes) -> None:
-    """Replace a group's settings.
-
-    Raises:
-        UnknownGroupError: the group is not held.
-    """
-    cur = conn.execute("UPDATE groups SET settings = ? WHERE group_id = ?", (settings, group_id))
-    if cur.rowcount != 1:
-        raise UnknownGroupError(f"unknown group {group_id.hex()}")
 
 
 def get_group(conn: sqlite3.Connection, group_id: bytes) -> GroupRecord | None:

@@ -139,16 +139,6 @@ class ChatStore:
         )
         return await self._write(op, len(genesis) + len(settings))
 
-    async def set_group_settings(self, group_id: bytes, settings: bytes) -> None:
-        """Replace a group's local settings (opaque CBOR).
-
-        Raises:
-            UnknownGroupError: the group is not held.
-        """
-        check_hash(group_id, "group_id")
-        op = functools.partial(groups.set_group_settings, group_id=group_id, settings=settings)
-        await self._write(op, len(settings))
-
     async def get_group(self, group_id: bytes) -> GroupRecord | None:
         """The group's record, or None."""
         return await self._read(functools.partial(groups.get_group, group_id=group_id))
@@ -363,43 +353,6 @@ class ChatStore:
         )
         return await self._write(op, len(vote))
 
-    async def put_packet_and_vote(
-        self, packet: Packet, vote: bytes, *, received_at: int, roster: bool = False
-    ) -> bytes:
-        """Store ``packet`` (pending) and this node's vote for it in one transaction; return
-        the vote to send (an earlier vote for the same message, if one is held).
-
-        One durable commit instead of two before a ratifier answers ``mrat``. If the vote is
-        refused, the packet is not stored either.
-
-        Raises:
-            VoteConflictError: ``roster`` and another roster message of the epoch has a vote.
-            UnknownGroupError: the group is not held.
-            ValueError: the packet is larger than 1 MiB.
-        """
-        message = packet.message
-        group_id, message_hash = message.group_id, packet.message_hash
-        encoded = attrs.evolve(packet, certificate=None).encode()
-
-        def op(conn: sqlite3.Connection) -> bytes:
-            messages.insert_message(
-                conn,
-                group_id,
-                encoded,
-                message_hash,
-                epoch=message.epoch,
-                time_stamp=message.time_stamp,
-                author=message.author.to_bytes(),
-                received_at=received_at,
-                certificate=None,
-                outbox_at=None,
-            )
-            return messages.insert_vote(
-                conn, group_id, message_hash, message.epoch, vote, roster=roster
-            )
-
-        return await self._write(op, len(encoded) + len(vote))
-
     async def others_pending(self, group_id: bytes) -> list[StoredMessage]:
         """The group's pending messages that are not ours in the outbox (the votes of a
         ratifier not yet certified), oldest first.
@@ -416,50 +369,9 @@ class ChatStore:
 
     # -- outbox ---------------------------------------------------------------------------------
 
-    async def outbox_add(
-        self, group_id: bytes, message_hash: bytes, *, now: int, next_at: int | None = None
-    ) -> bool:
-        """Put a stored message in the outbox, due at ``next_at`` (default ``now``). Returns
-        False if it is already there (its schedule is kept).
-
-        Raises:
-            UnknownMessageError: the message is not stored.
-        """
-        check_hash(group_id, "group_id")
-        check_hash(message_hash, "message_hash")
-        check_uint(now, "now")
-        due = now if next_at is None else next_at
-        check_uint(due, "next_at")
-        op = functools.partial(
-            outbox.outbox_add, group_id=group_id, message_hash=message_hash, now=now, due=due
-        )
-        return await self._write(op)
-
     async def outbox_due(self, now: int, limit: int = 64) -> list[OutboxEntry]:
         """Outbox entries due at ``now``, earliest first."""
         return await self._read(functools.partial(outbox.outbox_due, now=now, limit=limit))
-
-    async def outbox_next_at(self) -> int | None:
-        """When the earliest outbox entry is due, or None if the outbox is empty."""
-        return await self._read(outbox.outbox_next_at)
-
-    async def outbox_retry(self, group_id: bytes, message_hash: bytes, next_at: int) -> bool:
-        """Count one more attempt and reschedule the entry at ``next_at``. Returns False if the
-        message is not in the outbox.
-
-        Raises:
-            ValueError: ``next_at`` is out of range.
-        """
-        check_uint(next_at, "next_at")
-        op = functools.partial(
-            outbox.outbox_retry, group_id=group_id, message_hash=message_hash, next_at=next_at
-        )
-        return await self._write(op)
-
-    async def outbox_done(self, group_id: bytes, message_hash: bytes) -> bool:
-        """Remove the entry (the message is ratified and delivered). Returns False if absent."""
-        op = functools.partial(outbox.outbox_done, group_id=group_id, message_hash=message_hash)
-        return await self._write(op)
 
 
 def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None], int]:
