@@ -6,7 +6,7 @@ which keeps expiry testable. Sizes are bounded so a peer cannot grow it without 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import attrs
@@ -21,6 +21,9 @@ TEMP_ADDR_TTL: Final = 2 * 60.0
 PERMANENT: Final = float("inf")
 MAX_ADDRS_PER_PEER: Final = 64
 MAX_PROTOCOLS_PER_PEER: Final = 128
+
+
+ProtocolsWatcher = Callable[[PeerID, tuple[str, ...]], None]
 
 
 @attrs.define
@@ -44,6 +47,22 @@ class PeerStore:
 
     def __init__(self) -> None:
         self._peers: dict[PeerID, PeerRecord] = {}
+        self._protocol_watchers: list[ProtocolsWatcher] = []
+
+    def watch_protocols(self, watcher: ProtocolsWatcher) -> Callable[[], None]:
+        """Call ``watcher(peer, protocols)`` each time a peer's protocols are set (identify,
+        identify push); returns the function that stops it.
+
+        The watcher runs inside :meth:`set_protocols`: it must be quick and must not raise
+        (the Kademlia service only queues the peer for its own task).
+        """
+        self._protocol_watchers.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._protocol_watchers:
+                self._protocol_watchers.remove(watcher)
+
+        return stop
 
     def _record(self, peer: PeerID) -> PeerRecord:
         record = self._peers.get(peer)
@@ -85,7 +104,10 @@ class PeerStore:
 
     def set_protocols(self, peer: PeerID, protocols: Iterable[str]) -> None:
         """Replace the protocols ``peer`` says it supports (at most 128 kept)."""
-        self._record(peer).protocols = tuple(protocols)[:MAX_PROTOCOLS_PER_PEER]
+        kept = tuple(protocols)[:MAX_PROTOCOLS_PER_PEER]
+        self._record(peer).protocols = kept
+        for watcher in list(self._protocol_watchers):
+            watcher(peer, kept)
 
     def protocols(self, peer: PeerID) -> tuple[str, ...]:
         """The protocols ``peer`` announced, if known."""
