@@ -7,19 +7,25 @@ each record (signed by its own peer, a member of the current roster, not us), ke
 which every later dial (a vote request to a ratifier, a delivery) picks them. Members ask when
 they join and whenever a connection to a member comes up, so a member that knows only the owner
 learns where the ratifiers it needs are.
+
+When no member can say where an unreachable member went, a **peer finder** (the Kademlia DHT's
+``find_peer``, set by the node's owner with :meth:`AddressBook.use_finder`) is asked, at most
+once per :data:`FIND_INTERVAL` per member (specs/kad.md §10).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
 
 from ...identity import PeerID
+from ...multiaddr import Multiaddr
 from ...net.host import Host
 from ...net.identify import signed_record
-from ...net.peerstore import CONNECTED_ADDR_TTL
+from ...net.peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL
 from ...records import RecordError, open_peer_record
 from ..core.view import ChatError, GroupView
 from .clients import ClientPool
@@ -32,6 +38,11 @@ MAX_RECORDS: Final = 128
 #: asking at most this many connected members.
 REFRESH_INTERVAL: Final = 5.0
 REFRESH_PEERS: Final = 3
+#: A member is looked up with the peer finder at most this often (seconds).
+FIND_INTERVAL: Final = 30.0
+
+#: Finds where a peer is (the DHT's ``find_peer``): its addresses, empty if not found.
+PeerFinder = Callable[[PeerID], Awaitable[list[Multiaddr]]]
 
 
 def records_for(host: Host, view: GroupView, asker: PeerID) -> list[bytes]:
@@ -59,6 +70,12 @@ class AddressBook:
         self._host = host
         self._clients = clients
         self._refreshed: dict[bytes, float] = {}
+        self._finder: PeerFinder | None = None
+        self._found: dict[PeerID, float] = {}
+
+    def use_finder(self, finder: PeerFinder | None) -> None:
+        """Ask ``finder`` where a member is when no member knows (None: stop asking)."""
+        self._finder = finder
 
     async def refresh(self, view: GroupView, unreachable: PeerID) -> int:
         """``unreachable`` (a member) could not be dialed: it may have moved. Ask up to
@@ -79,7 +96,21 @@ class AddressBook:
             kept += await self.exchange(view, peer)
         if kept:
             logger.info("learnt %d member addresses after %s was unreachable", kept, unreachable)
+        elif unreachable in members:
+            kept = await self._find(unreachable)
         return kept
+
+    async def _find(self, peer: PeerID) -> int:
+        """Ask the peer finder where ``peer`` is; file what it finds; how many addresses."""
+        now = trio.current_time()
+        if self._finder is None or now - self._found.get(peer, -FIND_INTERVAL) < FIND_INTERVAL:
+            return 0
+        self._found[peer] = now
+        addrs = await self._finder(peer)
+        if addrs:
+            self._host.peer_store.add_addrs(peer, addrs, TEMP_ADDR_TTL, trio.current_time())
+            logger.info("found %s in the DHT at %d addresses", peer, len(addrs))
+        return len(addrs)
 
     async def exchange(self, view: GroupView, peer: PeerID) -> int:
         """Ask ``peer`` for the group's member records; return how many were new."""
