@@ -81,6 +81,8 @@ def _file(host: Host, peer: PeerID, info: core.IdentifyInfo) -> None:
     store.add_addrs(peer, info.listen_addrs, CONNECTED_ADDR_TTL, trio.current_time())
     store.set_protocols(peer, info.protocols)
     store.set_agent(peer, info.agent_version, info.protocol_version)
+    if info.observed_addr is not None:
+        store.note_observed(peer, info.observed_addr)
     if info.signed_peer_record is not None:
         try:
             record, _ = open_peer_record(info.signed_peer_record)

@@ -24,6 +24,7 @@ MAX_PROTOCOLS_PER_PEER: Final = 128
 
 
 ProtocolsWatcher = Callable[[PeerID, tuple[str, ...]], None]
+ObservedWatcher = Callable[[PeerID, Multiaddr], None]
 
 
 @attrs.define
@@ -48,6 +49,7 @@ class PeerStore:
     def __init__(self) -> None:
         self._peers: dict[PeerID, PeerRecord] = {}
         self._protocol_watchers: list[ProtocolsWatcher] = []
+        self._observed_watchers: list[ObservedWatcher] = []
 
     def watch_protocols(self, watcher: ProtocolsWatcher) -> Callable[[], None]:
         """Call ``watcher(peer, protocols)`` each time a peer's protocols are set (identify,
@@ -69,6 +71,24 @@ class PeerStore:
         if record is None:
             record = self._peers[peer] = PeerRecord(peer)
         return record
+
+    def watch_observed(self, watcher: ObservedWatcher) -> Callable[[], None]:
+        """Call ``watcher(observer, addr)`` each time a peer tells us (identify's
+        ``observedAddr``) the address it sees us at; returns the function that stops it.
+        Nothing is stored here: the address manager (``net/autonat.py``) keeps what it needs.
+        The watcher must be quick and must not raise."""
+        self._observed_watchers.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._observed_watchers:
+                self._observed_watchers.remove(watcher)
+
+        return stop
+
+    def note_observed(self, observer: PeerID, addr: Multiaddr) -> None:
+        """``observer`` sees us at ``addr``: tell the watchers."""
+        for watcher in list(self._observed_watchers):
+            watcher(observer, addr)
 
     def get(self, peer: PeerID) -> PeerRecord | None:
         """The record of ``peer``, if any."""
