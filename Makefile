@@ -9,7 +9,7 @@ INTEROP_VENV := .venv-interop
 INTEROP_STAMP := $(INTEROP_VENV)/.installed
 PYLIBP2P_VERSION := 0.8.1
 
-.PHONY: run demo test check-slow lint typecheck unit venv interop-venv bench clean
+.PHONY: run demo test check-slow lint typecheck unit venv interop-venv bench clean netns-deps
 
 run: $(STAMP)
 	$(BIN)/p2pchat node
@@ -55,3 +55,8 @@ bench: $(STAMP) $(INTEROP_STAMP)
 
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# What the network-namespace tests need (iproute2 for namespaces and veths, nftables for the
+# NAT of tests/net/test_autonat_netns.py); without them those tests skip and say so. Needs root.
+netns-deps:
+	apt-get install -y --no-install-recommends iproute2 nftables
