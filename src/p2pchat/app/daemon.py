@@ -12,7 +12,9 @@ Theory of operation
    those members first: :mod:`p2pchat.app.knownpeers`);
 4. the chat node starts (serving ``/p2pchat/1.0.0``, resuming its outbox, syncing with members
    as they connect); perf is served if enabled;
-5. in the daemon's nursery: the bootstrap peers are kept connected, mDNS runs if enabled, the
+5. AutoNAT and, with ``[dht] enabled``, the DHT start (:mod:`p2pchat.app.internet`): the chat
+   node then looks unreachable members up in the DHT and meets its groups at their rendezvous;
+6. in the daemon's nursery: the bootstrap peers are kept connected, mDNS runs if enabled, the
    known peers are dialed once, the known-peers file is saved a moment after each new
    connection (once identify has told us the peer's listen addresses), and the control socket
    serves the ``p2pchat`` commands (:meth:`Daemon.handle`).
@@ -53,6 +55,7 @@ from ..net.resources import ResourceLimits
 from .config import Config
 from .control import Emit, serve_control
 from .datadir import control_socket_path, load_or_create_identity, peers_path
+from .internet import Internet, InternetOptions, open_internet
 from .knownpeers import KnownPeerFile
 from .operations import OPERATIONS, DaemonError
 
@@ -77,6 +80,8 @@ class NodeOptions:
     bootstrap_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
     #: What the Host allows other peers ([limits] in the config file).
     limits: ResourceLimits = attrs.Factory(ResourceLimits)
+    #: [dht] and [autonat] (app/internet.py).
+    internet: InternetOptions = attrs.Factory(InternetOptions)
 
     @classmethod
     def from_config(cls, data_dir: Path, config: Config) -> NodeOptions:
@@ -96,6 +101,12 @@ class NodeOptions:
                 max_handshakes=config.max_handshakes,
                 max_handshakes_per_ip=config.max_handshakes_per_ip,
                 reserved_slots=config.reserved_slots,
+            ),
+            internet=InternetOptions(
+                dht=config.dht,
+                dht_mode=config.dht_mode,
+                dht_bootstrap=config.dht_bootstrap,
+                autonat=config.autonat,
             ),
         )
 
@@ -119,6 +130,8 @@ class Daemon:
         #: Set by the ``stop`` operation; ``p2pchat node`` waits on it beside its signals.
         self.stop_requested = trio.Event()
         self.mdns_running = False
+        #: AutoNAT and the DHT, as far as enabled (set by open_daemon).
+        self.internet: Internet | None = None
 
     @property
     def peer_id(self) -> PeerID:
@@ -186,10 +199,12 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             install_perf(host)
         async with (
             open_chat_node(host, store, options.chat) as chat,
+            open_internet(host, chat, options.internet) as internet,
             open_service_nursery() as nursery,
         ):
             known_peers.follow_members(partial(_group_members, chat))
             daemon = Daemon(options, host, store, chat, known_peers)
+            daemon.internet = internet
             await nursery.start(daemon.watch_connections)
             nursery.start_soon(known_peers.run_saver)
             nursery.start_soon(known_peers.dial)

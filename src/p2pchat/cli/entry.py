@@ -22,6 +22,7 @@ from ..app.logsetup import LOG_FORMATS, LOG_LEVELS
 from ..errors import P2PChatError
 from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
+from .dht import add_parser as add_dht_parser
 from .sanitize import terminal_text
 
 
@@ -238,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("demo", "run three nodes on 127.0.0.1 and show ratification and catch-up")
+
+    p = command("dht", "the running node's DHT: find-peer ID, providers KEY, status")
+    add_dht_parser(p, _Parser, common)
     return parser
 
 
@@ -262,6 +266,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "get": "messages",
     "outbox": "outbox",
     "chat": "chat",
+    "dht": "dht",
 }
 
 

@@ -151,15 +151,36 @@ class KadDHT:
         self._requests_failed = 0
         self._queue_send, self._queue_receive = trio.open_memory_channel[PeerID](MAX_QUEUED_PEERS)
         self.bootstrapped = trio.Event()
+        self._mode = ""
+        self.set_mode(config.mode)
 
     @property
     def mode(self) -> str:
-        return self.config.mode
+        """``"server"`` (answering ``/ipfs/kad/1.0.0``) or ``"client"``."""
+        return self._mode
+
+    def set_mode(self, mode: str) -> None:
+        """Switch between server and client mode (``mode = auto`` follows AutoNAT); a peer
+        learns of it through identify push, as the set of protocols we serve changes.
+
+        Raises:
+            ValueError: neither "server" nor "client".
+        """
+        if mode not in ("server", "client"):
+            raise ValueError(f"kad mode is 'server' or 'client', not {mode!r}")
+        if mode == self._mode:
+            return
+        self._mode = mode
+        if mode == "server":
+            self.host.set_stream_handler(PROTOCOL_ID, self._serve)
+        else:
+            self.host.remove_stream_handler(PROTOCOL_ID)
+        logger.info("DHT in %s mode", mode)
 
     def statistics(self) -> KadStatistics:
         """Sizes and counters of the service."""
         return KadStatistics(
-            mode=self.config.mode,
+            mode=self._mode,
             routing_table_size=len(self.table),
             buckets=self.table.bucket_sizes(),
             records=len(self.records),
@@ -428,7 +449,7 @@ class KadDHT:
         """Announce us as a provider of ``key`` to the ``k`` closest servers (and republish
         it while the service runs); how many accepted."""
         self._provided.add(key)
-        if self.config.mode == "server":
+        if self._mode == "server":
             self.provider_store.add(
                 key, self.host.peer_id, tuple(self.host.listen_addrs), trio.current_time()
             )
@@ -468,7 +489,7 @@ class KadDHT:
             InvalidRecordError: the value is not valid under its namespace.
         """
         self.records.validate(key, value)
-        if self.config.mode == "server":
+        if self._mode == "server":
             self.records.put(key, value, trio.current_time())
         closest = await self.closest_peers(key)
         message = core.Message(core.MessageType.PUT_VALUE, key=key, record=core.Record(key, value))
@@ -581,16 +602,13 @@ async def open_kad(host: Host, config: KadConfig | None = None) -> AsyncIterator
     async with open_service_nursery() as nursery:
         dht = KadDHT(host, config, nursery)
         stop_watching = host.peer_store.watch_protocols(dht._on_protocols)
-        if config.mode == "server":
-            host.set_stream_handler(PROTOCOL_ID, dht._serve)
         try:
             nursery.start_soon(dht._keep_table)
             nursery.start_soon(dht._refresher)
             yield dht
         finally:
             stop_watching()
-            if config.mode == "server":
-                host.remove_stream_handler(PROTOCOL_ID)
+            dht.set_mode("client")
 
 
 __all__ = [
