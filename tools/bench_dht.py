@@ -37,7 +37,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +77,19 @@ class Network:
         for p in self.ids:
             table = RoutingTable(p)
             self.tables[p] = table
-            self.servers[p] = KadServer(p, table, RecordStore(), ProviderStore(), self._addrs_of)
+            self.servers[p] = KadServer(
+                p, table, RecordStore(), ProviderStore(), self.known_by(p, table)
+            )
         self.bytes = 0
         self.clock = 0.0
 
-    def _addrs_of(self, peer: PeerID) -> Sequence[Multiaddr]:
-        return self.addrs.get(peer, ())
+    def known_by(self, me: PeerID, table: RoutingTable) -> Callable[[PeerID], Sequence[Multiaddr]]:
+        """A node's peer store: the address of itself and of the peers in its table only."""
+
+        def addrs_of(peer: PeerID) -> Sequence[Multiaddr]:
+            return self.addrs[peer] if peer == me or peer in table else ()
+
+        return addrs_of
 
     def request(self, sender: PeerID, receiver: PeerID, message: Message) -> Message:
         """One request through the codec both ways; both ends file each other."""
@@ -151,7 +158,7 @@ def memory_per_node(net: Network) -> float:
         copy = RoutingTable(p)
         for q in table:
             copy.add(q, 0.0)
-        copies.append(KadServer(p, copy, RecordStore(), ProviderStore(), net._addrs_of))
+        copies.append(KadServer(p, copy, RecordStore(), ProviderStore(), net.known_by(p, copy)))
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     grown = sum(s.size_diff for s in after.compare_to(before, "filename"))

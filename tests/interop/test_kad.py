@@ -167,3 +167,40 @@ async def test_pylibp2p_protobuf_reads_our_vectors_byte_for_byte(python: str) ->
     with trio.fail_after(DEADLINE):
         done = await trio.run_process([python, "-c", code, *hexes], capture_stdout=True)
     assert done.stdout.decode().split("\n")[:2] == ["FIND_NODE 0", "FIND_NODE 2"]
+
+
+@pytest.mark.slow
+async def test_a_mixed_network_of_ours_and_pylibp2p_finds_everyone(python: str) -> None:
+    async with serve(python) as (p1,):
+        first = p1["addrs"][0]
+        async with (
+            serve(python, "--bootstrap", first) as (p2,),
+            serve(python, "--bootstrap", first) as (p3,),
+        ):
+            py = [p1, p2, p3]
+            async with AsyncExitStack() as stack:
+                ours: list[KadDHT] = []
+                for i in range(12):
+                    via = Multiaddr.from_string(py[i % 3]["addrs"][0])
+                    (node,) = await stack.enter_async_context(
+                        our_nodes(1, (via,), first_seed=4000 + i)
+                    )
+                    ours.append(node)
+                for node in ours:
+                    await node.refresh()
+                targets = [(n.host.peer_id, n.host.listen_addrs[0]) for n in ours]
+                targets += [
+                    (PeerID.from_string(p["peer_id"]), Multiaddr.from_string(p["addrs"][0]))
+                    for p in py
+                ]
+                misses = []
+                for node in ours:
+                    for peer, addr in targets:
+                        if peer == node.host.peer_id:
+                            continue
+                        conn = node.host.connection(peer)
+                        if conn is not None:
+                            await conn.aclose()
+                        if addr.without_peer_id() not in await node.find_peer(peer):
+                            misses.append((node.host.peer_id, peer))
+                assert misses == []
