@@ -11,7 +11,8 @@ an answer files the answerer in its table and the answerer files the requester (
 servers, as identify would tell them).
 
 Nodes join one after another through node 0 by looking themselves up, as
-``discovery/kad.py`` bootstraps; then every node refreshes once (a self lookup). A measured
+``discovery/kad.py`` bootstraps; then every node refreshes ``--refreshes`` times (a self lookup
+and a random-key lookup each, as ``KadDHT.refresh``). A measured
 lookup is a FIND_PEER of a random node from another random node, driven by the same
 :class:`~p2pchat.protocols.kad.Lookup` the service uses (α = 3 in flight), in simulated time:
 each request takes a round trip drawn uniformly from ``--rtt-min``..``--rtt-max`` ms, the
@@ -72,7 +73,10 @@ class Network:
             )
             for i, p in enumerate(self.ids)
         }
+        self.by_bytes = {p.to_bytes(): p for p in self.ids}
         self.tables: dict[PeerID, RoutingTable] = {}
+        #: Peers each node exchanged a request with (the addresses its peer store holds).
+        self.met: dict[PeerID, set[PeerID]] = {}
         self.servers: dict[PeerID, KadServer] = {}
         for p in self.ids:
             table = RoutingTable(p)
@@ -84,10 +88,12 @@ class Network:
         self.clock = 0.0
 
     def known_by(self, me: PeerID, table: RoutingTable) -> Callable[[PeerID], Sequence[Multiaddr]]:
-        """A node's peer store: the address of itself and of the peers in its table only."""
+        """A node's peer store: its own address, and those of the peers in its table or that it
+        exchanged a request with (as a host keeps the addresses of the peers it connected to)."""
+        met = self.met.setdefault(me, set())
 
         def addrs_of(peer: PeerID) -> Sequence[Multiaddr]:
-            return self.addrs[peer] if peer == me or peer in table else ()
+            return self.addrs[peer] if peer == me or peer in table or peer in met else ()
 
         return addrs_of
 
@@ -108,13 +114,16 @@ class Network:
         assert answer is not NEED_DATA
         self.tables[receiver].add(sender, self.clock)
         self.tables[sender].add(receiver, self.clock)
+        self.met[receiver].add(sender)
+        self.met[sender].add(receiver)
         return answer
 
     def lookup(
-        self, source: PeerID, target: PeerID, *, rtt: tuple[float, float], find_peer: bool
+        self, source: PeerID, key: bytes, *, rtt: tuple[float, float], find_peer: bool
     ) -> dict[str, Any]:
-        """A FIND_NODE lookup of ``target`` from ``source`` in simulated time."""
-        key = target.to_bytes()
+        """A FIND_NODE lookup of ``key`` (a peer id's bytes: FIND_PEER) from ``source`` in
+        simulated time."""
+        target = self.by_bytes.get(key)
         seeds = self.tables[source].closest(kad_key(key), 20)
         lookup = Lookup(kad_key(key), seeds, local=source)
         now = 0.0
@@ -137,7 +146,7 @@ class Network:
                 found_hop = (lookup.hop(peer) or 0) + 1
                 if find_peer:
                     lookup.finish()
-        if found_at is None and target in self.tables[source]:
+        if found_at is None and target is not None and target in self.tables[source]:
             found_at, found_hop = 0.0, 0
         return {
             "found": found_at is not None,
@@ -166,9 +175,10 @@ def memory_per_node(net: Network) -> float:
     return grown / len(net.tables)
 
 
-def build(n: int, seed: int) -> tuple[Network, float, float]:
-    """Join ``n`` nodes through node 0 and refresh each once; the network, the memory per
-    node in bytes, and the build time in seconds."""
+def build(n: int, seed: int, refreshes: int) -> tuple[Network, float, float]:
+    """Join ``n`` nodes through node 0, then run ``refreshes`` refresh rounds (each node looks
+    itself and one random key up, as ``KadDHT.refresh`` does); the network, the memory per node
+    in bytes, and the build time in seconds."""
     rng = random.Random(seed)
     started = time.perf_counter()
     net = Network(n, rng)
@@ -176,9 +186,11 @@ def build(n: int, seed: int) -> tuple[Network, float, float]:
     first = net.ids[0]
     for p in net.ids[1:]:
         net.tables[p].add(first, 0.0)
-        net.lookup(p, p, rtt=fast, find_peer=False)
-    for p in net.ids:
-        net.lookup(p, p, rtt=fast, find_peer=False)
+        net.lookup(p, p.to_bytes(), rtt=fast, find_peer=False)
+    for _ in range(refreshes):
+        for p in net.ids:
+            net.lookup(p, p.to_bytes(), rtt=fast, find_peer=False)
+            net.lookup(p, rng.randbytes(32), rtt=fast, find_peer=False)
     elapsed = time.perf_counter() - started
     return net, memory_per_node(net), elapsed
 
@@ -188,14 +200,16 @@ def _pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def run(n: int, lookups: int, seed: int, rtt: tuple[float, float]) -> dict[str, Any]:
-    net, memory, build_s = build(n, seed)
+def run(
+    n: int, lookups: int, seed: int, rtt: tuple[float, float], refreshes: int
+) -> dict[str, Any]:
+    net, memory, build_s = build(n, seed, refreshes)
     rng = random.Random(seed + 1)
     results = []
     started = time.perf_counter()
     for _ in range(lookups):
         source, target = rng.sample(net.ids, 2)
-        results.append(net.lookup(source, target, rtt=rtt, find_peer=True))
+        results.append(net.lookup(source, target.to_bytes(), rtt=rtt, find_peer=True))
     cpu = (time.perf_counter() - started) / lookups
     found = [r for r in results if r["found"]]
     ms = [float(r["ms"]) for r in found]
@@ -204,6 +218,7 @@ def run(n: int, lookups: int, seed: int, rtt: tuple[float, float]) -> dict[str, 
     sizes = [len(t) for t in net.tables.values()]
     return {
         "nodes": n,
+        "refreshes": refreshes,
         "log2_n": round(math.log2(n), 2),
         "lookups": lookups,
         "found_pct": round(100.0 * len(found) / lookups, 1),
@@ -229,13 +244,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rtt-min", type=float, default=20.0, help="ms (default 20)")
     parser.add_argument("--rtt-max", type=float, default=120.0, help="ms (default 120)")
+    parser.add_argument(
+        "--refreshes", type=int, default=2, help="refresh rounds after the joins (default 2)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per size")
     args = parser.parse_args(argv)
     sizes = args.nodes or [100, 1000]
     for n in sizes:
         if n < 3:
             parser.error("--nodes must be at least 3")
-        result = run(n, args.lookups, args.seed, (args.rtt_min, args.rtt_max))
+        result = run(n, args.lookups, args.seed, (args.rtt_min, args.rtt_max), args.refreshes)
         if args.json:
             print(json.dumps(result), flush=True)
             continue
