@@ -13,8 +13,9 @@ from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.autonat import PROTOCOL_ID, AutoNAT, AutoNATConfig, open_autonat
 from p2pchat.net.host import Host, HostConfig, open_host
-from p2pchat.net.identify import identify_peer
+from p2pchat.net.identify import identify_peer, our_info, signed_record
 from p2pchat.protocols import autonat as core
+from p2pchat.records import open_peer_record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -114,3 +115,23 @@ async def test_dial_backs_are_rate_limited_per_peer() -> None:
             core.ResponseStatus.E_DIAL_REFUSED,
         ]
         assert node.dial_backs == 2
+
+
+async def test_a_public_node_advertises_confirmed_observed_addresses_in_identify() -> None:
+    async with (
+        servers(3) as nodes,
+        open_host(KeyPair.generate(), _on("127.0.0.1")) as host,
+        open_autonat(host, CONFIG) as autonat,
+    ):
+        await _connect_all(host, nodes)
+        outside = Multiaddr.from_string("/ip4/203.0.113.7/tcp/4001")
+        host.peer_store.note_observed(nodes[0].host.peer_id, outside)
+        assert outside not in host.advertised_addrs  # one observer is not enough
+        host.peer_store.note_observed(nodes[1].host.peer_id, outside)
+        assert outside not in host.advertised_addrs  # confirmed, but not known to be public
+        assert await autonat.probe() is core.ReachabilityStatus.PUBLIC
+        assert host.advertised_addrs == [*host.listen_addrs, outside]
+        assert outside in our_info(host, None).listen_addrs
+        record, _ = open_peer_record(signed_record(host))
+        assert outside in record.addresses
+    assert host.advertised_addrs == host.listen_addrs  # AutoNAT gone: listen addresses again

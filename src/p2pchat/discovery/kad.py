@@ -195,7 +195,7 @@ class KadDHT:
 
     def _addrs_of(self, peer: PeerID) -> Sequence[Multiaddr]:
         if peer == self.host.peer_id:
-            return self.host.listen_addrs
+            return self.host.advertised_addrs
         return self.host.peer_store.addrs(peer, trio.current_time())
 
     def _our_record(self) -> bytes:
@@ -429,7 +429,7 @@ class KadDHT:
         if key in self._provided:
             found.setdefault(
                 self.host.peer_id,
-                Provider(self.host.peer_id, tuple(self.host.listen_addrs), math.inf),
+                Provider(self.host.peer_id, tuple(self.host.advertised_addrs), math.inf),
             )
 
         def make() -> core.Message:
@@ -451,14 +451,14 @@ class KadDHT:
         self._provided.add(key)
         if self._mode == "server":
             self.provider_store.add(
-                key, self.host.peer_id, tuple(self.host.listen_addrs), trio.current_time()
+                key, self.host.peer_id, tuple(self.host.advertised_addrs), trio.current_time()
             )
         return await self._announce(key)
 
     async def _announce(self, key: bytes) -> int:
         closest = await self.closest_peers(key)
         me = core.KadPeer(
-            self.host.peer_id, tuple(self.host.listen_addrs), signed_record=self._our_record()
+            self.host.peer_id, tuple(self.host.advertised_addrs), signed_record=self._our_record()
         )
         message = core.Message(core.MessageType.ADD_PROVIDER, key=key, provider_peers=(me,))
         accepted = 0

@@ -16,8 +16,9 @@ Theory of operation
   once peers are connected (at most ``probe_peers`` requests a round).
 * **address manager**: identify's ``observedAddr`` reaches :class:`AutoNAT` through
   :meth:`~p2pchat.net.peerstore.PeerStore.watch_observed`; :meth:`AutoNAT.advertised_addrs`
-  is what the node should advertise: its listen addresses, plus the observed addresses that
-  two peers confirmed once the node is known to be public.
+  is what the node advertises (it is the Host's address provider: identify and our signed
+  peer record use it): its listen addresses, plus the observed addresses that two peers
+  confirmed once the node is known to be public.
 
 The DHT uses ``status`` to choose server or client mode (``mode = auto``).
 """
@@ -235,6 +236,7 @@ async def open_autonat(host: Host, config: AutoNATConfig | None = None) -> Async
     config = config if config is not None else AutoNATConfig()
     autonat = AutoNAT(host, config)
     stop_watching = host.peer_store.watch_observed(autonat._on_observed)
+    host.set_address_provider(autonat.advertised_addrs)
     if config.serve:
         host.set_stream_handler(PROTOCOL_ID, autonat._serve)
     try:
@@ -243,5 +245,6 @@ async def open_autonat(host: Host, config: AutoNATConfig | None = None) -> Async
             yield autonat
     finally:
         stop_watching()
+        host.set_address_provider(None)
         if config.serve:
             host.remove_stream_handler(PROTOCOL_ID)
