@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from p2pchat.app.control import RemoteCommandError, open_control
 from p2pchat.app.daemon import Daemon, NodeOptions, open_daemon
@@ -73,3 +74,37 @@ async def test_two_nodes_find_each_other_through_the_dht_operations(tmp_path: Pa
                     await client.call("dht.providers", key="zz")
                 with pytest.raises(RemoteCommandError, match="not a peer id"):
                     await client.call("dht.peer", peer="nope")
+
+
+async def test_auto_mode_serves_the_dht_only_while_autonat_says_public() -> None:
+    from p2pchat.app.internet import follow_reachability
+    from p2pchat.discovery.kad import KadConfig, open_kad
+    from p2pchat.identity import KeyPair
+    from p2pchat.net.autonat import AutoNATConfig, open_autonat
+    from p2pchat.net.host import open_host
+    from p2pchat.net.identify import identify_peer
+
+    config = AutoNATConfig(threshold=3, probe_interval=3600.0)
+    async with AsyncExitStack() as stack:
+        servers = []
+        for _ in range(3):
+            host = await stack.enter_async_context(open_host(KeyPair.generate()))
+            await stack.enter_async_context(open_autonat(host, config))
+            servers.append(host)
+        host = await stack.enter_async_context(open_host(KeyPair.generate()))
+        autonat = await stack.enter_async_context(open_autonat(host, config))
+        dht = await stack.enter_async_context(
+            open_kad(host, KadConfig(mode="client", refresh_interval=3600.0))
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow_reachability, autonat, dht)
+            await trio.testing.wait_all_tasks_blocked()
+            assert dht.mode == "client"
+            assert "/ipfs/kad/1.0.0" not in host.protocols
+            for server in servers:
+                await identify_peer(host, await host.connect(server.addrs[0]))
+            await autonat.probe()
+            await trio.testing.wait_all_tasks_blocked()
+            assert dht.mode == "server"
+            assert "/ipfs/kad/1.0.0" in host.protocols
+            nursery.cancel_scope.cancel()

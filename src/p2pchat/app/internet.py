@@ -64,7 +64,7 @@ def _initial_mode(options: InternetOptions) -> str:
     return "client" if options.dht_mode == "auto" else options.dht_mode
 
 
-async def _follow_reachability(autonat: AutoNAT, dht: KadDHT) -> None:
+async def follow_reachability(autonat: AutoNAT, dht: KadDHT) -> None:
     """``mode = auto``: a DHT server only while AutoNAT says we are public."""
     while True:
         dht.set_mode("server" if autonat.status is ReachabilityStatus.PUBLIC else "client")
@@ -95,7 +95,7 @@ async def open_internet(
             stack.callback(chat.use_peer_finder, None)
             nursery.start_soon(run_rendezvous, chat, dht)
             if options.dht_mode == "auto" and autonat is not None:
-                nursery.start_soon(_follow_reachability, autonat, dht)
+                nursery.start_soon(follow_reachability, autonat, dht)
             logger.info(
                 "DHT on (%s, %d bootstrap peers)", options.dht_mode, len(options.dht_bootstrap)
             )
