@@ -64,6 +64,23 @@ async def test_new_stream_to_multiaddr_negotiates_and_echoes() -> None:
         assert await _round_trip(stream, payload) == payload
 
 
+async def test_data_sent_with_the_proposal_reaches_the_handler() -> None:
+    # A dialer may put its first bytes in the same frame as its proposal (go-libp2p's lazy
+    # negotiation): they are read during negotiation, handed back, and must not be
+    # acknowledged to the muxer a second time when the handler reads them.
+    async with two_hosts() as (a, b):
+        conn = await a.connect(b.addrs[0])
+        stream = await conn.open_stream()
+        payload = b"early bytes"
+        await stream.send_all(ms.Dialer([ECHO]).data_to_send() + payload)
+        answer = ms.encode_message(ms.MULTISTREAM_ID) + ms.encode_message(ECHO) + payload
+        received = b""
+        with trio.fail_after(10):
+            while len(received) < len(answer):
+                received += await stream.receive_some()
+        assert received == answer
+
+
 async def test_one_connection_per_peer_is_reused_and_dials_collapse() -> None:
     async with two_hosts() as (a, b):
         (addr,) = b.addrs

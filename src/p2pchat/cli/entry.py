@@ -22,6 +22,7 @@ from ..app.logsetup import LOG_FORMATS, LOG_LEVELS
 from ..errors import P2PChatError
 from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
+from .conformance import add_arguments as conformance_arguments
 from .sanitize import terminal_text
 
 
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("demo", "run three nodes on 127.0.0.1 and show ratification and catch-up")
+    conformance_arguments(command("conformance", "check any libp2p node against the specs"))
     return parser
 
 
@@ -262,6 +264,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "get": "messages",
     "outbox": "outbox",
     "chat": "chat",
+    "conformance": "conformance",
 }
 
 
