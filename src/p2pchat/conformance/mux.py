@@ -73,6 +73,8 @@ class StreamView:
     acked: bool = False
     fin: bool = False
     rst: bool = False
+    #: WindowUpdate frames with a non-zero delta the target sent on the stream.
+    window_updates: int = 0
     #: Flags of the first frame the target sent on the stream.
     first_flags: int | None = None
     discard: bool = False
@@ -255,6 +257,7 @@ class MuxClient:
             view.acked = True
         if frame.type is _WU:
             view.send_window += frame.length
+            view.window_updates += frame.length > 0
         elif frame.body:
             view.total_received += len(frame.body)
             view.data_bytes += len(frame.body)
