@@ -14,6 +14,7 @@ from typing import Final
 import trio
 
 from ..multiaddr import Multiaddr, tcp_host_port
+from .registry import ViolationError
 
 __all__ = [
     "MAX_BUFFER",
@@ -92,9 +93,7 @@ class RawConnection:
         if self.closed is not None:
             raise self.closed
         if len(self._buffer) > MAX_BUFFER:
-            raise PeerClosedError(False) from OverflowError(
-                "more unread bytes than a case may hold"
-            )
+            raise ViolationError(f"the target sent more than {MAX_BUFFER} bytes left unread")
         try:
             data = await self.stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -260,7 +260,13 @@ async def goaway(ctx: CaseContext) -> None:
     client, stream_id = await _ping_stream(ctx)
     client.transcript.sent("GoAway(0)")
     await client.send_frame(FrameType.GO_AWAY, 0, 0, 0)
-    await _echo(client, stream_id)
+    try:
+        await _echo(client, stream_id)
+    except PeerClosedError as exc:
+        how = "reset" if exc.reset else "closed"
+        raise ViolationError(
+            f"the target {how} the connection on our GoAway(0): its open stream did not finish"
+        ) from exc
     if client.go_away not in (None, 0):
         raise ViolationError(f"the target answered our GoAway(0) with GoAway({client.go_away})")
 
