@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from p2pchat.cli.conformance import SUITE_NAMES
 from p2pchat.conformance import CASES, SUITES, Level, load_suites, select
 from p2pchat.conformance.registry import case
 
@@ -39,6 +40,11 @@ def test_select_by_suite_and_pattern() -> None:
     }
     both = select(CASES.values(), suites=["chat", "multistream"])
     assert both[0].suite == "multistream"  # suite order, not the order asked
+
+
+def test_the_command_line_offers_every_suite() -> None:
+    # cli/conformance.py keeps its own copy so that building the parser imports nothing more.
+    assert SUITE_NAMES == SUITES
 
 
 def test_select_refuses_an_unknown_suite() -> None:

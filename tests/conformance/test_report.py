@@ -5,9 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from p2pchat.conformance import Level, Outcome
-from p2pchat.conformance.registry import Case
+from p2pchat.conformance.registry import Case, CaseResult
 from p2pchat.conformance.report import exit_status, tally, to_json, to_junit, to_table
-from p2pchat.conformance.runner import CaseResult
 
 
 async def _noop(_ctx: object) -> None:

@@ -17,7 +17,7 @@ from . import args as types
 from .common import EXIT_USAGE, Command, start_logging
 
 if TYPE_CHECKING:
-    from ..conformance.runner import CaseResult
+    from ..conformance.registry import CaseResult
 
 SUITE_NAMES: Final = ("multistream", "noise", "yamux", "identify", "ping", "perf", "chat")
 

@@ -22,6 +22,7 @@ __all__ = [
     "CASES",
     "SUITES",
     "Case",
+    "CaseResult",
     "Level",
     "NotApplicableError",
     "Outcome",
@@ -74,6 +75,21 @@ class Case:
     run: CaseFunction = attrs.field(eq=False, repr=False)
     #: The case may take this many times the run's per-case timeout (cases that measure).
     budget: float = 1.0
+
+
+@attrs.frozen
+class CaseResult:
+    """What one case found."""
+
+    case: Case
+    outcome: Outcome
+    detail: str
+    seconds: float
+
+    @property
+    def failed_must(self) -> bool:
+        """A MUST that the target breaks."""
+        return self.outcome is Outcome.FAIL and self.case.level is Level.MUST
 
 
 #: Every case, by id, in registration order.

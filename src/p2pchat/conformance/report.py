@@ -10,8 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from .registry import Outcome
-from .runner import CaseResult
+from .registry import CaseResult, Outcome
 
 __all__ = ["exit_status", "tally", "to_json", "to_junit", "to_table"]
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import attrs
 import trio
 
 from ..errors import P2PChatError
@@ -21,10 +20,10 @@ from ..identity import KeyPair
 from ..multiaddr import Multiaddr
 from .context import CaseContext
 from .mux import StreamResetError
-from .registry import Case, Level, NotApplicableError, Outcome, ViolationError
+from .registry import Case, CaseResult, NotApplicableError, Outcome, ViolationError
 from .transport import PeerClosedError, TargetUnreachableError, Transcript, connect_raw
 
-__all__ = ["DEFAULT_TIMEOUT", "CaseResult", "run_cases"]
+__all__ = ["DEFAULT_TIMEOUT", "check_reachable", "run_cases"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +32,6 @@ DEFAULT_TIMEOUT: Final = 10.0
 #: The share of a case's time it waits to see whether something happens (a close, an answer).
 _STEP_SHARE: Final = 0.2
 _MAX_STEP: Final = 2.0
-
-
-@attrs.frozen
-class CaseResult:
-    """What one case found."""
-
-    case: Case
-    outcome: Outcome
-    detail: str
-    seconds: float
-
-    @property
-    def failed_must(self) -> bool:
-        """A MUST that the target breaks."""
-        return self.outcome is Outcome.FAIL and self.case.level is Level.MUST
 
 
 async def check_reachable(target: Multiaddr, seconds: float) -> None:
