@@ -30,6 +30,8 @@ from .transport import MAX_BUFFER, hexpreview
 __all__ = ["Frame", "MuxClient", "StreamResetError", "StreamView", "open_mux"]
 
 MUXER: Final = "/yamux/1.0.0"
+#: Data bytes kept (not only counted) over a connection's life, all streams together.
+MAX_KEPT: Final = 64 * 1024 * 1024
 #: Largest data frame body we send (as go-yamux and our own muxer).
 MAX_FRAME_BODY: Final = 64 * 1024
 _DATA: Final = FrameType.DATA
@@ -104,6 +106,7 @@ class MuxClient:
         self.go_away: int | None = None
         self.pongs: set[int] = set()
         self.refused: int = 0
+        self._kept = 0
         #: Every frame the target sent on a stream id we never opened (SYNs excluded).
         self.stray: list[Frame] = []
 
@@ -263,8 +266,12 @@ class MuxClient:
             view.data_bytes += len(frame.body)
             view.unacked += len(frame.body)
             if not view.discard:
-                if len(view.received) + len(frame.body) > MAX_BUFFER:
-                    raise ViolationError(f"more than {MAX_BUFFER} unread bytes on one stream")
+                self._kept += len(frame.body)
+                if len(view.received) + len(frame.body) > MAX_BUFFER or self._kept > MAX_KEPT:
+                    raise ViolationError(
+                        f"the target sent more than {MAX_BUFFER} unread bytes on one stream, or "
+                        f"{MAX_KEPT} on the connection, than the case asked for"
+                    )
                 view.received += frame.body
             if self.auto_window and view.unacked >= INITIAL_WINDOW // 2 and not view.rst:
                 await self.send_frame(_WU, 0, frame.stream_id, view.unacked)
