@@ -50,6 +50,8 @@ def _node_options(args: argparse.Namespace, config: Config) -> NodeOptions:
         changes["mdns_interface"] = args.mdns_interface
     if args.enable_perf:
         changes["perf"] = True
+    if args.plugin:
+        changes["plugins"] = (*options.plugins, *args.plugin)
     return attrs.evolve(options, **changes)
 
 
