@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from p2pchat.app.control import ControlClient, RemoteCommandError, open_control
 from p2pchat.app.daemon import Daemon, NodeOptions, open_daemon
 from p2pchat.app.plugin_loader import PluginLoadError, parse_source
 from p2pchat.multiaddr import Multiaddr
+from p2pchat.net.muxer import MuxedStream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -255,6 +257,67 @@ async def test_a_plugin_follows_a_group_and_sends_to_it(tmp_path: Path) -> None:
                 async for message in messages:
                     if message.ratified and message.text == "pong":
                         break
+
+
+FAILING_TASK = """
+    import trio
+
+    def setup(ctx):
+        asked = trio.Event()
+
+        @ctx.code("doomed")
+        async def doomed(query, body):
+            asked.set()
+            return {}
+
+        async def fail_when_asked():
+            await asked.wait()
+            raise OSError("the task failed")
+
+        ctx.nursery.start_soon(fail_when_asked)
+"""
+
+
+async def drain(stream: MuxedStream) -> None:
+    while await stream.receive_some():
+        pass
+
+
+async def test_a_stream_handler_that_raises_resets_its_stream_and_a_failing_task_unloads(
+    tmp_path: Path,
+) -> None:
+    crashing = write_plugin(tmp_path / "plugins", "crashing", FAILING_TASK)
+    stream_plugin = write_plugin(
+        tmp_path / "plugins",
+        "streamer",
+        """
+        def setup(ctx):
+            @ctx.protocol("/p2pchat-test/crash/1.0.0")
+            async def crash(stream):
+                raise KeyError("no such thing")
+        """,
+    )
+    with trio.fail_after(30):
+        async with two_nodes(tmp_path, str(stream_plugin)) as (a, control_a, b, control_b):
+            stream = await b.host.new_stream(a.host.addrs[0], ["/p2pchat-test/crash/1.0.0"])
+            async with stream:
+                with pytest.raises(trio.BrokenResourceError):
+                    await drain(stream)
+            (listed,) = await control_a.call("plugins")
+
+            loaded = await control_a.call("plugins.load", spec=str(crashing))
+            assert (loaded["state"], loaded["codes"]) == ("running", ["doomed"])
+            assert (await query(control_b, a, "doomed"))["ok"] is True
+            await trio.testing.wait_all_tasks_blocked()
+            failed = {p["name"]: p for p in await control_a.call("plugins")}["crashing"]
+    assert listed["handler_errors"] == 1
+    assert listed["last_handler_error"] == (
+        "protocol /p2pchat-test/crash/1.0.0: KeyError: 'no such thing'"
+    )
+    assert failed["state"] == "failed"
+    assert failed["error"] == "a task of it raised OSError: the task failed"
+    assert failed["codes"] == []
+    assert "doomed" not in a.chat.dispatcher.codes
 
 
 @pytest.mark.parametrize(
