@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from .nodes import cli, ok, running_node
+from .nodes import COMMAND, cli, ok, running_node
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -84,6 +84,17 @@ async def test_developer_commands_say_what_is_wrong_in_one_line(tmp_path: Path) 
                 f"broken  failed  path {broken}",
                 "  error: setup raised RuntimeError: nope",
             ]
+            # A relative path is the command's, not the node's (whose directory differs).
+            (tmp_path / "relative.py").write_text("def setup(ctx):\n    pass\n")
+            loaded = await trio.run_process(
+                [*COMMAND, "--data-dir", str(node_dir), "plugins", "load", "relative.py"],
+                cwd=tmp_path,
+                capture_stdout=True,
+                capture_stderr=True,
+            )
+            assert loaded.stdout.decode().startswith(
+                f"relative  running  path {tmp_path / 'relative.py'}"
+            )
             cases = [
                 (["query", str(node.addr), "echoR"], "not a query code: 'echoR'"),
                 (["query", str(node.addr), "echo", "--body", "[1]"], "--body must be a JSON"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ..app.control_protocol import NodeNotRunningError
@@ -71,6 +72,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print_json(answer) if args.json else print(f"unloaded {clean(answer['name'])}")
         return 0
     if action == "load":
+        if "/" in target or target.endswith(".py"):  # a path: the node's directory is not ours
+            target = str(Path(target).expanduser().resolve())
         info = call(args, "plugins.load", spec=target)
     else:
         info = call(args, "plugins.reload", name=target)
