@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -99,3 +101,21 @@ async def test_no_node_and_one_request_at_a_time(tmp_path: Path) -> None:
             with pytest.raises(RemoteCommandError, match="no group 'none'"):
                 await node.next_event()
             assert (await node.status())["groups"] == 0
+
+
+def test_the_client_under_asyncio_loads_no_trio() -> None:
+    code = (
+        "import asyncio, sys, tempfile\n"
+        "import p2pchat.client\n"
+        "async def main():\n"
+        "    try:\n"
+        "        async with p2pchat.client.connect(tempfile.mkdtemp()):\n"
+        "            pass\n"
+        "    except p2pchat.client.NodeNotRunningError:\n"
+        "        print('no node', 'trio' in sys.modules)\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout == "no node False\n"
