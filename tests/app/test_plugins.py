@@ -337,3 +337,16 @@ def test_a_source_is_a_path_or_a_module(text: str, kind: str, name: str) -> None
 def test_a_malformed_source_is_refused(text: str) -> None:
     with pytest.raises(PluginLoadError):
         parse_source(text)
+
+
+def test_a_plugins_error_beside_a_cancellation_is_its_failure_and_an_interrupt_goes_on() -> None:
+    from p2pchat.app.plugins import _plugin_error
+
+    error = OSError("task")
+    cancelled = trio.Cancelled._create()
+    assert (
+        _plugin_error(BaseExceptionGroup("x", [cancelled, ExceptionGroup("y", [error])])) is error
+    )
+    assert _plugin_error(BaseExceptionGroup("x", [cancelled])) is None
+    assert _plugin_error(BaseExceptionGroup("x", [error, KeyboardInterrupt()])) is None
+    assert _plugin_error(error) is error

@@ -433,8 +433,10 @@ class PluginManager:
                     task_status.started()
                     started = True
                     await trio.sleep_forever()
-        except Exception as exc:
-            error = _sole(exc)
+        except BaseException as exc:
+            error = _plugin_error(exc)
+            if error is None:  # cancelled (the node stops), or KeyboardInterrupt and the like
+                raise
             if isinstance(error, trio.TooSlowError) and not started:
                 self._failed(plugin, f"setup took longer than {SETUP_TIMEOUT:g} s", None)
             else:
@@ -474,10 +476,21 @@ class PluginManager:
         )
 
 
-def _sole(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _plugin_error(exc: BaseException) -> Exception | None:
+    """The plug-in's own error in what its task raised: the first ``Exception``, even beside
+    a cancellation (a task failing while the node stops); None when there is none, or when
+    something that must go on up is there too (``KeyboardInterrupt``, ``SystemExit``)."""
+    leaves = _leaves(exc)
+    if any(not isinstance(e, Exception | trio.Cancelled) for e in leaves):
+        return None
+    errors = [e for e in leaves if isinstance(e, Exception)]
+    return errors[0] if errors else None
 
 
 def _one_line(exc: BaseException) -> str:
