@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from p2pchat.cli.conformance import SUITE_NAMES
@@ -62,3 +64,10 @@ def test_a_case_id_is_registered_once_and_in_a_known_suite() -> None:
 
 async def _noop(_ctx: object) -> None:
     return None
+
+
+def test_the_spec_lists_every_case_with_its_level() -> None:
+    load_suites()
+    spec = (Path(__file__).parents[2] / "specs" / "conformance.md").read_text()
+    for item in CASES.values():
+        assert f"| `{item.id}` | {item.level.value} |" in spec, item.id
