@@ -107,8 +107,8 @@ class MuxClient:
         self.pongs: set[int] = set()
         self.refused: int = 0
         self._kept = 0
-        #: Every frame the target sent on a stream id we never opened (SYNs excluded).
-        self.stray: list[Frame] = []
+        #: Frames the target sent on stream ids we do not watch (gone, or never opened).
+        self.stray_frames = 0
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ class MuxClient:
                 self.refused += 1
                 await self.send_frame(_WU, Flag.RST, frame.stream_id, 0)
             else:
-                self.stray.append(frame)
+                self.stray_frames += 1
             return
         if view.first_flags is None:
             view.first_flags = frame.flags
