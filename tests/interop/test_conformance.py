@@ -20,8 +20,9 @@ OBSERVED = {
     "yamux.window-overrun": Outcome.FAIL,  # does not enforce its receive window
     "yamux.goaway": Outcome.FAIL,  # drops the connection on GoAway(0)
 }
-#: Too slow on py-libp2p to finish in a case's time (a figure, not a rule).
-TIMED = {"yamux.streams-over-time", "yamux.stream-limit"}
+#: Whether py-libp2p finishes these in a case's time depends on the machine's load (figures,
+#: not rules; specs/conformance.md gives them).
+TIMED = {"yamux.concurrent-streams", "yamux.streams-over-time", "yamux.stream-limit"}
 
 
 async def test_pylibp2p_keeps_every_must_and_breaks_what_specs_record(pylibp2p: PyLibp2p) -> None:

@@ -271,25 +271,32 @@ async def goaway(ctx: CaseContext) -> None:
         raise ViolationError(f"the target answered our GoAway(0) with GoAway({client.go_away})")
 
 
-async def _open_many(client: MuxClient, count: int, payload: bytes, flags: int = 0) -> list[int]:
-    """Open ``count`` streams, each with SYN on one data frame carrying ``payload``; never more
-    than :data:`ACK_BACKLOG` unacknowledged."""
-    opened: list[int] = []
-    while len(opened) < count:
-        pending = sum(1 for s in opened if not (client.streams[s].acked or client.streams[s].rst))
-        room = min(ACK_BACKLOG - pending, count - len(opened), 64)
+async def _open_many(
+    client: MuxClient, opened: list[int], count: int, payload: bytes, flags: int = 0
+) -> None:
+    """Open ``count`` streams (their ids appended to ``opened`` as they go), each with SYN on one
+    data frame carrying ``payload``; never more than :data:`ACK_BACKLOG` unacknowledged."""
+    first = len(opened)
+    while len(opened) - first < count:
+        pending = sum(
+            1 for s in opened[first:] if not (client.streams[s].acked or client.streams[s].rst)
+        )
+        room = min(ACK_BACKLOG - pending, count - (len(opened) - first), 64)
         if room <= 0:
             await client.next_frame()
             continue
         batch = bytearray()
-        for _ in range(room):
-            stream_id = client.new_stream_id()
-            client.streams[stream_id].discard = False
+        ids = [client.new_stream_id() for _ in range(room)]
+        for stream_id in ids:
             batch += encode_frame(FrameType.DATA, Flag.SYN | flags, stream_id, len(payload))
             batch += payload
-            opened.append(stream_id)
         await client.channel.send(batch)
-    return opened
+        opened += ids
+
+
+def _answered(client: MuxClient, stream_id: int) -> bool:
+    view = client.streams[stream_id]
+    return len(view.received) >= len(PROBE_ANSWER) or view.fin or view.rst
 
 
 @case(
@@ -302,14 +309,18 @@ async def _open_many(client: MuxClient, count: int, payload: bytes, flags: int =
 async def concurrent_streams(ctx: CaseContext) -> None:
     client = await ctx.mux()
     count = 1000
-    streams = await _open_many(client, count, PROBE_OPEN)
-    want = len(PROBE_ANSWER)
-    await client.wait(
-        lambda: all(
-            len(client.streams[s].received) >= want or client.streams[s].rst for s in streams
+    streams: list[int] = []
+    with trio.move_on_after(ctx.timeout * 0.9) as scope:
+        await _open_many(client, streams, count, PROBE_OPEN)
+        await client.wait(lambda: all(_answered(client, s) for s in streams))
+    if scope.cancelled_caught:
+        answered = sum(_answered(client, s) for s in streams)
+        raise ViolationError(
+            f"{len(streams)} of {count} streams opened and {answered} answered in "
+            f"{ctx.timeout * 0.9:g} s"
         )
-    )
     reset = [s for s in streams if client.streams[s].rst]
+    want = len(PROBE_ANSWER)
     wrong = [s for s in streams if client.streams[s].received[:want] != PROBE_ANSWER]
     if reset or wrong:
         raise ViolationError(
@@ -322,11 +333,7 @@ async def concurrent_streams(ctx: CaseContext) -> None:
 
 
 def _all_answered(client: MuxClient, streams: list[int]) -> bool:
-    want = len(PROBE_ANSWER)
-    return all(
-        len(client.streams[s].received) >= want or client.streams[s].fin or client.streams[s].rst
-        for s in streams
-    )
+    return all(_answered(client, s) for s in streams)
 
 
 @case(
@@ -343,7 +350,8 @@ async def streams_over_time(ctx: CaseContext) -> None:
     # Leave a tenth of the case's time to report what was done.
     with trio.move_on_after(ctx.timeout * 0.9) as scope:
         while done < total:
-            batch = await _open_many(client, min(in_flight, total - done), PROBE_OPEN, Flag.FIN)
+            batch: list[int] = []
+            await _open_many(client, batch, min(in_flight, total - done), PROBE_OPEN, Flag.FIN)
             await client.wait(partial(_all_answered, client, batch))
             for stream_id in batch:
                 view = client.streams.pop(stream_id)
@@ -371,13 +379,22 @@ async def streams_over_time(ctx: CaseContext) -> None:
 async def stream_limit(ctx: CaseContext) -> None:
     client = await ctx.mux()
     count = 1100
-    streams = await _open_many(client, count, PROBE_OPEN)
-    await client.wait(
-        lambda: all(client.streams[s].acked or client.streams[s].rst for s in streams)
-    )
+    streams: list[int] = []
+
+    def settled(stream_id: int) -> bool:
+        return client.streams[stream_id].acked or client.streams[stream_id].rst
+
+    with trio.move_on_after(ctx.timeout * 0.9) as scope:
+        await _open_many(client, streams, count, PROBE_OPEN)
+        await client.wait(lambda: all(settled(s) for s in streams))
     if client.go_away is not None:
         raise ViolationError(
             f"the target sent GoAway({client.go_away}) instead of refusing streams"
+        )
+    if scope.cancelled_caught:
+        raise NotApplicableError(
+            f"{len(streams)} of {count} streams opened and {sum(map(settled, streams))} "
+            f"acknowledged or refused in {ctx.timeout * 0.9:g} s: too slow to reach a limit"
         )
     await client.ping(14)
     refused = sum(client.streams[s].rst for s in streams)
