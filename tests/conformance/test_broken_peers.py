@@ -33,6 +33,6 @@ async def test_broken_peer_fails_exactly_the_cases_of_its_rule(
     cases = [c for c in select(CASES.values(), suites=[suite]) if c.id not in TIMED]
     switch_on(monkeypatch, fault)
     async with running_node(tmp_path) as addr:
-        results = await run_cases(addr, cases, case_seconds=10.0)
+        results = await run_cases(addr, cases, case_seconds=20.0)
     failed = {r.case.id for r in results if r.outcome is Outcome.FAIL}
     assert failed == expected, [(r.case.id, r.detail) for r in results if r.outcome is Outcome.FAIL]
