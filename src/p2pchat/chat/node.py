@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -179,6 +179,7 @@ class ChatNode:
         #: Our messages being waited for, by first hash: the hash they were ratified under,
         #: or the reason they were abandoned.
         self._origin_done: dict[bytes, tuple[trio.Event, list[bytes | str]]] = {}
+        self._write_locks: dict[bytes, trio.Lock] = {}
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -264,8 +265,10 @@ class ChatNode:
     async def _change_roster(
         self, group_id: bytes, members: Sequence[Member], added: PeerID | None
     ) -> None:
-        packet, commit = self.engine.change_roster(group_id, members, added=added, now=now_ms())
-        await self._submit(packet, commit)
+        await self._submit(
+            group_id,
+            lambda: self.engine.change_roster(group_id, members, added=added, now=now_ms()),
+        )
 
     async def join(self, group_id: bytes, via: PeerID | Multiaddr) -> None:
         """Join a group we were invited to, by fetching its roster chain from ``via``.
@@ -325,16 +328,36 @@ class ChatNode:
             mime = {"text": "text/plain", "markdown": "text/markdown"}.get(
                 message_type, "application/octet-stream"
             )
-        packet, commit = self.engine.author(
-            group_id, data, message_type=message_type, mime=mime, ref_hash=ref_hash, now=now_ms()
+        return await self._submit(
+            group_id,
+            lambda: self.engine.author(
+                group_id,
+                data,
+                message_type=message_type,
+                mime=mime,
+                ref_hash=ref_hash,
+                now=now_ms(),
+            ),
+            wait=wait,
         )
-        return await self._submit(packet, commit, wait=wait)
 
-    async def _submit(self, packet: Packet, commit: Commit, *, wait: bool = True) -> bytes:
-        origin = packet.message_hash
-        done = self._origin_done.setdefault(origin, (trio.Event(), []))
+    async def _submit(
+        self, group_id: bytes, write: Callable[[], tuple[Packet, Commit]], *, wait: bool = True
+    ) -> bytes:
+        # One write at a time per group: each message is written after the previous one is
+        # queued, so it names it as the message it follows (specs/chat.md §6 "One author's
+        # order").
+        lock = self._write_locks.setdefault(group_id, trio.Lock())
+        async with lock:
+            packet, commit = write()
+            origin = packet.message_hash
+            done = self._origin_done.setdefault(origin, (trio.Event(), []))
+            try:
+                await self._runtime.commit(commit)
+            except BaseException:
+                self._origin_done.pop(origin, None)
+                raise
         try:
-            await self._runtime.commit(commit)
             if not wait:
                 return origin
             with trio.move_on_after(self.config.send_timeout):
@@ -567,7 +590,7 @@ async def _load_engine(store: ChatStore, engine: ChatEngine) -> None:
     for entry in await store.outbox_due(2**62, limit=MAX_OUTBOX_LOAD):
         row = await store.get_message(entry.group_id, entry.message_hash)
         if row is not None:
-            engine.load_outbox(_decode_row(row), now)
+            engine.load_outbox(_decode_row(row), now, rank=entry.created_at)
 
 
 @asynccontextmanager
