@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Final
 
 import attrs
@@ -58,6 +59,7 @@ from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher
 from .services.dispatch import install_chat as _install_chat
 from .services.handlers import ChatHandlers
+from .services.member_records import RECORDS_FILE, MemberRecordFile
 from .services.outbox import run_outbox
 from .services.ratify import RatifyService
 from .services.runtime import Runtime, now_ms
@@ -65,6 +67,7 @@ from .services.sync import SyncService
 from .store import ChatStore, StoredMessage
 
 __all__ = [
+    "RECORDS_FILE",
     "ChatConfig",
     "ChatError",
     "ChatMessage",
@@ -433,15 +436,20 @@ class ChatNode:
             ratified=ratified,
         )
 
-    def _protect_members(self) -> None:
-        """The Host keeps connections to the members of our groups' current rosters (they are
-        never evicted and may use the reserved slots); a removed member loses that."""
+    def current_members(self) -> set[PeerID]:
+        """The members of our groups' current rosters, other than us."""
         members: set[PeerID] = set()
         for group_id in self.engine.groups():
             members |= self.engine.view(group_id).members(
                 self.engine.view(group_id).state.current_epoch
             )
         members.discard(self.peer_id)
+        return members
+
+    def _protect_members(self) -> None:
+        """The Host keeps connections to the members of our groups' current rosters (they are
+        never evicted and may use the reserved slots); a removed member loses that."""
+        members = self.current_members()
         for peer in self._protected - members:
             self.host.unprotect(peer)
         for peer in members - self._protected:
@@ -595,10 +603,16 @@ async def _load_engine(store: ChatStore, engine: ChatEngine) -> None:
 
 @asynccontextmanager
 async def open_chat_node(
-    host: Host, store: ChatStore, config: ChatConfig | None = None
+    host: Host,
+    store: ChatStore,
+    config: ChatConfig | None = None,
+    *,
+    records_path: Path | None = None,
 ) -> AsyncIterator[ChatNode]:
     """Run the chat protocol on ``host`` with ``store``: serve ``/p2pchat/1.0.0``, resume the
-    outbox, and sync with group members as they connect.
+    outbox, and sync with group members as they connect. With ``records_path`` (the data dir's
+    ``member-records.cbor``), the members' signed peer records learnt are kept there and read
+    back at start, before members are dialed (specs/chat.md §12).
 
     Raises:
         StoreError: the store cannot be read.
@@ -615,7 +629,8 @@ async def open_chat_node(
         open_service_nursery() as sync_nursery,
         open_service_nursery() as nursery,
     ):
-        addresses = AddressBook(host, clients)
+        records = None if records_path is None else MemberRecordFile(host, records_path)
+        addresses = AddressBook(host, clients, records)
         sync = SyncService(runtime, clients, sync_nursery, addresses)
         node = ChatNode(host, store, runtime, clients, sync, config)
         node._addresses = addresses
@@ -637,8 +652,14 @@ async def open_chat_node(
         _install_chat(host, node.dispatcher)
         await nursery.start(node._watch_connections)
         nursery.start_soon(run_outbox, runtime)
+        if records is not None:
+            await records.load(node.current_members())
+            nursery.start_soon(records.run_saver, node.current_members)
         nursery.start_soon(node._connect_members)
         try:
             yield node
         finally:
             host.remove_stream_handler(PROTOCOL_ID)
+            if records is not None:
+                with trio.CancelScope(shield=True):
+                    await records.save(node.current_members())

@@ -6,7 +6,8 @@ each record (signed by its own peer, a member of the current roster, not us), ke
 ``seq`` is newer than the one held, and files its addresses in the Host's peer store, from
 which every later dial (a vote request to a ratifier, a delivery) picks them. Members ask when
 they join and whenever a connection to a member comes up, so a member that knows only the owner
-learns where the ratifiers it needs are.
+learns where the ratifiers it needs are. What is kept is also written to the data dir
+(:mod:`.member_records`), so a restarted node dials members where they last said they were.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from ...identity import PeerID
 from ...net.host import Host
 from ...net.identify import signed_record
 from ...net.peerstore import CONNECTED_ADDR_TTL
-from ...records import RecordError, open_peer_record
 from ..core.view import ChatError, GroupView
 from .clients import ClientPool
+from .member_records import MemberRecordFile, file_records
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +56,14 @@ def records_for(host: Host, view: GroupView, asker: PeerID) -> list[bytes]:
 class AddressBook:
     """Asks members for member addresses and files what verifies."""
 
-    def __init__(self, host: Host, clients: ClientPool) -> None:
+    def __init__(
+        self, host: Host, clients: ClientPool, records: MemberRecordFile | None = None
+    ) -> None:
         self._host = host
         self._clients = clients
         self._refreshed: dict[bytes, float] = {}
+        #: The data dir's records file, told when records are kept.
+        self.records = records
 
     async def refresh(self, view: GroupView, unreachable: PeerID) -> int:
         """``unreachable`` (a member) could not be dialed: it may have moved. Ask up to
@@ -95,21 +100,8 @@ class AddressBook:
         if not isinstance(raw, list):
             return 0
         members = {m.peer for m in view.state.current_roster.members}
-        kept = 0
-        store = self._host.peer_store
-        for item in raw[:MAX_RECORDS]:
-            if not isinstance(item, bytes):
-                continue
-            try:
-                record, _ = open_peer_record(item)
-            except RecordError as exc:
-                logger.info("a member record refused: %s", exc.hint)
-                continue
-            if record.peer not in members or record.peer == self._host.peer_id:
-                continue
-            if store.set_signed_record(record.peer, record.seq, item):
-                store.add_addrs(
-                    record.peer, record.addresses, CONNECTED_ADDR_TTL, trio.current_time()
-                )
-                kept += 1
-        return kept
+        envelopes = [item for item in raw[:MAX_RECORDS] if isinstance(item, bytes)]
+        kept = file_records(self._host, envelopes, members, CONNECTED_ADDR_TTL)
+        if kept and self.records is not None:
+            self.records.changed()
+        return len(kept)
