@@ -118,3 +118,33 @@ async def test_a_restarted_member_dials_a_member_at_its_stored_record(tmp_path: 
                 break
             await trio.sleep(0.05)
         assert bob.peer_id in carol.chat.host.connected_peers()
+
+
+async def test_a_member_that_moved_is_made_known_to_members_that_stay_connected(
+    tmp_path: Path,
+) -> None:
+    """bob comes back on another port and reaches alice only; dave, who stays connected to
+    alice and makes no new connection, learns where bob is now from alice (specs/chat.md §8)."""
+    async with open_cluster(tmp_path, *STAR, hub="alice") as cluster:
+        alice, bob, carol, dave = cluster.peers
+        group_id = await alice.chat.create_group("moved")
+        for peer, role in ((bob, Role.RATIFIER), (carol, Role.RATIFIER), (dave, Role.USER)):
+            await alice.chat.invite(group_id, peer.peer_id, role)
+            await peer.chat.join(group_id, alice.peer_id)
+        assert dave.chat.host.peer_store.signed_record(bob.peer_id) is not None
+        await bob.stop()
+        (bob.data_dir / RECORDS_FILE).unlink(missing_ok=True)  # bob knows only alice now
+        old_port = bob.port
+        bob.port = 0
+        await bob.start()
+        assert bob.port != old_port
+        new_addr = bob.chat.host.listen_addrs[0]
+        for _ in range(200):  # at most 10 s
+            if new_addr in dave.chat.host.peer_store.addrs(bob.peer_id, trio.current_time()):
+                break
+            await trio.sleep(0.05)
+        assert new_addr in dave.chat.host.peer_store.addrs(bob.peer_id, trio.current_time())
+        assert bob.peer_id not in dave.chat.host.connected_peers()
+        held = dave.chat.host.peer_store.signed_record(bob.peer_id)
+        assert held is not None
+        assert new_addr in open_peer_record(held)[0].addresses

@@ -630,7 +630,7 @@ async def open_chat_node(
         open_service_nursery() as nursery,
     ):
         records = None if records_path is None else MemberRecordFile(host, records_path)
-        addresses = AddressBook(host, clients, records)
+        addresses = AddressBook(host, clients, records, nursery)
         sync = SyncService(runtime, clients, sync_nursery, addresses)
         node = ChatNode(host, store, runtime, clients, sync, config)
         node._addresses = addresses
@@ -648,7 +648,9 @@ async def open_chat_node(
             publish=node._publish,
             ratified=node._ratified,
         )
-        ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host).register(node.dispatcher)
+        handlers = ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host)
+        handlers.addresses = addresses
+        handlers.register(node.dispatcher)
         _install_chat(host, node.dispatcher)
         await nursery.start(node._watch_connections)
         nursery.start_soon(run_outbox, runtime)

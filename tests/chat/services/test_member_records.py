@@ -16,6 +16,7 @@ from p2pchat.chat.services.member_records import (
     MAX_STORED_RECORDS,
     RECORDS_FILE,
     STORED_ADDR_TTL,
+    Kept,
     MemberRecordFile,
     decode_records,
     encode_records,
@@ -46,6 +47,10 @@ def _host(identity: KeyPair | None = None) -> tuple[Host, FakeHost]:
 def _record(pair: KeyPair, seq: int, port: int) -> bytes:
     addr = Multiaddr.from_string(f"/ip4/127.0.0.1/tcp/{port}")
     return make_peer_record(pair, seq, [addr]).encode()
+
+
+def _addrs(port: int) -> frozenset[Multiaddr]:
+    return frozenset([Multiaddr.from_string(f"/ip4/127.0.0.1/tcp/{port}")])
 
 
 def _ports(fake: FakeHost, peer: PeerID) -> set[str | None]:
@@ -83,7 +88,7 @@ async def test_forged_foreign_stale_and_our_own_records_are_refused() -> None:
     foreign = _record(stranger, 12, 4002)
     ours = _record(me, 12, 4005)
     kept = file_records(host, [bytes(forged), foreign, ours, good], members, STORED_ADDR_TTL)
-    assert kept == [member.peer_id]
+    assert kept == [Kept(member.peer_id, _addrs(4001))]
     assert fake.peer_store.signed_record(me.peer_id) is None
     assert fake.peer_store.signed_record(member.peer_id) == good
     assert fake.peer_store.signed_record(stranger.peer_id) is None
@@ -91,8 +96,9 @@ async def test_forged_foreign_stale_and_our_own_records_are_refused() -> None:
     # An older seq does not replace a newer one; a newer one does.
     assert file_records(host, [_record(member, 9, 4003)], members, STORED_ADDR_TTL) == []
     assert fake.peer_store.signed_record(member.peer_id) == good
-    newer = _record(member, 13, 4004)
-    assert file_records(host, [newer], members, STORED_ADDR_TTL) == [member.peer_id]
+    newer = _record(member, 14, 4004)
+    kept = file_records(host, [newer], members, STORED_ADDR_TTL)
+    assert kept == [Kept(member.peer_id, _addrs(4004))]
     assert fake.peer_store.signed_record(member.peer_id) == newer
 
 

@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
+import attrs
 import trio
 
 from ...errors import DecodeError
 from ...identity import PeerID
+from ...multiaddr import Multiaddr
 from ...net.host import Host
 from ...records import MAX_ENVELOPE_SIZE, RecordError, open_peer_record
 from ..core import cbor
@@ -101,14 +103,22 @@ def write_records(path: Path, data: bytes) -> None:
         raise
 
 
+@attrs.frozen
+class Kept:
+    """A record kept: whose, and the addresses it gives."""
+
+    peer: PeerID
+    addresses: frozenset[Multiaddr]
+
+
 def file_records(
     host: Host, envelopes: Iterable[bytes], members: set[PeerID], ttl: float
-) -> list[PeerID]:
+) -> list[Kept]:
     """Verify ``envelopes`` and keep, in ``host``'s peer store, each signed by its own peer, a
     member other than us, newer than the record held; its addresses for ``ttl`` seconds.
-    Returns the peers whose record was kept."""
+    Returns the records kept."""
     store = host.peer_store
-    kept: list[PeerID] = []
+    kept: list[Kept] = []
     for item in envelopes:
         try:
             record, _ = open_peer_record(item)
@@ -120,7 +130,7 @@ def file_records(
             continue
         if store.set_signed_record(record.peer, record.seq, item):
             store.add_addrs(record.peer, record.addresses, ttl, trio.current_time())
-            kept.append(record.peer)
+            kept.append(Kept(record.peer, frozenset(record.addresses)))
     return kept
 
 
