@@ -89,3 +89,38 @@ async def test_the_authors_restart_keeps_the_order_of_its_queued_lines(tmp_path:
         await _converged([alice, bob], group_id, 20)
         for peer in (alice, bob):
             assert await _texts(peer, group_id) == _lines(1, 20)
+
+
+async def test_the_authors_crash_in_the_middle_of_its_chain_keeps_the_order(
+    tmp_path: Path,
+) -> None:
+    """alice dies (as a killed process, at a commit) while her queued lines are being
+    ratified one after the other, and is restarted from her data dir."""
+    async with open_cluster(tmp_path, "alice", "bob") as cluster:
+        alice, bob = cluster.peers
+        group_id = await build_group(alice, [(bob, Role.RATIFIER)])
+        await alice.stop()
+        crashing: list[CrashingStore] = []
+
+        def wrap(store: ChatStore) -> CrashingStore:
+            crashing.append(CrashingStore(store, None, after=True))
+            return crashing[-1]
+
+        alice.wrap_store = wrap
+        await alice.start()
+        await bob.stop()
+        await _send(alice, group_id, _lines(1, 12))
+        store = crashing[-1]
+        # Once bob is back, alice's certificate commits follow one another: she dies just
+        # after the fourth commit from now (durable, but nothing after it happens).
+        store.crash_at = store.commits + 4
+        await bob.start()
+        with trio.fail_after(CONVERGE):
+            await store.crashed.wait()
+        await alice.stop()
+        alice.wrap_store = None
+        await alice.start()
+        await _send(alice, group_id, _lines(13, 15))
+        await _converged([alice, bob], group_id, 15)
+        for peer in (alice, bob):
+            assert await _texts(peer, group_id) == _lines(1, 15)
