@@ -46,9 +46,9 @@ from .secure import SecureStream
 logger = logging.getLogger(__name__)
 
 YAMUX_PROTOCOL: Final = yamux.PROTOCOL_ID
-RECEIVE_SIZE: Final = 256 * 1024
+RECEIVE_SIZE: Final = 1024 * 1024
 #: At most this much is encrypted and written at once, which bounds the memory a write takes.
-WRITE_BATCH: Final = 1024 * 1024
+WRITE_BATCH: Final = 4 * 1024 * 1024
 #: yamux frames sized so that header and body fit in one Noise message.
 MAX_FRAME_PAYLOAD: Final = noise.MAX_PLAINTEXT_LEN - yamux.HEADER_SIZE
 DEFAULT_KEEPALIVE_INTERVAL: Final = 30.0
@@ -71,6 +71,9 @@ class MuxerConfig:
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     accept_backlog: int = DEFAULT_ACCEPT_BACKLOG
+    #: Let the secure stream seal and open bulk batches in worker threads
+    #: (specs/secure-stream.md "Worker threads for bulk"); off by default.
+    secure_worker_threads: bool = False
 
 
 class MuxedStream(trio.abc.HalfCloseableStream):
@@ -316,6 +319,7 @@ class MuxedConnection:
         self._initial_data = initial_data
         self.config = config if config is not None else MuxerConfig()
         self.secure = secure
+        secure.worker_threads = self.config.secure_worker_threads
         self.is_client = is_client
         self.remote_peer: PeerID = secure.remote_peer
         self.remote_addr = remote_addr
