@@ -35,7 +35,7 @@ machine weighs on every pair alike. Medians over the runs (and the range of the 
 figure). Targets: p2pchat -> p2pchat transfer >= 5x py-libp2p -> py-libp2p, and >= 0.5x raw TCP.
 
     python tools/bench_perf.py [--quick] [--json] [--upload-mib 256] [--download-mib 256]
-        [--iterations 5] [--no-pylibp2p]
+        [--iterations 5] [--no-pylibp2p] [--no-threads]
 """
 
 from __future__ import annotations
@@ -407,7 +407,7 @@ async def _pylibp2p_version(python: Path) -> str:
     return done.stdout.decode().strip() or "unknown version"
 
 
-async def run_all(sizes: Sizes, use_pylibp2p: bool) -> dict[str, Any]:
+async def run_all(sizes: Sizes, use_pylibp2p: bool, use_threads: bool = True) -> dict[str, Any]:
     """Every pair (those needing py-libp2p only when it is there), then the ratios."""
     python = interop_python()
     skipped: str | None = None
@@ -427,6 +427,8 @@ async def run_all(sizes: Sizes, use_pylibp2p: bool) -> dict[str, Any]:
         },
     }
     chosen = [p for p in PAIRS if skipped is None or "py-libp2p" not in (p.client, p.server)]
+    if not use_threads:
+        chosen = [p for p in chosen if p.client != "p2pchat+threads"]
     result["pairs"] = pairs = await run_pairs(chosen, sizes, python)
     ratios: dict[str, float] = {}
     if BASELINE.name in pairs:
@@ -541,7 +543,7 @@ async def _main(args: argparse.Namespace) -> None:
         download=base.download if args.download_mib is None else args.download_mib * MIB,
         iterations=args.iterations or base.iterations,
     )
-    result = await run_all(sizes, not args.no_pylibp2p)
+    result = await run_all(sizes, not args.no_pylibp2p, not args.no_threads)
     print(json.dumps(result) if args.json else render(result))
 
 
@@ -553,6 +555,9 @@ def main() -> None:
     parser.add_argument("--download-mib", type=_non_negative, help="MiB down per run (256)")
     parser.add_argument("--iterations", type=_positive, help="runs per pair (5)")
     parser.add_argument("--no-pylibp2p", action="store_true", help="only p2pchat -> p2pchat")
+    parser.add_argument(
+        "--no-threads", action="store_true", help="skip the worker-threads pair (older trees)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=3, metavar=("ADDR", "UP", "DOWN"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", action="store_true", help=argparse.SUPPRESS)

@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Any
 
+import attrs
 import trio
 
 from p2pchat.identity import KeyPair
@@ -41,22 +42,25 @@ MIB = 1024 * 1024
 TARGET_RATIO = 0.5  # issue 18: ours / raw trio TCP for bulk
 
 
-async def _drain(stream: trio.abc.Stream) -> tuple[int, float, int]:
+async def _drain(stream: trio.abc.Stream) -> tuple[int, float, float, int]:
+    """Bytes, seconds and process CPU seconds from the first byte to EOF, thread batches."""
     total = 0
-    first = 0.0
+    first = cpu = 0.0
     while True:
         chunk = await stream.receive_some()
         if not chunk:
             break
         if not total:
             first = time.perf_counter()
+            cpu = time.process_time()
         total += len(chunk)
-    offloaded = getattr(stream, "offloaded_opens", 0)
-    return total, time.perf_counter() - first, offloaded
+    offloaded = getattr(stream, "offloaded_opens", 0)  # absent before the worker threads
+    return total, time.perf_counter() - first, time.process_time() - cpu, offloaded
 
 
-def _report(total: int, elapsed: float, offloaded: int) -> None:
-    print(json.dumps({"bytes": total, "seconds": elapsed, "offloaded": offloaded}), flush=True)
+def _report(total: int, elapsed: float, cpu: float, offloaded: int) -> None:
+    line = {"bytes": total, "seconds": elapsed, "cpu": cpu, "offloaded": offloaded}
+    print(json.dumps(line), flush=True)
 
 
 async def _serve_raw() -> None:
@@ -114,27 +118,51 @@ async def _send(stream: trio.abc.Stream, total: int, write_size: int) -> None:
         await stream.send_all(block)
 
 
-async def _bulk_raw(total: int, write_size: int) -> float:
+@attrs.frozen
+class Bulk:
+    mib_s: float
+    #: Process CPU seconds per GiB at each end (robust to a busy machine, unlike MiB/s).
+    receiver_cpu_s_gib: float
+    sender_cpu_s_gib: float
+    seals: int = 0
+    opens: int = 0
+
+
+async def _timed_send(stream: trio.abc.Stream, total: int, write_size: int) -> float:
+    cpu = time.process_time()
+    await _send(stream, total, write_size)
+    return time.process_time() - cpu
+
+
+def _bulk(result: dict[str, Any], total: int, sender_cpu: float, seals: int = 0) -> Bulk:
+    assert result["bytes"] == total, result
+    gib = total / (1024 * MIB)
+    return Bulk(
+        mib_s=float(result["bytes"] / MIB / result["seconds"]),
+        receiver_cpu_s_gib=result["cpu"] / gib,
+        sender_cpu_s_gib=sender_cpu / gib,
+        seals=seals,
+        opens=result["offloaded"],
+    )
+
+
+async def _bulk_raw(total: int, write_size: int) -> Bulk:
     proc, addr = _start_server("raw")
     stream = await dial_tcp(addr)
     async with stream:
-        await _send(stream, total, write_size)
-    result = _finish(proc)
-    assert result["bytes"] == total, result
-    return float(result["bytes"] / MIB / result["seconds"])
+        cpu = await _timed_send(stream, total, write_size)
+    return _bulk(_finish(proc), total, cpu)
 
 
-async def _bulk_secure(total: int, write_size: int, threads: bool) -> tuple[float, int, int]:
-    """MiB/s, and the batches sealed / opened in a worker thread (sender / receiver)."""
+async def _bulk_secure(total: int, write_size: int, threads: bool) -> Bulk:
+    """Throughput, CPU, and the batches sealed / opened in a worker thread."""
     proc, addr = _start_server("secure-threads" if threads else "secure")
     stream = await dial_secure(addr, KeyPair.generate())
     stream.worker_threads = threads
     async with stream:
-        await _send(stream, total, write_size)
-    seals = getattr(stream, "offloaded_seals", 0)  # absent before the worker thread existed
-    result = _finish(proc)
-    assert result["bytes"] == total, result
-    return float(result["bytes"] / MIB / result["seconds"]), seals, result["offloaded"]
+        cpu = await _timed_send(stream, total, write_size)
+    seals = getattr(stream, "offloaded_seals", 0)  # absent before the worker threads
+    return _bulk(_finish(proc), total, cpu, seals)
 
 
 async def _handshakes(count: int) -> list[float]:
@@ -159,19 +187,17 @@ async def _main(args: argparse.Namespace) -> None:
     for round_no in range(1, args.rounds + 1):
         for write_size in (WRITE_SIZE, BIG_WRITE_SIZE):
             raw = await _bulk_raw(total, write_size)
-            loop, _, _ = await _bulk_secure(total, write_size, threads=False)
-            threads, seals, opens = await _bulk_secure(total, write_size, threads=True)
+            loop = await _bulk_secure(total, write_size, threads=False)
+            threads = await _bulk_secure(total, write_size, threads=True)
             bulk.append(
                 {
                     "round": round_no,
                     "write_size": write_size,
-                    "raw_tcp_mib_s": round(raw, 1),
-                    "secure_mib_s": round(loop, 1),
-                    "secure_over_raw": round(loop / raw, 3),
-                    "threads_mib_s": round(threads, 1),
-                    "threads_over_raw": round(threads / raw, 3),
-                    "sender_thread_seals": seals,
-                    "receiver_thread_opens": opens,
+                    "raw": attrs.asdict(raw),
+                    "secure": attrs.asdict(loop),
+                    "threads": attrs.asdict(threads),
+                    "secure_over_raw": round(loop.mib_s / raw.mib_s, 3),
+                    "threads_over_raw": round(threads.mib_s / raw.mib_s, 3),
                 }
             )
     times = await _handshakes(args.connections)
@@ -188,22 +214,30 @@ async def _main(args: argparse.Namespace) -> None:
         print(json.dumps(result))
         return
     print(
-        f"bulk transfer: {args.mib} MiB per run, 127.0.0.1, MiB/s at the receiver;"
-        f" target SecureStream / raw >= {TARGET_RATIO:g}"
+        f"bulk transfer: {args.mib} MiB per run, 127.0.0.1; MiB/s at the receiver (first byte to"
+        f" EOF); target SecureStream / raw >= {TARGET_RATIO:g}"
     )
     print(
-        f"  {'round':<6}{'writes':>8}{'raw TCP':>10}{'Secure':>10}{'ratio':>7}"
-        f"{'+threads':>10}{'ratio':>7}{'sealed/opened in threads':>26}"
+        f"  {'round':<6}{'writes':>9}{'raw TCP':>9}{'Secure':>9}{'ratio':>7}"
+        f"{'+threads':>10}{'ratio':>7}   CPU s/GiB receiver+sender: raw, Secure, +threads"
     )
     for row in bulk:
-        threaded = f"{row['sender_thread_seals']} / {row['receiver_thread_opens']}"
-        print(
-            f"  {row['round']:<6}{str(row['write_size'] // 1024) + ' KiB':>8}"
-            f"{row['raw_tcp_mib_s']:>10.1f}{row['secure_mib_s']:>10.1f}"
-            f"{row['secure_over_raw']:>7.3f}{row['threads_mib_s']:>10.1f}"
-            f"{row['threads_over_raw']:>7.3f}{threaded:>26}"
+        raw, loop, threads = row["raw"], row["secure"], row["threads"]
+        cpu = ", ".join(
+            f"{b['receiver_cpu_s_gib']:.2f}+{b['sender_cpu_s_gib']:.2f}"
+            for b in (raw, loop, threads)
         )
-    print("  (Secure: AEAD on the event loop, the default; +threads: worker_threads=True)")
+        print(
+            f"  {row['round']:<6}{str(row['write_size'] // 1024) + ' KiB':>9}"
+            f"{raw['mib_s']:>9.1f}{loop['mib_s']:>9.1f}{row['secure_over_raw']:>7.3f}"
+            f"{threads['mib_s']:>10.1f}{row['threads_over_raw']:>7.3f}   {cpu}"
+        )
+    print(
+        "  Secure: AEAD on the event loop (the default); +threads: worker_threads=True"
+        " (batches sealed / opened in threads: "
+        + ", ".join(f"{r['threads']['seals']}/{r['threads']['opens']}" for r in bulk)
+        + ")"
+    )
     print(f"dial + multistream + Noise XX handshake, {len(times)} connections:")
     print(
         f"  median {result['handshake_median_ms']:.3f} ms"
