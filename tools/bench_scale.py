@@ -279,7 +279,8 @@ def _commit_job(net: Network, commit: Commit, w: _Work) -> None:
 
 
 def build_group(net: Network, size: int) -> tuple[bytes, list[ChatEngine]]:
-    """An owner, two more ratifiers and users up to ``size``; every member holds the roster."""
+    """An owner and two more ratifiers, added one by one, then every user in one roster change;
+    every member joins from the owner's chain and holds the same roster."""
     owner = net.add()
     boot = _Work(net.nodes[owner.peer_id], 0.0, 0.0)
     group_id, commit = owner.create_group(
@@ -288,24 +289,31 @@ def build_group(net: Network, size: int) -> tuple[bytes, list[ChatEngine]]:
     net.commit(boot, commit)
     net.run()
     members = [owner]
-    for index in range(1, size):
-        member = net.add()
-        role = Role.RATIFIER if index < RATIFIERS else Role.USER
+    batches = [[Role.RATIFIER] for _ in range(1, min(size, RATIFIERS))]
+    if size > RATIFIERS:
+        batches.append([Role.USER] * (size - RATIFIERS))
+    for roles in batches:
+        joining = [net.add() for _ in roles]
         view = owner.view(group_id)
-        entry = Member(member.peer_id, role, member.hpke.kem, member.hpke.public_bytes())
-        roster = [*view.state.current_roster.members, entry]
-        _, change = owner.change_roster(group_id, roster, added=member.peer_id, now=T0)
+        entries = [
+            Member(m.peer_id, role, m.hpke.kem, m.hpke.public_bytes())
+            for m, role in zip(joining, roles, strict=True)
+        ]
+        roster = [*view.state.current_roster.members, *entries]
+        added = joining[0].peer_id if len(joining) == 1 else None
+        _, change = owner.change_roster(group_id, roster, added=added, now=T0)
         net.work(owner.peer_id, 0.0, functools.partial(_commit_job, net, change))
         net.run()
         chain = {
             "genesis": view.signed.to_cbor(),
             "rosters": [p.to_cbor() for p in owner.view(group_id).state.roster_packets],
         }
-        join = member.join(group_id, chain, T0)
-        assert join is not None, "join refused"
-        net.work(member.peer_id, 0.0, functools.partial(_commit_job, net, join))
-        net.run()
-        members.append(member)
+        for member in joining:
+            join = member.join(group_id, chain, T0)
+            assert join is not None, "join refused"
+            net.work(member.peer_id, 0.0, functools.partial(_commit_job, net, join))
+            net.run()
+        members.extend(joining)
     epoch = owner.view(group_id).state.current_epoch
     for member in members:
         assert member.view(group_id).state.current_epoch == epoch, "a member missed the roster"

@@ -46,9 +46,13 @@ from .secure import SecureStream
 logger = logging.getLogger(__name__)
 
 YAMUX_PROTOCOL: Final = yamux.PROTOCOL_ID
-RECEIVE_SIZE: Final = 1024 * 1024
+RECEIVE_SIZE: Final = 256 * 1024
 #: At most this much is encrypted and written at once, which bounds the memory a write takes.
-WRITE_BATCH: Final = 4 * 1024 * 1024
+WRITE_BATCH: Final = 1024 * 1024
+#: The same with the secure stream's worker threads on: a write of several seal batches can be
+#: pipelined, and a read can take a backlog large enough to open in a thread.
+THREADED_RECEIVE_SIZE: Final = 1024 * 1024
+THREADED_WRITE_BATCH: Final = 4 * 1024 * 1024
 #: yamux frames sized so that header and body fit in one Noise message.
 MAX_FRAME_PAYLOAD: Final = noise.MAX_PLAINTEXT_LEN - yamux.HEADER_SIZE
 DEFAULT_KEEPALIVE_INTERVAL: Final = 30.0
@@ -513,8 +517,9 @@ class MuxedConnection:
 
     async def _writer(self) -> None:
         core = self._core
+        batch = THREADED_WRITE_BATCH if self.config.secure_worker_threads else WRITE_BATCH
         while True:
-            frames = core.frames_to_send(WRITE_BATCH)
+            frames = core.frames_to_send(batch)
             if not frames:
                 self._drained.set()
                 self._wakeup = trio.Event()
@@ -528,12 +533,11 @@ class MuxedConnection:
 
     async def _reader(self) -> None:
         core = self._core
+        size = THREADED_RECEIVE_SIZE if self.config.secure_worker_threads else RECEIVE_SIZE
         while self.broken_reason is None:
             try:
                 # Several Noise messages at once, each holding whole yamux frames (_writer).
-                data: bytes | bytearray = self._initial_data or await self.secure.receive_some(
-                    RECEIVE_SIZE
-                )
+                data: bytes | bytearray = self._initial_data or await self.secure.receive_some(size)
                 self._initial_data = b""
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._end(f"read failed: {exc}")

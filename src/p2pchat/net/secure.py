@@ -59,8 +59,11 @@ _T = TypeVar("_T")
 
 NOISE_PROTOCOL: Final = noise.PROTOCOL_ID
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
-# How much to ask the transport for at once: several Noise frames, few system calls.
-RECEIVE_SIZE: Final = 1024 * 1024
+# How much to ask the transport for at once: several Noise frames, few system calls. The Noise
+# core's receive buffer grows to about this much, per connection.
+RECEIVE_SIZE: Final = 256 * 1024
+#: The same with worker threads on: large enough to gather an OPEN_MIN backlog in one read.
+THREADED_RECEIVE_SIZE: Final = 1024 * 1024
 #: Plaintext sealed per batch: 16 full Noise messages (1,048,304 bytes). A write of more than one
 #: batch is pipelined: the loop seals the first, then a worker thread seals batch n+1 while the
 #: loop writes batch n. A write of at most one batch is sealed on the loop.
@@ -267,7 +270,8 @@ class SecureStream(trio.abc.Stream):
                 await trio.lowlevel.checkpoint()
                 return self._take_pending(max_bytes)
             if max_bytes is None or max_bytes > noise.MAX_PLAINTEXT_LEN:
-                return await self._receive_bulk(max_bytes or RECEIVE_SIZE)
+                default = THREADED_RECEIVE_SIZE if self.worker_threads else RECEIVE_SIZE
+                return await self._receive_bulk(max_bytes or default)
             self._pending = await self._next_plaintext()
             return self._take_pending(max_bytes)
         finally:
@@ -316,7 +320,7 @@ class SecureStream(trio.abc.Stream):
 
         async def open_batch(done: trio.CancelScope) -> None:
             # Shielded: the batch has left the core, so it is opened and kept even if we are
-            # cancelled (the next call hands it out). It is at most RECEIVE_SIZE-ish of work.
+            # cancelled (the next call hands it out). It is at most THREADED_RECEIVE_SIZE of work.
             with trio.CancelScope(shield=True):
                 try:
                     await trio.to_thread.run_sync(session.open_frames, batch, out)
@@ -348,7 +352,7 @@ class SecureStream(trio.abc.Stream):
         assert sock is not None
         try:
             if self._read_error is None and session.buffered_bytes < READ_AHEAD:
-                want = min(RECEIVE_SIZE, READ_AHEAD - session.buffered_bytes)
+                want = min(THREADED_RECEIVE_SIZE, READ_AHEAD - session.buffered_bytes)
                 with session.receive_buffer(want) as view:
                     try:
                         count = await sock.recv_into(view)
@@ -395,12 +399,13 @@ class SecureStream(trio.abc.Stream):
         session = self._session
         if self._read_error is not None:
             raise trio.BrokenResourceError(f"transport error: {self._read_error}")
+        size = THREADED_RECEIVE_SIZE if self.worker_threads else RECEIVE_SIZE
         if self._socket is None:
-            data = await self.transport_stream.receive_some(RECEIVE_SIZE)
+            data = await self.transport_stream.receive_some(size)
             session.receive_data(data)
             return len(data)
         # A TCP socket can read straight into the Noise buffer: no copy, no allocation.
-        with session.receive_buffer(RECEIVE_SIZE) as view:
+        with session.receive_buffer(size) as view:
             try:
                 count = await self._socket.recv_into(view)
             except OSError as exc:
