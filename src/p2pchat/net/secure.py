@@ -15,7 +15,7 @@ tag, garbage framing) puts the stream in the BROKEN state: this and every later 
 ``trio.BrokenResourceError``. Our own ``aclose`` puts it in the CLOSED state, after which
 calls raise ``trio.ClosedResourceError``.
 
-Bulk work uses the second core (specs/secure-stream.md "Worker thread for bulk"). A write of
+Bulk work can use a second core (specs/secure-stream.md "Worker threads for bulk"). A write of
 more than :data:`SEAL_BATCH` bytes is sealed in batches: the first on the loop, each next one by
 ``trio.to_thread.run_sync`` (``cryptography`` releases the GIL in its AEAD) while the event loop
 writes the previous one. When at least :data:`OPEN_MIN` bytes of whole frames are buffered,
@@ -40,7 +40,7 @@ import functools
 import logging
 import operator
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Final, TypeVar
+from typing import Final
 
 import trio
 
@@ -55,7 +55,6 @@ from .tcp import dial_tcp, listen_tcp, listener_multiaddr, remote_multiaddr
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 
 NOISE_PROTOCOL: Final = noise.PROTOCOL_ID
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
@@ -221,6 +220,8 @@ class SecureStream(trio.abc.Stream):
                 sealed.append(await trio.to_thread.run_sync(batch))
             except ProtocolError as exc:
                 failures.append(exc)
+            else:
+                self.offloaded_seals += 1
 
         try:
             sealed.append(batches[0]())
@@ -237,7 +238,6 @@ class SecureStream(trio.abc.Stream):
                     await self._write(frames)
                 except Exception as exc:  # raised as it is once the thread is done
                     write_error = exc
-            self.offloaded_seals += 1
             if write_error is not None:
                 raise write_error
         if failures:
