@@ -37,8 +37,13 @@ latency from the send to the *last* member (p50, p99 over the messages), then th
 issue 18: the author's CPU at 100 members at most 2x that at 5, and p99 to the last member
 under 250 ms at 100 members.
 
+``--fanout K`` replaces today's delivery by a model of delivery relayed through members (issue 18
+item 3, not yet in the services): a node sends at most K ``smsg``, each carrying in ``relay`` the
+members of its recipient's subtree, which the recipient, once it has checked and committed the
+message, serves the same way; every member still checks the certificate.
+
     python tools/bench_scale.py [--sizes 5,20,50,100] [--messages 40] [--hop-us 70]
-        [--link-ms 0.1] [--json]
+        [--link-ms 0.1] [--fanout K] [--json]
 """
 
 from __future__ import annotations
@@ -121,8 +126,10 @@ class _Work:
 class Network:
     """Every member's engine, a link delay, and a queue of timed events."""
 
-    def __init__(self, *, hop_s: float, link_s: float) -> None:
+    def __init__(self, *, hop_s: float, link_s: float, fanout: int = 0) -> None:
         self.nodes: dict[PeerID, _Node] = {}
+        #: 0: the author sends every member its smsg (today). K: the relay model.
+        self.fanout = fanout
         self.hop_s = hop_s
         self.link_s = link_s
         self._queue: list[tuple[float, int, Callable[[float], None]]] = []
@@ -222,8 +229,7 @@ class Network:
                 self._ask(w, action)
             elif isinstance(action, Deliver):
                 body = {"group_id": action.group_id, "packet": action.packet.to_cbor()}
-                for peer in action.peers:
-                    self._deliver(w, peer, body)
+                self._fan_out(w, body, list(action.peers))
 
     def _ask(self, w: _Work, action: AskVote) -> None:
         author = w.node.engine.peer_id
@@ -253,8 +259,23 @@ class Network:
 
         self.send(w, action.ratifier, wire.Query("mrat", 1, dict(body_of(action))), vote)
 
-    def _deliver(self, w: _Work, peer: PeerID, body: dict[str, Any]) -> None:
-        author = w.node.engine.peer_id
+    def _fan_out(self, w: _Work, body: dict[str, Any], peers: list[PeerID]) -> None:
+        """Today: one ``smsg`` per peer. With ``fanout`` (the relay model): at most that many,
+        each carrying the rest of its subtree for the recipient to pass on the same way."""
+        if not self.fanout or len(peers) <= self.fanout:
+            for peer in peers:
+                self._deliver(w, peer, body, [])
+            return
+        share = math.ceil(len(peers) / self.fanout)
+        for start in range(0, len(peers), share):
+            head, *rest = peers[start : start + share]
+            self._deliver(w, head, body, rest)
+
+    def _deliver(self, w: _Work, peer: PeerID, body: dict[str, Any], relay: list[PeerID]) -> None:
+        sender = w.node.engine.peer_id
+        query = dict(body)
+        if relay:
+            query["relay"] = [p.to_bytes() for p in relay]
 
         def receive(m: _Work, got: Mapping[str, Any]) -> None:
             packet = Packet.from_cbor(got["packet"])
@@ -262,9 +283,12 @@ class Network:
             if isinstance(decision, Commit):
                 self.commit(m, decision)
             self.delivered.setdefault(packet.message_hash, {})[m.node.engine.peer_id] = m.now()
-            self.send(m, author, wire.Response("smsgR", 1, True, {}), lambda _a, _b: None)
+            self.send(m, sender, wire.Response("smsgR", 1, True, {}), lambda _a, _b: None)
+            if "relay" in got:
+                rest = [PeerID.from_bytes(p) for p in got["relay"]]
+                self._fan_out(m, {"group_id": got["group_id"], "packet": got["packet"]}, rest)
 
-        self.send(w, peer, wire.Query("smsg", 1, dict(body)), receive)
+        self.send(w, peer, wire.Query("smsg", 1, query), receive)
 
 
 def body_of(action: AskVote) -> dict[str, Any]:
@@ -336,7 +360,9 @@ def _author_one(net: Network, group_id: bytes, payload: bytes, sent: list[bytes]
     net.commit(w, commit)
 
 
-def measure(size: int, messages: int, *, hop_s: float, link_s: float) -> dict[str, Any]:
+def measure(
+    size: int, messages: int, *, hop_s: float, link_s: float, fanout: int = 0
+) -> dict[str, Any]:
     net = Network(hop_s=hop_s, link_s=link_s)
     started = time.perf_counter()
     group_id, members = build_group(net, size)
@@ -346,6 +372,7 @@ def measure(size: int, messages: int, *, hop_s: float, link_s: float) -> dict[st
     for node in net.nodes.values():
         node.busy_until = 0.0
     net.timed = True
+    net.fanout = fanout  # the group was built with direct delivery
     clock = 1.0
     rows: list[dict[str, float]] = []
     for index in range(WARMUP + messages):
@@ -421,6 +448,13 @@ def render(result: dict[str, Any]) -> str:
         f"  real chat engines, one process; link {p['link_ms']:g} ms one way; transport overhead"
         f" {p['hop_us']:g} us per message and side; {p['messages']} messages per size"
         f" after {WARMUP} warm-up; sequential sends; author = a user; 3 ratifiers, quorum 2",
+        "  delivery: "
+        + (
+            "the author sends every member its smsg (as the services do today)"
+            if not p["fanout"]
+            else f"MODEL of relaying through members, at most {p['fanout']} smsg per node, each"
+            " carrying the subtree its recipient passes on (not implemented in the services)"
+        ),
         "",
         f"  {'members':>7}{'author CPU':>12}{'author sent':>13}{'on the wire':>13}"
         f"{'all nodes CPU':>15}{'last member':>13}{'last member':>13}",
@@ -453,19 +487,38 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=40, help="messages measured per size")
     parser.add_argument("--hop-us", type=float, default=70.0, help="transport CPU per side, us")
     parser.add_argument("--link-ms", type=float, default=0.1, help="one-way link delay, ms")
+    parser.add_argument(
+        "--fanout",
+        type=int,
+        default=0,
+        help="model delivery relayed through members, at most K smsg per node (0: today's)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if any(s < 2 for s in sizes) or args.messages < 1 or args.hop_us < 0 or args.link_ms < 0:
         parser.error("sizes must be >= 2, --messages >= 1, --hop-us and --link-ms >= 0")
+    if args.fanout < 0 or args.fanout == 1:
+        parser.error("--fanout is 0 (direct delivery) or at least 2")
     results = []
     for size in sizes:
         results.append(
-            measure(size, args.messages, hop_s=args.hop_us / 1e6, link_s=args.link_ms / 1e3)
+            measure(
+                size,
+                args.messages,
+                hop_s=args.hop_us / 1e6,
+                link_s=args.link_ms / 1e3,
+                fanout=args.fanout,
+            )
         )
         print(f"  ... {size} members done", file=sys.stderr, flush=True)
     result = {
-        "parameters": {"hop_us": args.hop_us, "link_ms": args.link_ms, "messages": args.messages},
+        "parameters": {
+            "hop_us": args.hop_us,
+            "link_ms": args.link_ms,
+            "messages": args.messages,
+            "fanout": args.fanout,
+        },
         "sizes": results,
         "targets": targets(results),
     }
