@@ -11,9 +11,8 @@ reached every member (one user's sequential sends), as the engine and services d
 
 * the author commits its message and asks each ratifier for a vote (``mrat``);
 * each ratifier checks and commits it and answers with its vote (``mratR``);
-* with the quorum the author commits the certificate and sends every other member the
-  certified message (``smsg``), one query each; each member checks and commits it and answers
-  (``smsgR``).
+* with the quorum the author commits the certificate and delivers the certified message
+  (``smsg``; relayed, below); each member checks and commits it and answers (``smsgR``).
 
 What is charged, per node
 -------------------------
@@ -37,10 +36,12 @@ latency from the send to the *last* member (p50, p99 over the messages), then th
 issue 18: the author's CPU at 100 members at most 2x that at 5, and p99 to the last member
 under 250 ms at 100 members.
 
-``--fanout K`` replaces today's delivery by a model of delivery relayed through members (issue 18
-item 3, not yet in the services): a node sends at most K ``smsg``, each carrying in ``relay`` the
-members of its recipient's subtree, which the recipient, once it has checked and committed the
-message, serves the same way; every member still checks the certificate.
+Delivery is relayed through members as the services do it (specs/chat.md §11, the split rule of
+``chat/services/deliver.py``): a node sends at most ``--fanout`` (4) ``smsg``, each carrying in
+``relay`` the members of its recipient's subtree, which the recipient, once it has checked and
+committed the message, serves the same way; every member still checks the certificate.
+``--fanout 0`` gives the direct delivery that came before (the author sends every member its
+``smsg``): the "before" figure.
 
     python tools/bench_scale.py [--sizes 5,20,50,100] [--messages 40] [--hop-us 70]
         [--link-ms 0.1] [--fanout K] [--json]
@@ -77,6 +78,7 @@ from p2pchat.chat.core.packet import Packet, Vote
 from p2pchat.chat.core.roster import Member, Role
 from p2pchat.chat.core.txn import CommitResult, PutVote
 from p2pchat.chat.core.view import decode_vote
+from p2pchat.chat.services.deliver import RELAY_FANOUT, relay_plan
 from p2pchat.identity import KeyPair, PeerID
 from p2pchat.protocols.noise.framework import MAX_PLAINTEXT_LEN, TAGLEN, CipherState
 
@@ -128,7 +130,7 @@ class Network:
 
     def __init__(self, *, hop_s: float, link_s: float, fanout: int = 0) -> None:
         self.nodes: dict[PeerID, _Node] = {}
-        #: 0: the author sends every member its smsg (today). K: the relay model.
+        #: 0: the author sends every member its smsg (before §11). K: relayed, as the services do.
         self.fanout = fanout
         self.hop_s = hop_s
         self.link_s = link_s
@@ -260,16 +262,15 @@ class Network:
         self.send(w, action.ratifier, wire.Query("mrat", 1, dict(body_of(action))), vote)
 
     def _fan_out(self, w: _Work, body: dict[str, Any], peers: list[PeerID]) -> None:
-        """Today: one ``smsg`` per peer. With ``fanout`` (the relay model): at most that many,
-        each carrying the rest of its subtree for the recipient to pass on the same way."""
-        if not self.fanout or len(peers) <= self.fanout:
+        """``fanout`` 0: one ``smsg`` per peer (direct delivery, before §11). Otherwise the
+        services' split rule (specs/chat.md §11): at most ``fanout``, each carrying the rest of
+        its subtree for the recipient to pass on the same way."""
+        if not self.fanout:
             for peer in peers:
                 self._deliver(w, peer, body, [])
             return
-        share = math.ceil(len(peers) / self.fanout)
-        for start in range(0, len(peers), share):
-            head, *rest = peers[start : start + share]
-            self._deliver(w, head, body, rest)
+        for head, rest in relay_plan(peers, self.fanout):
+            self._deliver(w, head, body, list(rest))
 
     def _deliver(self, w: _Work, peer: PeerID, body: dict[str, Any], relay: list[PeerID]) -> None:
         sender = w.node.engine.peer_id
@@ -372,7 +373,7 @@ def measure(
     for node in net.nodes.values():
         node.busy_until = 0.0
     net.timed = True
-    net.fanout = fanout  # the group was built with direct delivery
+    net.fanout = fanout  # (the group itself was built with direct delivery)
     clock = 1.0
     rows: list[dict[str, float]] = []
     for index in range(WARMUP + messages):
@@ -450,10 +451,10 @@ def render(result: dict[str, Any]) -> str:
         f" after {WARMUP} warm-up; sequential sends; author = a user; 3 ratifiers, quorum 2",
         "  delivery: "
         + (
-            "the author sends every member its smsg (as the services do today)"
+            "direct: the author sends every member its smsg (before specs/chat.md 11)"
             if not p["fanout"]
-            else f"MODEL of relaying through members, at most {p['fanout']} smsg per node, each"
-            " carrying the subtree its recipient passes on (not implemented in the services)"
+            else f"relayed through members (specs/chat.md 11), at most {p['fanout']} smsg per"
+            " node, each carrying the subtree its recipient passes on"
         ),
         "",
         f"  {'members':>7}{'author CPU':>12}{'author sent':>13}{'on the wire':>13}"
@@ -490,8 +491,8 @@ def main() -> None:
     parser.add_argument(
         "--fanout",
         type=int,
-        default=0,
-        help="model delivery relayed through members, at most K smsg per node (0: today's)",
+        default=RELAY_FANOUT,
+        help=f"smsg per node, relayed (specs/chat.md 11; {RELAY_FANOUT}); 0: direct delivery",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
