@@ -147,7 +147,9 @@ async def _wait_stdin_eof() -> None:
 
 
 def _host_config(threads: bool, **kwargs: Any) -> HostConfig:
-    return HostConfig(muxer=MuxerConfig(secure_worker_threads=threads), **kwargs)
+    if not threads:  # the default config, also on trees without worker threads (--no-threads)
+        return HostConfig(**kwargs)
+    return HostConfig(muxer=MuxerConfig(secure_worker_threads=True), **kwargs)
 
 
 async def serve(threads: bool) -> None:
