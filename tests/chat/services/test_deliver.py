@@ -56,10 +56,14 @@ class FakeClients:
     """Records every query; peers in ``down`` fail, peers in ``refuse`` refuse for good."""
 
     def __init__(
-        self, down: frozenset[PeerID] = frozenset(), refuse: frozenset[PeerID] = frozenset()
+        self,
+        down: frozenset[PeerID] = frozenset(),
+        refuse: frozenset[PeerID] = frozenset(),
+        refuse_relay: frozenset[PeerID] = frozenset(),
     ) -> None:
         self.down = down
         self.refuse = refuse
+        self.refuse_relay = refuse_relay  # these refuse a relay list they cannot check
         self.calls: list[tuple[PeerID, dict[str, Any]]] = []
 
     async def query(self, peer: PeerID, code: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +72,8 @@ class FakeClients:
         await trio.lowlevel.checkpoint()
         if peer in self.refuse:
             raise QueryRefusedError("smsg", "unknown group")
+        if peer in self.refuse_relay and "relay" in body:
+            raise QueryRefusedError("smsg", "malformed")
         if peer in self.down:
             raise ChatError("unreachable")
         return {}
@@ -111,6 +117,16 @@ async def test_a_head_that_fails_has_its_subtree_served_by_the_sender(failure: s
     assert asked.count(PEERS[3]) == (4 if failure == "down" else 1)  # retried, or final
     assert PEERS[4] in asked
     assert PEERS[5] in asked  # its subtree, from us, since it could not relay
+
+
+async def test_a_head_refusing_its_relay_list_gets_it_alone_and_we_serve_the_rest() -> None:
+    clients = FakeClients(refuse_relay=frozenset({PEERS[3]}))
+    await _deliver(clients, PEERS[:9], 3)
+    to_head = [body.get("relay") for peer, body in clients.calls if peer == PEERS[3]]
+    assert to_head == [[PEERS[4].to_bytes(), PEERS[5].to_bytes()], None]
+    asked = [peer for peer, _ in clients.calls]
+    assert PEERS[4] in asked
+    assert PEERS[5] in asked
 
 
 def test_a_fanout_below_two_is_refused() -> None:

@@ -78,15 +78,23 @@ class DeliverService:
         self, peer: PeerID, group_id: bytes, packet: object, rest: tuple[PeerID, ...]
     ) -> None:
         body: dict[str, object] = {"group_id": group_id, "packet": packet}
-        if rest:
-            body["relay"] = [member.to_bytes() for member in rest]
-        if not await self._query(peer, body) and rest:
-            # Its subtree is ours to serve: one level more, not a member less.
-            logger.info("smsg to %s failed; relaying to its %d peers ourselves", peer, len(rest))
-            self._spread(group_id, packet, rest)
+        if not rest:
+            await self._query(peer, body)
+            return
+        body["relay"] = [member.to_bytes() for member in rest]
+        refusal = await self._query(peer, body)
+        if refusal is None:
+            return
+        # Its subtree is ours to serve: one level more, not a member less.
+        logger.info("smsg to %s failed; relaying to its %d peers ourselves", peer, len(rest))
+        self._spread(group_id, packet, rest)
+        if refusal == "malformed":  # e.g. it does not know a newer roster yet: without relay
+            del body["relay"]
+            await self._query(peer, body)
 
-    async def _query(self, peer: PeerID, body: dict[str, object]) -> bool:
-        """``smsg`` with retries; whether ``peer`` took it."""
+    async def _query(self, peer: PeerID, body: dict[str, object]) -> str | None:
+        """``smsg`` with retries: None once ``peer`` took it, else why not (its final refusal,
+        or ``"unreachable"``)."""
         failure: ChatError | None = None
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
             try:
@@ -94,13 +102,13 @@ class DeliverService:
             except QueryRefusedError as exc:
                 if exc.reason not in RETRYABLE_REASONS:
                     logger.info("smsg to %s refused: %s", peer, exc.reason)
-                    return False
+                    return exc.reason
                 failure = exc
             except ChatError as exc:
                 failure = exc
             else:
-                return True
+                return None
             if attempt < DELIVERY_ATTEMPTS:
                 await trio.sleep(backoff(attempt, self._initial_ms, self._max_ms) / 1000)
         logger.info("smsg to %s failed (%s); it will catch up by sync", peer, failure)
-        return False
+        return "unreachable"
