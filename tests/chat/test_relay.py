@@ -26,11 +26,13 @@ async def test_a_group_larger_than_the_fanout_gets_every_message_through_relays(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(deliver, "RELAY_FANOUT", 2)
-    sent: list[tuple[int, PeerID, bool]] = []  # (service, recipient, carried a relay list)
+    # (message hash, service, recipient, carried a relay list)
+    sent: list[tuple[bytes, int, PeerID, bool]] = []
     real_query = DeliverService._query
 
-    async def recording(self: DeliverService, peer: PeerID, body: dict[str, Any]) -> bool:
-        sent.append((id(self), peer, "relay" in body))
+    async def recording(self: DeliverService, peer: PeerID, body: dict[str, Any]) -> str | None:
+        message_hash = Packet.from_cbor(body["packet"]).message_hash
+        sent.append((message_hash, id(self), peer, "relay" in body))
         return await real_query(self, peer, body)
 
     monkeypatch.setattr(DeliverService, "_query", recording)
@@ -38,18 +40,17 @@ async def test_a_group_larger_than_the_fanout_gets_every_message_through_relays(
         owner, r2, r3, *users = cluster.peers
         members = [(r2, Role.RATIFIER), (r3, Role.RATIFIER)] + [(u, Role.USER) for u in users]
         group_id = await build_group(owner, members)
-        await trio.sleep(0.5)  # the roster changes' own deliveries settle
-        sent.clear()
         message_hash = await users[0].chat.send(group_id, "to six members, two at a time")
         with trio.fail_after(30):
             for peer in cluster.peers:
                 await peer.chat.wait_ratified(group_id, message_hash)
-        recipients = Counter(peer for _, peer, _ in sent)
+        ours = [(service, peer, relayed) for h, service, peer, relayed in sent if h == message_hash]
+        recipients = Counter(peer for _, peer, _ in ours)
         assert set(recipients) == {p.peer_id for p in cluster.peers} - {users[0].peer_id}
         assert all(count == 1 for count in recipients.values())  # nobody got it twice
-        per_sender = Counter(service for service, _, _ in sent)
+        per_sender = Counter(service for service, _, _ in ours)
         assert max(per_sender.values()) <= 2  # no node sent more than the fan-out
-        assert any(relayed for _, _, relayed in sent)
+        assert any(relayed for _, _, relayed in ours)
 
 
 async def test_a_relay_list_naming_a_non_member_or_garbage_is_refused(tmp_path: Path) -> None:
