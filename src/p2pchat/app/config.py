@@ -89,6 +89,12 @@ bootstrap = []
 # Ask peers to dial this node back (AutoNAT v1) to learn whether it is reachable, and dial
 # back peers that ask (only at their own IP, rate limited).
 enabled = true
+[plugins]
+# Plug-ins to load at start (specs/plugins.md): paths to Python files, or module names.
+#   load = ["~/p2pchat-plugins/echo.py", "mypackage.p2pchat_plugin"]
+load = []
+# Load the plug-ins that installed packages declare (entry-point group "p2pchat.plugins").
+entry_points = true
 
 [log]
 # debug, info, warning or error
@@ -127,6 +133,9 @@ class Config:
     dht_mode: str = "auto"
     dht_bootstrap: tuple[Multiaddr, ...] = ()
     autonat: bool = True
+    #: [plugins]: paths or module names to load, and whether to load the installed ones.
+    plugins: tuple[str, ...] = ()
+    plugin_entry_points: bool = True
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -237,6 +246,10 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "bootstrap": ("dht_bootstrap", _dht_bootstrap),
     },
     "autonat": {"enabled": ("autonat", _bool)},
+    "plugins": {
+        "load": ("plugins", lambda value: tuple(_list_of_str(value))),
+        "entry_points": ("plugin_entry_points", _bool),
+    },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),
         "format": ("log_format", _choice(*LOG_FORMATS)),
