@@ -130,6 +130,25 @@ async def test_pylibp2p_get_providers_is_answered_by_our_servers(python: str) ->
     assert str(nodes[2].host.peer_id) in [p["peer_id"] for p in found["providers"]]
 
 
+async def test_pylibp2p_add_provider_is_stored_by_our_servers(python: str) -> None:
+    async with our_nodes(4) as nodes:
+        via = str(nodes[0].host.addrs[0])
+        async with serve(python, "--bootstrap", via, "--provide", KEY.hex(), events=2) as (
+            listening,
+            provided,
+        ):
+            assert provided == {"event": "provided", "ok": True}
+            provider = PeerID.from_string(listening["peer_id"])
+            holders = [
+                n
+                for n in nodes
+                if provider in [p.peer for p in n.provider_store.get(KEY, trio.current_time())]
+            ]
+            assert holders, "no server of ours stored the py-libp2p provider record"
+            found = await nodes[3].providers(KEY)
+            assert provider in [p.peer for p in found]
+
+
 async def test_our_lookups_go_through_pylibp2p_servers(python: str) -> None:
     async with serve(python) as (first,):
         p1 = first["addrs"][0]
