@@ -151,7 +151,7 @@ class GroupState:
             raise RosterError(f"epoch {message.epoch} is not reached", hint="future epoch")
         certificate = packet.certificate
         if certificate is None or not verify_certificate(
-            certificate, self.current_roster, self.group_id, packet.message_hash
+            certificate, self.current_roster, self.group_id, packet.message_hash, closing=True
         ):
             raise RosterError(
                 "the roster message lacks a valid certificate", hint="bad certificate"

@@ -203,7 +203,13 @@ def check_for_delivery(
     if (
         certificate is None
         or certificate.epoch != message.epoch
-        or not verify_certificate(certificate, roster, state.group_id, packet.message_hash)
+        or not verify_certificate(
+            certificate,
+            roster,
+            state.group_id,
+            packet.message_hash,
+            closing=message.message_type == ROSTER_MESSAGE_TYPE,
+        )
     ):
         return "bad certificate"
     reason = (

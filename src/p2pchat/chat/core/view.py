@@ -14,6 +14,7 @@ import attrs
 from ...errors import DecodeError, P2PChatError, ProtocolError
 from ...identity import PeerID
 from . import cbor, crypto
+from .closing import EpochClose
 from .dag import Heads, display_order
 from .genesis import SignedGenesis
 from .group_state import GroupState
@@ -57,6 +58,8 @@ class GroupView:
     latest: dict[tuple[int, PeerID], tuple[int, bytes]] = attrs.Factory(dict)
     #: Others' messages we voted for and hold pending, by hash (ratifiers only).
     pending: dict[bytes, PendingVote] = attrs.Factory(dict)
+    #: Our closing votes and the closed-epoch messages admitted here (§11).
+    close: EpochClose = attrs.Factory(EpochClose)
 
     @property
     def group_id(self) -> bytes:
@@ -80,6 +83,7 @@ class GroupView:
         if held is None or held < (message.time_stamp, packet.message_hash):
             self.latest[key] = (message.time_stamp, packet.message_hash)
         self.pending.pop(packet.message_hash, None)
+        self.close.forget(packet.message_hash)
 
     def is_current_member(self, peer: PeerID) -> bool:
         """Whether ``peer`` is in the current roster (§8 "Membership that ends")."""
