@@ -39,7 +39,13 @@ from p2pchat.chat.core.packet import (
     vote_signing_bytes,
 )
 from p2pchat.chat.core.roster import HISTORY_ALL, Member, Role, Roster
-from p2pchat.chat.core.roster_update import RosterUpdate, WrappedKey, build_roster_message
+from p2pchat.chat.core.roster_update import (
+    KeyCheck,
+    RosterUpdate,
+    WrappedKey,
+    build_roster_message,
+    epoch_key_check,
+)
 from p2pchat.chat.core.validate import check_for_delivery
 from p2pchat.chat.core.wire import Query, Response, encode_envelope
 from p2pchat.errors import ProtocolError
@@ -237,7 +243,8 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     roster_1 = Roster(1, tuple(p.member() for p in PEOPLE), history=genesis_roster.history)
     keys = [_wrap("keys", p, 1, group_id, recorded, fresh=fresh) for p in PEOPLE]
     history_keys = [_wrap("history_keys", VIEWER, 0, group_id, recorded, fresh=fresh)]
-    update = RosterUpdate(roster_1, tuple(keys), tuple(history_keys))
+    checks = [KeyCheck(e, epoch_key_check(group_id, e, k)) for e, k in EPOCH_KEYS.items()]
+    update = RosterUpdate(roster_1, tuple(keys), tuple(history_keys), tuple(checks))
     roster_message, _data = build_roster_message(
         state, update, now_ms=ROSTER_TIME_MS, parents=[text.message_hash]
     )
@@ -290,7 +297,8 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
             "description": (
                 "The owner's roster message of epoch 0 (parents: the text message), opening "
                 "epoch 1 in which the viewer joins; keys: the epoch-1 key wrapped for every "
-                "member, history_keys: the epoch-0 key wrapped for the viewer (history 'all'); "
+                "member, history_keys: the epoch-0 key wrapped for the viewer (history 'all'), "
+                "key_checks: the checks of both keys (specs/chat.md §12); "
                 "certified by the closing votes of ratifier-2 and ratifier-3 (see "
                 "close_vote.json). HPKE wraps are randomized: the "
                 "wrapped_keys below were made once and are kept."

@@ -4,12 +4,15 @@ a closing vote committed to it. Each test fails on an engine without the rule.""
 
 from __future__ import annotations
 
+import pytest
+
 from chat.core.enginesim import Sim
 from chat.core.groups import text_packet
-from p2pchat.chat.core.commitment import CloseCommitment
-from p2pchat.chat.core.engine import CLOSED_EPOCH, ChatEngine
+from p2pchat.chat.core.closing import EpochClose
+from p2pchat.chat.core.commitment import MAX_CLOSE_HEADS, MAX_CLOSE_PENDING, CloseCommitment
+from p2pchat.chat.core.engine import CLOSED_EPOCH, ChatEngine, ChatError
 from p2pchat.chat.core.events import Commit, NeedParents, Refused
-from p2pchat.chat.core.packet import Certificate, Packet, make_vote
+from p2pchat.chat.core.packet import Certificate, Packet, make_vote, sha256
 from p2pchat.chat.core.quorum import verify_certificate
 from p2pchat.chat.core.roster import Member, Role
 from p2pchat.chat.core.txn import PutPacket
@@ -292,3 +295,37 @@ def test_a_message_a_closing_voter_held_pending_is_accepted_after_the_close() ->
     # Another message of that epoch certified by the same two, never committed: refused.
     other = late(b, group_id, pending.message.epoch, sim.now, b, c)
     assert a.receive(group_id, other, sim.now) == Refused(CLOSED_EPOCH)
+
+
+def test_a_commitment_holds_only_the_epochs_votes_and_none_over_its_bounds() -> None:
+    close = EpochClose()
+    votes = [sha256(b"%d" % i) for i in range(MAX_CLOSE_PENDING + 1)]
+    for message_hash in votes:
+        close.note_vote(message_hash, 3, roster=False)
+    close.note_vote(sha256(b"earlier epoch"), 2, roster=False)
+    assert close.commitment(3, []) is None  # one pending vote too many: "over quota"
+    close.forget(votes[0])  # it became certified (held): covered by the heads instead
+    commitment = close.commitment(3, [votes[0]])
+    assert commitment is not None
+    assert commitment.pending == tuple(sorted(votes[1:]))
+    assert commitment.heads == (votes[0],)
+    heads = [sha256(b"head %d" % i) for i in range(MAX_CLOSE_HEADS + 1)]
+    assert close.commitment(3, heads) is None
+    assert close.closing_vote(3) is None
+    close.note_vote(sha256(b"roster"), 3, roster=True)
+    assert close.closing_vote(3) == sha256(b"roster")
+    assert close.closing_vote(4) is None
+
+
+def test_a_queued_roster_change_cannot_be_cancelled() -> None:
+    """Ratifiers that voted for it have closed the epoch: withdrawing it would leave them
+    closed for good."""
+    sim, group_id, a, b, c, u = group()
+    sim.down |= {b.peer_id, c.peer_id}  # no quorum: the change stays queued, A's vote cast
+    roster, commit = a.change_roster(
+        group_id, members_without(a, group_id, u), added=None, now=sim.now
+    )
+    sim.commit(a, commit)
+    assert not a.view(group_id).has(roster.message_hash)
+    with pytest.raises(ChatError, match="cannot be cancelled"):
+        a.cancel(roster.message_hash)

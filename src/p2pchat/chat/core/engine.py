@@ -105,6 +105,11 @@ __all__ = [
 #: ``cancel``'s answers for a message it cannot withdraw.
 TOO_LATE: Final = "already ratified: too late to cancel"
 NOT_QUEUED: Final = "no such message in the outbox"
+#: §11: a ratifier that voted for a roster change has closed its epoch; withdrawing the change
+#: would leave that ratifier closed for good.
+ROSTER_STAYS: Final = (
+    "a roster change cannot be cancelled: the ratifiers that voted for it have closed the epoch"
+)
 #: The reason a cancelled message's ``send`` is told.
 CANCELLED: Final = "cancelled"
 
@@ -224,7 +229,7 @@ class ChatEngine:
 
         Raises:
             ChatError: the message is already ratified (or its certificate is being committed),
-                or is not in the outbox.
+                is a roster change (§11), or is not in the outbox.
         """
         item = self.outbox.get(message_hash)
         if item is None:
@@ -236,6 +241,8 @@ class ChatEngine:
         attempt = self._attempts.get(item.message_hash)
         if attempt is not None and attempt.certifying:
             raise ChatError(TOO_LATE)
+        if item.packet.message.message_type == ROSTER:
+            raise ChatError(ROSTER_STAYS)
         txn = Transaction((OutboxDone(item.group_id, item.message_hash),))
         return Commit(txn, _Cancelled(item.group_id, item.message_hash))
 

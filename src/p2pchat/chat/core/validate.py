@@ -134,9 +134,11 @@ def _check_roster_content(packet: Packet, state: GroupState) -> str | None:
     if packet.message.message_type != ROSTER_MESSAGE_TYPE:
         return None
     try:
-        read_roster_update(packet, state.owner)
+        update = read_roster_update(packet, state.owner)
     except RosterError as exc:
         return exc.hint
+    if state.key_check_conflict(update) is not None:
+        return "malformed"  # §12: an epoch key the chain fixed, checked differently
     return None
 
 

@@ -20,7 +20,7 @@ from .genesis import SignedGenesis
 from .group_state import GroupState
 from .packet import Packet, Vote
 from .roster import Member
-from .roster_update import WrappedKey, read_roster_update
+from .roster_update import WrappedKey, epoch_key_check, read_roster_update
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def unwrap_keys(
         if wrapped.peer != me or wrapped.epoch in view.epoch_keys:
             continue
         try:
-            keys[wrapped.epoch] = crypto.unwrap_epoch_key(
+            key = crypto.unwrap_epoch_key(
                 wrapped.enc,
                 keypair=keypair,
                 group_id=view.group_id,
@@ -148,6 +148,17 @@ def unwrap_keys(
             )
         except ProtocolError as exc:
             logger.warning("cannot unwrap our key for epoch %d: %s", wrapped.epoch, exc)
+            continue
+        # §12: the key must be the one the owner signed a check of,
+        # which every member verifies alike; a key without one, or another key, is not taken.
+        check = update.key_check(wrapped.epoch)
+        if check is None or check != epoch_key_check(view.group_id, wrapped.epoch, key):
+            logger.warning(
+                "our key for epoch %d does not match the roster's key check: not taken",
+                wrapped.epoch,
+            )
+            continue
+        keys[wrapped.epoch] = key
     return keys
 
 
