@@ -491,9 +491,9 @@ class ChatNode:
         Raises:
             ChatError: we are not in that group.
         """
-        self.engine.view(group_id)
+        late = self.engine.view(group_id).close.late  # not shown (specs/chat.md §11)
         rows = await self.store.all_ratified(group_id)
-        packets = {row.message_hash: _decode_row(row) for row in rows}
+        packets = {r.message_hash: _decode_row(r) for r in rows if r.message_hash not in late}
         return [self._to_chat_message(p, ratified=True) for p in history_order(packets)]
 
     # -- connections -------------------------------------------------------------------------

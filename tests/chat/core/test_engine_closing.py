@@ -58,10 +58,17 @@ def remove(sim: Sim, owner: ChatEngine, group_id: bytes, *gone: ChatEngine) -> P
     return held
 
 
-def late(author: ChatEngine, group_id: bytes, epoch: int, now: int, *voters: ChatEngine) -> Packet:
-    """A message of ``epoch`` (on top of what ``author`` holds) written and certified by
-    ``voters`` after that epoch closed."""
-    view = author.view(group_id)
+def late(
+    author: ChatEngine,
+    group_id: bytes,
+    epoch: int,
+    now: int,
+    *voters: ChatEngine,
+    on: ChatEngine | None = None,
+) -> Packet:
+    """A message of ``epoch`` (on top of what ``on``, by default ``author``, holds) written and
+    certified by ``voters`` after that epoch closed."""
+    view = (author if on is None else on).view(group_id)
     packet = text_packet(
         group_id,
         author.identity,
@@ -329,3 +336,39 @@ def test_a_queued_roster_change_cannot_be_cancelled() -> None:
     assert not a.view(group_id).has(roster.message_hash)
     with pytest.raises(ChatError, match="cannot be cancelled"):
         a.cancel(roster.message_hash)
+
+
+def test_a_late_message_taken_before_the_close_was_known_is_set_aside_after_it() -> None:
+    """M still holds the epoch as current when two ratifiers that already closed it certify a
+    new message, and takes it. Once M learns of the close, that message is late: kept, but not
+    shown, not named as a parent and not announced as a head; the messages before the close
+    are not affected, and a restart finds the same."""
+    sim, group_id, a, b, c, u = group()
+    m = sim.add()
+    sim.invite(a, group_id, m, Role.USER)
+    before = send(sim, u, group_id, b"before the close")
+    assert m.view(group_id).has(before.message_hash)
+    sim.down.add(m.peer_id)
+    roster = remove(sim, a, group_id, u)
+    epoch = roster.message.epoch
+    assert m.view(group_id).state.current_epoch == epoch  # M has not heard of the close
+    forged = late(b, group_id, epoch, sim.now, b, c, on=m)
+    taken = m.receive(group_id, forged, sim.now)
+    assert isinstance(taken, Commit)  # it cannot tell yet
+    sim.commit(m, taken)
+    assert forged.message_hash in m.view(group_id).next_parents()
+    sim.down.clear()
+    applied = m.receive(group_id, roster, sim.now)
+    assert isinstance(applied, Commit)
+    sim.commit(m, applied)
+    view = m.view(group_id)
+    assert view.close.late == {forged.message_hash}
+    assert forged.message_hash not in view.next_parents()
+    assert before.message_hash not in view.close.late
+    # Restarted from what its store holds, M sets the same message aside.
+    reborn = ChatEngine(m.identity, m.hpke, m.config)
+    ratified = [p for commit in sim.commits[m.peer_id] for p in _ratified_packets(commit)]
+    reborn.load_group(
+        view.signed.encode(), view.state.roster_packets, dict(view.epoch_keys), ratified
+    )
+    assert reborn.view(group_id).close.late == {forged.message_hash}

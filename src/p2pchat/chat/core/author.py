@@ -56,7 +56,7 @@ def write_message(
         time_stamp=now,
         author=me,
         ref_hash=ref_hash,
-        parents=view.heads.heads(),
+        parents=view.next_parents(),
         headers=Headers(),
         artifact=artifact,
     )
@@ -95,5 +95,5 @@ def write_roster_change(
                 history_keys.append(wrap_key(key, newcomer, group_id, e))
                 checks.append(KeyCheck(e, epoch_key_check(group_id, e, key)))
     update = RosterUpdate(roster, tuple(keys), tuple(history_keys), tuple(checks))
-    message, _ = build_roster_message(state, update, now_ms=now, parents=view.heads.heads())
+    message, _ = build_roster_message(state, update, now_ms=now, parents=view.next_parents())
     return sign_message(identity, message, b"", b"")

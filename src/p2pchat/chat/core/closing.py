@@ -28,7 +28,7 @@ verified), not held state: it lives in memory and is rebuilt from the stored ros
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -38,7 +38,23 @@ from .group_state import GroupState
 from .packet import Packet
 from .quorum import counted_votes
 
-__all__ = ["EpochClose"]
+__all__ = ["EpochClose", "Held"]
+
+#: A held message's (epoch, parents, is a roster message).
+Held = tuple[int, tuple[bytes, ...], bool]
+
+
+def _ancestors(starts: Iterable[bytes], held: Mapping[bytes, Held]) -> set[bytes]:
+    """The held messages among ``starts`` and their held ancestors."""
+    found: set[bytes] = set()
+    stack = [h for h in starts if h in held]
+    while stack:
+        message_hash = stack.pop()
+        if message_hash in found:
+            continue
+        found.add(message_hash)
+        stack.extend(p for p in held[message_hash][1] if p in held and p not in found)
+    return found
 
 
 @attrs.define
@@ -53,6 +69,11 @@ class EpochClose:
     _admitted: set[bytes] = attrs.Factory(set)
     #: How many closing certificates of the chain have been read into ``_admitted``.
     _seeded: int = 0
+    #: What the close of each epoch accounts for (see :meth:`_named_by_close`).
+    _named: dict[int, frozenset[bytes]] = attrs.Factory(dict)
+    #: Held messages of closed epochs that no close accounts for: kept in the store, but not
+    #: shown, not named as parents and not announced as heads (§11).
+    late: set[bytes] = attrs.Factory(set)
 
     # -- the voter's side ----------------------------------------------------------------------
 
@@ -100,27 +121,61 @@ class EpochClose:
 
     def seed(self, state: GroupState, have: Callable[[bytes], bool]) -> None:
         """Read the closing certificates of the chain not yet read: every counted closing vote's
-        heads and pending hashes not held (``have``) are admitted."""
-        packets = state.roster_packets
-        for epoch in range(self._seeded, len(packets)):
-            packet = packets[epoch]
-            certificate = packet.certificate
-            if certificate is None:
-                continue
+        heads and pending hashes not held (``have``) are admitted, and the parents of the
+        closing roster message (its voters held them before voting)."""
+        for epoch in range(self._seeded, len(state.roster_packets)):
+            named = self._named_by_close(state, epoch)
+            self._admitted.update(h for h in named if not have(h))
+        self._seeded = len(state.roster_packets)
+
+    def _named_by_close(self, state: GroupState, epoch: int) -> frozenset[bytes]:
+        """What the close of ``epoch`` accounts for: its roster message, that message's parents,
+        and the heads and pending hashes of the counted closing votes of its certificate."""
+        named = self._named.get(epoch)
+        if named is not None:
+            return named
+        packet = state.roster_packets[epoch]
+        found = {packet.message_hash, *packet.message.parents}
+        if packet.certificate is not None:
             votes = counted_votes(
-                certificate,
+                packet.certificate,
                 state.roster(epoch),
                 state.group_id,
                 packet.message_hash,
                 closing=True,
                 stop_at_quorum=False,
             )
-            named = set(packet.message.parents)  # held by every voter before it voted
             for vote in votes:
                 if vote.close is not None:
-                    named |= vote.close.hashes()
-            self._admitted.update(h for h in named if not have(h))
-        self._seeded = len(packets)
+                    found |= vote.close.hashes()
+        self._named[epoch] = named = frozenset(found)
+        return named
+
+    # -- late messages held from before we learnt of a close ------------------------------------
+
+    def find_late(self, state: GroupState, held: Mapping[bytes, Held]) -> None:
+        """Recompute :attr:`late`: the held non-roster messages of closed epochs that no close
+        accounts for (not the descendant-or-self of anything a close named), e.g. one accepted
+        while this node still held its epoch as current. ``held`` gives each held message's
+        (epoch, parents, is roster)."""
+        starts: set[bytes] = set()
+        for epoch in range(len(state.roster_packets)):
+            starts |= self._named_by_close(state, epoch)
+        reach = _ancestors(starts, held)
+        current = state.current_epoch
+        self.late = {
+            h for h, (epoch, _p, roster) in held.items() if epoch < current and not roster
+        } - reach
+
+    def held_admitted(self, message_hash: bytes, held: Mapping[bytes, Held]) -> None:
+        """An admitted message is held: its held ancestors are accounted for, not late."""
+        info = held.get(message_hash)
+        stack = list(info[1]) if info is not None and self.late else []
+        while stack:  # only through late ones: the ancestors of the others are not late
+            parent = stack.pop()
+            if parent in self.late:
+                self.late.discard(parent)
+                stack.extend(held[parent][1])
 
     def admitted(self, message_hash: bytes) -> bool:
         """True if a message of a closed epoch with this hash may be accepted."""

@@ -81,7 +81,6 @@ from .packet import Packet
 from .quorum import QuorumCollector
 from .roster import History, Member, Role
 from .txn import (
-    DropPending,
     OutboxDone,
     PutEpochKey,
     PutPacket,
@@ -90,7 +89,7 @@ from .txn import (
 )
 from .validate import check_for_delivery
 from .view import ChatError, GroupView, NotAllowedError, PendingVote, unwrap_keys
-from .voting import counts_as_pending, decide_vote
+from .voting import counts_as_pending, decide_vote, expire_pending
 
 __all__ = [
     "ChatEngine",
@@ -193,6 +192,7 @@ class ChatEngine:
         view = GroupView(signed, GroupState.from_chain(signed, rosters), dict(epoch_keys))
         for packet in ratified:
             view.hold(packet)
+        view.find_late()
         self._groups[signed.group_id] = view
 
     def load_pending(self, packet: Packet, *, received_at: int, size: int) -> None:
@@ -422,19 +422,8 @@ class ChatEngine:
 
     def _expire(self, now: int) -> list[Action]:
         """Delete the pending messages of others not certified within ``pending_ttl``."""
-        actions: list[Action] = []
-        for view in self._groups.values():
-            stale = tuple(
-                sorted(
-                    h
-                    for h, p in view.pending.items()
-                    if p.received_at + self.config.pending_ttl <= now
-                )
-            )
-            if stale:
-                txn = Transaction((DropPending(view.group_id, stale),))
-                actions.append(Commit(txn, _Expired(view.group_id, stale)))
-        return actions
+        expired = (expire_pending(v, self.config.pending_ttl, now) for v in self._groups.values())
+        return [commit for commit in expired if commit is not None]
 
     def _on_connected(self, peer: PeerID, now: int) -> list[Action]:
         self._connected.add(peer)
@@ -490,6 +479,7 @@ class ChatEngine:
         effect = event.commit.effect
         if isinstance(effect, _GroupAdded):
             if effect.view.group_id not in self._groups:
+                effect.view.find_late()
                 self._groups[effect.view.group_id] = effect.view
             return []
         if isinstance(effect, _Queued):
@@ -652,6 +642,8 @@ class ChatEngine:
             for key_epoch, key in effect.keys.items():
                 view.epoch_keys.setdefault(key_epoch, key)
         view.hold(packet)
+        if packet.message.message_type == ROSTER:
+            view.find_late()  # an epoch closed: what we hold of it that no close accounts for
         actions.append(Publish(view.group_id, packet, ratified=True))
         queued = self.outbox.remove(packet.message_hash)
         self._attempts.pop(packet.message_hash, None)

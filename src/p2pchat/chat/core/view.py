@@ -7,6 +7,7 @@ carries for us (HPKE, specs/chat.md §5).
 
 from __future__ import annotations
 
+import heapq
 import logging
 
 import attrs
@@ -14,13 +15,18 @@ import attrs
 from ...errors import DecodeError, P2PChatError, ProtocolError
 from ...identity import PeerID
 from . import cbor, crypto
-from .closing import EpochClose
+from .closing import EpochClose, Held
 from .dag import Heads, display_order
 from .genesis import SignedGenesis
 from .group_state import GroupState
-from .packet import Packet, Vote
+from .packet import MAX_PARENTS, Packet, Vote
 from .roster import Member
-from .roster_update import WrappedKey, epoch_key_check, read_roster_update
+from .roster_update import (
+    ROSTER_MESSAGE_TYPE,
+    WrappedKey,
+    epoch_key_check,
+    read_roster_update,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,8 @@ class GroupView:
     pending: dict[bytes, PendingVote] = attrs.Factory(dict)
     #: Our closing votes and the closed-epoch messages admitted here (§11).
     close: EpochClose = attrs.Factory(EpochClose)
+    #: Each held message's (epoch, parents, is a roster message), for §11's late messages.
+    held: dict[bytes, Held] = attrs.Factory(dict)
 
     @property
     def group_id(self) -> bytes:
@@ -84,6 +92,24 @@ class GroupView:
             self.latest[key] = (message.time_stamp, packet.message_hash)
         self.pending.pop(packet.message_hash, None)
         self.close.forget(packet.message_hash)
+        self.held[packet.message_hash] = (
+            message.epoch,
+            message.parents,
+            message.message_type == ROSTER_MESSAGE_TYPE,
+        )
+        if message.epoch < self.state.current_epoch:
+            self.close.held_admitted(packet.message_hash, self.held)
+
+    def find_late(self) -> None:
+        """Recompute the late messages (§11) after the chain or the held set changed whole."""
+        self.close.find_late(self.state, self.held)
+
+    def next_parents(self) -> tuple[bytes, ...]:
+        """The ``parents`` of our next message: the heads (§8), late messages left out (§11)."""
+        late = self.close.late
+        if not late:
+            return self.heads.heads()
+        return tuple(heapq.nsmallest(MAX_PARENTS, (h for h in self.heads.all() if h not in late)))
 
     def is_current_member(self, peer: PeerID) -> bool:
         """Whether ``peer`` is in the current roster (§8 "Membership that ends")."""

@@ -12,12 +12,12 @@ import logging
 
 from ...identity import KeyPair, PeerID
 from . import cbor
-from .engine_records import EngineConfig, _Voted
+from .engine_records import EngineConfig, _Expired, _Voted
 from .events import Commit, NeedParents, Refused
 from .packet import Packet, make_vote
 from .roster import Role
 from .roster_update import ROSTER_MESSAGE_TYPE
-from .txn import PutPacket, PutVote, Transaction
+from .txn import DropPending, PutPacket, PutVote, Transaction
 from .validate import check_for_ratification
 from .view import GroupView, PendingVote
 
@@ -96,3 +96,12 @@ def decide_vote(
         )
     )
     return Commit(txn, _Voted(view.group_id, packet.message_hash, pending))
+
+
+def expire_pending(view: GroupView, ttl: int, now: int) -> Commit | None:
+    """The commit deleting ``view``'s pending messages of others not certified within ``ttl``
+    (§6 "Quotas"), or None when none is due."""
+    stale = tuple(sorted(h for h, p in view.pending.items() if p.received_at + ttl <= now))
+    if not stale:
+        return None
+    return Commit(Transaction((DropPending(view.group_id, stale),)), _Expired(view.group_id, stale))
