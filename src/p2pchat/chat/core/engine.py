@@ -36,7 +36,8 @@ from typing import Any, Final
 from ...errors import ProtocolError
 from ...identity import KeyPair, PeerID
 from . import cbor, crypto
-from .author import write_message, write_roster_change
+from .artifact import ChunkedRef
+from .author import rewrite_message, write_chunked_message, write_message, write_roster_change
 from .engine_records import (
     Attempt,
     EngineConfig,
@@ -270,6 +271,39 @@ class ChatEngine:
         """
         view = self.view(group_id)
         packet = write_message(self.identity, view, data, message_type, mime, ref_hash, now)
+        return packet, self._queue(view, packet, now)
+
+    def author_chunked(
+        self,
+        group_id: bytes,
+        *,
+        content_key: bytes,
+        ref: ChunkedRef,
+        name: str,
+        mime: str,
+        message_type: str,
+        ref_hash: bytes | None,
+        now: int,
+    ) -> tuple[Packet, Commit]:
+        """Write and sign a message whose artifact travels as chunks (specs/artifacts.md §3),
+        already sealed under ``content_key`` and stored; the commit queues it.
+
+        Raises:
+            ChatError: we are not in the group or hold no key for its epoch.
+            NotAllowedError: our role cannot send.
+        """
+        view = self.view(group_id)
+        packet = write_chunked_message(
+            self.identity,
+            view,
+            content_key=content_key,
+            ref=ref,
+            name=name,
+            mime=mime,
+            message_type=message_type,
+            ref_hash=ref_hash,
+            now=now,
+        )
         return packet, self._queue(view, packet, now)
 
     def change_roster(
@@ -566,16 +600,7 @@ class ChatEngine:
             reason = f"no key for epoch {message.epoch} to write the message again"
         else:
             try:
-                content = crypto.decrypt_packet(packet, epoch_key=key)
-                fresh = write_message(
-                    self.identity,
-                    view,
-                    content,
-                    message.message_type,
-                    message.artifact.type,
-                    message.ref_hash,
-                    now,
-                )
+                fresh = rewrite_message(self.identity, view, packet, key, now)
             except (ProtocolError, ChatError) as exc:
                 reason = f"cannot write the message again: {exc}"
         if fresh is None:
