@@ -186,6 +186,7 @@ def test_a_message_whose_size_and_count_disagree_is_malformed() -> None:
     with pytest.raises(ArtifactError):
         ChunkedRef(bytes(32), artifact.MAX_SIZE + 1, artifact.MAX_CHUNKS + 1)
     base = {"type": "a/b", "data": b"", "hash": bytes(32), "key_hash": bytes(32)}
+    bad: object
     for bad in (
         {"root": bytes(32), "size": 10, "chunks": 2},
         {"root": bytes(31), "size": 10, "chunks": 1},
