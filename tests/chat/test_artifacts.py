@@ -13,7 +13,7 @@ import trio
 
 from chat.cluster import CONFIG, Peer, build_group, open_cluster
 from p2pchat.chat.artifacts import ArtifactConfig
-from p2pchat.chat.core.artifact import CHUNK_SIZE, INLINE_MAX
+from p2pchat.chat.core.artifact import CHUNK_SIZE
 from p2pchat.chat.core.packet import Packet
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.node import PendingError
@@ -91,7 +91,7 @@ async def test_ratifiers_hold_every_chunk_before_voting_and_members_fetch(
 
 
 async def test_lazy_member_fetches_when_it_reads(tmp_path: Path) -> None:
-    lazy = attrs.evolve(FAST, artifacts=attrs.evolve(FAST.artifacts, fetch_max=INLINE_MAX))
+    lazy = attrs.evolve(FAST, artifacts=attrs.evolve(FAST.artifacts, fetch_max=CHUNK_SIZE))
     async with open_cluster(tmp_path, "owner", "user", start=False) as cluster:
         owner, user = cluster.peers
         owner.config = FAST
@@ -114,7 +114,7 @@ async def test_lazy_member_fetches_when_it_reads(tmp_path: Path) -> None:
         assert message.artifact.complete
 
 
-async def test_a_small_file_goes_inline(tmp_path: Path) -> None:
+async def test_a_small_file_travels_chunked_with_its_name(tmp_path: Path) -> None:
     async with open_cluster(tmp_path, "owner", start=False) as cluster:
         (owner,) = cluster.peers
         owner.config = FAST
@@ -125,9 +125,10 @@ async def test_a_small_file_goes_inline(tmp_path: Path) -> None:
         message_hash = await owner.chat.send_file(group_id, path)
         (message,) = [m for m in await owner.chat.history(group_id) if m.message_type != "roster"]
         assert message.message_hash == message_hash
-        assert message.content == b"hello"
-        assert message.artifact is None
+        assert message.artifact is not None
+        assert (message.artifact.name, message.artifact.size) == ("small.txt", 5)
         assert message.mime == "text/plain"
+        assert await read_all(owner, group_id, message_hash) == b"hello"
 
 
 async def test_no_vote_for_an_artifact_no_one_can_serve(

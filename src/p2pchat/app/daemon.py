@@ -39,6 +39,7 @@ import attrs
 import trio
 
 from ..aio import open_service_nursery
+from ..chat.artifacts import ArtifactConfig
 from ..chat.core import cbor
 from ..chat.core.packet import Certificate
 from ..chat.node import ChatConfig, ChatNode, open_chat_node
@@ -59,6 +60,7 @@ from .operations import OPERATIONS, DaemonError
 __all__ = ["Daemon", "DaemonError", "NodeOptions", "open_daemon"]
 
 logger = logging.getLogger(__name__)
+MIB = 1024 * 1024
 
 
 @attrs.frozen
@@ -88,7 +90,14 @@ class NodeOptions:
             mdns=config.mdns,
             mdns_interface=config.mdns_interface,
             perf=config.perf,
-            chat=ChatConfig(send_timeout=config.send_timeout, query_timeout=config.query_timeout),
+            chat=ChatConfig(
+                send_timeout=config.send_timeout,
+                query_timeout=config.query_timeout,
+                artifacts=ArtifactConfig(
+                    disk_reserve=config.disk_reserve_mib * MIB,
+                    fetch_max=config.lazy_above_mib * MIB or None,
+                ),
+            ),
             limits=ResourceLimits(
                 max_connections=config.max_connections,
                 max_inbound_per_ip=config.max_inbound_per_ip,

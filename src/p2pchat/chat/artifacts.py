@@ -6,8 +6,8 @@ Theory of operation
 *Sending.* :meth:`Artifacts.send_file` reads the file a chunk at a time in a worker thread,
 seals each chunk (:class:`~p2pchat.chat.core.artifact.ArtifactSealer`) and writes its blobs to
 the blob files there too, so the event loop and memory only ever see one chunk; then the engine
-writes the message naming the manifest, and the node submits it like any other. A file of at
-most :data:`~p2pchat.chat.core.artifact.INLINE_MAX` bytes goes inline instead.
+writes the message naming the manifest, and the node submits it like any other. Every file
+travels chunked, however small, so that its name travels with it (sealed).
 
 *Custody.* :meth:`Artifacts.hold_before_vote` is the ratifier's hook on ``mrat``: a message
 whose artifact is chunked and not yet complete here starts (or joins) a fetch in this service's
@@ -41,7 +41,6 @@ from .core import crypto
 from .core.artifact import (
     CHUNK_SIZE,
     HASHES_PER_PAGE,
-    INLINE_MAX,
     ArtifactError,
     ArtifactLayout,
     ArtifactOpener,
@@ -148,19 +147,6 @@ class Artifacts:
         if message_type is None:
             message_type = "image" if mime.startswith("image/") else "file"
         size = (await trio.to_thread.run_sync(os.stat, path)).st_size
-        if size <= INLINE_MAX:
-            data = await trio.to_thread.run_sync(path.read_bytes)
-            if len(data) > INLINE_MAX:
-                raise ChatError(f"{path} grew while it was read")
-            packet, commit = self.engine.author(
-                group_id,
-                data,
-                message_type=message_type,
-                mime=mime,
-                ref_hash=ref_hash,
-                now=now_ms(),
-            )
-            return await submit(packet, commit, wait)
         self.engine.view(group_id)  # ChatError now, not after sealing a large file
         content_key = os.urandom(crypto.CONTENT_KEY_SIZE)
         ref = await self._seal_file(group_id, path, size, content_key, progress)

@@ -3,14 +3,14 @@
 
 Theory of operation
 -------------------
-An artifact larger than :data:`INLINE_MAX` does not travel in its message. Its plaintext is cut
-into chunks of :data:`CHUNK_SIZE` bytes (the last one shorter, an empty artifact one empty
-chunk); chunk ``i`` is sealed with AES-256-GCM under the artifact's **chunk key** (HKDF of the
-message's content key, so one content key still encrypts one thing per key) with the nonce
-``u88(i) || final`` of the STREAM construction (age, C2SP chunked encryption): a reordered chunk
-fails its tag because its index is in the nonce, a truncated artifact fails because its last
-chunk held was not sealed as final, and a chunk spliced in from another artifact fails because
-the key differs.
+A file does not travel in its message (inline content is at most :data:`INLINE_MAX`). Its
+plaintext is cut into chunks of :data:`CHUNK_SIZE` bytes (the last one shorter, an empty
+artifact one empty chunk); chunk ``i`` is sealed with AES-256-GCM under the artifact's **chunk
+key** (HKDF of the message's content key, so one content key still encrypts one thing per key)
+with the nonce ``u88(i) || final`` of the STREAM construction (age, C2SP chunked encryption): a
+reordered chunk fails its tag because its index is in the nonce, a truncated artifact fails
+because its last chunk held was not sealed as final, and a chunk spliced in from another
+artifact fails because the key differs.
 
 Each sealed chunk is named by ``SHA-256(ciphertext)``. The chunk ids, in order, fill **pages**
 of :data:`HASHES_PER_PAGE` ids; the **manifest** is ``u64(size) || u32(chunks) || page ids``
@@ -52,8 +52,9 @@ MAX_SIZE: Final = MAX_CHUNKS * CHUNK_SIZE
 MANIFEST_HEADER: Final = 12
 MAX_MANIFEST: Final = MANIFEST_HEADER + MAX_PAGES * HASH_SIZE
 MAX_BLOB: Final = CHUNK_SIZE + TAG_SIZE
-#: An artifact of at most this many bytes travels inline in its message (specs/artifacts.md §1).
-INLINE_MAX: Final = CHUNK_SIZE
+#: The most content a message carries inline (specs/artifacts.md §1, specs/chat.md §7): 768 KiB
+#: of ciphertext less the 16-byte tag. A file sent as a file always travels chunked.
+INLINE_MAX: Final = 768 * 1024 - TAG_SIZE
 #: The longest original file name an artifact carries (UTF-8 bytes).
 MAX_NAME: Final = 255
 
@@ -339,11 +340,3 @@ def decode_file_info(plaintext: bytes) -> str:
     if not isinstance(value, dict) or set(value) != {"name"} or not isinstance(value["name"], str):
         raise ArtifactError("file info must be {name: text}", hint="malformed")
     return value["name"]
-
-
-def safe_file_name(name: str) -> str:
-    """``name`` as a bare file name that is safe to create in the current directory: no path,
-    no control characters, not hidden; ``"artifact"`` when nothing is left."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".")
-    return base[:MAX_NAME] or "artifact"
