@@ -279,7 +279,7 @@ class Artifacts:
     async def _fetch_logged(self, group_id: bytes, packet: Packet, first: PeerID | None) -> None:
         try:
             await self.fetch(group_id, packet, first)
-        except (FetchError, BlobStoreError, ArtifactError) as exc:
+        except P2PChatError as exc:  # a background fetch never takes the node down
             ref = packet.message.artifact.chunked
             root = "?" if ref is None else ref.root.hex()[:16]
             logger.warning("artifact %s not fetched yet: %s", root, exc)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -138,11 +139,14 @@ class BlobService:
         slots = trio.Semaphore(SERVE_WINDOW)
         send_lock = trio.Lock()
 
-        async def answer(request: BlobRequest) -> None:
+        async def answer(request: BlobRequest, scope: trio.CancelScope) -> None:
             try:
                 response = await self._answer(peer, request)
                 async with send_lock:
                     await stream.send_all(response.encode())
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                logger.debug("%s stream from %s broke: %s", PROTOCOL_ID, peer, exc)
+                scope.cancel()  # the peer is gone: stop reading and answering
             finally:
                 slots.release()
 
@@ -160,7 +164,7 @@ class BlobService:
                     if frame is None:
                         slots.release()
                         break
-                    nursery.start_soon(answer, BlobRequest.from_map(frame))
+                    nursery.start_soon(answer, BlobRequest.from_map(frame), nursery.cancel_scope)
             except FrameError as exc:
                 reason = f"{exc.hint} ({exc})"
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -189,26 +193,27 @@ class BlobService:
         candidates: Sequence[PeerID],
         *,
         progress: Progress | None = None,
-    ) -> None:
+    ) -> int:
         """Fetch and store the blobs ``wanted`` (``(id, exact length)``) not yet held, from up
-        to :data:`MAX_HOLDERS` of ``candidates`` at once, in their order.
+        to :data:`MAX_HOLDERS` of ``candidates`` at once, in their order; return how many were
+        fetched (the others were held already).
 
         Raises:
             FetchError: some blobs could not be had from any candidate.
             DiskReserveError: the disk would fall below its reserve (what was stored stays).
             BlobStoreError: a blob could not be written.
         """
-        missing = [
-            (blob_id, length)
-            for blob_id, length in wanted
-            if not await trio.to_thread.run_sync(self.blobs.has, group_id, blob_id)
-        ]
+        held = await trio.to_thread.run_sync(
+            self.blobs.held, group_id, [blob_id for blob_id, _ in wanted]
+        )
+        missing = [(blob_id, length) for blob_id, length in wanted if blob_id not in held]
         if not missing:
-            return
+            return 0
         plan = FetchPlan(missing)
         queue = [p for p in dict.fromkeys(candidates) if p != self.host.peer_id]
         changed = [trio.Event()]
         failure: list[BlobStoreError] = []
+        written: list[bytes] = []
 
         def notify() -> None:
             changed[0].set()
@@ -224,7 +229,7 @@ class BlobService:
 
             async def holder(peer: PeerID) -> None:
                 try:
-                    await self._run_holder(group_id, plan, peer, changed, notify, progress)
+                    await self._run_holder(group_id, plan, peer, changed, notify, progress, written)
                 except _HolderGone as gone:
                     logger.info("dropping blob holder %s: %s", peer, gone.reason)
                     plan.drop(peer)
@@ -235,12 +240,15 @@ class BlobService:
                     nursery.cancel_scope.cancel()
 
             start_next()
+        if written:  # the renames, durable before anyone counts on them
+            await trio.to_thread.run_sync(self.blobs.sync_dirs, group_id, written)
         if failure:
             logger.warning("fetch of group %s stopped: %s", group_id.hex()[:16], failure[0])
             raise failure[0]
         if not plan.complete:
             count = len(plan.unobtainable) or len(missing) - plan.received
             raise FetchError(f"{count} blob(s) could not be fetched from any holder")
+        return plan.received
 
     async def _run_holder(
         self,
@@ -250,6 +258,7 @@ class BlobService:
         changed: list[trio.Event],
         notify: Callable[[], None],
         progress: Progress | None,
+        written: list[bytes],
     ) -> None:
         try:
             with trio.fail_after(self._stall):
@@ -258,10 +267,34 @@ class BlobService:
             raise _HolderGone(f"cannot open a stream: {exc or 'timeout'}") from None
         reader = FrameReader(max_frame_size=MAX_FRAME_SIZE)
         outstanding: dict[int, bytes] = {}
+        writing = [0]
+        wrote = [trio.Event()]
+        failed: list[BlobStoreError] = []
         done = False
-        try:
+
+        async def store(blob_id: bytes, data: bytes, scope: trio.CancelScope) -> None:
+            # Writes run side by side (their fsyncs overlap); each keeps its slot until done.
+            try:
+                await trio.to_thread.run_sync(
+                    partial(self.blobs.put, group_id, blob_id, data, sync_dir=False)
+                )
+                written.append(blob_id)
+                plan.got(peer, blob_id)
+                if progress is not None:
+                    progress(len(data))
+                notify()
+            except BlobStoreError as exc:
+                failed.append(exc)
+                scope.cancel()
+            finally:
+                writing[0] -= 1
+                wrote[0].set()
+                wrote[0] = trio.Event()
+
+        async def exchange(writes: trio.Nursery) -> bool:
+            """Ask and receive until nothing is left for this holder (True), or raise."""
             while True:
-                while len(outstanding) < WINDOW:
+                while len(outstanding) + writing[0] < WINDOW:
                     blob_id = plan.next_for(peer)
                     if blob_id is None:
                         break
@@ -269,9 +302,11 @@ class BlobService:
                     outstanding[rid] = blob_id
                     await stream.send_all(BlobRequest(rid, group_id, blob_id).encode())
                 if not outstanding:
+                    if writing[0]:
+                        await wrote[0].wait()
+                        continue
                     if plan.finished or peer not in plan.holders:
-                        done = True
-                        return
+                        return True
                     await changed[0].wait()
                     continue
                 with trio.move_on_after(self._stall) as scope:
@@ -289,17 +324,28 @@ class BlobService:
                     notify()
                     continue
                 plan.check(blob_id, response.data)
-                await trio.to_thread.run_sync(self.blobs.put, group_id, blob_id, response.data)
-                plan.got(peer, blob_id)
-                if progress is not None:
-                    progress(len(response.data))
-                notify()
-        except ArtifactError as exc:
-            raise _HolderGone(f"served garbage: {exc}") from None
-        except FrameError as exc:
-            raise _HolderGone(f"broke the protocol: {exc.hint}") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise _HolderGone(f"stream broke: {exc}") from None
+                writing[0] += 1
+                writes.start_soon(store, blob_id, response.data, writes.cancel_scope)
+
+        gone: _HolderGone | None = None
+        try:
+            async with trio.open_nursery() as writes:
+                try:
+                    done = await exchange(writes)
+                except _HolderGone as exc:
+                    gone = exc
+                except ArtifactError as exc:
+                    gone = _HolderGone(f"served garbage: {exc}")
+                except FrameError as exc:
+                    gone = _HolderGone(f"broke the protocol: {exc.hint}")
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    gone = _HolderGone(f"stream broke: {exc}")
+                if gone is not None:
+                    writes.cancel_scope.cancel()
+            if failed:
+                raise failed[0]
+            if gone is not None:
+                raise gone
         finally:
             with trio.CancelScope(shield=True):
                 if done:
@@ -325,14 +371,22 @@ class BlobService:
         if await trio.to_thread.run_sync(self.blobs.is_complete, group_id, ref.root):
             return
         layout = await self.layout(group_id, ref, candidates)
+        fetched = 0
         for page in range(ref.pages):
             page_id = layout.page_ids[page]
             await self.fetch(group_id, [(page_id, layout.page_length(page))], candidates)
             chunk_ids = layout.read_page(page, await self._get(group_id, page_id))
             first = page * HASHES_PER_PAGE
             wanted = [(cid, layout.chunk_length(first + i)) for i, cid in enumerate(chunk_ids)]
-            await self.fetch(group_id, wanted, candidates, progress=progress)
+            fetched += await self.fetch(group_id, wanted, candidates, progress=progress)
         await trio.to_thread.run_sync(self.blobs.mark_complete, group_id, ref.root)
+        logger.info(
+            "artifact %s complete: %d of its %d chunks fetched now, %d held already",
+            ref.root.hex()[:16],
+            fetched,
+            ref.chunks,
+            ref.chunks - fetched,
+        )
 
     async def layout(
         self, group_id: bytes, ref: ChunkedRef, candidates: Sequence[PeerID]

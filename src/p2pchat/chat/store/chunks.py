@@ -60,14 +60,22 @@ class BlobStore:
         """True if the blob's file exists (it was renamed into place whole)."""
         return self.path(group_id, blob_id).is_file()
 
+    def held(self, group_id: bytes, blob_ids: list[bytes]) -> set[bytes]:
+        """Which of ``blob_ids`` are held (one call for a batch, off the event loop)."""
+        return {blob_id for blob_id in blob_ids if self.has(group_id, blob_id)}
+
     def free_space(self) -> int:
         """Free bytes for us on the file system of the blob directory."""
         where = self.root if self.root.exists() else self.root.parent
         stat = os.statvfs(where)
         return stat.f_bavail * stat.f_frsize
 
-    def put(self, group_id: bytes, blob_id: bytes, data: bytes) -> bool:
+    def put(self, group_id: bytes, blob_id: bytes, data: bytes, *, sync_dir: bool = True) -> bool:
         """Store ``data`` as blob ``blob_id``; True if it was written, False if already held.
+
+        The file is fsynced before it is renamed into place; with ``sync_dir`` false the
+        directory is not, and the caller calls :meth:`sync_dirs` for a batch of puts before it
+        counts on them (a rename lost in a crash only means the blob is fetched again).
 
         Raises:
             ValueError: ``SHA-256(data)`` is not ``blob_id`` (checked before anything is written).
@@ -79,10 +87,23 @@ class BlobStore:
         final = self.path(group_id, blob_id)
         if final.is_file():
             return False
-        self._write(final, data)
+        self._write(final, data, sync_dir=sync_dir)
         return True
 
-    def _write(self, final: Path, data: bytes) -> None:
+    def sync_dirs(self, group_id: bytes, blob_ids: list[bytes]) -> None:
+        """Make the renames of ``blob_ids`` durable: fsync each of their directories once.
+
+        Raises:
+            BlobStoreError: a directory cannot be synced.
+        """
+        dirs = {self.path(group_id, blob_id).parent for blob_id in blob_ids}
+        try:
+            for path in sorted(dirs):
+                _fsync_dir(path)
+        except OSError as exc:
+            raise BlobStoreError(f"cannot sync {self.root}: {exc.strerror}") from exc
+
+    def _write(self, final: Path, data: bytes, *, sync_dir: bool = True) -> None:
         try:
             final.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
             free = self.free_space()
@@ -104,7 +125,8 @@ class BlobStore:
             finally:
                 os.close(fd)
             os.replace(temp, final)
-            _fsync_dir(final.parent)
+            if sync_dir:
+                _fsync_dir(final.parent)
         except OSError as exc:
             temp.unlink(missing_ok=True)
             raise BlobStoreError(f"cannot write {final}: {exc.strerror}") from exc
