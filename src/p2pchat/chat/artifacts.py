@@ -76,8 +76,9 @@ class ArtifactConfig:
     #: Members fetch a delivered artifact of at most this many bytes at once (None: any size);
     #: larger ones are fetched when read.
     fetch_max: int | None = None
-    #: Seconds a ratifier waits for a fetch before it refuses "fetching artifact" for now.
-    vote_wait: float = 3.0
+    #: Seconds a ratifier waits for a fetch before it refuses "fetching artifact" for now (under
+    #: the author's query timeout, 5 s by default, so that the refusal reaches it).
+    vote_wait: float = 4.0
     #: Seconds without an answer before a holder is dropped.
     stall_timeout: float = STALL_TIMEOUT
 

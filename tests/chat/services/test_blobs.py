@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from p2pchat.chat.core.artifact import CHUNK_SIZE, ArtifactOpener, ArtifactSealer, ChunkedRef
+from p2pchat.chat.core.blobwire import PROTOCOL_ID, BlobRequest
 from p2pchat.chat.services.blobs import BlobService, FetchError
 from p2pchat.chat.store.chunks import BlobStore, DiskReserveError
 from p2pchat.identity import KeyPair, PeerID
@@ -187,3 +188,20 @@ async def test_disk_reserve_stops_the_fetch_and_nothing_shows_complete(tmp_path:
         me.store.reserve = 0
         await me.service.fetch_artifact(GROUP, ref, [a.host.peer_id])
         assert me.store.is_complete(GROUP, ref.root)
+
+
+async def test_a_peer_that_drops_its_stream_does_not_take_the_holder_down(tmp_path: Path) -> None:
+    async with nodes(tmp_path, ["good", "good"]) as (me, a):
+        ref, plaintext = make_artifact(a.store)
+        layout = await a.service.layout(GROUP, ref, [])
+        page = a.store.get(GROUP, layout.page_ids[0])
+        assert page is not None
+        stream = await me.host.new_stream(a.host.peer_id, [PROTOCOL_ID])
+        for rid, chunk_id in enumerate(layout.read_page(0, page)):
+            await stream.send_all(BlobRequest(rid, GROUP, chunk_id).encode())
+        conn = me.host.connection(a.host.peer_id)
+        assert conn is not None
+        await conn.aclose()  # gone, with answers on their way
+        await me.host.connect(a.host.addrs[0])
+        await me.service.fetch_artifact(GROUP, ref, [a.host.peer_id])
+        assert await read_back(me.store, ref, me.service) == plaintext

@@ -276,7 +276,7 @@ class BlobService:
             # Writes run side by side (their fsyncs overlap); each keeps its slot until done.
             try:
                 await trio.to_thread.run_sync(
-                    partial(self.blobs.put, group_id, blob_id, data, sync_dir=False)
+                    partial(self.blobs.put, group_id, blob_id, data, sync_dir=False, verified=True)
                 )
                 written.append(blob_id)
                 plan.got(peer, blob_id)

@@ -70,19 +70,28 @@ class BlobStore:
         stat = os.statvfs(where)
         return stat.f_bavail * stat.f_frsize
 
-    def put(self, group_id: bytes, blob_id: bytes, data: bytes, *, sync_dir: bool = True) -> bool:
+    def put(
+        self,
+        group_id: bytes,
+        blob_id: bytes,
+        data: bytes,
+        *,
+        sync_dir: bool = True,
+        verified: bool = False,
+    ) -> bool:
         """Store ``data`` as blob ``blob_id``; True if it was written, False if already held.
 
         The file is fsynced before it is renamed into place; with ``sync_dir`` false the
         directory is not, and the caller calls :meth:`sync_dirs` for a batch of puts before it
         counts on them (a rename lost in a crash only means the blob is fetched again).
+        ``verified`` says the caller has just checked the hash (the fetcher has).
 
         Raises:
             ValueError: ``SHA-256(data)`` is not ``blob_id`` (checked before anything is written).
             DiskReserveError: the write would leave less than the reserve free.
             BlobStoreError: the file system refused the write.
         """
-        if hashlib.sha256(data).digest() != blob_id:
+        if not verified and hashlib.sha256(data).digest() != blob_id:
             raise ValueError("blob does not match its id")
         final = self.path(group_id, blob_id)
         if final.is_file():
