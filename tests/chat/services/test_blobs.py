@@ -205,3 +205,15 @@ async def test_a_peer_that_drops_its_stream_does_not_take_the_holder_down(tmp_pa
         await me.host.connect(a.host.addrs[0])
         await me.service.fetch_artifact(GROUP, ref, [a.host.peer_id])
         assert await read_back(me.store, ref, me.service) == plaintext
+
+
+async def test_candidates_beyond_the_first_holders_are_asked_for_what_none_had(
+    tmp_path: Path,
+) -> None:
+    """Four holders at once (MAX_HOLDERS) have nothing; the fifth candidate has it all."""
+    async with nodes(tmp_path, ["good"] * 6) as (me, *empty, full):
+        ref, plaintext = make_artifact(full.store)
+        await me.service.fetch_artifact(
+            GROUP, ref, [n.host.peer_id for n in empty] + [full.host.peer_id]
+        )
+        assert await read_back(me.store, ref, me.service) == plaintext

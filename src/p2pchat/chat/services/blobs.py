@@ -232,8 +232,12 @@ class BlobService:
                     await self._run_holder(group_id, plan, peer, changed, notify, progress, written)
                 except _HolderGone as gone:
                     logger.info("dropping blob holder %s: %s", peer, gone.reason)
+                    successor = queue.pop(0) if queue else None
+                    if successor is not None:  # added first: what the dropped one had waits
+                        plan.add_holder(successor)
                     plan.drop(peer)
-                    start_next()
+                    if successor is not None:
+                        nursery.start_soon(holder, successor)
                     notify()
                 except BlobStoreError as exc:
                     failure.append(exc)
@@ -246,6 +250,11 @@ class BlobService:
             logger.warning("fetch of group %s stopped: %s", group_id.hex()[:16], failure[0])
             raise failure[0]
         if not plan.complete:
+            if queue:  # candidates not asked yet: another round for what no holder had
+                rest = [
+                    (blob_id, length) for blob_id, length in missing if blob_id in plan.unobtainable
+                ]
+                return plan.received + await self.fetch(group_id, rest, queue, progress=progress)
             count = len(plan.unobtainable) or len(missing) - plan.received
             raise FetchError(f"{count} blob(s) could not be fetched from any holder")
         return plan.received
