@@ -29,6 +29,7 @@ import logging
 import mimetypes
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -62,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 #: The refusal of a ratifier still fetching the artifact it is asked to vote on (§6).
 FETCHING: Final = "fetching artifact"
+#: Chunk writes of a file being sent that run at once (their fsyncs overlap).
+WRITERS: Final = 8
 #: Progress callback: bytes done so far, total bytes.
 Progress = Callable[[int, int], None]
 Submit = Callable[[Packet, Commit, bool], Awaitable[bytes]]
@@ -176,28 +179,57 @@ class Artifacts:
     ) -> ChunkedRef:
         sealer = ArtifactSealer(content_key, size)
         files = self.files
+        written: list[bytes] = []
+        failed: list[BlobStoreError] = []
+        # Sealing is sequential; the writes (each fsynced) overlap, at most WRITERS at once, so
+        # memory holds at most that many chunks.
+        writers = trio.Semaphore(WRITERS)
 
-        def step(fh: BinaryIO, index: int) -> None:
-            piece = fh.read(min(CHUNK_SIZE, size - index * CHUNK_SIZE))
-            for blob_id, data in sealer.seal(piece):
-                files.put(group_id, blob_id, data)
+        def step(fh: BinaryIO, index: int) -> list[tuple[bytes, bytes]]:
+            return sealer.seal(fh.read(min(CHUNK_SIZE, size - index * CHUNK_SIZE)))
+
+        async def write(blob_id: bytes, data: bytes) -> None:
+            try:
+                await trio.to_thread.run_sync(
+                    partial(files.put, group_id, blob_id, data, sync_dir=False, verified=True)
+                )
+                written.append(blob_id)
+            except BlobStoreError as exc:
+                failed.append(exc)
+            finally:
+                writers.release()
+            if progress is not None and not failed:
+                progress(min(size, len(written) * CHUNK_SIZE), size)
 
         fh: BinaryIO = await trio.to_thread.run_sync(path.open, "rb")
         try:
-            for index in range(sealer.chunks):
-                try:
-                    await trio.to_thread.run_sync(step, fh, index)
-                except ProtocolError as exc:  # the sealer's "wrong length"
-                    raise ChatError(f"{path} changed while it was read") from exc
-                if progress is not None:
-                    progress(min(size, (index + 1) * CHUNK_SIZE), size)
+            changed = False
+            async with trio.open_nursery() as nursery:
+                for index in range(sealer.chunks):
+                    if failed:
+                        break
+                    try:
+                        blobs = await trio.to_thread.run_sync(step, fh, index)
+                    except ProtocolError:  # the sealer's "wrong length"
+                        changed = True
+                        break
+                    for blob_id, data in blobs:
+                        await writers.acquire()
+                        nursery.start_soon(write, blob_id, data)
+            if failed:
+                raise failed[0]
+            if changed:
+                raise ChatError(f"{path} changed while it was read")
             if await trio.to_thread.run_sync(fh.read, 1):
                 raise ChatError(f"{path} grew while it was read")
         finally:
             await trio.to_thread.run_sync(fh.close)
         (root, manifest), ref = sealer.finish()
         await trio.to_thread.run_sync(files.put, group_id, root, manifest)
+        await trio.to_thread.run_sync(files.sync_dirs, group_id, written)
         await trio.to_thread.run_sync(files.mark_complete, group_id, root)
+        if progress is not None:
+            progress(size, size)
         return ref
 
     # -- describing --------------------------------------------------------------------------
