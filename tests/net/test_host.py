@@ -13,7 +13,14 @@ import trio.testing
 
 from p2pchat.identity import KeyPair, PeerID
 from p2pchat.multiaddr import Multiaddr
-from p2pchat.net.host import DialError, Host, HostConfig, StreamOpenError, open_host
+from p2pchat.net.host import (
+    DialError,
+    HandlerExistsError,
+    Host,
+    HostConfig,
+    StreamOpenError,
+    open_host,
+)
 from p2pchat.net.identify import identify_peer
 from p2pchat.net.muxer import MuxedStream
 from p2pchat.net.ping import open_ping
@@ -298,7 +305,22 @@ async def test_wait_protocols_changed_reports_a_change_made_before_the_wait() ->
             await host.wait_protocols_changed(seen)
         assert idle.cancelled_caught
         host.set_stream_handler(ECHO, echo)
-        host.set_stream_handler(ECHO, echo)  # the same set again: no change
+        host.set_stream_handler(ECHO, echo, replace=True)  # the same set again: no change
         with trio.fail_after(1):
             await host.wait_protocols_changed(seen)
         assert host.protocols_version == seen + 1
+
+
+async def test_a_second_handler_for_a_protocol_needs_replace() -> None:
+    async def other(stream: MuxedStream) -> None:
+        await stream.send_all(b"other")
+
+    async with two_hosts() as (a, b):
+        with pytest.raises(HandlerExistsError, match="replace=True"):
+            b.set_stream_handler(ECHO, other)
+        stream = await a.new_stream(b.addrs[0], [ECHO])
+        assert await _round_trip(stream, b"still echo") == b"still echo"
+        b.set_stream_handler(ECHO, other, replace=True)
+        stream = await a.new_stream(b.addrs[0], [ECHO])
+        async with stream:
+            assert await stream.receive_some() == b"other"

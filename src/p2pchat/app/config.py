@@ -83,6 +83,13 @@ reserved_slots = 32
 # Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
 enabled = false
 
+[plugins]
+# Plug-ins to load at start (specs/plugins.md): paths to Python files, or module names.
+#   load = ["~/p2pchat-plugins/echo.py", "mypackage.p2pchat_plugin"]
+load = []
+# Load the plug-ins that installed packages declare (entry-point group "p2pchat.plugins").
+entry_points = true
+
 [log]
 # debug, info, warning or error
 level = "{DEFAULT_LEVEL}"
@@ -118,6 +125,9 @@ class Config:
     #: [artifacts]: MiB kept free on the data dir's disk; lazy fetching above this MiB (0: never).
     disk_reserve_mib: int = 512
     lazy_above_mib: int = 0
+    #: [plugins]: paths or module names to load, and whether to load the installed ones.
+    plugins: tuple[str, ...] = ()
+    plugin_entry_points: bool = True
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -224,6 +234,10 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "lazy_above_mib": ("lazy_above_mib", _mib),
     },
     "perf": {"enabled": ("perf", _bool)},
+    "plugins": {
+        "load": ("plugins", lambda value: tuple(_list_of_str(value))),
+        "entry_points": ("plugin_entry_points", _bool),
+    },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),
         "format": ("log_format", _choice(*LOG_FORMATS)),

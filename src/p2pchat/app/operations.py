@@ -530,3 +530,14 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "send.file": op_send_file,
     "save": op_save,
 }
+
+
+def _developer_operations() -> dict[str, Operation]:
+    """The plug-in and query operations (``app/dev_operations.py``, which builds on this
+    module's argument helpers, hence imported once they exist)."""
+    from .dev_operations import DEV_OPERATIONS
+
+    return DEV_OPERATIONS
+
+
+OPERATIONS.update(_developer_operations())
