@@ -159,3 +159,30 @@ async def test_no_vote_for_an_artifact_no_one_can_serve(
         assert queued.failures > 0
         assert "fetching artifact" in caplog.text  # the ratifier's refusal, as the author saw it
         assert [m for m in await owner.chat.history(group_id) if m.message_type != "roster"] == []
+
+
+async def test_a_restart_resumes_the_fetch_of_what_is_not_held(tmp_path: Path) -> None:
+    """A member that did not fetch a delivered file (lazy) fetches it at its next start once
+    its setting says it should: the fetch resumes from the store, not from a new delivery."""
+    lazy = attrs.evolve(FAST, artifacts=attrs.evolve(FAST.artifacts, fetch_max=CHUNK_SIZE))
+    async with open_cluster(tmp_path, "owner", "user", start=False) as cluster:
+        owner, user = cluster.peers
+        owner.config = FAST
+        user.config = lazy
+        for peer in cluster.peers:
+            await peer.start()
+        group_id = await build_group(owner, [(user, Role.USER)])
+        path = tmp_path / "later.bin"
+        data = os.urandom(2 * CHUNK_SIZE + 5)
+        path.write_bytes(data)
+        message_hash = await owner.chat.send_file(group_id, path)
+        with trio.fail_after(15):
+            await user.chat.wait_ratified(group_id, message_hash)
+        (message,) = [m for m in await user.chat.history(group_id) if m.message_type != "roster"]
+        assert message.artifact is not None
+        assert not message.artifact.complete
+        await user.stop()
+        user.config = FAST
+        await user.start()
+        await wait_complete(user, group_id, message.artifact.root)
+        assert await read_all(user, group_id, message_hash) == data
