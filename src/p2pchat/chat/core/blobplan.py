@@ -73,11 +73,14 @@ class FetchPlan:
         self.received += 1
 
     def refused(self, holder: Hashable, blob_id: bytes) -> None:
-        """``holder`` does not hold ``blob_id``: another is asked."""
+        """``holder`` does not hold ``blob_id``: another is asked, if any live one may."""
         self._in_flight.get(holder, set()).discard(blob_id)
-        self._refused.setdefault(blob_id, set()).add(holder)
-        self._queue.appendleft(blob_id)
-        self._settle()
+        who = self._refused.setdefault(blob_id, set())
+        who.add(holder)
+        if set(self._in_flight) <= who:
+            self.unobtainable.add(blob_id)
+        else:
+            self._queue.appendleft(blob_id)
 
     def drop(self, holder: Hashable) -> None:
         """Stop asking ``holder`` (stalled, garbage, gone); its blobs go back to the queue."""

@@ -277,6 +277,7 @@ class BlobService:
         reader = FrameReader(max_frame_size=MAX_FRAME_SIZE)
         outstanding: dict[int, bytes] = {}
         writing = [0]
+        refusals = [0]
         wrote = [trio.Event()]
         failed: list[BlobStoreError] = []
         done = False
@@ -303,7 +304,10 @@ class BlobService:
         async def exchange(writes: trio.Nursery) -> bool:
             """Ask and receive until nothing is left for this holder (True), or raise."""
             while True:
-                while len(outstanding) + writing[0] < WINDOW:
+                # A holder that keeps saying "not held" (one still fetching the artifact itself)
+                # is asked one blob at a time until it serves one again.
+                window = 1 if refusals[0] >= WINDOW else WINDOW
+                while len(outstanding) + writing[0] < window:
                     blob_id = plan.next_for(peer)
                     if blob_id is None:
                         break
@@ -329,10 +333,12 @@ class BlobService:
                 if not blob_id:
                     raise _HolderGone(f"answered unknown id {response.id}")
                 if response.data is None:
+                    refusals[0] += 1
                     plan.refused(peer, blob_id)
                     notify()
                     continue
                 plan.check(blob_id, response.data)
+                refusals[0] = 0
                 writing[0] += 1
                 writes.start_soon(store, blob_id, response.data, writes.cancel_scope)
 
