@@ -65,6 +65,10 @@ logger = logging.getLogger(__name__)
 FETCHING: Final = "fetching artifact"
 #: Chunk writes of a file being sent that run at once (their fsyncs overlap).
 WRITERS: Final = 8
+#: Artifact fetches that run at once (the others wait their turn), and custody fetches one
+#: author can have running on a ratifier (specs/artifacts.md §6).
+MAX_FETCHES: Final = 4
+MAX_CUSTODY_PER_AUTHOR: Final = 2
 #: Progress callback: bytes done so far, total bytes.
 Progress = Callable[[int, int], None]
 Submit = Callable[[Packet, Commit, bool], Awaitable[bytes]]
@@ -120,6 +124,8 @@ class Artifacts:
         self.config = config
         self._nursery = nursery
         self._running: dict[bytes, trio.Event] = {}
+        self._fetch_slots = trio.Semaphore(MAX_FETCHES)
+        self._custody: dict[PeerID, set[bytes]] = {}
         #: Bytes stored so far by the fetch of each artifact (root), for progress reports.
         self.fetched: dict[bytes, int] = {}
 
@@ -311,7 +317,8 @@ class Artifacts:
 
     async def _fetch_logged(self, group_id: bytes, packet: Packet, first: PeerID | None) -> None:
         try:
-            await self.fetch(group_id, packet, first)
+            async with self._fetch_slots:
+                await self.fetch(group_id, packet, first)
         except P2PChatError as exc:  # a background fetch never takes the node down
             ref = packet.message.artifact.chunked
             root = "?" if ref is None else ref.root.hex()[:16]
@@ -329,12 +336,31 @@ class Artifacts:
         if not (packet.check_hashes() and verify_author(packet)):
             return  # the vote path refuses it with its own reason; fetch nothing for it
         if ref.root not in self._running:
-            self.fetch_soon(group_id, packet, author)
+            mine = self._custody.setdefault(author, set())
+            if len(mine) >= MAX_CUSTODY_PER_AUTHOR and ref.root not in mine:
+                raise Refusal(FETCHING)  # its earlier artifacts first
+            mine.add(ref.root)
+            self._nursery.start_soon(self._custody_fetch, group_id, packet, author)
         with trio.move_on_after(self.config.vote_wait):
             while (running := self._running.get(ref.root)) is not None:
                 await running.wait()
         if not self.files.is_complete(group_id, ref.root):
             raise Refusal(FETCHING)
+
+    async def _custody_fetch(self, group_id: bytes, packet: Packet, author: PeerID) -> None:
+        """A ratifier's fetch before its vote; counted against the author while it runs (it
+        does not wait for a fetch slot: the author is waiting for the vote)."""
+        ref = packet.message.artifact.chunked
+        assert ref is not None
+        try:
+            await self.fetch(group_id, packet, author)
+        except P2PChatError as exc:
+            logger.warning("artifact %s not held yet: %s", ref.root.hex()[:16], exc)
+        finally:
+            mine = self._custody.get(author, set())
+            mine.discard(ref.root)
+            if not mine:
+                self._custody.pop(author, None)
 
     def on_publish(self, action: Publish) -> None:
         """Fetch a delivered artifact of someone else at once, when it is small enough."""
