@@ -57,7 +57,7 @@ from .services.blobs import BlobService, FetchError
 from .services.dispatch import Refusal
 from .services.runtime import now_ms
 from .store import ChatStore, StoredMessage
-from .store.chunks import DEFAULT_DISK_RESERVE, BlobStore, BlobStoreError
+from .store.chunks import DEFAULT_DISK_RESERVE, BlobStore, BlobStoreError, DiskReserveError
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ WRITERS: Final = 8
 #: author can have running on a ratifier (specs/artifacts.md §6).
 MAX_FETCHES: Final = 4
 MAX_CUSTODY_PER_AUTHOR: Final = 2
+#: Attempts of a background fetch, and the longest pause between two (seconds).
+FETCH_ATTEMPTS: Final = 6
+FETCH_BACKOFF_MAX: Final = 30.0
 #: Progress callback: bytes done so far, total bytes.
 Progress = Callable[[int, int], None]
 Submit = Callable[[Packet, Commit, bool], Awaitable[bytes]]
@@ -316,13 +319,24 @@ class Artifacts:
         self._nursery.start_soon(self._fetch_logged, group_id, packet, first)
 
     async def _fetch_logged(self, group_id: bytes, packet: Packet, first: PeerID | None) -> None:
-        try:
-            async with self._fetch_slots:
-                await self.fetch(group_id, packet, first)
-        except P2PChatError as exc:  # a background fetch never takes the node down
-            ref = packet.message.artifact.chunked
-            root = "?" if ref is None else ref.root.hex()[:16]
-            logger.warning("artifact %s not fetched yet: %s", root, exc)
+        """A background fetch: retried a few times with backoff (holders may be busy or
+        reconnecting), then left for the next start or the next read; never raises."""
+        ref = packet.message.artifact.chunked
+        root = "?" if ref is None else ref.root.hex()[:16]
+        for attempt in range(FETCH_ATTEMPTS):
+            try:
+                async with self._fetch_slots:
+                    await self.fetch(group_id, packet, first)
+            except DiskReserveError as exc:
+                logger.warning("artifact %s not fetched: %s", root, exc)
+                return
+            except P2PChatError as exc:  # a background fetch never takes the node down
+                logger.warning(
+                    "artifact %s not fetched yet (attempt %d): %s", root, attempt + 1, exc
+                )
+            else:
+                return
+            await trio.sleep(min(FETCH_BACKOFF_MAX, 2.0**attempt))
 
     async def hold_before_vote(self, group_id: bytes, packet: Packet, author: PeerID) -> None:
         """The ratifier's custody hook (§6): return once the artifact is held here.
