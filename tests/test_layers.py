@@ -38,6 +38,7 @@ CORES = [*TOP_LEVEL_CORES, *_modules(p2pchat.protocols), *_modules(p2pchat.chat.
 
 def test_every_core_package_is_listed() -> None:
     assert "p2pchat.chat.core.engine" in CORES
+    assert "p2pchat.chat.core.artifact" in CORES
     assert "p2pchat.protocols.noise" in CORES
     assert "p2pchat.protocols.yamux" in CORES
     assert "p2pchat.protocols.kad.lookup" in CORES

@@ -59,6 +59,14 @@ send_timeout = 10.0
 # Seconds to wait for one answer from a peer.
 query_timeout = 5.0
 
+[artifacts]
+# Files of any size (specs/artifacts.md). Free space (MiB) kept on the data dir's disk: a file
+# whose chunks would eat into it is refused, and nothing already stored is lost.
+disk_reserve_mib = 512
+# Members fetch a delivered file at once, unless it is larger than this many MiB; then they
+# fetch it when it is read ("p2pchat get"). 0: always at once.
+lazy_above_mib = 0
+
 [limits]
 # What the node allows other peers (specs/host.md, "Resource limits"). Connections in all:
 max_connections = 256
@@ -139,6 +147,9 @@ class Config:
     dht_mode: str = "auto"
     dht_bootstrap: tuple[Multiaddr, ...] = ()
     autonat: bool = True
+    #: [artifacts]: MiB kept free on the data dir's disk; lazy fetching above this MiB (0: never).
+    disk_reserve_mib: int = 512
+    lazy_above_mib: int = 0
     #: [plugins]: paths or module names to load, and whether to load the installed ones.
     plugins: tuple[str, ...] = ()
     plugin_entry_points: bool = True
@@ -216,6 +227,12 @@ def _reserve(value: Any) -> int:
     return value
 
 
+def _mib(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**30:
+        raise _InvalidValueError("must be a whole number of MiB, 0 or more")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
@@ -246,6 +263,10 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "reserved_slots": ("reserved_slots", _reserve),
         "max_negotiating_per_peer": ("max_negotiating_per_peer", _count),
         "max_streams_per_protocol": ("max_streams_per_protocol", _count),
+    },
+    "artifacts": {
+        "disk_reserve_mib": ("disk_reserve_mib", _mib),
+        "lazy_above_mib": ("lazy_above_mib", _mib),
     },
     "perf": {"enabled": ("perf", _bool)},
     "dht": {

@@ -42,6 +42,7 @@ import attrs
 import trio
 
 from ..aio import open_service_nursery
+from ..chat.artifacts import ArtifactConfig
 from ..chat.core import cbor
 from ..chat.core.packet import Certificate
 from ..chat.node import RECORDS_FILE, ChatConfig, ChatNode, open_chat_node
@@ -64,6 +65,7 @@ from .plugins import PluginManager, open_plugins
 __all__ = ["Daemon", "DaemonError", "NodeOptions", "open_daemon"]
 
 logger = logging.getLogger(__name__)
+MIB = 1024 * 1024
 
 
 @attrs.frozen
@@ -99,7 +101,14 @@ class NodeOptions:
             mdns=config.mdns,
             mdns_interface=config.mdns_interface,
             perf=config.perf,
-            chat=ChatConfig(send_timeout=config.send_timeout, query_timeout=config.query_timeout),
+            chat=ChatConfig(
+                send_timeout=config.send_timeout,
+                query_timeout=config.query_timeout,
+                artifacts=ArtifactConfig(
+                    disk_reserve=config.disk_reserve_mib * MIB,
+                    fetch_max=config.lazy_above_mib * MIB or None,
+                ),
+            ),
             limits=ResourceLimits(
                 max_connections=config.max_connections,
                 max_inbound_per_ip=config.max_inbound_per_ip,

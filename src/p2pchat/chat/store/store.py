@@ -15,6 +15,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import attrs
@@ -63,9 +64,13 @@ class ChatStore:
     only after their transaction is committed durably.
     """
 
-    def __init__(self, writer: BatchWorker, reader: BatchWorker) -> None:
+    def __init__(
+        self, writer: BatchWorker, reader: BatchWorker, *, data_dir: Path | None = None
+    ) -> None:
         self._writer = writer
         self._reader = reader
+        #: The data dir the store lives in (artifact chunks are files beside it).
+        self.data_dir = data_dir
 
     def statistics(self) -> StoreStatistics:
         """Counters of transactions, writes and reads (batching shows as writes > transactions)."""
@@ -488,7 +493,7 @@ async def open_store(data_dir: str | os.PathLike[str]) -> AsyncIterator[ChatStor
                 nursery.start_soon(writer.run)
                 nursery.start_soon(reader.run)
                 try:
-                    yield ChatStore(writer, reader)
+                    yield ChatStore(writer, reader, data_dir=path)
                 finally:
                     # Refuse new calls and let the workers drain what is queued before the
                     # service nursery cancels them.
