@@ -70,7 +70,7 @@ max_handshakes = 64
 max_handshakes_per_ip = 8
 # Connection slots kept for our own dials and for the members of our groups (at most half):
 reserved_slots = 32
-# Inbound streams of one peer still negotiating their protocol, and of one protocol at once
+# Inbound streams of one peer negotiating without a byte sent yet, and of one protocol at once
 # (unless the protocol sets its own: 8 for /p2pchat/1.0.0) (specs/host.md, "Stream limits"):
 max_negotiating_per_peer = 8
 max_streams_per_protocol = 64
@@ -78,6 +78,13 @@ max_streams_per_protocol = 64
 [perf]
 # Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
 enabled = false
+
+[plugins]
+# Plug-ins to load at start (specs/plugins.md): paths to Python files, or module names.
+#   load = ["~/p2pchat-plugins/echo.py", "mypackage.p2pchat_plugin"]
+load = []
+# Load the plug-ins that installed packages declare (entry-point group "p2pchat.plugins").
+entry_points = true
 
 [log]
 # debug, info, warning or error
@@ -113,6 +120,9 @@ class Config:
     max_streams_per_protocol: int = 64
     log_level: str = DEFAULT_LEVEL
     log_format: str = DEFAULT_FORMAT
+    #: [plugins]: paths or module names to load, and whether to load the installed ones.
+    plugins: tuple[str, ...] = ()
+    plugin_entry_points: bool = True
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -211,6 +221,10 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "max_streams_per_protocol": ("max_streams_per_protocol", _count),
     },
     "perf": {"enabled": ("perf", _bool)},
+    "plugins": {
+        "load": ("plugins", lambda value: tuple(_list_of_str(value))),
+        "entry_points": ("plugin_entry_points", _bool),
+    },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),
         "format": ("log_format", _choice(*LOG_FORMATS)),

@@ -86,6 +86,11 @@ class StreamOpenError(P2PChatError):
     """A stream could not be opened, or the peer supports none of the protocols asked for."""
 
 
+class HandlerExistsError(ValueError):
+    """A protocol (or a chat code) already has a handler, and replacing it was not asked for
+    (``replace=True``): replacing one silently would take its service down."""
+
+
 @attrs.frozen
 class HostConfig:
     """How a host listens, dials and limits its peers. Defaults suit a node on loopback.
@@ -145,19 +150,31 @@ class Host:
         return [addr.with_peer_id(self.peer_id) for addr in self._listen_addrs]
 
     def set_stream_handler(
-        self, protocol: str, handler: StreamHandler, *, max_inbound_per_peer: int | None = None
+        self,
+        protocol: str,
+        handler: StreamHandler,
+        *,
+        replace: bool = False,
+        max_inbound_per_peer: int | None = None,
     ) -> None:
         """Serve ``protocol`` with ``handler``; the stream is closed when the handler returns.
         A peer has at most ``max_inbound_per_peer`` inbound streams of it at once (default
         ``limits.max_streams_per_protocol``), enforced while negotiating (specs/host.md).
 
+        A protocol that already has a handler keeps it unless ``replace`` is true.
+
         Raises:
             ValueError: ``protocol`` does not start with ``/``, or a cap below 1.
+            HandlerExistsError: ``protocol`` already has a handler and ``replace`` is false.
         """
         if not protocol.startswith("/"):
             raise ValueError(f"protocol ids start with '/': {protocol!r}")
-        self._streams.set_cap(protocol, max_inbound_per_peer)
         new = protocol not in self._handlers
+        if not new and not replace:
+            raise HandlerExistsError(
+                f"{protocol} already has a handler (pass replace=True to replace it)"
+            )
+        self._streams.set_cap(protocol, max_inbound_per_peer)
         self._handlers[protocol] = handler
         if new:
             self._protocols_changed()
@@ -419,9 +436,12 @@ class Host:
 
     async def _serve_stream(self, stream: MuxedStream) -> None:
         peer = stream.remote_peer
-        if not self._streams.start_negotiation(peer):
+        # A stream that has said nothing yet counts against the peer's few silent ones
+        # (specs/host.md "Stream limits"); one that came with its proposal is answered at once.
+        silent = not stream.has_unread_data
+        if silent and not self._streams.start_negotiation(peer):
             logger.warning(
-                "reset a stream from %s: %d of its streams are already negotiating (the limit)",
+                "reset a stream from %s: %d of its streams are silent in negotiation (the limit)",
                 peer,
                 self._streams.max_negotiating,
             )
@@ -430,7 +450,8 @@ class Host:
         try:
             protocol = await self._negotiate_inbound(stream)
         finally:
-            self._streams.end_negotiation(peer)
+            if silent:
+                self._streams.end_negotiation(peer)
         if protocol is None:
             return
         if not self._streams.open(peer, protocol):

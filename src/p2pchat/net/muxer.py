@@ -82,6 +82,9 @@ class MuxedStream(trio.abc.HalfCloseableStream):
         #: The protocol agreed on this stream, set by whoever negotiated it.
         self.protocol: str | None = None
         self._chunks: deque[bytes] = deque()
+        # Bytes at the front of _chunks that were put back by unreceive(): already
+        # acknowledged to the core, so reading them again must not acknowledge them twice.
+        self._acknowledged_ahead = 0
         self._remote_eof = False
         self._reset = False
         self._local_eof = False
@@ -100,6 +103,11 @@ class MuxedStream(trio.abc.HalfCloseableStream):
     def connection(self) -> MuxedConnection:
         """The connection this stream belongs to."""
         return self._conn
+
+    @property
+    def has_unread_data(self) -> bool:
+        """True if bytes have arrived that were not read yet."""
+        return bool(self._chunks)
 
     # -- called by the connection's reader -------------------------------------------------
 
@@ -248,7 +256,10 @@ class MuxedStream(trio.abc.HalfCloseableStream):
             if max_bytes is not None and len(chunk) > max_bytes:
                 self._chunks.appendleft(chunk[max_bytes:])
                 chunk = chunk[:max_bytes]
-            self._conn._consumed(self.stream_id, len(chunk))
+            ahead = min(self._acknowledged_ahead, len(chunk))
+            self._acknowledged_ahead -= ahead
+            if len(chunk) > ahead:
+                self._conn._consumed(self.stream_id, len(chunk) - ahead)
             await trio.lowlevel.checkpoint()
             return chunk
         finally:
@@ -262,7 +273,7 @@ class MuxedStream(trio.abc.HalfCloseableStream):
         """
         if data:
             self._chunks.appendleft(data)
-            self._conn._unconsumed(self.stream_id, len(data))
+            self._acknowledged_ahead += len(data)
 
     async def reset(self) -> None:
         """Abort the stream in both directions (RST)."""
@@ -477,11 +488,6 @@ class MuxedConnection:
         core.acknowledge_received(stream_id, count, now=trio.current_time())
         if core.wants_to_send:  # a window update is due
             self._wake_writer()
-
-    def _unconsumed(self, stream_id: int, count: int) -> None:
-        # Bytes pushed back after negotiation were already acknowledged; the window credit
-        # they returned stays returned, which only lets the peer send that much earlier.
-        return
 
     def _reset_stream(self, stream_id: int) -> None:
         if not self.is_closed:

@@ -76,7 +76,7 @@ from .fetch import MAX_FETCH
 from .genesis import SignedGenesis
 from .group_state import GroupState
 from .membership import accept_rows, join_rows, new_group_rows
-from .outbox import Outbox, OutboxView, Refusal
+from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
 from .packet import Packet
 from .quorum import QuorumCollector
 from .roster import History, Member, Role
@@ -104,18 +104,13 @@ __all__ = [
 #: ``cancel``'s answers for a message it cannot withdraw.
 TOO_LATE: Final = "already ratified: too late to cancel"
 NOT_QUEUED: Final = "no such message in the outbox"
-#: §11: a ratifier that voted for a roster change has closed its epoch; withdrawing the change
-#: would leave that ratifier closed for good.
-ROSTER_STAYS: Final = (
-    "a roster change cannot be cancelled: the ratifiers that voted for it have closed the epoch"
-)
 #: The reason a cancelled message's ``send`` is told.
 CANCELLED: Final = "cancelled"
 
 logger = logging.getLogger(__name__)
 
 ROSTER: Final = "roster"
-#: §11: a certified message of a closed epoch that no closing vote committed to.
+#: §13: a certified message of a closed epoch that no closing vote committed to.
 CLOSED_EPOCH: Final = "closed epoch"
 
 
@@ -167,8 +162,9 @@ class ChatEngine:
         return min(times) if times else None
 
     def outbox_snapshot(self, now: int, group_id: bytes | None = None) -> list[OutboxView]:
-        """Our queued messages (of ``group_id``, or all), oldest first: their schedule and,
-        for an attempt in flight, which ratifiers voted, refused or have not answered."""
+        """Our queued messages (of ``group_id``, or all), in the order we wrote them: their
+        schedule and, for an attempt in flight, which ratifiers voted, refused or have not
+        answered."""
         return outbox_snapshot(self.outbox, self._attempts, now, group_id)
 
     def my_member_entry(self, role: Role) -> Member:
@@ -208,18 +204,19 @@ class ChatEngine:
 
     def load_vote(self, packet: Packet) -> None:
         """Note a vote of ours the store holds for a pending message (at start-up): it goes
-        into our closing commitment, and a roster vote closes its epoch for us (§11)."""
+        into our closing commitment, and a roster vote closes its epoch for us (§13)."""
         view = self._groups.get(packet.message.group_id)
         if view is None or view.has(packet.message_hash):
             return
         roster = packet.message.message_type == ROSTER
         view.close.note_vote(packet.message_hash, packet.message.epoch, roster=roster)
 
-    def load_outbox(self, packet: Packet, now: int) -> None:
-        """Queue one of our pending messages found in the store's outbox (at start-up)."""
+    def load_outbox(self, packet: Packet, now: int, *, rank: int | None = None) -> None:
+        """Queue one of our pending messages found in the store's outbox (at start-up), at
+        its ``rank`` (the entry's ``created_at``)."""
         group_id = packet.message.group_id
         if group_id in self._groups:
-            self.outbox.add(group_id, packet, origin=packet.message_hash, now=now)
+            self.outbox.add(group_id, packet, origin=packet.message_hash, now=now, rank=rank)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -229,7 +226,7 @@ class ChatEngine:
 
         Raises:
             ChatError: the message is already ratified (or its certificate is being committed),
-                is a roster change (§11), or is not in the outbox.
+                or is not in the outbox.
         """
         item = self.outbox.get(message_hash)
         if item is None:
@@ -241,8 +238,6 @@ class ChatEngine:
         attempt = self._attempts.get(item.message_hash)
         if attempt is not None and attempt.certifying:
             raise ChatError(TOO_LATE)
-        if item.packet.message.message_type == ROSTER:
-            raise ChatError(ROSTER_STAYS)
         txn = Transaction((OutboxDone(item.group_id, item.message_hash),))
         return Commit(txn, _Cancelled(item.group_id, item.message_hash))
 
@@ -287,7 +282,17 @@ class ChatEngine:
             NotAllowedError: our role cannot send.
         """
         view = self.view(group_id)
-        packet = write_message(self.identity, view, data, message_type, mime, ref_hash, now)
+        tail = self.outbox.tail(group_id)
+        packet = write_message(
+            self.identity,
+            view,
+            data,
+            message_type,
+            mime,
+            ref_hash,
+            now,
+            after=None if tail is None else tail.message_hash,
+        )
         return packet, self._queue(view, packet, now)
 
     def change_roster(
@@ -336,7 +341,7 @@ class ChatEngine:
     @staticmethod
     def _closed_epoch(view: GroupView, packet: Packet) -> bool:
         """A message of an epoch this node has closed (its roster message is held): accepted
-        only if admitted (§11). Roster messages are checked against the chain instead."""
+        only if admitted (§13). Roster messages are checked against the chain instead."""
         message = packet.message
         return message.epoch < view.state.current_epoch and message.message_type != ROSTER
 
@@ -356,7 +361,7 @@ class ChatEngine:
 
     def admit(self, group_id: bytes, packets: Sequence[Packet]) -> None:
         """Admit, within a batch of certified packets that arrived together (a ``dht`` page, a
-        fetch), the ancestors of admitted closed-epoch messages, children first (§11), so that
+        fetch), the ancestors of admitted closed-epoch messages, children first (§13), so that
         receiving them oldest first finds them admitted."""
         view = self._groups.get(group_id)
         if view is not None:
@@ -364,7 +369,7 @@ class ChatEngine:
             view.close.admit_closure(packets)
 
     def admitted(self, group_id: bytes, message_hash: bytes) -> bool:
-        """True if a closed-epoch message with this hash would be admitted (§11)."""
+        """True if a closed-epoch message with this hash would be admitted (§13)."""
         view = self._groups.get(group_id)
         return view is not None and view.close.admitted(message_hash)
 
@@ -400,8 +405,10 @@ class ChatEngine:
                 continue
             if not view.is_current_member(self.peer_id):
                 actions += self._drop(view, item.packet, "we were removed from the group")
-            elif item.packet.message.epoch != view.state.current_epoch:
-                actions += self._reauthor(view, item.packet, item.origin, now)
+            elif item.packet.message.epoch != view.state.current_epoch or (
+                self.outbox.out_of_order(item, view.has)
+            ):
+                actions += self._reauthor(view, item, now)
             else:
                 actions += self._start_attempt(view, item.packet, now)
         if self._next_sync is None:
@@ -489,14 +496,18 @@ class ChatEngine:
         if isinstance(effect, _Dropped):
             item = self.outbox.remove(effect.message_hash)
             origin = effect.message_hash if item is None else item.origin
-            return [Abandoned(effect.group_id, origin, effect.reason)]
+            # The messages that followed it are written again at once (§6 "One author's order").
+            return [Abandoned(effect.group_id, origin, effect.reason), *self._on_tick(event.now)]
         if isinstance(effect, _Cancelled):
             # The attempt goes too, so a vote arriving later finds nothing to complete.
             self._attempts.pop(effect.message_hash, None)
             cancelled = self.outbox.remove(effect.message_hash)
             if cancelled is None:
                 return []
-            return [Abandoned(effect.group_id, cancelled.origin, CANCELLED)]
+            return [
+                Abandoned(effect.group_id, cancelled.origin, CANCELLED),
+                *self._on_tick(event.now),
+            ]
         if isinstance(effect, _Voted):
             view = self._groups.get(effect.group_id)
             if (
@@ -524,17 +535,21 @@ class ChatEngine:
         now: int,
         *,
         origin: bytes | None = None,
-        replaces: bytes | None = None,
+        replaces: QueuedMessage | None = None,
     ) -> Commit:
         operations: list[PutPacket | OutboxDone] = []
         if replaces is not None:
-            operations.append(OutboxDone(view.group_id, replaces))
-        operations.append(PutPacket(packet, received_at=now, outbox_at=now))
+            operations.append(OutboxDone(view.group_id, replaces.message_hash))
+            rank = replaces.rank
+        else:
+            rank = self.outbox.next_rank(view.group_id, now)
+        operations.append(PutPacket(packet, received_at=now, outbox_at=now, outbox_rank=rank))
         effect = _Queued(
             view.group_id,
             packet,
             packet.message_hash if origin is None else origin,
-            replaces,
+            rank,
+            None if replaces is None else replaces.message_hash,
         )
         return Commit(Transaction(tuple(operations)), effect)
 
@@ -544,15 +559,20 @@ class ChatEngine:
         view = self._groups.get(effect.group_id)
         if view is None or view.has(effect.packet.message_hash):
             return []
-        self.outbox.add(effect.group_id, effect.packet, origin=effect.origin, now=now)
+        self.outbox.add(
+            effect.group_id, effect.packet, origin=effect.origin, now=now, rank=effect.rank
+        )
         return [Publish(effect.group_id, effect.packet, ratified=False), *self._on_tick(now)]
 
-    def _reauthor(self, view: GroupView, packet: Packet, origin: bytes, now: int) -> list[Action]:
-        """A queued message of an epoch that has closed: write its content again, now."""
+    def _reauthor(self, view: GroupView, item: QueuedMessage, now: int) -> list[Action]:
+        """A queued message of an epoch that has closed, or out of its author's order (§6
+        "One author's order"): write its content again, now, after its predecessor."""
+        packet = item.packet
         message = packet.message
         key = view.epoch_keys.get(message.epoch)
         fresh: Packet | None = None
         reason = ""
+        before = self.outbox.predecessor(item)
         if message.message_type == ROSTER:
             reason = "the roster changed before this roster change was ratified"
         elif key is None:
@@ -568,12 +588,13 @@ class ChatEngine:
                     message.artifact.type,
                     message.ref_hash,
                     now,
+                    after=None if before is None else before.message_hash,
                 )
             except (ProtocolError, ChatError) as exc:
                 reason = f"cannot write the message again: {exc}"
         if fresh is None:
             return self._drop(view, packet, reason)
-        return [self._queue(view, fresh, now, origin=origin, replaces=packet.message_hash)]
+        return [self._queue(view, fresh, now, origin=item.origin, replaces=item)]
 
     def _drop(self, view: GroupView, packet: Packet, reason: str) -> list[Action]:
         """A queued message that will not be sent: it leaves the outbox (its row stays)."""

@@ -23,7 +23,7 @@ from ..core.engine import GroupView
 from ..core.fetch import MAX_FETCH
 from ..core.packet import Packet
 from ..store import ChatStore, StoredMessage
-from .addresses import records_for
+from .addresses import AddressBook, records_for
 from .dispatch import Dispatcher, QueryContext, Refusal
 from .runtime import Runtime
 
@@ -56,6 +56,8 @@ class ChatHandlers:
         host: Host | None = None,
     ) -> None:
         self._host = host
+        #: Files the records an ``addr`` query passes on (set by the node).
+        self.addresses: AddressBook | None = None
         self._runtime = runtime
         self._engine = runtime.engine
         self._store = store
@@ -119,6 +121,9 @@ class ChatHandlers:
         view = self._member_group(ctx, body)
         if self._host is None:
             return {"records": []}
+        if self.addresses is not None and "records" in body:
+            # Records the asker passes on (a member moved): filed like an answer's.
+            self.addresses.file(view, body["records"], source=ctx.remote_peer)
         return {"records": records_for(self._host, view, ctx.remote_peer)}
 
     async def on_identifier(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +187,7 @@ class ChatHandlers:
 
     async def on_heads(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         view = self._member_group(ctx, body)
-        return {"heads": list(view.next_parents())}  # late messages (§11) left out
+        return {"heads": list(view.next_parents())}  # late messages (§13) left out
 
     async def on_hpk(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._hpk)
