@@ -124,7 +124,7 @@ def _certify(
     closes: Mapping[str, CloseCommitment] | None = None,
 ) -> Packet:
     """``packet`` certified by ``voters``; with ``closes`` (a roster message), closing votes
-    with each voter's commitment (specs/chat.md §13)."""
+    with each voter's commitment (specs/chat.md §14)."""
     message = packet.message
     votes = [
         make_vote(
@@ -248,7 +248,7 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     roster_message, _data = build_roster_message(
         state, update, now_ms=ROSTER_TIME_MS, parents=[text.message_hash]
     )
-    # Closing votes (§13): both hold the text message certified (their one head); ratifier-3
+    # Closing votes (§14): both hold the text message certified (their one head); ratifier-3
     # also voted for a message it never saw certified.
     closes = {
         RATIFIER_2.name: CloseCommitment(heads=(text.message_hash,)),
@@ -298,7 +298,7 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
                 "The owner's roster message of epoch 0 (parents: the text message), opening "
                 "epoch 1 in which the viewer joins; keys: the epoch-1 key wrapped for every "
                 "member, history_keys: the epoch-0 key wrapped for the viewer (history 'all'), "
-                "key_checks: the checks of both keys (specs/chat.md §14); "
+                "key_checks: the checks of both keys (specs/chat.md §15); "
                 "certified by the closing votes of ratifier-2 and ratifier-3 (see "
                 "close_vote.json). HPKE wraps are randomized: the "
                 "wrapped_keys below were made once and are kept."
@@ -325,7 +325,7 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
         "close_vote.json": {
             "description": (
                 "Ratifier-3's closing vote on the roster message of epoch 0 (specs/chat.md "
-                "§13): it commits to its certified DAG heads (the text message) and to one "
+                "§14): it commits to its certified DAG heads (the text message) and to one "
                 "message it voted for without holding it certified (pending: SHA-256 of "
                 "'a message voted for, never certified'), and signs "
                 "'p2pchat/close/v1' || group_id || u64(0) || message_hash || "

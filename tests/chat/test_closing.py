@@ -1,4 +1,4 @@
-"""Closing an epoch on real nodes on 127.0.0.1 (specs/chat.md §13): two removed ratifiers
+"""Closing an epoch on real nodes on 127.0.0.1 (specs/chat.md §14): two removed ratifiers
 certify a new message of the epoch they closed, and every member refuses it; a member offline
 across the close, and one who joins after it, still accept what was certified before. No timed
 assertions: every wait is for an event, under a generous bound."""

@@ -53,7 +53,7 @@ from .core.packet import Packet
 from .core.roster import History, Member, Role
 from .core.txn import OutboxDone
 from .core.view import history_order
-from .services.addresses import AddressBook
+from .services.addresses import AddressBook, PeerFinder
 from .services.clients import ClientPool, QueryRefusedError, open_client_pool
 from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher
@@ -205,6 +205,12 @@ class ChatNode:
             ChatError: we are not in that group.
         """
         return self.engine.view(group_id)
+
+    def use_peer_finder(self, finder: PeerFinder | None) -> None:
+        """Look members that no member can locate up with ``finder`` (the DHT's
+        ``find_peer``); None stops it."""
+        if self._addresses is not None:
+            self._addresses.use_finder(finder)
 
     def my_member_entry(self, role: Role) -> Member:
         """Our member entry (peer, role, HPKE key) for a roster."""
@@ -522,7 +528,7 @@ class ChatNode:
         Raises:
             ChatError: we are not in that group.
         """
-        late = self.engine.view(group_id).close.late  # not shown (specs/chat.md §13)
+        late = self.engine.view(group_id).close.late  # not shown (specs/chat.md §14)
         rows = await self.store.all_ratified(group_id)
         packets = {r.message_hash: _decode_row(r) for r in rows if r.message_hash not in late}
         return [self._to_chat_message(p, ratified=True) for p in history_order(packets)]
@@ -605,7 +611,7 @@ async def _load_engine(store: ChatStore, engine: ChatEngine) -> None:
 
 async def _load_vote(store: ChatStore, engine: ChatEngine, packet: Packet) -> None:
     """Our stored vote for a pending message, if any: it closes an epoch for us or goes into
-    our closing commitment (specs/chat.md §13)."""
+    our closing commitment (specs/chat.md §14)."""
     if await store.get_vote(packet.message.group_id, packet.message_hash) is not None:
         engine.load_vote(packet)
 

@@ -99,7 +99,7 @@ def certify(packet: Packet, voters: Iterable[KeyPair], epoch: int | None = None)
     """``packet`` with a certificate of the votes of ``voters``."""
     e = packet.message.epoch if epoch is None else epoch
     close = None
-    if packet.message.message_type == "roster":  # closing votes (specs/chat.md §13)
+    if packet.message.message_type == "roster":  # closing votes (specs/chat.md §14)
         close = CloseCommitment(heads=packet.message.parents)
     votes = tuple(
         make_vote(v, packet.message.group_id, e, packet.message_hash, close) for v in voters

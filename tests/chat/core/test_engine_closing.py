@@ -1,14 +1,16 @@
-"""Closing an epoch (specs/chat.md §13): a ratifier that voted the roster change stops voting in
+"""Closing an epoch (specs/chat.md §14): a ratifier that voted the roster change stops voting in
 that epoch and commits to what it voted for; members accept a message of a closed epoch only if
 a closing vote committed to it. Each test fails on an engine without the rule."""
 
 from __future__ import annotations
 
+import pytest
+
 from chat.core.enginesim import Sim
 from chat.core.groups import text_packet
 from p2pchat.chat.core.closing import EpochClose
 from p2pchat.chat.core.commitment import MAX_CLOSE_HEADS, MAX_CLOSE_PENDING, CloseCommitment
-from p2pchat.chat.core.engine import CLOSED_EPOCH, ChatEngine
+from p2pchat.chat.core.engine import CLOSED_EPOCH, ChatEngine, ChatError
 from p2pchat.chat.core.events import Commit, NeedParents, Refused
 from p2pchat.chat.core.packet import Certificate, Packet, make_vote, sha256
 from p2pchat.chat.core.quorum import verify_certificate
@@ -320,6 +322,20 @@ def test_a_commitment_holds_only_the_epochs_votes_and_none_over_its_bounds() -> 
     close.note_vote(sha256(b"roster"), 3, roster=True)
     assert close.closing_vote(3) == sha256(b"roster")
     assert close.closing_vote(4) is None
+
+
+def test_a_queued_roster_change_cannot_be_cancelled() -> None:
+    """Ratifiers that voted for it have closed the epoch: withdrawing it would leave them
+    closed for good."""
+    sim, group_id, a, b, c, u = group()
+    sim.down |= {b.peer_id, c.peer_id}  # no quorum: the change stays queued, A's vote cast
+    roster, commit = a.change_roster(
+        group_id, members_without(a, group_id, u), added=None, now=sim.now
+    )
+    sim.commit(a, commit)
+    assert not a.view(group_id).has(roster.message_hash)
+    with pytest.raises(ChatError, match="cannot be cancelled"):
+        a.cancel(roster.message_hash)
 
 
 def test_a_late_message_taken_before_the_close_was_known_is_set_aside_after_it() -> None:

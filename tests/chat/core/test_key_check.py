@@ -1,4 +1,4 @@
-"""Epoch key confirmation (specs/chat.md §14): every key a member takes matches the check the
+"""Epoch key confirmation (specs/chat.md §15): every key a member takes matches the check the
 owner signed in the roster message, and the chain fixes each epoch's check once."""
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ def test_roster_message_extends_the_genesis_chain() -> None:
     assert verify_certificate(
         decoded.certificate, roster_0, decoded.message.group_id, decoded.message_hash, closing=True
     )
-    # Closing votes certify a roster message only (specs/chat.md §13).
+    # Closing votes certify a roster message only (specs/chat.md §14).
     assert not verify_certificate(
         decoded.certificate, roster_0, decoded.message.group_id, decoded.message_hash
     )

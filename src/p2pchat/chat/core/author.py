@@ -36,7 +36,7 @@ def chain_parents(view: GroupView, author: PeerID, after: bytes | None) -> tuple
     latest = view.latest.get((view.state.current_epoch, author))
     if latest is not None:
         kept.add(latest[1])
-    heads = [h for h in view.next_parents() if h not in kept]  # late ones left out (§13)
+    heads = [h for h in view.next_parents() if h not in kept]
     return tuple(sorted(kept.union(heads[: MAX_PARENTS - len(kept)])))
 
 

@@ -26,7 +26,7 @@ from .packet import Packet
 MAX_SYNC_PAGES: Final = 1_000
 MAX_SYNC_BYTES: Final = 64 * 1024 * 1024
 MAX_SYNC_SECONDS: Final = 60.0
-#: §13: closed-epoch packets a paging session keeps aside until a later page proves them
+#: §14: closed-epoch packets a paging session keeps aside until a later page proves them
 #: (their committed descendant arrives), in count and in encoded bytes.
 MAX_UNPROVEN: Final = 4_096
 MAX_UNPROVEN_BYTES: Final = 16 * 1024 * 1024
@@ -34,7 +34,7 @@ MAX_UNPROVEN_BYTES: Final = 16 * 1024 * 1024
 
 @attrs.define
 class Unproven:
-    """Closed-epoch packets of one paging session not yet admitted (§13), bounded: beyond the
+    """Closed-epoch packets of one paging session not yet admitted (§14), bounded: beyond the
     bounds a packet is let go (a later anti-entropy fetch, children first, brings it)."""
 
     packets: list[Packet] = attrs.field(factory=list)

@@ -1,5 +1,5 @@
 """Closing an epoch: what a ratifier commits to when it votes a roster change, and which
-messages of a closed epoch a member still accepts (specs/chat.md §13).
+messages of a closed epoch a member still accepts (specs/chat.md §14).
 
 Theory of operation
 -------------------
@@ -72,7 +72,7 @@ class EpochClose:
     #: What the close of each epoch accounts for (see :meth:`_named_by_close`).
     _named: dict[int, frozenset[bytes]] = attrs.Factory(dict)
     #: Held messages of closed epochs that no close accounts for: kept in the store, but not
-    #: shown, not named as parents and not announced as heads (§13).
+    #: shown, not named as parents and not announced as heads (§14).
     late: set[bytes] = attrs.Factory(set)
 
     # -- the voter's side ----------------------------------------------------------------------
@@ -96,7 +96,7 @@ class EpochClose:
         self, epoch: int, heads: Iterable[bytes], have: set[bytes] | None = None
     ) -> CloseCommitment | None:
         """What our vote closing ``epoch`` commits to, or None when it exceeds the bounds of
-        §13 (the vote is then refused ``"over quota"`` until heads merge or votes certify).
+        §14 (the vote is then refused ``"over quota"`` until heads merge or votes certify).
 
         ``heads`` are our certified DAG heads (all of them); ``have`` the hashes we hold
         certified (a vote whose message we hold is covered by the heads)."""

@@ -1,4 +1,4 @@
-"""The closing commitment a ratifier's vote on a roster change carries (specs/chat.md §13).
+"""The closing commitment a ratifier's vote on a roster change carries (specs/chat.md §14).
 
 A vote for the roster message that closes epoch ``e`` (and opens ``e + 1``) signs, besides the
 message hash, what this ratifier had voted for in ``e``: its certified DAG heads and the hashes
@@ -21,11 +21,11 @@ import attrs
 from ...errors import DecodeError
 from . import cbor
 
-#: §13: the domain of a closing vote's signature.
+#: §14: the domain of a closing vote's signature.
 CLOSE_DOMAIN: Final = b"p2pchat/close/v1"
-#: §13: at most this many heads in one commitment.
+#: §14: at most this many heads in one commitment.
 MAX_CLOSE_HEADS: Final = 64
-#: §13: at most this many pending hashes in one commitment.
+#: §14: at most this many pending hashes in one commitment.
 MAX_CLOSE_PENDING: Final = 128
 _HASH_SIZE: Final = 32
 
@@ -91,6 +91,6 @@ class CloseCommitment:
 def close_signing_bytes(
     group_id: bytes, epoch: int, message_hash: bytes, commitment: CloseCommitment
 ) -> bytes:
-    """What a closing vote signs (§5, §13):
+    """What a closing vote signs (§5, §14):
     ``"p2pchat/close/v1" || group_id || u64(epoch) || message_hash || SHA-256(CBOR(close))``."""
     return CLOSE_DOMAIN + group_id + epoch.to_bytes(8, "big") + message_hash + commitment.digest()

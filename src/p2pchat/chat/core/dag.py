@@ -85,7 +85,7 @@ class Heads:
         return tuple(heapq.nsmallest(MAX_PARENTS, self._heads))
 
     def all(self) -> frozenset[bytes]:
-        """Every current head (a closing commitment names them all, §13)."""
+        """Every current head (a closing commitment names them all, §14)."""
         return frozenset(self._heads)
 
     def __len__(self) -> int:

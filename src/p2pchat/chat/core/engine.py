@@ -104,13 +104,18 @@ __all__ = [
 #: ``cancel``'s answers for a message it cannot withdraw.
 TOO_LATE: Final = "already ratified: too late to cancel"
 NOT_QUEUED: Final = "no such message in the outbox"
+#: §14: a ratifier that voted for a roster change has closed its epoch; withdrawing the change
+#: would leave that ratifier closed for good.
+ROSTER_STAYS: Final = (
+    "a roster change cannot be cancelled: the ratifiers that voted for it have closed the epoch"
+)
 #: The reason a cancelled message's ``send`` is told.
 CANCELLED: Final = "cancelled"
 
 logger = logging.getLogger(__name__)
 
 ROSTER: Final = "roster"
-#: §13: a certified message of a closed epoch that no closing vote committed to.
+#: §14: a certified message of a closed epoch that no closing vote committed to.
 CLOSED_EPOCH: Final = "closed epoch"
 
 
@@ -204,7 +209,7 @@ class ChatEngine:
 
     def load_vote(self, packet: Packet) -> None:
         """Note a vote of ours the store holds for a pending message (at start-up): it goes
-        into our closing commitment, and a roster vote closes its epoch for us (§13)."""
+        into our closing commitment, and a roster vote closes its epoch for us (§14)."""
         view = self._groups.get(packet.message.group_id)
         if view is None or view.has(packet.message_hash):
             return
@@ -226,7 +231,7 @@ class ChatEngine:
 
         Raises:
             ChatError: the message is already ratified (or its certificate is being committed),
-                or is not in the outbox.
+                is a roster change (§14), or is not in the outbox.
         """
         item = self.outbox.get(message_hash)
         if item is None:
@@ -238,6 +243,8 @@ class ChatEngine:
         attempt = self._attempts.get(item.message_hash)
         if attempt is not None and attempt.certifying:
             raise ChatError(TOO_LATE)
+        if item.packet.message.message_type == ROSTER:
+            raise ChatError(ROSTER_STAYS)
         txn = Transaction((OutboxDone(item.group_id, item.message_hash),))
         return Commit(txn, _Cancelled(item.group_id, item.message_hash))
 
@@ -341,7 +348,7 @@ class ChatEngine:
     @staticmethod
     def _closed_epoch(view: GroupView, packet: Packet) -> bool:
         """A message of an epoch this node has closed (its roster message is held): accepted
-        only if admitted (§13). Roster messages are checked against the chain instead."""
+        only if admitted (§14). Roster messages are checked against the chain instead."""
         message = packet.message
         return message.epoch < view.state.current_epoch and message.message_type != ROSTER
 
@@ -361,7 +368,7 @@ class ChatEngine:
 
     def admit(self, group_id: bytes, packets: Sequence[Packet]) -> None:
         """Admit, within a batch of certified packets that arrived together (a ``dht`` page, a
-        fetch), the ancestors of admitted closed-epoch messages, children first (§13), so that
+        fetch), the ancestors of admitted closed-epoch messages, children first (§14), so that
         receiving them oldest first finds them admitted."""
         view = self._groups.get(group_id)
         if view is not None:
@@ -369,7 +376,7 @@ class ChatEngine:
             view.close.admit_closure(packets)
 
     def admitted(self, group_id: bytes, message_hash: bytes) -> bool:
-        """True if a closed-epoch message with this hash would be admitted (§13)."""
+        """True if a closed-epoch message with this hash would be admitted (§14)."""
         view = self._groups.get(group_id)
         return view is not None and view.close.admitted(message_hash)
 

@@ -36,7 +36,7 @@ class GroupState:
     group_id: bytes
     _rosters: list[Roster]
     _packets: list[Packet]
-    #: §14: the key check of each epoch, as the first roster message carrying one fixed it.
+    #: §15: the key check of each epoch, as the first roster message carrying one fixed it.
     _checks: dict[int, bytes] = attrs.field(factory=dict)
 
     @classmethod
@@ -174,7 +174,7 @@ class GroupState:
 
     def key_check(self, epoch: int) -> bytes | None:
         """The check of ``epoch``'s key fixed by the chain: the first roster message that
-        carried one (§14), or None."""
+        carried one (§15), or None."""
         return self._checks.get(epoch)
 
     def key_check_conflict(self, update: RosterUpdate) -> str | None:

@@ -221,7 +221,7 @@ class Message:
 @attrs.frozen
 class Vote:
     """One ratifier's signature on a message (§6). A vote on a roster message is a *closing*
-    vote: it carries the ratifier's :class:`CloseCommitment` and signs it too (§13)."""
+    vote: it carries the ratifier's :class:`CloseCommitment` and signs it too (§14)."""
 
     ratifier: PeerID
     sig: bytes
@@ -396,7 +396,7 @@ def make_vote(
     message_hash: bytes,
     close: CloseCommitment | None = None,
 ) -> Vote:
-    """``ratifier``'s vote for a message; with ``close``, a closing vote (§13) that signs it."""
+    """``ratifier``'s vote for a message; with ``close``, a closing vote (§14) that signs it."""
     if close is None:
         sig = ratifier.sign(vote_signing_bytes(group_id, epoch, message_hash))
     else:

@@ -21,7 +21,7 @@ collector's epoch (:attr:`VoteOutcome.INVALID_SIGNATURE`). When the transport re
 vote was cast in (the ``epoch`` argument of :meth:`~QuorumCollector.add_vote`), a mismatch is
 refused as :attr:`VoteOutcome.WRONG_EPOCH` without spending a signature check.
 
-Closing votes (§13). A roster message closes its epoch, and the votes that certify it are
+Closing votes (§14). A roster message closes its epoch, and the votes that certify it are
 *closing* votes: each carries the ratifier's commitment to what it voted for in that epoch and
 signs it. For a roster message (``closing=True``) only closing votes count; for any other message
 only plain votes count, so neither kind can stand in for the other.
@@ -93,7 +93,7 @@ def verify_certificate(
 
     The certificate's epoch must be the roster's, and at least ``roster.quorum`` distinct
     ratifiers of the roster must have a valid vote in it, of the kind the message needs
-    (``closing`` for a roster message, §13). Other votes are ignored. Checking stops as soon as
+    (``closing`` for a roster message, §14). Other votes are ignored. Checking stops as soon as
     the quorum is reached.
     """
     votes = counted_votes(certificate, roster, group_id, message_hash, closing=closing)
@@ -113,7 +113,7 @@ class VoteOutcome(enum.Enum):
     NOT_RATIFIER = "not a ratifier"
     #: The vote was reported as cast in another epoch.
     WRONG_EPOCH = "wrong epoch"
-    #: A plain vote on a roster message, or a closing vote on another message (§13).
+    #: A plain vote on a roster message, or a closing vote on another message (§14).
     WRONG_KIND = "wrong kind of vote"
 
     @property
@@ -138,7 +138,7 @@ class QuorumCollector:
     epoch: int
     message_hash: bytes
     roster: Roster
-    #: A roster message: only closing votes count (§13).
+    #: A roster message: only closing votes count (§14).
     closing: bool = False
     _votes: dict[PeerID, Vote] = attrs.field(init=False, factory=dict)
     _certificate: Certificate | None = attrs.field(init=False, default=None)

@@ -61,18 +61,18 @@ MAX_WRAPPED: Final = 4096
 # §3: roster changes are messages of this type; §3 (addition): their artifact's MIME type.
 ROSTER_MESSAGE_TYPE: Final = "roster"
 ROSTER_MIME_TYPE: Final = "application/cbor"
-# §14: what binds an epoch key to its group and epoch in a key check.
+# §15: what binds an epoch key to its group and epoch in a key check.
 KEY_CHECK_DOMAIN: Final = b"p2pchat/epoch-key-check/v1"
 
 
 def epoch_key_check(group_id: bytes, epoch: int, key: bytes) -> bytes:
-    """``SHA-256("p2pchat/epoch-key-check/v1" || group_id || u64(epoch) || key)`` (§14)."""
+    """``SHA-256("p2pchat/epoch-key-check/v1" || group_id || u64(epoch) || key)`` (§15)."""
     return sha256(KEY_CHECK_DOMAIN + group_id + epoch.to_bytes(8, "big") + key)
 
 
 @attrs.frozen
 class KeyCheck:
-    """The check of one epoch's key in a roster update: ``{"epoch", "check"}`` (§14).
+    """The check of one epoch's key in a roster update: ``{"epoch", "check"}`` (§15).
 
     Raises:
         ValueError: ``check`` not 32 bytes, or an epoch out of range.
@@ -168,7 +168,7 @@ class RosterUpdate:
     roster: Roster
     keys: tuple[WrappedKey, ...] = attrs.field(default=(), converter=_sorted_keys)
     history_keys: tuple[WrappedKey, ...] = attrs.field(default=(), converter=_sorted_keys)
-    #: §14: one check per epoch whose key the update carries, sorted
+    #: §15: one check per epoch whose key the update carries, sorted
     #: by epoch (empty: an update of a writer that does not confirm keys; members then take
     #: none of its keys).
     key_checks: tuple[KeyCheck, ...] = attrs.field(default=(), converter=_sorted_checks)

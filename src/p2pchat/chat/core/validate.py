@@ -138,7 +138,7 @@ def _check_roster_content(packet: Packet, state: GroupState) -> str | None:
     except RosterError as exc:
         return exc.hint
     if state.key_check_conflict(update) is not None:
-        return "malformed"  # §14: an epoch key the chain fixed, checked differently
+        return "malformed"  # §15: an epoch key the chain fixed, checked differently
     return None
 
 

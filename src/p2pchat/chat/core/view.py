@@ -64,9 +64,9 @@ class GroupView:
     latest: dict[tuple[int, PeerID], tuple[int, bytes]] = attrs.Factory(dict)
     #: Others' messages we voted for and hold pending, by hash (ratifiers only).
     pending: dict[bytes, PendingVote] = attrs.Factory(dict)
-    #: Our closing votes and the closed-epoch messages admitted here (§13).
+    #: Our closing votes and the closed-epoch messages admitted here (§14).
     close: EpochClose = attrs.Factory(EpochClose)
-    #: Each held message's (epoch, parents, is a roster message), for §13's late messages.
+    #: Each held message's (epoch, parents, is a roster message), for §14's late messages.
     held: dict[bytes, Held] = attrs.Factory(dict)
 
     @property
@@ -101,11 +101,11 @@ class GroupView:
             self.close.held_admitted(packet.message_hash, self.held)
 
     def find_late(self) -> None:
-        """Recompute the late messages (§13) after the chain or the held set changed whole."""
+        """Recompute the late messages (§14) after the chain or the held set changed whole."""
         self.close.find_late(self.state, self.held)
 
     def next_parents(self) -> tuple[bytes, ...]:
-        """The ``parents`` of our next message: the heads (§8), late messages left out (§13)."""
+        """The ``parents`` of our next message: the heads (§8), late messages left out (§14)."""
         late = self.close.late
         if not late:
             return self.heads.heads()
@@ -175,7 +175,7 @@ def unwrap_keys(
         except ProtocolError as exc:
             logger.warning("cannot unwrap our key for epoch %d: %s", wrapped.epoch, exc)
             continue
-        # §14: the key must be the one the owner signed a check of,
+        # §15: the key must be the one the owner signed a check of,
         # which every member verifies alike; a key without one, or another key, is not taken.
         check = update.key_check(wrapped.epoch)
         if check is None or check != epoch_key_check(view.group_id, wrapped.epoch, key):

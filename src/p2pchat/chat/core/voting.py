@@ -1,7 +1,7 @@
-"""A ratifier's decision on a vote request (``mrat``, specs/chat.md §6, §13), sans-IO.
+"""A ratifier's decision on a vote request (``mrat``, specs/chat.md §6, §14), sans-IO.
 
 :func:`decide_vote` runs the §6 checks, the author's pending quota, and the closing rules of
-§13: once we have voted for the roster message closing the current epoch we vote for no other
+§14: once we have voted for the roster message closing the current epoch we vote for no other
 message of it, and our vote on a roster message carries our closing commitment. It returns the
 commit (packet + vote) the caller makes before answering, or why not.
 """
@@ -41,7 +41,7 @@ def decide_vote(
 ) -> Commit | Refused | NeedParents:
     """``mrat`` at a ratifier: the commit holding ``packet`` and our vote, or a refusal.
 
-    The decision is noted at once in ``view.close`` (§13: a vote decided after our closing
+    The decision is noted at once in ``view.close`` (§14: a vote decided after our closing
     vote must not escape its commitment, even before either is committed).
     """
     state = view.state
@@ -52,7 +52,7 @@ def decide_vote(
     is_roster = message.message_type == ROSTER_MESSAGE_TYPE
     closing = view.close.closing_vote(state.current_epoch)
     if closing is not None and message.epoch == state.current_epoch and not is_roster:
-        return Refused("stale epoch")  # §13: we closed this epoch
+        return Refused("stale epoch")  # §14: we closed this epoch
     reason = check_for_ratification(
         packet,
         state,

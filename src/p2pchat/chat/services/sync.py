@@ -152,7 +152,7 @@ class SyncService:
                 if not plan.add(packets):
                     break
             fetched = plan.in_order()
-            self._runtime.engine.admit(group_id, fetched)  # §13: children first
+            self._runtime.engine.admit(group_id, fetched)  # §14: children first
             for packet in fetched:
                 reason = await self._runtime.receive(group_id, packet, peer, fetch=False)
                 if reason is not None:
@@ -188,7 +188,7 @@ class SyncService:
         self, group_id: bytes, packets: Sequence[Packet], peer: PeerID, unproven: Unproven
     ) -> Unproven:
         """Receive a page of history, oldest first. A message of a closed epoch not yet
-        admitted (§13) is kept aside, bounded, and received once a later page admits it: the
+        admitted (§14) is kept aside, bounded, and received once a later page admits it: the
         committed descendant that does so comes later in the history."""
         engine = self._runtime.engine
         engine.admit(group_id, [*unproven.packets, *packets])
