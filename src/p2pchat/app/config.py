@@ -78,7 +78,7 @@ max_handshakes = 64
 max_handshakes_per_ip = 8
 # Connection slots kept for our own dials and for the members of our groups (at most half):
 reserved_slots = 32
-# Inbound streams of one peer still negotiating their protocol, and of one protocol at once
+# Inbound streams of one peer negotiating without a byte sent yet, and of one protocol at once
 # (unless the protocol sets its own: 8 for /p2pchat/1.0.0) (specs/host.md, "Stream limits"):
 max_negotiating_per_peer = 8
 max_streams_per_protocol = 64

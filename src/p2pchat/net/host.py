@@ -450,9 +450,12 @@ class Host:
 
     async def _serve_stream(self, stream: MuxedStream) -> None:
         peer = stream.remote_peer
-        if not self._streams.start_negotiation(peer):
+        # A stream that has said nothing yet counts against the peer's few silent ones
+        # (specs/host.md "Stream limits"); one that came with its proposal is answered at once.
+        silent = not stream.has_unread_data
+        if silent and not self._streams.start_negotiation(peer):
             logger.warning(
-                "reset a stream from %s: %d of its streams are already negotiating (the limit)",
+                "reset a stream from %s: %d of its streams are silent in negotiation (the limit)",
                 peer,
                 self._streams.max_negotiating,
             )
@@ -461,7 +464,8 @@ class Host:
         try:
             protocol = await self._negotiate_inbound(stream)
         finally:
-            self._streams.end_negotiation(peer)
+            if silent:
+                self._streams.end_negotiation(peer)
         if protocol is None:
             return
         if not self._streams.open(peer, protocol):
