@@ -1,0 +1,709 @@
+"""The simulated world: nodes running the real group engine and store, a network and a clock.
+
+Theory of operation
+-------------------
+Everything happens on one simulated clock (ms) from one event queue, so a run is a function of
+its :class:`~.schedule.Schedule` and seed. A node is a :class:`~p2pchat.chat.core.engine.
+ChatEngine` (the real one), a :class:`~.memstore.MemStore` (the real schema and SQL, in memory)
+and a clock offset. The world plays the node's runtime (``chat/services``): it commits what the
+engine asks and feeds ``Committed`` back, sends ``mrat``/``smsg``/``get``/``hds``/``dht``/
+``pkt`` as messages that the network delays, drops, duplicates and reorders, serves them with
+the same checks as ``chat/services/handlers.py``, and ticks each engine when it asks to wake.
+
+A crash drops the engine (its memory) and every message in flight to it or answering it; the
+store stays. A crash can be armed for a node's next commit: ``before-commit`` (the transaction
+is not written) or ``after-commit`` (written, but the engine never applies it). A restart loads
+a fresh engine from the store as a node does at start-up. Partitions cut the links between two
+sides; connection events reach the engines as links come and go.
+
+Simplifications, each covered by the engine's own recovery: a lost ``smsg`` is not re-sent (the
+next anti-entropy round finds the gap), and a query's answer lost in the network is reported
+as no answer after ``QUERY_TIMEOUT`` (the real client's timeout).
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from p2pchat.chat.core import crypto
+from p2pchat.chat.core.engine import ChatEngine, ChatError, EngineConfig
+from p2pchat.chat.core.events import (
+    Abandoned,
+    Action,
+    AlreadyHeld,
+    AskVote,
+    Commit,
+    Committed,
+    CompareHeads,
+    Connected,
+    Deliver,
+    Disconnected,
+    FetchMissing,
+    HeadsAnswered,
+    LearnRoster,
+    NeedParents,
+    Publish,
+    Ratified,
+    Refused,
+    SyncHistory,
+    Tick,
+    VoteAnswered,
+)
+from p2pchat.chat.core.fetch import ParentFetch
+from p2pchat.chat.core.packet import Packet, Vote
+from p2pchat.chat.core.roster import Member, Role
+from p2pchat.chat.core.txn import CommitResult
+from p2pchat.chat.core.view import decode_vote
+from p2pchat.chat.store import VoteConflictError
+from p2pchat.identity import KeyPair, PeerID
+
+from .invariants import Checker, InvariantError
+from .memstore import MemStore
+from .schedule import Schedule, Step
+
+T0 = 1_700_000_000_000
+CONFIG = EngineConfig(
+    retry_initial=500, retry_max=8_000, attempt_timeout=5_000, sync_interval=10_000
+)
+#: A query without an answer this long has failed (the client pool's timeout).
+QUERY_TIMEOUT = 3_000
+#: Pages of one history sync, as the sync budget bounds them.
+MAX_PAGES = 100
+#: Join attempts of an invited node, one every JOIN_RETRY ms.
+MAX_JOIN_TRIES = 100
+JOIN_RETRY = 1_500
+#: How long the world runs whole and reliable after the faulty phase, before the end checks.
+SETTLE = 60_000
+#: Events a run may take before it counts as a livelock.
+MAX_EVENTS = 400_000
+
+
+def _engine_bytes(size: int) -> bytes:
+    """Random bytes as the engine draws them (from the seed, under ``seeded_crypto``)."""
+    drawn: bytes = crypto.os.urandom(size)  # type: ignore[attr-defined]
+    return drawn
+
+
+@attrs.define(eq=False)
+class Node:
+    index: int
+    identity: KeyPair
+    hpke: crypto.HpkeKeyPair
+    skew: int
+    store: MemStore = attrs.Factory(MemStore)
+    engine: ChatEngine | None = None
+    incarnation: int = 0
+    wake: int | None = None
+    crash_on_commit: str = ""
+    #: Ratified packets held in the store, to serve ``get`` (rebuilt from it on restart).
+    certified: dict[bytes, Packet] = attrs.Factory(dict)
+    links: set[int] = attrs.Factory(set)
+    invited: bool = False
+    join_tries: int = 0
+    sent: int = 0
+
+    @property
+    def peer(self) -> PeerID:
+        return self.identity.peer_id
+
+
+class World:
+    def __init__(self, schedule: Schedule, *, gated: frozenset[str] = frozenset()) -> None:
+        self.schedule = schedule
+        self.rng = random.Random(f"net-{schedule.seed}")
+        self.now = 0
+        self.queue: list[tuple[int, int, Callable[[], None]]] = []
+        self.seq = 0
+        self.events = 0
+        self.loss = 0.0
+        self.duplication = 0.0
+        self.max_delay = 5
+        self.side: frozenset[int] | None = None
+        self.checker = Checker(CONFIG, gated=gated)
+        self.nodes = [
+            Node(
+                i,
+                KeyPair.from_seed(_engine_bytes(32)),
+                crypto.HpkeKeyPair.generate(crypto.KEM_X25519),
+                schedule.skews[i],
+            )
+            for i in range(schedule.nodes)
+        ]
+        self.by_peer = {n.peer: n for n in self.nodes}
+        self.group_id = b""
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Set the group up, play the schedule, settle, check the end.
+
+        Raises:
+            InvariantError: the first rule broken.
+        """
+        self._set_up()
+        start = self.now
+        s = self.schedule
+        self.loss, self.duplication, self.max_delay = s.loss, s.duplication, s.max_delay
+        for step in s.steps:
+            self.at(start + step.at, functools.partial(self.step, step))
+        end = start + s.duration
+        self.run_until(end)
+        self.loss = self.duplication = 0.0
+        self.max_delay = 50
+        self.side = None
+        for node in self.nodes:
+            node.crash_on_commit = ""
+            if node.engine is None:
+                self.restart(node)
+        self.relink()
+        self.run_until(end + SETTLE)
+        engines = {n.index: n.engine for n in self.nodes if n.engine is not None}
+        self.checker.finish(engines, {n.index: n.store for n in self.nodes})
+
+    def _set_up(self) -> None:
+        owner = self.nodes[0]
+        owner.engine = ChatEngine(owner.identity, owner.hpke, CONFIG)
+        self.group_id, commit = owner.engine.create_group(
+            "sim", quorum=None, history="all", now=self.clock(owner), nonce=_engine_bytes(16)
+        )
+        self.checker.start(commit.effect.view.signed)  # type: ignore[attr-defined]
+        self.commit(owner, commit)
+        for node in self.nodes[1:]:
+            node.engine = ChatEngine(node.identity, node.hpke, CONFIG)
+        self.relink()
+        for index, role in enumerate(self.schedule.initial_roles()):
+            if not role:
+                continue
+            node = self.nodes[index]
+            self.invite(node, Role(role))
+            self.run_until(self.now + 60_000, functools.partial(self.holds, node))
+            if not self.holds(node):
+                raise InvariantError("progress", f"n{index} could not join at set-up")
+
+    def holds(self, node: Node) -> bool:
+        return node.engine is not None and node.engine.find(self.group_id) is not None
+
+    def at(self, when: int, fn: Callable[[], None]) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (when, self.seq, fn))
+
+    def run_until(self, end: int, stop: Callable[[], bool] | None = None) -> None:
+        while True:
+            waking = min(
+                (n for n in self.nodes if n.wake is not None),
+                key=lambda n: (n.wake, n.index),
+                default=None,
+            )
+            t_queue = self.queue[0][0] if self.queue else None
+            t_wake = None if waking is None else waking.wake
+            if t_queue is None and t_wake is None:
+                self.now = end
+                return
+            t = min(t for t in (t_queue, t_wake) if t is not None)
+            if t > end:
+                self.now = end
+                return
+            self.now = max(self.now, t)
+            self.events += 1
+            if self.events > MAX_EVENTS:
+                raise InvariantError("livelock", f"{MAX_EVENTS} events by t={self.now}")
+            if waking is not None and t_wake == t and (t_queue is None or t_wake <= t_queue):
+                waking.wake = None
+                self.handle(waking, Tick(self.clock(waking)))
+            else:
+                _, _, fn = heapq.heappop(self.queue)
+                fn()
+            if stop is not None and stop():
+                return
+
+    def clock(self, node: Node) -> int:
+        return T0 + self.now + node.skew
+
+    # -- the schedule's steps -------------------------------------------------------------------
+
+    def step(self, step: Step) -> None:
+        node = self.nodes[step.node] if step.node >= 0 else self.nodes[0]
+        if step.kind == "send":
+            self.send_text(node)
+        elif step.kind == "invite":
+            self.invite(node, Role(step.role))
+        elif step.kind == "remove":
+            self.change_roster(node, None)
+        elif step.kind == "role":
+            self.change_roster(node, Role(step.role))
+        elif step.kind == "crash":
+            if node.engine is not None:
+                if step.mode == "now":
+                    self.crash(node)
+                else:
+                    node.crash_on_commit = step.mode
+        elif step.kind == "restart":
+            if node.engine is None:
+                self.restart(node)
+            node.crash_on_commit = ""
+        elif step.kind == "partition":
+            self.side = frozenset(step.side)
+            self.relink()
+        elif step.kind == "heal":
+            self.side = None
+            self.relink()
+
+    def send_text(self, node: Node) -> None:
+        engine = node.engine
+        if engine is None or engine.find(self.group_id) is None:
+            return
+        node.sent += 1
+        text = f"n{node.index} #{node.sent}".encode()
+        try:
+            _, commit = engine.author(
+                self.group_id,
+                text,
+                message_type="text",
+                mime="text/plain",
+                ref_hash=None,
+                now=self.clock(node),
+            )
+        except ChatError:
+            return  # a viewer, a removed member: the CLI says so
+        self.commit(node, commit)
+
+    def invite(self, node: Node, role: Role) -> None:
+        node.invited = True
+        node.join_tries = 0
+        self._change(node, Member(node.peer, role, node.hpke.kem, node.hpke.public_bytes()))
+        self.at(self.now + 1, lambda: self.join(node))
+
+    def change_roster(self, node: Node, role: Role | None) -> None:
+        owner = self.nodes[0].engine
+        if owner is None or node.index == 0:
+            return
+        current = owner.view(self.group_id).state.current_roster.member(node.peer)
+        if current is None:
+            return
+        self._change(node, None if role is None else attrs.evolve(current, role=role))
+
+    def _change(self, node: Node, entry: Member | None) -> None:
+        owner = self.nodes[0]
+        if owner.engine is None:
+            return
+        roster = owner.engine.view(self.group_id).state.current_roster
+        members = [m for m in roster.members if m.peer != node.peer]
+        if entry is not None:
+            members.append(entry)
+        added = node.peer if entry is not None and roster.member(node.peer) is None else None
+        try:
+            _, commit = owner.engine.change_roster(
+                self.group_id, members, added=added, now=self.clock(owner)
+            )
+        except (ChatError, ValueError):
+            return  # an earlier change still waits for its quorum, or no ratifier would stay
+        self.commit(owner, commit)
+
+    def join(self, node: Node) -> None:
+        """An invited node joins through a node that holds the group (``pkt``)."""
+        if not node.invited or self.holds(node) or node.join_tries >= MAX_JOIN_TRIES:
+            return
+        node.join_tries += 1
+        self.at(self.now + JOIN_RETRY, lambda: self.join(node))
+        if node.engine is None:
+            return
+        holders = [
+            n for n in self.nodes if n is not node and self.holds(n) and self.linked(n, node)
+        ]
+        if not holders:
+            return
+        via = self.nodes[0] if self.nodes[0] in holders else self.rng.choice(holders)
+
+        def joined(me: Node, body: Any) -> None:
+            if body is None or me.engine is None or self.holds(me):
+                return
+            try:
+                commit = me.engine.join(self.group_id, self._chain_cbor(body), self.clock(me))
+            except ChatError:
+                return  # not in the chain yet: the invitation is still being ratified
+            if commit is not None and self.commit(me, commit) is not None:
+                self.history(me, via)
+
+        self.request(node, via, lambda d, reply: reply(self.serve_pkt(d, node)), joined)
+
+    @staticmethod
+    def _chain_cbor(body: tuple[Any, list[Packet]]) -> dict[str, Any]:
+        genesis, rosters = body
+        return {"genesis": genesis.to_cbor(), "rosters": [p.to_cbor() for p in rosters]}
+
+    # -- crashes and links ----------------------------------------------------------------------
+
+    def crash(self, node: Node) -> None:
+        assert node.engine is not None
+        self.checker.before_crash(node.index, node.engine, node.store)
+        node.engine = None
+        node.incarnation += 1
+        node.wake = None
+        node.crash_on_commit = ""
+        self.relink()
+
+    def restart(self, node: Node) -> None:
+        engine = ChatEngine(node.identity, node.hpke, CONFIG)
+        held = node.store.load(engine, self.clock(node))
+        node.certified = {p.message_hash: p for p in held}
+        node.engine = engine
+        node.links = set()
+        self.checker.after_restart(node.index, engine, node.store)
+        self.relink()
+        self.handle(node, Tick(self.clock(node)))
+        if node.invited and not self.holds(node):
+            self.at(self.now + 1, lambda: self.join(node))
+
+    def linked(self, a: Node, b: Node) -> bool:
+        if a.engine is None or b.engine is None:
+            return False
+        return self.side is None or ((a.index in self.side) == (b.index in self.side))
+
+    def relink(self) -> None:
+        """Tell each engine of the links that came up or went down."""
+        for a in self.nodes:
+            if a.engine is None:
+                a.links = set()
+                continue
+            for b in self.nodes:
+                if a is b:
+                    continue
+                up = self.linked(a, b)
+                if up and b.index not in a.links:
+                    a.links.add(b.index)
+                    self.handle(a, Connected(b.peer, self.clock(a)))
+                elif not up and b.index in a.links:
+                    a.links.discard(b.index)
+                    self.handle(a, Disconnected(b.peer))
+
+    # -- the network ----------------------------------------------------------------------------
+
+    def send(self, src: Node, dst: Node, fn: Callable[[Node], None]) -> None:
+        """Carry ``fn`` to ``dst``: run at arrival if ``dst`` is still the node it was sent to
+        and still reachable."""
+        if not self.linked(src, dst) or self.rng.random() < self.loss:
+            return
+        copies = 2 if self.rng.random() < self.duplication else 1
+        incarnation = dst.incarnation
+        for _ in range(copies):
+
+            def arrive() -> None:
+                if dst.incarnation == incarnation and self.linked(src, dst):
+                    fn(dst)
+
+            self.at(self.now + self.rng.randint(1, self.max_delay), arrive)
+
+    def request(
+        self,
+        src: Node,
+        dst: Node,
+        serve: Callable[[Node, Callable[[Any], None]], None],
+        answered: Callable[[Node, Any], None],
+    ) -> None:
+        """A query: ``serve`` runs at ``dst`` and replies; ``answered`` runs at ``src`` with the
+        reply, or with None when none came in time (also at once when ``dst`` is unreachable).
+        """
+        incarnation = src.incarnation
+        state = {"done": False}
+
+        def finish(value: Any) -> None:
+            if state["done"] or src.incarnation != incarnation:
+                return
+            state["done"] = True
+            answered(src, value)
+
+        if not self.linked(src, dst):
+            finish(None)
+            return
+
+        def at_dst(d: Node) -> None:
+            serve(d, lambda value: self.send(d, src, lambda _s: finish(value)))
+
+        self.send(src, dst, at_dst)
+        self.at(self.now + QUERY_TIMEOUT, lambda: finish(None))
+
+    # -- the runtime: committing and carrying out actions --------------------------------------
+
+    def handle(self, node: Node, event: Any) -> None:
+        if node.engine is not None:
+            self.drive(node, node.engine.handle(event))
+
+    def drive(self, node: Node, actions: list[Action]) -> None:
+        incarnation = node.incarnation
+        for action in actions:
+            if node.incarnation != incarnation:
+                return
+            self.act(node, action)
+        self.rearm(node)
+
+    def rearm(self, node: Node) -> None:
+        engine = node.engine
+        wake = None if engine is None else engine.next_wake()
+        node.wake = None if wake is None else max(wake - T0 - node.skew, self.now + 1)
+
+    def commit(self, node: Node, commit: Commit) -> CommitResult | None:
+        """Commit as the runtime does; None if the node crashed before it could go on.
+
+        Raises:
+            VoteConflictError: as the store does (nothing was written).
+        """
+        engine = node.engine
+        assert engine is not None
+        if node.crash_on_commit == "before-commit":
+            self.crash(node)
+            return None
+        try:
+            result = node.store.commit(commit.txn)
+        except VoteConflictError:
+            raise
+        except Exception as exc:
+            raise InvariantError("store-refused", f"n{node.index}: {exc!r}") from exc
+        self.checker.committed(node.index, engine, node.store, commit.txn)
+        for op in commit.txn.operations:
+            packet = getattr(op, "packet", None)
+            if isinstance(packet, Packet) and packet.certificate is not None:
+                node.certified[packet.message_hash] = packet
+        if node.crash_on_commit == "after-commit":
+            self.crash(node)
+            return None
+        incarnation = node.incarnation
+        self.drive(node, engine.handle(Committed(commit, result, self.clock(node))))
+        return result if node.incarnation == incarnation else None
+
+    def act(self, node: Node, action: Action) -> None:
+        if isinstance(action, Commit):
+            self.commit(node, action)
+        elif isinstance(action, AskVote):
+            self.ask_vote(node, action)
+        elif isinstance(action, Deliver):
+            for peer in action.peers:
+                self.send(
+                    node,
+                    self.by_peer[peer],
+                    functools.partial(
+                        self.serve_smsg, sender=node, group_id=action.group_id, packet=action.packet
+                    ),
+                )
+        elif isinstance(action, (Ratified, Abandoned)):
+            self.checker.action(node.index, action)
+        elif isinstance(action, CompareHeads):
+            self.compare_heads(node, action)
+        elif isinstance(action, SyncHistory):
+            self.history(node, self.by_peer[action.peer])
+        elif isinstance(action, FetchMissing):
+            self.fetch(node, self.by_peer[action.peer], action.hashes, None)
+        elif isinstance(action, LearnRoster):
+            self.learn_roster(node, self.by_peer[action.peer])
+        else:
+            assert isinstance(action, Publish)
+
+    def ask_vote(self, author: Node, action: AskVote) -> None:
+        message_hash = action.packet.message_hash
+
+        def answered(a: Node, value: tuple[Vote | None, str | None] | None) -> None:
+            vote, reason = (None, None) if value is None else value
+            answer = VoteAnswered(
+                action.group_id, message_hash, action.ratifier, vote, reason, self.clock(a)
+            )
+            self.handle(a, answer)
+
+        ratifier = self.by_peer[action.ratifier]
+        if ratifier is author:
+            self.serve_vote(author, author, action.packet, lambda v: answered(author, v))
+            return
+        self.request(
+            author,
+            ratifier,
+            lambda d, reply: self.serve_vote(d, author, action.packet, reply),
+            answered,
+        )
+
+    # -- serving queries (chat/services/handlers.py and runtime.py) ----------------------------
+
+    def serve_vote(
+        self, node: Node, querier: Node, packet: Packet, reply: Callable[[Any], None]
+    ) -> None:
+        engine = node.engine
+        assert engine is not None
+        view = engine.find(self.group_id)
+        if (
+            view is None
+            or not view.is_current_member(querier.peer)
+            or packet.message.group_id != self.group_id
+        ):
+            reply((None, "unknown group"))
+            return
+        if packet.message.author != querier.peer:
+            reply((None, "not allowed"))
+            return
+        stored = node.store.vote(self.group_id, packet.message_hash)
+        if stored is not None:
+            reply((decode_vote(stored), None))
+            return
+        incarnation = node.incarnation
+
+        def decide(fetch: bool) -> None:
+            if node.incarnation != incarnation or node.engine is None:
+                return
+            decision = node.engine.vote_request(
+                self.group_id, packet, querier.peer, self.clock(node)
+            )
+            if isinstance(decision, NeedParents):
+                if fetch:
+                    self.fetch(node, querier, decision.hashes, lambda: decide(False))
+                else:
+                    reply((None, "missing parents"))
+            elif isinstance(decision, Refused):
+                reply((None, decision.reason))
+            else:
+                try:
+                    result = self.commit(node, decision)
+                except VoteConflictError:
+                    reply((None, "not allowed"))
+                    return
+                if result is not None:
+                    reply((decode_vote(result.votes[packet.message_hash]), None))
+
+        decide(True)
+
+    def serve_smsg(self, node: Node, sender: Node, group_id: bytes, packet: Packet) -> None:
+        engine = node.engine
+        assert engine is not None
+        view = engine.find(group_id)
+        if view is None or sender.peer not in view.members():
+            return
+        epoch = packet.message.epoch
+        if not (view.is_current_member(sender.peer) or view.state.is_member(sender.peer, epoch)):
+            return
+        self.receive(node, packet, sender, fetch=True)
+
+    def receive(self, node: Node, packet: Packet, sender: Node, *, fetch: bool) -> None:
+        engine = node.engine
+        if engine is None:
+            return
+        decision = engine.receive(self.group_id, packet, self.clock(node))
+        if isinstance(decision, NeedParents) and fetch:
+            self.fetch(
+                node,
+                sender,
+                decision.hashes,
+                lambda: self.receive(node, packet, sender, fetch=False),
+            )
+        elif isinstance(decision, Commit):
+            self.commit(node, decision)
+        else:
+            assert isinstance(decision, (NeedParents, Refused, AlreadyHeld))
+
+    def serve_get(self, node: Node, querier: Node, hashes: list[bytes]) -> list[Packet]:
+        assert node.engine is not None
+        view = node.engine.find(self.group_id)
+        if view is None or not view.is_current_member(querier.peer):
+            return []
+        return [node.certified[h] for h in hashes if view.has(h) and h in node.certified]
+
+    def serve_pkt(self, node: Node, querier: Node) -> tuple[Any, list[Packet]] | None:
+        assert node.engine is not None
+        view = node.engine.find(self.group_id)
+        last = None if view is None else view.last_epoch_of(querier.peer)
+        if view is None or last is None:
+            return None
+        return view.signed, list(view.state.roster_packets[: last + 1])
+
+    # -- sync (chat/services/sync.py) -----------------------------------------------------------
+
+    def compare_heads(self, node: Node, action: CompareHeads) -> None:
+        def serve(d: Node, reply: Callable[[Any], None]) -> None:
+            assert d.engine is not None
+            view = d.engine.find(self.group_id)
+            if view is not None and view.is_current_member(node.peer):
+                reply(tuple(view.heads.heads()))
+
+        def answered(me: Node, heads: tuple[bytes, ...] | None) -> None:
+            if heads is not None:
+                self.handle(me, HeadsAnswered(self.group_id, action.peer, heads, action.catch_up))
+
+        self.request(node, self.by_peer[action.peer], serve, answered)
+
+    def history(self, node: Node, peer: Node, cursor: int = 0, pages: int = 0) -> None:
+        def serve(d: Node, reply: Callable[[Any], None]) -> None:
+            assert d.engine is not None
+            view = d.engine.find(self.group_id)
+            if view is not None and view.is_current_member(node.peer):
+                reply(d.store.page(self.group_id, cursor))
+
+        def answered(me: Node, page: tuple[list[Packet], int | None] | None) -> None:
+            if page is None:
+                return
+            packets, following = page
+            incarnation = me.incarnation
+            for packet in packets:
+                self.receive(me, packet, peer, fetch=True)
+                if me.incarnation != incarnation:
+                    return
+            if following is not None and pages + 1 < MAX_PAGES:
+                self.history(me, peer, following, pages + 1)
+
+        self.request(node, peer, serve, answered)
+
+    def fetch(
+        self,
+        node: Node,
+        peer: Node,
+        hashes: tuple[bytes, ...],
+        then: Callable[[], None] | None,
+    ) -> None:
+        """Fetch the missing ancestors of ``hashes`` from ``peer``, receive them, then ``then``."""
+        assert node.engine is not None
+        view = node.engine.find(self.group_id)
+        if view is None:
+            return
+        plan = ParentFetch.start(hashes, view.has)
+        incarnation = node.incarnation
+
+        def finish() -> None:
+            for packet in plan.in_order():
+                if node.incarnation != incarnation:
+                    return
+                self.receive(node, packet, peer, fetch=False)
+            if then is not None and node.incarnation == incarnation:
+                then()
+
+        def next_round() -> None:
+            wanted = plan.wanted()
+            if not wanted:
+                finish()
+                return
+
+            def answered(_me: Node, packets: list[Packet] | None) -> None:
+                if packets is not None and plan.add(packets):
+                    next_round()
+                else:
+                    finish()
+
+            self.request(
+                node, peer, lambda d, reply: reply(self.serve_get(d, node, wanted)), answered
+            )
+
+        next_round()
+
+    def learn_roster(self, node: Node, peer: Node) -> None:
+        def answered(me: Node, body: tuple[Any, list[Packet]] | None) -> None:
+            if body is None or me.engine is None:
+                return
+            view = me.engine.find(self.group_id)
+            if view is None:
+                return
+            incarnation = me.incarnation
+            for packet in sorted(body[1], key=lambda p: p.message.epoch):
+                if me.incarnation != incarnation:
+                    return
+                if packet.message.epoch >= view.state.current_epoch:
+                    self.receive(me, packet, peer, fetch=True)
+
+        self.request(node, peer, lambda d, reply: reply(self.serve_pkt(d, node)), answered)
