@@ -39,6 +39,7 @@ RULES = {
     "certificate": "no certificate without q valid votes of that epoch's ratifiers",
     "one-roster-change": "at most one roster change certified per epoch",
     "removed-gets-nothing": "a removed member receives nothing of later epochs",
+    "roles": "a node queues only messages its role in that epoch allows",
     "custody": "a ratifier votes only for a message whose parents it holds, in its roster",
     "memory-follows-commit": "what a node holds in memory is in its store",
     "nothing-lost": "a restarted node holds everything it held before the crash",
@@ -75,6 +76,7 @@ class Sent:
     author: int
     at: int
     epoch: int
+    kind: str
     hashes: set[bytes] = attrs.Factory(set)
     ratified: bytes | None = None
     dropped: bool = False
@@ -108,7 +110,7 @@ class Checker:
         self.genesis = genesis
         self.truth = GroupState.from_genesis(genesis)
 
-    def _learn_roster(self, packet: Packet) -> None:
+    def learn_roster(self, packet: Packet) -> None:
         opens = packet.message.epoch + 1
         held = self.roster_packets.get(opens)
         if held is not None:
@@ -150,7 +152,7 @@ class Checker:
             if isinstance(op, PutPacket):
                 self._put_packet(index, engine, op, ops[i - 1] if i else None)
             elif isinstance(op, PutRoster):
-                self._learn_roster(Packet.decode(op.packet))
+                self.learn_roster(Packet.decode(op.packet))
             elif isinstance(op, PutEpochKey):
                 if not self.member_from(me, op.epoch):
                     raise InvariantError(
@@ -182,11 +184,20 @@ class Checker:
                 f"(certified roster epochs up to {self.truth_epoch()})",
             )
         if op.outbox_at is not None and message.author == me:
+            assert self.truth is not None
+            if not self.truth.can_send(me, message.epoch, message.message_type):
+                raise InvariantError(
+                    "roles",
+                    f"n{index} queued a {message.message_type} message of epoch "
+                    f"{message.epoch} that its role there does not allow",
+                )
             if isinstance(before, OutboxDone) and before.message_hash in self.origin_of:
                 origin = self.origin_of[before.message_hash]  # written again
             else:
                 origin = packet.message_hash
-                self.sent.setdefault(origin, Sent(index, op.received_at, message.epoch))
+                self.sent.setdefault(
+                    origin, Sent(index, op.received_at, message.epoch, message.message_type)
+                )
             self.origin_of[packet.message_hash] = origin
             self.sent[origin].hashes.add(packet.message_hash)
         if packet.certificate is None:
@@ -198,7 +209,7 @@ class Checker:
         if certified_origin is not None and message.author == me:
             self.sent[certified_origin].ratified = packet.message_hash
         if message.message_type == ROSTER:
-            self._learn_roster(packet)
+            self.learn_roster(packet)
 
     def truth_epoch(self) -> int:
         assert self.truth is not None
@@ -256,9 +267,13 @@ class Checker:
     # -- actions --------------------------------------------------------------------------------
 
     def action(self, index: int, action: Ratified | Abandoned) -> None:
-        origin = self.origin_of.get(action.message_hash if isinstance(action, Ratified) else b"")
-        if isinstance(action, Ratified) and origin is not None and origin != action.origin:
-            # The engine names the origin it was first written under: it must be ours.
+        if not isinstance(action, Ratified):
+            return
+        origin = self.origin_of.get(action.message_hash)
+        # The engine names the hash the message was first written under; after a restart it
+        # can only know the hash it was queued under when the node stopped (the store keeps
+        # no lineage), so any hash of the same message is accepted.
+        if origin is not None and action.origin not in self.sent[origin].hashes:
             raise InvariantError(
                 "progress", f"n{index} reports {action.origin.hex()[:12]} for another message"
             )
@@ -405,7 +420,9 @@ class Checker:
         position = {h: i for i, h in enumerate(order)}
         by_author: dict[int, list[Sent]] = {}
         for sent in self.sent.values():
-            if sent.ratified is not None and sent.ratified in position:
+            # Chat messages only: a text queued before a roster change is written again after
+            # it, so it shows after it by design.
+            if sent.kind != ROSTER and sent.ratified is not None and sent.ratified in position:
                 by_author.setdefault(sent.author, []).append(sent)
         for author, sends in by_author.items():
             sends.sort(key=lambda s: s.at)

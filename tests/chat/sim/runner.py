@@ -12,8 +12,8 @@ import attrs
 from .invariants import InvariantError
 from .mutations import MUTATIONS
 from .schedule import SHORT, Schedule, Size, generate
-from .seeded import memoized_identity, seeded_crypto
-from .world import World
+from .seeded import memoized_pure, seeded_crypto
+from .world import World, set_up_for
 
 #: Runs a shrink may take.
 MAX_SHRINK_RUNS = 200
@@ -45,14 +45,18 @@ def run_schedule(
     """Run ``schedule`` once, from nothing (the same schedule always runs the same way)."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(_quiet())
-        stack.enter_context(seeded_crypto(schedule.seed))
-        stack.enter_context(memoized_identity())
-        if mutation is not None:
-            stack.enter_context(MUTATIONS[mutation]())
-        world = World(schedule, gated=gated)
+        stack.enter_context(memoized_pure())
         violation: InvariantError | None = None
         try:
-            world.run()
+            set_up = set_up_for(schedule)
+        except InvariantError as exc:
+            return Outcome(schedule, exc, 0, {})
+        if mutation is not None:
+            stack.enter_context(MUTATIONS[mutation]())
+        stack.enter_context(seeded_crypto(schedule.seed))
+        world = World(schedule, gated=gated)
+        try:
+            world.run(set_up)
         except InvariantError as exc:
             violation = exc
         finally:

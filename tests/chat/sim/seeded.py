@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from p2pchat.chat.core import crypto
+from p2pchat.chat.core.packet import Packet
+from p2pchat.chat.core.roster_update import RosterUpdate
 from p2pchat.identity import PeerID, PublicKey
 
 _KEM_ID = b"\x00\x20"  # DHKEM(X25519, HKDF-SHA256)
@@ -103,16 +105,16 @@ def seeded_crypto(seed: int) -> Iterator[None]:
 
 
 @contextmanager
-def memoized_identity() -> Iterator[None]:
-    """Remember signature checks and parsed peer IDs for the block (both pure functions).
+def memoized_pure() -> Iterator[None]:
+    """Remember the results of pure functions for the block: signature checks, parsed peer IDs,
+    decoded packets and roster updates (all immutable values).
 
-    Every node of a simulation checks the same signatures and parses the same peer IDs; on one
+    Every node of a simulation checks the same signatures and decodes the same bytes; on one
     core, doing each once makes a run several times faster without changing what it decides.
+    A call that raises is not remembered (it raises again next time).
     """
     verified: dict[tuple[bytes, bytes, bytes], bool] = {}
-    parsed: dict[bytes, PeerID] = {}
     real_verify = PublicKey.verify
-    real_from_bytes = PeerID.from_bytes.__func__  # type: ignore[attr-defined]
 
     def verify(self: PublicKey, signature: bytes, message: bytes) -> bool:
         key = (self.data, signature, message)
@@ -121,16 +123,30 @@ def memoized_identity() -> Iterator[None]:
             known = verified[key] = real_verify(self, signature, message)
         return known
 
-    def from_bytes(cls: type[PeerID], data: bytes) -> PeerID:
-        peer = parsed.get(data)
-        if peer is None:
-            peer = parsed[data] = real_from_bytes(cls, data)
-        return peer
-
+    classes: list[tuple[Any, str]] = [
+        (PeerID, "from_bytes"),
+        (Packet, "decode"),
+        (RosterUpdate, "decode"),
+    ]
+    saved = [(cls, name, cls.__dict__[name]) for cls, name in classes]
+    for cls, name, method in saved:
+        setattr(cls, name, classmethod(_remembering(method.__func__)))
     PublicKey.verify = verify  # type: ignore[method-assign]
-    PeerID.from_bytes = classmethod(from_bytes)  # type: ignore[assignment, method-assign]
     try:
         yield
     finally:
         PublicKey.verify = real_verify  # type: ignore[method-assign]
-        PeerID.from_bytes = classmethod(real_from_bytes)  # type: ignore[assignment, method-assign]
+        for cls, name, method in saved:
+            setattr(cls, name, method)
+
+
+def _remembering(decode: Any) -> Any:
+    results: dict[bytes, Any] = {}
+
+    def remembered(cls: Any, data: bytes) -> Any:
+        value = results.get(data)
+        if value is None:
+            value = results[data] = decode(cls, data)
+        return value
+
+    return remembered

@@ -19,7 +19,7 @@ from .seeded import SeededX25519Suite, seeded_crypto
 
 #: The CI sweep's seeds: budgeted to stay well inside the test timeout on the shared CI machine
 #: (`make sim RUNS=...` prints schedules per second); `make sim RUNS=100000` runs long ones.
-CI_SEEDS = range(0, 150)
+CI_SEEDS = range(0, 300)
 
 #: Engine bugs the simulator found, by seed, each with the rule it breaks. The sweep accepts
 #: exactly these; each is also an expected failure below, so that a fix shows.
@@ -33,9 +33,14 @@ KNOWN = {
 }
 
 
-def test_every_invariant_holds_on_the_ci_schedules() -> None:
+#: The sweep in slices, each well inside the per-test timeout even on a loaded machine.
+SLICE = 50
+
+
+@pytest.mark.parametrize("first", CI_SEEDS[::SLICE])
+def test_every_invariant_holds_on_the_ci_schedules(first: int) -> None:
     unexpected = []
-    for seed in CI_SEEDS:
+    for seed in range(first, min(first + SLICE, CI_SEEDS.stop)):
         outcome = run_seed(seed)
         violation = outcome.violation
         if violation is not None and KNOWN.get(seed, ("",))[0] != violation.rule:
@@ -43,10 +48,41 @@ def test_every_invariant_holds_on_the_ci_schedules() -> None:
     assert unexpected == []
 
 
+#: Rules checked only on demand (`make sim STRICT=1`, invariants.GATED): what breaks them
+#: today, one seed each, shrunk.
+KNOWN_GATED = {
+    1018: (
+        "author-order",
+        "two messages of one author 375 ms apart name the same parents and show by hash, not "
+        "in their send order (make sim SEED=1018 KEEP=4,5 STRICT=1; being fixed on h-order)",
+    ),
+    1054: (
+        "removed-learns",
+        "a member that missed its removal cannot accept the roster message that removed it "
+        "without its parents, which members no longer serve it, so it retries for ever "
+        "(make sim SEED=1054 KEEP=0,1,4,18 STRICT=1)",
+    ),
+    1089: (
+        "joiner-history",
+        "a newcomer that crashes right after its join commit never pages the history: "
+        "anti-entropy compares heads only, so gaps below them stay (make sim SEED=1089 "
+        "KEEP=4,5,10 STRICT=1)",
+    ),
+}
+
+
 @pytest.mark.parametrize("seed", sorted(KNOWN))
 @pytest.mark.xfail(strict=True, reason="a known engine bug (see KNOWN)")
 def test_known_engine_bug(seed: int) -> None:
     assert run_seed(seed).violation is None
+
+
+@pytest.mark.parametrize("seed", sorted(KNOWN_GATED))
+@pytest.mark.xfail(strict=True, reason="known bugs behind the gated rules (see KNOWN_GATED)")
+def test_known_gated_rule_failure(seed: int) -> None:
+    rule, _why = KNOWN_GATED[seed]
+    violation = run_seed(seed, gated=frozenset({rule})).violation
+    assert violation is None, f"{violation}: {_why}"
 
 
 def test_a_seed_replays_exactly() -> None:

@@ -24,6 +24,7 @@ as no answer after ``QUERY_TIMEOUT`` (the real client's timeout).
 from __future__ import annotations
 
 import functools
+import hashlib
 import heapq
 import random
 from collections.abc import Callable
@@ -66,6 +67,7 @@ from p2pchat.identity import KeyPair, PeerID
 from .invariants import Checker, InvariantError
 from .memstore import MemStore
 from .schedule import Schedule, Step
+from .seeded import seeded_crypto
 
 T0 = 1_700_000_000_000
 CONFIG = EngineConfig(
@@ -84,10 +86,34 @@ SETTLE = 60_000
 MAX_EVENTS = 400_000
 
 
-def _engine_bytes(size: int) -> bytes:
-    """Random bytes as the engine draws them (from the seed, under ``seeded_crypto``)."""
-    drawn: bytes = crypto.os.urandom(size)  # type: ignore[attr-defined]
-    return drawn
+@attrs.frozen
+class SetUp:
+    """The group built, as each node's store holds it: every run of one cast starts here."""
+
+    now: int
+    group_id: bytes
+    stores: tuple[bytes, ...]
+
+
+#: Set-ups by cast (ratifiers, users, viewers, spares), built once per process.
+_SET_UPS: dict[tuple[int, int, int, int], SetUp] = {}
+
+
+def set_up_for(schedule: Schedule) -> SetUp:
+    """The set-up of ``schedule``'s cast: the same for every seed, so built once."""
+    cast = (schedule.ratifiers, schedule.users, schedule.viewers, schedule.spares)
+    built = _SET_UPS.get(cast)
+    if built is None:
+        plain = attrs.evolve(schedule, skews=(0,) * schedule.nodes, steps=())
+        with seeded_crypto(int.from_bytes(bytes(cast), "big")):
+            world = World(plain, net=f"set-up-{cast}")
+            try:
+                built = world.set_up()
+            finally:
+                for node in world.nodes:
+                    node.store.close()
+        _SET_UPS[cast] = built
+    return built
 
 
 @attrs.define(eq=False)
@@ -114,9 +140,11 @@ class Node:
 
 
 class World:
-    def __init__(self, schedule: Schedule, *, gated: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, schedule: Schedule, *, gated: frozenset[str] = frozenset(), net: str = ""
+    ) -> None:
         self.schedule = schedule
-        self.rng = random.Random(f"net-{schedule.seed}")
+        self.rng = random.Random(net or f"net-{schedule.seed}")
         self.now = 0
         self.queue: list[tuple[int, int, Callable[[], None]]] = []
         self.seq = 0
@@ -129,8 +157,10 @@ class World:
         self.nodes = [
             Node(
                 i,
-                KeyPair.from_seed(_engine_bytes(32)),
-                crypto.HpkeKeyPair.generate(crypto.KEM_X25519),
+                KeyPair.from_seed(hashlib.sha256(b"sim-node-%d" % i).digest()),
+                crypto.HpkeKeyPair.from_private_bytes(
+                    crypto.KEM_X25519, hashlib.sha256(b"sim-hpke-%d" % i).digest()
+                ),
                 schedule.skews[i],
             )
             for i in range(schedule.nodes)
@@ -140,13 +170,13 @@ class World:
 
     # -- the run --------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Set the group up, play the schedule, settle, check the end.
+    def run(self, set_up: SetUp) -> None:
+        """Start from ``set_up``, play the schedule, settle, check the end.
 
         Raises:
             InvariantError: the first rule broken.
         """
-        self._set_up()
+        self._resume(set_up)
         start = self.now
         s = self.schedule
         self.loss, self.duplication, self.max_delay = s.loss, s.duplication, s.max_delay
@@ -166,11 +196,36 @@ class World:
         engines = {n.index: n.engine for n in self.nodes if n.engine is not None}
         self.checker.finish(engines, {n.index: n.store for n in self.nodes})
 
-    def _set_up(self) -> None:
+    def _resume(self, set_up: SetUp) -> None:
+        """Start every node from its store as ``set_up`` left it (as a node restarts)."""
+        self.now = set_up.now
+        self.group_id = set_up.group_id
+        for node, data in zip(self.nodes, set_up.stores, strict=True):
+            node.store.conn.deserialize(data)
+            engine = ChatEngine(node.identity, node.hpke, CONFIG)
+            node.certified = {p.message_hash: p for p in node.store.load(engine, self.clock(node))}
+            node.engine = engine
+        owner = self.nodes[0].engine
+        assert owner is not None
+        view = owner.view(self.group_id)
+        self.checker.start(view.signed)
+        for packet in view.state.roster_packets:
+            self.checker.learn_roster(packet)
+        self.checker.certified.update(self.nodes[0].certified)
+        self.relink()
+        for node in self.nodes:
+            self.handle(node, Tick(self.clock(node)))
+
+    def set_up(self) -> SetUp:
+        """Build the group (a perfect network, no skew) and keep what each node stored."""
         owner = self.nodes[0]
         owner.engine = ChatEngine(owner.identity, owner.hpke, CONFIG)
         self.group_id, commit = owner.engine.create_group(
-            "sim", quorum=None, history="all", now=self.clock(owner), nonce=_engine_bytes(16)
+            "sim",
+            quorum=None,
+            history="all",
+            now=self.clock(owner),
+            nonce=hashlib.sha256(b"sim-group").digest()[:16],
         )
         self.checker.start(commit.effect.view.signed)  # type: ignore[attr-defined]
         self.commit(owner, commit)
@@ -185,6 +240,7 @@ class World:
             self.run_until(self.now + 60_000, functools.partial(self.holds, node))
             if not self.holds(node):
                 raise InvariantError("progress", f"n{index} could not join at set-up")
+        return SetUp(self.now, self.group_id, tuple(n.store.conn.serialize() for n in self.nodes))
 
     def holds(self, node: Node) -> bool:
         return node.engine is not None and node.engine.find(self.group_id) is not None
