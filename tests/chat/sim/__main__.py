@@ -31,6 +31,10 @@ def _report(outcome: Outcome, args: argparse.Namespace, gated: frozenset[str]) -
     replay = f"make sim SEED={seed} KEEP={','.join(map(str, kept)) or 'none'}"
     if args.long:
         replay += " LONG=1"
+    if args.strict:
+        replay += " STRICT=1"
+    if args.mutate:
+        replay += f" MUTATE={args.mutate}"
     print(f"replay: {replay}")
 
 
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     failed = 0
     began = time.perf_counter()
+    cpu = time.process_time()
     for seed in range(args.start, args.start + args.runs):
         outcome = run_seed(seed, size, gated=gated, mutation=args.mutate)
         if outcome.violation is not None:
@@ -74,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             rate = (seed - args.start + 1) / (time.perf_counter() - began)
             print(f"... {seed - args.start + 1} runs, {failed} failed, {rate:.1f}/s", flush=True)
     elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu
     print(
-        f"{args.runs} schedules ({'long' if args.long else 'short'}) in {elapsed:.1f} s: "
-        f"{args.runs / elapsed:.1f} schedules/s, {failed} failed"
+        f"{args.runs} schedules ({'long' if args.long else 'short'}) in {elapsed:.1f} s "
+        f"({cpu:.1f} s of CPU): {args.runs / elapsed:.1f} schedules/s, "
+        f"{args.runs / cpu:.1f} per CPU second; {failed} failed"
     )
     if failed:
         print("replay and shrink one: make sim SEED=<seed>")

@@ -45,6 +45,7 @@ RULES = {
     "nothing-lost": "a restarted node holds everything it held before the crash",
     "store-bounds": "others' pending messages stay within the quota (§6)",
     "store-refused": "the store accepts every transaction the engine asks for",
+    "cancel": "a message the user withdrew is never certified after the withdrawal",
     "delivery": "every certified message reaches every member that stays",
     "equal-order": "all members show the same messages in the same order",
     "author-order": "one author's messages keep their send order",
@@ -80,6 +81,8 @@ class Sent:
     hashes: set[bytes] = attrs.Factory(set)
     ratified: bytes | None = None
     dropped: bool = False
+    #: The user withdrew it (its cancel was committed): it must never be certified after.
+    cancelled: bool = False
 
 
 @attrs.define(eq=False)
@@ -102,7 +105,8 @@ class Checker:
         self.origin_of: dict[bytes, bytes] = {}  # any hash written for a send -> its origin
         self.certified: dict[bytes, Packet] = {}
         self.snapshots: dict[int, Snapshot] = {}
-        self.counts = {"certified": 0, "crashes": 0, "votes": 0, "commits": 0}
+        self.counts = {"certified": 0, "crashes": 0, "votes": 0, "commits": 0, "cancels": 0}
+        self._cancelling: set[bytes] = set()
 
     # -- the truth: the certified roster chain -------------------------------------------------
 
@@ -169,7 +173,15 @@ class Checker:
         if len(ops) == 1 and isinstance(ops[0], OutboxDone):
             origin = self.origin_of.get(ops[0].message_hash)
             if origin is not None:  # dropped or cancelled: it will not be sent
-                self.sent[origin].dropped = True
+                sent = self.sent[origin]
+                sent.dropped = True
+                sent.cancelled = ops[0].message_hash in self._cancelling
+        self._cancelling = set()
+
+    def cancelling(self, message_hash: bytes) -> None:
+        """The next commit is the user's cancel of ``message_hash``."""
+        self.counts["cancels"] += 1
+        self._cancelling = {message_hash}
 
     def _put_packet(
         self, index: int, engine: ChatEngine, op: PutPacket, before: object | None
@@ -207,7 +219,13 @@ class Checker:
         self.counts["certified"] += 1
         certified_origin = self.origin_of.get(packet.message_hash)
         if certified_origin is not None and message.author == me:
-            self.sent[certified_origin].ratified = packet.message_hash
+            sent = self.sent[certified_origin]
+            if sent.cancelled:
+                raise InvariantError(
+                    "cancel",
+                    f"n{index} certified {packet.message_hash.hex()[:12]} after its cancel",
+                )
+            sent.ratified = packet.message_hash
         if message.message_type == ROSTER:
             self.learn_roster(packet)
 
@@ -362,7 +380,7 @@ class Checker:
         assert truth is not None
         for origin, sent in self.sent.items():
             author = engines[sent.author].peer_id
-            if sent.ratified is not None:
+            if sent.ratified is not None or sent.cancelled:
                 continue
             could_send = all(
                 truth.can_send(author, e, "text")

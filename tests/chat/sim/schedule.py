@@ -23,9 +23,10 @@ MAX_SKEW_MS = 120_000
 class Step:
     """One thing that happens at ``at`` (ms from the start of the faulty phase).
 
-    kinds: ``send`` (node), ``invite`` (node, role), ``remove`` (node), ``role`` (node, role),
-    ``crash`` (node; ``mode`` ``now``, ``before-commit`` or ``after-commit``), ``restart``
-    (node), ``partition`` (``side``: the nodes cut off from the others), ``heal``.
+    kinds: ``send`` (node), ``cancel`` (node: its oldest queued message), ``invite`` (node,
+    role), ``remove`` (node), ``role`` (node, role), ``crash`` (node; ``mode`` ``now``,
+    ``before-commit`` or ``after-commit``), ``restart`` (node), ``partition`` (``side``: the
+    nodes cut off from the others), ``heal``.
     """
 
     at: int
@@ -144,6 +145,12 @@ def generate(seed: int, size: Size = SHORT) -> Schedule:
             side = tuple(sorted(rng.sample(range(n), rng.randint(1, max(1, n // 2)))))
             steps.append(Step(at, "partition", side=side))
             steps.append(Step(min(duration, at + rng.randint(100, duration)), "heal"))
+    # Cancels come from their own generator, so that adding them left the other steps of every
+    # seed as they were: now and then, an author withdraws its oldest queued message.
+    cancels = random.Random(f"cancel-{seed}")
+    for step in list(steps):
+        if step.kind == "send" and cancels.random() < 0.15:
+            steps.append(Step(step.at + cancels.randint(1, 5_000), "cancel", step.node))
     steps.sort(key=lambda s: s.at)
     return Schedule(
         seed,

@@ -60,7 +60,7 @@ KNOWN_GATED = {
         "removed-learns",
         "a member that missed its removal cannot accept the roster message that removed it "
         "without its parents, which members no longer serve it, so it retries for ever "
-        "(make sim SEED=1054 KEEP=0,1,4,18 STRICT=1)",
+        "(make sim SEED=1054 KEEP=0,1,5,17 STRICT=1)",
     ),
     1089: (
         "joiner-history",

@@ -287,6 +287,8 @@ class World:
         node = self.nodes[step.node] if step.node >= 0 else self.nodes[0]
         if step.kind == "send":
             self.send_text(node)
+        elif step.kind == "cancel":
+            self.cancel(node)
         elif step.kind == "invite":
             self.invite(node, Role(step.role))
         elif step.kind == "remove":
@@ -327,6 +329,21 @@ class World:
             )
         except ChatError:
             return  # a viewer, a removed member: the CLI says so
+        self.commit(node, commit)
+
+    def cancel(self, node: Node) -> None:
+        """The user withdraws its oldest queued message (``p2pchat cancel``)."""
+        engine = node.engine
+        if engine is None:
+            return
+        queued = engine.outbox_snapshot(self.clock(node))
+        if not queued:
+            return
+        try:
+            commit = engine.cancel(queued[0].message_hash)
+        except ChatError:
+            return  # its certificate is being committed: too late
+        self.checker.cancelling(queued[0].message_hash)
         self.commit(node, commit)
 
     def invite(self, node: Node, role: Role) -> None:
