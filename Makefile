@@ -59,7 +59,7 @@ bench: $(STAMP) $(INTEROP_STAMP)
 sim: $(STAMP)
 	PYTHONPATH=tests $(BIN)/python -m chat.sim $(if $(SEED),--seed $(SEED)) \
 		$(if $(KEEP),--keep $(KEEP)) $(if $(RUNS),--runs $(RUNS) --long) \
-		$(if $(START),--start $(START)) $(if $(LONG),--long) $(if $(STRICT),--strict) \
+		$(if $(START),--start $(START)) $(if $(LONG),--long) $(if $(TINY),--tiny) $(if $(STRICT),--strict) \
 		$(if $(MUTATE),--mutate $(MUTATE))
 
 clean:

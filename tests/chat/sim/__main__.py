@@ -14,7 +14,7 @@ import time
 from .invariants import GATED, RULES
 from .mutations import MUTATIONS
 from .runner import Outcome, run_seed, shrink
-from .schedule import LONG, SHORT
+from .schedule import LONG, SHORT, TINY
 
 
 def _report(outcome: Outcome, args: argparse.Namespace, gated: frozenset[str]) -> None:
@@ -31,6 +31,8 @@ def _report(outcome: Outcome, args: argparse.Namespace, gated: frozenset[str]) -
     replay = f"make sim SEED={seed} KEEP={','.join(map(str, kept)) or 'none'}"
     if args.long:
         replay += " LONG=1"
+    if args.tiny:
+        replay += " TINY=1"
     if args.strict:
         replay += " STRICT=1"
     if args.mutate:
@@ -45,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200, help="seeds to run (no --seed)")
     parser.add_argument("--start", type=int, default=0, help="the first seed (no --seed)")
     parser.add_argument("--long", action="store_true", help="long schedules, up to 9 ratifiers")
+    parser.add_argument("--tiny", action="store_true", help="tiny schedules (as CI runs most)")
     parser.add_argument(
         "--strict", action="store_true", help=f"also check the gated rules: {sorted(GATED)}"
     )
     parser.add_argument("--mutate", choices=sorted(MUTATIONS), help="switch an engine rule off")
     parser.add_argument("--no-shrink", action="store_true")
     args = parser.parse_args(argv)
-    size = LONG if args.long else SHORT
+    size = LONG if args.long else TINY if args.tiny else SHORT
     gated = frozenset(GATED) if args.strict else frozenset()
     args.kept = None
     if args.seed is not None:
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - began
     cpu = time.process_time() - cpu
     print(
-        f"{args.runs} schedules ({'long' if args.long else 'short'}) in {elapsed:.1f} s "
+        f"{args.runs} schedules ({size.name}) in {elapsed:.1f} s "
         f"({cpu:.1f} s of CPU): {args.runs / elapsed:.1f} schedules/s, "
         f"{args.runs / cpu:.1f} per CPU second; {failed} failed"
     )

@@ -23,8 +23,22 @@ from p2pchat.chat.store.store import transaction_sql
 MAX_OUTBOX_LOAD = 100_000
 
 
+#: Rows decoded during one run, by their stored bytes: every node reads the same rows, and a
+#: packet is an immutable value (cleared by :func:`forget_rows` between runs).
+_DECODED: dict[tuple[bytes, bytes | None], Packet] = {}
+
+
 def decode_row(row: StoredMessage) -> Packet:
-    return Packet.decode(row.packet_with_certificate())
+    """The packet of a stored row, with its certificate (as ``chat/node.py`` reads it)."""
+    key = (row.packet, row.certificate)
+    packet = _DECODED.get(key)
+    if packet is None:
+        packet = _DECODED[key] = Packet.decode(row.packet_with_certificate())
+    return packet
+
+
+def forget_rows() -> None:
+    _DECODED.clear()
 
 
 class MemStore:

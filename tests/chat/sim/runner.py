@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 import attrs
 
 from .invariants import InvariantError
+from .memstore import forget_rows
 from .mutations import MUTATIONS
 from .schedule import SHORT, Schedule, Size, generate
 from .seeded import memoized_pure, seeded_crypto
@@ -62,6 +63,7 @@ def run_schedule(
         finally:
             for node in world.nodes:
                 node.store.close()
+            forget_rows()
     return Outcome(schedule, violation, world.events, dict(world.checker.counts))
 
 

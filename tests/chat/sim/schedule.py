@@ -90,6 +90,7 @@ class Schedule:
 class Size:
     """How big a drawn schedule may be."""
 
+    name: str = "short"
     max_ratifiers: int = 5
     max_users: int = 2
     max_viewers: int = 1
@@ -98,10 +99,26 @@ class Size:
     max_duration: int = 40_000
 
 
-#: Short schedules for CI; long ones for ``make sim RUNS=...``.
+#: Short schedules for CI and ``make sim SEED=...``; tiny ones (a few nodes and steps) let CI
+#: run many more in the same time; long ones for ``make sim RUNS=...``.
 SHORT = Size()
+TINY = Size(
+    "tiny",
+    max_ratifiers=4,
+    max_users=1,
+    max_viewers=1,
+    max_spares=1,
+    max_steps=10,
+    max_duration=20_000,
+)
 LONG = Size(
-    max_ratifiers=9, max_users=3, max_viewers=2, max_spares=2, max_steps=40, max_duration=120_000
+    "long",
+    max_ratifiers=9,
+    max_users=3,
+    max_viewers=2,
+    max_spares=2,
+    max_steps=40,
+    max_duration=120_000,
 )
 
 
