@@ -55,10 +55,11 @@ bench: $(STAMP) $(INTEROP_STAMP)
 
 # Seeded fault schedules against the group engine (tests/chat/sim): `make sim SEED=18` replays
 # and shrinks one, `make sim SEED=18 KEEP=0,2,3` replays a shrunk one, `make sim RUNS=100000`
-# runs long schedules from seed START (default 0); STRICT=1 adds the gated rules.
+# runs long schedules from seed START (default 0; TINY=1 for tiny ones); STRICT=1 adds the
+# gated rules; MUTATE=<rule> switches an engine rule off (tests/chat/sim/mutations.py).
 sim: $(STAMP)
 	PYTHONPATH=tests $(BIN)/python -m chat.sim $(if $(SEED),--seed $(SEED)) \
-		$(if $(KEEP),--keep $(KEEP)) $(if $(RUNS),--runs $(RUNS) --long) \
+		$(if $(KEEP),--keep $(KEEP)) $(if $(RUNS),--runs $(RUNS) $(if $(TINY),,--long)) \
 		$(if $(START),--start $(START)) $(if $(LONG),--long) $(if $(TINY),--tiny) $(if $(STRICT),--strict) \
 		$(if $(MUTATE),--mutate $(MUTATE))
 

@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.runs / cpu:.1f} per CPU second; {failed} failed"
     )
     if failed:
-        print("replay and shrink one: make sim SEED=<seed>")
+        flags = " LONG=1" if args.long else " TINY=1" if args.tiny else ""
+        flags += " STRICT=1" if args.strict else ""
+        flags += f" MUTATE={args.mutate}" if args.mutate else ""
+        print(f"replay and shrink one: make sim SEED=<seed>{flags}")
     return 1 if failed else 0
 
 

@@ -16,9 +16,10 @@ is not written) or ``after-commit`` (written, but the engine never applies it). 
 a fresh engine from the store as a node does at start-up. Partitions cut the links between two
 sides; connection events reach the engines as links come and go.
 
-Simplifications, each covered by the engine's own recovery: a lost ``smsg`` is not re-sent (the
-next anti-entropy round finds the gap), and a query's answer lost in the network is reported
-as no answer after ``QUERY_TIMEOUT`` (the real client's timeout).
+Simplifications: ``smsg`` is answered once the packet is taken or its parents' fetch started
+(the real handler waits for the fetch), and a query's answer lost in the network is reported as
+no answer after ``QUERY_TIMEOUT`` (the real client's timeout). The handlers' checks are the
+ones of ``chat/services/handlers.py``, written again here: a change there must be made here too.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ CONFIG = EngineConfig(
 )
 #: A query without an answer this long has failed (the client pool's timeout).
 QUERY_TIMEOUT = 3_000
+#: Delivery: tries, the first backoff (doubling), the refusals retried (specs/chat.md §9a).
+DELIVER_TRIES = 4
+DELIVER_BACKOFF = 500
+RETRIED = ("too many queries", "missing parents", "internal error")
 #: Pages of one history sync, as the sync budget bounds them.
 MAX_PAGES = 100
 #: Join attempts of an invited node, one every JOIN_RETRY ms.
@@ -556,13 +561,7 @@ class World:
             self.ask_vote(node, action)
         elif isinstance(action, Deliver):
             for peer in action.peers:
-                self.send(
-                    node,
-                    self.by_peer[peer],
-                    functools.partial(
-                        self.serve_smsg, sender=node, group_id=action.group_id, packet=action.packet
-                    ),
-                )
+                self.deliver(node, self.by_peer[peer], action.packet)
         elif isinstance(action, (Ratified, Abandoned)):
             self.checker.action(node.index, action)
         elif isinstance(action, CompareHeads):
@@ -645,16 +644,36 @@ class World:
 
         decide(True)
 
-    def serve_smsg(self, node: Node, sender: Node, group_id: bytes, packet: Packet) -> None:
+    def deliver(self, node: Node, peer: Node, packet: Packet, attempt: int = 0) -> None:
+        """``smsg``, tried DELIVER_TRIES times, backing off, while unanswered or refused with a
+        reason worth retrying (specs/chat.md §9a "Delivery")."""
+        incarnation = node.incarnation
+
+        def answered(me: Node, reason: str | None) -> None:
+            if reason is not None and reason not in RETRIED:
+                return  # delivered, or a final refusal
+            if attempt + 1 < DELIVER_TRIES:
+                self.at(self.now + DELIVER_BACKOFF * 2**attempt, retry)
+
+        def retry() -> None:
+            if node.incarnation == incarnation and node.engine is not None:
+                self.deliver(node, peer, packet, attempt + 1)
+
+        self.request(node, peer, lambda d, reply: reply(self.serve_smsg(d, node, packet)), answered)
+
+    def serve_smsg(self, node: Node, sender: Node, packet: Packet) -> str:
+        """The answer to ``smsg``: "ok" (taken, or being taken once its parents are fetched)
+        or a refusal."""
         engine = node.engine
         assert engine is not None
-        view = engine.find(group_id)
+        view = engine.find(self.group_id)
         if view is None or sender.peer not in view.members():
-            return
+            return "unknown group"
         epoch = packet.message.epoch
         if not (view.is_current_member(sender.peer) or view.state.is_member(sender.peer, epoch)):
-            return
+            return "unknown group"
         self.receive(node, packet, sender, fetch=True)
+        return "ok"
 
     def receive(self, node: Node, packet: Packet, sender: Node, *, fetch: bool) -> None:
         engine = node.engine
