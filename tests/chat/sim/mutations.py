@@ -13,6 +13,8 @@ from typing import Any
 from p2pchat.chat.core import engine as engine_module
 from p2pchat.chat.core.packet import Certificate
 from p2pchat.chat.core.quorum import QuorumCollector, VoteOutcome
+from p2pchat.chat.core.view import GroupView
+from p2pchat.identity import PeerID
 
 
 @contextmanager
@@ -51,7 +53,23 @@ def vote_without_parents() -> Iterator[None]:
         engine_module.check_for_ratification = real  # type: ignore[attr-defined]
 
 
+@contextmanager
+def deliver_to_removed() -> Iterator[None]:
+    """An author delivers to the members of every epoch, removed ones included."""
+    real = GroupView.members
+
+    def members(self: GroupView, *epochs: int) -> set[PeerID]:
+        return real(self)
+
+    GroupView.members = members  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        GroupView.members = real  # type: ignore[method-assign]
+
+
 MUTATIONS: dict[str, Callable[[], Any]] = {
     "quorum-one-short": quorum_one_short,
     "vote-without-parents": vote_without_parents,
+    "deliver-to-removed": deliver_to_removed,
 }

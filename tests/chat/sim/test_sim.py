@@ -115,7 +115,11 @@ def test_a_failing_run_shrinks_to_a_schedule_that_replays() -> None:
 
 @pytest.mark.parametrize(
     ("mutation", "rule"),
-    [("quorum-one-short", "certificate"), ("vote-without-parents", "custody")],
+    [
+        ("quorum-one-short", "certificate"),
+        ("vote-without-parents", "custody"),
+        ("deliver-to-removed", "removed-gets-nothing"),
+    ],
 )
 def test_a_switched_off_engine_rule_is_found(mutation: str, rule: str) -> None:
     found = None
