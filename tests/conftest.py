@@ -43,10 +43,13 @@ class PyLibp2p:
         return done.returncode, json.loads(lines[0])
 
     @asynccontextmanager
-    async def listen(self, *args: str) -> AsyncIterator[dict[str, Any]]:
-        """A listening peer; yields its ``listening`` event and checks it exits cleanly."""
+    async def listen(
+        self, *args: str, lifetime: float = PROCESS_DEADLINE
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A listening peer that lives at most ``lifetime`` seconds; yields its ``listening``
+        event and checks it exits cleanly."""
         cmd = [self.python, str(SCRIPT), "listen", "--port", "0", *args]
-        cmd += ["--lifetime", str(PROCESS_DEADLINE)]
+        cmd += ["--lifetime", str(lifetime)]
         process = await trio.lowlevel.open_process(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )

@@ -20,6 +20,10 @@ TOP_LEVEL_CORES = (
     "p2pchat.multibase",
     "p2pchat.protobuf",
     "p2pchat.varint",
+    # The conformance suite's table and reports (its cases and runner use trio).
+    "p2pchat.conformance",
+    "p2pchat.conformance.registry",
+    "p2pchat.conformance.report",
 )
 
 

@@ -77,6 +77,13 @@ format = "json"
     assert (config.log_level, config.log_format) == ("debug", "json")
 
 
+def test_the_plugins_section_is_read() -> None:
+    config = parse_config('[plugins]\nload = ["./echo.py", "mypkg.plugin"]\nentry_points = false\n')
+    assert config.plugins == ("./echo.py", "mypkg.plugin")
+    assert config.plugin_entry_points is False
+    assert (Config().plugins, Config().plugin_entry_points) == ((), True)
+
+
 def test_a_partial_file_keeps_the_other_defaults() -> None:
     config = parse_config('[log]\nlevel = "info"\n')
     assert config.log_level == "info"
@@ -100,6 +107,7 @@ def test_a_partial_file_keeps_the_other_defaults() -> None:
         ("[limits]\nmax_per_peer = 2.5", "[limits] max_per_peer must be a whole number"),
         ("[limits]\nreserved_slots = -1", "[limits] reserved_slots must be a whole number"),
         ("[log]\nformat = 'xml'", "[log] format must be one of"),
+        ("[plugins]\nload = 'echo.py'", "[plugins] load must be a list of strings"),
         ("node = 1", "[node] must be a table"),
         ("[node\n", "not valid TOML"),
     ],

@@ -47,6 +47,15 @@ ANSWERS: dict[str, Any] = {
     },
     "peers": {"connected": [], "known": []},
     "group.list": [],
+    "plugins": [],
+    "query": {
+        "peer_id": PEER,
+        "code": "echoR",
+        "rid": 0,
+        "ok": True,
+        "reason": None,
+        "body": {"x": 1},
+    },
 }
 
 #: Modules a control command must not load.
@@ -78,6 +87,7 @@ async def run_probe(data_dir: Path, *args: str) -> tuple[str, dict[str, Any]]:
         (["status"], f"peer id:   {PEER}\nlistening: /ip4/127.0.0.1/tcp/4001/p2p/{PEER}"),
         (["peers"], "no peers yet"),
         (["group", "list"], "no groups yet"),
+        (["plugins"], "no plug-ins"),
     ],
 )
 async def test_a_control_command_loads_neither_trio_nor_the_network_stack(
@@ -91,6 +101,20 @@ async def test_a_control_command_loads_neither_trio_nor_the_network_stack(
     assert output.startswith(expected)
     loaded = set(probe["modules"])
     assert loaded.isdisjoint(HEAVY)
+    assert not [m for m in loaded if m.startswith(HEAVY_PACKAGES)]
+
+
+async def test_a_query_through_the_node_loads_neither_trio_nor_the_network_stack(
+    tmp_path: Path,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, control_socket_path(tmp_path), answer)
+        output, probe = await run_probe(tmp_path, "query", PEER, "echo", "--body", '{"x": 1}')
+        nursery.cancel_scope.cancel()
+    assert probe["status"] == 0
+    assert output == f'echoR from {PEER}: ok\n{{\n  "x": 1\n}}'
+    loaded = set(probe["modules"])  # the peer argument loads the identity module, no more
+    assert "trio" not in loaded
     assert not [m for m in loaded if m.startswith(HEAVY_PACKAGES)]
 
 

@@ -13,7 +13,14 @@ import trio.testing
 
 from p2pchat.identity import KeyPair, PeerID
 from p2pchat.multiaddr import Multiaddr
-from p2pchat.net.host import DialError, Host, HostConfig, StreamOpenError, open_host
+from p2pchat.net.host import (
+    DialError,
+    HandlerExistsError,
+    Host,
+    HostConfig,
+    StreamOpenError,
+    open_host,
+)
 from p2pchat.net.identify import identify_peer
 from p2pchat.net.muxer import MuxedStream
 from p2pchat.net.ping import open_ping
@@ -62,6 +69,23 @@ async def test_new_stream_to_multiaddr_negotiates_and_echoes() -> None:
         assert stream.remote_peer == b.peer_id
         payload = bytes(range(256)) * 4096
         assert await _round_trip(stream, payload) == payload
+
+
+async def test_data_sent_with_the_proposal_reaches_the_handler() -> None:
+    # A dialer may put its first bytes in the same frame as its proposal (go-libp2p's lazy
+    # negotiation): they are read during negotiation, handed back, and must not be
+    # acknowledged to the muxer a second time when the handler reads them.
+    async with two_hosts() as (a, b):
+        conn = await a.connect(b.addrs[0])
+        stream = await conn.open_stream()
+        payload = b"early bytes"
+        await stream.send_all(ms.Dialer([ECHO]).data_to_send() + payload)
+        answer = ms.encode_message(ms.MULTISTREAM_ID) + ms.encode_message(ECHO) + payload
+        received = b""
+        with trio.fail_after(10):
+            while len(received) < len(answer):
+                received += await stream.receive_some()
+        assert received == answer
 
 
 async def test_one_connection_per_peer_is_reused_and_dials_collapse() -> None:
@@ -298,7 +322,22 @@ async def test_wait_protocols_changed_reports_a_change_made_before_the_wait() ->
             await host.wait_protocols_changed(seen)
         assert idle.cancelled_caught
         host.set_stream_handler(ECHO, echo)
-        host.set_stream_handler(ECHO, echo)  # the same set again: no change
+        host.set_stream_handler(ECHO, echo, replace=True)  # the same set again: no change
         with trio.fail_after(1):
             await host.wait_protocols_changed(seen)
         assert host.protocols_version == seen + 1
+
+
+async def test_a_second_handler_for_a_protocol_needs_replace() -> None:
+    async def other(stream: MuxedStream) -> None:
+        await stream.send_all(b"other")
+
+    async with two_hosts() as (a, b):
+        with pytest.raises(HandlerExistsError, match="replace=True"):
+            b.set_stream_handler(ECHO, other)
+        stream = await a.new_stream(b.addrs[0], [ECHO])
+        assert await _round_trip(stream, b"still echo") == b"still echo"
+        b.set_stream_handler(ECHO, other, replace=True)
+        stream = await a.new_stream(b.addrs[0], [ECHO])
+        async with stream:
+            assert await stream.receive_some() == b"other"

@@ -12,15 +12,16 @@ from typing import Any
 
 import trio
 
-from p2pchat.chat.services.chat_client import open_chat
-from p2pchat.chat.services.dispatch import (
+from p2pchat import (
     Dispatcher,
+    KeyPair,
+    PeerID,
     QueryContext,
     Refusal,
     install_chat,
+    open_chat,
+    open_host,
 )
-from p2pchat.identity import KeyPair, PeerID
-from p2pchat.net.host import open_host
 
 dispatcher = Dispatcher()
 

@@ -75,6 +75,13 @@ reserved_slots = 32
 # Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
 enabled = false
 
+[plugins]
+# Plug-ins to load at start (specs/plugins.md): paths to Python files, or module names.
+#   load = ["~/p2pchat-plugins/echo.py", "mypackage.p2pchat_plugin"]
+load = []
+# Load the plug-ins that installed packages declare (entry-point group "p2pchat.plugins").
+entry_points = true
+
 [log]
 # debug, info, warning or error
 level = "{DEFAULT_LEVEL}"
@@ -107,6 +114,9 @@ class Config:
     reserved_slots: int = 32
     log_level: str = DEFAULT_LEVEL
     log_format: str = DEFAULT_FORMAT
+    #: [plugins]: paths or module names to load, and whether to load the installed ones.
+    plugins: tuple[str, ...] = ()
+    plugin_entry_points: bool = True
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -203,6 +213,10 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "reserved_slots": ("reserved_slots", _reserve),
     },
     "perf": {"enabled": ("perf", _bool)},
+    "plugins": {
+        "load": ("plugins", lambda value: tuple(_list_of_str(value))),
+        "entry_points": ("plugin_entry_points", _bool),
+    },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),
         "format": ("log_format", _choice(*LOG_FORMATS)),

@@ -11,7 +11,8 @@ Theory of operation
    which dials its groups' members at start, finds them without discovery (the file keeps
    those members first: :mod:`p2pchat.app.knownpeers`);
 4. the chat node starts (serving ``/p2pchat/1.0.0``, resuming its outbox, syncing with members
-   as they connect); perf is served if enabled;
+   as they connect); perf is served if enabled; the plug-ins load (:mod:`p2pchat.app.plugins`;
+   one that fails is reported and unloaded, the node goes on);
 5. in the daemon's nursery: the bootstrap peers are kept connected, mDNS runs if enabled, the
    known peers are dialed once, the known-peers file is saved a moment after each new
    connection (once identify has told us the peer's listen addresses), and the control socket
@@ -41,7 +42,7 @@ import trio
 from ..aio import open_service_nursery
 from ..chat.core import cbor
 from ..chat.core.packet import Certificate
-from ..chat.node import ChatConfig, ChatNode, open_chat_node
+from ..chat.node import RECORDS_FILE, ChatConfig, ChatNode, open_chat_node
 from ..chat.store import ChatStore, open_store
 from ..discovery.bootstrap import BackoffPolicy, run_bootstrap
 from ..errors import DecodeError
@@ -55,6 +56,7 @@ from .control import Emit, serve_control
 from .datadir import control_socket_path, load_or_create_identity, peers_path
 from .knownpeers import KnownPeerFile
 from .operations import OPERATIONS, DaemonError
+from .plugins import PluginManager, open_plugins
 
 __all__ = ["Daemon", "DaemonError", "NodeOptions", "open_daemon"]
 
@@ -77,6 +79,10 @@ class NodeOptions:
     bootstrap_backoff: BackoffPolicy = attrs.Factory(BackoffPolicy)
     #: What the Host allows other peers ([limits] in the config file).
     limits: ResourceLimits = attrs.Factory(ResourceLimits)
+    #: Plug-ins to load (paths or module names), and whether to load the installed ones
+    #: (the ``p2pchat.plugins`` entry points); [plugins] in the config file.
+    plugins: tuple[str, ...] = ()
+    plugin_entry_points: bool = False
 
     @classmethod
     def from_config(cls, data_dir: Path, config: Config) -> NodeOptions:
@@ -97,6 +103,8 @@ class NodeOptions:
                 max_handshakes_per_ip=config.max_handshakes_per_ip,
                 reserved_slots=config.reserved_slots,
             ),
+            plugins=config.plugins,
+            plugin_entry_points=config.plugin_entry_points,
         )
 
 
@@ -119,6 +127,8 @@ class Daemon:
         #: Set by the ``stop`` operation; ``p2pchat node`` waits on it beside its signals.
         self.stop_requested = trio.Event()
         self.mdns_running = False
+        #: The plug-ins (set by :func:`open_daemon` once they are loaded).
+        self.plugins: PluginManager | None = None
 
     @property
     def peer_id(self) -> PeerID:
@@ -185,11 +195,17 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
 
             install_perf(host)
         async with (
-            open_chat_node(host, store, options.chat) as chat,
+            open_chat_node(
+                host, store, options.chat, records_path=options.data_dir / RECORDS_FILE
+            ) as chat,
+            open_plugins(
+                host, chat, options.plugins, entry_points=options.plugin_entry_points
+            ) as plugins,
             open_service_nursery() as nursery,
         ):
             known_peers.follow_members(partial(_group_members, chat))
             daemon = Daemon(options, host, store, chat, known_peers)
+            daemon.plugins = plugins
             await nursery.start(daemon.watch_connections)
             nursery.start_soon(known_peers.run_saver)
             nursery.start_soon(known_peers.dial)

@@ -506,3 +506,14 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "outbox.cancel": op_outbox_cancel,
     "subscribe": op_subscribe,
 }
+
+
+def _developer_operations() -> dict[str, Operation]:
+    """The plug-in and query operations (``app/dev_operations.py``, which builds on this
+    module's argument helpers, hence imported once they exist)."""
+    from .dev_operations import DEV_OPERATIONS
+
+    return DEV_OPERATIONS
+
+
+OPERATIONS.update(_developer_operations())

@@ -19,8 +19,14 @@ if TYPE_CHECKING:
     from .node import NotAllowedError as NotAllowedError
     from .node import PendingError as PendingError
     from .node import open_chat_node as open_chat_node
+    from .services.chat_client import ChatClient as ChatClient
+    from .services.chat_client import open_chat as open_chat
+    from .services.clients import QueryRefusedError as QueryRefusedError
     from .services.dispatch import Dispatcher as Dispatcher
+    from .services.dispatch import Handler as Handler
+    from .services.dispatch import QueryContext as QueryContext
     from .services.dispatch import Refusal as Refusal
+    from .services.dispatch import install_chat as install_chat
     from .store import open_store as open_store
 
 _PUBLIC = {
@@ -32,8 +38,14 @@ _PUBLIC = {
     "NotAllowedError": ".node",
     "PendingError": ".node",
     "open_chat_node": ".node",
+    "ChatClient": ".services.chat_client",
+    "open_chat": ".services.chat_client",
+    "QueryRefusedError": ".services.clients",
     "Dispatcher": ".services.dispatch",
+    "Handler": ".services.dispatch",
+    "QueryContext": ".services.dispatch",
     "Refusal": ".services.dispatch",
+    "install_chat": ".services.dispatch",
     "open_store": ".store",
 }
 

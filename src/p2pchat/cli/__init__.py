@@ -11,7 +11,8 @@ running, which work alone. One module per group of commands:
 * :mod:`~p2pchat.cli.control`: ``status``, ``stop``, ``peers``, ``connect``;
   :mod:`~p2pchat.cli.groups`: ``group ...``; :mod:`~p2pchat.cli.messages`: ``send``, ``history``,
   ``get``; :mod:`~p2pchat.cli.chat`: the interactive ``chat``;
-* :mod:`~p2pchat.cli.net`: ``ping``, ``perf``.
+* :mod:`~p2pchat.cli.net`: ``ping``, ``perf``;
+* :mod:`~p2pchat.cli.dev`: ``plugins``, ``query``, ``stream`` (for developers).
 
 Importing this package loads only the parser: a command's module, and the layers it needs, load
 when it runs, so the commands that talk to a running node start without the network stack.

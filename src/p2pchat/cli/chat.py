@@ -1,6 +1,6 @@
 """``p2pchat chat``: the interactive chat, through the running node (specs/cli.md).
 
-Two control connections (:func:`~p2pchat.app.control.open_control`, the Trio client): one
+Two control connections (:func:`p2pchat.client.connect`, the client library, here under Trio): one
 streams the group's messages (``subscribe``), the other sends each line typed. It waits on the
 node and on the terminal at once, so it is the one control command that runs Trio; it loads none
 of the node's network layers.
@@ -15,15 +15,15 @@ from typing import Final
 
 import trio
 
-from ..app.control import open_control
 from ..app.control_protocol import RemoteCommandError
+from ..client import connect
 from .common import Command, UsageError, data_dir, run_trio, start_logging
 from .render import PeerLabels, clean, format_message
 
 
 async def _chat(args: argparse.Namespace) -> None:
     directory = data_dir(args)
-    async with open_control(directory) as events, open_control(directory) as control:
+    async with connect(directory) as events, connect(directory) as control:
         await events.start_stream("subscribe", group=args.group)
         first = await events.next_event()
         if first is None or first.get("kind") != "subscribed":

@@ -13,7 +13,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, NoReturn
 
@@ -22,6 +22,7 @@ from ..app.logsetup import LOG_FORMATS, LOG_LEVELS
 from ..errors import P2PChatError
 from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
+from .conformance import add_arguments as conformance_arguments
 from .sanitize import terminal_text
 
 
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="serve /perf/1.0.0 so peers can measure throughput (default: [perf] enabled)",
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        metavar="PATH_OR_MODULE",
+        help="load a plug-in, repeatable (added to [plugins] load)",
     )
 
     p = command("status", "show the running node: peer ID, addresses, peers, groups")
@@ -238,7 +245,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("demo", "run three nodes on 127.0.0.1 and show ratification and catch-up")
+    _add_dev_commands(command)
+    conformance_arguments(command("conformance", "check any libp2p node against the specs"))
     return parser
+
+
+def _add_dev_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``plugins``, ``query`` and ``stream`` (cli/dev.py; specs/cli.md "Developer commands")."""
+    p = command(
+        "plugins",
+        "list the running node's plug-ins, or load, reload or unload one "
+        "(plugins [list | load PATH_OR_MODULE | reload NAME | unload NAME])",
+    )
+    p.add_argument("words", nargs="*", metavar="ACTION", help="list, load X, reload X, unload X")
+    _json_flag(p)
+
+    p = command("query", "send one chat query with any code to a peer and print the response")
+    p.add_argument("peer", type=args.peer, metavar="PEER", help="peer ID or multiaddr")
+    p.add_argument("code", metavar="CODE", help="the query code, e.g. i, hpk, or your own")
+    p.add_argument("--group", metavar="G", help="adds group_id to the body (id, prefix, name)")
+    p.add_argument("--body", metavar="JSON", help='the body, a JSON object ({"$bytes": b64})')
+    p.add_argument(
+        "--timeout", type=args.seconds, default=10.0, help="seconds for it all (default: 10)"
+    )
+    _json_flag(p)
+
+    p = command("stream", "connect stdin and stdout to a libp2p stream with any protocol")
+    p.add_argument("peer", type=args.peer, metavar="PEER", help="multiaddr (or a known peer ID)")
+    p.add_argument("protocol", metavar="PROTOCOL", help="protocol id, e.g. /my-app/echo/1.0.0")
+    p.add_argument(
+        "--timeout", type=args.seconds, default=10.0, help="seconds to connect (default: 10)"
+    )
 
 
 # -- dispatch ------------------------------------------------------------------------------------
@@ -262,6 +299,10 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "get": "messages",
     "outbox": "outbox",
     "chat": "chat",
+    "plugins": "dev",
+    "query": "dev",
+    "stream": "dev",
+    "conformance": "conformance",
 }
 
 

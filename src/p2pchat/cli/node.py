@@ -50,6 +50,8 @@ def _node_options(args: argparse.Namespace, config: Config) -> NodeOptions:
         changes["mdns_interface"] = args.mdns_interface
     if args.enable_perf:
         changes["perf"] = True
+    if args.plugin:
+        changes["plugins"] = (*options.plugins, *args.plugin)
     return attrs.evolve(options, **changes)
 
 
@@ -85,6 +87,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     Raises:
         ConfigError: the configuration file is wrong.
+        PluginLoadError: a plug-in is named by neither a path nor a module name.
         CommandError: a listen port is in use (with the way out).
         P2PChatError: the node cannot start (data dir in use, address not bindable, ...).
     """
@@ -93,6 +96,10 @@ def cmd_node(args: argparse.Namespace) -> int:
     config = _config(args)
     start_logging(args, level=config.log_level, fmt=config.log_format)
     options = _node_options(args, config)
+    from ..app.plugin_loader import parse_source
+
+    for spec in options.plugins:  # a malformed one stops the node before it binds a port
+        parse_source(spec)
     try:
         run_trio(_run_node, options)
     except TransportError as exc:

@@ -85,6 +85,11 @@ class StreamOpenError(P2PChatError):
     """A stream could not be opened, or the peer supports none of the protocols asked for."""
 
 
+class HandlerExistsError(ValueError):
+    """A protocol (or a chat code) already has a handler, and replacing it was not asked for
+    (``replace=True``): replacing one silently would take its service down."""
+
+
 @attrs.frozen
 class HostConfig:
     """How a host listens, dials and limits its peers. Defaults suit a node on loopback.
@@ -140,15 +145,24 @@ class Host:
         """The bound listen addresses, each ending in ``/p2p/<our id>``."""
         return [addr.with_peer_id(self.peer_id) for addr in self._listen_addrs]
 
-    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+    def set_stream_handler(
+        self, protocol: str, handler: StreamHandler, *, replace: bool = False
+    ) -> None:
         """Serve ``protocol`` with ``handler``; the stream is closed when the handler returns.
+
+        A protocol that already has a handler keeps it unless ``replace`` is true.
 
         Raises:
             ValueError: ``protocol`` does not start with ``/``.
+            HandlerExistsError: ``protocol`` already has a handler and ``replace`` is false.
         """
         if not protocol.startswith("/"):
             raise ValueError(f"protocol ids start with '/': {protocol!r}")
         new = protocol not in self._handlers
+        if not new and not replace:
+            raise HandlerExistsError(
+                f"{protocol} already has a handler (pass replace=True to replace it)"
+            )
         self._handlers[protocol] = handler
         if new:
             self._protocols_changed()

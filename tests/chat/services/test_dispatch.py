@@ -39,7 +39,7 @@ from p2pchat.chat.services.dispatch import (
 )
 from p2pchat.errors import DecodeError, LocalProtocolError
 from p2pchat.identity import KeyPair, PeerID
-from p2pchat.net.host import Host, open_host
+from p2pchat.net.host import HandlerExistsError, Host, open_host
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -612,3 +612,15 @@ async def test_echo_code_example_runs() -> None:
     out = done.stdout.decode()
     assert "echoR rid=0 ok=True" in out
     assert "echo: {'text': 'hello'}" in out
+
+
+async def test_install_chat_twice_needs_replace() -> None:
+    first, second = echo_dispatcher(), Dispatcher()
+    async with chat_pair(first) as (a, b, client):
+        with pytest.raises(HandlerExistsError, match=r"ChatNode\.dispatcher"):
+            install_chat(b, second)
+        assert (await client.query("echo", {"x": 1}, timeout=5)).ok  # the first still serves
+        install_chat(b, second, replace=True)
+        async with open_chat(a, b.addrs[0]) as fresh:
+            response = await fresh.query("echo", {"x": 1}, timeout=5)
+        assert response.reason == "unknown code"

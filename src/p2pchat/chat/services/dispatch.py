@@ -261,13 +261,19 @@ def install_chat(
     max_in_flight: int = MAX_IN_FLIGHT,
     max_streams: int = MAX_STREAMS_PER_PEER,
     idle_timeout: float = IDLE_TIMEOUT,
+    replace: bool = False,
 ) -> None:
     """Serve :data:`PROTOCOL_ID` on ``host`` with ``dispatcher``, within the limits that
     :func:`serve_chat_stream` describes.
 
+    A host that already serves the chat (e.g. it runs a :class:`~p2pchat.chat.ChatNode`) keeps
+    its dispatcher unless ``replace`` is true: to add a code to a running chat node, register it
+    on ``node.dispatcher`` instead.
+
     Raises:
         ValueError: ``max_in_flight`` or ``max_streams`` below 1, or ``idle_timeout`` not
             positive.
+        HandlerExistsError: the host serves the chat already and ``replace`` is false.
     """
     _check_limits(max_in_flight, max_streams, idle_timeout)
 
@@ -280,7 +286,14 @@ def install_chat(
             idle_timeout=idle_timeout,
         )
 
-    host.set_stream_handler(PROTOCOL_ID, handle)
+    if PROTOCOL_ID in host.protocols and not replace:
+        from ...net.host import HandlerExistsError
+
+        raise HandlerExistsError(
+            f"this host serves {PROTOCOL_ID} already; register your codes on the dispatcher "
+            "that serves it (ChatNode.dispatcher), or pass replace=True"
+        )
+    host.set_stream_handler(PROTOCOL_ID, handle, replace=replace)
 
 
 def _check_limits(max_in_flight: int, max_streams: int, idle_timeout: float) -> None:
