@@ -4,7 +4,8 @@ A transaction is committed exactly as the store's writer does it (``BEGIN IMMEDI
 ``SAVEPOINT``, the SQL of :func:`~p2pchat.chat.store.store.transaction_sql`, ``COMMIT``), only
 synchronously: what the simulator commits is what survives a simulated crash, and a crash
 between two commits leaves the first whole and the second absent. :meth:`MemStore.load` is the
-node's start-up (``chat/node.py``'s ``_load_engine``) on the same tables.
+node's start-up (``chat/node.py``'s ``_load_engine``, written again with the simulated clock:
+a change there must be made here too) on the same tables.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class MemStore:
         for entry in outbox.outbox_due(conn, 2**62, MAX_OUTBOX_LOAD):
             queued = messages.get_message(conn, entry.group_id, entry.message_hash)
             if queued is not None:
-                engine.load_outbox(decode_row(queued), now)
+                engine.load_outbox(decode_row(queued), now, rank=entry.created_at)
         return held
 
     # -- reads the simulated peers serve and the invariants check ------------------------------

@@ -65,12 +65,6 @@ def test_a_message_certified_by_an_author_removed_before_delivering_reaches_the_
 #: Rules checked only on demand (`make sim STRICT=1`, invariants.GATED): what breaks them
 #: today, one seed each, shrunk.
 KNOWN_GATED = {
-    ("short", 1031): (
-        "author-order",
-        "two messages of one author queued in a partition without quorum name the same parents "
-        "and show by hash, not in their send order (make sim SEED=1031 KEEP=2,8,9 STRICT=1; "
-        "being fixed on h-order)",
-    ),
     ("short", 1089): (
         "joiner-history",
         "a newcomer that crashes right after its join commit never pages the history: "
