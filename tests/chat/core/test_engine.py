@@ -471,22 +471,3 @@ def test_a_member_refused_as_unknown_by_every_ratifier_learns_the_roster() -> No
         )
         out += d.handle(refusal)
     assert out == [LearnRoster(group_id, a.peer_id)]
-
-
-def test_a_queued_roster_change_cannot_be_cancelled() -> None:
-    # Found by the simulator (make sim SEED=550 TINY=1 KEEP=1,2,6,7): the votes cast for a
-    # cancelled roster change made every later change of its epoch refused for ever.
-    sim, group_id, a, b, c = three_ratifiers()
-    sim.down |= {b.peer_id, c.peer_id}
-    d = sim.add()
-    packet, commit = a.change_roster(
-        group_id,
-        [*a.view(group_id).state.current_roster.members, d.my_member_entry(Role.USER)],
-        added=d.peer_id,
-        now=sim.now,
-    )
-    sim.commit(a, commit)
-    assert packet.message_hash in a.outbox
-    with pytest.raises(ChatError, match="a roster change cannot be cancelled"):
-        a.cancel(packet.message_hash)
-    assert packet.message_hash in a.outbox

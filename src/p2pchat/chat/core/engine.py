@@ -105,10 +105,6 @@ __all__ = [
 #: ``cancel``'s answers for a message it cannot withdraw.
 TOO_LATE: Final = "already ratified: too late to cancel"
 NOT_QUEUED: Final = "no such message in the outbox"
-ROSTER_CHANGE: Final = (
-    "a roster change cannot be cancelled: ratifiers that voted for it vote for no other change "
-    "of its epoch"
-)
 #: The reason a cancelled message's ``send`` is told.
 CANCELLED: Final = "cancelled"
 
@@ -219,7 +215,7 @@ class ChatEngine:
 
         Raises:
             ChatError: the message is already ratified (or its certificate is being committed),
-                is not in the outbox, or is a roster change.
+                or is not in the outbox.
         """
         item = self.outbox.get(message_hash)
         if item is None:
@@ -231,8 +227,6 @@ class ChatEngine:
         attempt = self._attempts.get(item.message_hash)
         if attempt is not None and attempt.certifying:
             raise ChatError(TOO_LATE)
-        if item.packet.message.message_type == ROSTER:
-            raise ChatError(ROSTER_CHANGE)
         txn = Transaction((OutboxDone(item.group_id, item.message_hash),))
         return Commit(txn, _Cancelled(item.group_id, item.message_hash))
 
