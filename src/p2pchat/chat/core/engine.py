@@ -495,8 +495,10 @@ class ChatEngine:
             attempt.collector.add_vote(event.vote)
         else:
             attempt.refusals[event.ratifier] = event.reason or "no answer"
+            # "unknown group" from a ratifier of our roster: it no longer counts us a member
+            # (we missed our removal, §8), and pkt will show us the chain up to it.
             if (
-                event.reason == "stale epoch"
+                event.reason in ("stale epoch", "unknown group")
                 and attempt.stale_from is None
                 and event.ratifier != self.peer_id  # we know our own roster
             ):

@@ -50,7 +50,7 @@ from .records import (
     check_uint,
 )
 
-__all__ = ["ChatStore", "open_store"]
+__all__ = ["ChatStore", "open_store", "transaction_sql"]
 
 T = TypeVar("T")
 
@@ -105,21 +105,7 @@ class ChatStore:
                 earlier in ``txn``.
             ValueError: a hash or number out of range, or a packet over 1 MiB.
         """
-        rows: list[Callable[[sqlite3.Connection], bytes | None]] = []
-        size = 0
-        for operation in txn.operations:
-            row, cost = _operation(operation)
-            rows.append(row)
-            size += cost
-
-        def op(conn: sqlite3.Connection) -> CommitResult:
-            result = CommitResult()
-            for operation, row in zip(txn.operations, rows, strict=True):
-                vote = row(conn)
-                if isinstance(operation, PutVote) and vote is not None:
-                    result.votes[operation.message_hash] = vote
-            return result
-
+        op, size = transaction_sql(txn)
         return await self._write(op, size)
 
     # -- groups ---------------------------------------------------------------------------------
@@ -377,6 +363,34 @@ class ChatStore:
     async def outbox_due(self, now: int, limit: int = 64) -> list[OutboxEntry]:
         """Outbox entries due at ``now``, earliest first."""
         return await self._read(functools.partial(outbox.outbox_due, now=now, limit=limit))
+
+
+def transaction_sql(
+    txn: Transaction,
+) -> tuple[Callable[[sqlite3.Connection], CommitResult], int]:
+    """The SQL of a whole transaction, to run inside one SQLite transaction (the writer's, or
+    a test's in-memory store), and the bytes it writes. Its arguments are checked now.
+
+    Raises:
+        ValueError: a hash or number out of range, or a packet over 1 MiB.
+        TypeError: an operation is not a transaction operation.
+    """
+    rows: list[Callable[[sqlite3.Connection], bytes | None]] = []
+    size = 0
+    for operation in txn.operations:
+        row, cost = _operation(operation)
+        rows.append(row)
+        size += cost
+
+    def op(conn: sqlite3.Connection) -> CommitResult:
+        result = CommitResult()
+        for operation, row in zip(txn.operations, rows, strict=True):
+            vote = row(conn)
+            if isinstance(operation, PutVote) and vote is not None:
+                result.votes[operation.message_hash] = vote
+        return result
+
+    return op, size
 
 
 def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None], int]:
