@@ -25,15 +25,10 @@ CI_SWEEPS = [(SHORT, range(0, 200), 50), (TINY, range(0, 800), 200)]
 
 #: Engine bugs the sweep meets, by (size, seed), with the rule each breaks and why: the sweep
 #: accepts exactly these, and each is an expected failure below, so that a fix shows.
-KNOWN: dict[tuple[str, int], tuple[str, str]] = {
-    ("tiny", 550): (
-        "progress",
-        "the owner cancels a roster change its ratifiers had voted for; a ratifier votes for one "
-        "roster message per epoch, so every later change of that epoch is refused and the roster "
-        "never changes again (make sim SEED=550 KEEP=1,2,6,7 TINY=1). Refusing to cancel a "
-        "roster change fixes it, but tests/chat/core/test_engine_order.py cancels one to drop it",
-    ),
-}
+#: None today. Seed 550 (tiny) was one: the owner cancelled a roster change its ratifiers had
+#: voted for, and the roster never changed again; a roster change can no longer be cancelled
+#: (specs/chat.md §14), and the seed passes.
+KNOWN: dict[tuple[str, int], tuple[str, str]] = {}
 SIZES = {size.name: size for size in (SHORT, TINY)}
 
 
