@@ -75,6 +75,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_LISTEN: Final = "/ip4/127.0.0.1/tcp/0"
 
 StreamHandler = Callable[[MuxedStream], Awaitable[None]]
+#: Opens a byte stream to a peer at an address TCP does not handle (``/p2p-circuit``); raises
+#: :class:`~p2pchat.net.tcp.TransportError` on failure. See :meth:`Host.add_stream_transport`.
+StreamDialer = Callable[[PeerID, Multiaddr], Awaitable[trio.abc.Stream]]
 
 
 class DialError(P2PChatError):
@@ -127,6 +130,8 @@ class Host:
         # Connections whose ConnectionOpened went out and whose ConnectionClosed has not.
         self._announced: dict[MuxedConnection, PeerID] = {}
         self._resources = ResourceManager(config.limits)
+        self._stream_transports: list[tuple[Callable[[Multiaddr], bool], StreamDialer]] = []
+        self._extra_addrs: list[Multiaddr] = []
 
     # -- addresses and handlers ----------------------------------------------------------------
 
@@ -139,6 +144,28 @@ class Host:
     def addrs(self) -> list[Multiaddr]:
         """The bound listen addresses, each ending in ``/p2p/<our id>``."""
         return [addr.with_peer_id(self.peer_id) for addr in self._listen_addrs]
+
+    @property
+    def advertised_addrs(self) -> list[Multiaddr]:
+        """The listen addresses, then the extra ones (relayed ``/p2p-circuit`` addresses)."""
+        return self.listen_addrs + [a for a in self._extra_addrs if a not in self._listen_addrs]
+
+    def set_extra_addrs(self, addrs: Sequence[Multiaddr]) -> None:
+        """Addresses we are reachable at without listening on them (``/p2p-circuit``)."""
+        self._extra_addrs = [a.without_peer_id() for a in addrs]
+
+    def add_stream_transport(
+        self, handles: Callable[[Multiaddr], bool], dial: StreamDialer
+    ) -> None:
+        """Dial addresses for which ``handles`` is true with ``dial`` instead of TCP; the stream
+        it returns is upgraded (Noise, yamux) like a TCP connection."""
+        self._stream_transports.append((handles, dial))
+
+    async def _open_transport(self, peer: PeerID, addr: Multiaddr) -> trio.abc.Stream:
+        for handles, dial in self._stream_transports:
+            if handles(addr):
+                return await dial(peer, addr)
+        return await dial_tcp(addr)
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
         """Serve ``protocol`` with ``handler``; the stream is closed when the handler returns.
@@ -185,11 +212,10 @@ class Host:
     # -- connections -------------------------------------------------------------------------
 
     def connection(self, peer: PeerID) -> MuxedConnection | None:
-        """A live connection to ``peer``, if there is one."""
-        for conn in self._connections.get(peer, ()):
-            if not conn.is_closed:
-                return conn
-        return None
+        """A live connection to ``peer``, if there is one: a direct one before a relayed one."""
+        live = [c for c in self._connections.get(peer, ()) if not c.is_closed]
+        live.sort(key=lambda c: c.remote_addr is not None and _is_relayed(c.remote_addr))
+        return live[0] if live else None
 
     def connected_peers(self) -> list[PeerID]:
         """Peers with at least one live connection."""
@@ -310,6 +336,8 @@ class Host:
                     for a in self.peer_store.addrs(peer, trio.current_time())
                     if a not in candidates
                 ]
+                # Direct addresses first: a relayed connection is the fallback.
+                addrs.sort(key=_is_relayed)
                 attempt.result = await self._dial(peer, addrs)
             except DialError as exc:
                 attempt.error = exc
@@ -330,7 +358,7 @@ class Host:
         for addr in addrs:
             try:
                 with trio.fail_after(self.config.dial_timeout):
-                    tcp = await dial_tcp(addr)
+                    tcp = await self._open_transport(peer, addr)
                     conn = await upgrade(
                         tcp,
                         self.identity,
@@ -495,8 +523,28 @@ class Host:
             await trio.aclose_forcefully(tcp)
             return
         try:
+            conn = await self._upgrade_inbound(tcp, where, expected_peer=None)
+        finally:
+            self._resources.close_handshake(slot)
+        if conn is not None:
+            await self._run_inbound(conn, where, ip)
+
+    async def serve_inbound(
+        self, transport: trio.abc.Stream, remote_addr: Multiaddr, *, expected_peer: PeerID
+    ) -> None:
+        """Upgrade an inbound byte stream that is not a TCP socket (a relayed ``/stop`` stream)
+        and run the connection on it like any other, until it ends. A peer that authenticates as
+        another than ``expected_peer`` is dropped."""
+        conn = await self._upgrade_inbound(transport, remote_addr, expected_peer=expected_peer)
+        if conn is not None:
+            await self._run_inbound(conn, remote_addr, None)
+
+    async def _upgrade_inbound(
+        self, transport: trio.abc.Stream, where: Multiaddr | None, *, expected_peer: PeerID | None
+    ) -> MuxedConnection | None:
+        try:
             conn = await upgrade(
-                tcp,
+                transport,
                 self.identity,
                 outbound=False,
                 remote_addr=where,
@@ -505,9 +553,17 @@ class Host:
             )
         except HandshakeError as exc:
             logger.warning("dropped inbound connection from %s: %s", where, exc.reason)
-            return
-        finally:
-            self._resources.close_handshake(slot)
+            return None
+        if expected_peer is not None and conn.remote_peer != expected_peer:
+            logger.warning("dropped inbound connection from %s: not %s", where, expected_peer)
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await conn.aclose()
+            return None
+        return conn
+
+    async def _run_inbound(
+        self, conn: MuxedConnection, where: Multiaddr | None, ip: str | None
+    ) -> None:
         try:
             self._admit(conn, ip)
         except ResourceLimitError as exc:
@@ -523,6 +579,10 @@ class Host:
             for conn in list(conns):
                 await conn.aclose()
         self._nursery.cancel_scope.cancel()
+
+
+def _is_relayed(addr: Multiaddr) -> bool:
+    return any(c.protocol.name == "p2p-circuit" for c in addr)
 
 
 def _open_streams(key: Hashable) -> int:
