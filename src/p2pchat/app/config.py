@@ -90,6 +90,16 @@ bootstrap = []
 # back peers that ask (only at their own IP, rate limited).
 enabled = true
 
+[relay]
+# Serve as a circuit relay (/libp2p/circuit/relay/0.2.0/hop) for peers behind NATs, within the
+# limits of specs/relay.md.
+enabled = false
+# Accept relayed connections and dial /p2p-circuit addresses.
+client = true
+# Relays to hold a reservation on, multiaddrs ending in /p2p/<peer id>; the node then
+# advertises /p2p-circuit addresses through them. None by default.
+reserve = []
+
 [log]
 # debug, info, warning or error
 level = "{DEFAULT_LEVEL}"
@@ -127,6 +137,10 @@ class Config:
     dht_mode: str = "auto"
     dht_bootstrap: tuple[Multiaddr, ...] = ()
     autonat: bool = True
+    #: [relay] (app/relaying.py).
+    relay: bool = False
+    relay_client: bool = True
+    relay_reserve: tuple[Multiaddr, ...] = ()
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -237,6 +251,11 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "bootstrap": ("dht_bootstrap", _dht_bootstrap),
     },
     "autonat": {"enabled": ("autonat", _bool)},
+    "relay": {
+        "enabled": ("relay", _bool),
+        "client": ("relay_client", _bool),
+        "reserve": ("relay_reserve", _dht_bootstrap),
+    },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),
         "format": ("log_format", _choice(*LOG_FORMATS)),

@@ -58,6 +58,7 @@ from .datadir import control_socket_path, load_or_create_identity, peers_path
 from .internet import Internet, InternetOptions, open_internet
 from .knownpeers import KnownPeerFile
 from .operations import OPERATIONS, DaemonError
+from .relaying import Relaying, RelayOptions, open_relaying
 
 __all__ = ["Daemon", "DaemonError", "NodeOptions", "open_daemon"]
 
@@ -82,6 +83,8 @@ class NodeOptions:
     limits: ResourceLimits = attrs.Factory(ResourceLimits)
     #: [dht] and [autonat] (app/internet.py).
     internet: InternetOptions = attrs.Factory(InternetOptions)
+    #: [relay] (app/relaying.py).
+    relay: RelayOptions = attrs.Factory(RelayOptions)
 
     @classmethod
     def from_config(cls, data_dir: Path, config: Config) -> NodeOptions:
@@ -108,6 +111,9 @@ class NodeOptions:
                 dht_bootstrap=config.dht_bootstrap,
                 autonat=config.autonat,
             ),
+            relay=RelayOptions(
+                serve=config.relay, client=config.relay_client, reserve=config.relay_reserve
+            ),
         )
 
 
@@ -132,6 +138,8 @@ class Daemon:
         self.mdns_running = False
         #: AutoNAT and the DHT, as far as enabled (set by open_daemon).
         self.internet: Internet | None = None
+        #: The relay service and client (set by open_daemon).
+        self.relaying: Relaying | None = None
 
     @property
     def peer_id(self) -> PeerID:
@@ -198,6 +206,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
 
             install_perf(host)
         async with (
+            open_relaying(host, options.relay) as relaying,
             open_chat_node(host, store, options.chat) as chat,
             open_internet(host, chat, options.internet) as internet,
             open_service_nursery() as nursery,
@@ -205,6 +214,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             known_peers.follow_members(partial(_group_members, chat))
             daemon = Daemon(options, host, store, chat, known_peers)
             daemon.internet = internet
+            daemon.relaying = relaying
             await nursery.start(daemon.watch_connections)
             nursery.start_soon(known_peers.run_saver)
             nursery.start_soon(known_peers.dial)
