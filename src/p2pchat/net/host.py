@@ -45,7 +45,7 @@ from .. import __version__
 from ..aio import open_service_nursery
 from ..errors import P2PChatError
 from ..identity import KeyPair, PeerID
-from ..multiaddr import Multiaddr
+from ..multiaddr import Multiaddr, tcp_host_port
 from .events import DEFAULT_MAX_QUEUED, ConnectionClosed, ConnectionEvents, ConnectionOpened
 from .identify import open_identify
 from .muxer import MuxedConnection, MuxedStream, MuxerConfig, MuxerError
@@ -108,6 +108,8 @@ class HostConfig:
     agent_version: str = f"p2pchat/{__version__}"
     #: Run identify with every new connection (both directions).
     identify_on_connect: bool = True
+    #: Dial TCP from the listen port (SO_REUSEPORT), as hole punching needs (specs/dcutr.md).
+    reuse_port: bool = False
 
 
 class Host:
@@ -165,7 +167,72 @@ class Host:
         for handles, dial in self._stream_transports:
             if handles(addr):
                 return await dial(peer, addr)
-        return await dial_tcp(addr)
+        return await dial_tcp(addr, local_port=self._local_port(addr))
+
+    def _local_port(self, addr: Multiaddr) -> int | None:
+        """With ``reuse_port``: the listen port of ``addr``'s family to dial from."""
+        if not self.config.reuse_port:
+            return None
+        target = tcp_host_port(addr)
+        if target is None:
+            return None
+        for listen in self._listen_addrs:
+            bound = tcp_host_port(listen)
+            if bound is not None and (":" in bound.host) == (":" in target.host):
+                return bound.port
+        return None
+
+    async def connect_direct(
+        self, peer: PeerID, addrs: Sequence[Multiaddr], *, initiator: bool
+    ) -> MuxedConnection:
+        """A new direct TCP connection to ``peer`` for a hole punch (specs/dcutr.md): each of
+        ``addrs`` is dialed at once, from the listen port when ``reuse_port`` is on; the first
+        that upgrades wins. ``initiator`` says which side runs Noise as the initiator (in a
+        simultaneous open both sides dial).
+
+        Raises:
+            DialError: no address gave a connection to ``peer``.
+        """
+        failures: list[str] = []
+        won: list[MuxedConnection] = []
+
+        async def attempt(addr: Multiaddr) -> None:
+            try:
+                tcp = await dial_tcp(addr, local_port=self._local_port(addr))
+                conn = await upgrade(
+                    tcp,
+                    self.identity,
+                    outbound=initiator,
+                    expected_peer=peer if initiator else None,
+                    remote_addr=addr,
+                    handshake_timeout=self.config.handshake_timeout,
+                    config=self.config.muxer,
+                )
+            except (TransportError, HandshakeError) as exc:
+                failures.append(f"{addr}: {exc}")
+                return
+            if conn.remote_peer != peer or won:
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await conn.aclose()
+                return
+            won.append(conn)
+            nursery.cancel_scope.cancel()
+
+        with trio.move_on_after(self.config.dial_timeout):
+            async with trio.open_nursery() as nursery:
+                for addr in addrs:
+                    nursery.start_soon(attempt, addr)
+        if not won:
+            raise DialError("; ".join(failures) or "hole punch timed out")
+        conn = won[0]
+        try:
+            self._admit(conn, None)
+        except ResourceLimitError as exc:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await conn.aclose()
+            raise DialError(str(exc)) from exc
+        await self._nursery.start(self._run_connection, conn)
+        return conn
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
         """Serve ``protocol`` with ``handler``; the stream is closed when the handler returns.
@@ -506,7 +573,7 @@ class Host:
         trio.serve_listeners runs the upgrade of each accepted connection in a handler task and
         retries accept after the errors that mean "out of resources" (EMFILE and the like).
         """
-        listeners = await listen_tcp(addr)
+        listeners = await listen_tcp(addr, reuse_port=self.config.reuse_port)
         bound = [listener_multiaddr(listener) for listener in listeners]
         # A wildcard (0.0.0.0, ::) is shown and advertised as the addresses others can dial.
         interfaces = interface_addresses()
