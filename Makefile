@@ -9,7 +9,7 @@ INTEROP_VENV := .venv-interop
 INTEROP_STAMP := $(INTEROP_VENV)/.installed
 PYLIBP2P_VERSION := 0.8.1
 
-.PHONY: run demo test check-slow lint typecheck unit venv interop-venv bench clean netns-deps
+.PHONY: run demo test check-slow lint typecheck unit venv interop-venv bench clean netns-deps netns-check
 
 run: $(STAMP)
 	$(BIN)/p2pchat node
@@ -18,7 +18,13 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/p2pchat demo
 
-test: lint typecheck unit
+test: netns-check lint typecheck unit
+
+# Where ip or nft is missing, install them first as root (else the namespace tests skip and say why).
+netns-check:
+	@command -v ip >/dev/null && command -v nft >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && $(MAKE) netns-deps; } || \
+	  echo "ip or nft missing and not root: the network-namespace tests will skip (make netns-deps)"
 
 venv: $(STAMP)
 
@@ -57,6 +63,6 @@ clean:
 	rm -rf $(VENV) $(INTEROP_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # What the network-namespace tests need (iproute2 for namespaces and veths, nftables for the
-# NAT of tests/net/test_autonat_netns.py); without them those tests skip and say so. Needs root.
+# NATs of tests/net/test_autonat_netns.py and test_dcutr_netns.py); without them those tests skip and say so. Needs root.
 netns-deps:
 	apt-get install -y --no-install-recommends iproute2 nftables
