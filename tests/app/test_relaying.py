@@ -49,22 +49,27 @@ async def _reserved(daemon: Daemon) -> list[Multiaddr]:
 def test_relay_section_is_read() -> None:
     peer = "12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
     config = parse_config(
-        f'[relay]\nenabled = true\nclient = false\nreserve = ["/ip4/127.0.0.1/tcp/1/p2p/{peer}"]'
+        "[relay]\nenabled = true\nclient = false\nhole_punch = true\n"
+        f'reserve = ["/ip4/127.0.0.1/tcp/1/p2p/{peer}"]'
     )
-    assert (config.relay, config.relay_client) == (True, False)
+    assert (config.relay, config.relay_client, config.relay_hole_punch) == (True, False, True)
     assert [str(a) for a in config.relay_reserve] == [f"/ip4/127.0.0.1/tcp/1/p2p/{peer}"]
     options = NodeOptions.from_config(Path("x"), config)
     assert options.relay.serve
+    assert options.relay.hole_punch
     assert parse_config("").relay is False  # not a relay unless asked
 
 
-async def test_members_ratify_over_a_relayed_connection(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dcutr", [False, True])
+async def test_members_ratify_over_a_relayed_connection(tmp_path: Path, dcutr: bool) -> None:
+    """Without DCUtR the members stay relayed; with it (on loopback nothing is in the way) the
+    connection becomes direct and the relayed one closes."""
     with trio.fail_after(80):
         async with running(tmp_path / "r", RelayOptions(serve=True)) as r:
-            reserve = RelayOptions(reserve=(r.host.addrs[0],))
+            reserve = RelayOptions(reserve=(r.host.addrs[0],), dcutr=dcutr)
             async with (
                 running(tmp_path / "a", reserve) as a,
-                running(tmp_path / "b", RelayOptions()) as b,
+                running(tmp_path / "b", RelayOptions(dcutr=dcutr)) as b,
                 open_control(tmp_path / "a") as ca,
                 open_control(tmp_path / "b") as cb,
                 open_control(tmp_path / "r") as cr,
@@ -90,8 +95,17 @@ async def test_members_ratify_over_a_relayed_connection(tmp_path: Path) -> None:
                 else:
                     raise AssertionError("a never got the ratified message")
 
+                if dcutr:
+                    for _ in range(200):  # the relayed connection closes after its grace
+                        if (await cr.call("status"))["relay"]["circuits"] == 0:
+                            break
+                        await trio.sleep(0.05)
+                    punches = (await ca.call("status"))["relay"]["hole_punches"]
+                    assert punches == {"upgraded": 1, "failed": 0}
                 for client, other in ((cb, a), (ca, b)):
                     peers = (await client.call("peers"))["connected"]
                     entry = [p for p in peers if p["peer_id"] == str(other.peer_id)]
-                    assert [p["via"] for p in entry] == ["relayed"]
-                assert (await cr.call("status"))["relay"]["circuits"] == 1
+                    assert [p["via"] for p in entry] == ["direct" if dcutr else "relayed"]
+                assert (await cr.call("status"))["relay"]["circuits"] == (0 if dcutr else 1)
+                again = await cb.call("send", group=created["group_id"], text="and after")
+                assert again["status"] == "ratified"

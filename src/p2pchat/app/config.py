@@ -99,6 +99,9 @@ client = true
 # Relays to hold a reservation on, multiaddrs ending in /p2p/<peer id>; the node then
 # advertises /p2p-circuit addresses through them. None by default.
 reserve = []
+# Dial from the listen port (SO_REUSEPORT), so that hole punching (DCUtR) through a NAT can
+# replace a relayed connection with a direct one.
+hole_punch = false
 
 [log]
 # debug, info, warning or error
@@ -141,6 +144,7 @@ class Config:
     relay: bool = False
     relay_client: bool = True
     relay_reserve: tuple[Multiaddr, ...] = ()
+    relay_hole_punch: bool = False
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -255,6 +259,7 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "enabled": ("relay", _bool),
         "client": ("relay_client", _bool),
         "reserve": ("relay_reserve", _dht_bootstrap),
+        "hole_punch": ("relay_hole_punch", _bool),
     },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),

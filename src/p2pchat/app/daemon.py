@@ -112,7 +112,10 @@ class NodeOptions:
                 autonat=config.autonat,
             ),
             relay=RelayOptions(
-                serve=config.relay, client=config.relay_client, reserve=config.relay_reserve
+                serve=config.relay,
+                client=config.relay_client,
+                reserve=config.relay_reserve,
+                hole_punch=config.relay_hole_punch,
             ),
         )
 
@@ -198,7 +201,14 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
     identity = await trio.to_thread.run_sync(load_or_create_identity, options.data_dir)
     async with (
         open_store(options.data_dir) as store,
-        open_host(identity, HostConfig(listen=options.listen, limits=options.limits)) as host,
+        open_host(
+            identity,
+            HostConfig(
+                listen=options.listen,
+                limits=options.limits,
+                reuse_port=options.relay.hole_punch,
+            ),
+        ) as host,
     ):
         known_peers = await KnownPeerFile.load(host, peers_path(options.data_dir))
         if options.perf:

@@ -1,10 +1,12 @@
 """The node's circuit relay: ``[relay]`` of the configuration.
 
-:func:`open_relaying` runs the relay client always that ``[relay] client`` is on (the default):
-the node accepts relayed connections from relays it reserved on, dials ``/p2p-circuit``
-addresses, and holds reservations on the relays that ``[relay] reserve`` names (none by
-default), advertising the circuit addresses they give. With ``[relay] enabled`` it also serves
-as a relay for others (specs/relay.md "Relay policy").
+:func:`open_relaying` runs the relay client while ``[relay] client`` is on (the default): the
+node accepts relayed connections from relays it reserved on, dials ``/p2p-circuit`` addresses,
+upgrades relayed connections to direct ones with DCUtR (effective through a NAT with
+``[relay] hole_punch``, which makes the Host dial from its listen port), and holds reservations
+on the relays that ``[relay] reserve`` names (none by default), advertising the circuit
+addresses they give. With ``[relay] enabled`` it also serves as a relay for others
+(specs/relay.md "Relay policy").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import attrs
 
 from ..multiaddr import Multiaddr
+from ..net.dcutr import DCUtR, open_dcutr
 from ..net.host import Host
 from ..net.relay import (
     RelayClient,
@@ -34,6 +37,11 @@ class RelayOptions:
     serve: bool = False
     client: bool = True
     reserve: tuple[Multiaddr, ...] = ()
+    #: Dial TCP from the listen port (HostConfig.reuse_port), which hole punching through a NAT
+    #: needs; DCUtR itself runs whenever the client does.
+    hole_punch: bool = False
+    #: Run DCUtR (off only in tests that keep a connection relayed).
+    dcutr: bool = True
 
 
 @attrs.define
@@ -42,6 +50,7 @@ class Relaying:
 
     service: RelayService | None
     client: RelayClient | None
+    dcutr: DCUtR | None = None
 
     def status(self) -> dict[str, Any]:
         """For ``p2pchat status``: serving or not, our reservations, circuits relayed."""
@@ -57,6 +66,11 @@ class Relaying:
                 for held in (self.client.reservations() if self.client else [])
             ],
         }
+        if self.dcutr is not None:
+            out["hole_punches"] = {
+                "upgraded": self.dcutr.stats.upgraded,
+                "failed": self.dcutr.stats.failed,
+            }
         if self.service is not None:
             out["reserved_here"] = len(self.service.state.reservations(now))
             out["circuits"] = self.service.state.circuit_count
@@ -76,6 +90,9 @@ async def open_relaying(host: Host, options: RelayOptions) -> AsyncIterator[Rela
         if options.serve:
             service = await stack.enter_async_context(open_relay_service(host))
         client = None
+        dcutr = None
         if options.client:
             client = await stack.enter_async_context(open_relay_client(host, options.reserve))
-        yield Relaying(service, client)
+            if options.dcutr:
+                dcutr = await stack.enter_async_context(open_dcutr(host))
+        yield Relaying(service, client, dcutr)

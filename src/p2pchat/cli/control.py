@@ -44,6 +44,12 @@ def _print_relay(relay: dict[str, object]) -> None:
             f"relay:     serving ({relay.get('reserved_here', 0)} reservations, "
             f"{relay.get('circuits', 0)} circuits)"
         )
+    punches = relay.get("hole_punches")
+    if isinstance(punches, dict):
+        print(
+            f"punched:   {punches.get('upgraded', 0)} direct, "
+            f"{punches.get('failed', 0)} stayed relayed"
+        )
     reservations = relay.get("reservations", [])
     for held in reservations if isinstance(reservations, list) else []:
         if isinstance(held, dict):
