@@ -50,6 +50,7 @@ NFT_TIMEOUT: Final = 10.0
 RELAY_ADDR: Final = "203.0.113.1"
 HOME_ADDRS: Final = ("192.168.1.2", "192.168.2.2")
 WAN_ADDRS: Final = ("203.0.113.2", "203.0.113.3")
+SINK: Final = "/p2pchat-bench/sink/1.0.0"
 
 
 def _rules(home: str, *, symmetric: bool) -> str:
@@ -156,6 +157,68 @@ def two_nats(*, symmetric: bool = False) -> Iterator[TwoNats]:
                 pass
 
 
+# -- one run -------------------------------------------------------------------------------------
+
+
+def punch(
+    net: TwoNats,
+    python: Sequence[str],
+    *,
+    deadline: float = 40.0,
+    dcutr: bool = True,
+    send_mib: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the relay, the node behind NAT a (reserving) and the one behind NAT b (dialing it
+    through the relay) in ``net``; return b's ``connected`` and ``result`` events.
+
+    Raises:
+        AssertionError: a node failed or missed the deadline (its stderr in the message).
+    """
+    from mdns_node import NodeProcess, pump
+
+    node = str(Path(__file__).resolve())
+    extra = ["--circuit-data", str(max(1 << 17, (send_mib + 1) << 20))]
+    relay = NodeProcess(
+        net.command(net.public, [*python, node, "relay", "--listen",
+                                 f"/ip4/{RELAY_ADDR}/tcp/4001", *extra]),
+        label="relay",
+    )  # fmt: skip
+    nodes = [relay]
+    flags = [] if dcutr else ["--no-dcutr", "--wait", "0"]
+    try:
+        assert pump(nodes, lambda: relay.first("listening") is not None or relay.eof, deadline)
+        listening = relay.first("listening")
+        assert listening is not None, relay.stop()
+        relay_addr = str(listening["addrs"][0])
+        a = NodeProcess(
+            net.command(net.homes[0], [*python, node, "listen", "--listen",
+                                       f"/ip4/{HOME_ADDRS[0]}/tcp/4002", "--relay", relay_addr,
+                                       *flags]),
+            label="a",
+        )  # fmt: skip
+        nodes.append(a)
+        assert pump(nodes, lambda: a.first("reserved") is not None or a.eof, deadline)
+        reserved = a.first("reserved")
+        assert reserved is not None, a.stop()
+        b = NodeProcess(
+            net.command(net.homes[1], [*python, node, "dial", "--listen",
+                                       f"/ip4/{HOME_ADDRS[1]}/tcp/4003", "--relay", relay_addr,
+                                       "--target", str(reserved["circuit"]),
+                                       "--send-mib", str(send_mib), *flags]),
+            label="b",
+        )  # fmt: skip
+        nodes.append(b)
+        assert pump(nodes, lambda: b.first("result") is not None or b.eof, deadline)
+        result = b.first("result")
+        assert result is not None, b.stop()
+        connected = b.first("connected")
+        assert connected is not None
+        return connected, result
+    finally:
+        for each in nodes:
+            each.stop()
+
+
 # -- the nodes -----------------------------------------------------------------------------------
 
 
@@ -171,8 +234,15 @@ async def run_node(args: argparse.Namespace) -> None:
     from p2pchat.net.dcutr import DCUtRConfig, open_dcutr
     from p2pchat.net.host import HostConfig, open_host
     from p2pchat.net.identify import identify_peer
+    from p2pchat.net.muxer import MuxedStream
     from p2pchat.net.ping import open_ping
-    from p2pchat.net.relay import is_relayed, open_relay_client, open_relay_service
+    from p2pchat.net.relay import (
+        RelayServiceConfig,
+        is_relayed,
+        open_relay_client,
+        open_relay_service,
+    )
+    from p2pchat.protocols.relay import RelayLimits
 
     config = HostConfig(listen=(Multiaddr.from_string(args.listen),), reuse_port=True)
 
@@ -185,13 +255,23 @@ async def run_node(args: argparse.Namespace) -> None:
     with trio.move_on_after(args.lifetime):
         async with open_host(KeyPair.generate(), config) as host:
             if args.command == "relay":
-                async with open_relay_service(host):
+                limits = RelayLimits(circuit_data=args.circuit_data, circuit_duration=600)
+                async with open_relay_service(host, RelayServiceConfig(limits)):
                     emit("listening", addrs=[str(a) for a in host.addrs])
                     await wait_stdin_eof()
                 return
+
+            async def sink(stream: MuxedStream) -> None:
+                count = 0
+                while data := await stream.receive_some(65536):
+                    count += len(data)
+                await stream.send_all(count.to_bytes(8, "big"))
+
+            host.set_stream_handler(SINK, sink)
+            attempts = 0 if args.no_dcutr else 3
             async with (
                 open_relay_client(host) as client,
-                open_dcutr(host, DCUtRConfig(grace=1.0)) as dcutr,
+                open_dcutr(host, DCUtRConfig(grace=1.0, attempts=attempts)) as dcutr,
             ):
                 relay_conn = await host.connect(Multiaddr.from_string(args.relay))
                 await identify_peer(host, relay_conn)
@@ -228,12 +308,28 @@ async def run_node(args: argparse.Namespace) -> None:
                 direct_at = time.monotonic() - start
                 async with open_ping(host, peer) as pinger:
                     rtt = await pinger.ping()
+                throughput = None
+                if args.send_mib:
+                    stream = await host.new_stream(peer, [SINK])
+                    chunk = bytes(65536)
+                    began = time.monotonic()
+                    for _ in range(args.send_mib * 16):
+                        await stream.send_all(chunk)
+                    await stream.send_eof()
+                    reply = b""
+                    while len(reply) < 8 and (data := await stream.receive_some(8)):
+                        reply += data
+                    took = time.monotonic() - began
+                    assert int.from_bytes(reply, "big") == args.send_mib * (1 << 20)
+                    throughput = args.send_mib / took
+                    await stream.aclose()
                 emit(
                     "result",
                     relayed=is_relayed(live.remote_addr),
                     remote=str(live.remote_addr),
                     seconds=direct_at,
                     ping=rtt,
+                    mib_per_s=throughput,
                 )
                 await wait_stdin_eof()
 
@@ -248,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("--relay", default="")
         p.add_argument("--target", default="")
         p.add_argument("--wait", type=float, default=20.0)
+        p.add_argument("--circuit-data", type=int, default=1 << 17)
+        p.add_argument("--no-dcutr", action="store_true")
+        p.add_argument("--send-mib", type=int, default=0)
     args = parser.parse_args(argv)
     import trio
 

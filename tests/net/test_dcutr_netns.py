@@ -17,19 +17,10 @@ import pytest
 TOOLS: Final = Path(__file__).resolve().parents[2] / "tools"
 sys.path.insert(0, str(TOOLS))
 
-from holepunch_node import (  # noqa: E402
-    HOME_ADDRS,
-    RELAY_ADDR,
-    WAN_ADDRS,
-    TwoNats,
-    nat_unavailable_reason,
-    two_nats,
-)
-from mdns_node import NodeProcess, pump  # noqa: E402
+from holepunch_node import WAN_ADDRS, TwoNats, nat_unavailable_reason, punch, two_nats  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(120)]
 
-NODE: Final = str(TOOLS / "holepunch_node.py")
 DEADLINE: Final = 40.0
 
 
@@ -47,43 +38,9 @@ def _python() -> list[str]:
 
 
 def _punch(net: TwoNats) -> dict[str, Any]:
-    relay = NodeProcess(
-        net.command(net.public, [*_python(), NODE, "relay", "--listen",
-                                 f"/ip4/{RELAY_ADDR}/tcp/4001"]),
-        label="relay",
-    )  # fmt: skip
-    nodes = [relay]
-    try:
-        assert pump(nodes, lambda: relay.first("listening") is not None or relay.eof, DEADLINE)
-        listening = relay.first("listening")
-        assert listening is not None, relay.stop()
-        relay_addr = str(listening["addrs"][0])
-        a = NodeProcess(
-            net.command(net.homes[0], [*_python(), NODE, "listen", "--listen",
-                                       f"/ip4/{HOME_ADDRS[0]}/tcp/4002", "--relay", relay_addr]),
-            label="a",
-        )  # fmt: skip
-        nodes.append(a)
-        assert pump(nodes, lambda: a.first("reserved") is not None or a.eof, DEADLINE)
-        reserved = a.first("reserved")
-        assert reserved is not None, a.stop()
-        b = NodeProcess(
-            net.command(net.homes[1], [*_python(), NODE, "dial", "--listen",
-                                       f"/ip4/{HOME_ADDRS[1]}/tcp/4003", "--relay", relay_addr,
-                                       "--target", str(reserved["circuit"])]),
-            label="b",
-        )  # fmt: skip
-        nodes.append(b)
-        assert pump(nodes, lambda: b.first("result") is not None or b.eof, DEADLINE)
-        result = b.first("result")
-        assert result is not None, b.stop()
-        connected = b.first("connected")
-        assert connected is not None
-        assert connected["relayed"] is True  # first through the relay
-        return result
-    finally:
-        for node in nodes:
-            node.stop()
+    connected, result = punch(net, _python(), deadline=DEADLINE)
+    assert connected["relayed"] is True  # first through the relay
+    return result
 
 
 @pytest.mark.usefixtures("nat_ok")
