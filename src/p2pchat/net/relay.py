@@ -337,7 +337,9 @@ class RelayClient:
 
     async def keep_reservations(self, relays: Sequence[Multiaddr]) -> None:
         """Hold a reservation on each of ``relays``: reserve, refresh before expiry, retry
-        after a failure every :data:`RETRY_INTERVAL` seconds. Runs until cancelled."""
+        after a failure every :data:`RETRY_INTERVAL` seconds, and reserve again when the
+        connection to a relay was lost (the relay reaches us only over it). Runs until
+        cancelled."""
         next_try: dict[Multiaddr, float] = dict.fromkeys(relays, 0.0)
         held_by: dict[Multiaddr, PeerID] = {}
         while True:
@@ -345,7 +347,8 @@ class RelayClient:
             due = set(self.book.due(now))
             for addr, when in next_try.items():
                 relay = held_by.get(addr)
-                if relay is not None and relay not in due and self._holds(relay, now):
+                connected = relay is not None and self.host.connection(relay) is not None
+                if relay is not None and relay not in due and self._holds(relay, now) and connected:
                     continue
                 if when > now:
                     continue
