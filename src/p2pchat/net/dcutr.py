@@ -9,7 +9,9 @@ nursery it owns. For each new **inbound relayed** connection (we are ``B``) a ta
 (our addresses), ``CONNECT`` (theirs), ``SYNC``, then after half the measured round trip dials
 their addresses with :meth:`Host.connect_direct` as the Noise initiator. The handler (we are
 ``A``) answers each ``CONNECT`` with our addresses and dials at once on ``SYNC``, as the Noise
-responder. The direct connection joins the Host like any other and the Host prefers it; the
+responder. A peer gets one hole punch at a time and at most 8 run at once, each side:
+a peer cannot make us dial more than 3 rounds of 8 addresses at a time.
+The direct connection joins the Host like any other and the Host prefers it; the
 relayed one is closed after :attr:`DCUtRConfig.grace` seconds. Our addresses are those peers
 observed us at (identify's ``observedAddr``, the newest :data:`MAX_OBSERVED`), then our listen
 addresses. Hole punching needs ``HostConfig.reuse_port`` so that dials leave from the listen port.
@@ -70,6 +72,7 @@ class DCUtR:
         self._nursery = nursery
         self._observed: list[Multiaddr] = []
         self._upgrading: set[PeerID] = set()
+        self._serving: set[PeerID] = set()
         self.done = trio.Event()  # set after each upgrade attempt ends (for tests and tools)
 
     def _on_observed(self, observer: PeerID, addr: Multiaddr) -> None:
@@ -181,6 +184,16 @@ class DCUtR:
         if not is_relayed(stream.connection.remote_addr):
             await stream.reset()  # a hole punch is for relayed connections only
             return
+        if peer in self._serving or len(self._serving) >= MAX_UPGRADES:
+            await stream.reset()  # one hole punch per peer at a time: no dial amplification
+            return
+        self._serving.add(peer)
+        try:
+            await self._answer(stream, peer)
+        finally:
+            self._serving.discard(peer)
+
+    async def _answer(self, stream: MuxedStream, peer: PeerID) -> None:
         reader = core.MessageReader()
         for _ in range(self.config.attempts):
             with trio.fail_after(EXCHANGE_TIMEOUT):
