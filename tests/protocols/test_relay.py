@@ -31,7 +31,7 @@ from p2pchat.protocols.relay import (
     parse_circuit,
 )
 from p2pchat.protocols.relay.messages import encode
-from p2pchat.protocols.relay.state import Circuit, HeldReservation
+from p2pchat.protocols.relay.state import Circuit, HeldReservation, reservation_addrs
 from p2pchat.records import RecordError
 
 RELAY = KeyPair.from_seed(bytes([1]) * 32)
@@ -254,3 +254,11 @@ def test_parse_circuit_address() -> None:
         parse_circuit(ADDR)
     with pytest.raises(MultiaddrError):
         parse_circuit(Multiaddr.from_string(text + "/p2p-circuit"))
+
+
+def test_reservation_addresses_leave_out_loopback_when_there_is_another() -> None:
+    loop = Multiaddr.from_string("/ip4/127.0.0.1/tcp/1")
+    lan = Multiaddr.from_string("/ip4/10.0.0.1/tcp/1")
+    circuit = Multiaddr.from_string(f"/ip4/10.0.0.2/tcp/1/p2p/{RELAY.peer_id}/p2p-circuit")
+    assert reservation_addrs([loop, lan, lan, circuit]) == (lan,)
+    assert reservation_addrs([loop]) == (loop,)

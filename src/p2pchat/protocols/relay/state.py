@@ -25,6 +25,7 @@ refresh, and the ``/p2p-circuit`` addresses they give it.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Sequence
 from typing import Final
@@ -32,7 +33,7 @@ from typing import Final
 import attrs
 
 from ...identity import PeerID
-from ...multiaddr import Multiaddr, MultiaddrError
+from ...multiaddr import Multiaddr, MultiaddrError, tcp_host_port
 from .messages import Limit, Status
 
 #: specs/relay.md "Relay policy" (the values go-libp2p uses by default).
@@ -268,10 +269,22 @@ class ReservationBook:
 
 
 def reservation_addrs(addrs: Sequence[Multiaddr], limit: int = 8) -> tuple[Multiaddr, ...]:
-    """The relay's own public addresses for a reservation reply (no circuits, no duplicates)."""
+    """The relay's own addresses for a reservation reply: no circuits, no duplicates, and no
+    loopback address unless the relay has no other (a client advertises them to others)."""
     out: list[Multiaddr] = []
     for addr in addrs:
         if is_circuit(addr) or addr in out:
             continue
         out.append(addr)
-    return tuple(out[:limit])
+    reachable = [a for a in out if not _is_loopback(a)]
+    return tuple((reachable or out)[:limit])
+
+
+def _is_loopback(addr: Multiaddr) -> bool:
+    target = tcp_host_port(addr)
+    if target is None:
+        return False
+    try:
+        return ipaddress.ip_address(target.host).is_loopback
+    except ValueError:
+        return target.host == "localhost"
