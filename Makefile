@@ -67,8 +67,8 @@ clean:
 	rm -rf $(VENV) $(INTEROP_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # What the network-namespace tests need (iproute2 for namespaces and veths, nftables for the
-# NAT of tests/net/test_autonat_netns.py); without them those tests skip and say so. Needs root.
-# `make test` runs it first: it installs only what is missing, and only as root with apt-get.
+# NATs of tests/net/test_autonat_netns.py and test_dcutr_netns.py); without them those tests skip
+# and say so. `make test` runs it first: it installs only what is missing, and only as root with apt-get.
 netns-deps:
 	@if command -v ip >/dev/null 2>&1 && command -v nft >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

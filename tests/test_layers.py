@@ -43,6 +43,10 @@ def test_every_core_package_is_listed() -> None:
     assert "p2pchat.protocols.yamux" in CORES
     assert "p2pchat.protocols.kad.lookup" in CORES
     assert "p2pchat.protocols.autonat" in CORES
+    assert "p2pchat.protocols.relay.messages" in CORES
+    assert "p2pchat.protocols.relay.state" in CORES
+    assert "p2pchat.protocols.relay.voucher" in CORES
+    assert "p2pchat.protocols.dcutr" in CORES
 
 
 @pytest.mark.parametrize("module", CORES)

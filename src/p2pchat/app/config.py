@@ -108,6 +108,19 @@ load = []
 # Load the plug-ins that installed packages declare (entry-point group "p2pchat.plugins").
 entry_points = true
 
+[relay]
+# Serve as a circuit relay (/libp2p/circuit/relay/0.2.0/hop) for peers behind NATs, within the
+# limits of specs/relay.md.
+enabled = false
+# Accept relayed connections and dial /p2p-circuit addresses.
+client = true
+# Relays to hold a reservation on, multiaddrs ending in /p2p/<peer id>; the node then
+# advertises /p2p-circuit addresses through them. None by default.
+reserve = []
+# Dial from the listen port (SO_REUSEPORT), so that hole punching (DCUtR) through a NAT can
+# replace a relayed connection with a direct one.
+hole_punch = false
+
 [log]
 # debug, info, warning or error
 level = "{DEFAULT_LEVEL}"
@@ -153,6 +166,11 @@ class Config:
     #: [plugins]: paths or module names to load, and whether to load the installed ones.
     plugins: tuple[str, ...] = ()
     plugin_entry_points: bool = True
+    #: [relay] (app/relaying.py).
+    relay: bool = False
+    relay_client: bool = True
+    relay_reserve: tuple[Multiaddr, ...] = ()
+    relay_hole_punch: bool = False
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -278,6 +296,12 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
     "plugins": {
         "load": ("plugins", lambda value: tuple(_list_of_str(value))),
         "entry_points": ("plugin_entry_points", _bool),
+    },
+    "relay": {
+        "enabled": ("relay", _bool),
+        "client": ("relay_client", _bool),
+        "reserve": ("relay_reserve", _dht_bootstrap),
+        "hole_punch": ("relay_hole_punch", _bool),
     },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),

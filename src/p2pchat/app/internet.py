@@ -57,7 +57,9 @@ class Internet:
 
     def advertised_addrs(self, host: Host) -> list[Multiaddr]:
         """What the node advertises (the address manager's choice)."""
-        return self.autonat.advertised_addrs() if self.autonat is not None else host.listen_addrs
+        return (
+            self.autonat.advertised_addrs() if self.autonat is not None else host.advertised_addrs
+        )
 
 
 def _initial_mode(options: InternetOptions) -> str:

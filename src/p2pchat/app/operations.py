@@ -30,6 +30,7 @@ from ..multiaddr import Multiaddr
 from ..net.ping import open_ping
 from .control import Emit
 from .dht_ops import DHT_OPERATIONS
+from .relaying import connection_kind
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -217,6 +218,7 @@ async def op_status(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[s
             str(a) for a in (node.internet.advertised_addrs(node.host) if node.internet else ())
         ],
         "dht": node.internet.dht.mode if node.internet and node.internet.dht else "off",
+        "relay": node.relaying.status() if node.relaying else {"serving": False},
     }
 
 
@@ -235,6 +237,7 @@ async def op_peers(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[st
                 "peer_id": str(peer),
                 "addr": str(conn.remote_addr) if conn and conn.remote_addr else None,
                 "direction": "outbound" if conn and conn.is_client else "inbound",
+                "via": connection_kind(conn.remote_addr if conn else None),
                 "agent": record.agent_version if record else "",
             }
         )

@@ -92,7 +92,7 @@ class AutoNAT:
 
     def advertised_addrs(self) -> list[Multiaddr]:
         """Listen addresses, then confirmed observed ones when we are public."""
-        out = list(self.host.listen_addrs)
+        out = list(self.host.advertised_addrs)
         if self.status is core.ReachabilityStatus.PUBLIC:
             out += [a for a in self.observed.confirmed() if a not in out]
         return out
