@@ -42,6 +42,9 @@ class RelayOptions:
     hole_punch: bool = False
     #: Run DCUtR (off only in tests that keep a connection relayed).
     dcutr: bool = True
+    #: While AutoNAT says private, hold this many reservations in all, on relays found by
+    #: ourselves after the configured ones (specs/relay.md "Automatic reservations"); 0: off.
+    auto_relays: int = 2
 
 
 @attrs.define
@@ -51,6 +54,7 @@ class Relaying:
     service: RelayService | None
     client: RelayClient | None
     dcutr: DCUtR | None = None
+    options: RelayOptions = attrs.Factory(RelayOptions)
 
     def status(self) -> dict[str, Any]:
         """For ``p2pchat status``: serving or not, our reservations, circuits relayed."""
@@ -95,4 +99,4 @@ async def open_relaying(host: Host, options: RelayOptions) -> AsyncIterator[Rela
             client = await stack.enter_async_context(open_relay_client(host, options.reserve))
             if options.dcutr:
                 dcutr = await stack.enter_async_context(open_dcutr(host))
-        yield Relaying(service, client, dcutr)
+        yield Relaying(service, client, dcutr, options)
