@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pchat.app.config import parse_config
+from p2pchat.app.config import ConfigError, parse_config
 from p2pchat.app.control import open_control
 from p2pchat.app.daemon import Daemon, NodeOptions, open_daemon
 from p2pchat.app.internet import InternetOptions
@@ -58,6 +58,10 @@ def test_relay_section_is_read() -> None:
     assert options.relay.serve
     assert options.relay.hole_punch
     assert parse_config("").relay is False  # not a relay unless asked
+    assert options.relay.auto_relays == 2
+    assert parse_config("[relay]\nauto_relays = 0").relay_auto == 0
+    with pytest.raises(ConfigError):
+        parse_config("[relay]\nauto_relays = 9")
 
 
 @pytest.mark.parametrize("dcutr", [False, True])
