@@ -6,7 +6,8 @@ upgrades relayed connections to direct ones with DCUtR (effective through a NAT 
 ``[relay] hole_punch``, which makes the Host dial from its listen port), and holds reservations
 on the relays that ``[relay] reserve`` names (none by default), advertising the circuit
 addresses they give. With ``[relay] enabled`` it also serves as a relay for others
-(specs/relay.md "Relay policy").
+(specs/relay.md "Relay policy"). While AutoNAT says the node is private, ``app/internet.py``
+reserves on more relays by itself, up to ``[relay] auto_relays`` (``net/autorelay.py``).
 """
 
 from __future__ import annotations

@@ -112,6 +112,8 @@ class AutoRelay:
     async def check(self) -> None:
         """Refresh our reservations that need it, then top up to ``max_relays``."""
         now = time.time()
+        # Only relays still in their retry pause are remembered: at most max_attempts per check.
+        self._not_before = {p: t for p, t in self._not_before.items() if t > now}
         due = set(self.client.book.due(now))
         attempts = self.config.max_attempts
         for relay in sorted(self.ours, key=str):
