@@ -282,7 +282,7 @@ class ChatNode:
         if self.engine.find(group_id) is not None:
             return
         try:
-            body = await self._query(via, "pkt", {"group_id": group_id})
+            state = await self._sync.fetch_chain(group_id, via)
         except QueryRefusedError as exc:
             if exc.reason != "unknown group":
                 raise
@@ -291,7 +291,7 @@ class ChatNode:
                 f"{group_id.hex()[:16]}: ask the group's owner to invite this node, then join "
                 "through the owner or another member"
             ) from None
-        commit = self.engine.join(group_id, body, now_ms())
+        commit = self.engine.join_chain(state, now_ms())
         if commit is None:
             return
         await self._runtime.commit(commit)
