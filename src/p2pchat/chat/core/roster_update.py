@@ -182,7 +182,7 @@ class RosterUpdate:
 def _decode_update(data: bytes) -> RosterUpdate:
     """:meth:`RosterUpdate.decode`, remembered for the last few artifacts: a roster message is
     read at delivery, when applied and when its keys are unwrapped, and decoding a large one
-    (every member's key checked) is the bulk of a member's work on it (specs/chat.md §13)."""
+    (every member's key checked) is the bulk of a member's work on it (specs/chat.md §14)."""
     return RosterUpdate.decode(data)
 
 

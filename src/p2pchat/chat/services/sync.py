@@ -162,7 +162,7 @@ class SyncService:
 
     async def fetch_chain(self, group_id: bytes, peer: PeerID | Multiaddr) -> GroupState:
         """Page in a group's chain from ``peer`` (``pkt``), verifying it link by link: what a
-        joiner holds before it joins (specs/chat.md §13).
+        joiner holds before it joins (specs/chat.md §14).
 
         Raises:
             QueryRefusedError: ``peer`` refused (e.g. ``"unknown group"``: we are not a member).
