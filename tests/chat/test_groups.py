@@ -155,3 +155,18 @@ async def test_a_group_at_the_maximum_of_1024_members_works(tmp_path: Path) -> N
         await owner.chat.invite(group_id, node.peer_id, Role.USER)
         assert len(owner.chat.view(group_id).state.current_roster.members) == MAX_MEMBERS - 1
         await join_write_change_and_remove(owner, node, group_id)
+
+
+async def test_pkt_pages_refuse_a_bad_or_future_from(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, "owner", "member") as cluster:
+        owner, node = cluster.peers
+        group_id = await owner.chat.create_group("pages")
+        await owner.chat.invite(group_id, node.peer_id, Role.USER)
+        await node.chat.join(group_id, owner.peer_id)
+        async with open_chat(node.chat.host, owner.peer_id) as client:
+            last = await client.query("pkt", {"group_id": group_id, "from": 1})
+            assert (last.ok, last.body) == (True, {"rosters": [], "next": None})
+            future = await client.query("pkt", {"group_id": group_id, "from": 2})
+            assert (future.ok, future.reason) == (False, "future epoch")
+            bad = await client.query("pkt", {"group_id": group_id, "from": -1})
+            assert (bad.ok, bad.reason) == (False, "malformed")

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from chat.core.groups import NOW, certify, key, make_group, member, roster_packet
-from p2pchat.chat.core import cbor
+from p2pchat.chat.core import cbor, crypto
 from p2pchat.chat.core.genesis import new_group
 from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import Packet
-from p2pchat.chat.core.roster import Role
+from p2pchat.chat.core.roster import Member, Role
 from p2pchat.chat.core.roster_sync import (
     ChainFetch,
     RosterPageError,
@@ -161,3 +161,13 @@ def test_a_chain_over_budget_is_cut_off() -> None:
     with pytest.raises(RosterPageError) as info:
         session.take(roster_page(state.genesis, state.roster_packets, 1, max_bytes=1))
     assert info.value.hint == "over quota"
+
+
+def test_a_node_creates_no_genesis_too_large_to_share_the_first_page() -> None:
+    owner = key(1)
+    members = [member(owner, Role.RATIFIER)]
+    hybrid = crypto.HpkeKeyPair.generate("MLKEM768_X25519").public_bytes()
+    members += [Member(key(n).peer_id, Role.USER, "MLKEM768_X25519", hybrid) for n in range(2, 200)]
+    with pytest.raises(ValueError, match="at most"):
+        new_group(owner, "too large", members, now_ms=NOW, nonce=bytes(16))
+    assert len(new_group(owner, "fits", members[:100], now_ms=NOW, nonce=bytes(16)).encode())
