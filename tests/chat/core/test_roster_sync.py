@@ -171,3 +171,18 @@ def test_a_node_creates_no_genesis_too_large_to_share_the_first_page() -> None:
     with pytest.raises(ValueError, match="at most"):
         new_group(owner, "too large", members, now_ms=NOW, nonce=bytes(16))
     assert len(new_group(owner, "fits", members[:100], now_ms=NOW, nonce=bytes(16)).encode())
+
+
+def test_a_single_frame_answer_is_read_as_the_last_page() -> None:
+    state = grown_chain(3)
+    whole = {
+        "genesis": state.genesis.to_cbor(),
+        "rosters": [p.to_cbor() for p in state.roster_packets],
+    }
+    assert [p.message.epoch for p in read_roster_page(whole, 0).packets] == [0, 1, 2]
+    later = read_roster_page(whole, 2)
+    assert ([p.message.epoch for p in later.packets], later.next) == ([2], None)
+    session = ChainFetch(state.group_id)
+    assert not session.take(whole)
+    assert session.state is not None
+    assert session.state.current_epoch == 3

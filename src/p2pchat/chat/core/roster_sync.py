@@ -98,15 +98,17 @@ class RosterPage:
 def read_roster_page(body: Mapping[str, Any], first: int) -> RosterPage:
     """Decode a ``pktR`` body that answers ``from = first`` and check its shape.
 
-    A body without ``next`` (a responder of the single-frame chain) is read as the last page.
+    A body without ``next`` (a responder of the single-frame chain: genesis and every roster
+    message) is read as the last page, keeping its roster messages from ``first`` on.
 
     Raises:
         RosterPageError: hint ``"malformed"`` (undecodable, genesis missing on the first page or
             present on another) or ``"bad page"`` (not the epochs ``first, first + 1, ...``, a
             ``next`` that is not just after them, or an empty page that is not the last).
     """
+    legacy = "next" not in body  # a responder of the single-frame chain: the whole chain
     raw_genesis = body.get("genesis")
-    if (raw_genesis is None) != (first > 0):
+    if (raw_genesis is None) != (first > 0) and not (legacy and first > 0):
         raise RosterPageError("the genesis comes on the first page only", hint="malformed")
     raw = body.get("rosters")
     if not isinstance(raw, list):
@@ -117,6 +119,9 @@ def read_roster_page(body: Mapping[str, Any], first: int) -> RosterPage:
         packets = tuple(Packet.from_cbor(item) for item in raw)
     except (TypeError, ValueError, ProtocolError) as exc:
         raise RosterPageError(f"undecodable roster page: {exc}", hint="malformed") from exc
+    if legacy and first > 0:
+        genesis = None
+        packets = tuple(p for p in packets if p.message.epoch >= first)
     for offset, packet in enumerate(packets):
         if packet.message.epoch != first + offset:
             raise RosterPageError(
