@@ -13,7 +13,9 @@ Theory of operation
 4. the chat node starts (serving ``/p2pchat/1.0.0``, resuming its outbox, syncing with members
    as they connect); perf is served if enabled; the plug-ins load (:mod:`p2pchat.app.plugins`;
    one that fails is reported and unloaded, the node goes on);
-5. in the daemon's nursery: the bootstrap peers are kept connected, mDNS runs if enabled, the
+5. AutoNAT and, with ``[dht] enabled``, the DHT start (:mod:`p2pchat.app.internet`): the chat
+   node then looks unreachable members up in the DHT and meets its groups at their rendezvous;
+6. in the daemon's nursery: the bootstrap peers are kept connected, mDNS runs if enabled, the
    known peers are dialed once, the known-peers file is saved a moment after each new
    connection (once identify has told us the peer's listen addresses), and the control socket
    serves the ``p2pchat`` commands (:meth:`Daemon.handle`).
@@ -54,6 +56,7 @@ from ..net.resources import ResourceLimits
 from .config import Config
 from .control import Emit, serve_control
 from .datadir import control_socket_path, load_or_create_identity, peers_path
+from .internet import Internet, InternetOptions, open_internet
 from .knownpeers import KnownPeerFile
 from .operations import OPERATIONS, DaemonError
 from .plugins import PluginManager, open_plugins
@@ -83,6 +86,8 @@ class NodeOptions:
     #: (the ``p2pchat.plugins`` entry points); [plugins] in the config file.
     plugins: tuple[str, ...] = ()
     plugin_entry_points: bool = False
+    #: [dht] and [autonat] (app/internet.py).
+    internet: InternetOptions = attrs.Factory(InternetOptions)
 
     @classmethod
     def from_config(cls, data_dir: Path, config: Config) -> NodeOptions:
@@ -105,6 +110,12 @@ class NodeOptions:
             ),
             plugins=config.plugins,
             plugin_entry_points=config.plugin_entry_points,
+            internet=InternetOptions(
+                dht=config.dht,
+                dht_mode=config.dht_mode,
+                dht_bootstrap=config.dht_bootstrap,
+                autonat=config.autonat,
+            ),
         )
 
 
@@ -129,6 +140,8 @@ class Daemon:
         self.mdns_running = False
         #: The plug-ins (set by :func:`open_daemon` once they are loaded).
         self.plugins: PluginManager | None = None
+        #: AutoNAT and the DHT, as far as enabled (set by open_daemon).
+        self.internet: Internet | None = None
 
     @property
     def peer_id(self) -> PeerID:
@@ -201,11 +214,13 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             open_plugins(
                 host, chat, options.plugins, entry_points=options.plugin_entry_points
             ) as plugins,
+            open_internet(host, chat, options.internet) as internet,
             open_service_nursery() as nursery,
         ):
             known_peers.follow_members(partial(_group_members, chat))
             daemon = Daemon(options, host, store, chat, known_peers)
             daemon.plugins = plugins
+            daemon.internet = internet
             await nursery.start(daemon.watch_connections)
             nursery.start_soon(known_peers.run_saver)
             nursery.start_soon(known_peers.dial)

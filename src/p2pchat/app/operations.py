@@ -29,6 +29,7 @@ from ..identity import PeerID
 from ..multiaddr import Multiaddr
 from ..net.ping import open_ping
 from .control import Emit
+from .dht_ops import DHT_OPERATIONS
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -201,6 +202,11 @@ async def op_status(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[s
         "mdns": node.mdns_running,
         "perf": node.options.perf,
         "resources": attrs.asdict(node.host.resource_usage()),
+        "reachability": node.internet.reachability() if node.internet else "unknown",
+        "advertised": [
+            str(a) for a in (node.internet.advertised_addrs(node.host) if node.internet else ())
+        ],
+        "dht": node.internet.dht.mode if node.internet and node.internet.dht else "off",
     }
 
 
@@ -505,6 +511,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "outbox": op_outbox,
     "outbox.cancel": op_outbox_cancel,
     "subscribe": op_subscribe,
+    **DHT_OPERATIONS,
 }
 
 

@@ -53,7 +53,7 @@ from .core.packet import Packet
 from .core.roster import History, Member, Role
 from .core.txn import OutboxDone
 from .core.view import history_order
-from .services.addresses import AddressBook
+from .services.addresses import AddressBook, PeerFinder
 from .services.clients import ClientPool, QueryRefusedError, open_client_pool
 from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher
@@ -205,6 +205,12 @@ class ChatNode:
             ChatError: we are not in that group.
         """
         return self.engine.view(group_id)
+
+    def use_peer_finder(self, finder: PeerFinder | None) -> None:
+        """Look members that no member can locate up with ``finder`` (the DHT's
+        ``find_peer``); None stops it."""
+        if self._addresses is not None:
+            self._addresses.use_finder(finder)
 
     def my_member_entry(self, role: Role) -> Member:
         """Our member entry (peer, role, HPKE key) for a roster."""

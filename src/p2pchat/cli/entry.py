@@ -23,6 +23,7 @@ from ..errors import P2PChatError
 from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
 from .conformance import add_arguments as conformance_arguments
+from .dht import add_parser as add_dht_parser
 from .sanitize import terminal_text
 
 
@@ -245,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("demo", "run three nodes on 127.0.0.1 and show ratification and catch-up")
+
+    p = command("dht", "the running node's DHT: find-peer ID, providers KEY, status")
+    add_dht_parser(p, _Parser, common)
     _add_dev_commands(command)
     conformance_arguments(command("conformance", "check any libp2p node against the specs"))
     return parser
@@ -299,6 +303,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "get": "messages",
     "outbox": "outbox",
     "chat": "chat",
+    "dht": "dht",
     "plugins": "dev",
     "query": "dev",
     "stream": "dev",

@@ -132,6 +132,7 @@ class Host:
         # Connections whose ConnectionOpened went out and whose ConnectionClosed has not.
         self._announced: dict[MuxedConnection, PeerID] = {}
         self._resources = ResourceManager(config.limits)
+        self._address_provider: Callable[[], list[Multiaddr]] | None = None
 
     # -- addresses and handlers ----------------------------------------------------------------
 
@@ -139,6 +140,19 @@ class Host:
     def listen_addrs(self) -> list[Multiaddr]:
         """The bound listen addresses (real ports), without ``/p2p``."""
         return list(self._listen_addrs)
+
+    def set_address_provider(self, provider: Callable[[], list[Multiaddr]] | None) -> None:
+        """Advertise ``provider()``'s addresses (identify, our signed peer record) instead of the
+        listen addresses; None restores them. The address manager (``net/autonat.py``) sets it.
+        """
+        self._address_provider = provider
+
+    @property
+    def advertised_addrs(self) -> list[Multiaddr]:
+        """What we tell peers we listen on: the address manager's choice, else (or when it has
+        none) the listen addresses; without ``/p2p``."""
+        chosen = self._address_provider() if self._address_provider is not None else []
+        return chosen or self.listen_addrs
 
     @property
     def addrs(self) -> list[Multiaddr]:
