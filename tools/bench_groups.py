@@ -1,4 +1,4 @@
-"""Benchmark: large groups (issue 13, specs/chat.md §14), in one process on 127.0.0.1.
+"""Benchmark: large groups (issue 13, specs/chat.md §16), in one process on 127.0.0.1.
 
 One owner node (the group's sole ratifier) and ``--online`` other full nodes (users, online,
 each with its own Host, store and data dir) hold one group; the group is grown with *light
@@ -9,7 +9,7 @@ size of ``--sizes`` (default 10, 100, 1000). At each size it measures:
 * **change bytes**: the encoded size (CBOR, with certificate) of one roster change that adds
   one member (the last change made at that size);
 * **chain bytes**: what a new member downloads to join (history ``since_join``): the signed
-  genesis and every roster message, as the ``pktR`` pages carry them (§14);
+  genesis and every roster message, as the ``pktR`` pages carry them (§16);
 * **join s**: a new full node is invited, the owner sends a message, and the time from the
   new node's ``join`` to it holding that message (it pages the chain, verifies it, joins, then
   pages the history);

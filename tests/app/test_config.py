@@ -32,6 +32,10 @@ def test_the_template_parses_to_the_defaults() -> None:
         limits.max_connections,
         limits.reserved_slots,
     )
+    assert (Config().max_negotiating_per_peer, Config().max_streams_per_protocol) == (
+        limits.max_negotiating_per_peer,
+        limits.max_streams_per_protocol,
+    )
     assert Config().listen == (Multiaddr.from_string(DEFAULT_LISTEN),)
     assert DEFAULT_LISTEN.startswith("/ip4/127.0.0.1/tcp/")  # loopback unless told otherwise
     assert Config().mdns_interface == "lo"
@@ -58,6 +62,8 @@ max_per_peer = 2
 max_handshakes = 20
 max_handshakes_per_ip = 3
 reserved_slots = 10
+max_negotiating_per_peer = 3
+max_streams_per_protocol = 7
 [perf]
 enabled = true
 [dht]
@@ -76,6 +82,7 @@ format = "json"
     assert (config.max_connections, config.max_inbound_per_ip, config.max_per_peer) == (100, 5, 2)
     assert (config.max_handshakes, config.max_handshakes_per_ip) == (20, 3)
     assert config.reserved_slots == 10
+    assert (config.max_negotiating_per_peer, config.max_streams_per_protocol) == (3, 7)
     assert [str(a) for a in config.listen] == ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"]
     assert [str(a) for a in config.bootstrap] == [
         f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER}",

@@ -1,4 +1,4 @@
-"""Groups whose roster chain outgrows one frame (specs/chat.md §14): grown one invite at a time
+"""Groups whose roster chain outgrows one frame (specs/chat.md §16): grown one invite at a time
 on real Hosts on 127.0.0.1, with light members (an HPKE key pair and a member entry, no node)
 beside the nodes that join. No timed assertions."""
 
@@ -147,7 +147,7 @@ async def test_a_group_of_100_members_is_joined_written_to_and_changed(tmp_path:
 @pytest.mark.slow
 async def test_a_group_at_the_maximum_of_1024_members_works(tmp_path: Path) -> None:
     # X25519 light members: with MLKEM768_X25519 keys a roster message of about 300 members
-    # reaches the 768 KiB artifact limit (specs/chat.md §14 "Limits that work").
+    # reaches the 768 KiB artifact limit (specs/chat.md §16 "Limits that work").
     async with open_cluster(tmp_path, "owner", "member") as cluster:
         owner, node = cluster.peers
         group_id = await owner.chat.create_group("maximum", history="since_join")

@@ -1,5 +1,5 @@
 """A group whose roster chain outgrows one frame, through the p2pchat command (issue 13,
-specs/chat.md §14): the invite/remove churn that made the next join fail."""
+specs/chat.md §16): the invite/remove churn that made the next join fail."""
 
 from __future__ import annotations
 

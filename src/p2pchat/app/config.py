@@ -70,6 +70,10 @@ max_handshakes = 64
 max_handshakes_per_ip = 8
 # Connection slots kept for our own dials and for the members of our groups (at most half):
 reserved_slots = 32
+# Inbound streams of one peer still negotiating their protocol, and of one protocol at once
+# (unless the protocol sets its own: 8 for /p2pchat/1.0.0) (specs/host.md, "Stream limits"):
+max_negotiating_per_peer = 8
+max_streams_per_protocol = 64
 
 [perf]
 # Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
@@ -126,6 +130,8 @@ class Config:
     max_handshakes: int = 64
     max_handshakes_per_ip: int = 8
     reserved_slots: int = 32
+    max_negotiating_per_peer: int = 8
+    max_streams_per_protocol: int = 64
     log_level: str = DEFAULT_LEVEL
     log_format: str = DEFAULT_FORMAT
     #: [dht] and [autonat] (app/internet.py).
@@ -238,6 +244,8 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "max_handshakes": ("max_handshakes", _count),
         "max_handshakes_per_ip": ("max_handshakes_per_ip", _count),
         "reserved_slots": ("reserved_slots", _reserve),
+        "max_negotiating_per_peer": ("max_negotiating_per_peer", _count),
+        "max_streams_per_protocol": ("max_streams_per_protocol", _count),
     },
     "perf": {"enabled": ("perf", _bool)},
     "dht": {

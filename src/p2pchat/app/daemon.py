@@ -107,6 +107,8 @@ class NodeOptions:
                 max_handshakes=config.max_handshakes,
                 max_handshakes_per_ip=config.max_handshakes_per_ip,
                 reserved_slots=config.reserved_slots,
+                max_negotiating_per_peer=config.max_negotiating_per_peer,
+                max_streams_per_protocol=config.max_streams_per_protocol,
             ),
             plugins=config.plugins,
             plugin_entry_points=config.plugin_entry_points,

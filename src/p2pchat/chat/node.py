@@ -528,9 +528,9 @@ class ChatNode:
         Raises:
             ChatError: we are not in that group.
         """
-        self.engine.view(group_id)
+        late = self.engine.view(group_id).close.late  # not shown (specs/chat.md §14)
         rows = await self.store.all_ratified(group_id)
-        packets = {row.message_hash: _decode_row(row) for row in rows}
+        packets = {r.message_hash: _decode_row(r) for r in rows if r.message_hash not in late}
         return [self._to_chat_message(p, ratified=True) for p in history_order(packets)]
 
     # -- connections -------------------------------------------------------------------------
@@ -597,14 +597,23 @@ async def _load_engine(store: ChatStore, engine: ChatEngine) -> None:
         keys = await store.get_epoch_keys(record.group_id)
         engine.load_group(record.genesis, packets, keys, ratified)
         for pending in await store.others_pending(record.group_id):
-            engine.load_pending(
-                _decode_row(pending), received_at=pending.received_at, size=pending.wire_size
-            )
+            packet = _decode_row(pending)
+            engine.load_pending(packet, received_at=pending.received_at, size=pending.wire_size)
+            await _load_vote(store, engine, packet)
     now = now_ms()
     for entry in await store.outbox_due(2**62, limit=MAX_OUTBOX_LOAD):
         row = await store.get_message(entry.group_id, entry.message_hash)
         if row is not None:
-            engine.load_outbox(_decode_row(row), now, rank=entry.created_at)
+            packet = _decode_row(row)
+            engine.load_outbox(packet, now, rank=entry.created_at)
+            await _load_vote(store, engine, packet)
+
+
+async def _load_vote(store: ChatStore, engine: ChatEngine, packet: Packet) -> None:
+    """Our stored vote for a pending message, if any: it closes an epoch for us or goes into
+    our closing commitment (specs/chat.md §14)."""
+    if await store.get_vote(packet.message.group_id, packet.message_hash) is not None:
+        engine.load_vote(packet)
 
 
 @asynccontextmanager

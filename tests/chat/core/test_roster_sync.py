@@ -1,4 +1,4 @@
-"""The roster chain in pages (specs/chat.md §14): pages built, read and verified link by link;
+"""The roster chain in pages (specs/chat.md §16): pages built, read and verified link by link;
 forged, reordered, gapped or stuck pages refused with their reasons."""
 
 from __future__ import annotations

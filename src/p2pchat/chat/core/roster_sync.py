@@ -1,4 +1,4 @@
-"""The roster chain in pages (specs/chat.md §14), sans-IO.
+"""The roster chain in pages (specs/chat.md §16), sans-IO.
 
 A group's proof chain (its signed genesis and every certified roster message since) grows with
 every roster change, so it is never sent in one frame: ``pkt {group_id, from}`` answers the

@@ -134,9 +134,11 @@ def _check_roster_content(packet: Packet, state: GroupState) -> str | None:
     if packet.message.message_type != ROSTER_MESSAGE_TYPE:
         return None
     try:
-        read_roster_update(packet, state.owner)
+        update = read_roster_update(packet, state.owner)
     except RosterError as exc:
         return exc.hint
+    if state.key_check_conflict(update) is not None:
+        return "malformed"  # §15: an epoch key the chain fixed, checked differently
     return None
 
 
@@ -203,7 +205,13 @@ def check_for_delivery(
     if (
         certificate is None
         or certificate.epoch != message.epoch
-        or not verify_certificate(certificate, roster, state.group_id, packet.message_hash)
+        or not verify_certificate(
+            certificate,
+            roster,
+            state.group_id,
+            packet.message_hash,
+            closing=message.message_type == ROSTER_MESSAGE_TYPE,
+        )
     ):
         return "bad certificate"
     reason = (
