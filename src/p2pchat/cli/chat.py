@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import trio
 
@@ -68,7 +69,8 @@ async def _chat(args: argparse.Namespace) -> None:
                 if not text.strip():
                     continue
                 try:
-                    answer = await control.call("send", group=group_id, text=text, wait=False)
+                    op, request = _chat_request(group_id, text)
+                    answer = await control.call(op, **request)
                 except RemoteCommandError as exc:  # e.g. a viewer: the session stays, read-only
                     print(f"p2pchat: not sent: {clean(str(exc))}", file=sys.stderr, flush=True)
                     continue
@@ -96,6 +98,15 @@ async def _chat(args: argparse.Namespace) -> None:
                 "on the node and go through when enough ratifiers are reachable",
                 file=sys.stderr,
             )
+
+
+def _chat_request(group_id: str, line: str) -> tuple[str, dict[str, Any]]:
+    """The operation a typed line asks for: ``/file PATH`` sends a file (the node reads it by
+    its absolute path), anything else is a text."""
+    if line.startswith("/file "):
+        path = Path(line[len("/file ") :].strip()).expanduser().resolve()
+        return "send.file", {"group": group_id, "path": str(path), "wait": False, "progress": False}
+    return "send", {"group": group_id, "text": line, "wait": False}
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
