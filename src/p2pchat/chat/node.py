@@ -714,6 +714,7 @@ async def open_chat_node(
                 deliver_nursery,
                 retry_initial=config.retry_initial,
                 retry_max=config.retry_max,
+                connected=host.connected_peers,
             ),
             sync=sync,
             fetcher=sync,
