@@ -40,6 +40,12 @@ from p2pchat.chat.core.events import (
 )
 from p2pchat.chat.core.fetch import ParentFetch
 from p2pchat.chat.core.packet import Packet, Vote
+from p2pchat.chat.core.roster_sync import (
+    MAX_CHAIN_PAGES,
+    RosterPageError,
+    read_roster_page,
+    roster_page,
+)
 from p2pchat.chat.core.txn import CommitResult
 from p2pchat.chat.core.view import decode_vote
 from p2pchat.chat.store import VoteConflictError
@@ -296,13 +302,18 @@ class Services:
             return []
         return [node.certified[h] for h in hashes if view.has(h) and h in node.certified]
 
-    def serve_pkt(self, node: Node, querier: Node) -> tuple[Any, list[Packet]] | None:
+    def serve_pkt(self, node: Node, querier: Node, first: int) -> dict[str, Any] | None:
+        """``pkt {from: first}``: a page of the chain up to the querier's last epoch (§16), or
+        None for a refusal."""
         assert node.engine is not None
         view = node.engine.find(self.group_id)
         last = None if view is None else view.last_epoch_of(querier.peer)
         if view is None or last is None:
             return None
-        return view.signed, list(view.state.roster_packets[: last + 1])
+        try:
+            return roster_page(view.signed, view.state.roster_packets[: last + 1], first)
+        except RosterPageError:
+            return None
 
     # -- sync (chat/services/sync.py) -----------------------------------------------------------
 
@@ -408,21 +419,29 @@ class Services:
 
         next_round()
 
-    def learn_roster(self, node: Node, peer: Node) -> None:
-        def answered(me: Node, body: tuple[Any, list[Packet]] | None) -> None:
+    def learn_roster(self, node: Node, peer: Node, pages: int = 0) -> None:
+        """The roster messages ``peer`` holds from our current epoch on, page by page
+        (``SyncService.learn_roster``); the first refusal ends it."""
+        assert node.engine is not None
+        view = node.engine.find(self.group_id)
+        if view is None or pages >= MAX_CHAIN_PAGES:
+            return
+        first = view.state.current_epoch
+
+        def answered(me: Node, body: dict[str, Any] | None) -> None:
             if body is None or me.engine is None:
                 return
-            view = me.engine.find(self.group_id)
-            if view is None:
+            try:
+                page = read_roster_page(body, first)
+            except RosterPageError:
                 return
             incarnation = me.incarnation
-            for packet in sorted(body[1], key=lambda p: p.message.epoch):
+            for packet in page.packets:
+                if self.receive(me, packet, peer, fetch=True) is not None:
+                    return  # refused: the rest of the chain would be too
                 if me.incarnation != incarnation:
                     return
-                if (
-                    packet.message.epoch >= view.state.current_epoch
-                    and self.receive(me, packet, peer, fetch=True) is not None
-                ):
-                    return  # refused: the rest of the chain would be too
+            if page.next is not None:
+                self.learn_roster(me, peer, pages + 1)
 
-        self.request(node, peer, lambda d, reply: reply(self.serve_pkt(d, node)), answered)
+        self.request(node, peer, lambda d, reply: reply(self.serve_pkt(d, node, first)), answered)
