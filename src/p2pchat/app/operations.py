@@ -29,12 +29,13 @@ from ..identity import PeerID
 from ..multiaddr import Multiaddr
 from ..net.ping import open_ping
 from .control import Emit
+from .message_view import MessageRefError, find_message, folded_history
 
 if TYPE_CHECKING:
     from .daemon import Daemon
 
 #: The message types ``send`` accepts (specs/chat.md §4; "roster" is the owner's, by invite).
-SEND_TYPES: Final = ("text", "markdown", "image", "file")
+SEND_TYPES: Final = ("text", "markdown", "image", "file", "edit", "delete", "reaction")
 MAX_MIME: Final = 128
 HISTORY_DEFAULT_LIMIT: Final = 1000
 MIN_PREFIX: Final = 4
@@ -387,13 +388,27 @@ async def op_send(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str
     if mime is not None and (not isinstance(mime, str) or len(mime.encode()) > MAX_MIME):
         raise DaemonError(f"mime must be a MIME type of at most {MAX_MIME} bytes")
     wait = request.get("wait", True) is not False
+    ref_hash = await _ref_arg(node, group_id, request)
     try:
         message_hash = await node.chat.send(
-            group_id, data, message_type=message_type, mime=mime, wait=wait
+            group_id, data, message_type=message_type, mime=mime, ref_hash=ref_hash, wait=wait
         )
     except PendingError as exc:
         return {"message_hash": exc.message_hash.hex(), "status": "pending"}
     return {"message_hash": message_hash.hex(), "status": "ratified" if wait else "pending"}
+
+
+async def _ref_arg(node: Daemon, group_id: bytes, request: dict[str, Any]) -> bytes | None:
+    """The message a ``send`` refers to (``ref``: a hash or a unique prefix), or None."""
+    ref = request.get("ref")
+    if ref is None:
+        return None
+    if not isinstance(ref, str):
+        raise DaemonError("ref must be a message hash or a unique prefix of one")
+    try:
+        return find_message(await node.chat.history(group_id), ref).message_hash
+    except MessageRefError as exc:
+        raise DaemonError(str(exc)) from None
 
 
 async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
@@ -401,10 +416,20 @@ async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[
     limit = request.get("limit", HISTORY_DEFAULT_LIMIT)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise DaemonError("limit must be a positive whole number")
-    messages = await node.chat.history(group_id)
+    ratified = await node.chat.history(group_id)
     # Our own messages still waiting for a quorum come after the ratified ones, marked so.
-    messages += node.chat.pending(group_id)
-    return [message_json(m, me=node.peer_id) for m in messages[-limit:]]
+    pending = [message_json(m, me=node.peer_id) for m in node.chat.pending(group_id)]
+    if request.get("raw") is True:
+        shown = [message_json(m, me=node.peer_id) for m in ratified]
+    else:
+        owner = node.chat.group_state(group_id).owner
+        shown = folded_history(
+            ratified,
+            owner,
+            lambda m: message_json(m, me=node.peer_id),
+            versions=request.get("versions") is True,
+        )
+    return (shown + pending)[-limit:]
 
 
 def outbox_json(node: Daemon, item: OutboxView) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from .core.engine import (
 from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
 from .core.group_state import GroupState
 from .core.packet import Packet
+from .core.refs import check_reference
 from .core.roster import History, Member, Role
 from .core.txn import OutboxDone
 from .core.view import history_order
@@ -325,6 +326,12 @@ class ChatNode:
             mime = {"text": "text/plain", "markdown": "text/markdown"}.get(
                 message_type, "application/octet-stream"
             )
+        view = self.engine.view(group_id)
+        refused = check_reference(
+            message_type, self.peer_id, ref_hash, view.state.owner, view.ref_of
+        )
+        if refused is not None:  # §11: what the ratifiers would refuse, said at once
+            raise NotAllowedError(f"the ratifiers would refuse this {message_type}: {refused}")
         packet, commit = self.engine.author(
             group_id, data, message_type=message_type, mime=mime, ref_hash=ref_hash, now=now_ms()
         )

@@ -24,6 +24,7 @@ from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
 from .conformance import add_arguments as conformance_arguments
 from .sanitize import terminal_text
+from .thread import add_arguments as thread_arguments
 
 
 class _Parser(argparse.ArgumentParser):
@@ -217,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("history", "print a group's ratified messages in display order, then ours pending")
     p.add_argument("group", help="group id, unique id prefix, or name")
     p.add_argument("--limit", type=args.positive_int, default=1000, help="newest N (default: 1000)")
+    p.add_argument("--versions", action="store_true", help="show every version of edited messages")
+    p.add_argument("--raw", action="store_true", help="every message as sent: edits etc. unfolded")
     _json_flag(p)
+    thread_arguments(command)
 
     p = command(
         "outbox",
@@ -297,6 +301,10 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "send": "messages",
     "history": "messages",
     "get": "messages",
+    "reply": "thread",
+    "edit": "thread",
+    "delete": "thread",
+    "react": "thread",
     "outbox": "outbox",
     "chat": "chat",
     "plugins": "dev",

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from .common import EXIT_INTERRUPTED, EXIT_PENDING, Command, UsageError, call
 from .render import PeerLabels, clean, format_message, print_json, size
+from .sanitize import terminal_text
 
 
 def _file_request(path: Path) -> dict[str, Any]:
@@ -88,14 +89,19 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Print a group's ratified messages in display order, then ours still pending."""
-    messages = call(args, "history", group=args.group, limit=args.limit)
+    messages = call(
+        args, "history", group=args.group, limit=args.limit, versions=args.versions, raw=args.raw
+    )
     if args.json:
         print_json(messages)
         return 0
     peers = PeerLabels()
     for message in messages:
-        line = format_message(message, date=True, peers=peers)
+        line = format_message(message, date=True, peers=peers, hashes=True)
         print(line if message["ratified"] else f"{line}  (pending)")
+        for number, version in enumerate(message.get("versions") or [], 1):
+            if len(message["versions"]) > 1:
+                print(f"    version {number}: {terminal_text(version)}")
     return 0
 
 

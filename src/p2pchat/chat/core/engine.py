@@ -303,7 +303,9 @@ class ChatEngine:
             return Refused("unknown group")
         if view.has(packet.message_hash):
             return AlreadyHeld()
-        reason = check_for_delivery(packet, view.state, have=view.has, time_of=view.time_of)
+        reason = check_for_delivery(
+            packet, view.state, have=view.has, time_of=view.time_of, ref_of=view.ref_of
+        )
         if reason == "missing parents":
             return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
         if reason is not None:
@@ -333,6 +335,7 @@ class ChatEngine:
             time_of=view.time_of,
             holds_any=bool(view.ratified),
             author_latest=view.latest.get((message.epoch, message.author)),
+            ref_of=view.ref_of,
         )
         if reason == "missing parents" and querier != self.peer_id:
             return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
