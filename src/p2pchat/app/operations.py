@@ -104,7 +104,7 @@ def message_json(message: ChatMessage, *, me: PeerID, data: bool = False) -> dic
     }
     if content is None:
         return out
-    if message.message_type in ("text", "markdown"):
+    if message.message_type in ("text", "markdown", "edit", "reaction"):
         out["text"] = message.text
     elif message.message_type == "roster":
         out["roster"] = _roster_summary(content)

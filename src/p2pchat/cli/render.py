@@ -89,6 +89,14 @@ def message_body(message: dict[str, Any]) -> str:
     if kind in ("text", "markdown"):
         text = terminal_text(message.get("text") or "", multiline=True).replace("\n", "\n    ")
         return text if kind == "text" else f"(markdown) {text}"
+    ref = clean(message.get("ref_hash") or "")[:HASH_CHARS]
+    if kind == "edit":
+        text = terminal_text(message.get("text") or "", multiline=True).replace("\n", "\n    ")
+        return f"(edit of {ref}) {text}"
+    if kind == "delete":
+        return f"(deleted {ref})"
+    if kind == "reaction":
+        return f"(reacted {clean(message.get('text') or '')} to {ref})"
     if kind == "roster":
         roster = message.get("roster")
         if not roster:

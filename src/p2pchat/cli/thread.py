@@ -13,11 +13,9 @@ import argparse
 import sys
 from typing import Any, Final
 
+from .chat_commands import MAX_REACTION
 from .common import EXIT_PENDING, Command, UsageError, call
 from .render import print_json
-
-#: §11: a reaction's text is at most this many bytes of UTF-8.
-MAX_REACTION: Final = 32
 
 
 def _text(words: list[str], what: str) -> str:
@@ -64,7 +62,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     """Delete one of our messages, or any as the group's owner (a tombstone)."""
-    return _send(args, "delete", "", mime="application/x-p2pchat-delete")
+    return _send(args, "delete", "")
 
 
 def cmd_react(args: argparse.Namespace) -> int:

@@ -1,0 +1,126 @@
+"""Replies, edits, deletes and reactions through the p2pchat command at three nodes on
+127.0.0.1 (specs/cli.md "Replies, edits, deletes, reactions"), and the chat's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from cli.nodes import COMMAND, STEP_TIMEOUT, cli, ok, running_node
+from p2pchat.cli.chat_commands import HELP
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def wait_folded(data_dir: Path, group: str, check: Any) -> list[dict[str, Any]]:
+    """Ask for the folded history until ``check(messages)`` holds (bounded in count and time)."""
+    with trio.fail_after(STEP_TIMEOUT):
+        for _ in range(200):
+            messages = (await ok(data_dir, "history", group, "--json")).json()
+            if check(messages):
+                return list(messages)
+            await trio.sleep(0.1)
+    raise AssertionError(f"the history of {data_dir} never got there")
+
+
+def by_text(messages: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    (found,) = [m for m in messages if (m.get("text") or "").startswith(prefix)]
+    return found
+
+
+async def test_reply_edit_delete_react_through_the_cli(tmp_path: Path) -> None:
+    alice_dir, bob_dir, carol_dir = (tmp_path / n for n in ("alice", "bob", "carol"))
+    async with running_node(alice_dir) as alice:
+        boot = ("--bootstrap", str(alice.addr))
+        async with running_node(bob_dir, *boot) as bob, running_node(carol_dir, *boot) as carol:
+            group = (await ok(alice_dir, "group", "create", "team")).stdout.strip()
+            await ok(alice_dir, "group", "invite", group, str(bob.addr), "ratifier")
+            await ok(bob_dir, "group", "join", group, str(alice.peer_id))
+            await ok(alice_dir, "group", "invite", group, str(carol.addr), "user")
+            await ok(carol_dir, "group", "join", group, str(alice.peer_id))
+
+            hello = (await ok(carol_dir, "send", group, "helo team", "--json")).json()
+            spam = (await ok(bob_dir, "send", group, "cheap pills", "--json")).json()
+            h_hello, h_spam = hello["message_hash"], spam["message_hash"]
+            await wait_folded(
+                bob_dir, group, lambda ms: any(m.get("text") == "helo team" for m in ms)
+            )
+
+            await ok(bob_dir, "reply", group, h_hello[:8], "welcome carol")
+            await ok(carol_dir, "edit", group, h_hello[:8], "hello team")
+            await ok(bob_dir, "react", group, h_hello[:8], "+1")
+            await ok(alice_dir, "react", group, h_hello[:8], "+1")
+
+            # someone else's message: refused, and it says why
+            refused = await cli(bob_dir, "edit", group, h_hello[:8], "bob was here")
+            assert refused.returncode == 1
+            assert "not allowed" in refused.stderr
+            refused = await cli(carol_dir, "delete", group, h_spam[:8])
+            assert (refused.returncode, "not allowed" in refused.stderr) == (1, True)
+            # the owner's moderation
+            await ok(alice_dir, "delete", group, h_spam[:8])
+
+            def settled(ms: list[dict[str, Any]]) -> bool:
+                return any(m.get("deleted_by") for m in ms) and any(
+                    m.get("reactions", {}).get("+1") and len(m["reactions"]["+1"]) == 2 for m in ms
+                )
+
+            for data_dir in (alice_dir, bob_dir, carol_dir):
+                messages = await wait_folded(data_dir, group, settled)
+                first = by_text(messages, "hello team")
+                assert first["edited"] is True
+                assert sorted(first["reactions"]["+1"]) == sorted(
+                    [str(alice.peer_id), str(bob.peer_id)]
+                )
+                deleted = [m for m in messages if m["message_hash"] == h_spam]
+                assert deleted[0]["deleted_by"] == str(alice.peer_id)
+                assert "text" not in deleted[0]
+                assert by_text(messages, "welcome carol")["ref_hash"] == h_hello
+
+            shown = (await ok(carol_dir, "history", group, "--versions")).stdout
+            assert f"{h_hello[:8]} you: hello team (edited)  [+1 2]" in shown
+            assert "    version 1: helo team" in shown
+            assert f"(reply to {h_hello[:8]}) welcome carol" in shown
+            assert f"{h_spam[:8]} " in shown
+            assert "[message deleted by " in shown
+            assert "cheap pills" not in shown
+            raw = (await ok(carol_dir, "history", group, "--raw", "--json")).json()
+            assert {m["type"] for m in raw} >= {"edit", "delete", "reaction"}
+
+
+async def test_chat_commands_help_and_no_echo_of_our_lines(tmp_path: Path) -> None:
+    alice_dir = tmp_path / "alice"
+    async with running_node(alice_dir) as alice:
+        group = (await ok(alice_dir, "group", "create", "solo")).stdout.strip()
+        sent = (await ok(alice_dir, "send", group, "first words", "--json")).json()
+        lines = (
+            "/help\n"
+            "plain line\n"
+            f"/react {sent['message_hash'][:8]} wow\n"
+            "/nonsense\n"
+            "//slash at the start\n"
+        )
+        chat = await trio.run_process(
+            [*COMMAND, "--data-dir", str(alice_dir), "chat", "solo", "--wait", "10"],
+            stdin=lines.encode(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        out, err = chat.stdout.decode(), chat.stderr.decode()
+        assert chat.returncode == 0, err
+        assert HELP in err  # /help is a command, not a message
+        assert "unknown command /nonsense" in err
+        # each line typed: once pending, once ratified (piped: no terminal echo to replace)
+        assert out.count("plain line") == 2
+        assert out.count("/slash at the start") == 2
+        assert out.count(f"(reacted wow to {sent['message_hash'][:8]})") == 2
+        history = (await ok(alice_dir, "history", group, "--json")).json()
+        texts = [m.get("text") for m in history if m["type"] != "roster"]
+        assert texts == ["first words", "plain line", "/slash at the start"]
+        assert by_text(history, "first words")["reactions"] == {"wow": [str(alice.peer_id)]}
+        assert "you: /help" not in out
+        assert (await ok(alice_dir, "history", group)).stdout.count("[wow 1]") == 1
