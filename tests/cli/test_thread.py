@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,88 @@ async def test_chat_commands_help_and_no_echo_of_our_lines(tmp_path: Path) -> No
         assert by_text(history, "first words")["reactions"] == {"wow": [str(alice.peer_id)]}
         assert "you: /help" not in out
         assert (await ok(alice_dir, "history", group)).stdout.count("[wow 1]") == 1
+
+
+async def test_unread_counts_since_and_search(tmp_path: Path) -> None:
+    alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
+    async with running_node(alice_dir) as alice, running_node(bob_dir) as bob:
+        group = (await ok(alice_dir, "group", "create", "pair")).stdout.strip()
+        await ok(alice_dir, "group", "invite", group, str(bob.addr), "user")
+        await ok(bob_dir, "group", "join", group, str(alice.addr))
+        await ok(alice_dir, "history", group)  # read: nothing of others yet
+        for text in ("the blue whale", "a red fox", "blue skies"):
+            await ok(bob_dir, "send", group, text)
+        await ok(bob_dir, "send", group, "edit me")
+
+        def unread() -> Any:
+            return ok(alice_dir, "group", "list", "--json")
+
+        (listed,) = (await unread()).json()
+        assert listed["unread"] == 4
+        assert "4 unread" in (await ok(alice_dir, "group", "list")).stdout
+        peek = await ok(alice_dir, "history", group, "--since", "1d", "--json")
+        assert [m.get("text") for m in peek.json()][-4:] == [
+            "the blue whale",
+            "a red fox",
+            "blue skies",
+            "edit me",
+        ]
+        (listed,) = (await unread()).json()
+        assert listed["unread"] == 0  # history read them
+        assert (
+            await ok(alice_dir, "history", group, "--since", "2999-01-01", "--json")
+        ).json() == []
+        bad = await cli(alice_dir, "history", group, "--since", "yesterday-ish")
+        assert bad.returncode == 2
+        assert "not a time" in bad.stderr
+
+        hits = (await ok(alice_dir, "search", "blue", "--json")).json()
+        assert sorted(h["snippet"] for h in hits) == ["[blue] skies", "the [blue] whale"]
+        edit_me = (await ok(alice_dir, "search", "edit", "--json")).json()[0]["message_hash"]
+        await ok(bob_dir, "edit", group, edit_me[:8], "now green")
+        await wait_folded(alice_dir, group, lambda ms: any(m.get("edited") for m in ms))
+        assert (await ok(alice_dir, "search", "edit", "--json")).json() == []
+        (hit,) = (await ok(alice_dir, "search", "green", "--group", "pair", "--json")).json()
+        assert hit["message_hash"] == edit_me
+        assert "no message matches" in (await ok(alice_dir, "search", "purple")).stdout
+        assert (alice_dir / "search.sqlite").stat().st_mode & 0o077 == 0
+
+
+async def test_history_follow_prints_new_messages_until_ctrl_c(tmp_path: Path) -> None:
+    alice_dir = tmp_path / "alice"
+    async with running_node(alice_dir):
+        group = (await ok(alice_dir, "group", "create", "log")).stdout.strip()
+        await ok(alice_dir, "send", group, "before")
+        follow = await trio.lowlevel.open_process(
+            [*COMMAND, "--data-dir", str(alice_dir), "history", group, "--follow"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert follow.stdout is not None
+        try:
+            seen = bytearray()
+            await read_until(follow.stdout, "you: before", seen)
+            await ok(alice_dir, "send", group, "after")
+            line = await read_until(follow.stdout, "you: after", seen)
+            assert line.startswith("[")
+            follow.send_signal(signal.SIGINT)
+            with trio.fail_after(STEP_TIMEOUT):
+                assert await follow.wait() == 0
+            assert seen.decode().count("you: after") == 1
+        finally:
+            with trio.CancelScope(shield=True):
+                if follow.returncode is None:
+                    follow.kill()
+                await follow.wait()
+
+
+async def read_until(stream: trio.abc.ReceiveStream, text: str, seen: bytearray) -> str:
+    """Read ``stream`` into ``seen`` until a line containing ``text`` has arrived; that line."""
+    with trio.fail_after(STEP_TIMEOUT):
+        while True:
+            for line in seen.decode(errors="replace").splitlines():
+                if text in line:
+                    return line
+            chunk = await stream.receive_some()
+            assert chunk, f"stream ended before {text!r}: {seen.decode()!r}"
+            seen += chunk

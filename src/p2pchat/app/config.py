@@ -75,6 +75,11 @@ reserved_slots = 32
 # Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
 enabled = false
 
+[search]
+# Full-text search over this node's own decrypted history (p2pchat search). The index
+# (search.sqlite in the data dir, mode 0600) holds message plaintext; false deletes it at start.
+enabled = true
+
 [plugins]
 # Plug-ins to load at start (specs/plugins.md): paths to Python files, or module names.
 #   load = ["~/p2pchat-plugins/echo.py", "mypackage.p2pchat_plugin"]
@@ -105,6 +110,8 @@ class Config:
     send_timeout: float = 10.0
     query_timeout: float = 5.0
     perf: bool = False
+    #: [search]: the full-text index of our decrypted history (app/reading.py).
+    search: bool = True
     #: [limits]: the Host's resource limits (net/resources.py holds the same defaults).
     max_connections: int = 256
     max_inbound_per_ip: int = 16
@@ -213,6 +220,7 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "reserved_slots": ("reserved_slots", _reserve),
     },
     "perf": {"enabled": ("perf", _bool)},
+    "search": {"enabled": ("search", _bool)},
     "plugins": {
         "load": ("plugins", lambda value: tuple(_list_of_str(value))),
         "entry_points": ("plugin_entry_points", _bool),

@@ -57,6 +57,7 @@ from .datadir import control_socket_path, load_or_create_identity, peers_path
 from .knownpeers import KnownPeerFile
 from .operations import OPERATIONS, DaemonError
 from .plugins import PluginManager, open_plugins
+from .reading import Reading
 
 __all__ = ["Daemon", "DaemonError", "NodeOptions", "open_daemon"]
 
@@ -83,6 +84,8 @@ class NodeOptions:
     #: (the ``p2pchat.plugins`` entry points); [plugins] in the config file.
     plugins: tuple[str, ...] = ()
     plugin_entry_points: bool = False
+    #: Keep a full-text index of our decrypted history ([search] in the config file).
+    search: bool = True
 
     @classmethod
     def from_config(cls, data_dir: Path, config: Config) -> NodeOptions:
@@ -105,6 +108,7 @@ class NodeOptions:
             ),
             plugins=config.plugins,
             plugin_entry_points=config.plugin_entry_points,
+            search=config.search,
         )
 
 
@@ -129,6 +133,8 @@ class Daemon:
         self.mdns_running = False
         #: The plug-ins (set by :func:`open_daemon` once they are loaded).
         self.plugins: PluginManager | None = None
+        #: Read marks and the search index (app/reading.py).
+        self.reading = Reading(options.data_dir, search=options.search)
 
     @property
     def peer_id(self) -> PeerID:
@@ -204,6 +210,8 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             known_peers.follow_members(partial(_group_members, chat))
             daemon = Daemon(options, host, store, chat, known_peers)
             daemon.plugins = plugins
+            if not options.search:
+                await daemon.reading.forget_search()
             await nursery.start(daemon.watch_connections)
             nursery.start_soon(known_peers.run_saver)
             nursery.start_soon(known_peers.dial)

@@ -30,6 +30,7 @@ from ..multiaddr import Multiaddr
 from ..net.ping import open_ping
 from .control import Emit
 from .message_view import MessageRefError, find_message, folded_history
+from .reading import SearchError
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -342,6 +343,10 @@ def _group_summary(node: Daemon, group_id: bytes) -> dict[str, Any]:
 
 async def op_group_list(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
     summaries = [_group_summary(node, g) for g in node.chat.groups()]
+    for summary in summaries:
+        group_id = bytes.fromhex(summary["group_id"])
+        view = node.chat.view(group_id)
+        summary["unread"] = await node.reading.unread(group_id, view, node.peer_id)
     return sorted(summaries, key=lambda s: (s["name"], s["group_id"]))
 
 
@@ -416,7 +421,12 @@ async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[
     limit = request.get("limit", HISTORY_DEFAULT_LIMIT)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise DaemonError("limit must be a positive whole number")
+    since = request.get("since", 0)
+    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+        raise DaemonError("since must be a time in ms since 1970")
     ratified = await node.chat.history(group_id)
+    if request.get("peek") is not True:
+        await node.reading.mark_read(group_id, node.chat.view(group_id), node.peer_id)
     # Our own messages still waiting for a quorum come after the ratified ones, marked so.
     pending = [message_json(m, me=node.peer_id) for m in node.chat.pending(group_id)]
     if request.get("raw") is True:
@@ -429,7 +439,7 @@ async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[
             lambda m: message_json(m, me=node.peer_id),
             versions=request.get("versions") is True,
         )
-    return (shown + pending)[-limit:]
+    return [m for m in shown + pending if m["time_stamp"] >= since][-limit:]
 
 
 def outbox_json(node: Daemon, item: OutboxView) -> dict[str, Any]:
@@ -506,6 +516,21 @@ async def op_subscribe(node: Daemon, request: dict[str, Any], emit: Emit) -> Non
         await emit({"kind": "subscribed", "group_id": group_id.hex(), "name": state.name})
         async for message in messages:
             await emit({"kind": "message", "message": message_json(message, me=node.peer_id)})
+            if message.ratified:  # shown to the subscriber: read
+                await node.reading.mark_read(group_id, node.chat.view(group_id), node.peer_id)
+
+
+async def op_search(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
+    query = _str_arg(request, "query")
+    limit = request.get("limit", 20)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise DaemonError("limit must be a positive whole number")
+    chosen = [_group_arg(node, request)] if request.get("group") else node.chat.groups()
+    groups = [(g, node.chat.group_state(g).owner, await node.chat.history(g)) for g in chosen]
+    try:
+        return await node.reading.search(groups, query, limit)
+    except SearchError as exc:
+        raise DaemonError(str(exc)) from None
 
 
 #: An operation: the node, the request, a function that sends events; the result.
@@ -530,6 +555,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "outbox": op_outbox,
     "outbox.cancel": op_outbox_cancel,
     "subscribe": op_subscribe,
+    "search": op_search,
 }
 
 

@@ -23,6 +23,8 @@ from ..errors import P2PChatError
 from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
 from .conformance import add_arguments as conformance_arguments
+from .reading import add_arguments as search_arguments
+from .reading import add_history_arguments
 from .sanitize import terminal_text
 from .thread import add_arguments as thread_arguments
 
@@ -220,8 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=args.positive_int, default=1000, help="newest N (default: 1000)")
     p.add_argument("--versions", action="store_true", help="show every version of edited messages")
     p.add_argument("--raw", action="store_true", help="every message as sent: edits etc. unfolded")
+    add_history_arguments(p)
     _json_flag(p)
     thread_arguments(command)
+    search_arguments(command)
 
     p = command(
         "outbox",
@@ -299,7 +303,8 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "perf": "net",
     "group": "groups",
     "send": "messages",
-    "history": "messages",
+    "history": "reading",
+    "search": "reading",
     "get": "messages",
     "reply": "thread",
     "edit": "thread",

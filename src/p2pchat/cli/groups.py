@@ -71,6 +71,7 @@ def cmd_group_list(args: argparse.Namespace) -> int:
         print(
             f"{g['group_id']}  {clean(g['name'])}  {g['role']}  epoch {g['epoch']}  "
             f"{g['members']} members, quorum {g['quorum']} of {g['ratifiers']} ratifiers"
+            + (f"  {g['unread']} unread" if g.get("unread") else "")
         )
     return 0
 

@@ -1,4 +1,4 @@
-"""Messages on the running node: ``send``, ``history`` and ``get``, each one request on the
+"""Messages on the running node: ``send`` and ``get``, each one request on the
 control socket (specs/control.md "Operations").
 
 Every command here raises :class:`~p2pchat.app.control_protocol.ControlError` when no node runs
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .common import EXIT_INTERRUPTED, EXIT_PENDING, Command, UsageError, call
-from .render import PeerLabels, clean, format_message, print_json, size
-from .sanitize import terminal_text
+from .render import clean, print_json, size
 
 
 def _file_request(path: Path) -> dict[str, Any]:
@@ -87,24 +86,6 @@ def cmd_send(args: argparse.Namespace) -> int:
     return EXIT_PENDING if waited_in_vain else 0
 
 
-def cmd_history(args: argparse.Namespace) -> int:
-    """Print a group's ratified messages in display order, then ours still pending."""
-    messages = call(
-        args, "history", group=args.group, limit=args.limit, versions=args.versions, raw=args.raw
-    )
-    if args.json:
-        print_json(messages)
-        return 0
-    peers = PeerLabels()
-    for message in messages:
-        line = format_message(message, date=True, peers=peers, hashes=True)
-        print(line if message["ratified"] else f"{line}  (pending)")
-        for number, version in enumerate(message.get("versions") or [], 1):
-            if len(message["versions"]) > 1:
-                print(f"    version {number}: {terminal_text(version)}")
-    return 0
-
-
 def cmd_get(args: argparse.Namespace) -> int:
     """Save the content of a message (never overwriting a file).
 
@@ -140,6 +121,5 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 COMMANDS: Final[dict[str, Command]] = {
     "send": cmd_send,
-    "history": cmd_history,
     "get": cmd_get,
 }
