@@ -211,3 +211,29 @@ async def read_until(stream: trio.abc.ReceiveStream, text: str, seen: bytearray)
             chunk = await stream.receive_some()
             assert chunk, f"stream ended before {text!r}: {seen.decode()!r}"
             seen += chunk
+
+
+async def test_names_are_shown_and_a_rename_shows_the_short_id(tmp_path: Path) -> None:
+    alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
+    async with running_node(alice_dir) as alice, running_node(bob_dir) as bob:
+        group = (await ok(alice_dir, "group", "create", "pair")).stdout.strip()
+        await ok(alice_dir, "group", "invite", group, str(bob.addr), "user")
+        await ok(bob_dir, "group", "join", group, str(alice.addr))
+        await ok(bob_dir, "name", group, "Bob")
+        await ok(bob_dir, "send", group, "hi from bob")
+        bad = await cli(bob_dir, "name", group, "x" * 65)
+        assert (bad.returncode, "a name is 1 to 64 bytes" in bad.stderr) == (1, True)
+
+        def has(text: str) -> Any:
+            return lambda ms: any(m.get("text") == text for m in ms)
+
+        await wait_folded(alice_dir, group, has("hi from bob"))
+        shown = (await ok(alice_dir, "history", group)).stdout
+        assert "Bob: hi from bob" in shown
+        assert "Bob: (is now called Bob)" in shown
+        await ok(bob_dir, "name", group, "Robert")
+        await wait_folded(alice_dir, group, has("Robert"))
+        lines = (await ok(alice_dir, "history", group)).stdout.splitlines()
+        short = str(bob.peer_id)[8:20]
+        assert lines[-2].endswith(f"Robert ({short}): hi from bob")
+        assert lines[-1].endswith(f"Robert ({short}): (is now called Robert)")

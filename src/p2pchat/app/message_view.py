@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from ..chat.core.profiles import PROFILE, display_labels
 from ..chat.core.refs import CONTENT_TYPES, Folded, Item, fold
 from ..chat.node import ChatMessage
 from ..errors import P2PChatError
@@ -43,6 +44,20 @@ def find_message(messages: Sequence[ChatMessage], prefix: str) -> ChatMessage:
     if len(matches) > 1:
         raise MessageRefError(f"{prefix!r} names {len(matches)} messages; give more digits")
     return matches[0]
+
+
+def author_labels(messages: Sequence[ChatMessage]) -> dict[PeerID, str]:
+    """How each named author of ``messages`` (ratified, display order) is shown (§12)."""
+    return display_labels(
+        (m.author, m.content) for m in messages if m.message_type == PROFILE and m.ratified
+    )
+
+
+def name_authors(entries: list[dict[str, Any]], labels: dict[PeerID, str]) -> None:
+    """Add ``author_name`` (the label, or null) to each JSON message."""
+    by_text = {str(peer): label for peer, label in labels.items()}
+    for entry in entries:
+        entry["author_name"] = by_text.get(entry["author"])
 
 
 def folded_history(

@@ -22,6 +22,7 @@ import trio
 from .. import __version__
 from ..chat.core import cbor
 from ..chat.core.crypto import MAX_PLAINTEXT
+from ..chat.core.profiles import MAX_NAME, PROFILE, read_name
 from ..chat.core.roster import Role
 from ..chat.node import ChatError, ChatMessage, ChatNode, OutboxView, PendingError
 from ..errors import DecodeError, P2PChatError
@@ -29,14 +30,20 @@ from ..identity import PeerID
 from ..multiaddr import Multiaddr
 from ..net.ping import open_ping
 from .control import Emit
-from .message_view import MessageRefError, find_message, folded_history
+from .message_view import (
+    MessageRefError,
+    author_labels,
+    find_message,
+    folded_history,
+    name_authors,
+)
 from .reading import SearchError
 
 if TYPE_CHECKING:
     from .daemon import Daemon
 
 #: The message types ``send`` accepts (specs/chat.md §4; "roster" is the owner's, by invite).
-SEND_TYPES: Final = ("text", "markdown", "image", "file", "edit", "delete", "reaction")
+SEND_TYPES: Final = ("text", "markdown", "image", "file", "edit", "delete", "reaction", "profile")
 MAX_MIME: Final = 128
 HISTORY_DEFAULT_LIMIT: Final = 1000
 MIN_PREFIX: Final = 4
@@ -105,7 +112,7 @@ def message_json(message: ChatMessage, *, me: PeerID, data: bool = False) -> dic
     }
     if content is None:
         return out
-    if message.message_type in ("text", "markdown", "edit", "reaction"):
+    if message.message_type in ("text", "markdown", "edit", "reaction", "profile"):
         out["text"] = message.text
     elif message.message_type == "roster":
         out["roster"] = _roster_summary(content)
@@ -392,6 +399,8 @@ async def op_send(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str
     mime = request.get("mime")
     if mime is not None and (not isinstance(mime, str) or len(mime.encode()) > MAX_MIME):
         raise DaemonError(f"mime must be a MIME type of at most {MAX_MIME} bytes")
+    if message_type == PROFILE and read_name(data) is None:
+        raise DaemonError(f"a name is 1 to {MAX_NAME} bytes of text on one line")
     wait = request.get("wait", True) is not False
     ref_hash = await _ref_arg(node, group_id, request)
     try:
@@ -439,7 +448,9 @@ async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[
             lambda m: message_json(m, me=node.peer_id),
             versions=request.get("versions") is True,
         )
-    return [m for m in shown + pending if m["time_stamp"] >= since][-limit:]
+    listed = [m for m in shown + pending if m["time_stamp"] >= since][-limit:]
+    name_authors(listed, author_labels(ratified))
+    return listed
 
 
 def outbox_json(node: Daemon, item: OutboxView) -> dict[str, Any]:
@@ -514,8 +525,15 @@ async def op_subscribe(node: Daemon, request: dict[str, Any], emit: Emit) -> Non
     state = node.chat.group_state(group_id)
     async with node.chat.subscribe(group_id) as messages:
         await emit({"kind": "subscribed", "group_id": group_id.hex(), "name": state.name})
+        profiles = [m for m in await node.chat.history(group_id) if m.message_type == PROFILE]
+        labels = author_labels(profiles)
         async for message in messages:
-            await emit({"kind": "message", "message": message_json(message, me=node.peer_id)})
+            if message.message_type == PROFILE and message.ratified:
+                profiles.append(message)
+                labels = author_labels(profiles)
+            shown = message_json(message, me=node.peer_id)
+            name_authors([shown], labels)
+            await emit({"kind": "message", "message": shown})
             if message.ratified:  # shown to the subscriber: read
                 await node.reading.mark_read(group_id, node.chat.view(group_id), node.peer_id)
 

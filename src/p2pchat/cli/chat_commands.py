@@ -10,6 +10,8 @@ import attrs
 
 #: §11 of specs/chat.md: a reaction is 1 to 32 bytes of UTF-8.
 MAX_REACTION: Final = 32
+#: §12: a display name is at most 64 bytes of UTF-8.
+MAX_NAME: Final = 64
 
 HELP: Final = """\
 commands (a line that does not start with / is sent as a message; // sends a line starting with /):
@@ -18,6 +20,7 @@ commands (a line that does not start with / is sent as a message; // sends a lin
   /delete HASH        delete one of your messages (the group's owner: any message)
   /react HASH EMOJI   toggle your reaction to a message
   /md TEXT            send TEXT as Markdown
+  /name NAME          the name the group shows for you
   /help               this list
   /quit               leave (Ctrl-D too)"""
 
@@ -51,6 +54,7 @@ _USAGE: Final = {
     "delete": "/delete HASH",
     "react": "/react HASH EMOJI",
     "md": "/md TEXT",
+    "name": "/name NAME",
 }
 
 
@@ -73,9 +77,11 @@ def parse_line(line: str) -> Action:
         return Quit()
     if name not in _USAGE:
         raise LineError(f"unknown command /{name} (see /help; // sends a line starting with /)")
-    if name == "md":
+    if name in ("md", "name"):
         if not rest.strip():
             raise LineError(f"usage: {_USAGE[name]}")
+        if name == "name":
+            return Send({"type": "profile", "text": rest.strip(), "mime": "text/plain"})
         return Send({"type": "markdown", "text": rest})
     ref, _, text = rest.strip().partition(" ")
     text = text.strip()

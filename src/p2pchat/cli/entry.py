@@ -310,6 +310,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "edit": "thread",
     "delete": "thread",
     "react": "thread",
+    "name": "thread",
     "outbox": "outbox",
     "chat": "chat",
     "plugins": "dev",

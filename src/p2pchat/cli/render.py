@@ -95,6 +95,8 @@ def message_body(message: dict[str, Any]) -> str:
         return f"(edit of {ref}) {text}"
     if kind == "delete":
         return f"(deleted {ref})"
+    if kind == "profile":
+        return f"(is now called {clean(message.get('text') or '')})"
     if kind == "reaction":
         return f"(reacted {clean(message.get('text') or '')} to {ref})"
     if kind == "roster":
@@ -130,7 +132,12 @@ def format_message(
     when = time.localtime(message["time_stamp"] / 1000)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S", when)
     labels = peers if peers is not None else PeerLabels()
-    who = "you" if message.get("from_me") else labels.label(message["author"])
+    if message.get("from_me"):
+        who = "you"
+    elif message.get("author_name"):
+        who = clean(message["author_name"])
+    else:
+        who = labels.label(message["author"])
     tag = f" {message['message_hash'][:HASH_CHARS]}" if hashes else ""
     line = f"[{stamp}]{tag} {who}: {_reference(message, labels)}"
     if status:

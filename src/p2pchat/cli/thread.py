@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any, Final
 
-from .chat_commands import MAX_REACTION
+from .chat_commands import MAX_NAME, MAX_REACTION
 from .common import EXIT_PENDING, Command, UsageError, call
 from .render import print_json
 
@@ -73,6 +73,15 @@ def cmd_react(args: argparse.Namespace) -> int:
     return _send(args, "reaction", reaction, mime="text/plain")
 
 
+def cmd_name(args: argparse.Namespace) -> int:
+    """Sign and send our profile: the name the group shows for us (specs/chat.md §12)."""
+    name = " ".join(args.name).strip()
+    if not name or len(name.encode()) > MAX_NAME or "\n" in name:
+        raise UsageError(f"a name is 1 to {MAX_NAME} bytes of text on one line")
+    args.hash = None
+    return _send(args, "profile", name, mime="text/plain")
+
+
 def add_arguments(command: Any) -> None:
     """The parsers of this module's commands (``command(name, help)`` makes one)."""
     parsers = {
@@ -92,6 +101,11 @@ def add_arguments(command: Any) -> None:
             p.add_argument("reaction", help="an emoji or a short word")
         p.add_argument("--no-wait", action="store_true", help="return once queued")
         p.add_argument("--json", action="store_true", help="print the node's answer as JSON")
+    p = command("name", "set the name a group shows for you (a signed profile message)")
+    p.add_argument("group", help="group id, unique id prefix, or name")
+    p.add_argument("name", nargs="+", help="your display name (at most 64 bytes)")
+    p.add_argument("--no-wait", action="store_true", help="return once queued")
+    p.add_argument("--json", action="store_true", help="print the node's answer as JSON")
 
 
 COMMANDS: Final[dict[str, Command]] = {
@@ -99,4 +113,5 @@ COMMANDS: Final[dict[str, Command]] = {
     "edit": cmd_edit,
     "delete": cmd_delete,
     "react": cmd_react,
+    "name": cmd_name,
 }

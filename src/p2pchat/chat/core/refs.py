@@ -26,6 +26,7 @@ from typing import Final
 import attrs
 
 from ...identity import PeerID
+from .profiles import PROFILE
 
 __all__ = [
     "CONTENT_TYPES",
@@ -76,6 +77,8 @@ def check_reference(
     ``"not allowed"``: an edit of another author's message, a delete of it by anyone but the
     owner.
     """
+    if message_type == PROFILE:  # §12: a profile refers to nothing
+        return None if ref_hash is None else BAD_REFERENCE
     if message_type not in CONTENT_TYPES and message_type not in REF_TYPES:
         return None
     if ref_hash is None:
