@@ -1,12 +1,16 @@
-"""Benchmark: the libp2p perf protocol (/perf/1.0.0), p2pchat and py-libp2p 0.8.1, four pairs.
+"""Benchmark: the libp2p perf protocol (/perf/1.0.0), p2pchat and py-libp2p 0.8.1, against raw TCP.
 
-One run on 127.0.0.1 measures four client -> server pairs with the same sizes (default 256 MiB
+One run on 127.0.0.1 measures six client -> server pairs with the same sizes (default 256 MiB
 up and 256 MiB down, 5 runs each):
 
 * p2pchat -> p2pchat,
 * py-libp2p -> py-libp2p,
 * p2pchat -> py-libp2p,
-* py-libp2p -> p2pchat.
+* py-libp2p -> p2pchat,
+* p2pchat+threads -> p2pchat+threads: both hosts with ``MuxerConfig(secure_worker_threads=
+  True)`` (specs/secure-stream.md "Worker threads for bulk"),
+* raw-tcp -> raw-tcp: the same exchange (8-byte download size, upload to EOF, download to EOF)
+  over plain trio TCP, timed the same way: the ceiling of this machine.
 
 Every server is its own process, one per pair, all started first: ours is this script with
 ``--serve`` (``open_host`` + ``install_perf``, limits raised to fit); py-libp2p's is
@@ -28,10 +32,10 @@ What is measured
 
 The runs are interleaved (run 1 of each pair, then run 2, ...), so that other load on the
 machine weighs on every pair alike. Medians over the runs (and the range of the transfer
-figure). Target: p2pchat -> p2pchat transfer >= 5x py-libp2p -> py-libp2p.
+figure). Targets: p2pchat -> p2pchat transfer >= 5x py-libp2p -> py-libp2p, and >= 0.5x raw TCP.
 
     python tools/bench_perf.py [--quick] [--json] [--upload-mib 256] [--download-mib 256]
-        [--iterations 5] [--no-pylibp2p]
+        [--iterations 5] [--no-pylibp2p] [--no-threads]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -62,6 +67,7 @@ from benchlib import (
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
 from p2pchat.net.host import HostConfig, open_host
+from p2pchat.net.muxer import MuxerConfig
 from p2pchat.net.perf import PerfLimits, install_perf, result_json, run_perf
 
 MIB: Final = 1024 * 1024
@@ -73,7 +79,7 @@ EXIT_TIMEOUT: Final = 10.0
 SERVER_LIFETIME: Final = 3600.0
 TARGET: Final = 5.0
 
-Stack = Literal["p2pchat", "py-libp2p"]
+Stack = Literal["p2pchat", "p2pchat+threads", "py-libp2p", "raw-tcp"]
 
 
 @attrs.frozen
@@ -102,8 +108,12 @@ PAIRS: Final = (
     Pair("py-libp2p", "py-libp2p"),
     Pair("p2pchat", "py-libp2p"),
     Pair("py-libp2p", "p2pchat"),
+    Pair("p2pchat+threads", "p2pchat+threads"),
+    Pair("raw-tcp", "raw-tcp"),
 )
 BASELINE: Final = PAIRS[1]
+RAW: Final = PAIRS[5]
+TARGET_RAW: Final = 0.5  # issue 18: p2pchat -> p2pchat transfer / raw trio TCP
 
 
 @attrs.frozen
@@ -136,12 +146,18 @@ async def _wait_stdin_eof() -> None:
             pass
 
 
-async def serve() -> None:
+def _host_config(threads: bool, **kwargs: Any) -> HostConfig:
+    if not threads:  # the default config, also on trees without worker threads (--no-threads)
+        return HostConfig(**kwargs)
+    return HostConfig(muxer=MuxerConfig(secure_worker_threads=True), **kwargs)
+
+
+async def serve(threads: bool) -> None:
     """Our perf server: prints ``listening`` with its address, exits at EOF on stdin."""
     limits = PerfLimits(
         max_download_bytes=2**62, max_upload_bytes=2**62, max_duration_s=RUN_TIMEOUT
     )
-    async with open_host(KeyPair.generate()) as host:
+    async with open_host(KeyPair.generate(), _host_config(threads)) as host:
         install_perf(host, limits)
         _emit("listening", addrs=[str(addr) for addr in host.addrs])
         with trio.move_on_after(SERVER_LIFETIME):
@@ -149,12 +165,84 @@ async def serve() -> None:
     _emit("exit")
 
 
-async def client(addr: str, upload: int, download: int) -> None:
+async def client(addr: str, upload: int, download: int, threads: bool) -> None:
     """Our perf client: one ``run_perf`` on a new connection; prints its final record."""
-    async with open_host(KeyPair.generate(), HostConfig(listen=())) as host:
+    async with open_host(KeyPair.generate(), _host_config(threads, listen=())) as host:
         with trio.fail_after(RUN_TIMEOUT):
             result = await run_perf(host, Multiaddr.from_string(addr), upload, download)
     sys.stdout.write(json.dumps(result_json(result)) + "\n")
+
+
+# -- the same exchange over raw trio TCP: no security, no muxer, no negotiation ------------------
+
+RAW_CHUNK: Final = 64 * 1024
+
+
+async def serve_raw() -> None:
+    """Read the 8-byte download size, then upload bytes to EOF; send the download; close."""
+
+    async def one(stream: trio.SocketStream) -> None:
+        async with stream:
+            header = b""
+            while len(header) < 8:
+                chunk = await stream.receive_some(8 - len(header))
+                if not chunk:
+                    return
+                header += chunk
+            while await stream.receive_some(1024 * 1024):
+                pass
+            remaining = int.from_bytes(header, "big")
+            block = bytes(RAW_CHUNK)
+            while remaining:
+                size = min(remaining, RAW_CHUNK)
+                await stream.send_all(block[:size] if size < RAW_CHUNK else block)
+                remaining -= size
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, one, listeners)
+        _emit("listening", addrs=[f"/ip4/127.0.0.1/tcp/{port}"])
+        with trio.move_on_after(SERVER_LIFETIME):
+            await _wait_stdin_eof()
+        nursery.cancel_scope.cancel()
+    _emit("exit")
+
+
+async def client_raw(addr: str, upload: int, download: int) -> None:
+    """The raw TCP client, timed as ours is: first write -> the response's first byte
+    (upload) -> the server's end of stream (download)."""
+    port = int(Multiaddr.from_string(addr).value_for("tcp") or 0)
+    started = time.perf_counter()
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    connected = time.perf_counter()
+    async with stream:
+        with trio.fail_after(RUN_TIMEOUT):
+            await stream.send_all(download.to_bytes(8, "big"))
+            block = bytes(RAW_CHUNK)
+            remaining = upload
+            while remaining:
+                size = min(remaining, RAW_CHUNK)
+                await stream.send_all(block[:size] if size < RAW_CHUNK else block)
+                remaining -= size
+            await stream.send_eof()
+            received = 0
+            first = 0.0
+            while chunk := await stream.receive_some(1024 * 1024):
+                if not received:
+                    first = time.perf_counter()
+                received += len(chunk)
+            done = time.perf_counter()
+    first = first or done
+    result = {
+        "type": "final",
+        "uploadBytes": upload,
+        "downloadBytes": received,
+        "connectSeconds": connected - started,
+        "uploadSeconds": first - connected,
+        "downloadSeconds": done - first,
+    }
+    sys.stdout.write(json.dumps(result) + "\n")
 
 
 # -- subprocesses ------------------------------------------------------------------------------
@@ -224,6 +312,10 @@ async def _run_json(name: str, cmd: Sequence[str]) -> dict[str, Any]:
 def _server_cmd(stack: Stack, python: Path) -> list[str]:
     if stack == "p2pchat":
         return _self_cmd("--serve")
+    if stack == "p2pchat+threads":
+        return _self_cmd("--serve", "--worker-threads")
+    if stack == "raw-tcp":
+        return _self_cmd("--serve-raw")
     lifetime = str(SERVER_LIFETIME)
     return [str(python), str(PEER_SCRIPT), "listen", "--port", "0", "--lifetime", lifetime]
 
@@ -235,8 +327,13 @@ async def _client_run(stack: Stack, addr: str, sizes: Sizes, python: Path) -> Ru
         BenchError: the client failed or reports other sizes than asked.
     """
     up, down = str(sizes.upload), str(sizes.download)
-    if stack == "p2pchat":
-        out = await _run_json("p2pchat client", _self_cmd("--client", addr, up, down))
+    if stack != "py-libp2p":
+        args = {
+            "p2pchat": ["--client", addr, up, down],
+            "p2pchat+threads": ["--client", addr, up, down, "--worker-threads"],
+            "raw-tcp": ["--client-raw", addr, up, down],
+        }[stack]
+        out = await _run_json(f"{stack} client", _self_cmd(*args))
         if out.get("type") != "final" or (out["uploadBytes"], out["downloadBytes"]) != (
             sizes.upload,
             sizes.download,
@@ -312,7 +409,7 @@ async def _pylibp2p_version(python: Path) -> str:
     return done.stdout.decode().strip() or "unknown version"
 
 
-async def run_all(sizes: Sizes, use_pylibp2p: bool) -> dict[str, Any]:
+async def run_all(sizes: Sizes, use_pylibp2p: bool, use_threads: bool = True) -> dict[str, Any]:
     """Every pair (those needing py-libp2p only when it is there), then the ratios."""
     python = interop_python()
     skipped: str | None = None
@@ -332,6 +429,8 @@ async def run_all(sizes: Sizes, use_pylibp2p: bool) -> dict[str, Any]:
         },
     }
     chosen = [p for p in PAIRS if skipped is None or "py-libp2p" not in (p.client, p.server)]
+    if not use_threads:
+        chosen = [p for p in chosen if p.client != "p2pchat+threads"]
     result["pairs"] = pairs = await run_pairs(chosen, sizes, python)
     ratios: dict[str, float] = {}
     if BASELINE.name in pairs:
@@ -340,6 +439,19 @@ async def run_all(sizes: Sizes, use_pylibp2p: bool) -> dict[str, Any]:
             if name != BASELINE.name:
                 ratios[name] = round(figures["transfer_mib_s"] / base, 2)
     result["ratios_to_pylibp2p"] = ratios
+    raw = pairs[RAW.name]["transfer_mib_s"]
+    result["ratios_to_raw"] = {
+        name: round(figures["transfer_mib_s"] / raw, 3)
+        for name, figures in pairs.items()
+        if name != RAW.name
+    }
+    to_raw = result["ratios_to_raw"][PAIRS[0].name]
+    result["target_raw"] = {
+        "name": f"{PAIRS[0].name} / {RAW.name}, transfer",
+        "goal": TARGET_RAW,
+        "value": to_raw,
+        "met": to_raw >= TARGET_RAW,
+    }
     ours = ratios.get(PAIRS[0].name)
     result["target"] = {
         "name": f"{PAIRS[0].name} / {BASELINE.name}, transfer",
@@ -370,20 +482,28 @@ def render(result: dict[str, Any]) -> str:
         f" {sizes['iterations']} runs per pair (interleaved), each a new client process and"
         " connection; medians",
         "",
-        f"  {'client -> server':<24}{'transfer':>10}{'range':>13}{'upload':>9}{'download':>10}"
+        f"  {'client -> server':<36}{'transfer':>10}{'range':>13}{'upload':>9}{'download':>10}"
         f"{'transfer':>10}{'connect':>9}{'ratio':>7}",
-        f"  {'':<24}{'MiB/s':>10}{'MiB/s':>13}{'MiB/s':>9}{'MiB/s':>10}{'s':>10}{'ms':>9}{'':>7}",
+        f"  {'':<36}{'MiB/s':>10}{'MiB/s':>13}{'MiB/s':>9}{'MiB/s':>10}{'s':>10}{'ms':>9}{'':>7}",
     ]
     ratios = result["ratios_to_pylibp2p"]
     for name, f in result["pairs"].items():
         span = f["transfer_range_mib_s"]
         ratio = "1.00" if name == BASELINE.name and ratios else _cell(ratios.get(name), "{:.2f}")
         lines.append(
-            f"  {name:<24}{_cell(f['transfer_mib_s']):>10}"
+            f"  {name:<36}{_cell(f['transfer_mib_s']):>10}"
             f"{'n/a' if span is None else f'{span[0]:.0f}-{span[1]:.0f}':>13}"
             f"{_cell(f['upload_mib_s']):>9}{_cell(f['download_mib_s']):>10}"
             f"{f['transfer_s']:>10.3f}{f['connect_ms']:>9.2f}{ratio:>7}"
         )
+    lines.append("")
+    for name, ratio in result["ratios_to_raw"].items():
+        lines.append(f"  {name:<36} / raw trio TCP: {ratio:.3f}")
+    raw_target = result["target_raw"]
+    verdict = "met" if raw_target["met"] else "MISSED"
+    lines.append(
+        f"target {raw_target['name']} >= {TARGET_RAW:g}: {raw_target['value']:.3f}  {verdict}"
+    )
     target = result["target"]
     lines.append("")
     if target["value"] is None:
@@ -425,7 +545,7 @@ async def _main(args: argparse.Namespace) -> None:
         download=base.download if args.download_mib is None else args.download_mib * MIB,
         iterations=args.iterations or base.iterations,
     )
-    result = await run_all(sizes, not args.no_pylibp2p)
+    result = await run_all(sizes, not args.no_pylibp2p, not args.no_threads)
     print(json.dumps(result) if args.json else render(result))
 
 
@@ -437,14 +557,27 @@ def main() -> None:
     parser.add_argument("--download-mib", type=_non_negative, help="MiB down per run (256)")
     parser.add_argument("--iterations", type=_positive, help="runs per pair (5)")
     parser.add_argument("--no-pylibp2p", action="store_true", help="only p2pchat -> p2pchat")
+    parser.add_argument(
+        "--no-threads", action="store_true", help="skip the worker-threads pair (older trees)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=3, metavar=("ADDR", "UP", "DOWN"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--client-raw", nargs=3, metavar=("ADDR", "UP", "DOWN"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.serve:
-        run_bench("bench_perf", serve)
+        run_bench("bench_perf", serve, args.worker_threads)
     elif args.client:
         addr, up, down = args.client
-        run_bench("bench_perf", client, addr, int(up), int(down))
+        run_bench("bench_perf", client, addr, int(up), int(down), args.worker_threads)
+    elif args.serve_raw:
+        run_bench("bench_perf", serve_raw)
+    elif args.client_raw:
+        addr, up, down = args.client_raw
+        run_bench("bench_perf", client_raw, addr, int(up), int(down))
     else:
         run_bench("bench_perf", _main, args)
 

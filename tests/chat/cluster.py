@@ -12,7 +12,7 @@ import trio
 
 from chat.crash import CrashingStore, SimulatedCrashError
 from p2pchat.chat.core.roster import History, Role
-from p2pchat.chat.node import ChatConfig, ChatNode, open_chat_node
+from p2pchat.chat.node import RECORDS_FILE, ChatConfig, ChatNode, open_chat_node
 from p2pchat.chat.store import ChatStore, open_store
 from p2pchat.identity import KeyPair, PeerID
 from p2pchat.multiaddr import Multiaddr
@@ -70,7 +70,9 @@ class Peer:
                     self.cluster.introduce(self, host)
                     if self.wrap_store is None:
                         config = CONFIG if self.config is None else self.config
-                        async with open_chat_node(host, store, config) as chat:
+                        async with open_chat_node(
+                            host, store, config, records_path=self.data_dir / RECORDS_FILE
+                        ) as chat:
                             self._chat = chat
                             task_status.started()
                             await trio.sleep_forever()
@@ -93,7 +95,12 @@ class Peer:
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(die)
-                async with open_chat_node(host, cast(ChatStore, store), CONFIG) as chat:
+                async with open_chat_node(
+                    host,
+                    cast(ChatStore, store),
+                    CONFIG,
+                    records_path=self.data_dir / RECORDS_FILE,
+                ) as chat:
                     self._chat = chat
                     task_status.started()
                     started = True

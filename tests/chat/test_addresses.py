@@ -9,6 +9,7 @@ import trio
 
 from chat.cluster import open_cluster
 from p2pchat.chat.core.roster import Role
+from p2pchat.chat.node import RECORDS_FILE
 from p2pchat.chat.services.chat_client import open_chat
 from p2pchat.records import open_peer_record
 
@@ -91,3 +92,59 @@ async def test_a_ratifier_restarted_on_a_new_port_is_found_there(tmp_path: Path)
             await dave.chat.wait_ratified(group_id, message)
         known = dave.chat.host.peer_store.addrs(bob.peer_id, trio.current_time())
         assert bob.chat.host.listen_addrs[0] in known
+
+
+async def test_a_restarted_member_dials_a_member_at_its_stored_record(tmp_path: Path) -> None:
+    """specs/chat.md §12: carol knows where bob is only from the record alice gave her; after
+    a restart with alice gone, the record kept in her data dir is where she finds him."""
+    async with open_cluster(tmp_path, "alice", "bob", "carol", hub="alice") as cluster:
+        alice, bob, carol = cluster.peers
+        group_id = await alice.chat.create_group("remembered")
+        for peer, role in ((bob, Role.RATIFIER), (carol, Role.USER)):
+            await alice.chat.invite(group_id, peer.peer_id, role)
+            await peer.chat.join(group_id, alice.peer_id)
+        assert carol.chat.host.peer_store.signed_record(bob.peer_id) is not None
+        await carol.stop()
+        await alice.stop()
+        assert (carol.data_dir / RECORDS_FILE).exists()
+        await carol.start()
+        # Read before the node started dialing, and with alice down nobody could have told
+        # her: the address is the stored record's.
+        known = carol.chat.host.peer_store.addrs(bob.peer_id, trio.current_time())
+        assert bob.chat.host.listen_addrs[0] in known
+        # She dials him by herself (at most 15 s).
+        for _ in range(300):
+            if bob.peer_id in carol.chat.host.connected_peers():
+                break
+            await trio.sleep(0.05)
+        assert bob.peer_id in carol.chat.host.connected_peers()
+
+
+async def test_a_member_that_moved_is_made_known_to_members_that_stay_connected(
+    tmp_path: Path,
+) -> None:
+    """bob comes back on another port and reaches alice only; dave, who stays connected to
+    alice and makes no new connection, learns where bob is now from alice (specs/chat.md §8)."""
+    async with open_cluster(tmp_path, *STAR, hub="alice") as cluster:
+        alice, bob, carol, dave = cluster.peers
+        group_id = await alice.chat.create_group("moved")
+        for peer, role in ((bob, Role.RATIFIER), (carol, Role.RATIFIER), (dave, Role.USER)):
+            await alice.chat.invite(group_id, peer.peer_id, role)
+            await peer.chat.join(group_id, alice.peer_id)
+        assert dave.chat.host.peer_store.signed_record(bob.peer_id) is not None
+        await bob.stop()
+        (bob.data_dir / RECORDS_FILE).unlink(missing_ok=True)  # bob knows only alice now
+        old_port = bob.port
+        bob.port = 0
+        await bob.start()
+        assert bob.port != old_port
+        new_addr = bob.chat.host.listen_addrs[0]
+        for _ in range(200):  # at most 10 s
+            if new_addr in dave.chat.host.peer_store.addrs(bob.peer_id, trio.current_time()):
+                break
+            await trio.sleep(0.05)
+        assert new_addr in dave.chat.host.peer_store.addrs(bob.peer_id, trio.current_time())
+        assert bob.peer_id not in dave.chat.host.connected_peers()
+        held = dave.chat.host.peer_store.signed_record(bob.peer_id)
+        assert held is not None
+        assert new_addr in open_peer_record(held)[0].addresses

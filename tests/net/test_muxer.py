@@ -213,3 +213,31 @@ async def test_inbound_backlog_is_bounded(nursery: trio.Nursery) -> None:
         await streams[2].receive_some()
     first = await server.accept_stream()
     assert await first.receive_some() == b"hi"
+
+
+async def test_config_turns_on_worker_threads_and_bulk_streams_still_arrive_intact(
+    nursery: trio.Nursery,
+) -> None:
+    config = MuxerConfig(secure_worker_threads=True)
+    pair = await _connection_pair(nursery, trio.testing.memory_stream_pair, config)
+    assert pair[0].secure.worker_threads
+    assert pair[1].secure.worker_threads
+    outbound, inbound = await _stream_pair(pair)
+    payload = bytes(range(249)) * 40_000  # about 9.5 MiB: more than the yamux window
+    received = bytearray()
+
+    async def reader() -> None:
+        while chunk := await inbound.receive_some():
+            received.extend(chunk)
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(reader)
+        await outbound.send_all(payload)
+        await outbound.send_eof()
+    assert bytes(received) == payload
+
+
+async def test_worker_threads_are_off_by_default(nursery: trio.Nursery) -> None:
+    client, server = await _connection_pair(nursery, trio.testing.memory_stream_pair)
+    assert not client.secure.worker_threads
+    assert not server.secure.worker_threads

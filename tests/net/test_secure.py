@@ -227,3 +227,119 @@ async def test_serve_reports_bound_addresses_with_real_port(echo_server: _Listen
     (addr,) = echo_server.addrs
     assert str(addr).startswith("/ip4/127.0.0.1/tcp/")
     assert addr.value_for("tcp") != "0"
+
+
+async def _threaded_memory_pair() -> tuple[SecureStream, SecureStream]:
+    client, server = await _memory_secure_pair()
+    client.worker_threads = server.worker_threads = True
+    return client, server
+
+
+async def _threaded_lockstep_pair() -> tuple[SecureStream, SecureStream]:
+    client, server = await _lockstep_secure_pair()
+    client.worker_threads = server.worker_threads = True
+    return client, server
+
+
+async def test_secure_stream_with_worker_threads_passes_trio_generic_checks() -> None:
+    await trio.testing.check_two_way_stream(_threaded_memory_pair, _threaded_lockstep_pair)
+
+
+async def _send_and_collect(
+    client: SecureStream, server: SecureStream, payload: bytes, write: int
+) -> bytes:
+    received = bytearray()
+
+    async def reader() -> None:
+        while len(received) < len(payload):
+            chunk = await server.receive_some()
+            assert chunk
+            received.extend(chunk)
+
+    async def writer() -> None:
+        for start in range(0, len(payload), write):
+            await client.send_all(payload[start : start + write])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()  # let the ciphertext pile up
+        nursery.start_soon(reader)
+    return bytes(received)
+
+
+async def test_worker_threads_seal_and_open_bulk_batches_and_data_arrives_intact() -> None:
+    client, server = await _threaded_memory_pair()
+    payload = bytes(range(251)) * 25_000  # 6,275,000 bytes: several seal batches per write
+    assert await _send_and_collect(client, server, payload, 3 * 1024 * 1024) == payload
+    assert client.offloaded_seals >= 4
+    assert server.offloaded_opens >= 3
+
+
+async def test_small_writes_and_reads_stay_on_the_event_loop_with_worker_threads() -> None:
+    client, server = await _threaded_memory_pair()
+    for i in range(50):  # ping-sized exchanges
+        await client.send_all(b"ping %d" % i)
+        assert await server.receive_some() == b"ping %d" % i
+        await server.send_all(b"pong %d" % i)
+        assert await client.receive_some() == b"pong %d" % i
+    one_batch = bytes(noise.MAX_PLAINTEXT_LEN * 16)  # at most one seal batch: on the loop
+    assert await _send_and_collect(client, server, one_batch, len(one_batch)) == one_batch
+    assert client.offloaded_seals == server.offloaded_seals == 0
+
+
+async def test_default_stream_keeps_all_aead_work_on_the_event_loop() -> None:
+    client, server = await _memory_secure_pair()
+    payload = bytes(range(251)) * 25_000
+    assert await _send_and_collect(client, server, payload, 3 * 1024 * 1024) == payload
+    assert client.offloaded_seals == 0
+    assert server.offloaded_opens == 0
+
+
+async def test_tampered_batch_opened_in_a_worker_thread_breaks_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[int] = []
+    real_open = noise.NoiseConnection.open_frames
+
+    def spy(self: noise.NoiseConnection, frames: bytes, out: bytearray) -> int:
+        opened.append(len(frames))
+        return real_open(self, frames, out)
+
+    monkeypatch.setattr(noise.NoiseConnection, "open_frames", spy)
+    client, server = await _threaded_memory_pair()
+    wire = client._session.send(bytes(2 * 1024 * 1024))  # bypass the stream to tamper
+    wire[1000] ^= 0x01
+    await client.transport_stream.send_all(wire)
+    with pytest.raises(trio.BrokenResourceError, match="noise"):
+        await server.receive_some()
+    assert len(opened) == 1  # the bad frame was in a batch handed to a worker thread
+    assert server.offloaded_opens == 0
+    with pytest.raises(trio.BrokenResourceError):
+        await server.receive_some()
+
+
+async def test_bulk_over_tcp_with_worker_threads_arrives_intact(nursery: trio.Nursery) -> None:
+    identity = KeyPair.generate()
+    got: list[bytes] = []
+    done = trio.Event()
+
+    async def sink(stream: SecureStream) -> None:
+        stream.worker_threads = True
+        data = bytearray()
+        while chunk := await stream.receive_some():
+            data.extend(chunk)
+        got.append(bytes(data))
+        done.set()
+
+    addrs = await nursery.start(
+        lambda task_status: serve_secure(sink, [LOOPBACK], identity, task_status=task_status)
+    )
+    payload = bytes(range(253)) * 40_000  # about 10 MiB
+    stream = await dial_secure(addrs[0], KeyPair.generate())
+    stream.worker_threads = True
+    async with stream:
+        for start in range(0, len(payload), 4 * 1024 * 1024):
+            await stream.send_all(payload[start : start + 4 * 1024 * 1024])
+    await done.wait()
+    assert got == [payload]
+    assert stream.offloaded_seals >= 2

@@ -1097,3 +1097,47 @@ def test_send_packed_splits_only_oversized_units() -> None:
     messages = [e.data for e in drain(receiver) if isinstance(e, Data)]
     assert [len(m) for m in messages] == [MAX_PLAINTEXT_LEN, MAX_PLAINTEXT_LEN, 153_600 - 2 * 65519]
     assert b"".join(messages) == big
+
+
+def test_take_frames_detaches_whole_frames_within_the_limit_and_open_frames_decrypts_them() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    sender, receiver = pair.conns[Role.INITIATOR], pair.conns[Role.RESPONDER]
+    message = bytes(range(256)) * 1024  # 262,144 bytes: four full frames and a short one
+    wire = bytes(sender.send(message))
+    receiver.receive_data(wire[:-5])  # the short last frame is incomplete
+    assert receiver.whole_frames_plaintext(3 * MAX_PLAINTEXT_LEN) == 3 * MAX_PLAINTEXT_LEN
+    assert receiver.whole_frames_plaintext(10**9) == 4 * MAX_PLAINTEXT_LEN
+    batch = receiver.take_frames(3 * MAX_PLAINTEXT_LEN + 100)
+    assert len(batch) == 3 * (2 + MAX_PLAINTEXT_LEN + 16)
+    # Bytes go on arriving while the batch is away; it is opened first, as nonces require.
+    receiver.receive_data(wire[-5:])
+    out = bytearray(3 * MAX_PLAINTEXT_LEN)
+    assert receiver.open_frames(batch, out) == len(out)
+    assert out == message[: len(out)]
+    rest = b"".join(e.data for e in drain(receiver) if isinstance(e, Data))
+    assert rest == message[len(out) :]
+    assert receiver.take_frames(10**9) == b""
+
+
+def test_open_frames_refuses_a_tampered_batch_and_fails_the_connection() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    sender, receiver = pair.conns[Role.INITIATOR], pair.conns[Role.RESPONDER]
+    receiver.receive_data(sender.send(b"q" * 200_000))
+    batch = bytearray(receiver.take_frames(10**9))
+    batch[100] ^= 0x01
+    with pytest.raises(DecryptionError):
+        receiver.open_frames(batch, bytearray(200_000))
+    _assert_failed(receiver)
+
+
+def test_open_frames_refuses_a_batch_that_is_not_whole_frames() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    sender, receiver = pair.conns[Role.INITIATOR], pair.conns[Role.RESPONDER]
+    receiver.receive_data(sender.send(b"q" * 1000))
+    batch = receiver.take_frames(10**9)
+    with pytest.raises(LocalProtocolError):
+        receiver.open_frames(batch[:-1], bytearray(1000))
+    _assert_failed(receiver)

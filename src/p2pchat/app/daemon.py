@@ -42,7 +42,7 @@ import trio
 from ..aio import open_service_nursery
 from ..chat.core import cbor
 from ..chat.core.packet import Certificate
-from ..chat.node import ChatConfig, ChatNode, open_chat_node
+from ..chat.node import RECORDS_FILE, ChatConfig, ChatNode, open_chat_node
 from ..chat.store import ChatStore, open_store
 from ..discovery.bootstrap import BackoffPolicy, run_bootstrap
 from ..errors import DecodeError
@@ -201,7 +201,9 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
 
             install_perf(host)
         async with (
-            open_chat_node(host, store, options.chat) as chat,
+            open_chat_node(
+                host, store, options.chat, records_path=options.data_dir / RECORDS_FILE
+            ) as chat,
             open_plugins(
                 host, chat, options.plugins, entry_points=options.plugin_entry_points
             ) as plugins,

@@ -9,6 +9,7 @@ created with mode 0700; an existing one that group or others may enter, read or 
 * ``config.toml``: the configuration (written by ``p2pchat init``);
 * ``store.sqlite3``, ``store.lock``: the chat store and the lock that keeps a second node off it;
 * ``peers.json``: the peers this node has been connected to, for reconnecting after a restart;
+* ``member-records.cbor``: the signed peer records of our groups' members (specs/chat.md §12);
 * ``control.sock``: the running node's control socket (mode 0600), gone when it stops.
 """
 

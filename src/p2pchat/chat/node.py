@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Final
 
 import attrs
@@ -59,6 +60,7 @@ from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher
 from .services.dispatch import install_chat as _install_chat
 from .services.handlers import ChatHandlers
+from .services.member_records import RECORDS_FILE, MemberRecordFile
 from .services.outbox import run_outbox
 from .services.ratify import RatifyService
 from .services.runtime import Runtime, now_ms
@@ -66,6 +68,7 @@ from .services.sync import SyncService
 from .store import ChatStore, StoredMessage
 
 __all__ = [
+    "RECORDS_FILE",
     "ChatConfig",
     "ChatError",
     "ChatMessage",
@@ -180,6 +183,7 @@ class ChatNode:
         #: Our messages being waited for, by first hash: the hash they were ratified under,
         #: or the reason they were abandoned.
         self._origin_done: dict[bytes, tuple[trio.Event, list[bytes | str]]] = {}
+        self._write_locks: dict[bytes, trio.Lock] = {}
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -265,8 +269,10 @@ class ChatNode:
     async def _change_roster(
         self, group_id: bytes, members: Sequence[Member], added: PeerID | None
     ) -> None:
-        packet, commit = self.engine.change_roster(group_id, members, added=added, now=now_ms())
-        await self._submit(packet, commit)
+        await self._submit(
+            group_id,
+            lambda: self.engine.change_roster(group_id, members, added=added, now=now_ms()),
+        )
 
     async def join(self, group_id: bytes, via: PeerID | Multiaddr) -> None:
         """Join a group we were invited to, by fetching its roster chain from ``via``.
@@ -330,18 +336,38 @@ class ChatNode:
         refused = check_reference(
             message_type, self.peer_id, ref_hash, view.state.owner, view.ref_of
         )
-        if refused is not None:  # §11: what the ratifiers would refuse, said at once
+        if refused is not None:  # §14: what the ratifiers would refuse, said at once
             raise NotAllowedError(f"the ratifiers would refuse this {message_type}: {refused}")
-        packet, commit = self.engine.author(
-            group_id, data, message_type=message_type, mime=mime, ref_hash=ref_hash, now=now_ms()
+        return await self._submit(
+            group_id,
+            lambda: self.engine.author(
+                group_id,
+                data,
+                message_type=message_type,
+                mime=mime,
+                ref_hash=ref_hash,
+                now=now_ms(),
+            ),
+            wait=wait,
         )
-        return await self._submit(packet, commit, wait=wait)
 
-    async def _submit(self, packet: Packet, commit: Commit, *, wait: bool = True) -> bytes:
-        origin = packet.message_hash
-        done = self._origin_done.setdefault(origin, (trio.Event(), []))
+    async def _submit(
+        self, group_id: bytes, write: Callable[[], tuple[Packet, Commit]], *, wait: bool = True
+    ) -> bytes:
+        # One write at a time per group: each message is written after the previous one is
+        # queued, so it names it as the message it follows (specs/chat.md §6 "One author's
+        # order").
+        lock = self._write_locks.setdefault(group_id, trio.Lock())
+        async with lock:
+            packet, commit = write()
+            origin = packet.message_hash
+            done = self._origin_done.setdefault(origin, (trio.Event(), []))
+            try:
+                await self._runtime.commit(commit)
+            except BaseException:
+                self._origin_done.pop(origin, None)
+                raise
         try:
-            await self._runtime.commit(commit)
             if not wait:
                 return origin
             with trio.move_on_after(self.config.send_timeout):
@@ -417,15 +443,20 @@ class ChatNode:
             ratified=ratified,
         )
 
-    def _protect_members(self) -> None:
-        """The Host keeps connections to the members of our groups' current rosters (they are
-        never evicted and may use the reserved slots); a removed member loses that."""
+    def current_members(self) -> set[PeerID]:
+        """The members of our groups' current rosters, other than us."""
         members: set[PeerID] = set()
         for group_id in self.engine.groups():
             members |= self.engine.view(group_id).members(
                 self.engine.view(group_id).state.current_epoch
             )
         members.discard(self.peer_id)
+        return members
+
+    def _protect_members(self) -> None:
+        """The Host keeps connections to the members of our groups' current rosters (they are
+        never evicted and may use the reserved slots); a removed member loses that."""
+        members = self.current_members()
         for peer in self._protected - members:
             self.host.unprotect(peer)
         for peer in members - self._protected:
@@ -574,15 +605,21 @@ async def _load_engine(store: ChatStore, engine: ChatEngine) -> None:
     for entry in await store.outbox_due(2**62, limit=MAX_OUTBOX_LOAD):
         row = await store.get_message(entry.group_id, entry.message_hash)
         if row is not None:
-            engine.load_outbox(_decode_row(row), now)
+            engine.load_outbox(_decode_row(row), now, rank=entry.created_at)
 
 
 @asynccontextmanager
 async def open_chat_node(
-    host: Host, store: ChatStore, config: ChatConfig | None = None
+    host: Host,
+    store: ChatStore,
+    config: ChatConfig | None = None,
+    *,
+    records_path: Path | None = None,
 ) -> AsyncIterator[ChatNode]:
     """Run the chat protocol on ``host`` with ``store``: serve ``/p2pchat/1.0.0``, resume the
-    outbox, and sync with group members as they connect.
+    outbox, and sync with group members as they connect. With ``records_path`` (the data dir's
+    ``member-records.cbor``), the members' signed peer records learnt are kept there and read
+    back at start, before members are dialed (specs/chat.md §12).
 
     Raises:
         StoreError: the store cannot be read.
@@ -599,7 +636,8 @@ async def open_chat_node(
         open_service_nursery() as sync_nursery,
         open_service_nursery() as nursery,
     ):
-        addresses = AddressBook(host, clients)
+        records = None if records_path is None else MemberRecordFile(host, records_path)
+        addresses = AddressBook(host, clients, records, nursery)
         sync = SyncService(runtime, clients, sync_nursery, addresses)
         node = ChatNode(host, store, runtime, clients, sync, config)
         node._addresses = addresses
@@ -617,12 +655,20 @@ async def open_chat_node(
             publish=node._publish,
             ratified=node._ratified,
         )
-        ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host).register(node.dispatcher)
+        handlers = ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host)
+        handlers.addresses = addresses
+        handlers.register(node.dispatcher)
         _install_chat(host, node.dispatcher)
         await nursery.start(node._watch_connections)
         nursery.start_soon(run_outbox, runtime)
+        if records is not None:
+            await records.load(node.current_members())
+            nursery.start_soon(records.run_saver, node.current_members)
         nursery.start_soon(node._connect_members)
         try:
             yield node
         finally:
             host.remove_stream_handler(PROTOCOL_ID)
+            if records is not None:
+                with trio.CancelScope(shield=True):
+                    await records.save(node.current_members())

@@ -8,9 +8,9 @@ from typing import Any, Final
 
 import attrs
 
-#: §11 of specs/chat.md: a reaction is 1 to 32 bytes of UTF-8.
+#: §14 of specs/chat.md: a reaction is 1 to 32 bytes of UTF-8.
 MAX_REACTION: Final = 32
-#: §12: a display name is at most 64 bytes of UTF-8.
+#: §15: a display name is at most 64 bytes of UTF-8.
 MAX_NAME: Final = 64
 
 HELP: Final = """\

@@ -49,6 +49,10 @@ YAMUX_PROTOCOL: Final = yamux.PROTOCOL_ID
 RECEIVE_SIZE: Final = 256 * 1024
 #: At most this much is encrypted and written at once, which bounds the memory a write takes.
 WRITE_BATCH: Final = 1024 * 1024
+#: The same with the secure stream's worker threads on: a write of several seal batches can be
+#: pipelined, and a read can take a backlog large enough to open in a thread.
+THREADED_RECEIVE_SIZE: Final = 1024 * 1024
+THREADED_WRITE_BATCH: Final = 4 * 1024 * 1024
 #: yamux frames sized so that header and body fit in one Noise message.
 MAX_FRAME_PAYLOAD: Final = noise.MAX_PLAINTEXT_LEN - yamux.HEADER_SIZE
 DEFAULT_KEEPALIVE_INTERVAL: Final = 30.0
@@ -71,6 +75,9 @@ class MuxerConfig:
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     accept_backlog: int = DEFAULT_ACCEPT_BACKLOG
+    #: Let the secure stream seal and open bulk batches in worker threads
+    #: (specs/secure-stream.md "Worker threads for bulk"); off by default.
+    secure_worker_threads: bool = False
 
 
 class MuxedStream(trio.abc.HalfCloseableStream):
@@ -322,6 +329,7 @@ class MuxedConnection:
         self._initial_data = initial_data
         self.config = config if config is not None else MuxerConfig()
         self.secure = secure
+        secure.worker_threads = self.config.secure_worker_threads
         self.is_client = is_client
         self.remote_peer: PeerID = secure.remote_peer
         self.remote_addr = remote_addr
@@ -510,8 +518,9 @@ class MuxedConnection:
 
     async def _writer(self) -> None:
         core = self._core
+        batch = THREADED_WRITE_BATCH if self.config.secure_worker_threads else WRITE_BATCH
         while True:
-            frames = core.frames_to_send(WRITE_BATCH)
+            frames = core.frames_to_send(batch)
             if not frames:
                 self._drained.set()
                 self._wakeup = trio.Event()
@@ -525,12 +534,11 @@ class MuxedConnection:
 
     async def _reader(self) -> None:
         core = self._core
+        size = THREADED_RECEIVE_SIZE if self.config.secure_worker_threads else RECEIVE_SIZE
         while self.broken_reason is None:
             try:
                 # Several Noise messages at once, each holding whole yamux frames (_writer).
-                data: bytes | bytearray = self._initial_data or await self.secure.receive_some(
-                    RECEIVE_SIZE
-                )
+                data: bytes | bytearray = self._initial_data or await self.secure.receive_some(size)
                 self._initial_data = b""
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._end(f"read failed: {exc}")

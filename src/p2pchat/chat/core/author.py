@@ -1,7 +1,10 @@
 """Writing our messages: a content message and a roster change, encrypted and signed (sans-IO).
 
-Both name the group's current DAG heads as parents and the current epoch; the engine decides
-when to write (a send, a re-write after the epoch moved on) and commits what is written.
+Both are of the current epoch and name as parents the group's DAG heads and our latest held
+message of that epoch; a content message also names the message it follows, our latest queued
+one (specs/chat.md §6 "One author's order"). The engine decides when to write (a send, a
+re-write after the epoch moved on or the message it followed left the outbox) and commits what
+is written.
 """
 
 from __future__ import annotations
@@ -10,10 +13,25 @@ from collections.abc import Sequence
 
 from ...identity import KeyPair, PeerID
 from . import crypto
-from .packet import Artifact, Headers, Message, Packet, sha256, sign_message
+from .packet import MAX_PARENTS, Artifact, Headers, Message, Packet, sha256, sign_message
 from .roster import Member, Role, Roster, default_quorum
 from .roster_update import RosterUpdate, WrappedKey, build_roster_message
 from .view import ChatError, GroupView, NotAllowedError, wrap_key
+
+
+def chain_parents(view: GroupView, author: PeerID, after: bytes | None) -> tuple[bytes, ...]:
+    """The ``parents`` of ``author``'s next message: ``after`` (the message it follows, if
+    any), the author's latest held message of the current epoch (the ratifiers' order rule,
+    §6), and the DAG heads; sorted, at most 16, the first two always kept (the heads left out
+    are named by later messages)."""
+    kept: set[bytes] = set()
+    if after is not None:
+        kept.add(after)
+    latest = view.latest.get((view.state.current_epoch, author))
+    if latest is not None:
+        kept.add(latest[1])
+    heads = [h for h in view.heads.heads() if h not in kept]
+    return tuple(sorted(kept.union(heads[: MAX_PARENTS - len(kept)])))
 
 
 def write_message(
@@ -24,8 +42,11 @@ def write_message(
     mime: str,
     ref_hash: bytes | None,
     now: int,
+    *,
+    after: bytes | None = None,
 ) -> Packet:
-    """A message of ``data`` in the group's current epoch, sealed under its epoch key.
+    """A message of ``data`` in the group's current epoch, sealed under its epoch key, that
+    follows ``after`` (our latest queued message of the group, if any).
 
     Raises:
         NotAllowedError: our role cannot send ``message_type``.
@@ -50,7 +71,7 @@ def write_message(
         time_stamp=now,
         author=me,
         ref_hash=ref_hash,
-        parents=view.heads.heads(),
+        parents=chain_parents(view, me, after),
         headers=Headers(),
         artifact=artifact,
     )
@@ -88,5 +109,7 @@ def write_roster_change(
                 wrap_key(key, newcomer, group_id, e) for e, key in sorted(view.epoch_keys.items())
             ]
     update = RosterUpdate(roster, tuple(keys), tuple(history_keys))
-    message, _ = build_roster_message(state, update, now_ms=now, parents=view.heads.heads())
+    message, _ = build_roster_message(
+        state, update, now_ms=now, parents=chain_parents(view, identity.peer_id, None)
+    )
     return sign_message(identity, message, b"", b"")

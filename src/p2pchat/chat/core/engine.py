@@ -76,7 +76,7 @@ from .fetch import MAX_FETCH
 from .genesis import SignedGenesis
 from .group_state import GroupState
 from .membership import accept_rows, join_rows, new_group_rows
-from .outbox import Outbox, OutboxView, Refusal
+from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
 from .packet import Packet, make_vote
 from .quorum import QuorumCollector
 from .roster import History, Member, Role
@@ -161,8 +161,9 @@ class ChatEngine:
         return min(times) if times else None
 
     def outbox_snapshot(self, now: int, group_id: bytes | None = None) -> list[OutboxView]:
-        """Our queued messages (of ``group_id``, or all), oldest first: their schedule and,
-        for an attempt in flight, which ratifiers voted, refused or have not answered."""
+        """Our queued messages (of ``group_id``, or all), in the order we wrote them: their
+        schedule and, for an attempt in flight, which ratifiers voted, refused or have not
+        answered."""
         return outbox_snapshot(self.outbox, self._attempts, now, group_id)
 
     def my_member_entry(self, role: Role) -> Member:
@@ -199,11 +200,12 @@ class ChatEngine:
                 packet.message.author, size, received_at
             )
 
-    def load_outbox(self, packet: Packet, now: int) -> None:
-        """Queue one of our pending messages found in the store's outbox (at start-up)."""
+    def load_outbox(self, packet: Packet, now: int, *, rank: int | None = None) -> None:
+        """Queue one of our pending messages found in the store's outbox (at start-up), at
+        its ``rank`` (the entry's ``created_at``)."""
         group_id = packet.message.group_id
         if group_id in self._groups:
-            self.outbox.add(group_id, packet, origin=packet.message_hash, now=now)
+            self.outbox.add(group_id, packet, origin=packet.message_hash, now=now, rank=rank)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -269,7 +271,17 @@ class ChatEngine:
             NotAllowedError: our role cannot send.
         """
         view = self.view(group_id)
-        packet = write_message(self.identity, view, data, message_type, mime, ref_hash, now)
+        tail = self.outbox.tail(group_id)
+        packet = write_message(
+            self.identity,
+            view,
+            data,
+            message_type,
+            mime,
+            ref_hash,
+            now,
+            after=None if tail is None else tail.message_hash,
+        )
         return packet, self._queue(view, packet, now)
 
     def change_roster(
@@ -401,8 +413,10 @@ class ChatEngine:
                 continue
             if not view.is_current_member(self.peer_id):
                 actions += self._drop(view, item.packet, "we were removed from the group")
-            elif item.packet.message.epoch != view.state.current_epoch:
-                actions += self._reauthor(view, item.packet, item.origin, now)
+            elif item.packet.message.epoch != view.state.current_epoch or (
+                self.outbox.out_of_order(item, view.has)
+            ):
+                actions += self._reauthor(view, item, now)
             else:
                 actions += self._start_attempt(view, item.packet, now)
         if self._next_sync is None:
@@ -500,14 +514,18 @@ class ChatEngine:
         if isinstance(effect, _Dropped):
             item = self.outbox.remove(effect.message_hash)
             origin = effect.message_hash if item is None else item.origin
-            return [Abandoned(effect.group_id, origin, effect.reason)]
+            # The messages that followed it are written again at once (§6 "One author's order").
+            return [Abandoned(effect.group_id, origin, effect.reason), *self._on_tick(event.now)]
         if isinstance(effect, _Cancelled):
             # The attempt goes too, so a vote arriving later finds nothing to complete.
             self._attempts.pop(effect.message_hash, None)
             cancelled = self.outbox.remove(effect.message_hash)
             if cancelled is None:
                 return []
-            return [Abandoned(effect.group_id, cancelled.origin, CANCELLED)]
+            return [
+                Abandoned(effect.group_id, cancelled.origin, CANCELLED),
+                *self._on_tick(event.now),
+            ]
         if isinstance(effect, _Voted):
             view = self._groups.get(effect.group_id)
             if (
@@ -534,17 +552,21 @@ class ChatEngine:
         now: int,
         *,
         origin: bytes | None = None,
-        replaces: bytes | None = None,
+        replaces: QueuedMessage | None = None,
     ) -> Commit:
         operations: list[PutPacket | OutboxDone] = []
         if replaces is not None:
-            operations.append(OutboxDone(view.group_id, replaces))
-        operations.append(PutPacket(packet, received_at=now, outbox_at=now))
+            operations.append(OutboxDone(view.group_id, replaces.message_hash))
+            rank = replaces.rank
+        else:
+            rank = self.outbox.next_rank(view.group_id, now)
+        operations.append(PutPacket(packet, received_at=now, outbox_at=now, outbox_rank=rank))
         effect = _Queued(
             view.group_id,
             packet,
             packet.message_hash if origin is None else origin,
-            replaces,
+            rank,
+            None if replaces is None else replaces.message_hash,
         )
         return Commit(Transaction(tuple(operations)), effect)
 
@@ -554,15 +576,20 @@ class ChatEngine:
         view = self._groups.get(effect.group_id)
         if view is None or view.has(effect.packet.message_hash):
             return []
-        self.outbox.add(effect.group_id, effect.packet, origin=effect.origin, now=now)
+        self.outbox.add(
+            effect.group_id, effect.packet, origin=effect.origin, now=now, rank=effect.rank
+        )
         return [Publish(effect.group_id, effect.packet, ratified=False), *self._on_tick(now)]
 
-    def _reauthor(self, view: GroupView, packet: Packet, origin: bytes, now: int) -> list[Action]:
-        """A queued message of an epoch that has closed: write its content again, now."""
+    def _reauthor(self, view: GroupView, item: QueuedMessage, now: int) -> list[Action]:
+        """A queued message of an epoch that has closed, or out of its author's order (§6
+        "One author's order"): write its content again, now, after its predecessor."""
+        packet = item.packet
         message = packet.message
         key = view.epoch_keys.get(message.epoch)
         fresh: Packet | None = None
         reason = ""
+        before = self.outbox.predecessor(item)
         if message.message_type == ROSTER:
             reason = "the roster changed before this roster change was ratified"
         elif key is None:
@@ -578,12 +605,13 @@ class ChatEngine:
                     message.artifact.type,
                     message.ref_hash,
                     now,
+                    after=None if before is None else before.message_hash,
                 )
             except (ProtocolError, ChatError) as exc:
                 reason = f"cannot write the message again: {exc}"
         if fresh is None:
             return self._drop(view, packet, reason)
-        return [self._queue(view, fresh, now, origin=origin, replaces=packet.message_hash)]
+        return [self._queue(view, fresh, now, origin=item.origin, replaces=item)]
 
     def _drop(self, view: GroupView, packet: Packet, reason: str) -> list[Action]:
         """A queued message that will not be sent: it leaves the outbox (its row stays)."""

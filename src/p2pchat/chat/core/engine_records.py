@@ -56,6 +56,8 @@ class _Queued(Effect):
     group_id: bytes
     packet: Packet
     origin: bytes
+    #: Its place in our order of the group's messages (``Outbox`` rank).
+    rank: int
     replaces: bytes | None = None
 
 
@@ -104,10 +106,11 @@ class Attempt:
 def outbox_snapshot(
     outbox: Outbox, attempts: Mapping[bytes, Attempt], now: int, group_id: bytes | None = None
 ) -> list[OutboxView]:
-    """Our queued messages (of ``group_id``, or all), oldest first: their schedule and,
-    for an attempt in flight, which ratifiers voted, refused or have not answered."""
+    """Our queued messages (of ``group_id``, or all), in the order we wrote them: their
+    schedule and, for an attempt in flight, which ratifiers voted, refused or have not
+    answered."""
     views: list[OutboxView] = []
-    for item in outbox:
+    for item in sorted(outbox, key=lambda i: (i.rank, i.message_hash)):
         if group_id is not None and item.group_id != group_id:
             continue
         written = item.packet.message.time_stamp
@@ -134,4 +137,4 @@ def outbox_snapshot(
                 waiting=waiting,
             )
         )
-    return sorted(views, key=lambda v: (v.written_at, v.message_hash))
+    return views

@@ -7,11 +7,17 @@ group, makes it due at once. At most ``concurrency`` attempts run at a time, so 
 does not flood the ratifiers. The store holds the outbox itself (a message and its outbox entry
 are committed together); the schedule lives in memory and starts afresh, everything due, after a
 restart.
+
+One author's order (specs/chat.md §6): each queued message has a *rank*, its place in the
+order we wrote our messages of its group (a re-written message keeps the rank of the one it
+replaces; the store keeps it as the outbox entry's ``created_at``). A content message names as
+a parent the queued message of the next lower rank, its *predecessor*, and is tried only when
+none of its parents is still queued, so it cannot be ratified before the message it follows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -36,12 +42,18 @@ class QueuedMessage:
     #: The hash the content was first written under; a re-written message keeps it.
     origin: bytes
     next_at: int
+    #: The place in the order we wrote our messages of the group (unique per group).
+    rank: int = 0
     failures: int = 0
     in_flight: bool = False
 
     @property
     def message_hash(self) -> bytes:
         return self.packet.message_hash
+
+    @property
+    def is_roster(self) -> bool:
+        return self.packet.message.message_type == "roster"
 
 
 @attrs.frozen
@@ -95,13 +107,62 @@ class Outbox:
     def get(self, message_hash: bytes) -> QueuedMessage | None:
         return self._queued.get(message_hash)
 
-    def add(self, group_id: bytes, packet: Packet, *, origin: bytes, now: int) -> QueuedMessage:
-        """Queue ``packet``, due ``now`` (a message already queued keeps its schedule)."""
+    def add(
+        self, group_id: bytes, packet: Packet, *, origin: bytes, now: int, rank: int | None = None
+    ) -> QueuedMessage:
+        """Queue ``packet`` at ``rank`` (default: after every queued message of its group),
+        due ``now`` (a message already queued keeps its schedule)."""
         item = self._queued.get(packet.message_hash)
         if item is None:
-            item = QueuedMessage(group_id, packet, origin, now)
+            if rank is None:
+                rank = self.next_rank(group_id, now)
+            item = QueuedMessage(group_id, packet, origin, now, rank)
             self._queued[packet.message_hash] = item
         return item
+
+    # -- one author's order --------------------------------------------------------------------
+
+    def chain(self, group_id: bytes) -> list[QueuedMessage]:
+        """The queued messages of ``group_id`` in the order we wrote them (rank, then hash)."""
+        items = [i for i in self._queued.values() if i.group_id == group_id]
+        return sorted(items, key=lambda i: (i.rank, i.message_hash))
+
+    def next_rank(self, group_id: bytes, now: int) -> int:
+        """The rank of a message written ``now``: ``now``, or one more than the highest rank
+        queued in the group if that is not below it."""
+        ranks = [i.rank for i in self._queued.values() if i.group_id == group_id]
+        return max([now, *(r + 1 for r in ranks)])
+
+    def tail(self, group_id: bytes) -> QueuedMessage | None:
+        """The last queued message of ``group_id``: the one a new message follows."""
+        chain = self.chain(group_id)
+        return chain[-1] if chain else None
+
+    def predecessor(self, item: QueuedMessage) -> QueuedMessage | None:
+        """The queued message ``item`` follows: the one before it in its group's chain."""
+        before: QueuedMessage | None = None
+        for other in self.chain(item.group_id):
+            if other is item:
+                return before
+            before = other
+        return None
+
+    def blocked(self, item: QueuedMessage) -> bool:
+        """Whether a parent of ``item`` is still queued (it waits for that one's quorum)."""
+        return any(p in self._queued for p in item.packet.message.parents)
+
+    def out_of_order(self, item: QueuedMessage, held: Callable[[bytes], bool]) -> bool:
+        """Whether ``item``, not blocked, must be written again to keep the order: a parent
+        is neither ``held`` (ratified) nor queued (the message it followed was cancelled,
+        dropped, or written again under another hash), or, for a content message, it does not
+        name its predecessor. A roster message names no queued message (nothing blocks it)."""
+        parents = item.packet.message.parents
+        if not all(held(p) or p in self._queued for p in parents):
+            return True
+        if item.is_roster:
+            return False
+        before = self.predecessor(item)
+        return before is not None and before.message_hash not in parents
 
     def remove(self, message_hash: bytes) -> QueuedMessage | None:
         return self._queued.pop(message_hash, None)
@@ -117,8 +178,12 @@ class Outbox:
         if free <= 0:
             return []
         due = sorted(
-            (i for i in self._queued.values() if not i.in_flight and i.next_at <= now),
-            key=lambda i: (i.next_at, i.message_hash),
+            (
+                i
+                for i in self._queued.values()
+                if not i.in_flight and i.next_at <= now and not self.blocked(i)
+            ),
+            key=lambda i: (i.next_at, i.rank, i.message_hash),
         )[:free]
         for item in due:
             item.in_flight = True
@@ -166,6 +231,8 @@ class Outbox:
         return hurried
 
     def next_due(self) -> int | None:
-        """When the next waiting message is due, or None."""
-        times = [i.next_at for i in self._queued.values() if not i.in_flight]
+        """When the next waiting message that is not blocked is due, or None."""
+        times = [
+            i.next_at for i in self._queued.values() if not i.in_flight and not self.blocked(i)
+        ]
         return min(times) if times else None

@@ -25,11 +25,14 @@ class AddGroup:
 @attrs.frozen
 class PutPacket:
     """Store a packet: ratified if it carries a certificate, else pending. With ``outbox_at``
-    a newly stored packet also enters the outbox, due then (ms)."""
+    a newly stored packet also enters the outbox, due then (ms), at ``outbox_rank`` (its place
+    in our order of the group's messages, stored as the entry's ``created_at``; default
+    ``received_at``)."""
 
     packet: Packet
     received_at: int
     outbox_at: int | None = None
+    outbox_rank: int | None = None
 
 
 @attrs.frozen

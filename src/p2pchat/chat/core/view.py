@@ -58,7 +58,7 @@ class GroupView:
     latest: dict[tuple[int, PeerID], tuple[int, bytes]] = attrs.Factory(dict)
     #: Others' messages we voted for and hold pending, by hash (ratifiers only).
     pending: dict[bytes, PendingVote] = attrs.Factory(dict)
-    #: The author and kind of each held ratified message (§11 references).
+    #: The author and kind of each held ratified message (§14 references).
     kinds: dict[bytes, RefInfo] = attrs.Factory(dict)
 
     @property
@@ -73,7 +73,7 @@ class GroupView:
         return self.times.get(message_hash)
 
     def ref_of(self, message_hash: bytes) -> RefInfo | None:
-        """The author and kind of a held message, or None (§11)."""
+        """The author and kind of a held message, or None (§14)."""
         return self.kinds.get(message_hash)
 
     def hold(self, packet: Packet) -> None:

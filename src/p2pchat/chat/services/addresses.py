@@ -6,7 +6,15 @@ each record (signed by its own peer, a member of the current roster, not us), ke
 ``seq`` is newer than the one held, and files its addresses in the Host's peer store, from
 which every later dial (a vote request to a ratifier, a delivery) picks them. Members ask when
 they join and whenever a connection to a member comes up, so a member that knows only the owner
-learns where the ratifiers it needs are.
+learns where the ratifiers it needs are. What is kept is also written to the data dir
+(:mod:`.member_records`), so a restarted node dials members where they last said they were.
+
+A member that moved and reached only some members is made known to the others at once: a node
+that keeps a newer record of a member whose addresses differ from those of the record it held
+(the member moved, or it is new to us) passes it on, in an ``addr`` query's ``records``, to the
+group's other members it is connected to, which file it the same way (and pass it on if it is
+newer for them too, so each version of a record crosses each connection at most once each way;
+at most once per :data:`ANNOUNCE_INTERVAL` per member's record).
 """
 
 from __future__ import annotations
@@ -17,12 +25,13 @@ from typing import Any, Final
 import trio
 
 from ...identity import PeerID
+from ...multiaddr import Multiaddr
 from ...net.host import Host
 from ...net.identify import signed_record
 from ...net.peerstore import CONNECTED_ADDR_TTL
-from ...records import RecordError, open_peer_record
 from ..core.view import ChatError, GroupView
 from .clients import ClientPool
+from .member_records import MemberRecordFile, file_records
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +41,10 @@ MAX_RECORDS: Final = 128
 #: asking at most this many connected members.
 REFRESH_INTERVAL: Final = 5.0
 REFRESH_PEERS: Final = 3
+#: A newer record of a member is passed on at most once this often (seconds), per group and
+#: member, to at most this many connected members.
+ANNOUNCE_INTERVAL: Final = 5.0
+ANNOUNCE_PEERS: Final = 32
 
 
 def records_for(host: Host, view: GroupView, asker: PeerID) -> list[bytes]:
@@ -55,10 +68,23 @@ def records_for(host: Host, view: GroupView, asker: PeerID) -> list[bytes]:
 class AddressBook:
     """Asks members for member addresses and files what verifies."""
 
-    def __init__(self, host: Host, clients: ClientPool) -> None:
+    def __init__(
+        self,
+        host: Host,
+        clients: ClientPool,
+        records: MemberRecordFile | None = None,
+        nursery: trio.Nursery | None = None,
+    ) -> None:
         self._host = host
         self._clients = clients
         self._refreshed: dict[bytes, float] = {}
+        #: The data dir's records file, told when records are kept.
+        self.records = records
+        #: Where newer records are passed on (none: they are not).
+        self._nursery = nursery
+        self._announced: dict[tuple[bytes, PeerID], float] = {}
+        #: The addresses of the last record of each member filed here.
+        self._seen: dict[PeerID, frozenset[Multiaddr]] = {}
 
     async def refresh(self, view: GroupView, unreachable: PeerID) -> int:
         """``unreachable`` (a member) could not be dialed: it may have moved. Ask up to
@@ -88,28 +114,60 @@ class AddressBook:
         except ChatError as exc:
             logger.debug("member addresses from %s: %s", peer, exc)
             return 0
-        return self.file(view, body.get("records"))
+        return self.file(view, body.get("records"), source=peer)
 
-    def file(self, view: GroupView, raw: Any) -> int:
-        """Verify and keep the records of an ``addrR``; return how many were new."""
+    def file(self, view: GroupView, raw: Any, *, source: PeerID | None = None) -> int:
+        """Verify and keep the records of an ``addrR`` (or of an ``addr`` query, from
+        ``source``), and pass the newer ones on; return how many were new."""
         if not isinstance(raw, list):
             return 0
         members = {m.peer for m in view.state.current_roster.members}
-        kept = 0
+        envelopes = [item for item in raw[:MAX_RECORDS] if isinstance(item, bytes)]
+        kept = file_records(self._host, envelopes, members, CONNECTED_ADDR_TTL)
+        if kept and self.records is not None:
+            self.records.changed()
+        # A member moved (or is new to us) when its addresses differ from those we last filed
+        # for it; identify may have brought the same record first, so the peer store cannot tell.
+        moved = [k.peer for k in kept if self._seen.get(k.peer) != k.addresses]
+        for k in kept:
+            self._seen[k.peer] = k.addresses
+        if moved:
+            self._announce(view, moved, source)
+        return len(kept)
+
+    def _announce(self, view: GroupView, peers: list[PeerID], source: PeerID | None) -> None:
+        """Pass the records just kept for ``peers`` on to the group's other connected members
+        (not ``source``, not the records' own peers), each record at most once per
+        :data:`ANNOUNCE_INTERVAL`."""
+        if self._nursery is None:
+            return
+        now = trio.current_time()
         store = self._host.peer_store
-        for item in raw[:MAX_RECORDS]:
-            if not isinstance(item, bytes):
+        fresh: list[PeerID] = []
+        envelopes: list[bytes] = []
+        for peer in peers:
+            key = (view.group_id, peer)
+            record = store.signed_record(peer)
+            if record is None or now - self._announced.get(key, -ANNOUNCE_INTERVAL) < (
+                ANNOUNCE_INTERVAL
+            ):
                 continue
-            try:
-                record, _ = open_peer_record(item)
-            except RecordError as exc:
-                logger.info("a member record refused: %s", exc.hint)
-                continue
-            if record.peer not in members or record.peer == self._host.peer_id:
-                continue
-            if store.set_signed_record(record.peer, record.seq, item):
-                store.add_addrs(
-                    record.peer, record.addresses, CONNECTED_ADDR_TTL, trio.current_time()
-                )
-                kept += 1
-        return kept
+            self._announced[key] = now
+            fresh.append(peer)
+            envelopes.append(record)
+        if not envelopes:
+            return
+        members = {m.peer for m in view.state.current_roster.members}
+        skip = {self._host.peer_id, source, *fresh}
+        targets = sorted(p for p in self._host.connected_peers() if p in members and p not in skip)
+        for target in targets[:ANNOUNCE_PEERS]:
+            self._nursery.start_soon(self._tell, view, target, envelopes)
+
+    async def _tell(self, view: GroupView, peer: PeerID, envelopes: list[bytes]) -> None:
+        body = {"group_id": view.group_id, "records": envelopes}
+        try:
+            answer = await self._clients.query(peer, "addr", body)
+        except ChatError as exc:
+            logger.debug("passing member records to %s: %s", peer, exc)
+            return
+        self.file(view, answer.get("records"), source=peer)

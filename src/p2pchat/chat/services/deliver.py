@@ -1,13 +1,20 @@
-"""The delivery service: ``smsg`` of a certified message to each member, with retries.
+"""The delivery service: ``smsg`` of a certified message to the members, with retries.
 
-A member that cannot be reached after :data:`DELIVERY_ATTEMPTS` (backing off as the outbox
-does) catches up later by anti-entropy; a refusal that may pass later ("too many queries",
-"missing parents", "internal error") is retried, any other is final.
+Delivery is relayed through members (specs/chat.md §13): a node sends at most
+:data:`RELAY_FANOUT` ``smsg``, each carrying in ``relay`` the rest of its recipient's subtree,
+which the recipient serves the same way once it holds the message (:func:`relay_plan` splits a
+list). So the author's cost does not grow with the group, and every member still checks the
+certificate. A recipient that cannot be reached after :data:`DELIVERY_ATTEMPTS` (backing off as
+the outbox does), or refuses for good, has its subtree served by the sender instead; a member
+missed anyway catches up later by anti-entropy. A refusal that may pass later ("too many
+queries", "missing parents", "internal error") is retried, any other is final.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
 from typing import Final
 
 import trio
@@ -21,25 +28,73 @@ from .clients import ClientPool, QueryRefusedError
 logger = logging.getLogger(__name__)
 
 DELIVERY_ATTEMPTS: Final = 4
+#: ``smsg`` a node sends for one delivery, each to the head of a subtree (specs/chat.md §13).
+RELAY_FANOUT: Final = 4
 #: Negative answers to ``smsg`` that may succeed when asked again later.
 RETRYABLE_REASONS: Final = frozenset({"too many queries", "missing parents", "internal error"})
 
 
+def relay_plan(
+    peers: Sequence[PeerID], fanout: int = RELAY_FANOUT
+) -> list[tuple[PeerID, tuple[PeerID, ...]]]:
+    """Who gets an ``smsg`` and which subtree it relays (specs/chat.md §13): every peer itself
+    when there are at most ``fanout``; otherwise consecutive runs of ``ceil(n / fanout)``, the
+    first of each the recipient and the rest its ``relay`` list."""
+    if len(peers) <= fanout:
+        return [(peer, ()) for peer in peers]
+    share = -(-len(peers) // fanout)
+    return [(peers[i], tuple(peers[i + 1 : i + share])) for i in range(0, len(peers), share)]
+
+
 class DeliverService:
     def __init__(
-        self, clients: ClientPool, nursery: trio.Nursery, *, retry_initial: float, retry_max: float
+        self,
+        clients: ClientPool,
+        nursery: trio.Nursery,
+        *,
+        retry_initial: float,
+        retry_max: float,
+        fanout: int | None = None,
     ) -> None:
+        fanout = RELAY_FANOUT if fanout is None else fanout
+        if fanout < 2:
+            raise ValueError("the relay fan-out is at least 2")
         self._clients = clients
         self._nursery = nursery
         self._initial_ms = max(1, int(retry_initial * 1000))
         self._max_ms = max(self._initial_ms, int(retry_max * 1000))
+        self._fanout = fanout
 
     def start(self, action: Deliver) -> None:
-        body: dict[str, object] = {"group_id": action.group_id, "packet": action.packet.to_cbor()}
-        for peer in action.peers:
-            self._nursery.start_soon(self._one, peer, body)
+        """Deliver ``action.packet`` to ``action.peers``, relayed (our own message, or a
+        ``relay`` list we were given)."""
+        self._spread(action.group_id, action.packet.to_cbor(), action.peers)
 
-    async def _one(self, peer: PeerID, body: dict[str, object]) -> None:
+    def _spread(self, group_id: bytes, packet: object, peers: Sequence[PeerID]) -> None:
+        for head, rest in relay_plan(peers, self._fanout):
+            self._nursery.start_soon(functools.partial(self._one, head, group_id, packet, rest))
+
+    async def _one(
+        self, peer: PeerID, group_id: bytes, packet: object, rest: tuple[PeerID, ...]
+    ) -> None:
+        body: dict[str, object] = {"group_id": group_id, "packet": packet}
+        if not rest:
+            await self._query(peer, body)
+            return
+        body["relay"] = [member.to_bytes() for member in rest]
+        refusal = await self._query(peer, body)
+        if refusal is None:
+            return
+        # Its subtree is ours to serve: one level more, not a member less.
+        logger.info("smsg to %s failed; relaying to its %d peers ourselves", peer, len(rest))
+        self._spread(group_id, packet, rest)
+        if refusal == "malformed":  # e.g. it does not know a newer roster yet: without relay
+            del body["relay"]
+            await self._query(peer, body)
+
+    async def _query(self, peer: PeerID, body: dict[str, object]) -> str | None:
+        """``smsg`` with retries: None once ``peer`` took it, else why not (its final refusal,
+        or ``"unreachable"``)."""
         failure: ChatError | None = None
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
             try:
@@ -47,12 +102,13 @@ class DeliverService:
             except QueryRefusedError as exc:
                 if exc.reason not in RETRYABLE_REASONS:
                     logger.info("smsg to %s refused: %s", peer, exc.reason)
-                    return
+                    return exc.reason
                 failure = exc
             except ChatError as exc:
                 failure = exc
             else:
-                return
+                return None
             if attempt < DELIVERY_ATTEMPTS:
                 await trio.sleep(backoff(attempt, self._initial_ms, self._max_ms) / 1000)
         logger.info("smsg to %s failed (%s); it will catch up by sync", peer, failure)
+        return "unreachable"

@@ -17,19 +17,24 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ...errors import DecodeError
+from ...identity import PeerID
 from ...net.host import Host
 from ..core import cbor
 from ..core.engine import GroupView
+from ..core.events import Deliver
 from ..core.fetch import MAX_FETCH
 from ..core.packet import Packet
+from ..core.roster import MAX_MEMBERS
 from ..store import ChatStore, StoredMessage
-from .addresses import records_for
+from .addresses import AddressBook, records_for
 from .dispatch import Dispatcher, QueryContext, Refusal
 from .runtime import Runtime
 
 SYNC_PAGE: Final = 64
 #: The one refusal of a querier that may not see the group (§8), as for a group we do not hold.
 UNKNOWN_GROUP: Final = "unknown group"
+#: Message hashes remembered as relayed (specs/chat.md §13): 4,096 x 32 bytes.
+RELAYED_MEMORY: Final = 4096
 MAX_PACKET_CBOR: Final = 2**21
 
 
@@ -56,10 +61,14 @@ class ChatHandlers:
         host: Host | None = None,
     ) -> None:
         self._host = host
+        #: Files the records an ``addr`` query passes on (set by the node).
+        self.addresses: AddressBook | None = None
         self._runtime = runtime
         self._engine = runtime.engine
         self._store = store
         self._hpk = {"kem": hpke_kem, "hpke": hpke_public}
+        #: Messages we relayed lately (oldest first), so that each is relayed once.
+        self._relayed: dict[bytes, None] = {}
 
     def register(self, dispatcher: Dispatcher) -> None:
         table = {
@@ -119,6 +128,9 @@ class ChatHandlers:
         view = self._member_group(ctx, body)
         if self._host is None:
             return {"records": []}
+        if self.addresses is not None and "records" in body:
+            # Records the asker passes on (a member moved): filed like an answer's.
+            self.addresses.file(view, body["records"], source=ctx.remote_peer)
         return {"records": records_for(self._host, view, ctx.remote_peer)}
 
     async def on_identifier(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
@@ -138,12 +150,54 @@ class ChatHandlers:
 
     async def on_smsg(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         view, packet = self._group_and_packet(ctx, body, current=False)
+        relay = self._relay_list(ctx, view, packet, body.get("relay"))
         if view.has(packet.message_hash):
+            await self._relay(view, packet, relay)
             return {"duplicate": True}
         reason = await self._runtime.receive(view.group_id, packet, ctx.remote_peer)
         if reason is not None:
             raise Refusal(reason)
+        await self._relay(view, packet, relay)
         return {}
+
+    def _relay_list(
+        self, ctx: QueryContext, view: GroupView, packet: Packet, value: object
+    ) -> tuple[PeerID, ...]:
+        """The members ``smsg`` asks us to pass the message on to (specs/chat.md §13): distinct
+        members of the packet's epoch or the current one, neither us nor the sender.
+
+        Raises:
+            Refusal: ``"malformed"``.
+        """
+        if value is None:
+            return ()
+        if not isinstance(value, list) or len(value) > 2 * MAX_MEMBERS:
+            raise Refusal("malformed")
+        allowed = view.members(packet.message.epoch, view.state.current_epoch)
+        allowed -= {self._engine.peer_id, ctx.remote_peer}
+        peers: list[PeerID] = []
+        for item in value:
+            if not isinstance(item, bytes):
+                raise Refusal("malformed")
+            try:
+                peer = PeerID.from_bytes(item)
+            except DecodeError:
+                raise Refusal("malformed") from None
+            if peer not in allowed:
+                raise Refusal("malformed")
+            allowed.discard(peer)  # so each appears once
+            peers.append(peer)
+        return tuple(peers)
+
+    async def _relay(self, view: GroupView, packet: Packet, peers: tuple[PeerID, ...]) -> None:
+        """Pass a message we hold on to ``peers``, once per message (a repeated ``smsg`` does
+        not make us send again)."""
+        if not peers or packet.message_hash in self._relayed:
+            return
+        self._relayed[packet.message_hash] = None
+        if len(self._relayed) > RELAYED_MEMORY:
+            del self._relayed[next(iter(self._relayed))]
+        await self._runtime.execute([Deliver(view.group_id, packet, peers)])
 
     async def on_pkt(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         view = self._engine.find(_body_bytes(body, "group_id", 32))

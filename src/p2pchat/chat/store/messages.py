@@ -78,9 +78,11 @@ def insert_message(
     received_at: int,
     certificate: bytes | None,
     outbox_at: int | None,
+    outbox_rank: int | None = None,
 ) -> bool:
     """Store a packet (without its certificate), pending or, with ``certificate``, ratified;
-    with ``outbox_at``, a newly stored message also enters the outbox. Returns False if the
+    with ``outbox_at``, a newly stored message also enters the outbox (its ``created_at`` is
+    ``outbox_rank``, default ``received_at``). Returns False if the
     message is held and nothing changed; a pending one given a certificate becomes ratified and
     takes the group's next ``seq``.
 
@@ -113,7 +115,12 @@ def insert_message(
             conn.execute(
                 "INSERT INTO outbox (group_id, message_hash, created_at, "
                 "next_attempt_at) VALUES (?, ?, ?, ?)",
-                (group_id, message_hash, received_at, outbox_at),
+                (
+                    group_id,
+                    message_hash,
+                    received_at if outbox_rank is None else outbox_rank,
+                    outbox_at,
+                ),
             )
         return True
     if row[0] == MessageStatus.PENDING.value and certificate is not None:

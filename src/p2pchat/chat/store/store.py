@@ -395,6 +395,8 @@ def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None]
         check_uint(op.received_at, "received_at")
         if op.outbox_at is not None:
             check_uint(op.outbox_at, "outbox_at")
+        if op.outbox_rank is not None:
+            check_uint(op.outbox_rank, "outbox_rank")
         encoded = attrs.evolve(op.packet, certificate=None).encode()
         cert = op.packet.certificate
         certificate = None if cert is None else cbor.dumps(cert.to_cbor())
@@ -411,6 +413,7 @@ def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None]
                 received_at=op.received_at,
                 certificate=certificate,
                 outbox_at=op.outbox_at,
+                outbox_rank=op.outbox_rank,
             )
 
         return put_packet, len(encoded) + len(certificate or b"")

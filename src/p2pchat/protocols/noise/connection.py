@@ -281,18 +281,91 @@ class NoiseConnection:
             NonceExhaustedError: 2**64-1 messages were received.
             LocalProtocolError: the handshake is not complete or the connection failed.
         """
+        recv = self._transport_recv_cipher()
+        self._in_start, written = self._open_run(
+            recv, self._inbuf, self._in_start, self._in_end, out
+        )
+        return written
+
+    def whole_frames_plaintext(self, limit: int) -> int:
+        """Plaintext bytes in the leading whole buffered frames, counting frames while the
+        total stays within ``limit``: what :meth:`take_frames` would detach."""
+        return self._whole_run(limit)[1]
+
+    def take_frames(self, limit: int) -> bytes:
+        """Detach the leading whole frames whose plaintexts total at most ``limit`` bytes.
+
+        Returns them, framing included, as one buffer for :meth:`open_frames` (``b""`` when
+        no frame qualifies). The bytes leave the receive buffer, so the adapter may go on
+        receiving into it while another thread decrypts the batch. A detached batch must go
+        to :meth:`open_frames` before any later frame is decrypted (nonces are sequential).
+
+        Raises:
+            LocalProtocolError: the handshake is not complete or the connection failed.
+        """
+        self._transport_recv_cipher()
+        start = self._in_start
+        self._in_start = end = self._whole_run(limit)[0]
+        return bytes(self._inbuf[start:end])
+
+    def _whole_run(self, limit: int) -> tuple[int, int]:
+        buf = self._inbuf
+        pos, end = self._in_start, self._in_end
+        total = 0
+        while end - pos >= FRAME_HEADER_LEN:
+            length = (buf[pos] << 8) | buf[pos + 1]
+            body = pos + FRAME_HEADER_LEN
+            size = max(length - TAGLEN, 0)
+            if body + length > end or total + size > limit:
+                break
+            total += size
+            pos = body + length
+        return pos, total
+
+    def open_frames(self, frames: bytes | bytearray | memoryview, out: bytearray) -> int:
+        """Decrypt a batch from :meth:`take_frames` into ``out``; return the plaintext size.
+
+        Safe to run in a worker thread while the owner receives into the buffer, as long as
+        no other call decrypts meanwhile.
+
+        Raises:
+            DecryptionError: a frame failed authentication.
+            NonceExhaustedError: 2**64-1 messages were received.
+            LocalProtocolError: ``out`` is too small for the batch, the handshake is not
+                complete, or the connection failed.
+        """
+        recv = self._transport_recv_cipher()
+        end = len(frames)
+        with memoryview(frames) as view:
+            done, written = self._open_run(recv, view, 0, end, out)
+        if done != end:
+            self._fail()
+            raise LocalProtocolError("open_frames: not a whole batch from take_frames")
+        return written
+
+    def _transport_recv_cipher(self) -> CipherState:
         recv = self._recv_cipher
         if recv is None:
             if self._state is NoiseState.FAILED:
                 self._raise_failed()
             raise LocalProtocolError("no transport data before the handshake completes")
-        buf = self._inbuf
-        start, end = self._in_start, self._in_end
+        return recv
+
+    def _open_run(
+        self,
+        recv: CipherState,
+        buf: bytearray | memoryview,
+        start: int,
+        end: int,
+        out: bytearray | memoryview,
+    ) -> tuple[int, int]:
+        """Decrypt whole frames of ``buf[start:end]`` into ``out`` while they fit; return
+        the position after the last one and the plaintext size."""
         written = 0
         room = len(out)
         with memoryview(buf) as view, memoryview(out) as target:
             while end - start >= FRAME_HEADER_LEN:
-                length = (buf[start] << 8) | buf[start + 1]
+                length = (view[start] << 8) | view[start + 1]
                 body = start + FRAME_HEADER_LEN
                 if body + length > end or length - TAGLEN > room - written:
                     break
@@ -302,8 +375,7 @@ class NoiseConnection:
                     self._fail()
                     raise
                 start = body + length
-        self._in_start = start
-        return written
+        return start, written
 
     def send(self, data: bytes | bytearray | memoryview) -> bytearray:
         """Encrypt ``data`` into frames of at most 65535 bytes; return the bytes to write.

@@ -1,0 +1,134 @@
+"""Delivery relayed through members: the split rule, retries and the fallback of a failed head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pchat.chat.core.engine import ChatError
+from p2pchat.chat.core.events import Deliver
+from p2pchat.chat.services.clients import QueryRefusedError
+from p2pchat.chat.services.deliver import DeliverService, relay_plan
+from p2pchat.identity import KeyPair, PeerID
+
+PEERS = [KeyPair.from_seed(bytes([n]) * 32).peer_id for n in range(1, 121)]
+
+
+def test_at_most_fanout_peers_each_get_the_message_without_relay() -> None:
+    assert relay_plan(PEERS[:4], 4) == [(p, ()) for p in PEERS[:4]]
+    assert relay_plan([], 4) == []
+
+
+def test_more_peers_are_split_into_consecutive_runs_headed_by_their_first() -> None:
+    p = PEERS[:10]
+    assert relay_plan(p, 4) == [
+        (p[0], (p[1], p[2])),
+        (p[3], (p[4], p[5])),
+        (p[6], (p[7], p[8])),
+        (p[9], ()),
+    ]
+
+
+@given(st.integers(min_value=0, max_value=120), st.integers(min_value=2, max_value=8))
+def test_every_peer_is_reached_once_and_no_node_sends_more_than_fanout(
+    count: int, fanout: int
+) -> None:
+    reached: list[PeerID] = []
+    sends: list[int] = []
+
+    def walk(peers: tuple[PeerID, ...]) -> None:
+        plan = relay_plan(peers, fanout)
+        sends.append(len(plan))
+        for head, rest in plan:
+            reached.append(head)
+            walk(rest)
+
+    walk(tuple(PEERS[:count]))
+    assert sorted(map(str, reached)) == sorted(map(str, PEERS[:count]))
+    assert max(sends) <= fanout
+
+
+class FakeClients:
+    """Records every query; peers in ``down`` fail, peers in ``refuse`` refuse for good."""
+
+    def __init__(
+        self,
+        down: frozenset[PeerID] = frozenset(),
+        refuse: frozenset[PeerID] = frozenset(),
+        refuse_relay: frozenset[PeerID] = frozenset(),
+    ) -> None:
+        self.down = down
+        self.refuse = refuse
+        self.refuse_relay = refuse_relay  # these refuse a relay list they cannot check
+        self.calls: list[tuple[PeerID, dict[str, Any]]] = []
+
+    async def query(self, peer: PeerID, code: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert code == "smsg"
+        self.calls.append((peer, body))
+        await trio.lowlevel.checkpoint()
+        if peer in self.refuse:
+            raise QueryRefusedError("smsg", "unknown group")
+        if peer in self.refuse_relay and "relay" in body:
+            raise QueryRefusedError("smsg", "malformed")
+        if peer in self.down:
+            raise ChatError("unreachable")
+        return {}
+
+
+async def _deliver(clients: FakeClients, peers: list[PeerID], fanout: int) -> None:
+    class _Packet:
+        def to_cbor(self) -> str:
+            return "packet"
+
+    async with trio.open_nursery() as nursery:
+        service = DeliverService(
+            clients,  # type: ignore[arg-type]
+            nursery,
+            retry_initial=0.001,
+            retry_max=0.002,
+            fanout=fanout,
+        )
+        service.start(Deliver(b"g" * 32, _Packet(), tuple(peers)))  # type: ignore[arg-type]
+
+
+async def test_the_sender_queries_only_the_heads_with_their_relay_lists() -> None:
+    clients = FakeClients()
+    await _deliver(clients, PEERS[:9], 3)
+    asked = {peer: body.get("relay") for peer, body in clients.calls}  # tasks run in any order
+    assert len(clients.calls) == 3
+    assert asked == {
+        PEERS[0]: [PEERS[1].to_bytes(), PEERS[2].to_bytes()],
+        PEERS[3]: [PEERS[4].to_bytes(), PEERS[5].to_bytes()],
+        PEERS[6]: [PEERS[7].to_bytes(), PEERS[8].to_bytes()],
+    }
+    assert all(body["packet"] == "packet" for _, body in clients.calls)
+
+
+@pytest.mark.parametrize("failure", ["down", "refuse"])
+async def test_a_head_that_fails_has_its_subtree_served_by_the_sender(failure: str) -> None:
+    bad = frozenset({PEERS[3]})
+    clients = FakeClients(down=bad) if failure == "down" else FakeClients(refuse=bad)
+    await _deliver(clients, PEERS[:9], 3)
+    asked = [peer for peer, _ in clients.calls]
+    assert asked.count(PEERS[3]) == (4 if failure == "down" else 1)  # retried, or final
+    assert PEERS[4] in asked
+    assert PEERS[5] in asked  # its subtree, from us, since it could not relay
+
+
+async def test_a_head_refusing_its_relay_list_gets_it_alone_and_we_serve_the_rest() -> None:
+    clients = FakeClients(refuse_relay=frozenset({PEERS[3]}))
+    await _deliver(clients, PEERS[:9], 3)
+    to_head = [body.get("relay") for peer, body in clients.calls if peer == PEERS[3]]
+    assert to_head == [[PEERS[4].to_bytes(), PEERS[5].to_bytes()], None]
+    asked = [peer for peer, _ in clients.calls]
+    assert PEERS[4] in asked
+    assert PEERS[5] in asked
+
+
+def test_a_fanout_below_two_is_refused() -> None:
+    with pytest.raises(ValueError, match="fan-out"):
+        DeliverService(None, None, retry_initial=1, retry_max=1, fanout=1)  # type: ignore[arg-type]
