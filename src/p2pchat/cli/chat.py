@@ -183,6 +183,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
         UsageError: the node did not start the subscription.
     """
     start_logging(args)
+    if not args.plain and sys.stdin.isatty() and sys.stdout.isatty():
+        try:
+            import prompt_toolkit  # noqa: F401 -- the terminal UI's library, if installed
+        except ImportError:
+            pass  # the line-by-line session below serves instead
+        else:
+            from .tui import run_tui
+
+            run_trio(run_tui, args)
+            return 0
     run_trio(_chat, args)
     return 0
 

@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="at end of input, seconds to wait for our messages' ratification (default: 15)",
     )
+    p.add_argument("--plain", action="store_true", help="line by line, without the terminal UI")
 
     command("demo", "run three nodes on 127.0.0.1 and show ratification and catch-up")
     _add_dev_commands(command)
