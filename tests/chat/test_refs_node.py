@@ -95,3 +95,24 @@ async def test_an_edit_of_someone_elses_message_is_refused(tmp_path: Path) -> No
         assert (answer.ok, answer.reason) == (False, "not allowed")
         texts = [f.content for f in await folded(carol, group_id)]
         assert texts == [b"carol's words", b"the rules"]
+
+
+async def test_the_owner_changes_a_members_role(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, "owner", "bob", "carol") as cluster:
+        owner, bob, carol = cluster.peers
+        group_id = await build_group(owner, [(bob, Role.RATIFIER), (carol, Role.USER)])
+        with pytest.raises(NotAllowedError):
+            await bob.chat.set_role(group_id, carol.peer_id, Role.VIEWER)
+        with pytest.raises(NotAllowedError):
+            await owner.chat.set_role(group_id, owner.peer_id, Role.USER)
+        await owner.chat.set_role(group_id, carol.peer_id, Role.VIEWER)
+        state = owner.chat.group_state(group_id)
+        change = state.roster_packet(state.current_epoch - 1)
+        assert change is not None
+        await wait_everywhere([carol], group_id, change.message_hash)
+        with pytest.raises(NotAllowedError):
+            await carol.chat.send(group_id, "may I?")
+        await owner.chat.set_role(group_id, carol.peer_id, Role.RATIFIER)
+        roster = owner.chat.group_state(group_id).current_roster
+        assert carol.peer_id in roster.ratifiers
+        assert roster.role_of(carol.peer_id) is Role.RATIFIER

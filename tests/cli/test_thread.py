@@ -237,3 +237,28 @@ async def test_names_are_shown_and_a_rename_shows_the_short_id(tmp_path: Path) -
         short = str(bob.peer_id)[8:20]
         assert lines[-2].endswith(f"Robert ({short}): hi from bob")
         assert lines[-1].endswith(f"Robert ({short}): (is now called Robert)")
+
+
+async def test_the_owner_changes_a_role_through_the_cli(tmp_path: Path) -> None:
+    alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
+    async with running_node(alice_dir) as alice, running_node(bob_dir) as bob:
+        group = (await ok(alice_dir, "group", "create", "pair")).stdout.strip()
+        await ok(alice_dir, "group", "invite", group, str(bob.addr), "user")
+        await ok(bob_dir, "group", "join", group, str(alice.addr))
+        refused = await cli(bob_dir, "group", "role", group, str(alice.peer_id), "viewer")
+        assert refused.returncode == 1
+        assert "only the group's owner changes roles" in refused.stderr
+        changed = await ok(alice_dir, "group", "role", group, str(bob.peer_id), "viewer")
+        assert changed.stdout.startswith(f"{bob.peer_id} is now a viewer (epoch ")
+        roster = (await ok(alice_dir, "group", "roster", group, "--json")).json()
+        roles = {m["peer_id"]: m["role"] for m in roster["member_list"]}
+        assert roles[str(bob.peer_id)] == "viewer"
+        with trio.fail_after(STEP_TIMEOUT):
+            for _ in range(200):
+                (listed,) = (await ok(bob_dir, "group", "list", "--json")).json()
+                if listed["role"] == "viewer":
+                    break
+                await trio.sleep(0.1)
+        sent = await cli(bob_dir, "send", group, "still here?")
+        assert sent.returncode == 1
+        assert "does not allow sending" in sent.stderr

@@ -331,6 +331,22 @@ async def op_group_remove(node: Daemon, request: dict[str, Any], emit: Emit) -> 
     return {"group_id": group_id.hex(), "peer_id": str(peer)}
 
 
+async def op_group_role(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    group_id = _group_arg(node, request)
+    peer = _peer_of(parse_peer(_str_arg(request, "peer")))
+    role = request.get("role")
+    if role not in [r.value for r in Role]:
+        raise DaemonError("role must be ratifier, user or viewer")
+    await node.chat.set_role(group_id, peer, role)
+    state = node.chat.group_state(group_id)
+    return {
+        "group_id": group_id.hex(),
+        "peer_id": str(peer),
+        "role": role,
+        "epoch": state.current_epoch,
+    }
+
+
 def _group_summary(node: Daemon, group_id: bytes) -> dict[str, Any]:
     state = node.chat.group_state(group_id)
     roster = state.current_roster
@@ -565,6 +581,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "group.invite": op_group_invite,
     "group.join": op_group_join,
     "group.remove": op_group_remove,
+    "group.role": op_group_role,
     "group.list": op_group_list,
     "group.roster": op_group_roster,
     "send": op_send,

@@ -266,6 +266,29 @@ class ChatNode:
         members = [m for m in view.state.current_roster.members if m.peer != peer]
         await self._change_roster(group_id, members, added=None)
 
+    async def set_role(self, group_id: bytes, peer: PeerID, role: Role | str) -> None:
+        """Change a member's role; owner only. Returns once the roster message is ratified.
+
+        Raises:
+            NotAllowedError: we are not the owner, or ``peer`` is the owner.
+            ChatError: ``peer`` is not a member.
+            PendingError: no quorum in time (the change stays queued).
+        """
+        view = self.engine.view(group_id)
+        role = Role(role)
+        if view.state.owner != self.peer_id:
+            raise NotAllowedError("only the group's owner changes roles")
+        if peer == self.peer_id:
+            raise NotAllowedError("the owner's role does not change (it stays a ratifier)")
+        current = view.state.current_roster
+        member = current.member(peer)
+        if member is None:
+            raise ChatError(f"{peer} is not a member of this group")
+        if member.role is role:
+            return
+        members = [attrs.evolve(m, role=role) if m.peer == peer else m for m in current.members]
+        await self._change_roster(group_id, members, added=None)
+
     async def _change_roster(
         self, group_id: bytes, members: Sequence[Member], added: PeerID | None
     ) -> None:

@@ -59,6 +59,13 @@ def cmd_group_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_group_role(args: argparse.Namespace) -> int:
+    """Change a member's role (owner only)."""
+    answer = call(args, "group.role", group=args.group, peer=args.peer, role=args.role)
+    print(f"{clean(answer['peer_id'])} is now a {answer['role']} (epoch {answer['epoch']})")
+    return 0
+
+
 def cmd_group_list(args: argparse.Namespace) -> int:
     """List this node's groups."""
     groups = call(args, "group.list")
@@ -99,6 +106,7 @@ GROUP_COMMANDS: Final[dict[str, Command]] = {
     "invite": cmd_group_invite,
     "join": cmd_group_join,
     "remove": cmd_group_remove,
+    "role": cmd_group_role,
     "list": cmd_group_list,
     "roster": cmd_group_roster,
 }
