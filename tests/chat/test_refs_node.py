@@ -12,7 +12,7 @@ import trio
 
 from chat.cluster import Peer, build_group, open_cluster
 from p2pchat.chat.core.author import write_message
-from p2pchat.chat.core.refs import DELETE, EDIT, REACTION, Folded, Item, fold
+from p2pchat.chat.core.refs import DELETE, EDIT, LEAVE, REACTION, Folded, Item, fold
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.node import NotAllowedError
 from p2pchat.chat.services.chat_client import open_chat
@@ -116,3 +116,20 @@ async def test_the_owner_changes_a_members_role(tmp_path: Path) -> None:
         roster = owner.chat.group_state(group_id).current_roster
         assert carol.peer_id in roster.ratifiers
         assert roster.role_of(carol.peer_id) is Role.RATIFIER
+
+
+async def test_a_member_leaves_and_the_owner_takes_it_off_the_roster(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path, "owner", "bob", "carol") as cluster:
+        owner, bob, carol = cluster.peers
+        group_id = await build_group(owner, [(bob, Role.RATIFIER), (carol, Role.USER)])
+        with pytest.raises(NotAllowedError, match="not allowed"):
+            await owner.chat.send(group_id, b"", message_type=LEAVE)
+        async with owner.chat.subscribe(group_id) as messages:
+            await carol.chat.send(group_id, b"", message_type=LEAVE)
+            with trio.fail_after(15):  # the owner's node acts on its own: a roster change
+                async for message in messages:
+                    if message.message_type == "roster" and message.ratified:
+                        break
+        roster = owner.chat.group_state(group_id).current_roster
+        assert roster.member(carol.peer_id) is None
+        assert roster.member(bob.peer_id) is not None

@@ -262,3 +262,26 @@ async def test_the_owner_changes_a_role_through_the_cli(tmp_path: Path) -> None:
         sent = await cli(bob_dir, "send", group, "still here?")
         assert sent.returncode == 1
         assert "does not allow sending" in sent.stderr
+
+
+async def test_a_member_leaves_through_the_cli(tmp_path: Path) -> None:
+    alice_dir, bob_dir = tmp_path / "alice", tmp_path / "bob"
+    async with running_node(alice_dir) as alice, running_node(bob_dir) as bob:
+        group = (await ok(alice_dir, "group", "create", "pair")).stdout.strip()
+        await ok(alice_dir, "group", "invite", group, str(bob.addr), "user")
+        await ok(bob_dir, "group", "join", group, str(alice.addr))
+        owner_leaving = await cli(alice_dir, "group", "leave", group)
+        assert owner_leaving.returncode == 1
+        assert "not allowed" in owner_leaving.stderr
+        left = await ok(bob_dir, "group", "leave", group)
+        assert left.stdout.startswith("ratified ")
+        with trio.fail_after(STEP_TIMEOUT):
+            for _ in range(200):
+                roster = (await ok(alice_dir, "group", "roster", group, "--json")).json()
+                if [m["peer_id"] for m in roster["member_list"]] == [str(alice.peer_id)]:
+                    break
+                await trio.sleep(0.1)
+            else:
+                raise AssertionError("bob is still on the roster")
+        shown = (await ok(alice_dir, "history", group)).stdout
+        assert "(asked to leave the group)" in shown

@@ -43,7 +43,17 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 #: The message types ``send`` accepts (specs/chat.md §4; "roster" is the owner's, by invite).
-SEND_TYPES: Final = ("text", "markdown", "image", "file", "edit", "delete", "reaction", "profile")
+SEND_TYPES: Final = (
+    "text",
+    "markdown",
+    "image",
+    "file",
+    "edit",
+    "delete",
+    "reaction",
+    "profile",
+    "leave",
+)
 MAX_MIME: Final = 128
 HISTORY_DEFAULT_LIMIT: Final = 1000
 MIN_PREFIX: Final = 4

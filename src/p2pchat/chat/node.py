@@ -50,7 +50,7 @@ from .core.engine import (
 from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
 from .core.group_state import GroupState
 from .core.packet import Packet
-from .core.refs import check_reference
+from .core.refs import LEAVE, check_reference
 from .core.roster import History, Member, Role
 from .core.txn import OutboxDone
 from .core.view import history_order
@@ -184,6 +184,8 @@ class ChatNode:
         #: or the reason they were abandoned.
         self._origin_done: dict[bytes, tuple[trio.Event, list[bytes | str]]] = {}
         self._write_locks: dict[bytes, trio.Lock] = {}
+        #: (group, member) whose ratified "leave" we, the owner, are to honour (§14 "Leaving").
+        self._leaves, self._leaving = trio.open_memory_channel[tuple[bytes, PeerID]](64)
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -489,6 +491,9 @@ class ChatNode:
     def _publish(self, action: Publish) -> None:
         if action.ratified and action.packet.message.message_type == "roster":
             self._protect_members()
+        if action.ratified and action.packet.message.message_type == LEAVE:
+            message = action.packet.message
+            self._leave_asked(action.group_id, message.author, message.epoch)
         if action.ratified:
             waiter = self._ratified_waiters.pop(action.packet.message_hash, None)
             if waiter is not None:
@@ -504,6 +509,33 @@ class ChatNode:
                 logger.warning("a subscriber fell behind; dropping a message for it")
             except trio.BrokenResourceError:
                 subscribers.remove(channel)
+
+    def _leave_asked(self, group_id: bytes, member: PeerID, epoch: int) -> None:
+        view = self.engine.find(group_id)
+        if view is None or view.state.owner != self.peer_id or member == self.peer_id:
+            return
+        if epoch != view.state.current_epoch:
+            return  # the roster moved on since (the member may have been invited back)
+        if view.is_current_member(member):
+            try:
+                self._leaves.send_nowait((group_id, member))
+            except trio.WouldBlock:  # honoured at the next leave or restart scan
+                logger.warning("too many leave requests at once; one waits")
+
+    async def _honour_leaves(self) -> None:
+        """Take each member that asked to leave off the roster (owner only; in the node's
+        nursery). A change that cannot go through now is logged; the member asks again."""
+        for group_id in self.engine.groups():  # requests ratified while we were away
+            for message in await self.history(group_id):
+                if message.message_type == LEAVE:
+                    self._leave_asked(group_id, message.author, message.epoch)
+        async for group_id, member in self._leaving:
+            if not self.engine.view(group_id).is_current_member(member):
+                continue
+            try:
+                await self.remove(group_id, member)
+            except ChatError as exc:  # PendingError is one: the change stays queued
+                logger.warning("cannot take %s off the roster yet: %s", member, exc)
 
     def _ratified(self, action: Ratified | Abandoned) -> None:
         done = self._origin_done.get(action.origin)
@@ -688,6 +720,7 @@ async def open_chat_node(
             await records.load(node.current_members())
             nursery.start_soon(records.run_saver, node.current_members)
         nursery.start_soon(node._connect_members)
+        nursery.start_soon(node._honour_leaves)
         try:
             yield node
         finally:

@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("group", help="group id, unique id prefix, or name")
     g.add_argument("peer", type=args.peer, help="the member's peer ID")
     g.add_argument("role", choices=("ratifier", "user", "viewer"), help="its new role")
+    g = group_command("leave", "ask to leave a group (the owner's node takes you off)")
+    g.add_argument("group", help="group id, unique id prefix, or name")
     g = group_command("list", "list this node's groups")
     _json_flag(g)
     g = group_command("roster", "show a group's members and roles")

@@ -66,6 +66,16 @@ def cmd_group_role(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_group_leave(args: argparse.Namespace) -> int:
+    """Ask to leave a group: a ratified request that the owner's node honours."""
+    answer = call(args, "send", group=args.group, type="leave", text="")
+    print(
+        f"{answer['status']} {answer['message_hash']}: the owner's node takes you off the "
+        "roster when it sees the request"
+    )
+    return 0
+
+
 def cmd_group_list(args: argparse.Namespace) -> int:
     """List this node's groups."""
     groups = call(args, "group.list")
@@ -107,6 +117,7 @@ GROUP_COMMANDS: Final[dict[str, Command]] = {
     "join": cmd_group_join,
     "remove": cmd_group_remove,
     "role": cmd_group_role,
+    "leave": cmd_group_leave,
     "list": cmd_group_list,
     "roster": cmd_group_roster,
 }

@@ -95,6 +95,8 @@ def message_body(message: dict[str, Any]) -> str:
         return f"(edit of {ref}) {text}"
     if kind == "delete":
         return f"(deleted {ref})"
+    if kind == "leave":
+        return "(asked to leave the group)"
     if kind == "profile":
         return f"(is now called {clean(message.get('text') or '')})"
     if kind == "reaction":

@@ -47,6 +47,8 @@ EDIT: Final = "edit"
 DELETE: Final = "delete"
 REACTION: Final = "reaction"
 REF_TYPES: Final = frozenset({EDIT, DELETE, REACTION})
+#: §14 "Leaving": a member asks the owner to take it off the roster.
+LEAVE: Final = "leave"
 CONTENT_TYPES: Final = frozenset({"text", "markdown", "image", "file"})
 #: §14: a reaction is at most this many bytes of UTF-8 (one emoji or a short word).
 MAX_REACTION: Final = 32
@@ -79,6 +81,10 @@ def check_reference(
     """
     if message_type == PROFILE:  # §15: a profile refers to nothing
         return None if ref_hash is None else BAD_REFERENCE
+    if message_type == LEAVE:  # the owner cannot leave its group
+        if ref_hash is not None:
+            return BAD_REFERENCE
+        return "not allowed" if author == owner else None
     if message_type not in CONTENT_TYPES and message_type not in REF_TYPES:
         return None
     if ref_hash is None:
