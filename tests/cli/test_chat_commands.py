@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2pchat.cli.chat_commands import Help, LineError, Quit, Send, parse_line
+from p2pchat.cli.chat_commands import Help, LineError, Quit, Send, SendFile, parse_line
 
 
 @pytest.mark.parametrize(
@@ -27,6 +27,8 @@ from p2pchat.cli.chat_commands import Help, LineError, Quit, Send, parse_line
             Send({"type": "edit", "text": "fixed typo", "ref": "1a2b", "mime": "text/plain"}),
         ),
         ("/delete 1a2b", Send({"type": "delete", "text": "", "ref": "1a2b"})),
+        ("/file ~/cat.png", SendFile("~/cat.png")),
+        ("/name  Ann Lee ", Send({"type": "profile", "text": "Ann Lee", "mime": "text/plain"})),
         (
             "/react 1a2b 👍",
             Send({"type": "reaction", "text": "👍", "ref": "1a2b", "mime": "text/plain"}),
@@ -48,6 +50,8 @@ def test_a_line_asks_for(line: str, action: object) -> None:
         ("/react 1a2b", "usage: /react HASH EMOJI"),
         ("/react 1a2b " + "x" * 33, "at most 32 bytes"),
         ("/md", "usage: /md TEXT"),
+        ("/file", "usage: /file PATH"),
+        ("/name", "usage: /name NAME"),
     ],
 )
 def test_a_command_typed_wrongly_says_how(line: str, error: str) -> None:

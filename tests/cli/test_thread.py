@@ -104,7 +104,10 @@ async def test_chat_commands_help_and_no_echo_of_our_lines(tmp_path: Path) -> No
             f"/react {sent['message_hash'][:8]} wow\n"
             "/nonsense\n"
             "//slash at the start\n"
+            f"/file {tmp_path / 'note.txt'}\n"
+            f"/file {tmp_path / 'missing.txt'}\n"
         )
+        (tmp_path / "note.txt").write_bytes(b"a file's bytes")
         chat = await trio.run_process(
             [*COMMAND, "--data-dir", str(alice_dir), "chat", "solo", "--wait", "10"],
             stdin=lines.encode(),
@@ -122,7 +125,10 @@ async def test_chat_commands_help_and_no_echo_of_our_lines(tmp_path: Path) -> No
         assert out.count(f"(reacted wow to {sent['message_hash'][:8]})") == 2
         history = (await ok(alice_dir, "history", group, "--json")).json()
         texts = [m.get("text") for m in history if m["type"] != "roster"]
-        assert texts == ["first words", "plain line", "/slash at the start"]
+        assert texts == ["first words", "plain line", "/slash at the start", None]
+        assert history[-1]["type"] == "file"
+        assert history[-1]["size"] == len(b"a file's bytes")
+        assert "not sent: cannot read" in err
         assert by_text(history, "first words")["reactions"] == {"wow": [str(alice.peer_id)]}
         assert "you: /help" not in out
         assert (await ok(alice_dir, "history", group)).stdout.count("[wow 1]") == 1

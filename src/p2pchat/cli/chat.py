@@ -19,7 +19,7 @@ import trio
 
 from ..app.control_protocol import RemoteCommandError
 from ..client import connect
-from .chat_commands import HELP, Help, LineError, Quit, parse_line
+from .chat_commands import HELP, Help, LineError, Quit, parse_line, request_of
 from .common import Command, UsageError, data_dir, run_trio, start_logging
 from .render import PeerLabels, clean, format_message
 
@@ -125,10 +125,9 @@ async def _chat(args: argparse.Namespace) -> None:
                 if isinstance(action, Quit):
                     break
                 try:
-                    answer = await control.call(
-                        "send", group=group_id, wait=False, **action.request
-                    )
-                except RemoteCommandError as exc:  # e.g. a viewer: the session stays, read-only
+                    request = request_of(action)
+                    answer = await control.call("send", group=group_id, wait=False, **request)
+                except (RemoteCommandError, UsageError) as exc:  # e.g. a viewer: read-only
                     screen.note(f"p2pchat: not sent: {clean(str(exc))}")
                     continue
                 digest = answer["message_hash"]
@@ -142,10 +141,11 @@ async def _chat(args: argparse.Namespace) -> None:
                     "time_stamp": int(time.time() * 1000),
                     "from_me": True,
                     "author": "",
-                    "type": action.request["type"],
-                    "mime": action.request.get("mime", "text/plain"),
-                    "text": action.request["text"],
-                    "ref_hash": action.request.get("ref"),
+                    "type": request["type"],
+                    "mime": request.get("mime", "text/plain"),
+                    "text": request.get("text"),
+                    "size": len(request.get("data_b64", "")) * 3 // 4,
+                    "ref_hash": request.get("ref"),
                     "readable": True,
                     "ratified": False,
                     "epoch": 0,

@@ -20,6 +20,7 @@ commands (a line that does not start with / is sent as a message; // sends a lin
   /delete HASH        delete one of your messages (the group's owner: any message)
   /react HASH EMOJI   toggle your reaction to a message
   /md TEXT            send TEXT as Markdown
+  /file PATH          send a file (images show as images)
   /name NAME          the name the group shows for you
   /help               this list
   /quit               leave (Ctrl-D too)"""
@@ -37,6 +38,13 @@ class Send:
 
 
 @attrs.frozen
+class SendFile:
+    """Send the file at ``path`` (read by the session, not here)."""
+
+    path: str
+
+
+@attrs.frozen
 class Help:
     """Show :data:`HELP`."""
 
@@ -46,7 +54,7 @@ class Quit:
     """Leave the chat."""
 
 
-Action = Send | Help | Quit | None
+Action = Send | SendFile | Help | Quit | None
 
 _USAGE: Final = {
     "reply": "/reply HASH TEXT",
@@ -55,6 +63,7 @@ _USAGE: Final = {
     "react": "/react HASH EMOJI",
     "md": "/md TEXT",
     "name": "/name NAME",
+    "file": "/file PATH",
 }
 
 
@@ -77,6 +86,10 @@ def parse_line(line: str) -> Action:
         return Quit()
     if name not in _USAGE:
         raise LineError(f"unknown command /{name} (see /help; // sends a line starting with /)")
+    if name == "file":
+        if not rest.strip():
+            raise LineError(f"usage: {_USAGE[name]}")
+        return SendFile(rest.strip())
     if name in ("md", "name"):
         if not rest.strip():
             raise LineError(f"usage: {_USAGE[name]}")
@@ -96,3 +109,18 @@ def parse_line(line: str) -> Action:
     if len(text.encode()) > MAX_REACTION:
         raise LineError(f"a reaction is at most {MAX_REACTION} bytes")
     return Send({"type": "reaction", "text": text, "ref": ref, "mime": "text/plain"})
+
+
+def request_of(action: Send | SendFile) -> dict[str, Any]:
+    """The ``send`` request for ``action`` (a file is read here: this is the session's I/O).
+
+    Raises:
+        UsageError: the file cannot be read or is too large.
+    """
+    if isinstance(action, Send):
+        return action.request
+    from pathlib import Path
+
+    from .messages import file_request
+
+    return file_request(Path(action.path).expanduser())

@@ -19,7 +19,7 @@ from .common import EXIT_INTERRUPTED, EXIT_PENDING, Command, UsageError, call
 from .render import clean, print_json, size
 
 
-def _file_request(path: Path) -> dict[str, Any]:
+def file_request(path: Path) -> dict[str, Any]:
     """The ``send`` request for a file: its type and MIME type from its name, its content.
 
     Raises:
@@ -53,7 +53,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.file is not None:
         if args.text:
             raise UsageError("give either a text or --file, not both")
-        request = _file_request(args.file)
+        request = file_request(args.file)
     else:
         if not args.text:
             raise UsageError("nothing to send: give a text, '-' to read stdin, or --file PATH")

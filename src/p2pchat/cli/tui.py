@@ -29,7 +29,7 @@ import trio
 
 from ..app.control_protocol import RemoteCommandError
 from ..client import connect
-from .chat_commands import HELP, Help, LineError, Quit, parse_line
+from .chat_commands import HELP, Help, LineError, Quit, parse_line, request_of
 from .common import UsageError, data_dir
 from .render import PeerLabels, clean, format_message
 
@@ -53,7 +53,8 @@ def _pending_line(request: dict[str, Any], digest: str, group_id: str) -> dict[s
         "author": "",
         "type": request["type"],
         "mime": request.get("mime", "text/plain"),
-        "text": request["text"],
+        "text": request.get("text"),
+        "size": len(request.get("data_b64", "")) * 3 // 4,
         "ref_hash": request.get("ref"),
         "readable": True,
         "ratified": False,
@@ -214,16 +215,18 @@ async def run_tui(args: argparse.Namespace) -> None:
                     ui.exit_soon()
                     return
                 try:
-                    answer = await control.call(
-                        "send", group=group_id, wait=False, **action.request
-                    )
-                except RemoteCommandError as exc:  # the node's refusal, shown; the session stays
+                    request = request_of(action)
+                    answer = await control.call("send", group=group_id, wait=False, **request)
+                except (
+                    RemoteCommandError,
+                    UsageError,
+                ) as exc:  # the node's refusal, shown; the session stays
                     status = f"not sent: {clean(str(exc))}"
                     await refresh()
                     continue
                 status = ""
                 digest = answer["message_hash"]
-                mine[digest] = _pending_line(action.request, digest, group_id)
+                mine[digest] = _pending_line(request, digest, group_id)
                 await refresh()
 
         async with trio.open_nursery() as nursery:
