@@ -4,9 +4,8 @@ command that starts with ``/``. Pure: no I/O, so every case is tested on its own
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
-
-import attrs
 
 #: §14 of specs/chat.md: a reaction is 1 to 32 bytes of UTF-8.
 MAX_REACTION: Final = 32
@@ -30,26 +29,26 @@ class LineError(Exception):
     """A command typed wrongly; the message says how to type it."""
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class Send:
     """A ``send`` request to make: its arguments on the control socket."""
 
     request: dict[str, Any]
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class SendFile:
     """Send the file at ``path`` (read by the session, not here)."""
 
     path: str
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class Help:
     """Show :data:`HELP`."""
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class Quit:
     """Leave the chat."""
 
