@@ -9,7 +9,7 @@ INTEROP_VENV := .venv-interop
 INTEROP_STAMP := $(INTEROP_VENV)/.installed
 PYLIBP2P_VERSION := 0.8.1
 
-.PHONY: run demo test check-slow lint typecheck unit venv interop-venv bench clean
+.PHONY: run demo test check-slow lint typecheck unit venv interop-venv bench clean netns-deps
 
 run: $(STAMP)
 	$(BIN)/p2pchat node
@@ -42,11 +42,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(INTEROP_STAMP)
+unit: $(STAMP) $(INTEROP_STAMP) netns-deps
 	P2PCHAT_INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python $(BIN)/pytest -q
 
 # The long scenario sweeps (every crash point of the chat scenario), kept out of `make test`.
-check-slow: $(STAMP) $(INTEROP_STAMP)
+check-slow: $(STAMP) $(INTEROP_STAMP) netns-deps
 	P2PCHAT_INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python $(BIN)/pytest -q -m slow
 
 bench: $(STAMP) $(INTEROP_STAMP)
@@ -55,3 +55,16 @@ bench: $(STAMP) $(INTEROP_STAMP)
 
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# What the network-namespace tests need (iproute2 for namespaces and veths, nftables for the
+# NAT of tests/net/test_autonat_netns.py); without them those tests skip and say so. Needs root.
+# `make test` runs it first: it installs only what is missing, and only as root with apt-get.
+netns-deps:
+	@if command -v ip >/dev/null 2>&1 && command -v nft >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing iproute2 and nftables for the network-namespace tests"; \
+		apt-get install -y -qq --no-install-recommends iproute2 nftables >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && \
+		  apt-get install -y -qq --no-install-recommends iproute2 nftables >/dev/null 2>&1; } || \
+		echo "could not install iproute2/nftables: the network-namespace tests will skip"; \
+	else echo "no iproute2/nftables (and not root with apt-get): the network-namespace tests will skip"; fi

@@ -40,6 +40,8 @@ def test_every_core_package_is_listed() -> None:
     assert "p2pchat.chat.core.engine" in CORES
     assert "p2pchat.protocols.noise" in CORES
     assert "p2pchat.protocols.yamux" in CORES
+    assert "p2pchat.protocols.kad.lookup" in CORES
+    assert "p2pchat.protocols.autonat" in CORES
 
 
 @pytest.mark.parametrize("module", CORES)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from p2pchat.chat.core import cbor, crypto
+from p2pchat.chat.core.commitment import CloseCommitment, close_signing_bytes
 from p2pchat.chat.core.genesis import SignedGenesis, new_group
 from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import (
@@ -38,7 +39,13 @@ from p2pchat.chat.core.packet import (
     vote_signing_bytes,
 )
 from p2pchat.chat.core.roster import HISTORY_ALL, Member, Role, Roster
-from p2pchat.chat.core.roster_update import RosterUpdate, WrappedKey, build_roster_message
+from p2pchat.chat.core.roster_update import (
+    KeyCheck,
+    RosterUpdate,
+    WrappedKey,
+    build_roster_message,
+    epoch_key_check,
+)
 from p2pchat.chat.core.validate import check_for_delivery
 from p2pchat.chat.core.wire import Query, Response, encode_envelope
 from p2pchat.errors import ProtocolError
@@ -54,6 +61,7 @@ CREATED_MS: Final = 1_700_000_000_000
 GENESIS_NONCE: Final = bytes(range(16))
 EPOCH_KEYS: Final = {0: bytes(range(32)), 1: bytes(range(32, 64))}
 
+PENDING_HASH: Final = sha256(b"a message voted for, never certified")
 TEXT_TIME_MS: Final = CREATED_MS + 60_000
 TEXT_PLAINTEXT: Final = "hello, group"
 TEXT_MIME: Final = "text/plain"
@@ -110,10 +118,23 @@ class VectorError(Exception):
 # -- building ------------------------------------------------------------------------------------
 
 
-def _certify(packet: Packet, voters: tuple[Person, ...]) -> Packet:
+def _certify(
+    packet: Packet,
+    voters: tuple[Person, ...],
+    closes: Mapping[str, CloseCommitment] | None = None,
+) -> Packet:
+    """``packet`` certified by ``voters``; with ``closes`` (a roster message), closing votes
+    with each voter's commitment (specs/chat.md §14)."""
     message = packet.message
     votes = [
-        make_vote(p.keypair, message.group_id, message.epoch, packet.message_hash) for p in voters
+        make_vote(
+            p.keypair,
+            message.group_id,
+            message.epoch,
+            packet.message_hash,
+            None if closes is None else closes[p.name],
+        )
+        for p in voters
     ]
     votes.sort(key=lambda v: v.ratifier.to_bytes())
     return packet.with_certificate(Certificate(message.epoch, tuple(votes)))
@@ -222,13 +243,23 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     roster_1 = Roster(1, tuple(p.member() for p in PEOPLE), history=genesis_roster.history)
     keys = [_wrap("keys", p, 1, group_id, recorded, fresh=fresh) for p in PEOPLE]
     history_keys = [_wrap("history_keys", VIEWER, 0, group_id, recorded, fresh=fresh)]
-    update = RosterUpdate(roster_1, tuple(keys), tuple(history_keys))
+    checks = [KeyCheck(e, epoch_key_check(group_id, e, k)) for e, k in EPOCH_KEYS.items()]
+    update = RosterUpdate(roster_1, tuple(keys), tuple(history_keys), tuple(checks))
     roster_message, _data = build_roster_message(
         state, update, now_ms=ROSTER_TIME_MS, parents=[text.message_hash]
     )
+    # Closing votes (§14): both hold the text message certified (their one head); ratifier-3
+    # also voted for a message it never saw certified.
+    closes = {
+        RATIFIER_2.name: CloseCommitment(heads=(text.message_hash,)),
+        RATIFIER_3.name: CloseCommitment(heads=(text.message_hash,), pending=(PENDING_HASH,)),
+    }
     roster = _certify(
-        sign_message(OWNER.keypair, roster_message, b"", b""), (RATIFIER_2, RATIFIER_3)
+        sign_message(OWNER.keypair, roster_message, b"", b""), (RATIFIER_2, RATIFIER_3), closes
     )
+    assert roster.certificate is not None
+    close_vote = next(v for v in roster.certificate.votes if v.ratifier == RATIFIER_3.peer)
+    assert close_vote.close is not None
 
     # The checks a member makes, so that no broken vector is ever written.
     have = {text.message_hash}.__contains__
@@ -266,8 +297,10 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
             "description": (
                 "The owner's roster message of epoch 0 (parents: the text message), opening "
                 "epoch 1 in which the viewer joins; keys: the epoch-1 key wrapped for every "
-                "member, history_keys: the epoch-0 key wrapped for the viewer (history 'all'); "
-                "certified by ratifier-2 and ratifier-3. HPKE wraps are randomized: the "
+                "member, history_keys: the epoch-0 key wrapped for the viewer (history 'all'), "
+                "key_checks: the checks of both keys (specs/chat.md §15); "
+                "certified by the closing votes of ratifier-2 and ratifier-3 (see "
+                "close_vote.json). HPKE wraps are randomized: the "
                 "wrapped_keys below were made once and are kept."
             ),
             "cbor_hex": roster.encode().hex(),
@@ -288,6 +321,26 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
                 for what, ws in (("keys", update.keys), ("history_keys", update.history_keys))
                 for w in ws
             ],
+        },
+        "close_vote.json": {
+            "description": (
+                "Ratifier-3's closing vote on the roster message of epoch 0 (specs/chat.md "
+                "§14): it commits to its certified DAG heads (the text message) and to one "
+                "message it voted for without holding it certified (pending: SHA-256 of "
+                "'a message voted for, never certified'), and signs "
+                "'p2pchat/close/v1' || group_id || u64(0) || message_hash || "
+                "SHA-256(CBOR(close))."
+            ),
+            "cbor_hex": cbor.dumps(close_vote.to_cbor()).hex(),
+            "json": to_json_view(close_vote.to_cbor()),
+            "group_id": group_id.hex(),
+            "epoch": 0,
+            "message_hash": roster.message_hash.hex(),
+            "close_cbor_hex": cbor.dumps(close_vote.close.to_cbor()).hex(),
+            "close_digest": close_vote.close.digest().hex(),
+            "signing_bytes_hex": close_signing_bytes(
+                group_id, 0, roster.message_hash, close_vote.close
+            ).hex(),
         },
         "mrat_query.json": _frame_vector(
             "An mrat query (rid 1) asking a ratifier to ratify the text message (its packet "

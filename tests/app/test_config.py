@@ -32,10 +32,16 @@ def test_the_template_parses_to_the_defaults() -> None:
         limits.max_connections,
         limits.reserved_slots,
     )
+    assert (Config().max_negotiating_per_peer, Config().max_streams_per_protocol) == (
+        limits.max_negotiating_per_peer,
+        limits.max_streams_per_protocol,
+    )
     assert Config().listen == (Multiaddr.from_string(DEFAULT_LISTEN),)
     assert DEFAULT_LISTEN.startswith("/ip4/127.0.0.1/tcp/")  # loopback unless told otherwise
     assert Config().mdns_interface == "lo"
     assert Config().perf is False
+    # No DHT and no public bootstrap peer unless the user opts in.
+    assert (Config().dht, Config().dht_bootstrap) == (False, ())
 
 
 def test_every_key_is_read() -> None:
@@ -56,16 +62,27 @@ max_per_peer = 2
 max_handshakes = 20
 max_handshakes_per_ip = 3
 reserved_slots = 10
+max_negotiating_per_peer = 3
+max_streams_per_protocol = 7
 [perf]
 enabled = true
+[dht]
+enabled = true
+mode = "server"
+bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/{PEER}"]
+[autonat]
+enabled = false
 [log]
 level = "debug"
 format = "json"
 """
     config = parse_config(text)
+    assert (config.dht, config.dht_mode, config.autonat) == (True, "server", False)
+    assert [str(a) for a in config.dht_bootstrap] == [f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER}"]
     assert (config.max_connections, config.max_inbound_per_ip, config.max_per_peer) == (100, 5, 2)
     assert (config.max_handshakes, config.max_handshakes_per_ip) == (20, 3)
     assert config.reserved_slots == 10
+    assert (config.max_negotiating_per_peer, config.max_streams_per_protocol) == (3, 7)
     assert [str(a) for a in config.listen] == ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"]
     assert [str(a) for a in config.bootstrap] == [
         f"/ip4/127.0.0.1/tcp/4001/p2p/{PEER}",
@@ -107,6 +124,12 @@ def test_a_partial_file_keeps_the_other_defaults() -> None:
         ("[limits]\nmax_per_peer = 2.5", "[limits] max_per_peer must be a whole number"),
         ("[limits]\nreserved_slots = -1", "[limits] reserved_slots must be a whole number"),
         ("[log]\nformat = 'xml'", "[log] format must be one of"),
+        ("[dht]\nmode = 'public'", "[dht] mode must be one of"),
+        (
+            "[dht]\nbootstrap = ['/ip4/127.0.0.1/tcp/1']",
+            "[dht] bootstrap /ip4/127.0.0.1/tcp/1 must",
+        ),
+        ("[autonat]\nenabled = 1", "[autonat] enabled must be true or false"),
         ("[plugins]\nload = 'echo.py'", "[plugins] load must be a list of strings"),
         ("node = 1", "[node] must be a table"),
         ("[node\n", "not valid TOML"),

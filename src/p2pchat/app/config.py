@@ -70,6 +70,10 @@ max_handshakes = 64
 max_handshakes_per_ip = 8
 # Connection slots kept for our own dials and for the members of our groups (at most half):
 reserved_slots = 32
+# Inbound streams of one peer still negotiating their protocol, and of one protocol at once
+# (unless the protocol sets its own: 8 for /p2pchat/1.0.0) (specs/host.md, "Stream limits"):
+max_negotiating_per_peer = 8
+max_streams_per_protocol = 64
 
 [perf]
 # Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
@@ -80,6 +84,20 @@ enabled = false
 # (search.sqlite in the data dir, mode 0600) holds message plaintext; false deletes it at start.
 enabled = true
 
+[dht]
+# Join the Kademlia DHT (/ipfs/kad/1.0.0) to find group members anywhere by their peer id.
+enabled = false
+# "auto": a DHT server only while AutoNAT finds this node reachable from outside, else a
+# client; or "server", or "client".
+mode = "auto"
+# DHT peers to join through, multiaddrs ending in /p2p/<peer id>. None by default: no public
+# peer is dialed unless you name it here.
+bootstrap = []
+
+[autonat]
+# Ask peers to dial this node back (AutoNAT v1) to learn whether it is reachable, and dial
+# back peers that ask (only at their own IP, rate limited).
+enabled = true
 [plugins]
 # Plug-ins to load at start (specs/plugins.md): paths to Python files, or module names.
 #   load = ["~/p2pchat-plugins/echo.py", "mypackage.p2pchat_plugin"]
@@ -119,8 +137,15 @@ class Config:
     max_handshakes: int = 64
     max_handshakes_per_ip: int = 8
     reserved_slots: int = 32
+    max_negotiating_per_peer: int = 8
+    max_streams_per_protocol: int = 64
     log_level: str = DEFAULT_LEVEL
     log_format: str = DEFAULT_FORMAT
+    #: [dht] and [autonat] (app/internet.py).
+    dht: bool = False
+    dht_mode: str = "auto"
+    dht_bootstrap: tuple[Multiaddr, ...] = ()
+    autonat: bool = True
     #: [plugins]: paths or module names to load, and whether to load the installed ones.
     plugins: tuple[str, ...] = ()
     plugin_entry_points: bool = True
@@ -145,6 +170,14 @@ def _bootstrap(value: Any) -> tuple[Multiaddr, ...]:
         except BootstrapError as exc:
             raise _InvalidValueError(str(exc)) from None
     return tuple(out)
+
+
+def _dht_bootstrap(value: Any) -> tuple[Multiaddr, ...]:
+    out = _listen(value)
+    for addr in out:
+        if addr.peer_id is None:
+            raise _InvalidValueError(f"{addr} must end in /p2p/<peer id>")
+    return out
 
 
 def _list_of_str(value: Any) -> list[str]:
@@ -218,9 +251,17 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "max_handshakes": ("max_handshakes", _count),
         "max_handshakes_per_ip": ("max_handshakes_per_ip", _count),
         "reserved_slots": ("reserved_slots", _reserve),
+        "max_negotiating_per_peer": ("max_negotiating_per_peer", _count),
+        "max_streams_per_protocol": ("max_streams_per_protocol", _count),
     },
     "perf": {"enabled": ("perf", _bool)},
     "search": {"enabled": ("search", _bool)},
+    "dht": {
+        "enabled": ("dht", _bool),
+        "mode": ("dht_mode", _choice("auto", "client", "server")),
+        "bootstrap": ("dht_bootstrap", _dht_bootstrap),
+    },
+    "autonat": {"enabled": ("autonat", _bool)},
     "plugins": {
         "load": ("plugins", lambda value: tuple(_list_of_str(value))),
         "entry_points": ("plugin_entry_points", _bool),

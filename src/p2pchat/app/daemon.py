@@ -13,7 +13,9 @@ Theory of operation
 4. the chat node starts (serving ``/p2pchat/1.0.0``, resuming its outbox, syncing with members
    as they connect); perf is served if enabled; the plug-ins load (:mod:`p2pchat.app.plugins`;
    one that fails is reported and unloaded, the node goes on);
-5. in the daemon's nursery: the bootstrap peers are kept connected, mDNS runs if enabled, the
+5. AutoNAT and, with ``[dht] enabled``, the DHT start (:mod:`p2pchat.app.internet`): the chat
+   node then looks unreachable members up in the DHT and meets its groups at their rendezvous;
+6. in the daemon's nursery: the bootstrap peers are kept connected, mDNS runs if enabled, the
    known peers are dialed once, the known-peers file is saved a moment after each new
    connection (once identify has told us the peer's listen addresses), and the control socket
    serves the ``p2pchat`` commands (:meth:`Daemon.handle`).
@@ -54,6 +56,7 @@ from ..net.resources import ResourceLimits
 from .config import Config
 from .control import Emit, serve_control
 from .datadir import control_socket_path, load_or_create_identity, peers_path
+from .internet import Internet, InternetOptions, open_internet
 from .knownpeers import KnownPeerFile
 from .operations import OPERATIONS, DaemonError
 from .plugins import PluginManager, open_plugins
@@ -86,6 +89,8 @@ class NodeOptions:
     plugin_entry_points: bool = False
     #: Keep a full-text index of our decrypted history ([search] in the config file).
     search: bool = True
+    #: [dht] and [autonat] (app/internet.py).
+    internet: InternetOptions = attrs.Factory(InternetOptions)
 
     @classmethod
     def from_config(cls, data_dir: Path, config: Config) -> NodeOptions:
@@ -105,10 +110,18 @@ class NodeOptions:
                 max_handshakes=config.max_handshakes,
                 max_handshakes_per_ip=config.max_handshakes_per_ip,
                 reserved_slots=config.reserved_slots,
+                max_negotiating_per_peer=config.max_negotiating_per_peer,
+                max_streams_per_protocol=config.max_streams_per_protocol,
             ),
             plugins=config.plugins,
             plugin_entry_points=config.plugin_entry_points,
             search=config.search,
+            internet=InternetOptions(
+                dht=config.dht,
+                dht_mode=config.dht_mode,
+                dht_bootstrap=config.dht_bootstrap,
+                autonat=config.autonat,
+            ),
         )
 
 
@@ -135,6 +148,8 @@ class Daemon:
         self.plugins: PluginManager | None = None
         #: Read marks and the search index (app/reading.py).
         self.reading = Reading(options.data_dir, search=options.search)
+        #: AutoNAT and the DHT, as far as enabled (set by open_daemon).
+        self.internet: Internet | None = None
 
     @property
     def peer_id(self) -> PeerID:
@@ -207,6 +222,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             open_plugins(
                 host, chat, options.plugins, entry_points=options.plugin_entry_points
             ) as plugins,
+            open_internet(host, chat, options.internet) as internet,
             open_service_nursery() as nursery,
         ):
             known_peers.follow_members(partial(_group_members, chat))
@@ -214,6 +230,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             daemon.plugins = plugins
             if not options.search:
                 await daemon.reading.forget_search()
+            daemon.internet = internet
             await nursery.start(daemon.watch_connections)
             nursery.start_soon(known_peers.run_saver)
             nursery.start_soon(known_peers.dial)

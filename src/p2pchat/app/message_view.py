@@ -47,7 +47,7 @@ def find_message(messages: Sequence[ChatMessage], prefix: str) -> ChatMessage:
 
 
 def author_labels(messages: Sequence[ChatMessage]) -> dict[PeerID, str]:
-    """How each named author of ``messages`` (ratified, display order) is shown (§15)."""
+    """How each named author of ``messages`` (ratified, display order) is shown (§17)."""
     return display_labels(
         (m.author, m.content) for m in messages if m.message_type == PROFILE and m.ratified
     )

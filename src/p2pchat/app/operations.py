@@ -30,6 +30,7 @@ from ..identity import PeerID
 from ..multiaddr import Multiaddr
 from ..net.ping import open_ping
 from .control import Emit
+from .dht_ops import DHT_OPERATIONS
 from .message_view import (
     MessageRefError,
     author_labels,
@@ -220,6 +221,11 @@ async def op_status(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[s
         "mdns": node.mdns_running,
         "perf": node.options.perf,
         "resources": attrs.asdict(node.host.resource_usage()),
+        "reachability": node.internet.reachability() if node.internet else "unknown",
+        "advertised": [
+            str(a) for a in (node.internet.advertised_addrs(node.host) if node.internet else ())
+        ],
+        "dht": node.internet.dht.mode if node.internet and node.internet.dht else "off",
     }
 
 
@@ -601,6 +607,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "outbox.cancel": op_outbox_cancel,
     "subscribe": op_subscribe,
     "search": op_search,
+    **DHT_OPERATIONS,
 }
 
 

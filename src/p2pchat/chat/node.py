@@ -54,7 +54,7 @@ from .core.refs import LEAVE, check_reference
 from .core.roster import History, Member, Role
 from .core.txn import OutboxDone
 from .core.view import history_order
-from .services.addresses import AddressBook
+from .services.addresses import AddressBook, PeerFinder
 from .services.clients import ClientPool, QueryRefusedError, open_client_pool
 from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher
@@ -184,7 +184,7 @@ class ChatNode:
         #: or the reason they were abandoned.
         self._origin_done: dict[bytes, tuple[trio.Event, list[bytes | str]]] = {}
         self._write_locks: dict[bytes, trio.Lock] = {}
-        #: (group, member) whose ratified "leave" we, the owner, are to honour (§14 "Leaving").
+        #: (group, member) whose ratified "leave" we, the owner, are to honour (§16 "Leaving").
         self._leaves, self._leaving = trio.open_memory_channel[tuple[bytes, PeerID]](64)
 
     # -- groups ------------------------------------------------------------------------------
@@ -208,6 +208,12 @@ class ChatNode:
             ChatError: we are not in that group.
         """
         return self.engine.view(group_id)
+
+    def use_peer_finder(self, finder: PeerFinder | None) -> None:
+        """Look members that no member can locate up with ``finder`` (the DHT's
+        ``find_peer``); None stops it."""
+        if self._addresses is not None:
+            self._addresses.use_finder(finder)
 
     def my_member_entry(self, role: Role) -> Member:
         """Our member entry (peer, role, HPKE key) for a roster."""
@@ -361,7 +367,7 @@ class ChatNode:
         refused = check_reference(
             message_type, self.peer_id, ref_hash, view.state.owner, view.ref_of
         )
-        if refused is not None:  # §14: what the ratifiers would refuse, said at once
+        if refused is not None:  # §16: what the ratifiers would refuse, said at once
             raise NotAllowedError(f"the ratifiers would refuse this {message_type}: {refused}")
         return await self._submit(
             group_id,
@@ -584,9 +590,9 @@ class ChatNode:
         Raises:
             ChatError: we are not in that group.
         """
-        self.engine.view(group_id)
+        late = self.engine.view(group_id).close.late  # not shown (specs/chat.md §14)
         rows = await self.store.all_ratified(group_id)
-        packets = {row.message_hash: _decode_row(row) for row in rows}
+        packets = {r.message_hash: _decode_row(r) for r in rows if r.message_hash not in late}
         return [self._to_chat_message(p, ratified=True) for p in history_order(packets)]
 
     # -- connections -------------------------------------------------------------------------
@@ -653,14 +659,23 @@ async def _load_engine(store: ChatStore, engine: ChatEngine) -> None:
         keys = await store.get_epoch_keys(record.group_id)
         engine.load_group(record.genesis, packets, keys, ratified)
         for pending in await store.others_pending(record.group_id):
-            engine.load_pending(
-                _decode_row(pending), received_at=pending.received_at, size=pending.wire_size
-            )
+            packet = _decode_row(pending)
+            engine.load_pending(packet, received_at=pending.received_at, size=pending.wire_size)
+            await _load_vote(store, engine, packet)
     now = now_ms()
     for entry in await store.outbox_due(2**62, limit=MAX_OUTBOX_LOAD):
         row = await store.get_message(entry.group_id, entry.message_hash)
         if row is not None:
-            engine.load_outbox(_decode_row(row), now, rank=entry.created_at)
+            packet = _decode_row(row)
+            engine.load_outbox(packet, now, rank=entry.created_at)
+            await _load_vote(store, engine, packet)
+
+
+async def _load_vote(store: ChatStore, engine: ChatEngine, packet: Packet) -> None:
+    """Our stored vote for a pending message, if any: it closes an epoch for us or goes into
+    our closing commitment (specs/chat.md §14)."""
+    if await store.get_vote(packet.message.group_id, packet.message_hash) is not None:
+        engine.load_vote(packet)
 
 
 @asynccontextmanager

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-#: §14 of specs/chat.md: a reaction is 1 to 32 bytes of UTF-8.
+#: §16 of specs/chat.md: a reaction is 1 to 32 bytes of UTF-8.
 MAX_REACTION: Final = 32
-#: §15: a display name is at most 64 bytes of UTF-8.
+#: §17: a display name is at most 64 bytes of UTF-8.
 MAX_NAME: Final = 64
 
 HELP: Final = """\

@@ -28,6 +28,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"peers:     {status['connected']} connected")
     print(f"groups:    {status['groups']}")
     print(f"mdns:      {'on' if status['mdns'] else 'off'}")
+    print(f"reachable: {clean(str(status.get('reachability', 'unknown')))}")
+    print(f"dht:       {clean(str(status.get('dht', 'off')))}")
+    for addr in status.get("advertised", []):
+        print(f"advertise: {clean(addr)}")
     for entry in status["bootstrap"]:
         print(f"bootstrap: {clean(entry)}")
     return 0

@@ -23,6 +23,7 @@ from ..errors import P2PChatError
 from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
 from .conformance import add_arguments as conformance_arguments
+from .dht import add_parser as add_dht_parser
 from .reading import add_arguments as search_arguments
 from .reading import add_history_arguments
 from .sanitize import terminal_text
@@ -260,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="line by line, without the terminal UI")
 
     command("demo", "run three nodes on 127.0.0.1 and show ratification and catch-up")
+
+    p = command("dht", "the running node's DHT: find-peer ID, providers KEY, status")
+    add_dht_parser(p, _Parser, common)
     _add_dev_commands(command)
     conformance_arguments(command("conformance", "check any libp2p node against the specs"))
     return parser
@@ -320,6 +324,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "name": "thread",
     "outbox": "outbox",
     "chat": "chat",
+    "dht": "dht",
     "plugins": "dev",
     "query": "dev",
     "stream": "dev",

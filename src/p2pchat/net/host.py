@@ -59,6 +59,7 @@ from .resources import (
     ResourceUsage,
 )
 from .secure import HandshakeError
+from .stream_limits import StreamScopes
 from .tcp import (
     TransportError,
     dial_tcp,
@@ -132,6 +133,10 @@ class Host:
         # Connections whose ConnectionOpened went out and whose ConnectionClosed has not.
         self._announced: dict[MuxedConnection, PeerID] = {}
         self._resources = ResourceManager(config.limits)
+        self._address_provider: Callable[[], list[Multiaddr]] | None = None
+        self._streams = StreamScopes(
+            config.limits.max_negotiating_per_peer, config.limits.max_streams_per_protocol
+        )
 
     # -- addresses and handlers ----------------------------------------------------------------
 
@@ -140,20 +145,40 @@ class Host:
         """The bound listen addresses (real ports), without ``/p2p``."""
         return list(self._listen_addrs)
 
+    def set_address_provider(self, provider: Callable[[], list[Multiaddr]] | None) -> None:
+        """Advertise ``provider()``'s addresses (identify, our signed peer record) instead of the
+        listen addresses; None restores them. The address manager (``net/autonat.py``) sets it.
+        """
+        self._address_provider = provider
+
+    @property
+    def advertised_addrs(self) -> list[Multiaddr]:
+        """What we tell peers we listen on: the address manager's choice, else (or when it has
+        none) the listen addresses; without ``/p2p``."""
+        chosen = self._address_provider() if self._address_provider is not None else []
+        return chosen or self.listen_addrs
+
     @property
     def addrs(self) -> list[Multiaddr]:
         """The bound listen addresses, each ending in ``/p2p/<our id>``."""
         return [addr.with_peer_id(self.peer_id) for addr in self._listen_addrs]
 
     def set_stream_handler(
-        self, protocol: str, handler: StreamHandler, *, replace: bool = False
+        self,
+        protocol: str,
+        handler: StreamHandler,
+        *,
+        replace: bool = False,
+        max_inbound_per_peer: int | None = None,
     ) -> None:
         """Serve ``protocol`` with ``handler``; the stream is closed when the handler returns.
+        A peer has at most ``max_inbound_per_peer`` inbound streams of it at once (default
+        ``limits.max_streams_per_protocol``), enforced while negotiating (specs/host.md).
 
         A protocol that already has a handler keeps it unless ``replace`` is true.
 
         Raises:
-            ValueError: ``protocol`` does not start with ``/``.
+            ValueError: ``protocol`` does not start with ``/``, or a cap below 1.
             HandlerExistsError: ``protocol`` already has a handler and ``replace`` is false.
         """
         if not protocol.startswith("/"):
@@ -163,6 +188,7 @@ class Host:
             raise HandlerExistsError(
                 f"{protocol} already has a handler (pass replace=True to replace it)"
             )
+        self._streams.set_cap(protocol, max_inbound_per_peer)
         self._handlers[protocol] = handler
         if new:
             self._protocols_changed()
@@ -423,21 +449,60 @@ class Host:
             logger.info("disconnected from %s: %s", peer, conn.broken_reason)
 
     async def _serve_stream(self, stream: MuxedStream) -> None:
+        peer = stream.remote_peer
+        if not self._streams.start_negotiation(peer):
+            logger.warning(
+                "reset a stream from %s: %d of its streams are already negotiating (the limit)",
+                peer,
+                self._streams.max_negotiating,
+            )
+            await stream.reset()
+            return
+        try:
+            protocol = await self._negotiate_inbound(stream)
+        finally:
+            self._streams.end_negotiation(peer)
+        if protocol is None:
+            return
+        if not self._streams.open(peer, protocol):
+            logger.warning(
+                "reset a %s stream from %s: it already has %d open (the limit)",
+                protocol,
+                peer,
+                self._streams.cap(protocol),
+            )
+            await stream.reset()
+            return
+        try:
+            await self._run_handler(stream, protocol)
+        finally:
+            self._streams.close(peer, protocol)
+
+    async def _negotiate_inbound(self, stream: MuxedStream) -> str | None:
+        """The protocol agreed on ``stream`` among those the peer has room for, or None (the
+        stream was reset, or closed by us)."""
+        offered = self._streams.offered(stream.remote_peer, self._handlers.keys())
         try:
             with trio.fail_after(self.config.negotiate_timeout):
-                protocol, trailing = await negotiate_inbound(stream, self._handlers.keys())
+                protocol, trailing = await negotiate_inbound(stream, offered)
         except (NegotiationError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             logger.info("stream from %s not negotiated: %s", stream.remote_peer, exc or "timeout")
             await stream.reset()
-            return
+            return None
         except trio.ClosedResourceError:
-            return
+            return None
+        if protocol not in self._handlers:  # removed while negotiating
+            await stream.reset()
+            return None
+        stream.unreceive(trailing)
+        return protocol
+
+    async def _run_handler(self, stream: MuxedStream, protocol: str) -> None:
         handler = self._handlers.get(protocol)
-        if handler is None:  # removed while negotiating
+        if handler is None:  # removed meanwhile
             await stream.reset()
             return
         stream.protocol = protocol
-        stream.unreceive(trailing)
         finished = False
         try:
             await handler(stream)

@@ -42,9 +42,9 @@ READ_SIZE: Final = 4096
 
 
 def signed_record(host: Host) -> bytes:
-    """``host``'s signed peer record of its listen addresses (specs/peer-record.md), ``seq``
+    """``host``'s signed peer record of its advertised addresses (specs/peer-record.md), ``seq``
     being the wall clock in milliseconds."""
-    record = make_peer_record(host.identity, time.time_ns() // 1_000_000, host.listen_addrs)
+    record = make_peer_record(host.identity, time.time_ns() // 1_000_000, host.advertised_addrs)
     return record.encode()
 
 
@@ -54,7 +54,7 @@ def our_info(host: Host, conn: MuxedConnection | None) -> core.IdentifyInfo:
         protocol_version=PROTOCOL_VERSION,
         agent_version=host.config.agent_version,
         public_key=host.identity.public_key,
-        listen_addrs=host.listen_addrs,
+        listen_addrs=host.advertised_addrs,
         observed_addr=conn.remote_addr if conn is not None else None,
         protocols=host.protocols,
         signed_peer_record=signed_record(host),
@@ -81,6 +81,8 @@ def _file(host: Host, peer: PeerID, info: core.IdentifyInfo) -> None:
     store.add_addrs(peer, info.listen_addrs, CONNECTED_ADDR_TTL, trio.current_time())
     store.set_protocols(peer, info.protocols)
     store.set_agent(peer, info.agent_version, info.protocol_version)
+    if info.observed_addr is not None:
+        store.note_observed(peer, info.observed_addr)
     if info.signed_peer_record is not None:
         try:
             record, _ = open_peer_record(info.signed_peer_record)

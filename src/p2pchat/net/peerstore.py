@@ -6,7 +6,7 @@ which keeps expiry testable. Sizes are bounded so a peer cannot grow it without 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import attrs
@@ -21,6 +21,10 @@ TEMP_ADDR_TTL: Final = 2 * 60.0
 PERMANENT: Final = float("inf")
 MAX_ADDRS_PER_PEER: Final = 64
 MAX_PROTOCOLS_PER_PEER: Final = 128
+
+
+ProtocolsWatcher = Callable[[PeerID, tuple[str, ...]], None]
+ObservedWatcher = Callable[[PeerID, Multiaddr], None]
 
 
 @attrs.define
@@ -44,12 +48,47 @@ class PeerStore:
 
     def __init__(self) -> None:
         self._peers: dict[PeerID, PeerRecord] = {}
+        self._protocol_watchers: list[ProtocolsWatcher] = []
+        self._observed_watchers: list[ObservedWatcher] = []
+
+    def watch_protocols(self, watcher: ProtocolsWatcher) -> Callable[[], None]:
+        """Call ``watcher(peer, protocols)`` each time a peer's protocols are set (identify,
+        identify push); returns the function that stops it.
+
+        The watcher runs inside :meth:`set_protocols`: it must be quick and must not raise
+        (the Kademlia service only queues the peer for its own task).
+        """
+        self._protocol_watchers.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._protocol_watchers:
+                self._protocol_watchers.remove(watcher)
+
+        return stop
 
     def _record(self, peer: PeerID) -> PeerRecord:
         record = self._peers.get(peer)
         if record is None:
             record = self._peers[peer] = PeerRecord(peer)
         return record
+
+    def watch_observed(self, watcher: ObservedWatcher) -> Callable[[], None]:
+        """Call ``watcher(observer, addr)`` each time a peer tells us (identify's
+        ``observedAddr``) the address it sees us at; returns the function that stops it.
+        Nothing is stored here: the address manager (``net/autonat.py``) keeps what it needs.
+        The watcher must be quick and must not raise."""
+        self._observed_watchers.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._observed_watchers:
+                self._observed_watchers.remove(watcher)
+
+        return stop
+
+    def note_observed(self, observer: PeerID, addr: Multiaddr) -> None:
+        """``observer`` sees us at ``addr``: tell the watchers."""
+        for watcher in list(self._observed_watchers):
+            watcher(observer, addr)
 
     def get(self, peer: PeerID) -> PeerRecord | None:
         """The record of ``peer``, if any."""
@@ -85,7 +124,10 @@ class PeerStore:
 
     def set_protocols(self, peer: PeerID, protocols: Iterable[str]) -> None:
         """Replace the protocols ``peer`` says it supports (at most 128 kept)."""
-        self._record(peer).protocols = tuple(protocols)[:MAX_PROTOCOLS_PER_PEER]
+        kept = tuple(protocols)[:MAX_PROTOCOLS_PER_PEER]
+        self._record(peer).protocols = kept
+        for watcher in list(self._protocol_watchers):
+            watcher(peer, kept)
 
     def protocols(self, peer: PeerID) -> tuple[str, ...]:
         """The protocols ``peer`` announced, if known."""

@@ -43,6 +43,8 @@ DEFAULT_MAX_HANDSHAKES: Final = 64
 DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 8
 DEFAULT_RESERVED_SLOTS: Final = 32
 DEFAULT_EVICTION_GRACE: Final = 10.0
+DEFAULT_MAX_NEGOTIATING_PER_PEER: Final = 8
+DEFAULT_MAX_STREAMS_PER_PROTOCOL: Final = 64
 
 
 class ResourceLimitError(P2PChatError):
@@ -71,6 +73,10 @@ class ResourceLimits:
     #: Seconds during which a new inbound connection cannot be evicted by an inbound newcomer
     #: (our own dials and protected peers may still take its slot).
     eviction_grace: float = DEFAULT_EVICTION_GRACE
+    #: A peer's inbound streams still negotiating their protocol, over all its connections.
+    max_negotiating_per_peer: int = DEFAULT_MAX_NEGOTIATING_PER_PEER
+    #: A peer's inbound streams of one protocol, unless its handler sets its own cap.
+    max_streams_per_protocol: int = DEFAULT_MAX_STREAMS_PER_PROTOCOL
 
     def __attrs_post_init__(self) -> None:
         for name in (
@@ -79,6 +85,8 @@ class ResourceLimits:
             "max_per_peer",
             "max_handshakes",
             "max_handshakes_per_ip",
+            "max_negotiating_per_peer",
+            "max_streams_per_protocol",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

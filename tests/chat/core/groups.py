@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from p2pchat.chat.core.commitment import CloseCommitment
 from p2pchat.chat.core.genesis import SignedGenesis, new_group
 from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import (
@@ -98,7 +99,12 @@ def text_packet(
 def certify(packet: Packet, voters: Iterable[KeyPair], epoch: int | None = None) -> Packet:
     """``packet`` with a certificate of the votes of ``voters``."""
     e = packet.message.epoch if epoch is None else epoch
-    votes = tuple(make_vote(v, packet.message.group_id, e, packet.message_hash) for v in voters)
+    close = None
+    if packet.message.message_type == "roster":  # closing votes (specs/chat.md §14)
+        close = CloseCommitment(heads=packet.message.parents)
+    votes = tuple(
+        make_vote(v, packet.message.group_id, e, packet.message_hash, close) for v in voters
+    )
     return packet.with_certificate(Certificate(e, votes))
 
 

@@ -17,10 +17,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from p2pchat.chat.core import crypto
+from p2pchat.chat.core import cbor, crypto
+from p2pchat.chat.core.commitment import CloseCommitment, close_signing_bytes
 from p2pchat.chat.core.genesis import SignedGenesis
 from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import (
@@ -101,7 +103,13 @@ def _decode_packet(data: bytes) -> Decoded:
     return decoded.encode(), decoded.to_cbor()
 
 
+def _decode_vote(data: bytes) -> Decoded:
+    vote = Vote.from_cbor(cbor.loads(data, max_size=4096))
+    return cbor.dumps(vote.to_cbor()), vote.to_cbor()
+
+
 DECODERS: Final[dict[str, Callable[[bytes], Decoded]]] = {
+    "close_vote.json": _decode_vote,
     "genesis.json": _decode_genesis,
     "text_message.json": _decode_packet,
     "roster_message.json": _decode_packet,
@@ -110,6 +118,7 @@ DECODERS: Final[dict[str, Callable[[bytes], Decoded]]] = {
 
 def test_the_vector_directory_holds_the_expected_files() -> None:
     assert FILES == [
+        "close_vote.json",
         "genesis.json",
         "mrat_query.json",
         "mrat_response.json",
@@ -240,6 +249,10 @@ def test_roster_message_extends_the_genesis_chain() -> None:
     assert decoded.certificate is not None
     roster_0 = genesis().genesis.roster
     assert verify_certificate(
+        decoded.certificate, roster_0, decoded.message.group_id, decoded.message_hash, closing=True
+    )
+    # Closing votes certify a roster message only (specs/chat.md §14).
+    assert not verify_certificate(
         decoded.certificate, roster_0, decoded.message.group_id, decoded.message_hash
     )
     chain = GroupState.from_chain(genesis(), [decoded])
@@ -324,6 +337,32 @@ def test_mrat_response_carries_a_valid_vote() -> None:
     text = packet("text_message.json")
     assert text.certificate is not None
     assert vote in text.certificate.votes
+
+
+def test_close_vote_signs_its_commitment() -> None:
+    vector = load("close_vote.json")
+    raw = bytes.fromhex(vector["cbor_hex"])
+    vote = Vote.from_cbor(cbor.loads(raw, max_size=4096))
+    assert cbor.dumps(vote.to_cbor()) == raw
+    assert to_json_view(vote.to_cbor()) == vector["json"]
+    assert vote.close is not None
+    assert cbor.dumps(vote.close.to_cbor()).hex() == vector["close_cbor_hex"]
+    assert vote.close.digest().hex() == vector["close_digest"]
+    group_id = bytes.fromhex(vector["group_id"])
+    message_hash = bytes.fromhex(vector["message_hash"])
+    signed = close_signing_bytes(group_id, vector["epoch"], message_hash, vote.close)
+    assert signed.hex() == vector["signing_bytes_hex"]
+    assert verify_vote(vote, group_id, vector["epoch"], message_hash)
+    # The commitment is signed: changing it, or dropping it, breaks the vote.
+    grown = CloseCommitment(vote.close.heads, tuple(sorted({*vote.close.pending, bytes(32)})))
+    assert not verify_vote(attrs.evolve(vote, close=grown), group_id, 0, message_hash)
+    assert not verify_vote(attrs.evolve(vote, close=None), group_id, 0, message_hash)
+    text = packet("text_message.json")
+    assert vote.close.heads == (text.message_hash,)
+    roster = packet("roster_message.json")
+    assert roster.certificate is not None
+    assert vote in roster.certificate.votes
+    assert roster.message_hash == message_hash
 
 
 # -- the generator ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import trio
 import trio.testing
 
 from p2pchat.chat.core.wire import (
+    MAX_FRAME_SIZE,
     NEED_DATA,
     Envelope,
     FrameReader,
@@ -39,7 +40,8 @@ from p2pchat.chat.services.dispatch import (
 )
 from p2pchat.errors import DecodeError, LocalProtocolError
 from p2pchat.identity import KeyPair, PeerID
-from p2pchat.net.host import HandlerExistsError, Host, open_host
+from p2pchat.net.host import HandlerExistsError, Host, StreamOpenError, open_host
+from p2pchat.varint import encode_uvarint
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -478,11 +480,14 @@ async def test_streams_beyond_the_cap_are_reset_and_the_others_keep_working(
             assert await peer.read(1) == [Response("echoR", n, True, {"n": n})]
         assert dispatcher.streams(a.peer_id) == MAX_STREAMS_PER_PEER
 
-        # One stream more, never written to (as a hostile peer would): reset at once.
-        extra = await a.new_stream(b.peer_id, [PROTOCOL_ID])
-        with pytest.raises(trio.BrokenResourceError):
-            await drain(extra)
-        await extra.aclose()
+        # One stream more: the Host refuses the protocol while negotiating (specs/host.md
+        # "Stream limits"), before the chat service sees the stream.
+        with pytest.raises(StreamOpenError, match="supports none"):
+            await a.new_stream(b.peer_id, [PROTOCOL_ID])
+        assert dispatcher.streams(a.peer_id) == MAX_STREAMS_PER_PEER
+        # Served outside a Host, the service's own count refuses a stream beyond the cap.
+        _client_end, server_end = trio.testing.memory_stream_pair()
+        await serve_chat_stream(server_end, dispatcher, remote_peer=a.peer_id)
         assert any("refusing" in r.getMessage() for r in caplog.records)
         assert dispatcher.streams(a.peer_id) == MAX_STREAMS_PER_PEER
         assert (await first.query("echo", {"again": 0}, timeout=5)).ok
@@ -624,3 +629,38 @@ async def test_install_chat_twice_needs_replace() -> None:
         async with open_chat(a, b.addrs[0]) as fresh:
             response = await fresh.query("echo", {"x": 1}, timeout=5)
         assert response.reason == "unknown code"
+
+
+async def test_a_peers_unfinished_frames_are_bounded_over_its_streams(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """§1 Limits: each stream may hold up to one frame, but a peer's unfinished frames over all
+    its streams are bounded; the stream that would go over is reset, the others carry on."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    budget = 100_000
+    dispatcher = echo_dispatcher()
+    dispatcher.max_buffered = budget
+    async with chat_pair(dispatcher) as (a, b, client):
+        prefix = encode_uvarint(MAX_FRAME_SIZE)  # a frame of 1 MiB, of which we send a part
+        first = await a.new_stream(b.peer_id, [PROTOCOL_ID])
+        await first.send_all(prefix + bytes(60_000))
+        with trio.fail_after(10):
+            while dispatcher.buffered(a.peer_id) < 60_000:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        second = await a.new_stream(b.peer_id, [PROTOCOL_ID])
+        await second.send_all(prefix + bytes(60_000))  # 120 kB in all: over the budget
+        with pytest.raises(trio.BrokenResourceError):
+            await drain(second)
+        assert any("peer buffer full" in r.getMessage() for r in caplog.records)
+        assert dispatcher.buffered(a.peer_id) <= budget
+        # The first stream is still served, and its peer's other queries go through.
+        assert (await client.query("echo", {"n": 1}, timeout=5)).ok
+        await first.reset()
+        with trio.fail_after(10):
+            while dispatcher.buffered(a.peer_id):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
+
+def test_the_frame_buffer_budget_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_buffered"):
+        Dispatcher(max_buffered=0)

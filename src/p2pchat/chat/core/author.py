@@ -15,7 +15,13 @@ from ...identity import KeyPair, PeerID
 from . import crypto
 from .packet import MAX_PARENTS, Artifact, Headers, Message, Packet, sha256, sign_message
 from .roster import Member, Role, Roster, default_quorum
-from .roster_update import RosterUpdate, WrappedKey, build_roster_message
+from .roster_update import (
+    KeyCheck,
+    RosterUpdate,
+    WrappedKey,
+    build_roster_message,
+    epoch_key_check,
+)
 from .view import ChatError, GroupView, NotAllowedError, wrap_key
 
 
@@ -30,7 +36,7 @@ def chain_parents(view: GroupView, author: PeerID, after: bytes | None) -> tuple
     latest = view.latest.get((view.state.current_epoch, author))
     if latest is not None:
         kept.add(latest[1])
-    heads = [h for h in view.heads.heads() if h not in kept]
+    heads = [h for h in view.next_parents() if h not in kept]
     return tuple(sorted(kept.union(heads[: MAX_PARENTS - len(kept)])))
 
 
@@ -102,13 +108,14 @@ def write_roster_change(
     new_key = crypto.new_epoch_key()
     keys = [wrap_key(new_key, m, group_id, epoch) for m in roster.members]
     history_keys: list[WrappedKey] = []
+    checks = [KeyCheck(epoch, epoch_key_check(group_id, epoch, new_key))]
     if added is not None and current.history == "all":
         newcomer = roster.member(added)
         if newcomer is not None and current.member(added) is None:
-            history_keys = [
-                wrap_key(key, newcomer, group_id, e) for e, key in sorted(view.epoch_keys.items())
-            ]
-    update = RosterUpdate(roster, tuple(keys), tuple(history_keys))
+            for e, key in sorted(view.epoch_keys.items()):
+                history_keys.append(wrap_key(key, newcomer, group_id, e))
+                checks.append(KeyCheck(e, epoch_key_check(group_id, e, key)))
+    update = RosterUpdate(roster, tuple(keys), tuple(history_keys), tuple(checks))
     message, _ = build_roster_message(
         state, update, now_ms=now, parents=chain_parents(view, identity.peer_id, None)
     )

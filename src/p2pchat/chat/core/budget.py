@@ -21,9 +21,33 @@ from typing import Final
 
 import attrs
 
+from .packet import Packet
+
 MAX_SYNC_PAGES: Final = 1_000
 MAX_SYNC_BYTES: Final = 64 * 1024 * 1024
 MAX_SYNC_SECONDS: Final = 60.0
+#: §14: closed-epoch packets a paging session keeps aside until a later page proves them
+#: (their committed descendant arrives), in count and in encoded bytes.
+MAX_UNPROVEN: Final = 4_096
+MAX_UNPROVEN_BYTES: Final = 16 * 1024 * 1024
+
+
+@attrs.define
+class Unproven:
+    """Closed-epoch packets of one paging session not yet admitted (§14), bounded: beyond the
+    bounds a packet is let go (a later anti-entropy fetch, children first, brings it)."""
+
+    packets: list[Packet] = attrs.field(factory=list)
+    size: int = 0
+
+    def keep(self, packet: Packet) -> bool:
+        """Keep ``packet``; False when over a bound (not kept)."""
+        size = len(packet.encode())
+        if len(self.packets) >= MAX_UNPROVEN or self.size + size > MAX_UNPROVEN_BYTES:
+            return False
+        self.packets.append(packet)
+        self.size += size
+        return True
 
 
 @attrs.define

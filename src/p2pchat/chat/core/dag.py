@@ -84,6 +84,10 @@ class Heads:
         """The ``parents`` of the next message: sorted, at most 16 (the smallest hashes)."""
         return tuple(heapq.nsmallest(MAX_PARENTS, self._heads))
 
+    def all(self) -> frozenset[bytes]:
+        """Every current head (a closing commitment names them all, §14)."""
+        return frozenset(self._heads)
+
     def __len__(self) -> int:
         """The number of current heads (it may exceed 16)."""
         return len(self._heads)

@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from ...errors import ProtocolError
 from ...identity import KeyPair, PeerID
-from . import cbor, crypto
+from . import crypto
 from .author import write_message, write_roster_change
 from .engine_records import (
     Attempt,
@@ -77,20 +77,19 @@ from .genesis import SignedGenesis
 from .group_state import GroupState
 from .membership import accept_rows, join_rows, new_group_rows
 from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
-from .packet import Packet, make_vote
+from .packet import Packet
 from .quorum import QuorumCollector
 from .roster import History, Member, Role
 from .txn import (
-    DropPending,
     OutboxDone,
     PutEpochKey,
     PutPacket,
     PutRoster,
-    PutVote,
     Transaction,
 )
-from .validate import check_for_delivery, check_for_ratification
+from .validate import check_for_delivery
 from .view import ChatError, GroupView, NotAllowedError, PendingVote, unwrap_keys
+from .voting import counts_as_pending, decide_vote, expire_pending
 
 __all__ = [
     "ChatEngine",
@@ -105,12 +104,19 @@ __all__ = [
 #: ``cancel``'s answers for a message it cannot withdraw.
 TOO_LATE: Final = "already ratified: too late to cancel"
 NOT_QUEUED: Final = "no such message in the outbox"
+#: §14: a ratifier that voted for a roster change has closed its epoch; withdrawing the change
+#: would leave that ratifier closed for good.
+ROSTER_STAYS: Final = (
+    "a roster change cannot be cancelled: the ratifiers that voted for it have closed the epoch"
+)
 #: The reason a cancelled message's ``send`` is told.
 CANCELLED: Final = "cancelled"
 
 logger = logging.getLogger(__name__)
 
 ROSTER: Final = "roster"
+#: §14: a certified message of a closed epoch that no closing vote committed to.
+CLOSED_EPOCH: Final = "closed epoch"
 
 
 class ChatEngine:
@@ -187,6 +193,7 @@ class ChatEngine:
         view = GroupView(signed, GroupState.from_chain(signed, rosters), dict(epoch_keys))
         for packet in ratified:
             view.hold(packet)
+        view.find_late()
         self._groups[signed.group_id] = view
 
     def load_pending(self, packet: Packet, *, received_at: int, size: int) -> None:
@@ -199,6 +206,15 @@ class ChatEngine:
             view.pending[packet.message_hash] = PendingVote(
                 packet.message.author, size, received_at
             )
+
+    def load_vote(self, packet: Packet) -> None:
+        """Note a vote of ours the store holds for a pending message (at start-up): it goes
+        into our closing commitment, and a roster vote closes its epoch for us (§14)."""
+        view = self._groups.get(packet.message.group_id)
+        if view is None or view.has(packet.message_hash):
+            return
+        roster = packet.message.message_type == ROSTER
+        view.close.note_vote(packet.message_hash, packet.message.epoch, roster=roster)
 
     def load_outbox(self, packet: Packet, now: int, *, rank: int | None = None) -> None:
         """Queue one of our pending messages found in the store's outbox (at start-up), at
@@ -215,7 +231,7 @@ class ChatEngine:
 
         Raises:
             ChatError: the message is already ratified (or its certificate is being committed),
-                or is not in the outbox.
+                is a roster change (§14), or is not in the outbox.
         """
         item = self.outbox.get(message_hash)
         if item is None:
@@ -227,6 +243,8 @@ class ChatEngine:
         attempt = self._attempts.get(item.message_hash)
         if attempt is not None and attempt.certifying:
             raise ChatError(TOO_LATE)
+        if item.packet.message.message_type == ROSTER:
+            raise ChatError(ROSTER_STAYS)
         txn = Transaction((OutboxDone(item.group_id, item.message_hash),))
         return Commit(txn, _Cancelled(item.group_id, item.message_hash))
 
@@ -318,16 +336,29 @@ class ChatEngine:
         reason = check_for_delivery(
             packet, view.state, have=view.has, time_of=view.time_of, ref_of=view.ref_of
         )
+        if reason in (None, "missing parents") and self._closed_epoch(view, packet):
+            view.close.seed(view.state, view.has)
+            if not view.close.admitted(packet.message_hash):
+                return Refused(CLOSED_EPOCH)
+            view.close.admit_parents(packet)
         if reason == "missing parents":
             return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
         if reason is not None:
             return Refused(reason)
         return self._accept(view, packet, now, deliver=False)
 
+    @staticmethod
+    def _closed_epoch(view: GroupView, packet: Packet) -> bool:
+        """A message of an epoch this node has closed (its roster message is held): accepted
+        only if admitted (§14). Roster messages are checked against the chain instead."""
+        message = packet.message
+        return message.epoch < view.state.current_epoch and message.message_type != ROSTER
+
     def vote_request(
         self, group_id: bytes, packet: Packet, querier: PeerID, now: int
     ) -> Commit | Refused | NeedParents:
-        """``mrat``: check ``packet`` and, if it passes, commit it with our vote.
+        """``mrat``: check ``packet`` and, if it passes, commit it with our vote
+        (:func:`~.voting.decide_vote`).
 
         The caller answers with the vote the commit returns (an earlier vote of ours for the
         same message, if the store holds one).
@@ -335,54 +366,24 @@ class ChatEngine:
         view = self._groups.get(group_id)
         if view is None or packet.message.group_id != group_id:
             return Refused("unknown group")
-        state = view.state
-        if state.role(self.peer_id, state.current_epoch) is not Role.RATIFIER:
-            return Refused("not allowed")  # only ratifiers vote
-        message = packet.message
-        reason = check_for_ratification(
-            packet,
-            state,
-            now_ms=now,
-            have=view.has,
-            time_of=view.time_of,
-            holds_any=bool(view.ratified),
-            author_latest=view.latest.get((message.epoch, message.author)),
-            ref_of=view.ref_of,
-        )
-        if reason == "missing parents" and querier != self.peer_id:
-            return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
-        if reason is not None:
-            return Refused(reason)
-        pending: PendingVote | None = None
-        if self._counts_as_pending(packet) and packet.message_hash not in view.pending:
-            size = len(packet.encode())
-            count, held = view.pending_of(message.author)
-            if (
-                count + 1 > self.config.pending_max_count
-                or held + size > self.config.pending_max_bytes
-            ):
-                return Refused("over quota")
-            pending = PendingVote(message.author, size, now)
-        vote = make_vote(self.identity, group_id, message.epoch, packet.message_hash)
-        txn = Transaction(
-            (
-                PutPacket(packet, received_at=now),
-                PutVote(
-                    group_id,
-                    packet.message_hash,
-                    message.epoch,
-                    cbor.dumps(vote.to_cbor()),
-                    roster=message.message_type == ROSTER,
-                ),
-            )
-        )
-        return Commit(txn, _Voted(group_id, packet.message_hash, pending))
+        return decide_vote(self.identity, self.config, view, packet, querier, now)
+
+    def admit(self, group_id: bytes, packets: Sequence[Packet]) -> None:
+        """Admit, within a batch of certified packets that arrived together (a ``dht`` page, a
+        fetch), the ancestors of admitted closed-epoch messages, children first (§14), so that
+        receiving them oldest first finds them admitted."""
+        view = self._groups.get(group_id)
+        if view is not None:
+            view.close.seed(view.state, view.has)
+            view.close.admit_closure(packets)
+
+    def admitted(self, group_id: bytes, message_hash: bytes) -> bool:
+        """True if a closed-epoch message with this hash would be admitted (§14)."""
+        view = self._groups.get(group_id)
+        return view is not None and view.close.admitted(message_hash)
 
     def _counts_as_pending(self, packet: Packet) -> bool:
-        """Another author's non-roster message: quota and expiry apply (our own pending
-        messages are our outbox's, and a roster message has one vote per epoch at most)."""
-        message = packet.message
-        return message.author != self.peer_id and message.message_type != ROSTER
+        return counts_as_pending(packet, self.peer_id)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -437,19 +438,8 @@ class ChatEngine:
 
     def _expire(self, now: int) -> list[Action]:
         """Delete the pending messages of others not certified within ``pending_ttl``."""
-        actions: list[Action] = []
-        for view in self._groups.values():
-            stale = tuple(
-                sorted(
-                    h
-                    for h, p in view.pending.items()
-                    if p.received_at + self.config.pending_ttl <= now
-                )
-            )
-            if stale:
-                txn = Transaction((DropPending(view.group_id, stale),))
-                actions.append(Commit(txn, _Expired(view.group_id, stale)))
-        return actions
+        expired = (expire_pending(v, self.config.pending_ttl, now) for v in self._groups.values())
+        return [commit for commit in expired if commit is not None]
 
     def _on_connected(self, peer: PeerID, now: int) -> list[Action]:
         self._connected.add(peer)
@@ -505,6 +495,7 @@ class ChatEngine:
         effect = event.commit.effect
         if isinstance(effect, _GroupAdded):
             if effect.view.group_id not in self._groups:
+                effect.view.find_late()
                 self._groups[effect.view.group_id] = effect.view
             return []
         if isinstance(effect, _Queued):
@@ -540,6 +531,7 @@ class ChatEngine:
             if expired is not None:
                 for message_hash in effect.message_hashes:
                     expired.pending.pop(message_hash, None)
+                    expired.close.forget(message_hash)
             return []
         return []
 
@@ -622,7 +614,13 @@ class ChatEngine:
     def _start_attempt(self, view: GroupView, packet: Packet, now: int) -> list[Action]:
         epoch = packet.message.epoch
         roster = view.state.roster(epoch)
-        collector = QuorumCollector(view.group_id, epoch, packet.message_hash, roster)
+        collector = QuorumCollector(
+            view.group_id,
+            epoch,
+            packet.message_hash,
+            roster,
+            closing=packet.message.message_type == ROSTER,
+        )
         ratifiers = sorted(roster.ratifiers)
         self._attempts[packet.message_hash] = Attempt(
             view.group_id, packet, collector, set(ratifiers), now + self.config.attempt_timeout
@@ -668,11 +666,14 @@ class ChatEngine:
                     logger.warning("a committed roster message does not apply: %s", exc)
                     return []
                 view.epoch_keys.update(effect.keys)
+                view.close.forget_epochs_before(view.state.current_epoch)
                 # Our queued messages of the old epoch are written again at once.
                 self.outbox.hurry(now, group_id=view.group_id)
             for key_epoch, key in effect.keys.items():
                 view.epoch_keys.setdefault(key_epoch, key)
         view.hold(packet)
+        if packet.message.message_type == ROSTER:
+            view.find_late()  # an epoch closed: what we hold of it that no close accounts for
         actions.append(Publish(view.group_id, packet, ratified=True))
         queued = self.outbox.remove(packet.message_hash)
         self._attempts.pop(packet.message_hash, None)

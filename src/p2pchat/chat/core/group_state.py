@@ -36,6 +36,8 @@ class GroupState:
     group_id: bytes
     _rosters: list[Roster]
     _packets: list[Packet]
+    #: §15: the key check of each epoch, as the first roster message carrying one fixed it.
+    _checks: dict[int, bytes] = attrs.field(factory=dict)
 
     @classmethod
     def from_genesis(cls, signed: SignedGenesis) -> GroupState:
@@ -151,7 +153,7 @@ class GroupState:
             raise RosterError(f"epoch {message.epoch} is not reached", hint="future epoch")
         certificate = packet.certificate
         if certificate is None or not verify_certificate(
-            certificate, self.current_roster, self.group_id, packet.message_hash
+            certificate, self.current_roster, self.group_id, packet.message_hash, closing=True
         ):
             raise RosterError(
                 "the roster message lacks a valid certificate", hint="bad certificate"
@@ -161,6 +163,25 @@ class GroupState:
         if not verify_author(packet):
             raise RosterError("the owner's signature does not verify", hint="bad signature")
         update = read_roster_update(packet, self.owner)
+        conflict = self.key_check_conflict(update)
+        if conflict is not None:
+            raise RosterError(conflict, hint="malformed")
         self._rosters.append(update.roster)
         self._packets.append(packet)
+        for entry in update.key_checks:
+            self._checks.setdefault(entry.epoch, entry.check)
         return update
+
+    def key_check(self, epoch: int) -> bytes | None:
+        """The check of ``epoch``'s key fixed by the chain: the first roster message that
+        carried one (§15), or None."""
+        return self._checks.get(epoch)
+
+    def key_check_conflict(self, update: RosterUpdate) -> str | None:
+        """Why ``update``'s key checks contradict the chain (an epoch key the chain already
+        fixed, checked differently), or None."""
+        for entry in update.key_checks:
+            held = self.key_check(entry.epoch)
+            if held is not None and held != entry.check:
+                return f"the key check of epoch {entry.epoch} differs from the chain's"
+        return None

@@ -23,6 +23,7 @@ from ...errors import DecodeError
 from ...identity import KeyPair, PeerID, PublicKey
 from ...multibase import b58encode
 from . import cbor
+from .commitment import CloseCommitment, close_signing_bytes
 
 MAX_PACKET_SIZE: Final = 1024 * 1024
 MAX_ARTIFACT_DATA: Final = 768 * 1024
@@ -219,18 +220,31 @@ class Message:
 
 @attrs.frozen
 class Vote:
-    """One ratifier's signature on a message (§6)."""
+    """One ratifier's signature on a message (§6). A vote on a roster message is a *closing*
+    vote: it carries the ratifier's :class:`CloseCommitment` and signs it too (§14)."""
 
     ratifier: PeerID
     sig: bytes
+    close: CloseCommitment | None = None
 
     def to_cbor(self) -> dict[str, Any]:
-        return {"ratifier": self.ratifier.to_bytes(), "sig": self.sig}
+        out: dict[str, Any] = {"ratifier": self.ratifier.to_bytes(), "sig": self.sig}
+        if self.close is not None:
+            out["close"] = self.close.to_cbor()
+        return out
 
     @classmethod
     def from_cbor(cls, value: Any) -> Vote:
-        m = _map(value, "vote", {"ratifier", "sig"})
-        return cls(_peer(m["ratifier"], "ratifier"), _bytes(m["sig"], "sig", size=SIGNATURE_SIZE))
+        m = _map(value, "vote", {"ratifier", "sig"}, frozenset({"close"}))
+        close: CloseCommitment | None = None
+        if "close" in m:
+            try:
+                close = CloseCommitment.from_cbor(m["close"])
+            except DecodeError as exc:
+                raise PacketError(str(exc), hint="malformed") from exc
+        return cls(
+            _peer(m["ratifier"], "ratifier"), _bytes(m["sig"], "sig", size=SIGNATURE_SIZE), close
+        )
 
 
 @attrs.frozen
@@ -375,18 +389,30 @@ def verify_author(packet: Packet) -> bool:
     return key.verify(packet.signature, data)
 
 
-def make_vote(ratifier: KeyPair, group_id: bytes, epoch: int, message_hash: bytes) -> Vote:
-    """``ratifier``'s vote for a message."""
-    sig = ratifier.sign(vote_signing_bytes(group_id, epoch, message_hash))
-    return Vote(ratifier.peer_id, sig)
+def make_vote(
+    ratifier: KeyPair,
+    group_id: bytes,
+    epoch: int,
+    message_hash: bytes,
+    close: CloseCommitment | None = None,
+) -> Vote:
+    """``ratifier``'s vote for a message; with ``close``, a closing vote (§14) that signs it."""
+    if close is None:
+        sig = ratifier.sign(vote_signing_bytes(group_id, epoch, message_hash))
+    else:
+        sig = ratifier.sign(close_signing_bytes(group_id, epoch, message_hash, close))
+    return Vote(ratifier.peer_id, sig, close)
 
 
 def verify_vote(vote: Vote, group_id: bytes, epoch: int, message_hash: bytes) -> bool:
-    """True if ``vote`` is a valid signature by its ratifier on this message and epoch."""
+    """True if ``vote`` is a valid signature by its ratifier on this message and epoch (and,
+    for a closing vote, on its commitment)."""
     key: PublicKey | None = vote.ratifier.extract_public_key()
     if key is None:
         return False
-    return key.verify(vote.sig, vote_signing_bytes(group_id, epoch, message_hash))
+    if vote.close is None:
+        return key.verify(vote.sig, vote_signing_bytes(group_id, epoch, message_hash))
+    return key.verify(vote.sig, close_signing_bytes(group_id, epoch, message_hash, vote.close))
 
 
 # -- JSON view (§4) ------------------------------------------------------------------------------
@@ -451,7 +477,15 @@ _PACKET_SHAPE: Final[_Shape] = {
         "parents": [_Leaf.BYTES],
         "artifact": {"data": _Leaf.BYTES, "hash": _Leaf.BYTES, "key_hash": _Leaf.BYTES},
     },
-    "certificate": {"votes": [{"ratifier": _Leaf.PEER, "sig": _Leaf.BYTES}]},
+    "certificate": {
+        "votes": [
+            {
+                "ratifier": _Leaf.PEER,
+                "sig": _Leaf.BYTES,
+                "close": {"heads": [_Leaf.BYTES], "pending": [_Leaf.BYTES]},
+            }
+        ]
+    },
 }
 
 

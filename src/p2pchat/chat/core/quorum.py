@@ -21,6 +21,11 @@ collector's epoch (:attr:`VoteOutcome.INVALID_SIGNATURE`). When the transport re
 vote was cast in (the ``epoch`` argument of :meth:`~QuorumCollector.add_vote`), a mismatch is
 refused as :attr:`VoteOutcome.WRONG_EPOCH` without spending a signature check.
 
+Closing votes (§14). A roster message closes its epoch, and the votes that certify it are
+*closing* votes: each carries the ratifier's commitment to what it voted for in that epoch and
+signs it. For a roster message (``closing=True``) only closing votes count; for any other message
+only plain votes count, so neither kind can stand in for the other.
+
 Nothing here does I/O or reads a clock.
 """
 
@@ -38,7 +43,7 @@ if TYPE_CHECKING:
     from ...identity import PeerID
     from .roster import Roster
 
-__all__ = ["QuorumCollector", "VoteOutcome", "verify_certificate"]
+__all__ = ["QuorumCollector", "VoteOutcome", "counted_votes", "verify_certificate"]
 
 
 def _vote_ok(vote: Vote, group_id: bytes, epoch: int, message_hash: bytes) -> bool:
@@ -48,27 +53,51 @@ def _vote_ok(vote: Vote, group_id: bytes, epoch: int, message_hash: bytes) -> bo
         return False
 
 
+def counted_votes(
+    certificate: Certificate,
+    roster: Roster,
+    group_id: bytes,
+    message_hash: bytes,
+    *,
+    closing: bool = False,
+    stop_at_quorum: bool = True,
+) -> list[Vote]:
+    """The votes of ``certificate`` that count (§6): of distinct ratifiers of ``roster``, of
+    the right kind (closing votes for a roster message, ``closing``; plain votes otherwise) and
+    with a valid signature. Stops at the quorum unless ``stop_at_quorum`` is False."""
+    if certificate.epoch != roster.epoch:
+        return []
+    ratifiers = roster.ratifiers
+    counted: dict[PeerID, Vote] = {}
+    for vote in certificate.votes:
+        if vote.ratifier in counted or vote.ratifier not in ratifiers:
+            continue
+        if (vote.close is not None) != closing:
+            continue
+        if _vote_ok(vote, group_id, roster.epoch, message_hash):
+            counted[vote.ratifier] = vote
+            if stop_at_quorum and len(counted) >= roster.quorum:
+                break
+    return list(counted.values())
+
+
 def verify_certificate(
-    certificate: Certificate, roster: Roster, group_id: bytes, message_hash: bytes
+    certificate: Certificate,
+    roster: Roster,
+    group_id: bytes,
+    message_hash: bytes,
+    *,
+    closing: bool = False,
 ) -> bool:
     """True if ``certificate`` certifies ``message_hash`` under ``roster`` (§6).
 
     The certificate's epoch must be the roster's, and at least ``roster.quorum`` distinct
-    ratifiers of the roster must have a valid vote in it. Other votes are ignored. Checking stops
-    as soon as the quorum is reached.
+    ratifiers of the roster must have a valid vote in it, of the kind the message needs
+    (``closing`` for a roster message, §14). Other votes are ignored. Checking stops as soon as
+    the quorum is reached.
     """
-    if certificate.epoch != roster.epoch:
-        return False
-    ratifiers = roster.ratifiers
-    counted: set[PeerID] = set()
-    for vote in certificate.votes:
-        if vote.ratifier in counted or vote.ratifier not in ratifiers:
-            continue
-        if _vote_ok(vote, group_id, roster.epoch, message_hash):
-            counted.add(vote.ratifier)
-            if len(counted) >= roster.quorum:
-                return True
-    return False
+    votes = counted_votes(certificate, roster, group_id, message_hash, closing=closing)
+    return len(votes) >= roster.quorum
 
 
 class VoteOutcome(enum.Enum):
@@ -84,6 +113,8 @@ class VoteOutcome(enum.Enum):
     NOT_RATIFIER = "not a ratifier"
     #: The vote was reported as cast in another epoch.
     WRONG_EPOCH = "wrong epoch"
+    #: A plain vote on a roster message, or a closing vote on another message (§14).
+    WRONG_KIND = "wrong kind of vote"
 
     @property
     def counts(self) -> bool:
@@ -107,6 +138,8 @@ class QuorumCollector:
     epoch: int
     message_hash: bytes
     roster: Roster
+    #: A roster message: only closing votes count (§14).
+    closing: bool = False
     _votes: dict[PeerID, Vote] = attrs.field(init=False, factory=dict)
     _certificate: Certificate | None = attrs.field(init=False, default=None)
 
@@ -130,6 +163,8 @@ class QuorumCollector:
             return VoteOutcome.NOT_RATIFIER
         if vote.ratifier in self._votes:
             return VoteOutcome.DUPLICATE
+        if (vote.close is not None) != self.closing:
+            return VoteOutcome.WRONG_KIND
         if not _vote_ok(vote, self.group_id, self.epoch, self.message_hash):
             return VoteOutcome.INVALID_SIGNATURE
         self._votes[vote.ratifier] = vote

@@ -94,12 +94,14 @@ def default_quorum(n_ratifiers: int) -> int:
 # -- field readers (raise RosterDecodeError) ----------------------------------------------------
 
 
-def read_map(value: Any, what: str, keys: frozenset[str]) -> dict[str, Any]:
+def read_map(
+    value: Any, what: str, keys: frozenset[str], optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RosterDecodeError(f"{what} must be a map", hint="malformed")
-    if set(value) != keys:
+    if not keys <= set(value) <= keys | optional:
         missing = sorted(keys - set(value))
-        unknown = sorted(set(value) - keys)
+        unknown = sorted(set(value) - keys - optional)
         raise RosterDecodeError(f"{what}: missing {missing}, unknown {unknown}", hint="malformed")
     return value
 

@@ -29,6 +29,7 @@ from .packet import (
 )
 from .roster import (
     Roster,
+    RosterDecodeError,
     RosterError,
     build_decoded,
     read_bytes,
@@ -43,12 +44,15 @@ if TYPE_CHECKING:
     from .group_state import GroupState
 
 __all__ = [
+    "KEY_CHECK_DOMAIN",
     "MAX_WRAPPED",
     "ROSTER_MESSAGE_TYPE",
     "ROSTER_MIME_TYPE",
+    "KeyCheck",
     "RosterUpdate",
     "WrappedKey",
     "build_roster_message",
+    "epoch_key_check",
     "read_roster_update",
 ]
 
@@ -57,6 +61,46 @@ MAX_WRAPPED: Final = 4096
 # §3: roster changes are messages of this type; §3 (addition): their artifact's MIME type.
 ROSTER_MESSAGE_TYPE: Final = "roster"
 ROSTER_MIME_TYPE: Final = "application/cbor"
+# §15: what binds an epoch key to its group and epoch in a key check.
+KEY_CHECK_DOMAIN: Final = b"p2pchat/epoch-key-check/v1"
+
+
+def epoch_key_check(group_id: bytes, epoch: int, key: bytes) -> bytes:
+    """``SHA-256("p2pchat/epoch-key-check/v1" || group_id || u64(epoch) || key)`` (§15)."""
+    return sha256(KEY_CHECK_DOMAIN + group_id + epoch.to_bytes(8, "big") + key)
+
+
+@attrs.frozen
+class KeyCheck:
+    """The check of one epoch's key in a roster update: ``{"epoch", "check"}`` (§15).
+
+    Raises:
+        ValueError: ``check`` not 32 bytes, or an epoch out of range.
+    """
+
+    epoch: int
+    check: bytes
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.check) != HASH_SIZE:
+            raise ValueError("a key check is 32 bytes")
+        if not 0 <= self.epoch < 2**64:
+            raise ValueError("epoch out of range")
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "check": self.check}
+
+    @classmethod
+    def from_cbor(cls, value: Any) -> KeyCheck:
+        """Raises:
+        DecodeError: malformed."""
+        m = read_map(value, "key check", frozenset({"epoch", "check"}))
+        return build_decoded(
+            "key check",
+            cls,
+            read_uint(m["epoch"], "key_check.epoch"),
+            read_bytes(m["check"], "key_check.check", max_size=HASH_SIZE),
+        )
 
 
 @attrs.frozen
@@ -105,6 +149,10 @@ def _sorted_keys(keys: Iterable[WrappedKey]) -> tuple[WrappedKey, ...]:
     return tuple(sorted(keys, key=WrappedKey.sort_key))
 
 
+def _sorted_checks(checks: Iterable[KeyCheck]) -> tuple[KeyCheck, ...]:
+    return tuple(sorted(checks, key=lambda c: c.epoch))
+
+
 @attrs.frozen
 class RosterUpdate:
     """The artifact of a roster message: the next roster and its wrapped keys (§3, §7).
@@ -120,6 +168,10 @@ class RosterUpdate:
     roster: Roster
     keys: tuple[WrappedKey, ...] = attrs.field(default=(), converter=_sorted_keys)
     history_keys: tuple[WrappedKey, ...] = attrs.field(default=(), converter=_sorted_keys)
+    #: §15: one check per epoch whose key the update carries, sorted
+    #: by epoch (empty: an update of a writer that does not confirm keys; members then take
+    #: none of its keys).
+    key_checks: tuple[KeyCheck, ...] = attrs.field(default=(), converter=_sorted_checks)
 
     def __attrs_post_init__(self) -> None:
         epoch = self.roster.epoch
@@ -133,13 +185,29 @@ class RosterUpdate:
             raise ValueError(f"keys must all be for epoch {epoch}")
         if any(k.epoch >= epoch for k in self.history_keys):
             raise ValueError(f"history_keys must be for epochs before {epoch}")
+        checked = [c.epoch for c in self.key_checks]
+        if len(set(checked)) != len(checked):
+            raise ValueError("key_checks lists an epoch twice")
+        if self.key_checks and set(checked) != self.carried_epochs():
+            raise ValueError("key_checks must cover exactly the epochs whose keys are carried")
+
+    def carried_epochs(self) -> set[int]:
+        """The epochs whose keys this update carries (for anyone)."""
+        return {k.epoch for k in (*self.keys, *self.history_keys)}
+
+    def key_check(self, epoch: int) -> bytes | None:
+        """The check of ``epoch``'s key, or None."""
+        return next((c.check for c in self.key_checks if c.epoch == epoch), None)
 
     def to_cbor(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "roster": self.roster.to_cbor(),
             "keys": [k.to_cbor() for k in self.keys],
             "history_keys": [k.to_cbor() for k in self.history_keys],
         }
+        if self.key_checks:
+            out["key_checks"] = [c.to_cbor() for c in self.key_checks]
+        return out
 
     @classmethod
     def from_cbor(cls, value: Any) -> RosterUpdate:
@@ -148,19 +216,29 @@ class RosterUpdate:
         Raises:
             DecodeError: malformed, unsorted or inconsistent (see the class).
         """
-        m = read_map(value, "roster update", frozenset({"roster", "keys", "history_keys"}))
+        m = read_map(
+            value,
+            "roster update",
+            frozenset({"roster", "keys", "history_keys"}),
+            frozenset({"key_checks"}),
+        )
         limit = MAX_ARTIFACT_DATA // 64
         raw_keys = read_list(m["keys"], "keys", max_items=limit)
         raw_history = read_list(m["history_keys"], "history_keys", max_items=limit)
+        raw_checks = read_list(m.get("key_checks", []), "key_checks", max_items=limit)
+        if "key_checks" in m and not raw_checks:
+            raise RosterDecodeError("key_checks, when present, is not empty", hint="malformed")
         update = build_decoded(
             "roster update",
             cls,
             Roster.from_cbor(m["roster"]),
             [WrappedKey.from_cbor(k) for k in raw_keys],
             [WrappedKey.from_cbor(k) for k in raw_history],
+            [KeyCheck.from_cbor(c) for c in raw_checks],
         )
         require_sorted(raw_keys, update.keys, "keys")
         require_sorted(raw_history, update.history_keys, "history_keys")
+        require_sorted(raw_checks, update.key_checks, "key_checks")
         return update
 
     def encode(self) -> bytes:

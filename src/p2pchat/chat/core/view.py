@@ -7,6 +7,7 @@ carries for us (HPKE, specs/chat.md §5).
 
 from __future__ import annotations
 
+import heapq
 import logging
 
 import attrs
@@ -14,13 +15,19 @@ import attrs
 from ...errors import DecodeError, P2PChatError, ProtocolError
 from ...identity import PeerID
 from . import cbor, crypto
+from .closing import EpochClose, Held
 from .dag import Heads, display_order
 from .genesis import SignedGenesis
 from .group_state import GroupState
-from .packet import Packet, Vote
+from .packet import MAX_PARENTS, Packet, Vote
 from .refs import RefInfo
 from .roster import Member
-from .roster_update import WrappedKey, read_roster_update
+from .roster_update import (
+    ROSTER_MESSAGE_TYPE,
+    WrappedKey,
+    epoch_key_check,
+    read_roster_update,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +65,12 @@ class GroupView:
     latest: dict[tuple[int, PeerID], tuple[int, bytes]] = attrs.Factory(dict)
     #: Others' messages we voted for and hold pending, by hash (ratifiers only).
     pending: dict[bytes, PendingVote] = attrs.Factory(dict)
-    #: The author and kind of each held ratified message (§14 references).
+    #: The author and kind of each held ratified message (§16 references).
     kinds: dict[bytes, RefInfo] = attrs.Factory(dict)
+    #: Our closing votes and the closed-epoch messages admitted here (§14).
+    close: EpochClose = attrs.Factory(EpochClose)
+    #: Each held message's (epoch, parents, is a roster message), for §14's late messages.
+    held: dict[bytes, Held] = attrs.Factory(dict)
 
     @property
     def group_id(self) -> bytes:
@@ -73,7 +84,7 @@ class GroupView:
         return self.times.get(message_hash)
 
     def ref_of(self, message_hash: bytes) -> RefInfo | None:
-        """The author and kind of a held message, or None (§14)."""
+        """The author and kind of a held message, or None (§16)."""
         return self.kinds.get(message_hash)
 
     def hold(self, packet: Packet) -> None:
@@ -88,6 +99,25 @@ class GroupView:
         if held is None or held < (message.time_stamp, packet.message_hash):
             self.latest[key] = (message.time_stamp, packet.message_hash)
         self.pending.pop(packet.message_hash, None)
+        self.close.forget(packet.message_hash)
+        self.held[packet.message_hash] = (
+            message.epoch,
+            message.parents,
+            message.message_type == ROSTER_MESSAGE_TYPE,
+        )
+        if message.epoch < self.state.current_epoch:
+            self.close.held_admitted(packet.message_hash, self.held)
+
+    def find_late(self) -> None:
+        """Recompute the late messages (§14) after the chain or the held set changed whole."""
+        self.close.find_late(self.state, self.held)
+
+    def next_parents(self) -> tuple[bytes, ...]:
+        """The ``parents`` of our next message: the heads (§8), late messages left out (§14)."""
+        late = self.close.late
+        if not late:
+            return self.heads.heads()
+        return tuple(heapq.nsmallest(MAX_PARENTS, (h for h in self.heads.all() if h not in late)))
 
     def is_current_member(self, peer: PeerID) -> bool:
         """Whether ``peer`` is in the current roster (§8 "Membership that ends")."""
@@ -143,7 +173,7 @@ def unwrap_keys(
         if wrapped.peer != me or wrapped.epoch in view.epoch_keys:
             continue
         try:
-            keys[wrapped.epoch] = crypto.unwrap_epoch_key(
+            key = crypto.unwrap_epoch_key(
                 wrapped.enc,
                 keypair=keypair,
                 group_id=view.group_id,
@@ -152,6 +182,17 @@ def unwrap_keys(
             )
         except ProtocolError as exc:
             logger.warning("cannot unwrap our key for epoch %d: %s", wrapped.epoch, exc)
+            continue
+        # §15: the key must be the one the owner signed a check of,
+        # which every member verifies alike; a key without one, or another key, is not taken.
+        check = update.key_check(wrapped.epoch)
+        if check is None or check != epoch_key_check(view.group_id, wrapped.epoch, key):
+            logger.warning(
+                "our key for epoch %d does not match the roster's key check: not taken",
+                wrapped.epoch,
+            )
+            continue
+        keys[wrapped.epoch] = key
     return keys
 
 

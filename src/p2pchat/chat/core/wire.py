@@ -35,6 +35,7 @@ from . import cbor
 
 __all__ = [
     "IDLE_TIMEOUT",
+    "MAX_BUFFERED_PER_PEER",
     "MAX_CODE_LENGTH",
     "MAX_FRAME_SIZE",
     "MAX_IN_FLIGHT",
@@ -68,6 +69,8 @@ MAX_REASON_SIZE: Final = 256  # §2: reason, in UTF-8 bytes
 MAX_IN_FLIGHT: Final = 32  # §2: queries in flight per peer
 MAX_STREAMS_PER_PEER: Final = 8  # §1 Limits: inbound chat streams open at once per peer
 IDLE_TIMEOUT: Final = 60.0  # §1 Limits: seconds an inbound stream may idle before it is reset
+#: §1 Limits: bytes of unfinished frames buffered for one peer, over all its inbound streams.
+MAX_BUFFERED_PER_PEER: Final = 4 * 1024 * 1024
 
 _CODE_RE: Final = re.compile(r"[A-Za-z0-9]{1,16}")
 _QUERY_KEYS: Final = frozenset({"code", "rid", "body"})
@@ -346,6 +349,12 @@ class FrameReader:
         self._pos = 0  # start of the unread bytes in _buffer
         self._eof = False
         self._failed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as frames (part of a frame, or frames not yet
+        taken)."""
+        return len(self._buffer) - self._pos
 
     @property
     def ended(self) -> bool:

@@ -15,11 +15,16 @@ that keeps a newer record of a member whose addresses differ from those of the r
 group's other members it is connected to, which file it the same way (and pass it on if it is
 newer for them too, so each version of a record crosses each connection at most once each way;
 at most once per :data:`ANNOUNCE_INTERVAL` per member's record).
+
+When no member can say where an unreachable member went, a **peer finder** (the Kademlia DHT's
+``find_peer``, set by the node's owner with :meth:`AddressBook.use_finder`) is asked, at most
+once per :data:`FIND_INTERVAL` per member (specs/kad.md §10).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
@@ -28,7 +33,7 @@ from ...identity import PeerID
 from ...multiaddr import Multiaddr
 from ...net.host import Host
 from ...net.identify import signed_record
-from ...net.peerstore import CONNECTED_ADDR_TTL
+from ...net.peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL
 from ..core.view import ChatError, GroupView
 from .clients import ClientPool
 from .member_records import MemberRecordFile, file_records
@@ -45,6 +50,11 @@ REFRESH_PEERS: Final = 3
 #: member, to at most this many connected members.
 ANNOUNCE_INTERVAL: Final = 5.0
 ANNOUNCE_PEERS: Final = 32
+#: A member is looked up with the peer finder at most this often (seconds).
+FIND_INTERVAL: Final = 30.0
+
+#: Finds where a peer is (the DHT's ``find_peer``): its addresses, empty if not found.
+PeerFinder = Callable[[PeerID], Awaitable[list[Multiaddr]]]
 
 
 def records_for(host: Host, view: GroupView, asker: PeerID) -> list[bytes]:
@@ -85,6 +95,12 @@ class AddressBook:
         self._announced: dict[tuple[bytes, PeerID], float] = {}
         #: The addresses of the last record of each member filed here.
         self._seen: dict[PeerID, frozenset[Multiaddr]] = {}
+        self._finder: PeerFinder | None = None
+        self._found: dict[PeerID, float] = {}
+
+    def use_finder(self, finder: PeerFinder | None) -> None:
+        """Ask ``finder`` where a member is when no member knows (None: stop asking)."""
+        self._finder = finder
 
     async def refresh(self, view: GroupView, unreachable: PeerID) -> int:
         """``unreachable`` (a member) could not be dialed: it may have moved. Ask up to
@@ -105,7 +121,21 @@ class AddressBook:
             kept += await self.exchange(view, peer)
         if kept:
             logger.info("learnt %d member addresses after %s was unreachable", kept, unreachable)
+        elif unreachable in members:
+            kept = await self._find(unreachable)
         return kept
+
+    async def _find(self, peer: PeerID) -> int:
+        """Ask the peer finder where ``peer`` is; file what it finds; how many addresses."""
+        now = trio.current_time()
+        if self._finder is None or now - self._found.get(peer, -FIND_INTERVAL) < FIND_INTERVAL:
+            return 0
+        self._found[peer] = now
+        addrs = await self._finder(peer)
+        if addrs:
+            self._host.peer_store.add_addrs(peer, addrs, TEMP_ADDR_TTL, trio.current_time())
+            logger.info("found %s in the DHT at %d addresses", peer, len(addrs))
+        return len(addrs)
 
     async def exchange(self, view: GroupView, peer: PeerID) -> int:
         """Ask ``peer`` for the group's member records; return how many were new."""

@@ -45,6 +45,7 @@ from ...errors import DecodeError, LocalProtocolError, P2PChatError
 from ...identity import PeerID
 from ..core.wire import (
     IDLE_TIMEOUT,
+    MAX_BUFFERED_PER_PEER,
     MAX_IN_FLIGHT,
     MAX_STREAMS_PER_PEER,
     NEED_DATA,
@@ -127,10 +128,15 @@ class Dispatcher:
     """Routes queries to handlers by code, and counts each peer's queries in flight and inbound
     streams open, over every stream it serves."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_buffered: int = MAX_BUFFERED_PER_PEER) -> None:
+        if max_buffered < 1:
+            raise ValueError("max_buffered must be >= 1")
         self._handlers: dict[str, Handler] = {}
         self._in_flight: dict[PeerID, int] = {}
         self._streams: dict[PeerID, int] = {}
+        #: §1 Limits: bytes of unfinished frames a peer may make us buffer, over its streams.
+        self.max_buffered = max_buffered
+        self._buffered: dict[PeerID, int] = {}
 
     def register(self, code: str, handler: Handler) -> None:
         """Answer queries with ``code`` by ``handler``.
@@ -193,6 +199,22 @@ class Dispatcher:
 
     def _close_stream(self, peer: PeerID) -> None:
         _decrement(self._streams, peer)
+
+    def buffered(self, peer: PeerID) -> int:
+        """Bytes of ``peer``'s unfinished frames buffered now, over all its streams."""
+        return self._buffered.get(peer, 0)
+
+    def _rebuffer(self, peer: PeerID, held: int, now: int) -> bool:
+        """One stream of ``peer`` that held ``held`` bytes now holds ``now``; False (nothing
+        changed) when that takes the peer over ``max_buffered``."""
+        total = self.buffered(peer) - held + now
+        if now > held and total > self.max_buffered:
+            return False
+        if total:
+            self._buffered[peer] = total
+        else:
+            self._buffered.pop(peer, None)
+        return True
 
 
 def _increment(counts: dict[PeerID, int], peer: PeerID) -> None:
@@ -293,7 +315,9 @@ def install_chat(
             f"this host serves {PROTOCOL_ID} already; register your codes on the dispatcher "
             "that serves it (ChatNode.dispatcher), or pass replace=True"
         )
-    host.set_stream_handler(PROTOCOL_ID, handle, replace=replace)
+    # The Host enforces the stream cap while negotiating (specs/host.md "Stream limits");
+    # serve_chat_stream keeps its own count for streams served outside a Host.
+    host.set_stream_handler(PROTOCOL_ID, handle, replace=replace, max_inbound_per_peer=max_streams)
 
 
 def _check_limits(max_in_flight: int, max_streams: int, idle_timeout: float) -> None:
@@ -369,24 +393,40 @@ class _StreamServer:
 
     async def _read_queries(self, nursery: trio.Nursery) -> None:
         reader = FrameReader()
-        while True:
-            frame = reader.next_event()
-            if frame is NEED_DATA:
-                if reader.ended:
-                    return
-                data = await self._stream.receive_some(RECEIVE_SIZE)
-                if data:
-                    reader.receive_data(data)
-                else:
-                    reader.receive_eof()
-                continue
-            envelope = parse_envelope(frame)
-            if isinstance(envelope, Response):
-                raise FrameError(
-                    "a response on a stream that carries our responses", hint="unexpected response"
-                )
-            await self._accept(envelope, nursery)
-            self._rearm_idle()
+        held = 0  # what this stream is charged in the peer's buffer budget
+        try:
+            while True:
+                frame = reader.next_event()
+                if frame is NEED_DATA:
+                    if reader.ended:
+                        return
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                    if data:
+                        reader.receive_data(data)
+                    else:
+                        reader.receive_eof()
+                    if not self._dispatcher._rebuffer(self._peer, held, reader.buffered):
+                        raise FrameError(
+                            f"the peer's unfinished frames exceed "
+                            f"{self._dispatcher.max_buffered} bytes over its streams",
+                            hint="peer buffer full",
+                        )
+                    held = reader.buffered
+                    continue
+                self._dispatcher._rebuffer(self._peer, held, reader.buffered)
+                held = reader.buffered
+                await self._dispatch(frame, nursery)
+        finally:
+            self._dispatcher._rebuffer(self._peer, held, 0)
+
+    async def _dispatch(self, frame: dict[str, Any], nursery: trio.Nursery) -> None:
+        envelope = parse_envelope(frame)
+        if isinstance(envelope, Response):
+            raise FrameError(
+                "a response on a stream that carries our responses", hint="unexpected response"
+            )
+        await self._accept(envelope, nursery)
+        self._rearm_idle()
 
     async def _accept(self, query: Query, nursery: trio.Nursery) -> None:
         if query.rid in self._rids:

@@ -236,7 +236,7 @@ class ChatHandlers:
 
     async def on_heads(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         view = self._member_group(ctx, body)
-        return {"heads": list(view.heads.heads())}
+        return {"heads": list(view.next_parents())}  # late messages (§14) left out
 
     async def on_hpk(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._hpk)

@@ -26,8 +26,8 @@ import trio
 from ...errors import DecodeError
 from ...identity import PeerID
 from ..core import cbor
-from ..core.budget import MAX_SYNC_SECONDS, SyncBudget
-from ..core.engine import ChatError
+from ..core.budget import MAX_SYNC_SECONDS, SyncBudget, Unproven
+from ..core.engine import CLOSED_EPOCH, ChatError
 from ..core.events import CompareHeads, FetchMissing, HeadsAnswered, LearnRoster, SyncHistory
 from ..core.fetch import ParentFetch
 from ..core.packet import Packet
@@ -89,6 +89,7 @@ class SyncService:
             return
         self._paging.add(key)
         budget = SyncBudget()
+        unproven = Unproven()
         deadline = trio.current_time() + MAX_SYNC_SECONDS
         try:
             cursor = self._cursors.get(key, 0)
@@ -106,7 +107,7 @@ class SyncService:
                 go_on = budget.take_page(
                     [p.message_hash for p in packets], size, cursor=cursor, next_cursor=next_cursor
                 )
-                await self._receive_all(group_id, packets, peer, "history")
+                unproven = await self._receive_page(group_id, packets, peer, unproven)
                 if not go_on:
                     if next_cursor is not None:
                         logger.info(
@@ -150,7 +151,9 @@ class SyncService:
                 budget.take([p.message_hash for p in packets], size)
                 if not plan.add(packets):
                     break
-            for packet in plan.in_order():
+            fetched = plan.in_order()
+            self._runtime.engine.admit(group_id, fetched)  # §14: children first
+            for packet in fetched:
                 reason = await self._runtime.receive(group_id, packet, peer, fetch=False)
                 if reason is not None:
                     logger.info(
@@ -181,19 +184,37 @@ class SyncService:
                     logger.info("roster change from %s refused: %s", peer, reason)
                     return
 
-    async def _receive_all(
-        self, group_id: bytes, packets: Sequence[Packet], peer: PeerID, what: str
-    ) -> None:
+    async def _receive_page(
+        self, group_id: bytes, packets: Sequence[Packet], peer: PeerID, unproven: Unproven
+    ) -> Unproven:
+        """Receive a page of history, oldest first. A message of a closed epoch not yet
+        admitted (§14) is kept aside, bounded, and received once a later page admits it: the
+        committed descendant that does so comes later in the history."""
+        engine = self._runtime.engine
+        engine.admit(group_id, [*unproven.packets, *packets])
+        still = Unproven()
+        for packet in unproven.packets:
+            if not engine.admitted(group_id, packet.message_hash):
+                still.keep(packet)  # not checked again until admitted
+            else:
+                await self._receive_one(group_id, packet, peer, still)
         for packet in packets:
-            reason = await self._runtime.receive(group_id, packet, peer)
-            if reason is not None:
-                logger.info(
-                    "%s message %s from %s refused: %s",
-                    what,
-                    packet.message_hash.hex()[:16],
-                    peer,
-                    reason,
-                )
+            await self._receive_one(group_id, packet, peer, still)
+        return still
+
+    async def _receive_one(
+        self, group_id: bytes, packet: Packet, peer: PeerID, unproven: Unproven
+    ) -> None:
+        reason = await self._runtime.receive(group_id, packet, peer)
+        if reason == CLOSED_EPOCH and unproven.keep(packet):
+            return
+        if reason is not None:
+            logger.info(
+                "history message %s from %s refused: %s",
+                packet.message_hash.hex()[:16],
+                peer,
+                reason,
+            )
 
 
 def _decode_packets(raw: Any, peer: PeerID, what: str) -> tuple[list[Packet], int]:
