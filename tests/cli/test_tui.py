@@ -50,8 +50,17 @@ async def test_the_chat_ui_in_a_terminal(tmp_path: Path) -> None:
             seen = bytearray()
             at = await read_until(terminal, seen, "before the ui", 0)
             await read_until(terminal, seen, "/help for commands", 0)
-            await terminal.send_all(b"hello from the ui\r")
-            at = await read_until(terminal, seen, "hello from the ui", at)
+            # Keys typed before the UI reads the terminal may be lost: type until the input
+            # line shows them (Ctrl-U clears it first, so it holds one copy), then Enter.
+            for _ in range(10):
+                await terminal.send_all(b"\x15hello from the ui")
+                with trio.move_on_after(2):
+                    at = await read_until(terminal, seen, "hello from the ui", at)
+                    break
+            else:
+                raise AssertionError(f"the input line never showed the text: {bytes(seen)!r}")
+            await terminal.send_all(b"\r")
+            at = await read_until(terminal, seen, "you: hello from the ui", at)
             await read_until(terminal, seen, "ratified", at)  # its line, rewritten in place
             await terminal.send_all(b"/help\r")
             await read_until(terminal, seen, "/react HASH EMOJI", at)
