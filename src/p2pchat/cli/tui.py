@@ -134,7 +134,11 @@ class _Ui:
         """Show ``rows`` (from the Trio side: one reference swapped, then a thread-safe
         repaint)."""
         self.rows = rows
-        self.app.invalidate()
+        loop = self.app.loop
+        if loop is not None and not loop.is_closed():
+            # invalidate() on the UI's own loop: its "already invalidated" flag is not
+            # thread-safe, and a repaint asked for during a repaint could be lost
+            loop.call_soon_threadsafe(self.app.invalidate)
 
     def run(self) -> None:
         self.app.run(handle_sigint=False, set_exception_handler=False)
@@ -177,9 +181,14 @@ async def run_tui(args: argparse.Namespace) -> None:
         peers = PeerLabels()
         mine: dict[str, dict[str, Any]] = {}
         status = ""
+        one_call = trio.Lock()  # a control connection serves one request at a time
+
+        async def call(op: str, **request: Any) -> Any:
+            async with one_call:
+                return await control.call(op, **request)
 
         async def refresh() -> None:
-            history = await control.call("history", group=group_id, limit=SHOWN)
+            history = await call("history", group=group_id, limit=SHOWN)
             held = {m["message_hash"] for m in history}
             for digest in list(mine):
                 if digest in held:
@@ -216,7 +225,7 @@ async def run_tui(args: argparse.Namespace) -> None:
                     return
                 try:
                     request = request_of(action)
-                    answer = await control.call("send", group=group_id, wait=False, **request)
+                    answer = await call("send", group=group_id, wait=False, **request)
                 except (
                     RemoteCommandError,
                     UsageError,
@@ -229,9 +238,16 @@ async def run_tui(args: argparse.Namespace) -> None:
                 mine[digest] = _pending_line(request, digest, group_id)
                 await refresh()
 
+        async def guarded(task: Any) -> None:
+            try:
+                await task()
+            except BaseException:
+                ui.exit_soon()  # the UI's thread cannot be cancelled: it is told to end
+                raise
+
         async with trio.open_nursery() as nursery:
-            await refresh()
-            nursery.start_soon(receive)
-            nursery.start_soon(send_typed)
+            nursery.start_soon(guarded, receive)
+            nursery.start_soon(guarded, send_typed)
+            nursery.start_soon(guarded, refresh)
             await trio.to_thread.run_sync(ui.run)
             nursery.cancel_scope.cancel()
