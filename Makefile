@@ -9,7 +9,7 @@ INTEROP_VENV := .venv-interop
 INTEROP_STAMP := $(INTEROP_VENV)/.installed
 PYLIBP2P_VERSION := 0.8.1
 
-.PHONY: run demo test check-slow lint typecheck unit venv interop-venv bench clean netns-deps
+.PHONY: run demo test check-slow lint typecheck unit venv interop-venv bench sim clean netns-deps
 
 run: $(STAMP)
 	$(BIN)/p2pchat node
@@ -53,12 +53,22 @@ bench: $(STAMP) $(INTEROP_STAMP)
 	$(BIN)/python tools/bench_secure.py
 	P2PCHAT_INTEROP_PYTHON=$(CURDIR)/$(INTEROP_VENV)/bin/python $(BIN)/python tools/bench_transport.py
 
+# Seeded fault schedules against the group engine (tests/chat/sim): `make sim SEED=18` replays
+# and shrinks one, `make sim SEED=18 KEEP=0,2,3` replays a shrunk one, `make sim RUNS=100000`
+# runs long schedules from seed START (default 0; TINY=1 for tiny ones); STRICT=1 adds the
+# gated rules; MUTATE=<rule> switches an engine rule off (tests/chat/sim/mutations.py).
+sim: $(STAMP)
+	PYTHONPATH=tests $(BIN)/python -m chat.sim $(if $(SEED),--seed $(SEED)) \
+		$(if $(KEEP),--keep $(KEEP)) $(if $(RUNS),--runs $(RUNS) $(if $(TINY),,--long)) \
+		$(if $(START),--start $(START)) $(if $(LONG),--long) $(if $(TINY),--tiny) $(if $(STRICT),--strict) \
+		$(if $(MUTATE),--mutate $(MUTATE))
+
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # What the network-namespace tests need (iproute2 for namespaces and veths, nftables for the
-# NAT of tests/net/test_autonat_netns.py); without them those tests skip and say so. Needs root.
-# `make test` runs it first: it installs only what is missing, and only as root with apt-get.
+# NATs of tests/net/test_autonat_netns.py and test_dcutr_netns.py); without them those tests skip
+# and say so. `make test` runs it first: it installs only what is missing, and only as root with apt-get.
 netns-deps:
 	@if command -v ip >/dev/null 2>&1 && command -v nft >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -38,10 +38,15 @@ CORES = [*TOP_LEVEL_CORES, *_modules(p2pchat.protocols), *_modules(p2pchat.chat.
 
 def test_every_core_package_is_listed() -> None:
     assert "p2pchat.chat.core.engine" in CORES
+    assert "p2pchat.chat.core.artifact" in CORES
     assert "p2pchat.protocols.noise" in CORES
     assert "p2pchat.protocols.yamux" in CORES
     assert "p2pchat.protocols.kad.lookup" in CORES
     assert "p2pchat.protocols.autonat" in CORES
+    assert "p2pchat.protocols.relay.messages" in CORES
+    assert "p2pchat.protocols.relay.state" in CORES
+    assert "p2pchat.protocols.relay.voucher" in CORES
+    assert "p2pchat.protocols.dcutr" in CORES
 
 
 @pytest.mark.parametrize("module", CORES)

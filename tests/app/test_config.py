@@ -216,3 +216,15 @@ def _parse(text: str) -> Config | str:
 def test_any_text_gives_a_config_or_one_config_error(text: str) -> None:
     outcome = _parse(text)
     assert isinstance(outcome, Config) or outcome.startswith("config: ")
+
+
+def test_the_artifacts_section_reaches_the_chat_config(tmp_path: Path) -> None:
+    from p2pchat.app.daemon import MIB, NodeOptions
+
+    config = parse_config("[artifacts]\ndisk_reserve_mib = 64\nlazy_above_mib = 100\n")
+    artifacts = NodeOptions.from_config(tmp_path, config).chat.artifacts
+    assert (artifacts.disk_reserve, artifacts.fetch_max) == (64 * MIB, 100 * MIB)
+    default = NodeOptions.from_config(tmp_path, parse_config("")).chat.artifacts
+    assert (default.disk_reserve, default.fetch_max) == (512 * MIB, None)
+    with pytest.raises(ConfigError, match=r"\[artifacts\] lazy_above_mib must be a whole number"):
+        parse_config("[artifacts]\nlazy_above_mib = -1\n")

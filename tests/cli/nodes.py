@@ -33,11 +33,12 @@ class Result:
         return json.loads(self.stdout)
 
 
-async def cli(data_dir: Path, *args: str, stdin: bytes = b"") -> Result:
-    """Run one ``p2pchat`` command to completion."""
+async def cli(data_dir: Path, *args: str, stdin: bytes = b"", cwd: Path | None = None) -> Result:
+    """Run one ``p2pchat`` command to completion (in ``cwd``, if given)."""
     with trio.fail_after(STEP_TIMEOUT):
         done = await trio.run_process(
             [*COMMAND, "--data-dir", str(data_dir), *args],
+            cwd=cwd,
             stdin=stdin,
             capture_stdout=True,
             capture_stderr=True,
@@ -46,9 +47,9 @@ async def cli(data_dir: Path, *args: str, stdin: bytes = b"") -> Result:
     return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
-async def ok(data_dir: Path, *args: str, stdin: bytes = b"") -> Result:
+async def ok(data_dir: Path, *args: str, stdin: bytes = b"", cwd: Path | None = None) -> Result:
     """Run a command that must succeed, printing nothing on stderr."""
-    result = await cli(data_dir, *args, stdin=stdin)
+    result = await cli(data_dir, *args, stdin=stdin, cwd=cwd)
     assert result.returncode == 0, (args, result.stderr)
     assert result.stderr == "", (args, result.stderr)
     return result

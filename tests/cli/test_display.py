@@ -168,7 +168,7 @@ async def test_peers_shows_an_agent_string_with_escapes_inert_and_json_exact(
                 exact = (await ok(tmp_path / "node", "peers", "--json")).json()
     assert_inert(shown)
     line = next(x for x in shown.splitlines() if x.startswith(str(evil.peer_id)))
-    assert line.endswith(f"inbound  evil/1.0 {SHOWN}")
+    assert line.endswith(f"inbound  direct  evil/1.0 {SHOWN}")
     assert [p["agent"] for p in exact["connected"]] == [f"evil/1.0 {EVIL}"]
 
 

@@ -4,6 +4,7 @@ each other through a bootstrap entry, a group, messages, the interactive chat, a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -75,10 +76,30 @@ async def test_two_nodes_meet_through_bootstrap_chat_in_a_group_and_survive_a_re
             sent = await ok(alice_dir, "send", group, "--file", str(picture), "--json")
             digest = sent.json()["message_hash"]
             line = (await ok(bob_dir, "history", group)).stdout.splitlines()[-1]
-            assert "[image image/png, 264 B; save it with: p2pchat get" in line
+            assert "[image cat.png (image/png, 264 B); save it with: p2pchat get" in line
             copy = tmp_path / "copy.png"
             await ok(bob_dir, "get", group, digest[:10], "-o", str(copy))
             assert await trio.Path(copy).read_bytes() == await trio.Path(picture).read_bytes()
+            # saved under the sender's name by default; never over an existing file
+            downloads = tmp_path / "downloads"
+            await trio.Path(downloads).mkdir()
+            got = await ok(bob_dir, "get", group, digest[:10], cwd=downloads)
+            assert got.stdout == "saved 264 B (image/png) to cat.png\n"
+            assert await trio.Path(
+                downloads / "cat.png"
+            ).read_bytes() == b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+            again = await cli(bob_dir, "get", group, digest[:10], cwd=downloads)
+            assert again.returncode == 1
+            assert "cat.png exists" in again.stderr
+            # a file of several chunks, larger than any message, streams both ways
+            big = tmp_path / "big.bin"
+            content = os.urandom(3 * 1024 * 1024 + 17)
+            await trio.Path(big).write_bytes(content)
+            digest = (await ok(bob_dir, "send", group, "--file", str(big), "--json")).json()[
+                "message_hash"
+            ]
+            await ok(alice_dir, "get", group, digest[:10], "-o", str(tmp_path / "big.copy"))
+            assert await trio.Path(tmp_path / "big.copy").read_bytes() == content
 
             # -- the interactive chat: others' messages, ours pending then ratified ----------
             chat = await trio.lowlevel.open_process(
@@ -128,6 +149,7 @@ async def test_two_nodes_meet_through_bootstrap_chat_in_a_group_and_survive_a_re
                 "**hi** alice",
                 SECRET,
                 None,  # the picture
+                None,  # the large file
                 "are you there?",
                 "yes, in the chat",
                 "while you were away",

@@ -128,7 +128,7 @@ async def test_chat_commands_help_and_no_echo_of_our_lines(tmp_path: Path) -> No
         assert texts == ["first words", "plain line", "/slash at the start", None]
         assert history[-1]["type"] == "file"
         assert history[-1]["size"] == len(b"a file's bytes")
-        assert "not sent: cannot read" in err
+        assert "p2pchat: not sent: " in err  # the missing file: refused, the session goes on
         assert by_text(history, "first words")["reactions"] == {"wow": [str(alice.peer_id)]}
         assert "you: /help" not in out
         assert (await ok(alice_dir, "history", group)).stdout.count("[wow 1]") == 1

@@ -12,8 +12,10 @@ from p2pchat.net.host import Host, HostConfig, StreamOpenError, open_host
 from p2pchat.net.muxer import MuxedStream
 from p2pchat.net.negotiate import negotiate_outbound
 from p2pchat.net.resources import ResourceLimits
+from p2pchat.net.secure import dial_secure
 from p2pchat.net.stream_limits import StreamScopes
 from p2pchat.protocols import multistream as ms
+from p2pchat.protocols import yamux
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,50 +51,60 @@ def server_config(**limits: int) -> HostConfig:
     )
 
 
-async def test_streams_beyond_the_negotiating_cap_are_reset_before_negotiation() -> None:
-    quiet = HostConfig(identify_on_connect=False)  # no identify stream of its own meanwhile
-    async with (
-        open_host(KeyPair.generate(), server_config(max_negotiating_per_peer=3)) as server,
-        open_host(KeyPair.generate(), quiet) as client,
-    ):
+async def test_silent_streams_beyond_the_cap_are_reset_and_speaking_ones_are_answered() -> None:
+    """Streams that say nothing: at most ``max_negotiating_per_peer`` wait in negotiation, one
+    more is reset at once; a stream that comes with its proposal is still answered."""
+    async with open_host(KeyPair.generate(), server_config(max_negotiating_per_peer=3)) as server:
         server.set_stream_handler(ECHO, echo)
-        conn = await client.connect(server.addrs[0])
-        silent: list[MuxedStream] = []
-        for _ in range(3):
-            stream = await conn.open_stream()
-            await stream.send_all(b"\x13")  # the first byte of a multistream header, no more
-            silent.append(stream)
-        extra = await conn.open_stream()
-        await extra.send_all(b"\x13")
-        assert await is_reset(extra)
-        # The three negotiating ones were not touched: each still completes its negotiation.
-        opening = ms.Dialer([ECHO]).data_to_send()  # header and proposal, pipelined
-        assert opening[:1] == b"\x13"
-        for stream in silent:
-            await stream.send_all(opening[1:])
-        for stream in silent:
-            protocol, _ = await _finish(stream)
-            assert protocol == ECHO
-        # Their negotiations are over: a new stream is served again.
-        fresh = await client.new_stream(server.addrs[0], [ECHO])
-        await fresh.send_all(b"ping")
-        assert await fresh.receive_some() == b"ping"
+        secure = await dial_secure(server.addrs[0], KeyPair.generate(), stream_muxers=[])
+        async with secure:
+            dialer = ms.Dialer(["/yamux/1.0.0"])
+            await secure.send_all(dialer.data_to_send())
+            while dialer.next_event() is ms.NEED_DATA:
+                dialer.receive_data(await secure.receive_some())
+            frames = FrameScanner(dialer.trailing_data())
+            silent = [1, 3, 5, 7]  # SYN and nothing else
+            await secure.send_all(
+                b"".join(
+                    yamux.encode_header(yamux.FrameType.WINDOW_UPDATE, yamux.Flag.SYN, s, 0)
+                    for s in silent
+                )
+            )
+            with trio.fail_after(10):
+                while 7 not in frames.reset:
+                    frames.feed(await secure.receive_some())
+            assert frames.reset == {7}
+            opening = ms.Dialer([ECHO]).data_to_send()
+            speaking = yamux.encode_header(yamux.FrameType.DATA, yamux.Flag.SYN, 9, len(opening))
+            await secure.send_all(speaking + opening)
+            with trio.fail_after(10):
+                while ms.encode_message(ECHO) not in frames.data.get(9, b""):
+                    frames.feed(await secure.receive_some())
+            assert frames.reset == {7}
 
 
-async def _finish(stream: MuxedStream) -> tuple[str, bytes]:
-    """Negotiate ECHO on a stream whose opening (header and proposal) was already sent."""
-    dialer = ms.Dialer([ECHO])
-    dialer.data_to_send()  # already on the wire
-    with trio.fail_after(10):
-        while True:
-            event = dialer.next_event()
-            out = dialer.data_to_send()
-            if out:
-                await stream.send_all(out)
-            if isinstance(event, ms.ProtocolAgreed):
-                return event.protocol, dialer.trailing_data()
-            assert event is ms.NEED_DATA, event
-            dialer.receive_data(await stream.receive_some())
+class FrameScanner:
+    """Splits what a yamux peer sends into headers; records resets and data per stream."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._buffer = bytearray()
+        self.reset: set[int] = set()
+        self.data: dict[int, bytes] = {}
+        self.feed(data)
+
+    def feed(self, data: bytes | bytearray) -> None:
+        self._buffer += data
+        while len(self._buffer) >= yamux.HEADER_SIZE:
+            header = yamux.decode_header(self._buffer)
+            size = header.length if header.frame_type is yamux.FrameType.DATA else 0
+            if len(self._buffer) < yamux.HEADER_SIZE + size:
+                return
+            body = bytes(self._buffer[yamux.HEADER_SIZE : yamux.HEADER_SIZE + size])
+            del self._buffer[: yamux.HEADER_SIZE + size]
+            if header.flags & yamux.Flag.RST:
+                self.reset.add(header.stream_id)
+            if body:
+                self.data[header.stream_id] = self.data.get(header.stream_id, b"") + body
 
 
 async def test_a_protocol_over_its_per_peer_cap_is_refused_while_negotiating() -> None:

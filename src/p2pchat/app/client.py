@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,24 @@ class ControlConnection:
             raise ControlError(f"{op!r} is a streaming operation; use the Trio client")
         return answer_result(answer)
 
+    def stream(self, op: str, on_event: Callable[[dict[str, Any]], None], **args: Any) -> Any:
+        """Run ``op``, handing each event it sends to ``on_event``; return its result.
+
+        Raises:
+            RemoteCommandError: the node refused (its reason is the message).
+            ControlError: the connection broke.
+        """
+        try:
+            self._sock.sendall(encode_line({"op": op, **args}))
+        except OSError as exc:
+            raise self._closed(exc) from exc
+        while True:
+            answer = self._receive()
+            event = answer.get("event")
+            if not isinstance(event, dict):
+                return answer_result(answer)
+            on_event(event)
+
 
 @contextmanager
 def connect_control(data_dir: Path) -> Iterator[ControlConnection]:
@@ -102,3 +120,16 @@ def call(data_dir: Path, op: str, **args: Any) -> Any:
     """
     with connect_control(data_dir) as connection:
         return connection.call(op, **args)
+
+
+def stream(data_dir: Path, op: str, on_event: Callable[[dict[str, Any]], None], **args: Any) -> Any:
+    """One streaming request on a connection of its own: events to ``on_event``, then the
+    result.
+
+    Raises:
+        NodeNotRunningError: no node runs on ``data_dir``.
+        RemoteCommandError: the node refused (its reason is the message).
+        ControlError: the connection broke.
+    """
+    with connect_control(data_dir) as connection:
+        return connection.stream(op, on_event, **args)

@@ -59,6 +59,14 @@ send_timeout = 10.0
 # Seconds to wait for one answer from a peer.
 query_timeout = 5.0
 
+[artifacts]
+# Files of any size (specs/artifacts.md). Free space (MiB) kept on the data dir's disk: a file
+# whose chunks would eat into it is refused, and nothing already stored is lost.
+disk_reserve_mib = 512
+# Members fetch a delivered file at once, unless it is larger than this many MiB; then they
+# fetch it when it is read ("p2pchat get"). 0: always at once.
+lazy_above_mib = 0
+
 [limits]
 # What the node allows other peers (specs/host.md, "Resource limits"). Connections in all:
 max_connections = 256
@@ -70,7 +78,7 @@ max_handshakes = 64
 max_handshakes_per_ip = 8
 # Connection slots kept for our own dials and for the members of our groups (at most half):
 reserved_slots = 32
-# Inbound streams of one peer still negotiating their protocol, and of one protocol at once
+# Inbound streams of one peer negotiating without a byte sent yet, and of one protocol at once
 # (unless the protocol sets its own: 8 for /p2pchat/1.0.0) (specs/host.md, "Stream limits"):
 max_negotiating_per_peer = 8
 max_streams_per_protocol = 64
@@ -104,6 +112,19 @@ enabled = true
 load = []
 # Load the plug-ins that installed packages declare (entry-point group "p2pchat.plugins").
 entry_points = true
+
+[relay]
+# Serve as a circuit relay (/libp2p/circuit/relay/0.2.0/hop) for peers behind NATs, within the
+# limits of specs/relay.md.
+enabled = false
+# Accept relayed connections and dial /p2p-circuit addresses.
+client = true
+# Relays to hold a reservation on, multiaddrs ending in /p2p/<peer id>; the node then
+# advertises /p2p-circuit addresses through them. None by default.
+reserve = []
+# Dial from the listen port (SO_REUSEPORT), so that hole punching (DCUtR) through a NAT can
+# replace a relayed connection with a direct one.
+hole_punch = false
 
 [log]
 # debug, info, warning or error
@@ -146,9 +167,17 @@ class Config:
     dht_mode: str = "auto"
     dht_bootstrap: tuple[Multiaddr, ...] = ()
     autonat: bool = True
+    #: [artifacts]: MiB kept free on the data dir's disk; lazy fetching above this MiB (0: never).
+    disk_reserve_mib: int = 512
+    lazy_above_mib: int = 0
     #: [plugins]: paths or module names to load, and whether to load the installed ones.
     plugins: tuple[str, ...] = ()
     plugin_entry_points: bool = True
+    #: [relay] (app/relaying.py).
+    relay: bool = False
+    relay_client: bool = True
+    relay_reserve: tuple[Multiaddr, ...] = ()
+    relay_hole_punch: bool = False
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -223,6 +252,12 @@ def _reserve(value: Any) -> int:
     return value
 
 
+def _mib(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**30:
+        raise _InvalidValueError("must be a whole number of MiB, 0 or more")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
@@ -254,6 +289,10 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "max_negotiating_per_peer": ("max_negotiating_per_peer", _count),
         "max_streams_per_protocol": ("max_streams_per_protocol", _count),
     },
+    "artifacts": {
+        "disk_reserve_mib": ("disk_reserve_mib", _mib),
+        "lazy_above_mib": ("lazy_above_mib", _mib),
+    },
     "perf": {"enabled": ("perf", _bool)},
     "search": {"enabled": ("search", _bool)},
     "dht": {
@@ -265,6 +304,12 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
     "plugins": {
         "load": ("plugins", lambda value: tuple(_list_of_str(value))),
         "entry_points": ("plugin_entry_points", _bool),
+    },
+    "relay": {
+        "enabled": ("relay", _bool),
+        "client": ("relay_client", _bool),
+        "reserve": ("relay_reserve", _dht_bootstrap),
+        "hole_punch": ("relay_hole_punch", _bool),
     },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),

@@ -42,6 +42,7 @@ import attrs
 import trio
 
 from ..aio import open_service_nursery
+from ..chat.artifacts import ArtifactConfig
 from ..chat.core import cbor
 from ..chat.core.packet import Certificate
 from ..chat.node import RECORDS_FILE, ChatConfig, ChatNode, open_chat_node
@@ -61,10 +62,12 @@ from .knownpeers import KnownPeerFile
 from .operations import OPERATIONS, DaemonError
 from .plugins import PluginManager, open_plugins
 from .reading import Reading
+from .relaying import Relaying, RelayOptions, open_relaying
 
 __all__ = ["Daemon", "DaemonError", "NodeOptions", "open_daemon"]
 
 logger = logging.getLogger(__name__)
+MIB = 1024 * 1024
 
 
 @attrs.frozen
@@ -91,6 +94,8 @@ class NodeOptions:
     search: bool = True
     #: [dht] and [autonat] (app/internet.py).
     internet: InternetOptions = attrs.Factory(InternetOptions)
+    #: [relay] (app/relaying.py).
+    relay: RelayOptions = attrs.Factory(RelayOptions)
 
     @classmethod
     def from_config(cls, data_dir: Path, config: Config) -> NodeOptions:
@@ -102,7 +107,14 @@ class NodeOptions:
             mdns=config.mdns,
             mdns_interface=config.mdns_interface,
             perf=config.perf,
-            chat=ChatConfig(send_timeout=config.send_timeout, query_timeout=config.query_timeout),
+            chat=ChatConfig(
+                send_timeout=config.send_timeout,
+                query_timeout=config.query_timeout,
+                artifacts=ArtifactConfig(
+                    disk_reserve=config.disk_reserve_mib * MIB,
+                    fetch_max=config.lazy_above_mib * MIB or None,
+                ),
+            ),
             limits=ResourceLimits(
                 max_connections=config.max_connections,
                 max_inbound_per_ip=config.max_inbound_per_ip,
@@ -121,6 +133,12 @@ class NodeOptions:
                 dht_mode=config.dht_mode,
                 dht_bootstrap=config.dht_bootstrap,
                 autonat=config.autonat,
+            ),
+            relay=RelayOptions(
+                serve=config.relay,
+                client=config.relay_client,
+                reserve=config.relay_reserve,
+                hole_punch=config.relay_hole_punch,
             ),
         )
 
@@ -150,6 +168,8 @@ class Daemon:
         self.reading = Reading(options.data_dir, search=options.search)
         #: AutoNAT and the DHT, as far as enabled (set by open_daemon).
         self.internet: Internet | None = None
+        #: The relay service and client (set by open_daemon).
+        self.relaying: Relaying | None = None
 
     @property
     def peer_id(self) -> PeerID:
@@ -208,7 +228,14 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
     identity = await trio.to_thread.run_sync(load_or_create_identity, options.data_dir)
     async with (
         open_store(options.data_dir) as store,
-        open_host(identity, HostConfig(listen=options.listen, limits=options.limits)) as host,
+        open_host(
+            identity,
+            HostConfig(
+                listen=options.listen,
+                limits=options.limits,
+                reuse_port=options.relay.hole_punch,
+            ),
+        ) as host,
     ):
         known_peers = await KnownPeerFile.load(host, peers_path(options.data_dir))
         if options.perf:
@@ -216,6 +243,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
 
             install_perf(host)
         async with (
+            open_relaying(host, options.relay) as relaying,
             open_chat_node(
                 host, store, options.chat, records_path=options.data_dir / RECORDS_FILE
             ) as chat,
@@ -231,6 +259,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             if not options.search:
                 await daemon.reading.forget_search()
             daemon.internet = internet
+            daemon.relaying = relaying
             await nursery.start(daemon.watch_connections)
             nursery.start_soon(known_peers.run_saver)
             nursery.start_soon(known_peers.dial)

@@ -56,8 +56,8 @@ class Internet:
         return self.autonat.status.value if self.autonat is not None else "unknown"
 
     def advertised_addrs(self, host: Host) -> list[Multiaddr]:
-        """What the node advertises (the address manager's choice)."""
-        return self.autonat.advertised_addrs() if self.autonat is not None else host.listen_addrs
+        """What the node advertises (the address manager's choice, then relayed addresses)."""
+        return host.advertised_addrs
 
 
 def _initial_mode(options: InternetOptions) -> str:

@@ -25,7 +25,7 @@ class MessageRefError(P2PChatError):
     """A hash prefix names no message, or several."""
 
 
-def find_message(messages: Sequence[ChatMessage], prefix: str) -> ChatMessage:
+def find_content_message(messages: Sequence[ChatMessage], prefix: str) -> ChatMessage:
     """The one content message whose hash starts with ``prefix`` (hex, case-insensitive).
 
     Raises:

@@ -34,11 +34,12 @@ from .dht_ops import DHT_OPERATIONS
 from .message_view import (
     MessageRefError,
     author_labels,
-    find_message,
+    find_content_message,
     folded_history,
     name_authors,
 )
 from .reading import SearchError
+from .relaying import connection_kind
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -121,6 +122,16 @@ def message_json(message: ChatMessage, *, me: PeerID, data: bool = False) -> dic
         "readable": content is not None,
         "size": len(content) if content is not None else None,
     }
+    if message.artifact is not None:  # specs/artifacts.md: a file, fetched when saved
+        out["readable"] = message.artifact.name is not None
+        out["size"] = message.artifact.size
+        out["artifact"] = {
+            "name": message.artifact.name,
+            "size": message.artifact.size,
+            "chunks": message.artifact.chunks,
+            "root": message.artifact.root.hex(),
+            "held": message.artifact.complete,
+        }
     if content is None:
         return out
     if message.message_type in ("text", "markdown", "edit", "reaction", "profile"):
@@ -226,6 +237,7 @@ async def op_status(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[s
             str(a) for a in (node.internet.advertised_addrs(node.host) if node.internet else ())
         ],
         "dht": node.internet.dht.mode if node.internet and node.internet.dht else "off",
+        "relay": node.relaying.status() if node.relaying else {"serving": False},
     }
 
 
@@ -244,6 +256,7 @@ async def op_peers(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[st
                 "peer_id": str(peer),
                 "addr": str(conn.remote_addr) if conn and conn.remote_addr else None,
                 "direction": "outbound" if conn and conn.is_client else "inbound",
+                "via": connection_kind(conn.remote_addr if conn else None),
                 "agent": record.agent_version if record else "",
             }
         )
@@ -452,7 +465,7 @@ async def _ref_arg(node: Daemon, group_id: bytes, request: dict[str, Any]) -> by
     if not isinstance(ref, str):
         raise DaemonError("ref must be a message hash or a unique prefix of one")
     try:
-        return find_message(await node.chat.history(group_id), ref).message_hash
+        return find_content_message(await node.chat.history(group_id), ref).message_hash
     except MessageRefError as exc:
         raise DaemonError(str(exc)) from None
 
@@ -537,9 +550,13 @@ async def op_outbox_cancel(node: Daemon, request: dict[str, Any], emit: Emit) ->
     return {"group_id": group_id.hex(), "message_hash": message_hash.hex(), "status": "cancelled"}
 
 
-async def op_message(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    prefix = _str_arg(request, "hash").lower()
+async def find_message(node: Daemon, group_id: bytes, prefix: str) -> ChatMessage:
+    """The ratified message of the group whose hash starts with ``prefix`` (4+ hex digits).
+
+    Raises:
+        DaemonError: none, or several.
+    """
+    prefix = prefix.lower()
     matches = [
         m for m in await node.chat.history(group_id) if m.message_hash.hex().startswith(prefix)
     ]
@@ -547,8 +564,14 @@ async def op_message(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[
         raise DaemonError(f"no ratified message {prefix!r} in this group")
     if len(matches) > 1:
         raise DaemonError(f"{prefix!r} names {len(matches)} messages; give more digits")
-    found = message_json(matches[0], me=node.peer_id, data=True)
-    found["votes"] = await node.votes(group_id, matches[0].message_hash)
+    return matches[0]
+
+
+async def op_message(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    group_id = _group_arg(node, request)
+    message = await find_message(node, group_id, _str_arg(request, "hash"))
+    found = message_json(message, me=node.peer_id, data=True)
+    found["votes"] = await node.votes(group_id, message.message_hash)
     return found
 
 
@@ -583,6 +606,8 @@ async def op_search(node: Daemon, request: dict[str, Any], emit: Emit) -> list[d
         raise DaemonError(str(exc)) from None
 
 
+from .file_ops import op_save, op_send_file  # noqa: E402 (it uses the helpers above)
+
 #: An operation: the node, the request, a function that sends events; the result.
 Operation = Callable[["Daemon", dict[str, Any], Emit], Awaitable[Any]]
 
@@ -608,6 +633,8 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "subscribe": op_subscribe,
     "search": op_search,
     **DHT_OPERATIONS,
+    "send.file": op_send_file,
+    "save": op_save,
 }
 
 

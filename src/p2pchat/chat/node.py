@@ -38,6 +38,7 @@ from ..identity import KeyPair, PeerID
 from ..multiaddr import Multiaddr
 from ..net.events import ConnectionClosed, ConnectionOpened
 from ..net.host import DialError, Host
+from .artifacts import ArtifactConfig, ArtifactInfo, Artifacts, Progress
 from .core import crypto
 from .core.engine import (
     ChatEngine,
@@ -55,6 +56,7 @@ from .core.roster import History, Member, Role
 from .core.txn import OutboxDone
 from .core.view import history_order
 from .services.addresses import AddressBook, PeerFinder
+from .services.blobs import BlobService
 from .services.clients import ClientPool, QueryRefusedError, open_client_pool
 from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher
@@ -66,6 +68,7 @@ from .services.ratify import RatifyService
 from .services.runtime import Runtime, now_ms
 from .services.sync import SyncService
 from .store import ChatStore, StoredMessage
+from .store.chunks import BLOB_DIR, BlobStore
 
 __all__ = [
     "RECORDS_FILE",
@@ -118,6 +121,8 @@ class ChatConfig:
     pending_max_count: int = 64
     pending_max_bytes: int = 4 * 1024 * 1024
     pending_ttl: float = 24 * 60 * 60.0
+    #: Artifacts of any size (specs/artifacts.md): disk reserve, lazy fetching, timeouts.
+    artifacts: ArtifactConfig = attrs.Factory(ArtifactConfig)
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -146,6 +151,9 @@ class ChatMessage:
     ref_hash: bytes | None
     content: bytes | None
     ratified: bool
+    #: A chunked artifact (specs/artifacts.md): ``content`` is None; read it with
+    #: :meth:`ChatNode.open_artifact`.
+    artifact: ArtifactInfo | None = None
 
     @property
     def text(self) -> str | None:
@@ -186,6 +194,7 @@ class ChatNode:
         self._write_locks: dict[bytes, trio.Lock] = {}
         #: (group, member) whose ratified "leave" we, the owner, are to honour (§16 "Leaving").
         self._leaves, self._leaving = trio.open_memory_channel[tuple[bytes, PeerID]](64)
+        self.artifacts: Artifacts | None = None
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -382,6 +391,48 @@ class ChatNode:
             wait=wait,
         )
 
+    async def send_file(
+        self,
+        group_id: bytes,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        mime: str | None = None,
+        wait: bool = True,
+        progress: Progress | None = None,
+    ) -> bytes:
+        """Send the file at ``path`` as an artifact of any size (specs/artifacts.md), read and
+        sealed a chunk at a time; return its message hash, as :meth:`send` does.
+
+        Raises:
+            OSError: the file cannot be read.
+            DiskReserveError: its chunks would take the disk below the reserve.
+            NotAllowedError, PendingError, ChatError: as :meth:`send`.
+        """
+        if self.artifacts is None:
+            raise ChatError("this node keeps no artifact files (its store has no data dir)")
+
+        async def submit(
+            group_id: bytes, write: Callable[[], tuple[Packet, Commit]], wait: bool
+        ) -> bytes:
+            return await self._submit(group_id, write, wait=wait)
+
+        return await self.artifacts.send_file(
+            submit, group_id, path, name=name, mime=mime, wait=wait, progress=progress
+        )
+
+    async def open_artifact(self, group_id: bytes, message_hash: bytes) -> AsyncIterator[bytes]:
+        """The plaintext of a message's chunked artifact, chunk by chunk (fetching what is
+        missing first): ``async for piece in await node.open_artifact(g, h)``.
+
+        Raises:
+            ChatError: no such message with a chunked artifact, or no artifact files here.
+            ArtifactUnavailableError: no key for it, or it cannot be fetched or decrypted.
+        """
+        if self.artifacts is None:
+            raise ChatError("this node keeps no artifact files (its store has no data dir)")
+        return await self.artifacts.open(group_id, message_hash)
+
     async def _submit(
         self, group_id: bytes, write: Callable[[], tuple[Packet, Commit]], *, wait: bool = True
     ) -> bytes:
@@ -452,7 +503,9 @@ class ChatNode:
     def _to_chat_message(self, packet: Packet, *, ratified: bool) -> ChatMessage:
         message = packet.message
         content: bytes | None
-        if message.message_type == "roster":
+        if message.artifact.chunked is not None and self.artifacts is not None:
+            content = None
+        elif message.message_type == "roster":
             content = message.artifact.data
         else:
             view = self.engine.find(message.group_id)
@@ -472,6 +525,7 @@ class ChatNode:
             ref_hash=message.ref_hash,
             content=content,
             ratified=ratified,
+            artifact=None if self.artifacts is None else self.artifacts.info(packet),
         )
 
     def current_members(self) -> set[PeerID]:
@@ -495,6 +549,8 @@ class ChatNode:
         self._protected = members
 
     def _publish(self, action: Publish) -> None:
+        if self.artifacts is not None:
+            self.artifacts.on_publish(action)
         if action.ratified and action.packet.message.message_type == "roster":
             self._protect_members()
         if action.ratified and action.packet.message.message_type == LEAVE:
@@ -704,6 +760,7 @@ async def open_chat_node(
         open_service_nursery() as ratify_nursery,
         open_service_nursery() as deliver_nursery,
         open_service_nursery() as sync_nursery,
+        open_service_nursery() as artifacts_nursery,
         open_service_nursery() as nursery,
     ):
         records = None if records_path is None else MemberRecordFile(host, records_path)
@@ -725,10 +782,15 @@ async def open_chat_node(
             publish=node._publish,
             ratified=node._ratified,
         )
-        handlers = ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host)
+        node.artifacts = _open_artifacts(host, store, engine, artifacts_nursery, config)
+        custody = None if node.artifacts is None else node.artifacts.hold_before_vote
+        handlers = ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host, custody)
         handlers.addresses = addresses
         handlers.register(node.dispatcher)
         _install_chat(host, node.dispatcher)
+        if node.artifacts is not None:
+            node.artifacts.blobs.install()
+            nursery.start_soon(node.artifacts.resume)
         await nursery.start(node._watch_connections)
         nursery.start_soon(run_outbox, runtime)
         if records is not None:
@@ -743,3 +805,23 @@ async def open_chat_node(
             if records is not None:
                 with trio.CancelScope(shield=True):
                     await records.save(node.current_members())
+            if node.artifacts is not None:
+                node.artifacts.blobs.uninstall()
+
+
+def _open_artifacts(
+    host: Host, store: ChatStore, engine: ChatEngine, nursery: trio.Nursery, config: ChatConfig
+) -> Artifacts | None:
+    """The artifact service, its blob files beside the store (None without a data dir)."""
+    data_dir = getattr(store, "data_dir", None)
+    if data_dir is None:
+        return None
+    settings = config.artifacts
+    files = BlobStore(data_dir / BLOB_DIR, reserve=settings.disk_reserve)
+
+    def is_member(group_id: bytes, peer: PeerID) -> bool:
+        view = engine.find(group_id)
+        return view is not None and view.is_current_member(peer)
+
+    blobs = BlobService(host, files, is_member, stall_timeout=settings.stall_timeout)
+    return Artifacts(engine, store, blobs, nursery, settings)

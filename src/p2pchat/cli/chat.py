@@ -125,8 +125,8 @@ async def _chat(args: argparse.Namespace) -> None:
                 if isinstance(action, Quit):
                     break
                 try:
-                    request = request_of(action)
-                    answer = await control.call("send", group=group_id, wait=False, **request)
+                    op, request = request_of(action)
+                    answer = await control.call(op, group=group_id, wait=False, **request)
                 except (RemoteCommandError, UsageError) as exc:  # e.g. a viewer: read-only
                     screen.note(f"p2pchat: not sent: {clean(str(exc))}")
                     continue
@@ -141,10 +141,10 @@ async def _chat(args: argparse.Namespace) -> None:
                     "time_stamp": int(time.time() * 1000),
                     "from_me": True,
                     "author": "",
-                    "type": request["type"],
+                    "type": request.get("type", "file"),
                     "mime": request.get("mime", "text/plain"),
                     "text": request.get("text"),
-                    "size": len(request.get("data_b64", "")) * 3 // 4,
+                    "size": None,
                     "ref_hash": request.get("ref"),
                     "readable": True,
                     "ratified": False,

@@ -110,16 +110,13 @@ def parse_line(line: str) -> Action:
     return Send({"type": "reaction", "text": text, "ref": ref, "mime": "text/plain"})
 
 
-def request_of(action: Send | SendFile) -> dict[str, Any]:
-    """The ``send`` request for ``action`` (a file is read here: this is the session's I/O).
-
-    Raises:
-        UsageError: the file cannot be read or is too large.
-    """
+def request_of(action: Send | SendFile) -> tuple[str, dict[str, Any]]:
+    """The control operation and its arguments for ``action`` (without ``group`` and
+    ``wait``): ``send``, or ``send.file`` for a file, which the node reads by its absolute path
+    (specs/artifacts.md: any size)."""
     if isinstance(action, Send):
-        return action.request
+        return "send", action.request
     from pathlib import Path
 
-    from .messages import file_request
-
-    return file_request(Path(action.path).expanduser())
+    path = Path(action.path).expanduser().resolve()
+    return "send.file", {"path": str(path), "progress": False}

@@ -68,6 +68,17 @@ def call(args: argparse.Namespace, op: str, **request: Any) -> Any:
     return client.call(data_dir(args), op, **request)
 
 
+def call_stream(
+    args: argparse.Namespace, op: str, on_event: Callable[[dict[str, Any]], None], **request: Any
+) -> Any:
+    """Run one streaming operation (events to ``on_event``) on the node; its result.
+
+    Raises:
+        NodeNotRunningError, RemoteCommandError, ControlError: as :func:`call`.
+    """
+    return client.stream(data_dir(args), op, on_event, **request)
+
+
 def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one error inside nested exception groups, or the group itself if there are more."""
     error: BaseException = group

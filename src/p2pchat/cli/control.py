@@ -34,7 +34,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"advertise: {clean(addr)}")
     for entry in status["bootstrap"]:
         print(f"bootstrap: {clean(entry)}")
+    _print_relay(status.get("relay", {}))
     return 0
+
+
+def _print_relay(relay: dict[str, object]) -> None:
+    if relay.get("serving"):
+        print(
+            f"relay:     serving ({relay.get('reserved_here', 0)} reservations, "
+            f"{relay.get('circuits', 0)} circuits)"
+        )
+    punches = relay.get("hole_punches")
+    if isinstance(punches, dict):
+        print(
+            f"punched:   {punches.get('upgraded', 0)} direct, "
+            f"{punches.get('failed', 0)} stayed relayed"
+        )
+    reservations = relay.get("reservations", [])
+    for held in reservations if isinstance(reservations, list) else []:
+        if isinstance(held, dict):
+            print(
+                f"reserved:  on {clean(str(held.get('relay')))} "
+                f"(expires in {held.get('expires_in')} s)"
+            )
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -61,7 +83,13 @@ def cmd_peers(args: argparse.Namespace) -> int:
     if not peers["connected"] and not peers["known"]:
         print("no peers yet (connect with: p2pchat connect MULTIADDR)")
     for peer in peers["connected"]:
-        fields = (peer["peer_id"], peer["addr"] or "-", peer["direction"], peer["agent"])
+        fields = (
+            peer["peer_id"],
+            peer["addr"] or "-",
+            peer["direction"],
+            str(peer.get("via", "direct")),
+            peer["agent"],
+        )
         print("  ".join(clean(f) for f in fields).rstrip())
     for peer in peers["known"]:
         seen = time.strftime("%Y-%m-%d %H:%M", time.localtime(peer["last_seen"] / 1000))

@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="return once queued, without waiting for ratification",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar for --file")
     _json_flag(p)
 
     p = command("history", "print a group's ratified messages in display order, then ours pending")
@@ -247,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("get", "save the content of a file or image message")
     p.add_argument("group", help="group id, unique id prefix, or name")
     p.add_argument("hash", help="the message hash, or a unique prefix of it")
-    p.add_argument("-o", "--output", type=Path, help="where to write it ('-' for stdout)")
+    p.add_argument(
+        "-o", "--output", type=Path, help="where to write it ('-' for stdout; default: its name)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command("chat", "interactive chat: type lines to send them, see everyone's messages")
     p.add_argument("group", help="group id, unique id prefix, or name")

@@ -1,4 +1,4 @@
-"""Messages on the running node: ``send`` and ``get``, each one request on the
+"""Messages on the running node: ``send``, ``history`` and ``get``, each one request on the
 control socket (specs/control.md "Operations").
 
 Every command here raises :class:`~p2pchat.app.control_protocol.ControlError` when no node runs
@@ -15,36 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from .common import EXIT_INTERRUPTED, EXIT_PENDING, Command, UsageError, call
+from .common import EXIT_INTERRUPTED, EXIT_PENDING, Command, UsageError, call, call_stream
+from .progress import ProgressBar
 from .render import clean, print_json, size
-
-
-def file_request(path: Path) -> dict[str, Any]:
-    """The ``send`` request for a file: its type and MIME type from its name, its content.
-
-    Raises:
-        UsageError: the file cannot be read, or is too large for a message.
-    """
-    from ..chat.core.crypto import MAX_PLAINTEXT
-
-    try:
-        length = path.stat().st_size
-        if length > MAX_PLAINTEXT:
-            raise UsageError(
-                f"{path} is {size(length)}; a message holds at most {size(MAX_PLAINTEXT)} "
-                "for now (larger artifacts come later)"
-            )
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_PLAINTEXT:
-        raise UsageError(f"{path} grew past {size(MAX_PLAINTEXT)} while being read")
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return {
-        "type": "image" if mime.startswith("image/") else "file",
-        "mime": mime,
-        "data_b64": base64.b64encode(data).decode("ascii"),
-    }
+from .sanitize import safe_file_name
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -53,7 +27,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.file is not None:
         if args.text:
             raise UsageError("give either a text or --file, not both")
-        request = file_request(args.file)
+        return _send_file(args)
     else:
         if not args.text:
             raise UsageError("nothing to send: give a text, '-' to read stdin, or --file PATH")
@@ -70,6 +44,33 @@ def cmd_send(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    return _report_send(args, answer)
+
+
+def _send_file(args: argparse.Namespace) -> int:
+    """``send --file``: the node reads the file by its path (specs/control.md "Files")."""
+    path = Path(args.file).expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(f"cannot read {args.file}: no such file")
+    bar = ProgressBar(f"sending {clean(path.name)}", enabled=not args.quiet)
+    try:
+        answer = call_stream(
+            args, "send.file", bar.event, group=args.group, path=str(path), wait=not args.no_wait
+        )
+    except KeyboardInterrupt:
+        bar.finish()
+        print(
+            "p2pchat: interrupted; if the file was already sealed, the message stays queued "
+            "on the node (see: p2pchat outbox)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        bar.finish()
+    return _report_send(args, answer)
+
+
+def _report_send(args: argparse.Namespace, answer: dict[str, Any]) -> int:
     waited_in_vain = answer["status"] == "pending" and not args.no_wait
     if args.json:
         print_json(answer)
@@ -93,6 +94,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         UsageError: the message has no content this node can read, or it cannot be written.
     """
     message = call(args, "message", group=args.group, hash=args.hash)
+    if "artifact" in message:
+        return _get_artifact(args, message)
     if "data_b64" in message:
         data = base64.b64decode(message["data_b64"])
     elif "text" in message:
@@ -116,6 +119,35 @@ def cmd_get(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror}") from None
     print(f"saved {size(len(data))} ({clean(message['mime'])}) to {clean(output)}")
+    return 0
+
+
+def _get_artifact(args: argparse.Namespace, message: dict[str, Any]) -> int:
+    """``get`` of a file: the node fetches what is missing and writes it to the path (or
+    streams it, for ``-o -``); saved under the sender's file name by default."""
+    artifact = message["artifact"]
+    if artifact["name"] is None:
+        raise UsageError("that message has no content this node can read")
+    request = {"group": args.group, "hash": message["message_hash"]}
+    if args.output is not None and str(args.output) == "-":
+
+        def write(event: dict[str, Any]) -> None:
+            if event.get("kind") == "data":
+                sys.stdout.buffer.write(base64.b64decode(event["b64"]))
+
+        call_stream(args, "save", write, **request)
+        sys.stdout.flush()
+        return 0
+    output = args.output if args.output is not None else Path(safe_file_name(artifact["name"]))
+    target = Path(output).expanduser().resolve()
+    if target.exists():
+        raise UsageError(f"{output} exists; choose another name with -o PATH")
+    bar = ProgressBar(f"getting {clean(target.name)}", enabled=not args.quiet)
+    try:
+        answer = call_stream(args, "save", bar.event, path=str(target), **request)
+    finally:
+        bar.finish()
+    print(f"saved {size(answer['size'])} ({clean(answer['mime'])}) to {clean(output)}")
     return 0
 
 

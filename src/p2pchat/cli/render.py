@@ -109,6 +109,14 @@ def message_body(message: dict[str, Any]) -> str:
             f"[roster: epoch {roster['epoch']}, {len(roster['members'])} members, "
             f"quorum {roster['quorum']}]"
         )
+    artifact = message.get("artifact")
+    if artifact is not None:
+        held = "" if artifact.get("held") else ", not fetched yet"
+        return (
+            f"[{clean(kind)} {clean(artifact['name'] or '?')} ({clean(message['mime'])}, "
+            f"{size(artifact['size'])}{held}); save it with: p2pchat get "
+            f"{message['group_id'][:12]} {message['message_hash'][:12]}]"
+        )
     return (
         f"[{clean(kind)} {clean(message['mime'])}, {size(message.get('size') or 0)}; "
         f"save it with: p2pchat get {message['group_id'][:12]} {message['message_hash'][:12]}]"

@@ -55,3 +55,14 @@ def terminal_text(text: object, *, multiline: bool = False) -> str:
     """
     pattern = _UNSAFE_BODY if multiline else _UNSAFE_LINE
     return pattern.sub(_escape, text if isinstance(text, str) else str(text))
+
+
+def safe_file_name(name: str) -> str:
+    """``name`` (a sender's file name) as a bare file name safe to create in the current
+    directory: no directories, no control characters, not hidden, at most 255 bytes;
+    ``"artifact"`` when nothing is left."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".")
+    while len(base.encode()) > 255:
+        base = base[:-1]
+    return base or "artifact"

@@ -51,10 +51,10 @@ def _pending_line(request: dict[str, Any], digest: str, group_id: str) -> dict[s
         "time_stamp": int(time.time() * 1000),
         "from_me": True,
         "author": "",
-        "type": request["type"],
+        "type": request.get("type", "file"),
         "mime": request.get("mime", "text/plain"),
         "text": request.get("text"),
-        "size": len(request.get("data_b64", "")) * 3 // 4,
+        "size": None,
         "ref_hash": request.get("ref"),
         "readable": True,
         "ratified": False,
@@ -224,8 +224,8 @@ async def run_tui(args: argparse.Namespace) -> None:
                     ui.exit_soon()
                     return
                 try:
-                    request = request_of(action)
-                    answer = await call("send", group=group_id, wait=False, **request)
+                    op, request = request_of(action)
+                    answer = await call(op, group=group_id, wait=False, **request)
                 except (
                     RemoteCommandError,
                     UsageError,

@@ -91,7 +91,8 @@ class AutoNAT:
         return self.reachability.status
 
     def advertised_addrs(self) -> list[Multiaddr]:
-        """Listen addresses, then confirmed observed ones when we are public."""
+        """Listen addresses, then confirmed observed ones when we are public (the Host adds
+        its relayed addresses after these: this is its address provider)."""
         out = list(self.host.listen_addrs)
         if self.status is core.ReachabilityStatus.PUBLIC:
             out += [a for a in self.observed.confirmed() if a not in out]

@@ -45,7 +45,7 @@ from .. import __version__
 from ..aio import open_service_nursery
 from ..errors import P2PChatError
 from ..identity import KeyPair, PeerID
-from ..multiaddr import Multiaddr
+from ..multiaddr import Multiaddr, tcp_host_port
 from .events import DEFAULT_MAX_QUEUED, ConnectionClosed, ConnectionEvents, ConnectionOpened
 from .identify import open_identify
 from .muxer import MuxedConnection, MuxedStream, MuxerConfig, MuxerError
@@ -76,6 +76,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_LISTEN: Final = "/ip4/127.0.0.1/tcp/0"
 
 StreamHandler = Callable[[MuxedStream], Awaitable[None]]
+#: Opens a byte stream to a peer at an address TCP does not handle (``/p2p-circuit``); raises
+#: :class:`~p2pchat.net.tcp.TransportError` on failure. See :meth:`Host.add_stream_transport`.
+StreamDialer = Callable[[PeerID, Multiaddr], Awaitable[trio.abc.Stream]]
 
 
 class DialError(P2PChatError):
@@ -111,6 +114,8 @@ class HostConfig:
     agent_version: str = f"p2pchat/{__version__}"
     #: Run identify with every new connection (both directions).
     identify_on_connect: bool = True
+    #: Dial TCP from the listen port (SO_REUSEPORT), as hole punching needs (specs/dcutr.md).
+    reuse_port: bool = False
 
 
 class Host:
@@ -137,6 +142,8 @@ class Host:
         self._streams = StreamScopes(
             config.limits.max_negotiating_per_peer, config.limits.max_streams_per_protocol
         )
+        self._stream_transports: list[tuple[Callable[[Multiaddr], bool], StreamDialer]] = []
+        self._extra_addrs: list[Multiaddr] = []
 
     # -- addresses and handlers ----------------------------------------------------------------
 
@@ -154,14 +161,98 @@ class Host:
     @property
     def advertised_addrs(self) -> list[Multiaddr]:
         """What we tell peers we listen on: the address manager's choice, else (or when it has
-        none) the listen addresses; without ``/p2p``."""
+        none) the listen addresses, then the extra ones (relayed ``/p2p-circuit`` addresses);
+        without ``/p2p``."""
         chosen = self._address_provider() if self._address_provider is not None else []
-        return chosen or self.listen_addrs
+        base = chosen or self.listen_addrs
+        return base + [a for a in self._extra_addrs if a not in base]
 
     @property
     def addrs(self) -> list[Multiaddr]:
         """The bound listen addresses, each ending in ``/p2p/<our id>``."""
         return [addr.with_peer_id(self.peer_id) for addr in self._listen_addrs]
+
+    def set_extra_addrs(self, addrs: Sequence[Multiaddr]) -> None:
+        """Addresses we are reachable at without listening on them (``/p2p-circuit``)."""
+        self._extra_addrs = [a.without_peer_id() for a in addrs]
+
+    def add_stream_transport(
+        self, handles: Callable[[Multiaddr], bool], dial: StreamDialer
+    ) -> None:
+        """Dial addresses for which ``handles`` is true with ``dial`` instead of TCP; the stream
+        it returns is upgraded (Noise, yamux) like a TCP connection."""
+        self._stream_transports.append((handles, dial))
+
+    async def _open_transport(self, peer: PeerID, addr: Multiaddr) -> trio.abc.Stream:
+        for handles, dial in self._stream_transports:
+            if handles(addr):
+                return await dial(peer, addr)
+        return await dial_tcp(addr, local_port=self._local_port(addr))
+
+    def _local_port(self, addr: Multiaddr) -> int | None:
+        """With ``reuse_port``: the listen port of ``addr``'s family to dial from."""
+        if not self.config.reuse_port:
+            return None
+        target = tcp_host_port(addr)
+        if target is None:
+            return None
+        for listen in self._listen_addrs:
+            bound = tcp_host_port(listen)
+            if bound is not None and (":" in bound.host) == (":" in target.host):
+                return bound.port
+        return None
+
+    async def connect_direct(
+        self, peer: PeerID, addrs: Sequence[Multiaddr], *, initiator: bool
+    ) -> MuxedConnection:
+        """A new direct TCP connection to ``peer`` for a hole punch (specs/dcutr.md): each of
+        ``addrs`` is dialed at once, from the listen port when ``reuse_port`` is on; the first
+        that upgrades wins. ``initiator`` says which side runs Noise as the initiator (in a
+        simultaneous open both sides dial).
+
+        Raises:
+            DialError: no address gave a connection to ``peer``.
+        """
+        failures: list[str] = []
+        won: list[MuxedConnection] = []
+
+        async def attempt(addr: Multiaddr) -> None:
+            try:
+                tcp = await dial_tcp(addr, local_port=self._local_port(addr))
+                conn = await upgrade(
+                    tcp,
+                    self.identity,
+                    outbound=initiator,
+                    expected_peer=peer if initiator else None,
+                    remote_addr=addr,
+                    handshake_timeout=self.config.handshake_timeout,
+                    config=self.config.muxer,
+                )
+            except (TransportError, HandshakeError) as exc:
+                failures.append(f"{addr}: {exc}")
+                return
+            if conn.remote_peer != peer or won:
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await conn.aclose()
+                return
+            won.append(conn)
+            nursery.cancel_scope.cancel()
+
+        with trio.move_on_after(self.config.dial_timeout):
+            async with trio.open_nursery() as nursery:
+                for addr in addrs:
+                    nursery.start_soon(attempt, addr)
+        if not won:
+            raise DialError("; ".join(failures) or "hole punch timed out")
+        conn = won[0]
+        try:
+            self._admit(conn, None)
+        except ResourceLimitError as exc:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await conn.aclose()
+            raise DialError(str(exc)) from exc
+        await self._nursery.start(self._run_connection, conn)
+        return conn
 
     def set_stream_handler(
         self,
@@ -225,11 +316,10 @@ class Host:
     # -- connections -------------------------------------------------------------------------
 
     def connection(self, peer: PeerID) -> MuxedConnection | None:
-        """A live connection to ``peer``, if there is one."""
-        for conn in self._connections.get(peer, ()):
-            if not conn.is_closed:
-                return conn
-        return None
+        """A live connection to ``peer``, if there is one: a direct one before a relayed one."""
+        live = [c for c in self._connections.get(peer, ()) if not c.is_closed]
+        live.sort(key=lambda c: c.remote_addr is not None and _is_relayed(c.remote_addr))
+        return live[0] if live else None
 
     def connected_peers(self) -> list[PeerID]:
         """Peers with at least one live connection."""
@@ -350,6 +440,8 @@ class Host:
                     for a in self.peer_store.addrs(peer, trio.current_time())
                     if a not in candidates
                 ]
+                # Direct addresses first: a relayed connection is the fallback.
+                addrs.sort(key=_is_relayed)
                 attempt.result = await self._dial(peer, addrs)
             except DialError as exc:
                 attempt.error = exc
@@ -370,7 +462,7 @@ class Host:
         for addr in addrs:
             try:
                 with trio.fail_after(self.config.dial_timeout):
-                    tcp = await dial_tcp(addr)
+                    tcp = await self._open_transport(peer, addr)
                     conn = await upgrade(
                         tcp,
                         self.identity,
@@ -450,9 +542,12 @@ class Host:
 
     async def _serve_stream(self, stream: MuxedStream) -> None:
         peer = stream.remote_peer
-        if not self._streams.start_negotiation(peer):
+        # A stream that has said nothing yet counts against the peer's few silent ones
+        # (specs/host.md "Stream limits"); one that came with its proposal is answered at once.
+        silent = not stream.has_unread_data
+        if silent and not self._streams.start_negotiation(peer):
             logger.warning(
-                "reset a stream from %s: %d of its streams are already negotiating (the limit)",
+                "reset a stream from %s: %d of its streams are silent in negotiation (the limit)",
                 peer,
                 self._streams.max_negotiating,
             )
@@ -461,7 +556,8 @@ class Host:
         try:
             protocol = await self._negotiate_inbound(stream)
         finally:
-            self._streams.end_negotiation(peer)
+            if silent:
+                self._streams.end_negotiation(peer)
         if protocol is None:
             return
         if not self._streams.open(peer, protocol):
@@ -557,7 +653,7 @@ class Host:
         trio.serve_listeners runs the upgrade of each accepted connection in a handler task and
         retries accept after the errors that mean "out of resources" (EMFILE and the like).
         """
-        listeners = await listen_tcp(addr)
+        listeners = await listen_tcp(addr, reuse_port=self.config.reuse_port)
         bound = [listener_multiaddr(listener) for listener in listeners]
         # A wildcard (0.0.0.0, ::) is shown and advertised as the addresses others can dial.
         interfaces = interface_addresses()
@@ -574,8 +670,28 @@ class Host:
             await trio.aclose_forcefully(tcp)
             return
         try:
+            conn = await self._upgrade_inbound(tcp, where, expected_peer=None)
+        finally:
+            self._resources.close_handshake(slot)
+        if conn is not None:
+            await self._run_inbound(conn, where, ip)
+
+    async def serve_inbound(
+        self, transport: trio.abc.Stream, remote_addr: Multiaddr, *, expected_peer: PeerID
+    ) -> None:
+        """Upgrade an inbound byte stream that is not a TCP socket (a relayed ``/stop`` stream)
+        and run the connection on it like any other, until it ends. A peer that authenticates as
+        another than ``expected_peer`` is dropped."""
+        conn = await self._upgrade_inbound(transport, remote_addr, expected_peer=expected_peer)
+        if conn is not None:
+            await self._run_inbound(conn, remote_addr, None)
+
+    async def _upgrade_inbound(
+        self, transport: trio.abc.Stream, where: Multiaddr | None, *, expected_peer: PeerID | None
+    ) -> MuxedConnection | None:
+        try:
             conn = await upgrade(
-                tcp,
+                transport,
                 self.identity,
                 outbound=False,
                 remote_addr=where,
@@ -584,9 +700,17 @@ class Host:
             )
         except HandshakeError as exc:
             logger.warning("dropped inbound connection from %s: %s", where, exc.reason)
-            return
-        finally:
-            self._resources.close_handshake(slot)
+            return None
+        if expected_peer is not None and conn.remote_peer != expected_peer:
+            logger.warning("dropped inbound connection from %s: not %s", where, expected_peer)
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await conn.aclose()
+            return None
+        return conn
+
+    async def _run_inbound(
+        self, conn: MuxedConnection, where: Multiaddr | None, ip: str | None
+    ) -> None:
         try:
             self._admit(conn, ip)
         except ResourceLimitError as exc:
@@ -602,6 +726,10 @@ class Host:
             for conn in list(conns):
                 await conn.aclose()
         self._nursery.cancel_scope.cancel()
+
+
+def _is_relayed(addr: Multiaddr) -> bool:
+    return any(c.protocol.name == "p2p-circuit" for c in addr)
 
 
 def _open_streams(key: Hashable) -> int:

@@ -111,6 +111,11 @@ class MuxedStream(trio.abc.HalfCloseableStream):
         """The connection this stream belongs to."""
         return self._conn
 
+    @property
+    def has_unread_data(self) -> bool:
+        """True if bytes have arrived that were not read yet."""
+        return bool(self._chunks)
+
     # -- called by the connection's reader -------------------------------------------------
 
     def _on_data(self, data: bytes) -> None:

@@ -73,7 +73,7 @@ class ResourceLimits:
     #: Seconds during which a new inbound connection cannot be evicted by an inbound newcomer
     #: (our own dials and protected peers may still take its slot).
     eviction_grace: float = DEFAULT_EVICTION_GRACE
-    #: A peer's inbound streams still negotiating their protocol, over all its connections.
+    #: A peer's inbound streams negotiating that had sent nothing when taken up (silent).
     max_negotiating_per_peer: int = DEFAULT_MAX_NEGOTIATING_PER_PEER
     #: A peer's inbound streams of one protocol, unless its handler sets its own cap.
     max_streams_per_protocol: int = DEFAULT_MAX_STREAMS_PER_PROTOCOL

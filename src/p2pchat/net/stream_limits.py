@@ -7,9 +7,10 @@ An inbound stream costs its owner a task, buffers and a negotiation deadline fro
 is accepted, before any handler sees it. So the router charges it twice, over all of a peer's
 connections:
 
-* **negotiating**: at most ``max_negotiating`` of a peer's inbound streams are between accept and
-  the end of multistream-select. A stream beyond that is reset as soon as it is accepted, before
-  any of its bytes is read.
+* **silent, negotiating**: at most ``max_negotiating`` of a peer's inbound streams that had
+  brought no byte when the router took them up are in multistream-select at once. One more is
+  reset at once, before any of its bytes is read. (The Host decides what is silent; a stream
+  that came with its proposal is answered at once and not counted.)
 * **per protocol**: at most ``cap`` of a peer's inbound streams speak one protocol at once
   (the handler's own cap, else the default). Protocols whose cap the peer has reached are left
   out of the protocols offered to it, so its proposal is answered ``na`` during negotiation; the

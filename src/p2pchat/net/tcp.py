@@ -27,19 +27,39 @@ def _target(addr: Multiaddr) -> tuple[str, int]:
     return target.host, target.port
 
 
-async def dial_tcp(addr: Multiaddr) -> trio.SocketStream:
+async def dial_tcp(addr: Multiaddr, *, local_port: int | None = None) -> trio.SocketStream:
     """Open a TCP connection to ``/ip4|ip6|dns*/<host>/tcp/<port>[/p2p/<id>]``.
 
-    Nagle is off (trio's default), so small protocol messages go out at once.
+    Nagle is off (trio's default), so small protocol messages go out at once. With
+    ``local_port`` the connection leaves from that port (``SO_REUSEADDR`` and ``SO_REUSEPORT``,
+    beside a listener bound with ``reuse_port``), so that NATs map it as they map the listen port
+    and two such dials can cross in a simultaneous open (hole punching, specs/dcutr.md); the
+    host must then be an IP address.
 
     Raises:
         TransportError: not a TCP address, or the connection failed.
     """
     host, port = _target(addr)
     try:
-        return await trio.open_tcp_stream(host, port)
+        if local_port is None:
+            return await trio.open_tcp_stream(host, port)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            _reuse(sock)
+            await sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", local_port))
+            await sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
     except OSError as exc:
         raise TransportError(f"cannot connect to {addr}: {_reason(exc)}") from exc
+
+
+def _reuse(sock: trio.socket.SocketType) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 
 
 def _reason(exc: OSError) -> str:
@@ -52,15 +72,28 @@ def _reason(exc: OSError) -> str:
     return exc.strerror.lower() if exc.strerror else str(exc)
 
 
-async def listen_tcp(addr: Multiaddr) -> list[trio.SocketListener]:
-    """Bind TCP listeners for ``/ip4|ip6/<host>/tcp/<port>`` (port 0: any free port).
+async def listen_tcp(addr: Multiaddr, *, reuse_port: bool = False) -> list[trio.SocketListener]:
+    """Bind TCP listeners for ``/ip4|ip6/<host>/tcp/<port>`` (port 0: any free port). With
+    ``reuse_port``, one listener whose port outbound dials may share (see :func:`dial_tcp`);
+    the host must then be an IP address.
 
     Raises:
         TransportError: not a TCP address, or the address cannot be bound.
     """
     host, port = _target(addr)
     try:
-        return await trio.open_tcp_listeners(port, host=host)
+        if not reuse_port:
+            return await trio.open_tcp_listeners(port, host=host)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            _reuse(sock)
+            await sock.bind((host, port))
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        return [trio.SocketListener(sock)]
     except OSError as exc:
         raise TransportError(f"cannot listen on {addr}: {_reason(exc)}") from exc
 

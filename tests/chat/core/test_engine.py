@@ -455,3 +455,19 @@ def test_a_vote_arriving_after_a_cancel_does_not_resurrect_the_message() -> None
         assert a.handle(late) == []
     assert not a.view(group_id).has(packet.message_hash)
     assert packet.message_hash not in a.outbox
+
+
+def test_a_member_refused_as_unknown_by_every_ratifier_learns_the_roster() -> None:
+    # Found by the simulator (make sim SEED=1026 STRICT=1): a member that missed its removal
+    # is answered "unknown group" by every ratifier (§8) and must fetch the chain to learn it.
+    sim, group_id, a, b, c = three_ratifiers()
+    d = sim.add()
+    sim.invite(a, group_id, d, Role.USER)
+    packet = _queue_unanswered(sim, d, group_id)
+    out = []
+    for ratifier in (a, b, c):
+        refusal = VoteAnswered(
+            group_id, packet.message_hash, ratifier.peer_id, None, "unknown group", sim.now
+        )
+        out += d.handle(refusal)
+    assert out == [LearnRoster(group_id, a.peer_id)]

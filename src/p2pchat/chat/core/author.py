@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ...identity import KeyPair, PeerID
 from . import crypto
+from .artifact import ChunkedRef, decode_file_info, encode_file_info
 from .packet import MAX_PARENTS, Artifact, Headers, Message, Packet, sha256, sign_message
 from .roster import Member, Role, Roster, default_quorum
 from .roster_update import (
@@ -120,3 +121,106 @@ def write_roster_change(
         state, update, now_ms=now, parents=chain_parents(view, identity.peer_id, None)
     )
     return sign_message(identity, message, b"", b"")
+
+
+def write_chunked_message(
+    identity: KeyPair,
+    view: GroupView,
+    *,
+    content_key: bytes,
+    ref: ChunkedRef,
+    name: str,
+    mime: str,
+    message_type: str,
+    ref_hash: bytes | None,
+    now: int,
+    after: bytes | None = None,
+) -> Packet:
+    """A message whose artifact travels as chunks (specs/artifacts.md §3): ``data`` seals the
+    file name under ``content_key`` (the key the chunks were sealed under, derived), and
+    ``chunked`` names the manifest.
+
+    Raises:
+        NotAllowedError: our role cannot send ``message_type``.
+        ChatError: we hold no key for the current epoch.
+    """
+    state = view.state
+    epoch = state.current_epoch
+    me = identity.peer_id
+    if not state.can_send(me, epoch, message_type):
+        raise NotAllowedError("our role in this group does not allow sending")
+    key = view.epoch_keys.get(epoch)
+    if key is None:
+        raise ChatError(f"no key for epoch {epoch} of this group")
+    sealed = crypto.encrypt_artifact(
+        encode_file_info(name),
+        epoch_key=key,
+        group_id=view.group_id,
+        epoch=epoch,
+        author=me,
+        content_key=content_key,
+    )
+    artifact = Artifact(
+        mime, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv), ref
+    )
+    message = Message(
+        group_id=view.group_id,
+        epoch=epoch,
+        message_type=message_type,
+        time_stamp=now,
+        author=me,
+        ref_hash=ref_hash,
+        parents=chain_parents(view, me, after),
+        headers=Headers(),
+        artifact=artifact,
+    )
+    return sign_message(identity, message, sealed.aes_key, sealed.iv)
+
+
+def rewrite_message(
+    identity: KeyPair,
+    view: GroupView,
+    packet: Packet,
+    old_key: bytes,
+    now: int,
+    *,
+    after: bytes | None = None,
+) -> Packet:
+    """A queued message written again in the current epoch (its epoch closed, or the message
+    it followed can never be ratified), following ``after`` (specs/chat.md §11).
+
+    An inline artifact is decrypted and sealed afresh. A chunked one keeps its content key (its
+    chunks are sealed under a key derived from it, specs/artifacts.md §2), wrapped now under
+    the current epoch key, with the file name sealed again under a fresh ``iv``.
+
+    Raises:
+        ProtocolError: the old packet does not decrypt.
+        NotAllowedError, ChatError: as :func:`write_message`.
+    """
+    message = packet.message
+    ref = message.artifact.chunked
+    if ref is None:
+        content = crypto.decrypt_packet(packet, epoch_key=old_key)
+        return write_message(
+            identity,
+            view,
+            content,
+            message.message_type,
+            message.artifact.type,
+            message.ref_hash,
+            now,
+            after=after,
+        )
+    name = decode_file_info(crypto.decrypt_packet(packet, epoch_key=old_key))
+    return write_chunked_message(
+        identity,
+        view,
+        content_key=crypto.unwrap_content_key(packet, epoch_key=old_key),
+        ref=ref,
+        name=name,
+        mime=message.artifact.type,
+        message_type=message.message_type,
+        ref_hash=message.ref_hash,
+        now=now,
+        after=after,
+    )

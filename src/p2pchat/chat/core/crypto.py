@@ -443,3 +443,26 @@ def decrypt_packet(packet: Packet, *, epoch_key: bytes) -> bytes:
         author=message.author,
         epoch_key=epoch_key,
     )
+
+
+def unwrap_content_key(packet: Packet, *, epoch_key: bytes) -> bytes:
+    """The content key ``k`` of a packet, unwrapped from its ``aes_key`` with the key of the
+    packet's epoch (specs/artifacts.md §2 derives the chunk key from it).
+
+    Raises:
+        DecryptError: ``aes_key`` of the wrong size, or it does not decrypt under this key and
+            binding.
+        LocalProtocolError: the epoch key is not 32 bytes.
+    """
+    epoch_key = _check_key(epoch_key, EPOCH_KEY_SIZE, "epoch key")
+    message = packet.message
+    aes_key = packet.aes_key
+    if len(aes_key) != WRAPPED_CONTENT_KEY_SIZE:
+        raise DecryptError(
+            f"aes_key must be {WRAPPED_CONTENT_KEY_SIZE} bytes", hint="cannot decrypt"
+        )
+    aad = content_key_aad(message.group_id, message.epoch)
+    try:
+        return AESGCM(epoch_key).decrypt(aes_key[:NONCE_SIZE], aes_key[NONCE_SIZE:], aad)
+    except InvalidTag as exc:
+        raise DecryptError("content key does not decrypt", hint="cannot decrypt") from exc

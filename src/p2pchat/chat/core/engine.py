@@ -36,7 +36,8 @@ from typing import Any, Final
 from ...errors import ProtocolError
 from ...identity import KeyPair, PeerID
 from . import crypto
-from .author import write_message, write_roster_change
+from .artifact import ChunkedRef
+from .author import rewrite_message, write_chunked_message, write_message, write_roster_change
 from .engine_records import (
     Attempt,
     EngineConfig,
@@ -302,6 +303,41 @@ class ChatEngine:
         )
         return packet, self._queue(view, packet, now)
 
+    def author_chunked(
+        self,
+        group_id: bytes,
+        *,
+        content_key: bytes,
+        ref: ChunkedRef,
+        name: str,
+        mime: str,
+        message_type: str,
+        ref_hash: bytes | None,
+        now: int,
+    ) -> tuple[Packet, Commit]:
+        """Write and sign a message whose artifact travels as chunks (specs/artifacts.md §3),
+        already sealed under ``content_key`` and stored; the commit queues it.
+
+        Raises:
+            ChatError: we are not in the group or hold no key for its epoch.
+            NotAllowedError: our role cannot send.
+        """
+        view = self.view(group_id)
+        tail = self.outbox.tail(group_id)
+        packet = write_chunked_message(
+            self.identity,
+            view,
+            content_key=content_key,
+            ref=ref,
+            name=name,
+            mime=mime,
+            message_type=message_type,
+            ref_hash=ref_hash,
+            now=now,
+            after=None if tail is None else tail.message_hash,
+        )
+        return packet, self._queue(view, packet, now)
+
     def change_roster(
         self, group_id: bytes, members: Sequence[Member], *, added: PeerID | None, now: int
     ) -> tuple[Packet, Commit]:
@@ -461,8 +497,10 @@ class ChatEngine:
             attempt.collector.add_vote(event.vote)
         else:
             attempt.refusals[event.ratifier] = event.reason or "no answer"
+            # "unknown group" from a ratifier of our roster: it no longer counts us a member
+            # (we missed our removal, §8), and pkt will show us the chain up to it.
             if (
-                event.reason == "stale epoch"
+                event.reason in ("stale epoch", "unknown group")
                 and attempt.stale_from is None
                 and event.ratifier != self.peer_id  # we know our own roster
             ):
@@ -588,14 +626,11 @@ class ChatEngine:
             reason = f"no key for epoch {message.epoch} to write the message again"
         else:
             try:
-                content = crypto.decrypt_packet(packet, epoch_key=key)
-                fresh = write_message(
+                fresh = rewrite_message(
                     self.identity,
                     view,
-                    content,
-                    message.message_type,
-                    message.artifact.type,
-                    message.ref_hash,
+                    packet,
+                    key,
                     now,
                     after=None if before is None else before.message_hash,
                 )

@@ -23,6 +23,7 @@ from ...errors import DecodeError
 from ...identity import KeyPair, PeerID, PublicKey
 from ...multibase import b58encode
 from . import cbor
+from .artifact import ArtifactError, ChunkedRef
 from .commitment import CloseCommitment, close_signing_bytes
 
 MAX_PACKET_SIZE: Final = 1024 * 1024
@@ -128,18 +129,36 @@ class Artifact:
     data: bytes
     hash: bytes
     key_hash: bytes
+    #: specs/artifacts.md §3: present when the content travels as chunks; ``data`` then holds
+    #: the sealed file name.
+    chunked: ChunkedRef | None = None
 
     def to_cbor(self) -> dict[str, Any]:
-        return {"type": self.type, "data": self.data, "hash": self.hash, "key_hash": self.key_hash}
+        out: dict[str, Any] = {
+            "type": self.type,
+            "data": self.data,
+            "hash": self.hash,
+            "key_hash": self.key_hash,
+        }
+        if self.chunked is not None:
+            out["chunked"] = self.chunked.to_cbor()
+        return out
 
     @classmethod
     def from_cbor(cls, value: Any) -> Artifact:
-        m = _map(value, "artifact", {"type", "data", "hash", "key_hash"})
+        m = _map(value, "artifact", {"type", "data", "hash", "key_hash"}, frozenset({"chunked"}))
+        chunked = None
+        if "chunked" in m:
+            try:
+                chunked = ChunkedRef.from_cbor(m["chunked"])
+            except ArtifactError as exc:
+                raise PacketError(str(exc), hint="malformed") from exc
         return cls(
             _text(m["type"], "artifact.type", max_size=128),
             _bytes(m["data"], "artifact.data", max_size=MAX_ARTIFACT_DATA),
             _bytes(m["hash"], "artifact.hash", size=HASH_SIZE),
             _bytes(m["key_hash"], "artifact.key_hash", size=HASH_SIZE),
+            chunked,
         )
 
 
@@ -475,7 +494,12 @@ _PACKET_SHAPE: Final[_Shape] = {
         "author": _Leaf.PEER,
         "ref_hash": _Leaf.OPTIONAL_BYTES,
         "parents": [_Leaf.BYTES],
-        "artifact": {"data": _Leaf.BYTES, "hash": _Leaf.BYTES, "key_hash": _Leaf.BYTES},
+        "artifact": {
+            "data": _Leaf.BYTES,
+            "hash": _Leaf.BYTES,
+            "key_hash": _Leaf.BYTES,
+            "chunked": {"root": _Leaf.BYTES},
+        },
     },
     "certificate": {
         "votes": [

@@ -14,6 +14,7 @@ ever a member, a removed one getting the chain up to the roster change that remo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from ...errors import DecodeError
@@ -29,6 +30,10 @@ from ..store import ChatStore, StoredMessage
 from .addresses import AddressBook, records_for
 from .dispatch import Dispatcher, QueryContext, Refusal
 from .runtime import Runtime
+
+#: The ratifier's custody hook (specs/artifacts.md §6): returns once the packet's artifact is
+#: held, or raises a Refusal.
+Custody = Callable[[bytes, Packet, PeerID], Awaitable[None]]
 
 SYNC_PAGE: Final = 64
 #: The one refusal of a querier that may not see the group (§8), as for a group we do not hold.
@@ -59,10 +64,12 @@ class ChatHandlers:
         hpke_kem: str,
         hpke_public: bytes,
         host: Host | None = None,
+        custody: Custody | None = None,
     ) -> None:
         self._host = host
         #: Files the records an ``addr`` query passes on (set by the node).
         self.addresses: AddressBook | None = None
+        self._custody = custody
         self._runtime = runtime
         self._engine = runtime.engine
         self._store = store
@@ -145,6 +152,8 @@ class ChatHandlers:
         view, packet = self._group_and_packet(ctx, body, current=True)
         if packet.message.author != ctx.remote_peer:
             raise Refusal("not allowed")  # only the author asks for votes on its message
+        if self._custody is not None:  # specs/artifacts.md §6: hold the artifact, then vote
+            await self._custody(view.group_id, packet, ctx.remote_peer)
         vote = await self._runtime.vote(view.group_id, packet, ctx.remote_peer)
         return {"vote": vote.to_cbor()}
 

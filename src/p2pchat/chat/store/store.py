@@ -15,6 +15,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import attrs
@@ -49,7 +50,7 @@ from .records import (
     check_uint,
 )
 
-__all__ = ["ChatStore", "open_store"]
+__all__ = ["ChatStore", "open_store", "transaction_sql"]
 
 T = TypeVar("T")
 
@@ -63,9 +64,13 @@ class ChatStore:
     only after their transaction is committed durably.
     """
 
-    def __init__(self, writer: BatchWorker, reader: BatchWorker) -> None:
+    def __init__(
+        self, writer: BatchWorker, reader: BatchWorker, *, data_dir: Path | None = None
+    ) -> None:
         self._writer = writer
         self._reader = reader
+        #: The data dir the store lives in (artifact chunks are files beside it).
+        self.data_dir = data_dir
 
     def statistics(self) -> StoreStatistics:
         """Counters of transactions, writes and reads (batching shows as writes > transactions)."""
@@ -100,21 +105,7 @@ class ChatStore:
                 earlier in ``txn``.
             ValueError: a hash or number out of range, or a packet over 1 MiB.
         """
-        rows: list[Callable[[sqlite3.Connection], bytes | None]] = []
-        size = 0
-        for operation in txn.operations:
-            row, cost = _operation(operation)
-            rows.append(row)
-            size += cost
-
-        def op(conn: sqlite3.Connection) -> CommitResult:
-            result = CommitResult()
-            for operation, row in zip(txn.operations, rows, strict=True):
-                vote = row(conn)
-                if isinstance(operation, PutVote) and vote is not None:
-                    result.votes[operation.message_hash] = vote
-            return result
-
+        op, size = transaction_sql(txn)
         return await self._write(op, size)
 
     # -- groups ---------------------------------------------------------------------------------
@@ -374,6 +365,34 @@ class ChatStore:
         return await self._read(functools.partial(outbox.outbox_due, now=now, limit=limit))
 
 
+def transaction_sql(
+    txn: Transaction,
+) -> tuple[Callable[[sqlite3.Connection], CommitResult], int]:
+    """The SQL of a whole transaction, to run inside one SQLite transaction (the writer's, or
+    a test's in-memory store), and the bytes it writes. Its arguments are checked now.
+
+    Raises:
+        ValueError: a hash or number out of range, or a packet over 1 MiB.
+        TypeError: an operation is not a transaction operation.
+    """
+    rows: list[Callable[[sqlite3.Connection], bytes | None]] = []
+    size = 0
+    for operation in txn.operations:
+        row, cost = _operation(operation)
+        rows.append(row)
+        size += cost
+
+    def op(conn: sqlite3.Connection) -> CommitResult:
+        result = CommitResult()
+        for operation, row in zip(txn.operations, rows, strict=True):
+            vote = row(conn)
+            if isinstance(operation, PutVote) and vote is not None:
+                result.votes[operation.message_hash] = vote
+        return result
+
+    return op, size
+
+
 def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None], int]:
     """The SQL of one transaction operation (its arguments checked now), and the bytes it writes.
 
@@ -488,7 +507,7 @@ async def open_store(data_dir: str | os.PathLike[str]) -> AsyncIterator[ChatStor
                 nursery.start_soon(writer.run)
                 nursery.start_soon(reader.run)
                 try:
-                    yield ChatStore(writer, reader)
+                    yield ChatStore(writer, reader, data_dir=path)
                 finally:
                     # Refuse new calls and let the workers drain what is queued before the
                     # service nursery cancels them.

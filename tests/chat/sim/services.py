@@ -1,0 +1,369 @@
+"""The node's runtime in the simulator: what ``chat/services`` does around the engine.
+
+:class:`Services` commits what an engine asks and feeds ``Committed`` back, carries out its
+actions (ask for votes, deliver, compare heads, page history, fetch parents, learn the roster)
+as queries over the simulated network, and serves the queries it receives with the checks of
+``chat/services/handlers.py`` (written again here: a change there must be made here too). The
+:class:`~.world.World` provides the clock, the network and crashes.
+
+Simplifications: ``smsg`` is answered once the packet is taken or its parents' fetch started
+(the real handler waits for the fetch), and a query's answer lost in the network is reported as
+no answer after ``QUERY_TIMEOUT`` (the real client's timeout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from p2pchat.chat.core.events import (
+    Abandoned,
+    Action,
+    AlreadyHeld,
+    AskVote,
+    Commit,
+    Committed,
+    CompareHeads,
+    Deliver,
+    FetchMissing,
+    HeadsAnswered,
+    LearnRoster,
+    NeedParents,
+    Publish,
+    Ratified,
+    Refused,
+    SyncHistory,
+    VoteAnswered,
+)
+from p2pchat.chat.core.fetch import ParentFetch
+from p2pchat.chat.core.packet import Packet, Vote
+from p2pchat.chat.core.txn import CommitResult
+from p2pchat.chat.core.view import decode_vote
+from p2pchat.chat.store import VoteConflictError
+from p2pchat.identity import PeerID
+
+from .invariants import Checker, InvariantError
+from .node import DELIVER_BACKOFF, DELIVER_TRIES, MAX_PAGES, RETRIED, T0, Node
+
+
+class Services:
+    """The runtime of every node (a part of :class:`~.world.World`)."""
+
+    group_id: bytes
+    by_peer: dict[PeerID, Node]
+    checker: Checker
+    now: int
+
+    # -- provided by the world ----------------------------------------------------------------
+
+    def at(self, when: int, fn: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+    def clock(self, node: Node) -> int:
+        raise NotImplementedError
+
+    def crash(self, node: Node) -> None:
+        raise NotImplementedError
+
+    def request(
+        self,
+        src: Node,
+        dst: Node,
+        serve: Callable[[Node, Callable[[Any], None]], None],
+        answered: Callable[[Node, Any], None],
+    ) -> None:
+        raise NotImplementedError
+
+    # -- committing and carrying out actions --------------------------------------------------
+
+    def handle(self, node: Node, event: Any) -> None:
+        if node.engine is not None:
+            self.drive(node, node.engine.handle(event))
+
+    def drive(self, node: Node, actions: list[Action]) -> None:
+        incarnation = node.incarnation
+        for action in actions:
+            if node.incarnation != incarnation:
+                return
+            self.act(node, action)
+        self.rearm(node)
+
+    def rearm(self, node: Node) -> None:
+        engine = node.engine
+        wake = None if engine is None else engine.next_wake()
+        node.wake = None if wake is None else max(wake - T0 - node.skew, self.now + 1)
+
+    def commit(self, node: Node, commit: Commit) -> CommitResult | None:
+        """Commit as the runtime does; None if the node crashed before it could go on.
+
+        Raises:
+            VoteConflictError: as the store does (nothing was written).
+        """
+        engine = node.engine
+        assert engine is not None
+        if node.crash_on_commit == "before-commit":
+            self.crash(node)
+            return None
+        try:
+            result = node.store.commit(commit.txn)
+        except VoteConflictError:
+            raise
+        except Exception as exc:
+            raise InvariantError("store-refused", f"n{node.index}: {exc!r}") from exc
+        self.checker.committed(node.index, engine, node.store, commit.txn)
+        for op in commit.txn.operations:
+            packet = getattr(op, "packet", None)
+            if isinstance(packet, Packet) and packet.certificate is not None:
+                node.certified[packet.message_hash] = packet
+        if node.crash_on_commit == "after-commit":
+            self.crash(node)
+            return None
+        incarnation = node.incarnation
+        self.drive(node, engine.handle(Committed(commit, result, self.clock(node))))
+        return result if node.incarnation == incarnation else None
+
+    def act(self, node: Node, action: Action) -> None:
+        if isinstance(action, Commit):
+            self.commit(node, action)
+        elif isinstance(action, AskVote):
+            self.ask_vote(node, action)
+        elif isinstance(action, Deliver):
+            for peer in action.peers:
+                self.deliver(node, self.by_peer[peer], action.packet)
+        elif isinstance(action, (Ratified, Abandoned)):
+            self.checker.action(node.index, action)
+        elif isinstance(action, CompareHeads):
+            self.compare_heads(node, action)
+        elif isinstance(action, SyncHistory):
+            self.history(node, self.by_peer[action.peer])
+        elif isinstance(action, FetchMissing):
+            self.fetch(node, self.by_peer[action.peer], action.hashes, None)
+        elif isinstance(action, LearnRoster):
+            self.learn_roster(node, self.by_peer[action.peer])
+        else:
+            assert isinstance(action, Publish)
+
+    def ask_vote(self, author: Node, action: AskVote) -> None:
+        message_hash = action.packet.message_hash
+
+        def answered(a: Node, value: tuple[Vote | None, str | None] | None) -> None:
+            vote, reason = (None, None) if value is None else value
+            answer = VoteAnswered(
+                action.group_id, message_hash, action.ratifier, vote, reason, self.clock(a)
+            )
+            self.handle(a, answer)
+
+        ratifier = self.by_peer[action.ratifier]
+        if ratifier is author:
+            self.serve_vote(author, author, action.packet, lambda v: answered(author, v))
+            return
+        self.request(
+            author,
+            ratifier,
+            lambda d, reply: self.serve_vote(d, author, action.packet, reply),
+            answered,
+        )
+
+    # -- serving queries (chat/services/handlers.py and runtime.py) ----------------------------
+
+    def serve_vote(
+        self, node: Node, querier: Node, packet: Packet, reply: Callable[[Any], None]
+    ) -> None:
+        engine = node.engine
+        assert engine is not None
+        view = engine.find(self.group_id)
+        if (
+            view is None
+            or not view.is_current_member(querier.peer)
+            or packet.message.group_id != self.group_id
+        ):
+            reply((None, "unknown group"))
+            return
+        if packet.message.author != querier.peer:
+            reply((None, "not allowed"))
+            return
+        stored = node.store.vote(self.group_id, packet.message_hash)
+        if stored is not None:
+            reply((decode_vote(stored), None))
+            return
+        incarnation = node.incarnation
+
+        def decide(fetch: bool) -> None:
+            if node.incarnation != incarnation or node.engine is None:
+                return
+            decision = node.engine.vote_request(
+                self.group_id, packet, querier.peer, self.clock(node)
+            )
+            if isinstance(decision, NeedParents):
+                if fetch:
+                    self.fetch(node, querier, decision.hashes, lambda: decide(False))
+                else:
+                    reply((None, "missing parents"))
+            elif isinstance(decision, Refused):
+                reply((None, decision.reason))
+            else:
+                try:
+                    result = self.commit(node, decision)
+                except VoteConflictError:
+                    reply((None, "not allowed"))
+                    return
+                if result is not None:
+                    reply((decode_vote(result.votes[packet.message_hash]), None))
+
+        decide(True)
+
+    def deliver(self, node: Node, peer: Node, packet: Packet, attempt: int = 0) -> None:
+        """``smsg``, tried DELIVER_TRIES times, backing off, while unanswered or refused with a
+        reason worth retrying (specs/chat.md §9a "Delivery")."""
+        incarnation = node.incarnation
+
+        def answered(me: Node, reason: str | None) -> None:
+            if reason is not None and reason not in RETRIED:
+                return  # delivered, or a final refusal
+            if attempt + 1 < DELIVER_TRIES:
+                self.at(self.now + DELIVER_BACKOFF * 2**attempt, retry)
+
+        def retry() -> None:
+            if node.incarnation == incarnation and node.engine is not None:
+                self.deliver(node, peer, packet, attempt + 1)
+
+        self.request(node, peer, lambda d, reply: reply(self.serve_smsg(d, node, packet)), answered)
+
+    def serve_smsg(self, node: Node, sender: Node, packet: Packet) -> str:
+        """The answer to ``smsg``: "ok" (taken, or being taken once its parents are fetched)
+        or a refusal."""
+        engine = node.engine
+        assert engine is not None
+        view = engine.find(self.group_id)
+        if view is None or sender.peer not in view.members():
+            return "unknown group"
+        epoch = packet.message.epoch
+        if not (view.is_current_member(sender.peer) or view.state.is_member(sender.peer, epoch)):
+            return "unknown group"
+        self.receive(node, packet, sender, fetch=True)
+        return "ok"
+
+    def receive(self, node: Node, packet: Packet, sender: Node, *, fetch: bool) -> None:
+        engine = node.engine
+        if engine is None:
+            return
+        decision = engine.receive(self.group_id, packet, self.clock(node))
+        if isinstance(decision, NeedParents) and fetch:
+            self.fetch(
+                node,
+                sender,
+                decision.hashes,
+                lambda: self.receive(node, packet, sender, fetch=False),
+            )
+        elif isinstance(decision, Commit):
+            self.commit(node, decision)
+        else:
+            assert isinstance(decision, (NeedParents, Refused, AlreadyHeld))
+
+    def serve_get(self, node: Node, querier: Node, hashes: list[bytes]) -> list[Packet]:
+        assert node.engine is not None
+        view = node.engine.find(self.group_id)
+        if view is None or not view.is_current_member(querier.peer):
+            return []
+        return [node.certified[h] for h in hashes if view.has(h) and h in node.certified]
+
+    def serve_pkt(self, node: Node, querier: Node) -> tuple[Any, list[Packet]] | None:
+        assert node.engine is not None
+        view = node.engine.find(self.group_id)
+        last = None if view is None else view.last_epoch_of(querier.peer)
+        if view is None or last is None:
+            return None
+        return view.signed, list(view.state.roster_packets[: last + 1])
+
+    # -- sync (chat/services/sync.py) -----------------------------------------------------------
+
+    def compare_heads(self, node: Node, action: CompareHeads) -> None:
+        def serve(d: Node, reply: Callable[[Any], None]) -> None:
+            assert d.engine is not None
+            view = d.engine.find(self.group_id)
+            if view is not None and view.is_current_member(node.peer):
+                reply(tuple(view.heads.heads()))
+
+        def answered(me: Node, heads: tuple[bytes, ...] | None) -> None:
+            if heads is not None:
+                self.handle(me, HeadsAnswered(self.group_id, action.peer, heads, action.catch_up))
+
+        self.request(node, self.by_peer[action.peer], serve, answered)
+
+    def history(self, node: Node, peer: Node, cursor: int = 0, pages: int = 0) -> None:
+        def serve(d: Node, reply: Callable[[Any], None]) -> None:
+            assert d.engine is not None
+            view = d.engine.find(self.group_id)
+            if view is not None and view.is_current_member(node.peer):
+                reply(d.store.page(self.group_id, cursor))
+
+        def answered(me: Node, page: tuple[list[Packet], int | None] | None) -> None:
+            if page is None:
+                return
+            packets, following = page
+            incarnation = me.incarnation
+            for packet in packets:
+                self.receive(me, packet, peer, fetch=True)
+                if me.incarnation != incarnation:
+                    return
+            if following is not None and pages + 1 < MAX_PAGES:
+                self.history(me, peer, following, pages + 1)
+
+        self.request(node, peer, serve, answered)
+
+    def fetch(
+        self,
+        node: Node,
+        peer: Node,
+        hashes: tuple[bytes, ...],
+        then: Callable[[], None] | None,
+    ) -> None:
+        """Fetch the missing ancestors of ``hashes`` from ``peer``, receive them, then ``then``."""
+        assert node.engine is not None
+        view = node.engine.find(self.group_id)
+        if view is None:
+            return
+        plan = ParentFetch.start(hashes, view.has)
+        incarnation = node.incarnation
+
+        def finish() -> None:
+            for packet in plan.in_order():
+                if node.incarnation != incarnation:
+                    return
+                self.receive(node, packet, peer, fetch=False)
+            if then is not None and node.incarnation == incarnation:
+                then()
+
+        def next_round() -> None:
+            wanted = plan.wanted()
+            if not wanted:
+                finish()
+                return
+
+            def answered(_me: Node, packets: list[Packet] | None) -> None:
+                if packets is not None and plan.add(packets):
+                    next_round()
+                else:
+                    finish()
+
+            self.request(
+                node, peer, lambda d, reply: reply(self.serve_get(d, node, wanted)), answered
+            )
+
+        next_round()
+
+    def learn_roster(self, node: Node, peer: Node) -> None:
+        def answered(me: Node, body: tuple[Any, list[Packet]] | None) -> None:
+            if body is None or me.engine is None:
+                return
+            view = me.engine.find(self.group_id)
+            if view is None:
+                return
+            incarnation = me.incarnation
+            for packet in sorted(body[1], key=lambda p: p.message.epoch):
+                if me.incarnation != incarnation:
+                    return
+                if packet.message.epoch >= view.state.current_epoch:
+                    self.receive(me, packet, peer, fetch=True)
+
+        self.request(node, peer, lambda d, reply: reply(self.serve_pkt(d, node)), answered)
