@@ -1,5 +1,5 @@
 """Benchmark: what reading a long history costs: the fold (edits, deletes, reactions applied;
-specs/chat.md §16), the names (§17), and the full-text index (app/reading.py) built and asked.
+specs/chat.md §17), the names (§18), and the full-text index (app/reading.py) built and asked.
 
     python tools/bench_reading.py [--messages 20000] [--runs 5] [--json]
 

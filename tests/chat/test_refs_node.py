@@ -1,4 +1,4 @@
-"""Replies, edits, deletes and reactions at three nodes on 127.0.0.1 (specs/chat.md §16):
+"""Replies, edits, deletes and reactions at three nodes on 127.0.0.1 (specs/chat.md §17):
 ratified like any message, the role rule enforced by the ratifiers, folded the same way
 everywhere."""
 

@@ -47,7 +47,7 @@ def find_content_message(messages: Sequence[ChatMessage], prefix: str) -> ChatMe
 
 
 def author_labels(messages: Sequence[ChatMessage]) -> dict[PeerID, str]:
-    """How each named author of ``messages`` (ratified, display order) is shown (§17)."""
+    """How each named author of ``messages`` (ratified, display order) is shown (§18)."""
     return display_labels(
         (m.author, m.content) for m in messages if m.message_type == PROFILE and m.ratified
     )

@@ -192,7 +192,7 @@ class ChatNode:
         #: or the reason they were abandoned.
         self._origin_done: dict[bytes, tuple[trio.Event, list[bytes | str]]] = {}
         self._write_locks: dict[bytes, trio.Lock] = {}
-        #: (group, member) whose ratified "leave" we, the owner, are to honour (§16 "Leaving").
+        #: (group, member) whose ratified "leave" we, the owner, are to honour (§17 "Leaving").
         self._leaves, self._leaving = trio.open_memory_channel[tuple[bytes, PeerID]](64)
         self.artifacts: Artifacts | None = None
 
@@ -323,7 +323,7 @@ class ChatNode:
         if self.engine.find(group_id) is not None:
             return
         try:
-            body = await self._query(via, "pkt", {"group_id": group_id})
+            state = await self._sync.fetch_chain(group_id, via)
         except QueryRefusedError as exc:
             if exc.reason != "unknown group":
                 raise
@@ -332,7 +332,7 @@ class ChatNode:
                 f"{group_id.hex()[:16]}: ask the group's owner to invite this node, then join "
                 "through the owner or another member"
             ) from None
-        commit = self.engine.join(group_id, body, now_ms())
+        commit = self.engine.join_chain(state, now_ms())
         if commit is None:
             return
         await self._runtime.commit(commit)
@@ -376,7 +376,7 @@ class ChatNode:
         refused = check_reference(
             message_type, self.peer_id, ref_hash, view.state.owner, view.ref_of
         )
-        if refused is not None:  # §16: what the ratifiers would refuse, said at once
+        if refused is not None:  # §17: what the ratifiers would refuse, said at once
             raise NotAllowedError(f"the ratifiers would refuse this {message_type}: {refused}")
         return await self._submit(
             group_id,
@@ -776,6 +776,7 @@ async def open_chat_node(
                 deliver_nursery,
                 retry_initial=config.retry_initial,
                 retry_max=config.retry_max,
+                connected=host.connected_peers,
             ),
             sync=sync,
             fetcher=sync,

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-#: §16 of specs/chat.md: a reaction is 1 to 32 bytes of UTF-8.
+#: §17 of specs/chat.md: a reaction is 1 to 32 bytes of UTF-8.
 MAX_REACTION: Final = 32
-#: §17: a display name is at most 64 bytes of UTF-8.
+#: §18: a display name is at most 64 bytes of UTF-8.
 MAX_NAME: Final = 64
 
 HELP: Final = """\

@@ -63,7 +63,7 @@ def size(count: int) -> str:
 
 
 def _reference(message: dict[str, Any], labels: PeerLabels) -> str:
-    """The body with what the fold says of it (§16): a reply's target, an edit, a delete,
+    """The body with what the fold says of it (§17): a reply's target, an edit, a delete,
     reactions."""
     if message.get("deleted_by") is not None:
         by = message["deleted_by"]

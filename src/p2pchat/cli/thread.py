@@ -1,4 +1,4 @@
-"""Messages that refer to another (specs/chat.md §16, specs/cli.md "Replies, edits, deletes,
+"""Messages that refer to another (specs/chat.md §17, specs/cli.md "Replies, edits, deletes,
 reactions"): ``reply``, ``edit``, ``delete`` and ``react``, each one ``send`` request on the
 control socket with ``ref`` (a hash prefix as ``history`` shows it).
 
@@ -74,7 +74,7 @@ def cmd_react(args: argparse.Namespace) -> int:
 
 
 def cmd_name(args: argparse.Namespace) -> int:
-    """Sign and send our profile: the name the group shows for us (specs/chat.md §17)."""
+    """Sign and send our profile: the name the group shows for us (specs/chat.md §18)."""
     name = " ".join(args.name).strip()
     if not name or len(name.encode()) > MAX_NAME or "\n" in name:
         raise UsageError(f"a name is 1 to {MAX_NAME} bytes of text on one line")

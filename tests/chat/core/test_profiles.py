@@ -1,4 +1,4 @@
-"""Members' names (specs/chat.md §17): the latest valid profile, a short id on a collision or a
+"""Members' names (specs/chat.md §18): the latest valid profile, a short id on a collision or a
 rename."""
 
 from __future__ import annotations

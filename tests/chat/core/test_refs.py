@@ -1,4 +1,4 @@
-"""Replies, edits, deletes and reactions: the role rule and the fold (specs/chat.md §16)."""
+"""Replies, edits, deletes and reactions: the role rule and the fold (specs/chat.md §17)."""
 
 from __future__ import annotations
 

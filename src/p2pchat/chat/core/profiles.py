@@ -1,4 +1,4 @@
-"""Members' names (specs/chat.md §17), sans-IO.
+"""Members' names (specs/chat.md §18), sans-IO.
 
 A member names itself with a ``profile`` message: its content is the display name (UTF-8, 1 to
 64 bytes once stripped, no line breaks), signed by its author like every message and ratified
@@ -18,7 +18,7 @@ from ...identity import PeerID
 __all__ = ["MAX_NAME", "PROFILE", "display_labels", "read_name", "short_id"]
 
 PROFILE: Final = "profile"
-#: §17: a display name is at most this many bytes of UTF-8.
+#: §18: a display name is at most this many bytes of UTF-8.
 MAX_NAME: Final = 64
 #: Characters of a peer id shown beside a name: those after the ``12D3KooW`` every Ed25519 id
 #: starts with.

@@ -1,5 +1,5 @@
 """Messages that refer to another by ``ref_hash``: replies, edits, deletes and reactions
-(specs/chat.md §16), sans-IO.
+(specs/chat.md §17), sans-IO.
 
 Theory of operation
 -------------------
@@ -42,17 +42,17 @@ __all__ = [
     "fold",
 ]
 
-# §16: the kinds that refer to another message, and those they may refer to.
+# §17: the kinds that refer to another message, and those they may refer to.
 EDIT: Final = "edit"
 DELETE: Final = "delete"
 REACTION: Final = "reaction"
 REF_TYPES: Final = frozenset({EDIT, DELETE, REACTION})
-#: §16 "Leaving": a member asks the owner to take it off the roster.
+#: §17 "Leaving": a member asks the owner to take it off the roster.
 LEAVE: Final = "leave"
 CONTENT_TYPES: Final = frozenset({"text", "markdown", "image", "file"})
-#: §16: a reaction is at most this many bytes of UTF-8 (one emoji or a short word).
+#: §17: a reaction is at most this many bytes of UTF-8 (one emoji or a short word).
 MAX_REACTION: Final = 32
-#: The reason a message whose reference breaks §16 is refused.
+#: The reason a message whose reference breaks §17 is refused.
 BAD_REFERENCE: Final = "bad reference"
 
 
@@ -71,7 +71,7 @@ RefOf = Callable[[bytes], RefInfo | None]
 def check_reference(
     message_type: str, author: PeerID, ref_hash: bytes | None, owner: PeerID, ref_of: RefOf
 ) -> str | None:
-    """The §2 reason a message breaks the §16 rules, or None when it keeps them.
+    """The §2 reason a message breaks the §17 rules, or None when it keeps them.
 
     Only messages of :data:`CONTENT_TYPES` and :data:`REF_TYPES` are checked (a roster or an
     application type keeps its own rules). ``"bad reference"``: an edit, delete or reaction
@@ -79,7 +79,7 @@ def check_reference(
     ``"not allowed"``: an edit of another author's message, a delete of it by anyone but the
     owner.
     """
-    if message_type == PROFILE:  # §17: a profile refers to nothing
+    if message_type == PROFILE:  # §18: a profile refers to nothing
         return None if ref_hash is None else BAD_REFERENCE
     if message_type == LEAVE:  # the owner cannot leave its group
         if ref_hash is not None:
@@ -130,7 +130,7 @@ def fold(items: Iterable[Item], owner: PeerID) -> list[Folded]:
     """History (in display order) as a reader sees it: one entry per message that is not an
     edit, delete or reaction, in the same order, with those applied to the content messages.
 
-    A message that breaks §16 (a history from an older node, say) changes nothing; an edit or
+    A message that breaks §17 (a history from an older node, say) changes nothing; an edit or
     reaction after a delete changes nothing; an edit or reaction whose content is unreadable
     here is skipped.
     """

@@ -21,7 +21,7 @@ Ratification (``mrat``, :func:`check_for_ratification`):
     any parent's by more than 5 minutes (``"bad timestamp"``); the author's latest message of
     the current epoch held here is a parent, or is at most 5 minutes older than this one
     (``"bad parents"``)
-7b. a reference (§16: :func:`~p2pchat.chat.core.refs.check_reference`) ......
+7b. a reference (§17: :func:`~p2pchat.chat.core.refs.check_reference`) ......
     ``"bad reference"`` / ``"not allowed"``
 8. a roster message's content (§3 addition: :func:`~p2pchat.chat.core.roster.read_roster_update`
    for the next epoch) ................................................... ``"malformed"``
@@ -170,7 +170,7 @@ def check_for_ratification(
     ``time_of`` gives a held message's time stamp (None: parent times are not checked),
     ``holds_any`` whether this node holds any message of the group, and ``author_latest`` the
     (time stamp, hash) of the author's latest held message of the current epoch; ``ref_of``
-    the author and kind of a held message, for the §16 reference rule (None: not checked).
+    the author and kind of a held message, for the §17 reference rule (None: not checked).
     Committing the packet before signing, voting once per roster epoch and idempotent votes
     are the caller's.
     """

@@ -65,7 +65,7 @@ class GroupView:
     latest: dict[tuple[int, PeerID], tuple[int, bytes]] = attrs.Factory(dict)
     #: Others' messages we voted for and hold pending, by hash (ratifiers only).
     pending: dict[bytes, PendingVote] = attrs.Factory(dict)
-    #: The author and kind of each held ratified message (§16 references).
+    #: The author and kind of each held ratified message (§17 references).
     kinds: dict[bytes, RefInfo] = attrs.Factory(dict)
     #: Our closing votes and the closed-epoch messages admitted here (§14).
     close: EpochClose = attrs.Factory(EpochClose)
@@ -84,7 +84,7 @@ class GroupView:
         return self.times.get(message_hash)
 
     def ref_of(self, message_hash: bytes) -> RefInfo | None:
-        """The author and kind of a held message, or None (§16)."""
+        """The author and kind of a held message, or None (§17)."""
         return self.kinds.get(message_hash)
 
     def hold(self, packet: Packet) -> None:
