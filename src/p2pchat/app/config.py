@@ -125,6 +125,9 @@ reserve = []
 # Dial from the listen port (SO_REUSEPORT), so that hole punching (DCUtR) through a NAT can
 # replace a relayed connection with a direct one.
 hole_punch = false
+# While AutoNAT says the node is private, hold this many reservations in all: the relays of
+# `reserve` first, then relays it knows of or finds in the DHT (specs/relay.md). 0: never.
+auto_relays = 2
 
 [log]
 # debug, info, warning or error
@@ -178,6 +181,7 @@ class Config:
     relay_client: bool = True
     relay_reserve: tuple[Multiaddr, ...] = ()
     relay_hole_punch: bool = False
+    relay_auto: int = 2
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -246,6 +250,12 @@ def _count(value: Any) -> int:
     return value
 
 
+def _auto_relays(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 8:
+        raise _InvalidValueError("must be a whole number from 0 to 8")
+    return value
+
+
 def _reserve(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 50_000:
         raise _InvalidValueError("must be a whole number from 0 to 50000")
@@ -310,6 +320,7 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "client": ("relay_client", _bool),
         "reserve": ("relay_reserve", _dht_bootstrap),
         "hole_punch": ("relay_hole_punch", _bool),
+        "auto_relays": ("relay_auto", _auto_relays),
     },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),

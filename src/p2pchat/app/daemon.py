@@ -139,6 +139,7 @@ class NodeOptions:
                 client=config.relay_client,
                 reserve=config.relay_reserve,
                 hole_punch=config.relay_hole_punch,
+                auto_relays=config.relay_auto,
             ),
         )
 
@@ -250,7 +251,7 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             open_plugins(
                 host, chat, options.plugins, entry_points=options.plugin_entry_points
             ) as plugins,
-            open_internet(host, chat, options.internet) as internet,
+            open_internet(host, chat, options.internet, relaying) as internet,
             open_service_nursery() as nursery,
         ):
             known_peers.follow_members(partial(_group_members, chat))
