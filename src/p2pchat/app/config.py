@@ -87,6 +87,11 @@ max_streams_per_protocol = 64
 # Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
 enabled = false
 
+[search]
+# Full-text search over this node's own decrypted history (p2pchat search). The index
+# (search.sqlite in the data dir, mode 0600) holds message plaintext; false deletes it at start.
+enabled = true
+
 [dht]
 # Join the Kademlia DHT (/ipfs/kad/1.0.0) to find group members anywhere by their peer id.
 enabled = false
@@ -147,6 +152,8 @@ class Config:
     send_timeout: float = 10.0
     query_timeout: float = 5.0
     perf: bool = False
+    #: [search]: the full-text index of our decrypted history (app/reading.py).
+    search: bool = True
     #: [limits]: the Host's resource limits (net/resources.py holds the same defaults).
     max_connections: int = 256
     max_inbound_per_ip: int = 16
@@ -297,6 +304,7 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "lazy_above_mib": ("lazy_above_mib", _mib),
     },
     "perf": {"enabled": ("perf", _bool)},
+    "search": {"enabled": ("search", _bool)},
     "dht": {
         "enabled": ("dht", _bool),
         "mode": ("dht_mode", _choice("auto", "client", "server")),

@@ -61,6 +61,7 @@ from .internet import Internet, InternetOptions, open_internet
 from .knownpeers import KnownPeerFile
 from .operations import OPERATIONS, DaemonError
 from .plugins import PluginManager, open_plugins
+from .reading import Reading
 from .relaying import Relaying, RelayOptions, open_relaying
 
 __all__ = ["Daemon", "DaemonError", "NodeOptions", "open_daemon"]
@@ -89,6 +90,8 @@ class NodeOptions:
     #: (the ``p2pchat.plugins`` entry points); [plugins] in the config file.
     plugins: tuple[str, ...] = ()
     plugin_entry_points: bool = False
+    #: Keep a full-text index of our decrypted history ([search] in the config file).
+    search: bool = True
     #: [dht] and [autonat] (app/internet.py).
     internet: InternetOptions = attrs.Factory(InternetOptions)
     #: [relay] (app/relaying.py).
@@ -124,6 +127,7 @@ class NodeOptions:
             ),
             plugins=config.plugins,
             plugin_entry_points=config.plugin_entry_points,
+            search=config.search,
             internet=InternetOptions(
                 dht=config.dht,
                 dht_mode=config.dht_mode,
@@ -161,6 +165,8 @@ class Daemon:
         self.mdns_running = False
         #: The plug-ins (set by :func:`open_daemon` once they are loaded).
         self.plugins: PluginManager | None = None
+        #: Read marks and the search index (app/reading.py).
+        self.reading = Reading(options.data_dir, search=options.search)
         #: AutoNAT and the DHT, as far as enabled (set by open_daemon).
         self.internet: Internet | None = None
         #: The relay service and client (set by open_daemon).
@@ -251,6 +257,8 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             known_peers.follow_members(partial(_group_members, chat))
             daemon = Daemon(options, host, store, chat, known_peers)
             daemon.plugins = plugins
+            if not options.search:
+                await daemon.reading.forget_search()
             daemon.internet = internet
             daemon.relaying = relaying
             await nursery.start(daemon.watch_connections)
