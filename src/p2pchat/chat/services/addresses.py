@@ -36,7 +36,7 @@ from ...net.identify import signed_record
 from ...net.peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL
 from ..core.view import ChatError, GroupView
 from .clients import ClientPool
-from .member_records import MemberRecordFile, file_records
+from .member_records import Kept, MemberRecordFile, file_records
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +153,14 @@ class AddressBook:
             return 0
         members = {m.peer for m in view.state.current_roster.members}
         envelopes = [item for item in raw[:MAX_RECORDS] if isinstance(item, bytes)]
-        kept = file_records(self._host, envelopes, members, CONNECTED_ADDR_TTL)
+        held: list[Kept] = []
+        kept = file_records(self._host, envelopes, members, CONNECTED_ADDR_TTL, held=held)
         if kept and self.records is not None:
             self.records.changed()
         # A member moved (or is new to us) when its addresses differ from those we last filed
         # for it; identify may have brought the same record first, so the peer store cannot tell.
-        moved = [k.peer for k in kept if self._seen.get(k.peer) != k.addresses]
-        for k in kept:
+        moved = [k.peer for k in (*kept, *held) if self._seen.get(k.peer) != k.addresses]
+        for k in (*kept, *held):
             self._seen[k.peer] = k.addresses
         if moved:
             self._announce(view, moved, source)

@@ -112,11 +112,17 @@ class Kept:
 
 
 def file_records(
-    host: Host, envelopes: Iterable[bytes], members: set[PeerID], ttl: float
+    host: Host,
+    envelopes: Iterable[bytes],
+    members: set[PeerID],
+    ttl: float,
+    *,
+    held: list[Kept] | None = None,
 ) -> list[Kept]:
     """Verify ``envelopes`` and keep, in ``host``'s peer store, each signed by its own peer, a
     member other than us, newer than the record held; its addresses for ``ttl`` seconds.
-    Returns the records kept."""
+    Returns the records kept; ``held`` gets those that are the very record already held (as
+    identify may have brought it first)."""
     store = host.peer_store
     kept: list[Kept] = []
     for item in envelopes:
@@ -131,6 +137,8 @@ def file_records(
         if store.set_signed_record(record.peer, record.seq, item):
             store.add_addrs(record.peer, record.addresses, ttl, trio.current_time())
             kept.append(Kept(record.peer, frozenset(record.addresses)))
+        elif held is not None and store.signed_record(record.peer) == item:
+            held.append(Kept(record.peer, frozenset(record.addresses)))
     return kept
 
 
