@@ -5,6 +5,7 @@ record stays true."""
 from __future__ import annotations
 
 import pytest
+import trio
 
 from conftest import PyLibp2p
 from p2pchat.conformance import CASES, Level, Outcome, load_suites
@@ -29,8 +30,17 @@ async def test_pylibp2p_keeps_every_must_and_breaks_what_specs_record(pylibp2p: 
     load_suites()
     cases = [c for c in CASES.values() if c.id not in TIMED]
     async with pylibp2p.listen(lifetime=150) as peer:
+        target = Multiaddr.from_string(peer["addrs"][0])
         # py-libp2p is slow at scale: each case gets twice the default time.
-        results = await run_cases(Multiaddr.from_string(peer["addrs"][0]), cases, case_seconds=20)
+        results = await run_cases(target, cases, case_seconds=20)
+        # On a loaded machine py-libp2p counts a case's closed connections against its limit of
+        # 8 per peer for a while ("Established per peer limit exceeded") and refuses the next
+        # case's; a case that failed where no rule is recorded runs once more after a pause.
+        again = [r.case for r in results if r.outcome is Outcome.FAIL and r.case.id not in OBSERVED]
+        if again:
+            await trio.sleep(5)
+            retried = {r.case.id: r for r in await run_cases(target, again, case_seconds=20)}
+            results = [retried.get(r.case.id, r) for r in results]
     outcome = {r.case.id: r.outcome for r in results}
     details = {r.case.id: r.detail for r in results if r.outcome is not Outcome.PASS}
     assert not [
