@@ -16,10 +16,12 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 
 #: What py-libp2p 0.8.1 does not do (specs/conformance.md), case by case.
 OBSERVED = {
-    "multistream.ls": Outcome.FAIL,  # entries not length-prefixed
-    "noise.inlined-muxer": Outcome.SKIP,  # no muxers in its Noise extensions
-    "yamux.window-overrun": Outcome.FAIL,  # does not enforce its receive window
-    "yamux.goaway": Outcome.FAIL,  # drops the connection on GoAway(0)
+    "multistream.ls": {Outcome.FAIL},  # entries not length-prefixed
+    "noise.inlined-muxer": {Outcome.SKIP},  # no muxers in its Noise extensions
+    # It logs the overrun ("peer exceeded receive window") and usually carries on; sometimes,
+    # depending on timing, the connection ends within the case's time and the case passes.
+    "yamux.window-overrun": {Outcome.FAIL, Outcome.PASS},
+    "yamux.goaway": {Outcome.FAIL},  # drops the connection on GoAway(0)
 }
 #: Whether py-libp2p finishes these in a case's time depends on the machine's load (figures,
 #: not rules; specs/conformance.md gives them).
@@ -47,7 +49,7 @@ async def test_pylibp2p_keeps_every_must_and_breaks_what_specs_record(pylibp2p: 
         r.case.id for r in results if r.case.level is Level.MUST and r.outcome is Outcome.FAIL
     ], details
     for case_id, expected in OBSERVED.items():
-        assert outcome[case_id] is expected, (case_id, details.get(case_id))
+        assert outcome[case_id] in expected, (case_id, details.get(case_id))
     # It does not speak /p2pchat/1.0.0; it serves perf.
     assert {o for c, o in outcome.items() if c.startswith("chat.")} == {Outcome.SKIP}
     assert outcome["perf.download"] is Outcome.PASS
