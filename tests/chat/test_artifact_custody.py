@@ -16,15 +16,17 @@ import trio.testing
 
 from chat.core.groups import key
 from p2pchat.chat.artifacts import (
-    FETCHING,
     MAX_CUSTODY_PER_AUTHOR,
     OVER_QUOTA,
+    UNAVAILABLE,
     ArtifactConfig,
     Artifacts,
     stored_size,
 )
 from p2pchat.chat.core.artifact import CHUNK_SIZE, ArtifactSealer, ChunkedRef
+from p2pchat.chat.core.engine import FETCHING
 from p2pchat.chat.core.packet import Artifact, Headers, Message, Packet, sha256, sign_message
+from p2pchat.chat.services.blobs import FetchError
 from p2pchat.chat.services.dispatch import Refusal
 from p2pchat.chat.store.chunks import BlobStore
 from p2pchat.identity import KeyPair, PeerID
@@ -71,6 +73,7 @@ class FakeBlobs:
         self.started: list[bytes] = []
         self.release: dict[bytes, trio.Event] = {}
         self.sealed: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self.fail: set[bytes] = set()
 
     async def fetch_artifact(
         self,
@@ -81,6 +84,8 @@ class FakeBlobs:
     ) -> None:
         self.started.append(ref.root)
         await self.release.setdefault(ref.root, trio.Event()).wait()
+        if ref.root in self.fail:
+            raise FetchError("no holder had every blob")
         for blob_id, data in self.sealed[ref.root]:
             self.blobs.put(group_id, blob_id, data)
         self.blobs.mark_complete(group_id, ref.root)
@@ -237,4 +242,42 @@ async def test_an_author_asking_again_keeps_its_artifact(
         await trio.sleep(2)
         assert await c.artifacts.sweep() == (0 if refetch else 1)
         assert c.files.is_complete(GROUP, root_of(packet)) is refetch
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_custody_fetch_that_fails_is_refused_as_unavailable(tmp_path: Path) -> None:
+    """ "fetching artifact" makes the author ask again soon, so it is said only while a fetch
+    runs; one that ended without every blob is "artifact unavailable" (the author backs off)."""
+    async with trio.open_nursery() as nursery:
+        c = open_custody(tmp_path, nursery)
+        packet = c.packet(ALICE)
+        assert await c.ask(packet) == FETCHING  # still running after vote_wait
+        c.blobs.fail.add(root_of(packet))
+        c.blobs.release.setdefault(root_of(packet), trio.Event()).set()
+        await trio.testing.wait_all_tasks_blocked()
+        c.blobs.release.pop(root_of(packet))
+        c.blobs.release.setdefault(root_of(packet), trio.Event()).set()
+        assert await c.ask(packet) == UNAVAILABLE  # a new fetch ran, and failed again
+        assert c.blobs.started == [root_of(packet)] * 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_fetch_that_completes_answers_the_waiting_request_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The ratifier holds ``mrat`` while it fetches: it answers when the artifact is held, not
+    at the end of vote_wait."""
+    config = attrs.evolve(CONFIG, vote_wait=10.0)
+    async with trio.open_nursery() as nursery:
+        c = open_custody(tmp_path, nursery, config)
+        packet = c.packet(ALICE)
+
+        async def release_later() -> None:
+            await trio.sleep(3)
+            c.blobs.release.setdefault(root_of(packet), trio.Event()).set()
+
+        nursery.start_soon(release_later)
+        start = trio.current_time()
+        assert await c.ask(packet) is None
+        assert trio.current_time() - start == pytest.approx(3)
         nursery.cancel_scope.cancel()

@@ -144,7 +144,8 @@ async def test_no_vote_for_an_artifact_no_one_can_serve(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The author loses its chunks right after sealing them: the ratifier cannot hold them, so
-    it refuses to vote ("fetching artifact") and the message stays queued, never ratified."""
+    it refuses to vote ("artifact unavailable": its fetch ended without every chunk) and the
+    message stays queued, never ratified."""
     async with open_cluster(tmp_path, "owner", "user", start=False) as cluster:
         owner, user = cluster.peers
         for peer in cluster.peers:
@@ -168,7 +169,7 @@ async def test_no_vote_for_an_artifact_no_one_can_serve(
             await user.chat.send_file(group_id, path, progress=lose_chunks)
         (queued,) = user.chat.outbox(group_id)
         assert queued.failures > 0
-        assert "fetching artifact" in caplog.text  # the ratifier's refusal, as the author saw it
+        assert "artifact unavailable" in caplog.text  # the ratifier's refusal, as the author saw it
         assert [m for m in await owner.chat.history(group_id) if m.message_type != "roster"] == []
 
 

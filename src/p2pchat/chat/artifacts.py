@@ -61,7 +61,7 @@ from .core.artifact import (
     decode_file_info,
 )
 from .core.blobwire import STALL_TIMEOUT
-from .core.engine import ChatEngine, ChatError
+from .core.engine import FETCHING, ChatEngine, ChatError
 from .core.events import Commit, Publish
 from .core.packet import Packet, verify_author
 from .services.blobs import BlobService, FetchError
@@ -72,8 +72,9 @@ from .store.chunks import DEFAULT_DISK_RESERVE, BlobStore, BlobStoreError, DiskR
 
 logger = logging.getLogger(__name__)
 
-#: The refusal of a ratifier still fetching the artifact it is asked to vote on (§6).
-FETCHING: Final = "fetching artifact"
+#: The refusal of a ratifier still fetching the artifact it is asked to vote on (§6), and of
+#: one whose fetch ended without every blob (the author backs off as for any refusal).
+UNAVAILABLE: Final = "artifact unavailable"
 #: Chunk writes of a file being sent that run at once (their fsyncs overlap).
 WRITERS: Final = 8
 #: Artifact fetches that run at once (the others wait their turn), and custody fetches one
@@ -408,7 +409,13 @@ class Artifacts:
         if ref.root not in self._running and ref.root not in self._custody_done:
             mine = self._custody.setdefault(author, set())
             if len(mine) >= MAX_CUSTODY_PER_AUTHOR and ref.root not in mine:
-                raise Refusal(FETCHING)  # its earlier artifacts first
+                # Its earlier artifacts first: hold the request until one of them is done (the
+                # author asks again soon after "fetching artifact").
+                with trio.move_on_after(self.config.vote_wait):
+                    async with trio.open_nursery() as waiters:
+                        for root in mine:
+                            waiters.start_soon(_wait_then_cancel, self._custody_done[root], waiters)
+                raise Refusal(FETCHING)
             mine.add(ref.root)
             # Registered now, not when the task first runs, so that this request waits for it.
             self._custody_done[ref.root] = trio.Event()
@@ -425,7 +432,8 @@ class Artifacts:
             with trio.move_on_after(self.config.vote_wait):
                 await waiting.wait()
         if not self.files.is_complete(group_id, ref.root):
-            raise Refusal(FETCHING)
+            running = ref.root in self._custody_done or ref.root in self._running
+            raise Refusal(FETCHING if running else UNAVAILABLE)
 
     async def _custody_fetch(self, group_id: bytes, packet: Packet, author: PeerID) -> None:
         """A ratifier's fetch before its vote; counted against the author while it runs (it
@@ -609,6 +617,11 @@ class Artifacts:
                     yield opener.open(page * HASHES_PER_PAGE + i, sealed)
                 except ArtifactError as exc:
                     raise ArtifactUnavailableError(f"the artifact does not decrypt: {exc}") from exc
+
+
+async def _wait_then_cancel(event: trio.Event, nursery: trio.Nursery) -> None:
+    await event.wait()
+    nursery.cancel_scope.cancel()
 
 
 def stored_size(ref: ChunkedRef) -> int:
