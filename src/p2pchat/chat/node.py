@@ -297,7 +297,7 @@ class ChatNode:
         if self.engine.find(group_id) is not None:
             return
         try:
-            body = await self._query(via, "pkt", {"group_id": group_id})
+            state = await self._sync.fetch_chain(group_id, via)
         except QueryRefusedError as exc:
             if exc.reason != "unknown group":
                 raise
@@ -306,7 +306,7 @@ class ChatNode:
                 f"{group_id.hex()[:16]}: ask the group's owner to invite this node, then join "
                 "through the owner or another member"
             ) from None
-        commit = self.engine.join(group_id, body, now_ms())
+        commit = self.engine.join_chain(state, now_ms())
         if commit is None:
             return
         await self._runtime.commit(commit)
@@ -714,6 +714,7 @@ async def open_chat_node(
                 deliver_nursery,
                 retry_initial=config.retry_initial,
                 retry_max=config.retry_max,
+                connected=host.connected_peers,
             ),
             sync=sync,
             fetcher=sync,

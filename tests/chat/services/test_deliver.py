@@ -33,15 +33,27 @@ def test_more_peers_are_split_into_consecutive_runs_headed_by_their_first() -> N
     ]
 
 
-@given(st.integers(min_value=0, max_value=120), st.integers(min_value=2, max_value=8))
+def test_connected_peers_head_the_subtrees_and_the_others_keep_their_order() -> None:
+    p = PEERS[:10]
+    plan = relay_plan(p, 4, prefer={p[1], p[7], p[8]})
+    assert [head for head, _ in plan] == [p[1], p[7], p[8], p[0]]
+    assert [rest for _, rest in plan] == [(p[2], p[3]), (p[4], p[5]), (p[6], p[9]), ()]
+
+
+@given(
+    st.integers(min_value=0, max_value=120),
+    st.integers(min_value=2, max_value=8),
+    st.sets(st.integers(min_value=0, max_value=119)),
+)
 def test_every_peer_is_reached_once_and_no_node_sends_more_than_fanout(
-    count: int, fanout: int
+    count: int, fanout: int, connected: set[int]
 ) -> None:
     reached: list[PeerID] = []
     sends: list[int] = []
+    prefer = {PEERS[i] for i in connected if i < len(PEERS)}
 
     def walk(peers: tuple[PeerID, ...]) -> None:
-        plan = relay_plan(peers, fanout)
+        plan = relay_plan(peers, fanout, prefer=prefer)
         sends.append(len(plan))
         for head, rest in plan:
             reached.append(head)

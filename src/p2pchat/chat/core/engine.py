@@ -76,7 +76,7 @@ from .events import (
 from .fetch import MAX_FETCH
 from .genesis import SignedGenesis
 from .group_state import GroupState
-from .membership import accept_rows, join_rows, new_group_rows
+from .membership import accept_rows, join_rows, join_state_rows, new_group_rows
 from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
 from .packet import Packet
 from .quorum import QuorumCollector
@@ -276,6 +276,17 @@ class ChatEngine:
         if group_id in self._groups:
             return None
         view, txn = join_rows(group_id, body, self.hpke, self.peer_id, now)
+        return Commit(txn, _GroupAdded(view))
+
+    def join_chain(self, state: GroupState, now: int) -> Commit | None:
+        """Join with a verified chain (paged in, :mod:`.roster_sync`); None if already held.
+
+        Raises:
+            ChatError: we are not in its current roster.
+        """
+        if state.group_id in self._groups:
+            return None
+        view, txn = join_state_rows(state, self.hpke, self.peer_id, now)
         return Commit(txn, _GroupAdded(view))
 
     def author(

@@ -41,6 +41,9 @@ GENESIS_DOMAIN: Final = b"p2pchat/genesis/v1"
 GENESIS_VERSION: Final = 1
 # §3: genesis "name" is at most 128 bytes of UTF-8, "nonce" exactly 16 bytes.
 MAX_NAME: Final = 128
+#: §16: the largest genesis a node creates (CBOR, unsigned), so that the first ``pktR`` page
+#: (genesis and one roster message) fits one frame.
+MAX_NEW_GENESIS: Final = 192 * 1024
 NONCE_SIZE: Final = 16
 
 
@@ -205,4 +208,7 @@ def new_group(
         else Roster(0, members, quorum, history)
     )
     genesis = Genesis(GENESIS_VERSION, name, owner.peer_id, now_ms, nonce, roster)
+    if len(genesis.encode()) > MAX_NEW_GENESIS:
+        # §16: the genesis shares the first roster page with a roster message of up to 768 KiB.
+        raise ValueError(f"a new genesis is at most {MAX_NEW_GENESIS} bytes: invite the rest")
     return SignedGenesis.sign(owner, genesis)

@@ -80,8 +80,23 @@ def join_rows(
         state = GroupState.from_chain(signed, packets)
     except (KeyError, TypeError, ProtocolError) as exc:
         raise ChatError(f"the group's roster chain does not verify: {exc}") from exc
+    return join_state_rows(state, keypair, me, now)
+
+
+def join_state_rows(
+    state: GroupState, keypair: crypto.HpkeKeyPair, me: PeerID, now: int
+) -> tuple[GroupView, Transaction]:
+    """The group of a verified chain (e.g. paged in by
+    :class:`~p2pchat.chat.core.roster_sync.ChainFetch`) as ``me`` would hold it, with the rows
+    of the join (group, every roster message, every key for us).
+
+    Raises:
+        ChatError: ``me`` is not in the chain's current roster.
+    """
     if not state.is_member(me, state.current_epoch):
         raise ChatError("we are not a member of that group (ask its owner for an invite)")
+    signed = state.genesis
+    group_id = state.group_id
     view = GroupView(signed, state)
     operations: list[AddGroup | PutPacket | PutRoster | PutEpochKey] = [
         AddGroup(group_id, signed.encode(), now)

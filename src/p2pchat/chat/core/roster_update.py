@@ -9,6 +9,7 @@ to a received roster message; :func:`build_roster_message` makes one for the own
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -255,6 +256,14 @@ class RosterUpdate:
         return cls.from_cbor(cbor.loads(data, max_size=MAX_ARTIFACT_DATA))
 
 
+@functools.lru_cache(maxsize=8)
+def _decode_update(data: bytes) -> RosterUpdate:
+    """:meth:`RosterUpdate.decode`, remembered for the last few artifacts: a roster message is
+    read at delivery, when applied and when its keys are unwrapped, and decoding a large one
+    (every member's key checked) is the bulk of a member's work on it (specs/chat.md §16)."""
+    return RosterUpdate.decode(data)
+
+
 def read_roster_update(packet: Packet, owner: PeerID) -> RosterUpdate:
     """The update a roster message carries, after the rules of §3 and §7 on its content.
 
@@ -274,7 +283,7 @@ def read_roster_update(packet: Packet, owner: PeerID) -> RosterUpdate:
     if message.artifact.type != ROSTER_MIME_TYPE:
         raise RosterError(f"roster artifact type must be {ROSTER_MIME_TYPE}", hint="malformed")
     try:
-        update = RosterUpdate.decode(message.artifact.data)
+        update = _decode_update(message.artifact.data)
     except DecodeError as exc:
         raise RosterError(f"bad roster artifact: {exc}", hint="malformed") from exc
     if update.roster.epoch != message.epoch + 1:

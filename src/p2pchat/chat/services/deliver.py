@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final
 
 import trio
@@ -35,14 +35,28 @@ RETRYABLE_REASONS: Final = frozenset({"too many queries", "missing parents", "in
 
 
 def relay_plan(
-    peers: Sequence[PeerID], fanout: int = RELAY_FANOUT
+    peers: Sequence[PeerID],
+    fanout: int = RELAY_FANOUT,
+    *,
+    prefer: Collection[PeerID] = (),
 ) -> list[tuple[PeerID, tuple[PeerID, ...]]]:
     """Who gets an ``smsg`` and which subtree it relays (specs/chat.md §13): every peer itself
     when there are at most ``fanout``; otherwise consecutive runs of ``ceil(n / fanout)``, the
-    first of each the recipient and the rest its ``relay`` list."""
+    first of each the recipient and the rest its ``relay`` list. Peers in ``prefer`` (those we
+    are connected to) take the recipients' places first, in order, so that a subtree does not
+    wait on an unreachable head; the others keep their order."""
     if len(peers) <= fanout:
         return [(peer, ()) for peer in peers]
     share = -(-len(peers) // fanout)
+    if prefer:
+        heads = range(0, len(peers), share)
+        chosen = [p for p in peers if p in prefer][: len(heads)]
+        chosen += [p for p in peers if p not in chosen][: len(heads) - len(chosen)]
+        others = iter([p for p in peers if p not in chosen])
+        ordered = list(peers)
+        for i in range(len(peers)):
+            ordered[i] = chosen[i // share] if i % share == 0 else next(others)
+        peers = ordered
     return [(peers[i], tuple(peers[i + 1 : i + share])) for i in range(0, len(peers), share)]
 
 
@@ -55,7 +69,9 @@ class DeliverService:
         retry_initial: float,
         retry_max: float,
         fanout: int | None = None,
+        connected: Callable[[], Collection[PeerID]] | None = None,
     ) -> None:
+        """``connected`` names the peers we are connected to: they head subtrees first."""
         fanout = RELAY_FANOUT if fanout is None else fanout
         if fanout < 2:
             raise ValueError("the relay fan-out is at least 2")
@@ -64,6 +80,7 @@ class DeliverService:
         self._initial_ms = max(1, int(retry_initial * 1000))
         self._max_ms = max(self._initial_ms, int(retry_max * 1000))
         self._fanout = fanout
+        self._connected = connected
 
     def start(self, action: Deliver) -> None:
         """Deliver ``action.packet`` to ``action.peers``, relayed (our own message, or a
@@ -71,7 +88,8 @@ class DeliverService:
         self._spread(action.group_id, action.packet.to_cbor(), action.peers)
 
     def _spread(self, group_id: bytes, packet: object, peers: Sequence[PeerID]) -> None:
-        for head, rest in relay_plan(peers, self._fanout):
+        connected = set(self._connected()) if self._connected is not None else set()
+        for head, rest in relay_plan(peers, self._fanout, prefer=connected):
             self._nursery.start_soon(functools.partial(self._one, head, group_id, packet, rest))
 
     async def _one(

@@ -26,6 +26,7 @@ from ..core.events import Deliver
 from ..core.fetch import MAX_FETCH
 from ..core.packet import Packet
 from ..core.roster import MAX_MEMBERS
+from ..core.roster_sync import RosterPageError, roster_page
 from ..store import ChatStore, StoredMessage
 from .addresses import AddressBook, records_for
 from .dispatch import Dispatcher, QueryContext, Refusal
@@ -213,10 +214,16 @@ class ChatHandlers:
         last = None if view is None else view.last_epoch_of(ctx.remote_peer)
         if view is None or last is None:
             raise Refusal(UNKNOWN_GROUP)
+        first = body.get("from", 0)
+        if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+            raise Refusal("malformed")
         # A removed member gets the chain up to, and including, the change that removed it
         # (authored in its last epoch): it learns that it was removed, and nothing after.
         chain = view.state.roster_packets[: last + 1]
-        return {"genesis": view.signed.to_cbor(), "rosters": [p.to_cbor() for p in chain]}
+        try:
+            return roster_page(view.signed, chain, first)
+        except RosterPageError as exc:
+            raise Refusal(exc.hint) from None
 
     async def on_dht(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         view = self._member_group(ctx, body)

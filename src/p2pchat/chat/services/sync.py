@@ -11,8 +11,8 @@
   and receive the roster messages we lack.
 
 Every session is bounded (specs/chat.md §8 "Sync budgets", :mod:`~p2pchat.chat.core.budget`):
-pages, bytes and time for paging and fetching; time for a roster (one ``pkt`` answer, at most
-one frame).
+pages, bytes and time for paging and fetching; pages and time for a roster chain (``pkt``,
+paged: :mod:`~p2pchat.chat.core.roster_sync`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ import trio
 
 from ...errors import DecodeError
 from ...identity import PeerID
+from ...multiaddr import Multiaddr
 from ..core import cbor
 from ..core.budget import MAX_SYNC_SECONDS, SyncBudget, Unproven
 from ..core.engine import CLOSED_EPOCH, ChatError
 from ..core.events import CompareHeads, FetchMissing, HeadsAnswered, LearnRoster, SyncHistory
 from ..core.fetch import ParentFetch
+from ..core.group_state import GroupState
 from ..core.packet import Packet
+from ..core.roster_sync import MAX_CHAIN_PAGES, ChainFetch, RosterPageError, read_roster_page
 from .addresses import AddressBook
 from .clients import ClientPool
 from .runtime import Runtime
@@ -160,29 +163,59 @@ class SyncService:
                         "fetched message %s refused: %s", packet.message_hash.hex()[:16], reason
                     )
 
+    async def fetch_chain(self, group_id: bytes, peer: PeerID | Multiaddr) -> GroupState:
+        """Page in a group's chain from ``peer`` (``pkt``), verifying it link by link: what a
+        joiner holds before it joins (specs/chat.md §16).
+
+        Raises:
+            QueryRefusedError: ``peer`` refused (e.g. ``"unknown group"``: we are not a member).
+            ChatError: ``peer`` cannot be reached, ran out of time, or sent a page that does not
+                continue the chain (the reason is in the message).
+        """
+        session = ChainFetch(group_id)
+        with trio.move_on_after(MAX_SYNC_SECONDS):
+            while (first := session.next_from) is not None:
+                body = await self._clients.query(peer, "pkt", {"group_id": group_id, "from": first})
+                try:
+                    if not session.take(body):
+                        break
+                except RosterPageError as exc:
+                    logger.info("roster page from %s refused: %s (%s)", peer, exc.hint, exc)
+                    raise ChatError(f"the group's roster chain does not verify: {exc}") from exc
+        if session.next_from is not None or session.state is None:
+            raise ChatError(
+                f"the roster chain from {peer} was cut off after {session.pages} pages "
+                f"({session.size} bytes): out of time"
+            )
+        return session.state
+
     async def learn_roster(self, group_id: bytes, peer: PeerID) -> None:
-        """Receive the roster changes ``peer`` holds and we lack."""
+        """Receive the roster changes ``peer`` holds and we lack, page by page from our epoch."""
         view = self._runtime.engine.find(group_id)
         if view is None:
             return
-        packets: list[Packet] = []
-        try:
-            with trio.move_on_after(MAX_SYNC_SECONDS) as scope:
-                body = await self._clients.query(peer, "pkt", {"group_id": group_id})
-                raw = body.get("rosters", [])
-                packets = [Packet.from_cbor(p) for p in raw] if isinstance(raw, list) else []
-        except (ChatError, DecodeError, TypeError) as exc:
-            logger.info("cannot learn the roster from %s: %s", peer, exc)
-            return
+        pages = 0
+        with trio.move_on_after(MAX_SYNC_SECONDS) as scope:
+            while pages < MAX_CHAIN_PAGES:
+                first = view.state.current_epoch
+                try:
+                    body = await self._clients.query(
+                        peer, "pkt", {"group_id": group_id, "from": first}
+                    )
+                    page = read_roster_page(body, first)
+                except (ChatError, RosterPageError) as exc:
+                    logger.info("cannot learn the roster from %s: %s", peer, exc)
+                    return
+                pages += 1
+                for packet in page.packets:
+                    reason = await self._runtime.receive(group_id, packet, peer)
+                    if reason is not None:
+                        logger.info("roster change from %s refused: %s", peer, reason)
+                        return
+                if page.next is None:
+                    return
         if scope.cancelled_caught:
             logger.info("learning the roster from %s cut off: out of time", peer)
-            return
-        for packet in sorted(packets, key=lambda p: p.message.epoch):
-            if packet.message.epoch >= view.state.current_epoch:
-                reason = await self._runtime.receive(group_id, packet, peer)
-                if reason is not None:
-                    logger.info("roster change from %s refused: %s", peer, reason)
-                    return
 
     async def _receive_page(
         self, group_id: bytes, packets: Sequence[Packet], peer: PeerID, unproven: Unproven
