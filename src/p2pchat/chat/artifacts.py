@@ -509,20 +509,17 @@ class Artifacts:
 
     async def _prune(self, before: int) -> int:
         removed = 0
-        me = self.engine.peer_id
         for group_id in self.engine.groups():
-            view = self.engine.find(group_id)
-            if view is None or me in view.state.current_roster.ratifiers:
+            if self._custodian(group_id, None):
                 continue  # a ratifier keeps what it holds in custody
             for row in await self.store.all_ratified(group_id):
                 packet = _decode(row)
                 if packet is None or packet.message.time_stamp >= before:
                     continue
                 ref = packet.message.artifact.chunked
-                roster = view.state.find_roster(packet.message.epoch)
                 if ref is None or ref.root in self._running or ref.root in self._ledger:
                     continue
-                if roster is not None and me in roster.ratifiers:
+                if self._custodian(group_id, packet.message.epoch):
                     continue  # we voted for it then: custody
                 if await trio.to_thread.run_sync(self.files.remove_artifact, group_id, ref.root):
                     logger.info("pruned artifact %s (older than keep_days)", ref.root.hex()[:16])
@@ -538,9 +535,27 @@ class Artifacts:
             except P2PChatError as exc:
                 logger.warning("artifact sweep failed: %s", exc)
 
+    def _custodian(self, group_id: bytes, epoch: int | None) -> bool:
+        """Whether we are a ratifier of the group's current roster (or of roster ``epoch``):
+        then we keep its artifacts whatever their age."""
+        view = self.engine.find(group_id)
+        if view is None:
+            return False
+        me = self.engine.peer_id
+        if me in view.state.current_roster.ratifiers:
+            return True
+        roster = None if epoch is None else view.state.find_roster(epoch)
+        return roster is not None and me in roster.ratifiers
+
     def _too_old(self, packet: Packet) -> bool:
+        """An artifact ``keep_days`` would prune (so it is not fetched on delivery)."""
         keep = self.config.keep_days
-        return keep is not None and packet.message.time_stamp < now_ms() - keep * 86_400_000
+        message = packet.message
+        return (
+            keep is not None
+            and message.time_stamp < now_ms() - keep * 86_400_000
+            and not self._custodian(message.group_id, message.epoch)
+        )
 
     def on_publish(self, action: Publish) -> None:
         """Fetch a delivered artifact of someone else at once, when it is small enough."""
