@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pchat.app.config import parse_config
+from p2pchat.app.config import ConfigError, parse_config
 from p2pchat.app.control import open_control
 from p2pchat.app.daemon import Daemon, NodeOptions, open_daemon
 from p2pchat.app.internet import InternetOptions
@@ -58,6 +58,10 @@ def test_relay_section_is_read() -> None:
     assert options.relay.serve
     assert options.relay.hole_punch
     assert parse_config("").relay is False  # not a relay unless asked
+    assert options.relay.auto_relays == 2
+    assert parse_config("[relay]\nauto_relays = 0").relay_auto == 0
+    with pytest.raises(ConfigError):
+        parse_config("[relay]\nauto_relays = 9")
 
 
 @pytest.mark.parametrize("dcutr", [False, True])
@@ -109,3 +113,58 @@ async def test_members_ratify_over_a_relayed_connection(tmp_path: Path, dcutr: b
                 assert (await cr.call("status"))["relay"]["circuits"] == (0 if dcutr else 1)
                 again = await cb.call("send", group=created["group_id"], text="and after")
                 assert again["status"] == "ratified"
+
+
+async def test_a_private_node_reserves_on_a_relay_by_itself(tmp_path: Path) -> None:
+    """No ``[relay] reserve``: the member listens on 127.0.0.2 and its connections come from
+    127.0.0.1, so AutoNAT says private; it reserves on the one peer that speaks hop, advertises
+    the circuit address, and another node reaches it there. The relay, with the DHT on,
+    provides the relay key."""
+    from p2pchat.net.autorelay import RELAY_KEY
+    from p2pchat.net.identify import identify_peer
+    from p2pchat.protocols.autonat import ReachabilityStatus
+
+    def options(name: str, relay: RelayOptions, **internet: object) -> NodeOptions:
+        listen = "127.0.0.2" if name == "m" else "127.0.0.1"
+        return NodeOptions(
+            data_dir=tmp_path / name,
+            listen=(Multiaddr.from_string(f"/ip4/{listen}/tcp/0"),),
+            internet=InternetOptions(autonat=True, **internet),  # type: ignore[arg-type]
+            relay=relay,
+        )
+
+    with trio.fail_after(80):
+        async with open_daemon(
+            options("r", RelayOptions(serve=True), dht=True, dht_mode="server")
+        ) as r:
+            boot = {"dht": True, "dht_mode": "server", "dht_bootstrap": (r.host.addrs[0],)}
+            async with (
+                open_daemon(options("s1", RelayOptions(), **boot)) as s1,
+                open_daemon(options("s2", RelayOptions())) as s2,
+                open_daemon(options("m", RelayOptions(dcutr=False))) as m,
+                open_daemon(options("c", RelayOptions(dcutr=False))),
+                open_control(tmp_path / "m") as cm,
+                open_control(tmp_path / "c") as cc,
+            ):
+                assert s1.internet is not None
+                assert s1.internet.dht is not None
+                await s1.internet.dht.bootstrapped.wait()
+                providers = await s1.internet.dht.providers(RELAY_KEY)
+                assert [p.peer for p in providers] == [r.peer_id]
+
+                assert m.internet is not None
+                assert m.internet.autonat is not None
+                assert m.internet.autorelay is not None
+                for server in (r, s1, s2):
+                    await identify_peer(m.host, await m.host.connect(server.host.addrs[0]))
+                assert await m.internet.autonat.probe() is ReachabilityStatus.PRIVATE
+                circuit = (await _reserved(m))[0].with_peer_id(m.peer_id)
+                assert circuit.value_for("p2p") == str(r.peer_id)
+                status = await cm.call("status")
+                assert [h["relay"] for h in status["relay"]["reservations"]] == [str(r.peer_id)]
+                assert status["reachability"] == "private"
+
+                await cc.call("connect", peer=str(circuit))
+                peers = (await cc.call("peers"))["connected"]
+                entry = [p for p in peers if p["peer_id"] == str(m.peer_id)]
+                assert [p["via"] for p in entry] == ["relayed"]

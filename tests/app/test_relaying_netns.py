@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -44,9 +44,9 @@ def nat_ok() -> None:
         pytest.skip(reason)
 
 
-def _wait(what: str, check: Callable[[], Any]) -> Any:
-    """``check()``'s first true value, polled for at most DEADLINE seconds."""
-    end = time.monotonic() + DEADLINE
+def _wait(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
+    """``check()``'s first true value, polled for at most ``deadline`` seconds."""
+    end = time.monotonic() + deadline
     while time.monotonic() < end:
         try:
             value = check()
@@ -59,10 +59,19 @@ def _wait(what: str, check: Callable[[], Any]) -> Any:
 
 
 @contextmanager
-def node(namespace: str, data_dir: Path, config: str) -> Iterator[Path]:
+def node(
+    namespace: str,
+    data_dir: Path,
+    config: str,
+    *,
+    autonat: bool = False,
+    bootstrap: Sequence[str] = (),
+) -> Iterator[Path]:
     data_dir.mkdir(mode=0o700)
+    peers = ", ".join(f'"{p}"' for p in bootstrap)
     (data_dir / "config.toml").write_text(
-        config + "\n[discovery]\nmdns = false\n[autonat]\nenabled = false\n"
+        f"{config}\n[discovery]\nmdns = false\nbootstrap = [{peers}]\n"
+        f"[autonat]\nenabled = {'true' if autonat else 'false'}\n"
     )
     src = str(TOOLS.parent / "src")
     argv = [
@@ -138,3 +147,42 @@ def test_members_behind_nats_ratify_through_the_relay_then_directly(tmp_path: Pa
         assert second["status"] == "ratified"
         punches = client.call(a, "status")["relay"]["hole_punches"]
         assert punches["upgraded"] == 1
+
+
+@pytest.mark.usefixtures("nat_ok")
+def test_a_member_behind_a_nat_reserves_on_a_relay_by_itself(tmp_path: Path) -> None:
+    """No ``[relay] reserve``: the member behind NAT A knows three public nodes (one of them a
+    relay); AutoNAT's dial-backs to its router are dropped, so it is private, and it reserves on
+    the relay by itself; the member behind NAT B reaches it through the relay."""
+    with two_nats() as net, ExitStack() as stack:
+        public = []
+        for i, port in enumerate((4001, 4004, 4005)):
+            relay = "\n[relay]\nenabled = true" if i == 0 else ""
+            data = stack.enter_context(
+                node(net.public, tmp_path / f"p{i}",
+                     f'[node]\nlisten = ["/ip4/{RELAY_ADDR}/tcp/{port}"]{relay}', autonat=True)
+            )  # fmt: skip
+            peer = client.call(data, "status")["peer_id"]
+            public.append(f"/ip4/{RELAY_ADDR}/tcp/{port}/p2p/{peer}")
+        a = stack.enter_context(
+            node(net.homes[0], tmp_path / "a",
+                 f'[node]\nlisten = ["/ip4/{HOME_ADDRS[0]}/tcp/4002"]',
+                 autonat=True, bootstrap=public)
+        )  # fmt: skip
+        b = stack.enter_context(
+            node(net.homes[1], tmp_path / "b",
+                 f'[node]\nlisten = ["/ip4/{HOME_ADDRS[1]}/tcp/4003"]')
+        )  # fmt: skip
+        a_id = client.call(a, "status")["peer_id"]
+        # AutoNAT probes once it knows servers (within 30 s), dial-backs time out (15 s).
+        circuit = _wait(
+            "a's own reservation",
+            lambda: [x for x in client.call(a, "status")["advertised"] if "p2p-circuit" in x],
+            deadline=100.0,
+        )[0]
+        assert client.call(a, "status")["reachability"] == "private"
+        assert public[0].split("/p2p/")[1] in circuit  # the relay, not the other two
+        client.call(b, "connect", peer=f"{circuit}/p2p/{a_id}")
+        entry = _peer_entry(b, a_id)
+        assert entry is not None
+        assert entry["via"] == "relayed"

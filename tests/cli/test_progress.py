@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from p2pchat.cli.chat import _chat_request
+from p2pchat.cli.chat_commands import Send, SendFile, parse_line, request_of
 from p2pchat.cli.progress import ProgressBar, render
 from p2pchat.cli.sanitize import safe_file_name
 
@@ -40,13 +40,10 @@ def test_the_bar_is_drawn_on_a_terminal_only_and_not_when_quiet() -> None:
 
 
 def test_chat_line_file_sends_a_file_by_absolute_path(tmp_path: Path) -> None:
-    op, request = _chat_request("g", f"/file {tmp_path}/a.png")
-    assert op == "send.file"
-    assert request == {"group": "g", "path": f"{tmp_path}/a.png", "wait": False, "progress": False}
-    assert _chat_request("g", "hello /file") == (
-        "send",
-        {"group": "g", "text": "hello /file", "wait": False},
-    )
+    action = parse_line(f"/file {tmp_path}/a.png")
+    assert isinstance(action, SendFile)
+    assert request_of(action) == ("send.file", {"path": f"{tmp_path}/a.png", "progress": False})
+    assert parse_line("hello /file") == Send({"type": "text", "text": "hello /file"})
 
 
 def test_a_senders_file_name_is_made_safe() -> None:

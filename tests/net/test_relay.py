@@ -4,6 +4,7 @@ status codes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,7 @@ import trio
 
 from p2pchat.identity import KeyPair
 from p2pchat.multiaddr import Multiaddr
-from p2pchat.net.host import DialError, Host, open_host
+from p2pchat.net.host import DialError, Host, HostConfig, open_host
 from p2pchat.net.muxer import MuxedStream
 from p2pchat.net.ping import open_ping
 from p2pchat.net.relay import (
@@ -179,3 +180,43 @@ async def test_stop_from_a_relay_we_hold_no_reservation_on_is_denied() -> None:
         direct = net.a.host.connection(net.b.host.peer_id)
         assert direct is not None  # b's own connection, and no relayed one
         assert not is_relayed(direct.remote_addr)
+
+
+async def test_a_silent_direct_address_gives_way_to_the_relay() -> None:
+    """b knows a direct address of a where nothing answers (as behind a NAT that drops SYNs)
+    and a circuit address: the direct one is tried first, and after ``relay_fallback_after``
+    the relay, long before ``dial_timeout``."""
+    held: list[trio.SocketStream] = []
+    b_config = HostConfig(
+        listen=(Multiaddr.from_string("/ip4/127.0.0.1/tcp/0"),),
+        dial_timeout=120.0,
+        relay_fallback_after=0.5,
+    )
+    async with trio.open_nursery() as nursery:
+        (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+
+        async def accept_and_say_nothing() -> None:
+            held.append(await listener.accept())
+
+        nursery.start_soon(accept_and_say_nothing)
+        port = listener.socket.getsockname()[1]
+        async with (
+            open_host(KeyPair.generate()) as r,
+            open_relay_service(r),
+            open_host(KeyPair.generate()) as a_host,
+            open_relay_client(a_host) as a,
+            open_host(KeyPair.generate(), b_config) as b_host,
+            open_relay_client(b_host),
+        ):
+            await a.reserve(r.addrs[0])
+            silent = Multiaddr.from_string(f"/ip4/127.0.0.1/tcp/{port}")
+            circuit = a.book.circuit_addrs(time.time())[0]
+            b_host.peer_store.add_addrs(a_host.peer_id, [silent, circuit], 600, trio.current_time())
+            with trio.fail_after(60):
+                conn = await b_host.connect(a_host.peer_id)
+            assert is_relayed(conn.remote_addr)
+            assert len(held) == 1  # the direct address was dialed first
+        nursery.cancel_scope.cancel()
+    await listener.aclose()
+    for stream in held:
+        await stream.aclose()

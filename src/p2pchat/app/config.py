@@ -92,6 +92,11 @@ max_streams_per_protocol = 64
 # Serve the libp2p perf protocol (/perf/1.0.0), so others can measure throughput to this node.
 enabled = false
 
+[search]
+# Full-text search over this node's own decrypted history (p2pchat search). The index
+# (search.sqlite in the data dir, mode 0600) holds message plaintext; false deletes it at start.
+enabled = true
+
 [dht]
 # Join the Kademlia DHT (/ipfs/kad/1.0.0) to find group members anywhere by their peer id.
 enabled = false
@@ -125,6 +130,9 @@ reserve = []
 # Dial from the listen port (SO_REUSEPORT), so that hole punching (DCUtR) through a NAT can
 # replace a relayed connection with a direct one.
 hole_punch = false
+# While AutoNAT says the node is private, hold this many reservations in all: the relays of
+# `reserve` first, then relays it knows of or finds in the DHT (specs/relay.md). 0: never.
+auto_relays = 2
 
 [log]
 # debug, info, warning or error
@@ -149,6 +157,8 @@ class Config:
     send_timeout: float = 10.0
     query_timeout: float = 5.0
     perf: bool = False
+    #: [search]: the full-text index of our decrypted history (app/reading.py).
+    search: bool = True
     #: [limits]: the Host's resource limits (net/resources.py holds the same defaults).
     max_connections: int = 256
     max_inbound_per_ip: int = 16
@@ -179,6 +189,7 @@ class Config:
     relay_client: bool = True
     relay_reserve: tuple[Multiaddr, ...] = ()
     relay_hole_punch: bool = False
+    relay_auto: int = 2
 
 
 # -- value checkers: each returns the value or raises _InvalidValueError: what was expected ---
@@ -247,6 +258,12 @@ def _count(value: Any) -> int:
     return value
 
 
+def _auto_relays(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 8:
+        raise _InvalidValueError("must be a whole number from 0 to 8")
+    return value
+
+
 def _reserve(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 50_000:
         raise _InvalidValueError("must be a whole number from 0 to 50000")
@@ -303,6 +320,7 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "custody_quota_mib": ("custody_quota_mib", _mib),
     },
     "perf": {"enabled": ("perf", _bool)},
+    "search": {"enabled": ("search", _bool)},
     "dht": {
         "enabled": ("dht", _bool),
         "mode": ("dht_mode", _choice("auto", "client", "server")),
@@ -318,6 +336,7 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
         "client": ("relay_client", _bool),
         "reserve": ("relay_reserve", _dht_bootstrap),
         "hole_punch": ("relay_hole_punch", _bool),
+        "auto_relays": ("relay_auto", _auto_relays),
     },
     "log": {
         "level": ("log_level", _choice(*LOG_LEVELS)),

@@ -61,6 +61,7 @@ from .internet import Internet, InternetOptions, open_internet
 from .knownpeers import KnownPeerFile
 from .operations import OPERATIONS, DaemonError
 from .plugins import PluginManager, open_plugins
+from .reading import Reading
 from .relaying import Relaying, RelayOptions, open_relaying
 
 __all__ = ["Daemon", "DaemonError", "NodeOptions", "open_daemon"]
@@ -89,6 +90,8 @@ class NodeOptions:
     #: (the ``p2pchat.plugins`` entry points); [plugins] in the config file.
     plugins: tuple[str, ...] = ()
     plugin_entry_points: bool = False
+    #: Keep a full-text index of our decrypted history ([search] in the config file).
+    search: bool = True
     #: [dht] and [autonat] (app/internet.py).
     internet: InternetOptions = attrs.Factory(InternetOptions)
     #: [relay] (app/relaying.py).
@@ -126,6 +129,7 @@ class NodeOptions:
             ),
             plugins=config.plugins,
             plugin_entry_points=config.plugin_entry_points,
+            search=config.search,
             internet=InternetOptions(
                 dht=config.dht,
                 dht_mode=config.dht_mode,
@@ -137,6 +141,7 @@ class NodeOptions:
                 client=config.relay_client,
                 reserve=config.relay_reserve,
                 hole_punch=config.relay_hole_punch,
+                auto_relays=config.relay_auto,
             ),
         )
 
@@ -162,6 +167,8 @@ class Daemon:
         self.mdns_running = False
         #: The plug-ins (set by :func:`open_daemon` once they are loaded).
         self.plugins: PluginManager | None = None
+        #: Read marks and the search index (app/reading.py).
+        self.reading = Reading(options.data_dir, search=options.search)
         #: AutoNAT and the DHT, as far as enabled (set by open_daemon).
         self.internet: Internet | None = None
         #: The relay service and client (set by open_daemon).
@@ -246,12 +253,14 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             open_plugins(
                 host, chat, options.plugins, entry_points=options.plugin_entry_points
             ) as plugins,
-            open_internet(host, chat, options.internet) as internet,
+            open_internet(host, chat, options.internet, relaying) as internet,
             open_service_nursery() as nursery,
         ):
             known_peers.follow_members(partial(_group_members, chat))
             daemon = Daemon(options, host, store, chat, known_peers)
             daemon.plugins = plugins
+            if not options.search:
+                await daemon.reading.forget_search()
             daemon.internet = internet
             daemon.relaying = relaying
             await nursery.start(daemon.watch_connections)

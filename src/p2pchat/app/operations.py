@@ -22,6 +22,7 @@ import trio
 from .. import __version__
 from ..chat.core import cbor
 from ..chat.core.crypto import MAX_PLAINTEXT
+from ..chat.core.profiles import MAX_NAME, PROFILE, read_name
 from ..chat.core.roster import Role
 from ..chat.node import ChatError, ChatMessage, ChatNode, OutboxView, PendingError
 from ..errors import DecodeError, P2PChatError
@@ -30,13 +31,31 @@ from ..multiaddr import Multiaddr
 from ..net.ping import open_ping
 from .control import Emit
 from .dht_ops import DHT_OPERATIONS
+from .message_view import (
+    MessageRefError,
+    author_labels,
+    find_content_message,
+    folded_history,
+    name_authors,
+)
+from .reading import SearchError
 from .relaying import connection_kind
 
 if TYPE_CHECKING:
     from .daemon import Daemon
 
 #: The message types ``send`` accepts (specs/chat.md §4; "roster" is the owner's, by invite).
-SEND_TYPES: Final = ("text", "markdown", "image", "file")
+SEND_TYPES: Final = (
+    "text",
+    "markdown",
+    "image",
+    "file",
+    "edit",
+    "delete",
+    "reaction",
+    "profile",
+    "leave",
+)
 MAX_MIME: Final = 128
 HISTORY_DEFAULT_LIMIT: Final = 1000
 MIN_PREFIX: Final = 4
@@ -115,7 +134,7 @@ def message_json(message: ChatMessage, *, me: PeerID, data: bool = False) -> dic
         }
     if content is None:
         return out
-    if message.message_type in ("text", "markdown"):
+    if message.message_type in ("text", "markdown", "edit", "reaction", "profile"):
         out["text"] = message.text
     elif message.message_type == "roster":
         out["roster"] = _roster_summary(content)
@@ -341,6 +360,22 @@ async def op_group_remove(node: Daemon, request: dict[str, Any], emit: Emit) -> 
     return {"group_id": group_id.hex(), "peer_id": str(peer)}
 
 
+async def op_group_role(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    group_id = _group_arg(node, request)
+    peer = _peer_of(parse_peer(_str_arg(request, "peer")))
+    role = request.get("role")
+    if role not in [r.value for r in Role]:
+        raise DaemonError("role must be ratifier, user or viewer")
+    await node.chat.set_role(group_id, peer, role)
+    state = node.chat.group_state(group_id)
+    return {
+        "group_id": group_id.hex(),
+        "peer_id": str(peer),
+        "role": role,
+        "epoch": state.current_epoch,
+    }
+
+
 def _group_summary(node: Daemon, group_id: bytes) -> dict[str, Any]:
     state = node.chat.group_state(group_id)
     roster = state.current_roster
@@ -360,6 +395,10 @@ def _group_summary(node: Daemon, group_id: bytes) -> dict[str, Any]:
 
 async def op_group_list(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
     summaries = [_group_summary(node, g) for g in node.chat.groups()]
+    for summary in summaries:
+        group_id = bytes.fromhex(summary["group_id"])
+        view = node.chat.view(group_id)
+        summary["unread"] = await node.reading.unread(group_id, view, node.peer_id)
     return sorted(summaries, key=lambda s: (s["name"], s["group_id"]))
 
 
@@ -405,14 +444,30 @@ async def op_send(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str
     mime = request.get("mime")
     if mime is not None and (not isinstance(mime, str) or len(mime.encode()) > MAX_MIME):
         raise DaemonError(f"mime must be a MIME type of at most {MAX_MIME} bytes")
+    if message_type == PROFILE and read_name(data) is None:
+        raise DaemonError(f"a name is 1 to {MAX_NAME} bytes of text on one line")
     wait = request.get("wait", True) is not False
+    ref_hash = await _ref_arg(node, group_id, request)
     try:
         message_hash = await node.chat.send(
-            group_id, data, message_type=message_type, mime=mime, wait=wait
+            group_id, data, message_type=message_type, mime=mime, ref_hash=ref_hash, wait=wait
         )
     except PendingError as exc:
         return {"message_hash": exc.message_hash.hex(), "status": "pending"}
     return {"message_hash": message_hash.hex(), "status": "ratified" if wait else "pending"}
+
+
+async def _ref_arg(node: Daemon, group_id: bytes, request: dict[str, Any]) -> bytes | None:
+    """The message a ``send`` refers to (``ref``: a hash or a unique prefix), or None."""
+    ref = request.get("ref")
+    if ref is None:
+        return None
+    if not isinstance(ref, str):
+        raise DaemonError("ref must be a message hash or a unique prefix of one")
+    try:
+        return find_content_message(await node.chat.history(group_id), ref).message_hash
+    except MessageRefError as exc:
+        raise DaemonError(str(exc)) from None
 
 
 async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
@@ -420,10 +475,27 @@ async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[
     limit = request.get("limit", HISTORY_DEFAULT_LIMIT)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise DaemonError("limit must be a positive whole number")
-    messages = await node.chat.history(group_id)
+    since = request.get("since", 0)
+    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+        raise DaemonError("since must be a time in ms since 1970")
+    ratified = await node.chat.history(group_id)
+    if request.get("peek") is not True:
+        await node.reading.mark_read(group_id, node.chat.view(group_id), node.peer_id)
     # Our own messages still waiting for a quorum come after the ratified ones, marked so.
-    messages += node.chat.pending(group_id)
-    return [message_json(m, me=node.peer_id) for m in messages[-limit:]]
+    pending = [message_json(m, me=node.peer_id) for m in node.chat.pending(group_id)]
+    if request.get("raw") is True:
+        shown = [message_json(m, me=node.peer_id) for m in ratified]
+    else:
+        owner = node.chat.group_state(group_id).owner
+        shown = folded_history(
+            ratified,
+            owner,
+            lambda m: message_json(m, me=node.peer_id),
+            versions=request.get("versions") is True,
+        )
+    listed = [m for m in shown + pending if m["time_stamp"] >= since][-limit:]
+    name_authors(listed, author_labels(ratified))
+    return listed
 
 
 def outbox_json(node: Daemon, item: OutboxView) -> dict[str, Any]:
@@ -508,8 +580,30 @@ async def op_subscribe(node: Daemon, request: dict[str, Any], emit: Emit) -> Non
     state = node.chat.group_state(group_id)
     async with node.chat.subscribe(group_id) as messages:
         await emit({"kind": "subscribed", "group_id": group_id.hex(), "name": state.name})
+        profiles = [m for m in await node.chat.history(group_id) if m.message_type == PROFILE]
+        labels = author_labels(profiles)
         async for message in messages:
-            await emit({"kind": "message", "message": message_json(message, me=node.peer_id)})
+            if message.message_type == PROFILE and message.ratified:
+                profiles.append(message)
+                labels = author_labels(profiles)
+            shown = message_json(message, me=node.peer_id)
+            name_authors([shown], labels)
+            await emit({"kind": "message", "message": shown})
+            if message.ratified:  # shown to the subscriber: read
+                await node.reading.mark_read(group_id, node.chat.view(group_id), node.peer_id)
+
+
+async def op_search(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
+    query = _str_arg(request, "query")
+    limit = request.get("limit", 20)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise DaemonError("limit must be a positive whole number")
+    chosen = [_group_arg(node, request)] if request.get("group") else node.chat.groups()
+    groups = [(g, node.chat.group_state(g).owner, await node.chat.history(g)) for g in chosen]
+    try:
+        return await node.reading.search(groups, query, limit)
+    except SearchError as exc:
+        raise DaemonError(str(exc)) from None
 
 
 from .file_ops import op_save, op_send_file  # noqa: E402 (it uses the helpers above)
@@ -528,6 +622,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "group.invite": op_group_invite,
     "group.join": op_group_join,
     "group.remove": op_group_remove,
+    "group.role": op_group_role,
     "group.list": op_group_list,
     "group.roster": op_group_roster,
     "send": op_send,
@@ -536,6 +631,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "outbox": op_outbox,
     "outbox.cancel": op_outbox_cancel,
     "subscribe": op_subscribe,
+    "search": op_search,
     **DHT_OPERATIONS,
     "send.file": op_send_file,
     "save": op_save,

@@ -6,7 +6,8 @@ upgrades relayed connections to direct ones with DCUtR (effective through a NAT 
 ``[relay] hole_punch``, which makes the Host dial from its listen port), and holds reservations
 on the relays that ``[relay] reserve`` names (none by default), advertising the circuit
 addresses they give. With ``[relay] enabled`` it also serves as a relay for others
-(specs/relay.md "Relay policy").
+(specs/relay.md "Relay policy"). While AutoNAT says the node is private, ``app/internet.py``
+reserves on more relays by itself, up to ``[relay] auto_relays`` (``net/autorelay.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class RelayOptions:
     hole_punch: bool = False
     #: Run DCUtR (off only in tests that keep a connection relayed).
     dcutr: bool = True
+    #: While AutoNAT says private, hold this many reservations in all, on relays found by
+    #: ourselves after the configured ones (specs/relay.md "Automatic reservations"); 0: off.
+    auto_relays: int = 2
 
 
 @attrs.define
@@ -51,6 +55,7 @@ class Relaying:
     service: RelayService | None
     client: RelayClient | None
     dcutr: DCUtR | None = None
+    options: RelayOptions = attrs.Factory(RelayOptions)
 
     def status(self) -> dict[str, Any]:
         """For ``p2pchat status``: serving or not, our reservations, circuits relayed."""
@@ -95,4 +100,4 @@ async def open_relaying(host: Host, options: RelayOptions) -> AsyncIterator[Rela
             client = await stack.enter_async_context(open_relay_client(host, options.reserve))
             if options.dcutr:
                 dcutr = await stack.enter_async_context(open_dcutr(host))
-        yield Relaying(service, client, dcutr)
+        yield Relaying(service, client, dcutr, options)

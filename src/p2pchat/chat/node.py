@@ -51,6 +51,7 @@ from .core.engine import (
 from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
 from .core.group_state import GroupState
 from .core.packet import Packet
+from .core.refs import LEAVE, check_reference
 from .core.roster import History, Member, Role
 from .core.txn import OutboxDone
 from .core.view import history_order
@@ -191,6 +192,8 @@ class ChatNode:
         #: or the reason they were abandoned.
         self._origin_done: dict[bytes, tuple[trio.Event, list[bytes | str]]] = {}
         self._write_locks: dict[bytes, trio.Lock] = {}
+        #: (group, member) whose ratified "leave" we, the owner, are to honour (§17 "Leaving").
+        self._leaves, self._leaving = trio.open_memory_channel[tuple[bytes, PeerID]](64)
         self.artifacts: Artifacts | None = None
 
     # -- groups ------------------------------------------------------------------------------
@@ -280,6 +283,29 @@ class ChatNode:
         members = [m for m in view.state.current_roster.members if m.peer != peer]
         await self._change_roster(group_id, members, added=None)
 
+    async def set_role(self, group_id: bytes, peer: PeerID, role: Role | str) -> None:
+        """Change a member's role; owner only. Returns once the roster message is ratified.
+
+        Raises:
+            NotAllowedError: we are not the owner, or ``peer`` is the owner.
+            ChatError: ``peer`` is not a member.
+            PendingError: no quorum in time (the change stays queued).
+        """
+        view = self.engine.view(group_id)
+        role = Role(role)
+        if view.state.owner != self.peer_id:
+            raise NotAllowedError("only the group's owner changes roles")
+        if peer == self.peer_id:
+            raise NotAllowedError("the owner's role does not change (it stays a ratifier)")
+        current = view.state.current_roster
+        member = current.member(peer)
+        if member is None:
+            raise ChatError(f"{peer} is not a member of this group")
+        if member.role is role:
+            return
+        members = [attrs.evolve(m, role=role) if m.peer == peer else m for m in current.members]
+        await self._change_roster(group_id, members, added=None)
+
     async def _change_roster(
         self, group_id: bytes, members: Sequence[Member], added: PeerID | None
     ) -> None:
@@ -346,6 +372,12 @@ class ChatNode:
             mime = {"text": "text/plain", "markdown": "text/markdown"}.get(
                 message_type, "application/octet-stream"
             )
+        view = self.engine.view(group_id)
+        refused = check_reference(
+            message_type, self.peer_id, ref_hash, view.state.owner, view.ref_of
+        )
+        if refused is not None:  # §17: what the ratifiers would refuse, said at once
+            raise NotAllowedError(f"the ratifiers would refuse this {message_type}: {refused}")
         return await self._submit(
             group_id,
             lambda: self.engine.author(
@@ -521,6 +553,9 @@ class ChatNode:
             self.artifacts.on_publish(action)
         if action.ratified and action.packet.message.message_type == "roster":
             self._protect_members()
+        if action.ratified and action.packet.message.message_type == LEAVE:
+            message = action.packet.message
+            self._leave_asked(action.group_id, message.author, message.epoch)
         if action.ratified:
             waiter = self._ratified_waiters.pop(action.packet.message_hash, None)
             if waiter is not None:
@@ -536,6 +571,33 @@ class ChatNode:
                 logger.warning("a subscriber fell behind; dropping a message for it")
             except trio.BrokenResourceError:
                 subscribers.remove(channel)
+
+    def _leave_asked(self, group_id: bytes, member: PeerID, epoch: int) -> None:
+        view = self.engine.find(group_id)
+        if view is None or view.state.owner != self.peer_id or member == self.peer_id:
+            return
+        if epoch != view.state.current_epoch:
+            return  # the roster moved on since (the member may have been invited back)
+        if view.is_current_member(member):
+            try:
+                self._leaves.send_nowait((group_id, member))
+            except trio.WouldBlock:  # honoured at the next leave or restart scan
+                logger.warning("too many leave requests at once; one waits")
+
+    async def _honour_leaves(self) -> None:
+        """Take each member that asked to leave off the roster (owner only; in the node's
+        nursery). A change that cannot go through now is logged; the member asks again."""
+        for group_id in self.engine.groups():  # requests ratified while we were away
+            for message in await self.history(group_id):
+                if message.message_type == LEAVE:
+                    self._leave_asked(group_id, message.author, message.epoch)
+        async for group_id, member in self._leaving:
+            if not self.engine.view(group_id).is_current_member(member):
+                continue
+            try:
+                await self.remove(group_id, member)
+            except ChatError as exc:  # PendingError is one: the change stays queued
+                logger.warning("cannot take %s off the roster yet: %s", member, exc)
 
     def _ratified(self, action: Ratified | Abandoned) -> None:
         done = self._origin_done.get(action.origin)
@@ -737,6 +799,7 @@ async def open_chat_node(
             await records.load(node.current_members())
             nursery.start_soon(records.run_saver, node.current_members)
         nursery.start_soon(node._connect_members)
+        nursery.start_soon(node._honour_leaves)
         try:
             yield node
         finally:

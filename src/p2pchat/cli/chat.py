@@ -9,17 +9,56 @@ of the node's network layers.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
-from pathlib import Path
+import time
 from typing import Any, Final
 
 import trio
 
 from ..app.control_protocol import RemoteCommandError
 from ..client import connect
+from .chat_commands import HELP, Help, LineError, Quit, parse_line, request_of
 from .common import Command, UsageError, data_dir, run_trio, start_logging
 from .render import PeerLabels, clean, format_message
+
+
+class _Screen:
+    """The session's output. On a terminal (stdin and stdout both), the line just typed is
+    replaced by the message it became, and our pending message's line is rewritten in place as
+    ratified when nothing was printed after it: one line per message with its state. Piped, every
+    line is printed as it comes (scripts see ``(pending)`` then ``(ratified)``)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdin.isatty() and sys.stdout.isatty()
+        #: The hash of our pending message whose lines are the last printed, and their count.
+        self._last: tuple[str, int] | None = None
+
+    def _rows(self, text: str) -> int:
+        width = max(shutil.get_terminal_size().columns, 1)
+        return sum(max(1, -(-len(part) // width)) for part in text.split("\n"))
+
+    def erase_typed(self, typed: str) -> None:
+        """Take the line the terminal echoed off the screen (a terminal only)."""
+        if self.tty:
+            sys.stdout.write(f"\x1b[{self._rows(typed)}A\r\x1b[J")
+            self._last = None
+
+    def show(
+        self, line: str, *, pending_of: str | None = None, replaces: str | None = None
+    ) -> None:
+        """Print ``line``; on a terminal, over our pending line of hash ``replaces`` if that is
+        the last thing shown."""
+        if self.tty and replaces is not None and self._last and self._last[0] == replaces:
+            sys.stdout.write(f"\x1b[{self._last[1]}A\r\x1b[J")
+        print(line, flush=True)
+        self._last = None if pending_of is None else (pending_of, self._rows(line))
+
+    def note(self, text: str) -> None:
+        """A line for the user that is not a message (help, a refusal)."""
+        print(text, file=sys.stderr, flush=True)
+        self._last = None
 
 
 async def _chat(args: argparse.Namespace) -> None:
@@ -30,15 +69,20 @@ async def _chat(args: argparse.Namespace) -> None:
         if first is None or first.get("kind") != "subscribed":
             raise UsageError("the node did not start the subscription")
         group_id = first["group_id"]
+        screen = _Screen()
         print(
             f"chat in {clean(first['name'])} ({group_id[:16]}): type a line and press Enter to "
-            "send it; Ctrl-D leaves",
+            "send it; /help lists the commands; Ctrl-D leaves",
             flush=True,
         )
         shown: set[str] = set()
         peers = PeerLabels()
+
+        def line_of(message: dict[str, Any]) -> str:
+            return format_message(message, date=False, status=True, peers=peers, hashes=True)
+
         for message in await control.call("history", group=group_id, limit=args.last):
-            print(format_message(message, date=False, status=True, peers=peers), flush=True)
+            print(line_of(message), flush=True)
             if message["ratified"]:  # ours still pending are shown again once ratified
                 shown.add(message["message_hash"])
         mine_pending: set[str] = set()
@@ -52,31 +96,62 @@ async def _chat(args: argparse.Namespace) -> None:
                     continue
                 message = event["message"]
                 digest = message["message_hash"]
-                if message["ratified"]:
-                    if digest in shown:
-                        continue
-                    shown.add(digest)
-                    ratified.add(digest)
-                    mine_pending.discard(digest)
-                    if not mine_pending:
-                        settled.set()
-                print(format_message(message, date=False, status=True, peers=peers), flush=True)
+                if not message["ratified"]:
+                    continue  # ours: shown when sent
+                if digest in shown:
+                    continue
+                shown.add(digest)
+                ratified.add(digest)
+                mine = digest in mine_pending
+                mine_pending.discard(digest)
+                if not mine_pending:
+                    settled.set()
+                screen.show(line_of(message), replaces=digest if mine else None)
 
         async def send_lines(done: trio.CancelScope) -> None:
             nonlocal settled
             while line := await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
-                text = line.rstrip("\r\n")
-                if not text.strip():
-                    continue
+                typed = line.rstrip("\r\n")
                 try:
-                    op, request = _chat_request(group_id, text)
-                    answer = await control.call(op, **request)
-                except RemoteCommandError as exc:  # e.g. a viewer: the session stays, read-only
-                    print(f"p2pchat: not sent: {clean(str(exc))}", file=sys.stderr, flush=True)
+                    action = parse_line(typed)
+                except LineError as exc:
+                    screen.note(f"p2pchat: {exc}")
                     continue
-                if answer["message_hash"] not in ratified:
-                    mine_pending.add(answer["message_hash"])
-                    settled = trio.Event()
+                if action is None:
+                    continue
+                if isinstance(action, Help):
+                    screen.note(HELP)
+                    continue
+                if isinstance(action, Quit):
+                    break
+                try:
+                    op, request = request_of(action)
+                    answer = await control.call(op, group=group_id, wait=False, **request)
+                except (RemoteCommandError, UsageError) as exc:  # e.g. a viewer: read-only
+                    screen.note(f"p2pchat: not sent: {clean(str(exc))}")
+                    continue
+                digest = answer["message_hash"]
+                if digest in ratified:
+                    continue
+                mine_pending.add(digest)
+                settled = trio.Event()
+                screen.erase_typed(typed)
+                pending = {
+                    "message_hash": digest,
+                    "time_stamp": int(time.time() * 1000),
+                    "from_me": True,
+                    "author": "",
+                    "type": request.get("type", "file"),
+                    "mime": request.get("mime", "text/plain"),
+                    "text": request.get("text"),
+                    "size": None,
+                    "ref_hash": request.get("ref"),
+                    "readable": True,
+                    "ratified": False,
+                    "epoch": 0,
+                    "group_id": group_id,
+                }
+                screen.show(line_of(pending), pending_of=digest)
             if mine_pending:  # end of input: give our last messages a moment to be ratified
                 with trio.move_on_after(args.wait):
                     await settled.wait()
@@ -100,15 +175,6 @@ async def _chat(args: argparse.Namespace) -> None:
             )
 
 
-def _chat_request(group_id: str, line: str) -> tuple[str, dict[str, Any]]:
-    """The operation a typed line asks for: ``/file PATH`` sends a file (the node reads it by
-    its absolute path), anything else is a text."""
-    if line.startswith("/file "):
-        path = Path(line[len("/file ") :].strip()).expanduser().resolve()
-        return "send.file", {"group": group_id, "path": str(path), "wait": False, "progress": False}
-    return "send", {"group": group_id, "text": line, "wait": False}
-
-
 def cmd_chat(args: argparse.Namespace) -> int:
     """The interactive chat: lines typed are sent, everyone's messages are shown.
 
@@ -117,6 +183,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
         UsageError: the node did not start the subscription.
     """
     start_logging(args)
+    if not args.plain and sys.stdin.isatty() and sys.stdout.isatty():
+        try:
+            import prompt_toolkit  # noqa: F401 -- the terminal UI's library, if installed
+        except ImportError:
+            pass  # the line-by-line session below serves instead
+        else:
+            from .tui import run_tui
+
+            run_trio(run_tui, args)
+            return 0
     run_trio(_chat, args)
     return 0
 

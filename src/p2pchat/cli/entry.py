@@ -24,7 +24,10 @@ from . import args
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Command, sole_error
 from .conformance import add_arguments as conformance_arguments
 from .dht import add_parser as add_dht_parser
+from .reading import add_arguments as search_arguments
+from .reading import add_history_arguments
 from .sanitize import terminal_text
+from .thread import add_arguments as thread_arguments
 
 
 class _Parser(argparse.ArgumentParser):
@@ -196,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = group_command("remove", "remove a member from a group (owner only)")
     g.add_argument("group", help="group id, unique id prefix, or name")
     g.add_argument("peer", type=args.peer, help="the member's peer ID")
+    g = group_command("role", "change a member's role (owner only)")
+    g.add_argument("group", help="group id, unique id prefix, or name")
+    g.add_argument("peer", type=args.peer, help="the member's peer ID")
+    g.add_argument("role", choices=("ratifier", "user", "viewer"), help="its new role")
+    g = group_command("leave", "ask to leave a group (the owner's node takes you off)")
+    g.add_argument("group", help="group id, unique id prefix, or name")
     g = group_command("list", "list this node's groups")
     _json_flag(g)
     g = group_command("roster", "show a group's members and roles")
@@ -219,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("history", "print a group's ratified messages in display order, then ours pending")
     p.add_argument("group", help="group id, unique id prefix, or name")
     p.add_argument("--limit", type=args.positive_int, default=1000, help="newest N (default: 1000)")
+    p.add_argument("--versions", action="store_true", help="show every version of edited messages")
+    p.add_argument("--raw", action="store_true", help="every message as sent: edits etc. unfolded")
+    add_history_arguments(p)
     _json_flag(p)
+    thread_arguments(command)
+    search_arguments(command)
 
     p = command(
         "outbox",
@@ -248,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="at end of input, seconds to wait for our messages' ratification (default: 15)",
     )
+    p.add_argument("--plain", action="store_true", help="line by line, without the terminal UI")
 
     command("demo", "run three nodes on 127.0.0.1 and show ratification and catch-up")
 
@@ -303,8 +318,14 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "perf": "net",
     "group": "groups",
     "send": "messages",
-    "history": "messages",
+    "history": "reading",
+    "search": "reading",
     "get": "messages",
+    "reply": "thread",
+    "edit": "thread",
+    "delete": "thread",
+    "react": "thread",
+    "name": "thread",
     "outbox": "outbox",
     "chat": "chat",
     "dht": "dht",

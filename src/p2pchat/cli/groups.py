@@ -59,6 +59,23 @@ def cmd_group_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_group_role(args: argparse.Namespace) -> int:
+    """Change a member's role (owner only)."""
+    answer = call(args, "group.role", group=args.group, peer=args.peer, role=args.role)
+    print(f"{clean(answer['peer_id'])} is now a {answer['role']} (epoch {answer['epoch']})")
+    return 0
+
+
+def cmd_group_leave(args: argparse.Namespace) -> int:
+    """Ask to leave a group: a ratified request that the owner's node honours."""
+    answer = call(args, "send", group=args.group, type="leave", text="")
+    print(
+        f"{answer['status']} {answer['message_hash']}: the owner's node takes you off the "
+        "roster when it sees the request"
+    )
+    return 0
+
+
 def cmd_group_list(args: argparse.Namespace) -> int:
     """List this node's groups."""
     groups = call(args, "group.list")
@@ -71,6 +88,7 @@ def cmd_group_list(args: argparse.Namespace) -> int:
         print(
             f"{g['group_id']}  {clean(g['name'])}  {g['role']}  epoch {g['epoch']}  "
             f"{g['members']} members, quorum {g['quorum']} of {g['ratifiers']} ratifiers"
+            + (f"  {g['unread']} unread" if g.get("unread") else "")
         )
     return 0
 
@@ -98,6 +116,8 @@ GROUP_COMMANDS: Final[dict[str, Command]] = {
     "invite": cmd_group_invite,
     "join": cmd_group_join,
     "remove": cmd_group_remove,
+    "role": cmd_group_role,
+    "leave": cmd_group_leave,
     "list": cmd_group_list,
     "roster": cmd_group_roster,
 }

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from .common import EXIT_INTERRUPTED, EXIT_PENDING, Command, UsageError, call, call_stream
 from .progress import ProgressBar
-from .render import PeerLabels, clean, format_message, print_json, size
+from .render import clean, print_json, size
 from .sanitize import safe_file_name
 
 
@@ -87,19 +87,6 @@ def _report_send(args: argparse.Namespace, answer: dict[str, Any]) -> int:
     return EXIT_PENDING if waited_in_vain else 0
 
 
-def cmd_history(args: argparse.Namespace) -> int:
-    """Print a group's ratified messages in display order, then ours still pending."""
-    messages = call(args, "history", group=args.group, limit=args.limit)
-    if args.json:
-        print_json(messages)
-        return 0
-    peers = PeerLabels()
-    for message in messages:
-        line = format_message(message, date=True, peers=peers)
-        print(line if message["ratified"] else f"{line}  (pending)")
-    return 0
-
-
 def cmd_get(args: argparse.Namespace) -> int:
     """Save the content of a message (never overwriting a file).
 
@@ -166,6 +153,5 @@ def _get_artifact(args: argparse.Namespace, message: dict[str, Any]) -> int:
 
 COMMANDS: Final[dict[str, Command]] = {
     "send": cmd_send,
-    "history": cmd_history,
     "get": cmd_get,
 }

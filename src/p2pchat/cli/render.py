@@ -62,6 +62,25 @@ def size(count: int) -> str:
     return f"{count / 1024 / 1024:.1f} MiB"
 
 
+def _reference(message: dict[str, Any], labels: PeerLabels) -> str:
+    """The body with what the fold says of it (§17): a reply's target, an edit, a delete,
+    reactions."""
+    if message.get("deleted_by") is not None:
+        by = message["deleted_by"]
+        who = "its author" if by == message["author"] else labels.label(by)
+        return f"[message deleted by {who}]"
+    body = message_body(message)
+    if message.get("ref_hash") and message["type"] in ("text", "markdown", "image", "file"):
+        body = f"(reply to {message['ref_hash'][:HASH_CHARS]}) {body}"
+    if message.get("edited"):
+        body += " (edited)"
+    reactions = message.get("reactions") or {}
+    if reactions:
+        shown = ", ".join(f"{clean(r)} {len(p)}" for r, p in reactions.items())
+        body += f"  [{shown}]"
+    return body
+
+
 def message_body(message: dict[str, Any]) -> str:
     """What a message (specs/control.md "Message") shows in a terminal."""
     kind = message["type"]
@@ -70,6 +89,18 @@ def message_body(message: dict[str, Any]) -> str:
     if kind in ("text", "markdown"):
         text = terminal_text(message.get("text") or "", multiline=True).replace("\n", "\n    ")
         return text if kind == "text" else f"(markdown) {text}"
+    ref = clean(message.get("ref_hash") or "")[:HASH_CHARS]
+    if kind == "edit":
+        text = terminal_text(message.get("text") or "", multiline=True).replace("\n", "\n    ")
+        return f"(edit of {ref}) {text}"
+    if kind == "delete":
+        return f"(deleted {ref})"
+    if kind == "leave":
+        return "(asked to leave the group)"
+    if kind == "profile":
+        return f"(is now called {clean(message.get('text') or '')})"
+    if kind == "reaction":
+        return f"(reacted {clean(message.get('text') or '')} to {ref})"
     if kind == "roster":
         roster = message.get("roster")
         if not roster:
@@ -92,16 +123,33 @@ def message_body(message: dict[str, Any]) -> str:
     )
 
 
+#: Hex digits of a message hash shown in a history line (what ``reply``/``edit`` take).
+HASH_CHARS: Final = 8
+
+
 def format_message(
-    message: dict[str, Any], *, date: bool, status: bool = False, peers: PeerLabels | None = None
+    message: dict[str, Any],
+    *,
+    date: bool,
+    status: bool = False,
+    peers: PeerLabels | None = None,
+    hashes: bool = False,
 ) -> str:
     """One message as a line (or a few, for multi-line text). Its author is shown as
-    ``peers`` shows it (the labels of the output so far; default: this message alone)."""
+    ``peers`` shows it (the labels of the output so far; default: this message alone); with
+    ``hashes``, its hash prefix after the time. A folded message (specs/control.md "Folded
+    history") shows what it answers, that it was edited or deleted, and its reactions."""
     when = time.localtime(message["time_stamp"] / 1000)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S", when)
     labels = peers if peers is not None else PeerLabels()
-    who = "you" if message.get("from_me") else labels.label(message["author"])
-    line = f"[{stamp}] {who}: {message_body(message)}"
+    if message.get("from_me"):
+        who = "you"
+    elif message.get("author_name"):
+        who = clean(message["author_name"])
+    else:
+        who = labels.label(message["author"])
+    tag = f" {message['message_hash'][:HASH_CHARS]}" if hashes else ""
+    line = f"[{stamp}]{tag} {who}: {_reference(message, labels)}"
     if status:
         line += "  (ratified)" if message["ratified"] else "  (pending)"
     return line

@@ -28,13 +28,14 @@ import attrs
 import trio
 
 from ..aio import open_service_nursery
-from ..errors import DecodeError
+from ..errors import DecodeError, P2PChatError
 from ..identity import PeerID
 from ..multiaddr import Multiaddr
 from ..protocols import dcutr as core
 from ..protocols._need_data import NEED_DATA
 from .events import ConnectionOpened
 from .host import DialError, Host
+from .identify import identify_peer
 from .muxer import MuxedConnection, MuxedStream, MuxerError
 from .negotiate import NegotiationError, negotiate_outbound
 from .relay import is_relayed
@@ -52,14 +53,18 @@ class DCUtRConfig:
     #: Seconds the relayed connection stays open once a direct one is up.
     grace: float = 2.0
     attempts: int = core.MAX_ATTEMPTS
-    #: Seconds one round's dials may take.
+    #: Seconds one round's dials may take (and the direct dial before the rounds).
     dial_timeout: float = 5.0
+    #: Also dial private and loopback addresses in the direct step (a LAN; tests).
+    direct_private: bool = False
 
 
 @attrs.define
 class DCUtRStats:
     upgraded: int = 0
     failed: int = 0
+    #: Of ``upgraded``: by a plain dial to the peer's advertised addresses, no hole punch.
+    direct_dials: int = 0
 
 
 class DCUtR:
@@ -105,9 +110,30 @@ class DCUtR:
                 self._upgrading.add(event.peer)
                 self._nursery.start_soon(self._upgrade, event.peer, conn)
 
+    async def _direct_first(self, peer: PeerID, relayed: MuxedConnection) -> MuxedConnection | None:
+        """Step 0 (DCUtR.md): dial the peer's advertised public addresses, if it has any."""
+        info = None
+        with trio.move_on_after(EXCHANGE_TIMEOUT):
+            try:
+                info = await identify_peer(self.host, relayed)
+            except (P2PChatError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                logger.info("direct dial to %s: identify failed: %s", peer, exc)
+                return None
+        if info is None:
+            return None
+        targets = core.public_targets(info.listen_addrs, private=self.config.direct_private)
+        if not targets:
+            return None
+        direct = await self._dial(peer, targets, initiator=True)
+        if direct is not None:
+            self.stats.direct_dials += 1
+        return direct
+
     async def _upgrade(self, peer: PeerID, relayed: MuxedConnection) -> None:
         try:
-            direct = await self._punch(peer, relayed)
+            direct = await self._direct_first(peer, relayed)
+            if direct is None:
+                direct = await self._punch(peer, relayed)
         except (DecodeError, NegotiationError, MuxerError) as exc:
             logger.info("hole punch with %s failed: %s", peer, exc)
             direct = None

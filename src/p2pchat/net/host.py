@@ -34,6 +34,7 @@ reason (specs/host.md "Resource limits").
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
@@ -116,6 +117,9 @@ class HostConfig:
     identify_on_connect: bool = True
     #: Dial TCP from the listen port (SO_REUSEPORT), as hole punching needs (specs/dcutr.md).
     reuse_port: bool = False
+    #: When a peer also has relayed addresses, the seconds its direct ones may take in all
+    #: before the relayed ones are tried (specs/host.md "Connections").
+    relay_fallback_after: float = 3.0
 
 
 class Host:
@@ -459,9 +463,20 @@ class Host:
         if not addrs:
             raise DialError(f"no known address for {peer}")
         failures: list[str] = []
+        # A peer with relayed addresses may sit behind a NAT that drops our SYNs: its direct
+        # addresses get relay_fallback_after seconds in all, then the relay is tried.
+        direct_until = math.inf
+        if any(_is_relayed(a) for a in addrs):
+            direct_until = trio.current_time() + self.config.relay_fallback_after
         for addr in addrs:
+            timeout = self.config.dial_timeout
+            if not _is_relayed(addr):
+                timeout = min(timeout, direct_until - trio.current_time())
+                if timeout <= 0:
+                    failures.append(f"{addr}: not tried, the relay's turn")
+                    continue
             try:
-                with trio.fail_after(self.config.dial_timeout):
+                with trio.fail_after(timeout):
                     tcp = await self._open_transport(peer, addr)
                     conn = await upgrade(
                         tcp,

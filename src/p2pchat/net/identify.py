@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
@@ -32,6 +33,7 @@ from .negotiate import negotiate_outbound
 from .peerstore import CONNECTED_ADDR_TTL
 
 if TYPE_CHECKING:
+    from ..multiaddr import Multiaddr
     from .host import Host
 
 logger = logging.getLogger(__name__)
@@ -41,11 +43,26 @@ IDENTIFY_TIMEOUT: Final = 10.0
 READ_SIZE: Final = 4096
 
 
+#: Each host's latest record: (its addresses, its seq, the sealed envelope).
+_RECORDS: weakref.WeakKeyDictionary[Host, tuple[tuple[Multiaddr, ...], int, bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def signed_record(host: Host) -> bytes:
-    """``host``'s signed peer record of its advertised addresses (specs/peer-record.md), ``seq``
-    being the wall clock in milliseconds."""
-    record = make_peer_record(host.identity, time.time_ns() // 1_000_000, host.advertised_addrs)
-    return record.encode()
+    """``host``'s signed peer record of its advertised addresses (specs/peer-record.md): made
+    again only when they change, ``seq`` being the wall clock in milliseconds (and always
+    above the previous one)."""
+    addrs = tuple(host.advertised_addrs)
+    held = _RECORDS.get(host)
+    if held is not None and held[0] == addrs:
+        return held[2]
+    seq = time.time_ns() // 1_000_000
+    if held is not None:
+        seq = max(seq, held[1] + 1)
+    sealed = make_peer_record(host.identity, seq, addrs).encode()
+    _RECORDS[host] = (addrs, seq, sealed)
+    return sealed
 
 
 def our_info(host: Host, conn: MuxedConnection | None) -> core.IdentifyInfo:

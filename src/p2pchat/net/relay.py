@@ -47,8 +47,9 @@ from .tcp import TransportError
 logger = logging.getLogger(__name__)
 
 READ_SIZE: Final = 4096
-#: specs/relay.md "Relay policy": the relay forwards at most this many bytes per read.
-BUFFER_SIZE: Final = 2048
+#: specs/relay.md "Relay policy": the relay forwards at most this many bytes per read (one
+#: chunk in flight per direction of each circuit: 64 circuits hold at most 8 MiB).
+BUFFER_SIZE: Final = 65536
 #: Seconds for one request/answer exchange on hop or stop.
 EXCHANGE_TIMEOUT: Final = 10.0
 #: Seconds between two attempts to reserve on a relay that refused or could not be reached.

@@ -144,6 +144,17 @@ def punch_targets(addrs: Iterable[Multiaddr]) -> list[Multiaddr]:
     return out[:MAX_TARGETS]
 
 
+def public_targets(addrs: Iterable[Multiaddr], *, private: bool = False) -> list[Multiaddr]:
+    """The addresses the direct step dials before any hole punch: those of
+    :func:`punch_targets` at a public (global) IP; with ``private`` any IP."""
+    out = []
+    for addr in punch_targets(addrs):
+        target = tcp_host_port(addr)
+        if target is not None and (private or ipaddress.ip_address(target.host).is_global):
+            out.append(addr)
+    return out
+
+
 class Attempts:
     """The inbound peer's schedule: up to :data:`MAX_ATTEMPTS` rounds of CONNECT, CONNECT,
     SYNC, dial; each round measures its own round trip (DCUtR.md "FAQ")."""

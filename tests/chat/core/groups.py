@@ -78,6 +78,7 @@ def text_packet(
     time_stamp: int = NOW,
     parents: Sequence[bytes] = (),
     data: bytes = b"ciphertext",
+    ref_hash: bytes | None = None,
 ) -> Packet:
     """A signed packet shaped like an encrypted one (the bytes are not real ciphertext)."""
     aes_key, iv = bytes(60), bytes(12)
@@ -87,7 +88,7 @@ def text_packet(
         message_type=message_type,
         time_stamp=time_stamp,
         author=author.peer_id,
-        ref_hash=None,
+        ref_hash=ref_hash,
         parents=tuple(sorted(parents)),
         headers=Headers(),
         artifact=Artifact("text/plain", data, sha256(data), sha256(aes_key + iv)),

@@ -81,20 +81,28 @@ class MemStore:
         held: list[Packet] = []
         for record in groups.list_groups(conn):
             rosters = groups.get_rosters(conn, record.group_id)
-            packets = [Packet.decode(r.packet) for r in rosters]
+            packets = [Packet.decode(r.packet) for r in sorted(rosters, key=lambda r: r.epoch)]
             ratified = [decode_row(r) for r in messages.all_ratified(conn, record.group_id)]
             keys = groups.get_epoch_keys(conn, record.group_id)
             engine.load_group(record.genesis, packets, keys, ratified)
             held += ratified
             for row in messages.others_pending(conn, record.group_id):
-                engine.load_pending(
-                    decode_row(row), received_at=row.received_at, size=row.wire_size
-                )
+                packet = decode_row(row)
+                engine.load_pending(packet, received_at=row.received_at, size=row.wire_size)
+                self._load_vote(engine, packet)
         for entry in outbox.outbox_due(conn, 2**62, MAX_OUTBOX_LOAD):
             queued = messages.get_message(conn, entry.group_id, entry.message_hash)
             if queued is not None:
-                engine.load_outbox(decode_row(queued), now, rank=entry.created_at)
+                packet = decode_row(queued)
+                engine.load_outbox(packet, now, rank=entry.created_at)
+                self._load_vote(engine, packet)
         return held
+
+    def _load_vote(self, engine: ChatEngine, packet: Packet) -> None:
+        """``chat/node.py``'s ``_load_vote``: our stored vote for a pending message goes into
+        our closing commitment, and a roster vote closes its epoch for us (specs/chat.md §14)."""
+        if messages.get_vote(self.conn, packet.message.group_id, packet.message_hash) is not None:
+            engine.load_vote(packet)
 
     # -- reads the simulated peers serve and the invariants check ------------------------------
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from p2pchat.chat.core import engine as engine_module
+from p2pchat.chat.core import voting as voting_module
 from p2pchat.chat.core.packet import Certificate
 from p2pchat.chat.core.quorum import QuorumCollector, VoteOutcome
 from p2pchat.chat.core.view import GroupView
@@ -40,17 +40,17 @@ def quorum_one_short() -> Iterator[None]:
 @contextmanager
 def vote_without_parents() -> Iterator[None]:
     """A ratifier votes for a message whose parents it does not hold."""
-    real = engine_module.check_for_ratification  # type: ignore[attr-defined]
+    real = voting_module.check_for_ratification  # type: ignore[attr-defined]
 
     def check(*args: Any, **kwargs: Any) -> str | None:
         reason = real(*args, **kwargs)
         return None if reason == "missing parents" else reason
 
-    engine_module.check_for_ratification = check  # type: ignore[attr-defined]
+    voting_module.check_for_ratification = check  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        engine_module.check_for_ratification = real  # type: ignore[attr-defined]
+        voting_module.check_for_ratification = real  # type: ignore[attr-defined]
 
 
 @contextmanager

@@ -6,9 +6,10 @@ as queries over the simulated network, and serves the queries it receives with t
 ``chat/services/handlers.py`` (written again here: a change there must be made here too). The
 :class:`~.world.World` provides the clock, the network and crashes.
 
-Simplifications: ``smsg`` is answered once the packet is taken or its parents' fetch started
-(the real handler waits for the fetch), and a query's answer lost in the network is reported as
-no answer after ``QUERY_TIMEOUT`` (the real client's timeout).
+Simplifications: a query's answer lost in the network is reported as no answer after
+``QUERY_TIMEOUT`` (the real client's timeout); the packets of a history page are received one
+after another without waiting for the parent fetches they start (the real sync awaits each);
+``smsg`` carries no relay list (specs/chat.md §13).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from p2pchat.chat.core.budget import Unproven
+from p2pchat.chat.core.engine import CLOSED_EPOCH
 from p2pchat.chat.core.events import (
     Abandoned,
     Action,
@@ -37,6 +40,12 @@ from p2pchat.chat.core.events import (
 )
 from p2pchat.chat.core.fetch import ParentFetch
 from p2pchat.chat.core.packet import Packet, Vote
+from p2pchat.chat.core.roster_sync import (
+    MAX_CHAIN_PAGES,
+    RosterPageError,
+    read_roster_page,
+    roster_page,
+)
 from p2pchat.chat.core.txn import CommitResult
 from p2pchat.chat.core.view import decode_vote
 from p2pchat.chat.store import VoteConflictError
@@ -227,38 +236,64 @@ class Services:
             if node.incarnation == incarnation and node.engine is not None:
                 self.deliver(node, peer, packet, attempt + 1)
 
-        self.request(node, peer, lambda d, reply: reply(self.serve_smsg(d, node, packet)), answered)
+        self.request(node, peer, lambda d, reply: self.serve_smsg(d, node, packet, reply), answered)
 
-    def serve_smsg(self, node: Node, sender: Node, packet: Packet) -> str:
-        """The answer to ``smsg``: "ok" (taken, or being taken once its parents are fetched)
-        or a refusal."""
+    def serve_smsg(
+        self, node: Node, sender: Node, packet: Packet, reply: Callable[[Any], None]
+    ) -> None:
+        """Answer ``smsg`` (``on_smsg``): "ok" once the packet is taken (its missing parents
+        fetched from the sender first), or the refusal."""
         engine = node.engine
         assert engine is not None
         view = engine.find(self.group_id)
         if view is None or sender.peer not in view.members():
-            return "unknown group"
+            reply("unknown group")
+            return
         epoch = packet.message.epoch
         if not (view.is_current_member(sender.peer) or view.state.is_member(sender.peer, epoch)):
-            return "unknown group"
-        self.receive(node, packet, sender, fetch=True)
-        return "ok"
+            reply("unknown group")
+            return
+        self.receive(node, packet, sender, fetch=True, then=lambda reason: reply(reason or "ok"))
 
-    def receive(self, node: Node, packet: Packet, sender: Node, *, fetch: bool) -> None:
+    def receive(
+        self,
+        node: Node,
+        packet: Packet,
+        sender: Node,
+        *,
+        fetch: bool,
+        then: Callable[[str | None], None] | None = None,
+    ) -> str | None:
+        """``Runtime.receive``: take a certified packet, fetching its missing parents from
+        ``sender`` first (``fetch``); ``then`` gets None or the reason it was refused, once
+        known. Returns the reason when known at once (a refusal before any fetch)."""
         engine = node.engine
         if engine is None:
-            return
+            return None
         decision = engine.receive(self.group_id, packet, self.clock(node))
         if isinstance(decision, NeedParents) and fetch:
             self.fetch(
                 node,
                 sender,
                 decision.hashes,
-                lambda: self.receive(node, packet, sender, fetch=False),
+                lambda: self.receive(node, packet, sender, fetch=False, then=then),
             )
-        elif isinstance(decision, Commit):
+            return None
+        reason: str | None = None
+        if isinstance(decision, Commit):
+            incarnation = node.incarnation
             self.commit(node, decision)
+            if node.incarnation != incarnation:
+                return None  # crashed: no answer
+        elif isinstance(decision, NeedParents):
+            reason = "missing parents"
+        elif isinstance(decision, Refused):
+            reason = decision.reason
         else:
-            assert isinstance(decision, (NeedParents, Refused, AlreadyHeld))
+            assert isinstance(decision, AlreadyHeld)
+        if then is not None:
+            then(reason)
+        return reason
 
     def serve_get(self, node: Node, querier: Node, hashes: list[bytes]) -> list[Packet]:
         assert node.engine is not None
@@ -267,13 +302,18 @@ class Services:
             return []
         return [node.certified[h] for h in hashes if view.has(h) and h in node.certified]
 
-    def serve_pkt(self, node: Node, querier: Node) -> tuple[Any, list[Packet]] | None:
+    def serve_pkt(self, node: Node, querier: Node, first: int) -> dict[str, Any] | None:
+        """``pkt {from: first}``: a page of the chain up to the querier's last epoch (§16), or
+        None for a refusal."""
         assert node.engine is not None
         view = node.engine.find(self.group_id)
         last = None if view is None else view.last_epoch_of(querier.peer)
         if view is None or last is None:
             return None
-        return view.signed, list(view.state.roster_packets[: last + 1])
+        try:
+            return roster_page(view.signed, view.state.roster_packets[: last + 1], first)
+        except RosterPageError:
+            return None
 
     # -- sync (chat/services/sync.py) -----------------------------------------------------------
 
@@ -282,7 +322,7 @@ class Services:
             assert d.engine is not None
             view = d.engine.find(self.group_id)
             if view is not None and view.is_current_member(node.peer):
-                reply(tuple(view.heads.heads()))
+                reply(tuple(view.next_parents()))  # late messages (§14) left out
 
         def answered(me: Node, heads: tuple[bytes, ...] | None) -> None:
             if heads is not None:
@@ -290,7 +330,18 @@ class Services:
 
         self.request(node, self.by_peer[action.peer], serve, answered)
 
-    def history(self, node: Node, peer: Node, cursor: int = 0, pages: int = 0) -> None:
+    def history(
+        self,
+        node: Node,
+        peer: Node,
+        cursor: int = 0,
+        pages: int = 0,
+        unproven: Unproven | None = None,
+    ) -> None:
+        """Page through ``peer``'s history; a closed-epoch message not yet admitted is kept
+        aside (bounded) until a later page admits it (``SyncService._receive_page``, §14)."""
+        aside = Unproven() if unproven is None else unproven
+
         def serve(d: Node, reply: Callable[[Any], None]) -> None:
             assert d.engine is not None
             view = d.engine.find(self.group_id)
@@ -302,12 +353,25 @@ class Services:
                 return
             packets, following = page
             incarnation = me.incarnation
+            engine = me.engine
+            assert engine is not None
+            engine.admit(self.group_id, [*aside.packets, *packets])
+            still = Unproven()
+            for packet in aside.packets:
+                if not engine.admitted(self.group_id, packet.message_hash):
+                    still.keep(packet)  # not checked again until admitted
+                    continue
+                if self.receive(me, packet, peer, fetch=True) == CLOSED_EPOCH:
+                    still.keep(packet)
+                if me.incarnation != incarnation:
+                    return
             for packet in packets:
-                self.receive(me, packet, peer, fetch=True)
+                if self.receive(me, packet, peer, fetch=True) == CLOSED_EPOCH:
+                    still.keep(packet)
                 if me.incarnation != incarnation:
                     return
             if following is not None and pages + 1 < MAX_PAGES:
-                self.history(me, peer, following, pages + 1)
+                self.history(me, peer, following, pages + 1, still)
 
         self.request(node, peer, serve, answered)
 
@@ -316,7 +380,7 @@ class Services:
         node: Node,
         peer: Node,
         hashes: tuple[bytes, ...],
-        then: Callable[[], None] | None,
+        then: Callable[[], object] | None,
     ) -> None:
         """Fetch the missing ancestors of ``hashes`` from ``peer``, receive them, then ``then``."""
         assert node.engine is not None
@@ -327,7 +391,10 @@ class Services:
         incarnation = node.incarnation
 
         def finish() -> None:
-            for packet in plan.in_order():
+            fetched = plan.in_order()
+            if node.engine is not None:
+                node.engine.admit(self.group_id, fetched)  # §14: children first
+            for packet in fetched:
                 if node.incarnation != incarnation:
                     return
                 self.receive(node, packet, peer, fetch=False)
@@ -352,18 +419,29 @@ class Services:
 
         next_round()
 
-    def learn_roster(self, node: Node, peer: Node) -> None:
-        def answered(me: Node, body: tuple[Any, list[Packet]] | None) -> None:
+    def learn_roster(self, node: Node, peer: Node, pages: int = 0) -> None:
+        """The roster messages ``peer`` holds from our current epoch on, page by page
+        (``SyncService.learn_roster``); the first refusal ends it."""
+        assert node.engine is not None
+        view = node.engine.find(self.group_id)
+        if view is None or pages >= MAX_CHAIN_PAGES:
+            return
+        first = view.state.current_epoch
+
+        def answered(me: Node, body: dict[str, Any] | None) -> None:
             if body is None or me.engine is None:
                 return
-            view = me.engine.find(self.group_id)
-            if view is None:
+            try:
+                page = read_roster_page(body, first)
+            except RosterPageError:
                 return
             incarnation = me.incarnation
-            for packet in sorted(body[1], key=lambda p: p.message.epoch):
+            for packet in page.packets:
+                if self.receive(me, packet, peer, fetch=True) is not None:
+                    return  # refused: the rest of the chain would be too
                 if me.incarnation != incarnation:
                     return
-                if packet.message.epoch >= view.state.current_epoch:
-                    self.receive(me, packet, peer, fetch=True)
+            if page.next is not None:
+                self.learn_roster(me, peer, pages + 1)
 
-        self.request(node, peer, lambda d, reply: reply(self.serve_pkt(d, node)), answered)
+        self.request(node, peer, lambda d, reply: reply(self.serve_pkt(d, node, first)), answered)

@@ -25,10 +25,21 @@ CI_SWEEPS = [(SHORT, range(0, 200), 50), (TINY, range(0, 800), 200)]
 
 #: Engine bugs the sweep meets, by (size, seed), with the rule each breaks and why: the sweep
 #: accepts exactly these, and each is an expected failure below, so that a fix shows.
-#: None today. Seed 550 (tiny) was one: the owner cancelled a roster change its ratifiers had
-#: voted for, and the roster never changed again; a roster change can no longer be cancelled
-#: (specs/chat.md §14), and the seed passes.
-KNOWN: dict[tuple[str, int], tuple[str, str]] = {}
+#: Seed 550 (tiny) was one: the owner cancelled a roster change its ratifiers had voted for, and
+#: the roster never changed again; a roster change can no longer be cancelled (specs/chat.md
+#: §14), and the seed passes.
+KNOWN: dict[tuple[str, int], tuple[str, str]] = {
+    ("short", 18): (
+        "delivery",
+        "n2's message is certified at n2, which crashes before any smsg arrives and is then "
+        "removed: members compare heads only with current members, so no one asks n2 for it "
+        "(its ratifiers hold it pending, not certified); the message is admitted by their "
+        "closing votes (§14), so members would take it. The schedule shrinks to the one of "
+        "test_a_message_certified_by_an_author_removed_before_delivering_reaches_the_group "
+        "(make sim SEED=18 KEEP=0,2,3); the full seed passed only while smsg was answered "
+        "before its parents' fetch, by another timing",
+    ),
+}
 SIZES = {size.name: size for size in (SHORT, TINY)}
 
 

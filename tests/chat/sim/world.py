@@ -31,8 +31,8 @@ import attrs
 from p2pchat.chat.core import crypto
 from p2pchat.chat.core.engine import ChatEngine, ChatError
 from p2pchat.chat.core.events import Connected, Disconnected, Tick
-from p2pchat.chat.core.packet import Packet
 from p2pchat.chat.core.roster import Member, Role
+from p2pchat.chat.core.roster_sync import ChainFetch, RosterPageError
 from p2pchat.identity import KeyPair
 
 from .invariants import Checker, InvariantError
@@ -325,23 +325,33 @@ class World(Services):
         if not holders:
             return
         via = self.nodes[0] if self.nodes[0] in holders else self.rng.choice(holders)
+        self._join_page(node, via, ChainFetch(self.group_id))
 
-        def joined(me: Node, body: Any) -> None:
+    def _join_page(self, node: Node, via: Node, session: ChainFetch) -> None:
+        """Ask ``via`` for the next page of the chain (``SyncService.fetch_chain``); join with
+        the chain once it is whole (``ChatNode.join``), then page the history."""
+        first = session.next_from
+        assert first is not None
+
+        def joined(me: Node, body: dict[str, Any] | None) -> None:
             if body is None or me.engine is None or self.holds(me):
                 return
             try:
-                commit = me.engine.join(self.group_id, self._chain_cbor(body), self.clock(me))
+                more = session.take(body)
+            except RosterPageError:
+                return
+            if more:
+                self._join_page(me, via, session)
+                return
+            assert session.state is not None
+            try:
+                commit = me.engine.join_chain(session.state, self.clock(me))
             except ChatError:
                 return  # not in the chain yet: the invitation is still being ratified
             if commit is not None and self.commit(me, commit) is not None:
                 self.history(me, via)
 
-        self.request(node, via, lambda d, reply: reply(self.serve_pkt(d, node)), joined)
-
-    @staticmethod
-    def _chain_cbor(body: tuple[Any, list[Packet]]) -> dict[str, Any]:
-        genesis, rosters = body
-        return {"genesis": genesis.to_cbor(), "rosters": [p.to_cbor() for p in rosters]}
+        self.request(node, via, lambda d, reply: reply(self.serve_pkt(d, node, first)), joined)
 
     # -- crashes and links ----------------------------------------------------------------------
 

@@ -385,7 +385,9 @@ class ChatEngine:
             return Refused("unknown group")
         if view.has(packet.message_hash):
             return AlreadyHeld()
-        reason = check_for_delivery(packet, view.state, have=view.has, time_of=view.time_of)
+        reason = check_for_delivery(
+            packet, view.state, have=view.has, time_of=view.time_of, ref_of=view.ref_of
+        )
         if reason in (None, "missing parents") and self._closed_epoch(view, packet):
             view.close.seed(view.state, view.has)
             if not view.close.admitted(packet.message_hash):

@@ -21,6 +21,8 @@ Ratification (``mrat``, :func:`check_for_ratification`):
     any parent's by more than 5 minutes (``"bad timestamp"``); the author's latest message of
     the current epoch held here is a parent, or is at most 5 minutes older than this one
     (``"bad parents"``)
+7b. a reference (§17: :func:`~p2pchat.chat.core.refs.check_reference`) ......
+    ``"bad reference"`` / ``"not allowed"``
 8. a roster message's content (§3 addition: :func:`~p2pchat.chat.core.roster.read_roster_update`
    for the next epoch) ................................................... ``"malformed"``
 
@@ -29,7 +31,7 @@ Delivery (``smsg`` and history from ``dht``, :func:`check_for_delivery`): 1; the
 certificate against is not known yet); a certificate of ``message.epoch`` valid against that
 epoch's roster (``"bad certificate"``); 3 against the roster of ``message.epoch``; 4; 5; 7;
 7a without the author rule, where a message without parents must be of epoch 0 and not earlier
-than the genesis by more than 5 minutes (``"bad parents"`` / ``"bad timestamp"``); and 8,
+than the genesis by more than 5 minutes (``"bad parents"`` / ``"bad timestamp"``); 7b; and 8,
 where a roster message of an epoch the chain has already closed must be the one the chain holds
 (``"stale epoch"`` otherwise). Epoch equality and the time window do not apply: a certified
 message of an earlier epoch is still good.
@@ -43,6 +45,7 @@ from typing import Final
 from .group_state import GroupState
 from .packet import Packet, verify_author
 from .quorum import verify_certificate
+from .refs import RefOf, check_reference
 from .roster import Roster, RosterError
 from .roster_update import ROSTER_MESSAGE_TYPE, read_roster_update
 
@@ -130,6 +133,13 @@ def _check_order_for_delivery(
     return _check_parent_times(packet, time_of)
 
 
+def _check_reference(packet: Packet, state: GroupState, ref_of: RefOf | None) -> str | None:
+    if ref_of is None:
+        return None
+    m = packet.message
+    return check_reference(m.message_type, m.author, m.ref_hash, state.owner, ref_of)
+
+
 def _check_roster_content(packet: Packet, state: GroupState) -> str | None:
     if packet.message.message_type != ROSTER_MESSAGE_TYPE:
         return None
@@ -151,6 +161,7 @@ def check_for_ratification(
     time_of: TimeOf | None = None,
     holds_any: bool = False,
     author_latest: tuple[int, bytes] | None = None,
+    ref_of: RefOf | None = None,
 ) -> str | None:
     """The reason a ratifier must refuse ``packet`` (``mrat``), or None to vote for it.
 
@@ -158,8 +169,10 @@ def check_for_ratification(
     ``have(message_hash)`` tells whether this node holds a message. For the order rules (7a),
     ``time_of`` gives a held message's time stamp (None: parent times are not checked),
     ``holds_any`` whether this node holds any message of the group, and ``author_latest`` the
-    (time stamp, hash) of the author's latest held message of the current epoch. Committing the
-    packet before signing, voting once per roster epoch and idempotent votes are the caller's.
+    (time stamp, hash) of the author's latest held message of the current epoch; ``ref_of``
+    the author and kind of a held message, for the §17 reference rule (None: not checked).
+    Committing the packet before signing, voting once per roster epoch and idempotent votes
+    are the caller's.
     """
     message = packet.message
     if message.group_id != state.group_id:
@@ -176,6 +189,7 @@ def check_for_ratification(
     return (
         _check_parents(packet, have)
         or _check_order_for_ratification(packet, time_of, holds_any, author_latest)
+        or _check_reference(packet, state, ref_of)
         or _check_roster_content(packet, state)
     )
 
@@ -186,6 +200,7 @@ def check_for_delivery(
     *,
     have: Callable[[bytes], bool],
     time_of: TimeOf | None = None,
+    ref_of: RefOf | None = None,
 ) -> str | None:
     """The reason a member must refuse to store a certified ``packet`` (``smsg``, ``dht``).
 
@@ -219,6 +234,7 @@ def check_for_delivery(
         or _check_authentic(packet)
         or _check_parents(packet, have)
         or _check_order_for_delivery(packet, state, time_of)
+        or _check_reference(packet, state, ref_of)
         or _check_roster_content(packet, state)
     )
     if reason is not None:

@@ -20,6 +20,7 @@ from .dag import Heads, display_order
 from .genesis import SignedGenesis
 from .group_state import GroupState
 from .packet import MAX_PARENTS, Packet, Vote
+from .refs import RefInfo
 from .roster import Member
 from .roster_update import (
     ROSTER_MESSAGE_TYPE,
@@ -64,6 +65,8 @@ class GroupView:
     latest: dict[tuple[int, PeerID], tuple[int, bytes]] = attrs.Factory(dict)
     #: Others' messages we voted for and hold pending, by hash (ratifiers only).
     pending: dict[bytes, PendingVote] = attrs.Factory(dict)
+    #: The author and kind of each held ratified message (§17 references).
+    kinds: dict[bytes, RefInfo] = attrs.Factory(dict)
     #: Our closing votes and the closed-epoch messages admitted here (§14).
     close: EpochClose = attrs.Factory(EpochClose)
     #: Each held message's (epoch, parents, is a roster message), for §14's late messages.
@@ -80,12 +83,17 @@ class GroupView:
         """The time stamp of a held message, or None."""
         return self.times.get(message_hash)
 
+    def ref_of(self, message_hash: bytes) -> RefInfo | None:
+        """The author and kind of a held message, or None (§17)."""
+        return self.kinds.get(message_hash)
+
     def hold(self, packet: Packet) -> None:
         """Record a ratified message as held (memory only; the caller committed it)."""
         message = packet.message
         self.ratified.add(packet.message_hash)
         self.heads.add(packet.message_hash, message.parents)
         self.times[packet.message_hash] = message.time_stamp
+        self.kinds[packet.message_hash] = RefInfo(message.author, message.message_type)
         key = (message.epoch, message.author)
         held = self.latest.get(key)
         if held is None or held < (message.time_stamp, packet.message_hash):

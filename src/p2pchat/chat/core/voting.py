@@ -61,6 +61,7 @@ def decide_vote(
         time_of=view.time_of,
         holds_any=bool(view.ratified),
         author_latest=view.latest.get((message.epoch, message.author)),
+        ref_of=view.ref_of,
     )
     if reason == "missing parents" and querier != me:
         return NeedParents(tuple(h for h in message.parents if not view.has(h)))

@@ -1,0 +1,122 @@
+"""What a line typed in ``p2pchat chat`` asks for (specs/cli.md "chat"): a message, or a
+command that starts with ``/``. Pure: no I/O, so every case is tested on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+#: §17 of specs/chat.md: a reaction is 1 to 32 bytes of UTF-8.
+MAX_REACTION: Final = 32
+#: §18: a display name is at most 64 bytes of UTF-8.
+MAX_NAME: Final = 64
+
+HELP: Final = """\
+commands (a line that does not start with / is sent as a message; // sends a line starting with /):
+  /reply HASH TEXT    answer a message (HASH: its first hex digits, as shown)
+  /edit HASH TEXT     replace the text of one of your messages
+  /delete HASH        delete one of your messages (the group's owner: any message)
+  /react HASH EMOJI   toggle your reaction to a message
+  /md TEXT            send TEXT as Markdown
+  /file PATH          send a file (images show as images)
+  /name NAME          the name the group shows for you
+  /help               this list
+  /quit               leave (Ctrl-D too)"""
+
+
+class LineError(Exception):
+    """A command typed wrongly; the message says how to type it."""
+
+
+@dataclass(frozen=True)
+class Send:
+    """A ``send`` request to make: its arguments on the control socket."""
+
+    request: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SendFile:
+    """Send the file at ``path`` (read by the session, not here)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Help:
+    """Show :data:`HELP`."""
+
+
+@dataclass(frozen=True)
+class Quit:
+    """Leave the chat."""
+
+
+Action = Send | SendFile | Help | Quit | None
+
+_USAGE: Final = {
+    "reply": "/reply HASH TEXT",
+    "edit": "/edit HASH TEXT",
+    "delete": "/delete HASH",
+    "react": "/react HASH EMOJI",
+    "md": "/md TEXT",
+    "name": "/name NAME",
+    "file": "/file PATH",
+}
+
+
+def parse_line(line: str) -> Action:
+    """What ``line`` (without its newline) asks for; None for a blank line.
+
+    Raises:
+        LineError: an unknown command, or one without what it needs.
+    """
+    if not line.strip():
+        return None
+    if line.startswith("//"):
+        return Send({"type": "text", "text": line[1:]})
+    if not line.startswith("/"):
+        return Send({"type": "text", "text": line})
+    name, _, rest = line[1:].partition(" ")
+    if name in ("help", "?"):
+        return Help()
+    if name in ("quit", "exit"):
+        return Quit()
+    if name not in _USAGE:
+        raise LineError(f"unknown command /{name} (see /help; // sends a line starting with /)")
+    if name == "file":
+        if not rest.strip():
+            raise LineError(f"usage: {_USAGE[name]}")
+        return SendFile(rest.strip())
+    if name in ("md", "name"):
+        if not rest.strip():
+            raise LineError(f"usage: {_USAGE[name]}")
+        if name == "name":
+            return Send({"type": "profile", "text": rest.strip(), "mime": "text/plain"})
+        return Send({"type": "markdown", "text": rest})
+    ref, _, text = rest.strip().partition(" ")
+    text = text.strip()
+    if not ref or (name != "delete" and not text) or (name == "delete" and text):
+        raise LineError(f"usage: {_USAGE[name]}")
+    if name == "reply":
+        return Send({"type": "text", "text": text, "ref": ref})
+    if name == "edit":
+        return Send({"type": "edit", "text": text, "ref": ref, "mime": "text/plain"})
+    if name == "delete":
+        return Send({"type": "delete", "text": "", "ref": ref})
+    if len(text.encode()) > MAX_REACTION:
+        raise LineError(f"a reaction is at most {MAX_REACTION} bytes")
+    return Send({"type": "reaction", "text": text, "ref": ref, "mime": "text/plain"})
+
+
+def request_of(action: Send | SendFile) -> tuple[str, dict[str, Any]]:
+    """The control operation and its arguments for ``action`` (without ``group`` and
+    ``wait``): ``send``, or ``send.file`` for a file, which the node reads by its absolute path
+    (specs/artifacts.md: any size)."""
+    if isinstance(action, Send):
+        return "send", action.request
+    from pathlib import Path
+
+    path = Path(action.path).expanduser().resolve()
+    return "send.file", {"path": str(path), "progress": False}
