@@ -228,3 +228,15 @@ def test_the_artifacts_section_reaches_the_chat_config(tmp_path: Path) -> None:
     assert (default.disk_reserve, default.fetch_max) == (512 * MIB, None)
     with pytest.raises(ConfigError, match=r"\[artifacts\] lazy_above_mib must be a whole number"):
         parse_config("[artifacts]\nlazy_above_mib = -1\n")
+
+
+def test_keep_days_and_the_custody_quota_reach_the_chat_config(tmp_path: Path) -> None:
+    from p2pchat.app.daemon import MIB, NodeOptions
+
+    config = parse_config("[artifacts]\nkeep_days = 30\ncustody_quota_mib = 1024\n")
+    artifacts = NodeOptions.from_config(tmp_path, config).chat.artifacts
+    assert (artifacts.keep_days, artifacts.custody_quota) == (30, 1024 * MIB)
+    default = NodeOptions.from_config(tmp_path, parse_config("")).chat.artifacts
+    assert (default.keep_days, default.custody_quota) == (None, 4096 * MIB)
+    with pytest.raises(ConfigError, match=r"\[artifacts\] keep_days must be a whole number"):
+        parse_config("[artifacts]\nkeep_days = 1.5\n")

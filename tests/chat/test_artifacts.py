@@ -44,6 +44,15 @@ async def wait_complete(peer: Peer, group_id: bytes, root: bytes) -> None:
             await trio.sleep(0.05)
 
 
+async def root_of(peer: Peer, group_id: bytes, message_hash: bytes) -> bytes:
+    """The artifact root of a message ``peer`` holds (ratified or pending)."""
+    row = await peer.chat.store.get_message(group_id, message_hash)
+    assert row is not None
+    ref = Packet.decode(row.packet_with_certificate()).message.artifact.chunked
+    assert ref is not None
+    return ref.root
+
+
 async def test_ratifiers_hold_every_chunk_before_voting_and_members_fetch(
     tmp_path: Path,
 ) -> None:
@@ -135,7 +144,8 @@ async def test_no_vote_for_an_artifact_no_one_can_serve(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The author loses its chunks right after sealing them: the ratifier cannot hold them, so
-    it refuses to vote ("fetching artifact") and the message stays queued, never ratified."""
+    it refuses to vote ("artifact unavailable": its fetch ended without every chunk) and the
+    message stays queued, never ratified."""
     async with open_cluster(tmp_path, "owner", "user", start=False) as cluster:
         owner, user = cluster.peers
         for peer in cluster.peers:
@@ -159,7 +169,7 @@ async def test_no_vote_for_an_artifact_no_one_can_serve(
             await user.chat.send_file(group_id, path, progress=lose_chunks)
         (queued,) = user.chat.outbox(group_id)
         assert queued.failures > 0
-        assert "fetching artifact" in caplog.text  # the ratifier's refusal, as the author saw it
+        assert "artifact unavailable" in caplog.text  # the ratifier's refusal, as the author saw it
         assert [m for m in await owner.chat.history(group_id) if m.message_type != "roster"] == []
 
 
@@ -188,3 +198,36 @@ async def test_a_restart_resumes_the_fetch_of_what_is_not_held(tmp_path: Path) -
         await user.start()
         await wait_complete(user, group_id, message.artifact.root)
         assert await read_all(user, group_id, message_hash) == data
+
+
+async def test_keep_days_prunes_ratified_artifacts_but_never_custody_or_pending(
+    tmp_path: Path,
+) -> None:
+    """With ``keep_days`` (0 here: everything is old), a user drops the files of ratified
+    messages, even its own, and fetches one again when it is read; a ratifier keeps every one
+    (custody); a file whose message is still pending is kept."""
+    pruning = attrs.evolve(FAST, artifacts=attrs.evolve(FAST.artifacts, keep_days=0.0))
+    async with open_cluster(tmp_path, "owner", "r2", "user", start=False) as cluster:
+        owner, r2, user = cluster.peers
+        for peer in cluster.peers:
+            peer.config = pruning
+            await peer.start()
+        group_id = await build_group(owner, [(r2, Role.RATIFIER), (user, Role.USER)])
+        data = os.urandom(2 * CHUNK_SIZE + 9)
+        (tmp_path / "old.bin").write_bytes(data)
+        old_hash = await user.chat.send_file(group_id, tmp_path / "old.bin")
+        await r2.stop()  # the quorum is 2 of 2: the next message stays pending
+        (tmp_path / "new.bin").write_bytes(os.urandom(CHUNK_SIZE))
+        new_hash = await user.chat.send_file(group_id, tmp_path / "new.bin", wait=False)
+        user_files = user.chat.artifacts
+        owner_files = owner.chat.artifacts
+        assert user_files is not None
+        assert owner_files is not None
+        old_root = await root_of(user, group_id, old_hash)
+        new_root = await root_of(user, group_id, new_hash)
+        assert await user_files.sweep() == 1
+        assert not user_files.files.is_complete(group_id, old_root)
+        assert user_files.files.is_complete(group_id, new_root)  # pending: kept
+        assert await owner_files.sweep() == 0  # a ratifier keeps what it holds in custody
+        assert owner_files.files.is_complete(group_id, old_root)
+        assert await read_all(user, group_id, old_hash) == data  # fetched again from the owner

@@ -66,6 +66,11 @@ disk_reserve_mib = 512
 # Members fetch a delivered file at once, unless it is larger than this many MiB; then they
 # fetch it when it is read ("p2pchat get"). 0: always at once.
 lazy_above_mib = 0
+# Days a file is kept after its message was sent, on a node that is not a ratifier of the
+# group (a ratifier keeps every file: custody); older ones are fetched again when read. 0: for ever.
+keep_days = 0
+# MiB of files one author can make this node (as a ratifier) hold for messages not yet ratified.
+custody_quota_mib = 4096
 
 [limits]
 # What the node allows other peers (specs/host.md, "Resource limits"). Connections in all:
@@ -173,6 +178,9 @@ class Config:
     #: [artifacts]: MiB kept free on the data dir's disk; lazy fetching above this MiB (0: never).
     disk_reserve_mib: int = 512
     lazy_above_mib: int = 0
+    #: [artifacts]: days files are kept by a non-ratifier (0: for ever); custody quota in MiB.
+    keep_days: int = 0
+    custody_quota_mib: int = 4096
     #: [plugins]: paths or module names to load, and whether to load the installed ones.
     plugins: tuple[str, ...] = ()
     plugin_entry_points: bool = True
@@ -268,6 +276,12 @@ def _mib(value: Any) -> int:
     return value
 
 
+def _days(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36_500:
+        raise _InvalidValueError("must be a whole number of days from 0 to 36500")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
@@ -302,6 +316,8 @@ _SCHEMA: Final[Mapping[str, Mapping[str, tuple[str, Callable[[Any], Any]]]]] = {
     "artifacts": {
         "disk_reserve_mib": ("disk_reserve_mib", _mib),
         "lazy_above_mib": ("lazy_above_mib", _mib),
+        "keep_days": ("keep_days", _days),
+        "custody_quota_mib": ("custody_quota_mib", _mib),
     },
     "perf": {"enabled": ("perf", _bool)},
     "search": {"enabled": ("search", _bool)},

@@ -113,6 +113,8 @@ class NodeOptions:
                 artifacts=ArtifactConfig(
                     disk_reserve=config.disk_reserve_mib * MIB,
                     fetch_max=config.lazy_above_mib * MIB or None,
+                    keep_days=config.keep_days or None,
+                    custody_quota=config.custody_quota_mib * MIB,
                 ),
             ),
             limits=ResourceLimits(

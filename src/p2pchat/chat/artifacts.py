@@ -12,7 +12,15 @@ travels chunked, however small, so that its name travels with it (sealed).
 *Custody.* :meth:`Artifacts.hold_before_vote` is the ratifier's hook on ``mrat``: a message
 whose artifact is chunked and not yet complete here starts (or joins) a fetch in this service's
 nursery, waits for it a little, and refuses ``"fetching artifact"`` until it is complete; the
-author's outbox asks again. The vote path itself is unchanged.
+author's outbox asks again. The vote path itself is unchanged. What an author makes us
+fetch and hold for messages not yet certified is counted against its custody quota
+(``custody_quota`` bytes, specs/artifacts.md §6 "Bounds"); an artifact whose message we then
+refuse, or whose pending row expires, is removed by the next sweep once no one has asked for
+it for ``orphan_grace`` seconds.
+
+*Sweeps.* :meth:`Artifacts.run_sweeps` removes those orphans every ``sweep_interval`` seconds
+and, with ``keep_days``, prunes the artifacts of ratified messages older than that, except in
+groups where we are a ratifier (custody) and never for a message still pending (§4 "Removal").
 
 *Delivery.* Every ratified message of someone else with a chunked artifact of at most
 ``fetch_max`` bytes is fetched in the background (:meth:`Artifacts.on_publish`); the others are
@@ -41,7 +49,10 @@ from ..identity import PeerID
 from .core import crypto
 from .core.artifact import (
     CHUNK_SIZE,
+    HASH_SIZE,
     HASHES_PER_PAGE,
+    MANIFEST_HEADER,
+    TAG_SIZE,
     ArtifactError,
     ArtifactLayout,
     ArtifactOpener,
@@ -50,7 +61,7 @@ from .core.artifact import (
     decode_file_info,
 )
 from .core.blobwire import STALL_TIMEOUT
-from .core.engine import ChatEngine, ChatError
+from .core.engine import FETCHING, ChatEngine, ChatError
 from .core.events import Commit, Publish
 from .core.packet import Packet, verify_author
 from .services.blobs import BlobService, FetchError
@@ -61,14 +72,22 @@ from .store.chunks import DEFAULT_DISK_RESERVE, BlobStore, BlobStoreError, DiskR
 
 logger = logging.getLogger(__name__)
 
-#: The refusal of a ratifier still fetching the artifact it is asked to vote on (§6).
-FETCHING: Final = "fetching artifact"
+#: The refusal of a ratifier still fetching the artifact it is asked to vote on (§6), and of
+#: one whose fetch ended without every blob (the author backs off as for any refusal).
+UNAVAILABLE: Final = "artifact unavailable"
 #: Chunk writes of a file being sent that run at once (their fsyncs overlap).
 WRITERS: Final = 8
 #: Artifact fetches that run at once (the others wait their turn), and custody fetches one
 #: author can have running on a ratifier (specs/artifacts.md §6).
 MAX_FETCHES: Final = 4
 MAX_CUSTODY_PER_AUTHOR: Final = 2
+#: Bytes of artifacts one author can have a ratifier hold for messages not yet certified
+#: (specs/artifacts.md §6 "Bounds"): four 1 GiB artifacts.
+DEFAULT_CUSTODY_QUOTA: Final = 4 * 1024**3
+#: ... and at most this many of them (as many as the pending messages of one author, §6).
+MAX_CUSTODY_ARTIFACTS: Final = 64
+#: The refusal of a ratifier whose custody quota for the author is full (specs/chat.md §6).
+OVER_QUOTA: Final = "over quota"
 #: Attempts of a background fetch, and the longest pause between two (seconds).
 FETCH_ATTEMPTS: Final = 6
 FETCH_BACKOFF_MAX: Final = 30.0
@@ -92,6 +111,28 @@ class ArtifactConfig:
     vote_wait: float = 4.0
     #: Seconds without an answer before a holder is dropped.
     stall_timeout: float = STALL_TIMEOUT
+    #: Bytes of artifacts one author can have us (a ratifier) hold for uncertified messages.
+    custody_quota: int = DEFAULT_CUSTODY_QUOTA
+    #: Days an artifact of a ratified message is kept on a node that is not a ratifier of its
+    #: group (None: for ever); older ones are removed (and fetched again when read).
+    keep_days: float | None = None
+    #: Seconds after the last ``mrat`` that asked for it before an artifact held for a message
+    #: we did not vote for, or whose pending row expired, is removed.
+    orphan_grace: float = 3600.0
+    #: Seconds between two sweeps (orphans, pruning).
+    sweep_interval: float = 600.0
+
+
+@attrs.define
+class _Custody:
+    """An artifact a ratifier fetched (or is fetching) for a message not yet certified."""
+
+    group_id: bytes
+    author: PeerID
+    message_hash: bytes
+    size: int
+    #: ``trio.current_time()`` of the last ``mrat`` that asked for it.
+    asked: float
 
 
 @attrs.frozen
@@ -130,6 +171,10 @@ class Artifacts:
         self._running: dict[bytes, trio.Event] = {}
         self._fetch_slots = trio.Semaphore(MAX_FETCHES)
         self._custody: dict[PeerID, set[bytes]] = {}
+        #: Artifacts held or fetched for custody of uncertified messages, by root.
+        self._ledger: dict[bytes, _Custody] = {}
+        #: Set when the custody fetch of an artifact (root) ends, held or not.
+        self._custody_done: dict[bytes, trio.Event] = {}
         #: Bytes stored so far by the fetch of each artifact (root), for progress reports.
         self.fetched: dict[bytes, int] = {}
 
@@ -350,21 +395,45 @@ class Artifacts:
             Refusal: ``"fetching artifact"`` while the fetch goes on in the background.
         """
         ref = packet.message.artifact.chunked
-        if ref is None or self.files.is_complete(group_id, ref.root):
+        if ref is None:
+            return
+        entry = self._ledger.get(ref.root)
+        if entry is not None:
+            entry.asked = trio.current_time()  # the author still wants it: not an orphan yet
+        if self.files.is_complete(group_id, ref.root):
             return
         if not (packet.check_hashes() and verify_author(packet)):
             return  # the vote path refuses it with its own reason; fetch nothing for it
-        if ref.root not in self._running:
+        if entry is None:
+            self._check_quota(group_id, author, ref)
+        if ref.root not in self._running and ref.root not in self._custody_done:
             mine = self._custody.setdefault(author, set())
             if len(mine) >= MAX_CUSTODY_PER_AUTHOR and ref.root not in mine:
-                raise Refusal(FETCHING)  # its earlier artifacts first
+                # Its earlier artifacts first: hold the request until one of them is done (the
+                # author asks again soon after "fetching artifact").
+                with trio.move_on_after(self.config.vote_wait):
+                    async with trio.open_nursery() as waiters:
+                        for root in mine:
+                            waiters.start_soon(_wait_then_cancel, self._custody_done[root], waiters)
+                raise Refusal(FETCHING)
             mine.add(ref.root)
+            # Registered now, not when the task first runs, so that this request waits for it.
+            self._custody_done[ref.root] = trio.Event()
             self._nursery.start_soon(self._custody_fetch, group_id, packet, author)
-        with trio.move_on_after(self.config.vote_wait):
-            while (running := self._running.get(ref.root)) is not None:
-                await running.wait()
+        if entry is None:
+            entry = self._ledger[ref.root] = _Custody(
+                group_id, author, packet.message_hash, stored_size(ref), trio.current_time()
+            )
+        entry.asked = trio.current_time()
+        waiting = self._custody_done.get(ref.root)
+        if waiting is None:
+            waiting = self._running.get(ref.root)
+        if waiting is not None:
+            with trio.move_on_after(self.config.vote_wait):
+                await waiting.wait()
         if not self.files.is_complete(group_id, ref.root):
-            raise Refusal(FETCHING)
+            running = ref.root in self._custody_done or ref.root in self._running
+            raise Refusal(FETCHING if running else UNAVAILABLE)
 
     async def _custody_fetch(self, group_id: bytes, packet: Packet, author: PeerID) -> None:
         """A ratifier's fetch before its vote; counted against the author while it runs (it
@@ -380,6 +449,113 @@ class Artifacts:
             mine.discard(ref.root)
             if not mine:
                 self._custody.pop(author, None)
+            self._custody_done.pop(ref.root).set()
+
+    def custody_use(self, group_id: bytes, author: PeerID) -> tuple[int, int]:
+        """How many artifacts, and how many stored bytes, are held or being fetched here for
+        ``author``'s messages of ``group_id`` that are not certified yet (its quota's use)."""
+        self._forget_certified()
+        mine = [
+            e.size for e in self._ledger.values() if (e.group_id, e.author) == (group_id, author)
+        ]
+        return len(mine), sum(mine)
+
+    def _check_quota(self, group_id: bytes, author: PeerID, ref: ChunkedRef) -> None:
+        count, used = self.custody_use(group_id, author)
+        quota = self.config.custody_quota
+        if count < MAX_CUSTODY_ARTIFACTS and used + stored_size(ref) <= quota:
+            return
+        logger.info(
+            "custody of %s refused: %s holds %d artifacts, %d bytes (at most %d, %d bytes)",
+            ref.root.hex()[:16],
+            author,
+            count,
+            used,
+            MAX_CUSTODY_ARTIFACTS,
+            quota,
+        )
+        raise Refusal(OVER_QUOTA)
+
+    def _forget_certified(self) -> None:
+        """Drop from the ledger the artifacts whose message is now certified: held for good."""
+        for root, entry in list(self._ledger.items()):
+            view = self.engine.find(entry.group_id)
+            if view is not None and view.has(entry.message_hash):
+                del self._ledger[root]
+
+    async def sweep(self) -> int:
+        """Remove orphaned custody artifacts and prune old ones (§4 "Removal"); return how
+        many artifacts were removed.
+
+        Raises:
+            BlobStoreError: a file cannot be removed.
+        """
+        removed = 0
+        self._forget_certified()
+        now = trio.current_time()
+        for root, entry in list(self._ledger.items()):
+            view = self.engine.find(entry.group_id)
+            pending = view is not None and entry.message_hash in view.pending
+            busy = root in self._running or root in self._custody.get(entry.author, ())
+            if pending or busy or now - entry.asked < self.config.orphan_grace:
+                continue
+            del self._ledger[root]
+            await trio.to_thread.run_sync(self.files.remove_artifact, entry.group_id, root)
+            logger.info("removed artifact %s: its message was not certified", root.hex()[:16])
+            removed += 1
+        if self.config.keep_days is not None:
+            removed += await self._prune(now_ms() - int(self.config.keep_days * 86_400_000))
+        return removed
+
+    async def _prune(self, before: int) -> int:
+        removed = 0
+        for group_id in self.engine.groups():
+            if self._custodian(group_id, None):
+                continue  # a ratifier keeps what it holds in custody
+            for row in await self.store.all_ratified(group_id):
+                packet = _decode(row)
+                if packet is None or packet.message.time_stamp >= before:
+                    continue
+                ref = packet.message.artifact.chunked
+                if ref is None or ref.root in self._running or ref.root in self._ledger:
+                    continue
+                if self._custodian(group_id, packet.message.epoch):
+                    continue  # we voted for it then: custody
+                if await trio.to_thread.run_sync(self.files.remove_artifact, group_id, ref.root):
+                    logger.info("pruned artifact %s (older than keep_days)", ref.root.hex()[:16])
+                    removed += 1
+        return removed
+
+    async def run_sweeps(self) -> None:
+        """Sweep every ``sweep_interval`` seconds until cancelled; failures are logged."""
+        while True:
+            await trio.sleep(self.config.sweep_interval)
+            try:
+                await self.sweep()
+            except P2PChatError as exc:
+                logger.warning("artifact sweep failed: %s", exc)
+
+    def _custodian(self, group_id: bytes, epoch: int | None) -> bool:
+        """Whether we are a ratifier of the group's current roster (or of roster ``epoch``):
+        then we keep its artifacts whatever their age."""
+        view = self.engine.find(group_id)
+        if view is None:
+            return False
+        me = self.engine.peer_id
+        if me in view.state.current_roster.ratifiers:
+            return True
+        roster = None if epoch is None else view.state.find_roster(epoch)
+        return roster is not None and me in roster.ratifiers
+
+    def _too_old(self, packet: Packet) -> bool:
+        """An artifact ``keep_days`` would prune (so it is not fetched on delivery)."""
+        keep = self.config.keep_days
+        message = packet.message
+        return (
+            keep is not None
+            and message.time_stamp < now_ms() - keep * 86_400_000
+            and not self._custodian(message.group_id, message.epoch)
+        )
 
     def on_publish(self, action: Publish) -> None:
         """Fetch a delivered artifact of someone else at once, when it is small enough."""
@@ -388,14 +564,25 @@ class Artifacts:
         if ref is None or not action.ratified or packet.message.author == self.engine.peer_id:
             return
         limit = self.config.fetch_max
-        if limit is not None and ref.size > limit:
-            return
+        if (limit is not None and ref.size > limit) or self._too_old(packet):
+            return  # fetched when read
         if ref.root not in self._running and not self.files.is_complete(action.group_id, ref.root):
             self.fetch_soon(action.group_id, packet)
 
     async def resume(self) -> None:
         """Restart the fetches of ratified artifacts that are not complete (after a restart)."""
         for group_id in self.engine.groups():
+            for row in await self.store.others_pending(group_id):  # custody held before
+                packet = _decode(row)
+                ref = None if packet is None else packet.message.artifact.chunked
+                if packet is not None and ref is not None:
+                    self._ledger[ref.root] = _Custody(
+                        group_id,
+                        packet.message.author,
+                        packet.message_hash,
+                        stored_size(ref),
+                        trio.current_time(),
+                    )
             for row in await self.store.all_ratified(group_id):
                 packet = _decode(row)
                 if packet is None:
@@ -445,6 +632,16 @@ class Artifacts:
                     yield opener.open(page * HASHES_PER_PAGE + i, sealed)
                 except ArtifactError as exc:
                     raise ArtifactUnavailableError(f"the artifact does not decrypt: {exc}") from exc
+
+
+async def _wait_then_cancel(event: trio.Event, nursery: trio.Nursery) -> None:
+    await event.wait()
+    nursery.cancel_scope.cancel()
+
+
+def stored_size(ref: ChunkedRef) -> int:
+    """The bytes an artifact's blobs take: sealed chunks, pages and manifest (§3)."""
+    return ref.size + (TAG_SIZE + HASH_SIZE) * ref.chunks + MANIFEST_HEADER + HASH_SIZE * ref.pages
 
 
 def _decode(row: StoredMessage) -> Packet | None:

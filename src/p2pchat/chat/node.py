@@ -792,6 +792,7 @@ async def open_chat_node(
         if node.artifacts is not None:
             node.artifacts.blobs.install()
             nursery.start_soon(node.artifacts.resume)
+            nursery.start_soon(node.artifacts.run_sweeps)
         await nursery.start(node._watch_connections)
         nursery.start_soon(run_outbox, runtime)
         if records is not None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from chat.core.enginesim import CONFIG, Sim
-from p2pchat.chat.core.engine import ChatEngine, ChatError, NotAllowedError, Refusal
+from p2pchat.chat.core.engine import (
+    FETCHING,
+    FETCHING_RETRY,
+    ChatEngine,
+    ChatError,
+    NotAllowedError,
+    Refusal,
+)
 from p2pchat.chat.core.events import (
     Abandoned,
     AlreadyHeld,
@@ -411,6 +418,25 @@ def test_the_outbox_snapshot_shows_votes_refusals_and_silence() -> None:
     assert (view.failures, view.in_flight) == (1, False)
     assert view.next_at == deadline + CONFIG.retry_initial
     assert (view.voted, view.refused, view.waiting) == ((), (), ())
+
+
+@pytest.mark.parametrize(
+    ("reason", "wait"),
+    [("over quota", CONFIG.retry_initial), (FETCHING, FETCHING_RETRY)],
+)
+def test_a_ratifier_still_fetching_the_artifact_is_asked_again_soon(reason: str, wait: int) -> None:
+    """specs/artifacts.md §6: a ratifier refusing "fetching artifact" held the request while
+    it fetched, so the author asks again after FETCHING_RETRY, not after the backoff."""
+    assert CONFIG.retry_initial > FETCHING_RETRY
+    sim, group_id, a, b, c = three_ratifiers()
+    packet = _queue_unanswered(sim, a, group_id)
+    own = _vote_of(sim, a, a, group_id, packet)
+    a.handle(VoteAnswered(group_id, packet.message_hash, a.peer_id, own, None, sim.now))
+    a.handle(VoteAnswered(group_id, packet.message_hash, b.peer_id, None, reason, sim.now))
+    a.handle(VoteAnswered(group_id, packet.message_hash, c.peer_id, None, "over quota", sim.now))
+    (view,) = a.outbox_snapshot(sim.now)
+    assert (view.failures, view.in_flight) == (1, False)
+    assert view.next_at == sim.now + wait
 
 
 def test_cancel_withdraws_a_waiting_message_after_its_commit() -> None:

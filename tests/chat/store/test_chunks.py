@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
+from p2pchat.chat.core.artifact import CHUNK_SIZE, ArtifactSealer
 from p2pchat.chat.store.chunks import BlobStore, DiskReserveError
 
 GROUP = bytes(range(32))
@@ -74,3 +76,38 @@ def test_complete_marker_survives_a_new_store_object(tmp_path: Path) -> None:
     again = BlobStore(tmp_path, reserve=2**62)
     assert again.is_complete(GROUP, root)
     assert not again.is_complete(GROUP, bytes(32))
+
+
+def _sealed_artifact(store: BlobStore, group: bytes, size: int) -> tuple[bytes, list[bytes]]:
+    sealer = ArtifactSealer(os.urandom(32), size)
+    ids = []
+    for index in range(sealer.chunks):
+        for blob_id, data in sealer.seal(os.urandom(min(CHUNK_SIZE, size - index * CHUNK_SIZE))):
+            store.put(group, blob_id, data)
+            ids.append(blob_id)
+    (root, manifest), _ = sealer.finish()
+    store.put(group, root, manifest)
+    store.mark_complete(group, root)
+    return root, [*ids, root]
+
+
+def test_remove_artifact_deletes_its_blobs_and_marker_only(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, reserve=0)
+    gone, gone_ids = _sealed_artifact(store, GROUP, 2 * CHUNK_SIZE + 3)
+    kept, kept_ids = _sealed_artifact(store, GROUP, CHUNK_SIZE)
+    # chunks + one page + manifest
+    assert store.remove_artifact(GROUP, gone) == len(gone_ids)
+    assert not store.is_complete(GROUP, gone)
+    assert not any(store.has(GROUP, blob_id) for blob_id in gone_ids)
+    assert store.is_complete(GROUP, kept)
+    assert all(store.has(GROUP, blob_id) for blob_id in kept_ids)
+    assert store.remove_artifact(GROUP, gone) == 0  # already gone: nothing to do
+
+
+def test_remove_artifact_finishes_after_a_partial_removal(tmp_path: Path) -> None:
+    """A removal cut short (a crash) left the manifest: the next call removes the rest."""
+    store = BlobStore(tmp_path, reserve=0)
+    root, ids = _sealed_artifact(store, GROUP, 3 * CHUNK_SIZE)
+    store.path(GROUP, ids[0]).unlink()
+    assert store.remove_artifact(GROUP, root) == len(ids) - 1
+    assert not any(store.has(GROUP, blob_id) for blob_id in ids)

@@ -118,6 +118,11 @@ logger = logging.getLogger(__name__)
 ROSTER: Final = "roster"
 #: §14: a certified message of a closed epoch that no closing vote committed to.
 CLOSED_EPOCH: Final = "closed epoch"
+#: specs/artifacts.md §6: a ratifier still fetching our artifact holds each request until it
+#: holds it or for its vote_wait, so we ask again this soon (ms) rather than backing off: its
+#: vote follows its custody by at most this much.
+FETCHING: Final = "fetching artifact"
+FETCHING_RETRY: Final = 250
 
 
 class ChatEngine:
@@ -678,7 +683,8 @@ class ChatEngine:
         refused the message as stale."""
         attempt = self._attempts.pop(message_hash)
         # Back off either way; learning a later roster makes the message due again at once.
-        self.outbox.failed(message_hash, now)
+        soon = FETCHING_RETRY if FETCHING in attempt.refusals.values() else None
+        self.outbox.failed(message_hash, now, soon=soon)
         if attempt.stale_from is not None:
             return [LearnRoster(attempt.group_id, attempt.stale_from)]
         return []

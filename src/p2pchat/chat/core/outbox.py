@@ -189,14 +189,16 @@ class Outbox:
             item.in_flight = True
         return due
 
-    def failed(self, message_hash: bytes, now: int) -> int | None:
-        """An attempt ended without a quorum: back off. Returns when it is due again."""
+    def failed(self, message_hash: bytes, now: int, *, soon: int | None = None) -> int | None:
+        """An attempt ended without a quorum: back off (at most ``soon`` ms when given).
+        Returns when it is due again."""
         item = self._queued.get(message_hash)
         if item is None:
             return None
         item.in_flight = False
         item.failures += 1
-        item.next_at = now + backoff(item.failures, self.initial, self.maximum)
+        wait = backoff(item.failures, self.initial, self.maximum)
+        item.next_at = now + (wait if soon is None else min(wait, soon))
         return item.next_at
 
     def release(self, message_hash: bytes) -> None:

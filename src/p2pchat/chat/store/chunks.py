@@ -5,7 +5,9 @@ named by its SHA-256 and kept under its group, since the group decides who may r
 is written to a temporary name in its directory, fsynced, renamed over its final name and the
 directory fsynced, so a file under a final name is always a whole blob; it is verified against
 its name whenever it is read. A write that would leave less than the reserve free on the file
-system is refused before anything is written. Nothing here deletes a blob that verifies.
+system is refused before anything is written. A blob that verifies is deleted only by
+:meth:`BlobStore.remove_artifact`, which the artifact service calls for an artifact it no longer
+keeps (§4 "Removal": refused or expired custody, pruning by age).
 
 The methods are blocking; the transfer service calls them through ``trio.to_thread``.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from ...errors import P2PChatError
+from ..core.artifact import MANIFEST_HEADER, ArtifactError, ArtifactLayout, ChunkedRef
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +179,49 @@ class BlobStore:
             self._write(marker, b"")
         finally:
             self.reserve = reserve
+
+    def remove_artifact(self, group_id: bytes, root: bytes) -> int:
+        """Delete artifact ``root`` of ``group_id``: its marker, chunks, pages, then manifest;
+        return how many blob files were removed. Safe after a crash part way: the marker goes
+        first (nothing partial stays marked complete) and the manifest last (a later call finds
+        what is left from it). Blobs already missing are skipped.
+
+        Raises:
+            BlobStoreError: a file cannot be removed.
+        """
+        removed = 0
+        try:
+            (self._group_dir(group_id) / (root.hex() + _COMPLETE)).unlink(missing_ok=True)
+            manifest = self.get(group_id, root)
+            if manifest is None:
+                return 0
+            size = int.from_bytes(manifest[:8], "big")
+            chunks = int.from_bytes(manifest[8:MANIFEST_HEADER], "big")
+            try:
+                layout = ArtifactLayout.from_manifest(ChunkedRef(root, size, chunks), manifest)
+            except ArtifactError:  # a blob named like a root that is no manifest: keep it
+                return 0
+            for page, page_id in enumerate(layout.page_ids):
+                data = self.get(group_id, page_id)
+                if data is not None:
+                    try:
+                        chunk_ids = layout.read_page(page, data)
+                    except ArtifactError:
+                        chunk_ids = ()
+                    for chunk_id in chunk_ids:
+                        removed += self._unlink(group_id, chunk_id)
+                removed += self._unlink(group_id, page_id)
+            removed += self._unlink(group_id, root)
+        except OSError as exc:
+            raise BlobStoreError(f"cannot remove artifact {root.hex()}: {exc.strerror}") from exc
+        return removed
+
+    def _unlink(self, group_id: bytes, blob_id: bytes) -> int:
+        try:
+            self.path(group_id, blob_id).unlink()
+        except FileNotFoundError:
+            return 0
+        return 1
 
     def groups(self) -> list[bytes]:
         """The groups that have a blob directory."""
