@@ -92,7 +92,10 @@ class AddressBook:
         self.records = records
         #: Where newer records are passed on (none: they are not).
         self._nursery = nursery
-        self._announced: dict[tuple[bytes, PeerID], float] = {}
+        #: When we last passed a member's record on, and for which addresses.
+        self._announced: dict[tuple[bytes, PeerID], tuple[float, frozenset[Multiaddr]]] = {}
+        #: Members whose newer addresses wait for the end of their interval (one task each).
+        self._deferred: set[tuple[bytes, PeerID]] = set()
         #: The addresses of the last record of each member filed here.
         self._seen: dict[PeerID, frozenset[Multiaddr]] = {}
         self._finder: PeerFinder | None = None
@@ -168,8 +171,8 @@ class AddressBook:
 
     def _announce(self, view: GroupView, peers: list[PeerID], source: PeerID | None) -> None:
         """Pass the records just kept for ``peers`` on to the group's other connected members
-        (not ``source``, not the records' own peers), each record at most once per
-        :data:`ANNOUNCE_INTERVAL`."""
+        (not ``source``; none gets its own record), each record at most once per
+        :data:`ANNOUNCE_INTERVAL`; one whose addresses changed inside it goes when it ends."""
         if self._nursery is None:
             return
         now = trio.current_time()
@@ -179,20 +182,35 @@ class AddressBook:
         for peer in peers:
             key = (view.group_id, peer)
             record = store.signed_record(peer)
-            if record is None or now - self._announced.get(key, -ANNOUNCE_INTERVAL) < (
-                ANNOUNCE_INTERVAL
-            ):
+            addresses = self._seen.get(peer, frozenset())
+            last, told = self._announced.get(key, (-ANNOUNCE_INTERVAL, frozenset()))
+            if record is None:
                 continue
-            self._announced[key] = now
+            if now - last < ANNOUNCE_INTERVAL:
+                # At most once per interval; news inside it goes when the interval ends.
+                if told != addresses and key not in self._deferred:
+                    self._deferred.add(key)
+                    wait = last + ANNOUNCE_INTERVAL - now
+                    self._nursery.start_soon(self._announce_later, view, peer, wait)
+                continue
+            self._announced[key] = (now, addresses)
             fresh.append(peer)
             envelopes.append(record)
         if not envelopes:
             return
         members = {m.peer for m in view.state.current_roster.members}
-        skip = {self._host.peer_id, source, *fresh}
+        skip = {self._host.peer_id, source}
         targets = sorted(p for p in self._host.connected_peers() if p in members and p not in skip)
         for target in targets[:ANNOUNCE_PEERS]:
-            self._nursery.start_soon(self._tell, view, target, envelopes)
+            # Every record but the target's own (a member that moved knows where it is).
+            others = [e for p, e in zip(fresh, envelopes, strict=True) if p != target]
+            if others:
+                self._nursery.start_soon(self._tell, view, target, others)
+
+    async def _announce_later(self, view: GroupView, peer: PeerID, wait: float) -> None:
+        await trio.sleep(wait)
+        self._deferred.discard((view.group_id, peer))
+        self._announce(view, [peer], None)
 
     async def _tell(self, view: GroupView, peer: PeerID, envelopes: list[bytes]) -> None:
         body = {"group_id": view.group_id, "records": envelopes}
