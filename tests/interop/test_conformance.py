@@ -12,7 +12,7 @@ from p2pchat.conformance import CASES, Level, Outcome, load_suites
 from p2pchat.conformance.runner import run_cases
 from p2pchat.multiaddr import Multiaddr
 
-pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(240)]
 
 #: What py-libp2p 0.8.1 does not do (specs/conformance.md), case by case.
 OBSERVED = {
@@ -31,16 +31,20 @@ TIMED = {"yamux.concurrent-streams", "yamux.streams-over-time", "yamux.stream-li
 async def test_pylibp2p_keeps_every_must_and_breaks_what_specs_record(pylibp2p: PyLibp2p) -> None:
     load_suites()
     cases = [c for c in CASES.values() if c.id not in TIMED]
-    async with pylibp2p.listen(lifetime=150) as peer:
+    async with pylibp2p.listen(lifetime=210) as peer:
         target = Multiaddr.from_string(peer["addrs"][0])
         # py-libp2p is slow at scale: each case gets twice the default time.
         results = await run_cases(target, cases, case_seconds=20)
         # On a loaded machine py-libp2p counts a case's closed connections against its limit of
         # 8 per peer for a while ("Established per peer limit exceeded") and refuses the next
-        # case's; a case that failed where no rule is recorded runs once more after a pause.
-        again = [r.case for r in results if r.outcome is Outcome.FAIL and r.case.id not in OBSERVED]
-        if again:
-            await trio.sleep(5)
+        # case's; a case that failed where no rule is recorded runs again (twice at most) after a pause.
+        for _ in range(2):
+            again = [
+                r.case for r in results if r.outcome is Outcome.FAIL and r.case.id not in OBSERVED
+            ]
+            if not again:
+                break
+            await trio.sleep(10)
             retried = {r.case.id: r for r in await run_cases(target, again, case_seconds=20)}
             results = [retried.get(r.case.id, r) for r in results]
     outcome = {r.case.id: r.outcome for r in results}
