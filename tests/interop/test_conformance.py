@@ -37,7 +37,7 @@ async def test_pylibp2p_keeps_every_must_and_breaks_what_specs_record(pylibp2p: 
         results = await run_cases(target, cases, case_seconds=20)
         # On a loaded machine py-libp2p counts a case's closed connections against its limit of
         # 8 per peer for a while ("Established per peer limit exceeded") and refuses the next
-        # case's; a case that failed where no rule is recorded runs again (twice at most) after a pause.
+        # case's; a failed case where no rule is recorded runs again (at most twice) after a pause.
         for _ in range(2):
             again = [
                 r.case for r in results if r.outcome is Outcome.FAIL and r.case.id not in OBSERVED
