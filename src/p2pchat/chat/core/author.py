@@ -51,9 +51,13 @@ def write_message(
     now: int,
     *,
     after: bytes | None = None,
+    content_key: bytes | None = None,
+    chunked: ChunkedRef | None = None,
 ) -> Packet:
     """A message of ``data`` in the group's current epoch, sealed under its epoch key, that
-    follows ``after`` (our latest queued message of the group, if any).
+    follows ``after`` (our latest queued message of the group, if any). With ``chunked`` the
+    artifact's content travels as chunks sealed under ``content_key`` and ``data`` is what the
+    message itself carries (the file name, specs/artifacts.md §3).
 
     Raises:
         NotAllowedError: our role cannot send ``message_type``.
@@ -68,9 +72,16 @@ def write_message(
     if key is None:
         raise ChatError(f"no key for epoch {epoch} of this group")
     sealed = crypto.encrypt_artifact(
-        data, epoch_key=key, group_id=view.group_id, epoch=epoch, author=me
+        data,
+        epoch_key=key,
+        group_id=view.group_id,
+        epoch=epoch,
+        author=me,
+        content_key=content_key,
     )
-    artifact = Artifact(mime, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv))
+    artifact = Artifact(
+        mime, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv), chunked
+    )
     message = Message(
         group_id=view.group_id,
         epoch=epoch,
@@ -144,37 +155,18 @@ def write_chunked_message(
         NotAllowedError: our role cannot send ``message_type``.
         ChatError: we hold no key for the current epoch.
     """
-    state = view.state
-    epoch = state.current_epoch
-    me = identity.peer_id
-    if not state.can_send(me, epoch, message_type):
-        raise NotAllowedError("our role in this group does not allow sending")
-    key = view.epoch_keys.get(epoch)
-    if key is None:
-        raise ChatError(f"no key for epoch {epoch} of this group")
-    sealed = crypto.encrypt_artifact(
+    return write_message(
+        identity,
+        view,
         encode_file_info(name),
-        epoch_key=key,
-        group_id=view.group_id,
-        epoch=epoch,
-        author=me,
+        message_type,
+        mime,
+        ref_hash,
+        now,
+        after=after,
         content_key=content_key,
+        chunked=ref,
     )
-    artifact = Artifact(
-        mime, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv), ref
-    )
-    message = Message(
-        group_id=view.group_id,
-        epoch=epoch,
-        message_type=message_type,
-        time_stamp=now,
-        author=me,
-        ref_hash=ref_hash,
-        parents=chain_parents(view, me, after),
-        headers=Headers(),
-        artifact=artifact,
-    )
-    return sign_message(identity, message, sealed.aes_key, sealed.iv)
 
 
 def rewrite_message(
