@@ -39,12 +39,14 @@ from p2pchat.chat.core.packet import (
     vote_signing_bytes,
 )
 from p2pchat.chat.core.roster import HISTORY_ALL, Member, Role, Roster
+from p2pchat.chat.core.roster_delta import RosterDelta, delta_between
 from p2pchat.chat.core.roster_update import (
     KeyCheck,
     RosterUpdate,
     WrappedKey,
     build_roster_message,
     epoch_key_check,
+    roster_message,
 )
 from p2pchat.chat.core.validate import check_for_delivery
 from p2pchat.chat.core.wire import Query, Response, encode_envelope
@@ -52,6 +54,9 @@ from p2pchat.errors import ProtocolError
 from p2pchat.identity import KeyPair, PeerID
 
 OUT_DIR: Final = Path(__file__).resolve().parent.parent / "specs" / "vectors" / "chat"
+#: Vector files of this directory that this generator does not make (checked by their own
+#: tests): the Merkle tree reference values (specs/chat.md §19, tests/chat/core/test_merkle.py).
+OTHER_FILES: Final = frozenset({"merkle.json"})
 
 # -- the fixed inputs ----------------------------------------------------------------------------
 
@@ -60,6 +65,10 @@ GROUP_NAME: Final = "vectors"
 CREATED_MS: Final = 1_700_000_000_000
 GENESIS_NONCE: Final = bytes(range(16))
 EPOCH_KEYS: Final = {0: bytes(range(32)), 1: bytes(range(32, 64))}
+#: The epoch-2 key of the delta vector (§20), whose check it carries.
+EPOCH_KEY_2: Final = bytes(range(64, 96))
+DELTA_TIME_MS: Final = CREATED_MS + 180_000
+DELTA_NAME: Final = "vectors, renamed"
 
 PENDING_HASH: Final = sha256(b"a message voted for, never certified")
 TEXT_TIME_MS: Final = CREATED_MS + 60_000
@@ -104,6 +113,7 @@ RATIFIER_2: Final = Person("ratifier-2", 0x02, 0x42, Role.RATIFIER)
 RATIFIER_3: Final = Person("ratifier-3", 0x03, 0x43, Role.RATIFIER)
 USER: Final = Person("user", 0x04, 0x44, Role.USER)
 VIEWER: Final = Person("viewer", 0x05, 0x45, Role.VIEWER)  # joins in epoch 1
+NEWCOMER: Final = Person("newcomer", 0x06, 0x46, Role.USER)  # joins in epoch 2 (§20 delta)
 GENESIS_PEOPLE: Final = (OWNER, RATIFIER_2, RATIFIER_3, USER)
 PEOPLE: Final = (*GENESIS_PEOPLE, VIEWER)
 
@@ -270,6 +280,10 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     chain = GroupState.from_chain(signed, [roster])
     _require(chain.current_roster == roster_1, "roster chain")
 
+    delta, delta_packet = _delta_vector(chain, roster)
+    after = GroupState.from_chain(signed, [roster, delta_packet])
+    _require(after.owner == RATIFIER_2.peer and after.name == DELTA_NAME, "delta chain")
+
     mrat = Query("mrat", MRAT_RID, {"group_id": group_id, "packet": text_bare.to_cbor()})
     owner_vote = make_vote(OWNER.keypair, group_id, 0, text.message_hash)
     mrat_r = mrat.answer({"vote": owner_vote.to_cbor()})
@@ -322,6 +336,30 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
                 for w in ws
             ],
         },
+        "roster_delta.json": {
+            "description": (
+                "The owner's roster message of epoch 1 in format 2 (specs/chat.md §20), "
+                "parents: the roster message of epoch 0, opening epoch 2: the newcomer joins "
+                "as a user, the user is removed, the viewer becomes a user, the group is "
+                "renamed 'vectors, renamed' and handed to ratifier-2; roster_hash is SHA-256 "
+                "of roster_json's CBOR; keys are empty here (see roster_message.json for "
+                "wrapped keys), key_checks holds the check of the epoch-2 key 40..5f only (the "
+                "chain fixed epochs 0 and 1). Certified by the closing votes of the owner and "
+                "ratifier-2, each committing to the roster message of epoch 0 as its head."
+            ),
+            "cbor_hex": delta_packet.encode().hex(),
+            "json": to_json_view(delta_packet.to_cbor()),
+            "group_id": group_id.hex(),
+            "message_hash": delta_packet.message_hash.hex(),
+            "delta_cbor_hex": delta.encode().hex(),
+            "delta_json": to_json_view(delta.to_cbor()),
+            "roster_json": to_json_view(after.current_roster.to_cbor()),
+            "roster_hash": delta.roster_hash.hex(),
+            "owner": str(after.owner),
+            "name": after.name,
+            "epoch_key": EPOCH_KEY_2.hex(),
+            "newcomer": NEWCOMER.describe(),
+        },
         "close_vote.json": {
             "description": (
                 "Ratifier-3's closing vote on the roster message of epoch 0 (specs/chat.md "
@@ -358,6 +396,35 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
             vote_signing_bytes_hex=vote_signing_bytes(group_id, 0, text.message_hash).hex(),
         ),
     }
+
+
+def _delta_vector(chain: GroupState, previous: Packet) -> tuple[RosterDelta, Packet]:
+    """The format-2 roster message of epoch 1 (§20) over ``chain`` (at epoch 1), certified."""
+    before = chain.current_roster
+    members = [
+        Member(m.peer, Role.USER, m.kem, m.hpke) if m.peer == VIEWER.peer else m
+        for m in before.members
+        if m.peer != USER.peer
+    ]
+    after = Roster(2, (*members, NEWCOMER.member()), before.quorum, before.history)
+    check = KeyCheck(2, epoch_key_check(chain.group_id, 2, EPOCH_KEY_2))
+    delta = delta_between(
+        before, after, name=DELTA_NAME, owner=RATIFIER_2.peer, key_checks=(check,)
+    )
+    message, _ = roster_message(
+        chain, delta.encode(), now_ms=DELTA_TIME_MS, parents=[previous.message_hash]
+    )
+    head = CloseCommitment(heads=(previous.message_hash,))
+    packet = _certify(
+        sign_message(OWNER.keypair, message, b"", b""),
+        (OWNER, RATIFIER_2),
+        {OWNER.name: head, RATIFIER_2.name: head},
+    )
+    _require(
+        check_for_delivery(packet, chain, have={previous.message_hash}.__contains__) is None,
+        "delta delivery",
+    )
+    return delta, packet
 
 
 def _person(peer: PeerID) -> Person:
@@ -417,7 +484,7 @@ def check(directory: Path) -> list[str]:
         elif path.read_text() != render(vector):
             problems.append(f"{name}: differs from a regeneration")
     for path in sorted(directory.glob("*.json")):
-        if path.name not in expected:
+        if path.name not in expected and path.name not in OTHER_FILES:
             problems.append(f"{path.name}: not made by this generator")
     return problems
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chat.cluster import Peer, open_cluster
-from p2pchat.chat.core import crypto, wire
+from p2pchat.chat.core import crypto, roster_sync, wire
 from p2pchat.chat.core.roster import KEM_X25519, MAX_MEMBERS, Member, Role
 from p2pchat.chat.services.chat_client import open_chat
 from p2pchat.identity import KeyPair
@@ -48,16 +48,37 @@ def chain_size(owner: Peer, group_id: bytes) -> int:
     return len(view.signed.encode()) + sum(len(p.encode()) for p in view.state.roster_packets)
 
 
-async def test_the_24th_member_joins_a_chain_larger_than_a_frame(tmp_path: Path) -> None:
+def chain_pages(owner: Peer, group_id: bytes) -> int:
+    """The ``pktR`` pages the owner serves the chain in (from epoch 0)."""
+    view = owner.chat.view(group_id)
+    chain, pages, first = view.state.roster_packets, 0, 0
+    while first is not None:
+        first = roster_sync.roster_page(view.signed, chain, first)["next"]
+        pages += 1
+    return pages
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of 64 KiB, so that a chain of a few dozen roster deltas spans several (the delta
+    format of specs/chat.md §20 keeps such a chain well under one frame)."""
+    monkeypatch.setattr(roster_sync, "PKT_PAGE_BYTES", 64 * 1024)
+
+
+async def test_the_24th_member_joins_a_chain_of_several_pages(
+    tmp_path: Path, small_pages: None
+) -> None:
     async with open_cluster(tmp_path, "owner", "late") as cluster:
         owner, late = cluster.peers
         group_id = await owner.chat.create_group("large")
         for _ in range(22):
             await add_light_member(owner, group_id)
         await owner.chat.invite(group_id, late.peer_id, Role.USER)
-        # 24 members (owner, 22 light, late): the chain no longer fits one frame.
+        # 24 members (owner, 22 light, late): the chain was over 1 MiB with whole rosters
+        # (format 1); as deltas it fits one frame, and is still paged here.
         assert len(owner.chat.view(group_id).state.current_roster.members) == 24
-        assert chain_size(owner, group_id) > wire.MAX_FRAME_SIZE
+        assert chain_size(owner, group_id) < wire.MAX_FRAME_SIZE
+        assert chain_pages(owner, group_id) > 3
         await late.chat.join(group_id, owner.peer_id)
         state = late.chat.group_state(group_id)
         assert state.current_epoch == owner.chat.view(group_id).state.current_epoch == 23
@@ -67,7 +88,9 @@ async def test_the_24th_member_joins_a_chain_larger_than_a_frame(tmp_path: Path)
         assert texts[-1] == "hello from the 24th"
 
 
-async def test_a_member_offline_for_many_changes_learns_them_in_pages(tmp_path: Path) -> None:
+async def test_a_member_offline_for_many_changes_learns_them_in_pages(
+    tmp_path: Path, small_pages: None
+) -> None:
     async with open_cluster(tmp_path, "owner", "away") as cluster:
         owner, away = cluster.peers
         group_id = await owner.chat.create_group("churn")
@@ -76,7 +99,7 @@ async def test_a_member_offline_for_many_changes_learns_them_in_pages(tmp_path: 
         await away.stop()
         for _ in range(22):
             await add_light_member(owner, group_id)
-        assert chain_size(owner, group_id) > wire.MAX_FRAME_SIZE
+        assert chain_pages(owner, group_id) > 3
         await away.start()
         await away.chat._sync.learn_roster(group_id, owner.peer_id)
         assert away.chat.group_state(group_id).current_epoch == 23
@@ -93,7 +116,8 @@ async def test_a_member_joins_after_26_invite_and_remove_cycles(tmp_path: Path) 
             await owner.chat.remove(group_id, light.peer_id)
         assert owner.chat.view(group_id).state.current_epoch == 53
         await owner.chat.invite(group_id, late.peer_id, Role.USER)
-        # History "all": each invite wraps every earlier epoch key for the newcomer.
+        # History "all": each invite wraps every earlier epoch key for the newcomer, in the
+        # roster message's body, so the chain outgrows one frame even as deltas.
         assert chain_size(owner, group_id) > wire.MAX_FRAME_SIZE
         await late.chat.join(group_id, owner.peer_id)
         sent = await late.chat.send(group_id, "after the churn")

@@ -49,6 +49,7 @@ from .core.engine import (
     OutboxView,
 )
 from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
+from .core.genesis import MAX_NAME
 from .core.group_state import GroupState
 from .core.packet import Packet
 from .core.refs import LEAVE, check_reference
@@ -267,8 +268,10 @@ class ChatNode:
         except (KeyError, TypeError, ValueError, DecodeError) as exc:
             raise ChatError(f"{target} sent an unusable encryption key: {exc}") from exc
         current = view.state.current_roster
-        members = [m for m in current.members if m.peer != target] + [member]
-        await self._change_roster(group_id, members, added=target)
+        if current.member(target) is not None:  # §20: a member's key is published once
+            await self.set_role(group_id, target, role)
+            return
+        await self._change_roster(group_id, [*current.members, member], added=target)
 
     async def remove(self, group_id: bytes, peer: PeerID) -> None:
         """Remove ``peer`` from the group; owner only. It gets no later epoch keys.
@@ -306,12 +309,56 @@ class ChatNode:
         members = [attrs.evolve(m, role=role) if m.peer == peer else m for m in current.members]
         await self._change_roster(group_id, members, added=None)
 
+    async def rename(self, group_id: bytes, name: str) -> None:
+        """Rename the group (a roster change, §20); owner only.
+
+        Raises:
+            NotAllowedError: we are not the owner.
+            ChatError: a name over 128 bytes.
+            PendingError: no quorum in time (the change stays queued).
+        """
+        view = self.engine.view(group_id)
+        if view.state.owner != self.peer_id:
+            raise NotAllowedError("only the group's owner renames it")
+        if not name or len(name.encode()) > MAX_NAME:
+            raise ChatError(f"a group name is 1 to {MAX_NAME} bytes")
+        members = view.state.current_roster.members
+        await self._change_roster(group_id, members, added=None, name=name)
+
+    async def hand_over(self, group_id: bytes, peer: PeerID) -> None:
+        """Make ``peer`` the group's owner (a roster change, §20; it becomes a ratifier if it
+        is not one); owner only. We stay a member with our role.
+
+        Raises:
+            NotAllowedError: we are not the owner.
+            ChatError: ``peer`` is not a member, or is us.
+            PendingError: no quorum in time (the change stays queued).
+        """
+        view = self.engine.view(group_id)
+        if view.state.owner != self.peer_id:
+            raise NotAllowedError("only the group's owner hands it over")
+        current = view.state.current_roster
+        if current.member(peer) is None or peer == self.peer_id:
+            raise ChatError(f"{peer} is not another member of this group")
+        members = [
+            attrs.evolve(m, role=Role.RATIFIER) if m.peer == peer else m for m in current.members
+        ]
+        await self._change_roster(group_id, members, added=None, owner=peer)
+
     async def _change_roster(
-        self, group_id: bytes, members: Sequence[Member], added: PeerID | None
+        self,
+        group_id: bytes,
+        members: Sequence[Member],
+        added: PeerID | None,
+        *,
+        name: str | None = None,
+        owner: PeerID | None = None,
     ) -> None:
         await self._submit(
             group_id,
-            lambda: self.engine.change_roster(group_id, members, added=added, now=now_ms()),
+            lambda: self.engine.change_roster(
+                group_id, members, added=added, now=now_ms(), name=name, owner=owner
+            ),
         )
 
     async def join(self, group_id: bytes, via: PeerID | Multiaddr) -> None:

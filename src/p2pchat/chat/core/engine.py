@@ -355,9 +355,17 @@ class ChatEngine:
         return packet, self._queue(view, packet, now)
 
     def change_roster(
-        self, group_id: bytes, members: Sequence[Member], *, added: PeerID | None, now: int
+        self,
+        group_id: bytes,
+        members: Sequence[Member],
+        *,
+        added: PeerID | None,
+        now: int,
+        name: str | None = None,
+        owner: PeerID | None = None,
     ) -> tuple[Packet, Commit]:
-        """Write the roster message that opens the next epoch with ``members``; owner only.
+        """Write the roster message that opens the next epoch with ``members`` (renaming the
+        group to ``name``, handing it to ``owner``, when given); owner only.
 
         Raises:
             NotAllowedError: we are not the owner.
@@ -373,7 +381,9 @@ class ChatEngine:
             raise ChatError(
                 "an earlier roster change of this group is still waiting for its quorum"
             )
-        packet = write_roster_change(self.identity, view, members, added, now)
+        packet = write_roster_change(
+            self.identity, view, members, added, now, name=name, owner=owner
+        )
         return packet, self._queue(view, packet, now)
 
     def receive(

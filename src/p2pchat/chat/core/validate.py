@@ -23,8 +23,8 @@ Ratification (``mrat``, :func:`check_for_ratification`):
     (``"bad parents"``)
 7b. a reference (§17: :func:`~p2pchat.chat.core.refs.check_reference`) ......
     ``"bad reference"`` / ``"not allowed"``
-8. a roster message's content (§3 addition: :func:`~p2pchat.chat.core.roster.read_roster_update`
-   for the next epoch) ................................................... ``"malformed"``
+8. a roster message's content (§3 addition and §20:
+   :func:`~p2pchat.chat.core.roster_delta.read_roster_change`) ......... ``"malformed"``
 
 Delivery (``smsg`` and history from ``dht``, :func:`check_for_delivery`): 1; then
 ``message.epoch`` not beyond the current epoch (``"future epoch"``: the roster to check the
@@ -47,7 +47,8 @@ from .packet import Packet, verify_author
 from .quorum import verify_certificate
 from .refs import RefOf, check_reference
 from .roster import Roster, RosterError
-from .roster_update import ROSTER_MESSAGE_TYPE, read_roster_update
+from .roster_delta import read_roster_change
+from .roster_update import ROSTER_MESSAGE_TYPE
 
 __all__ = [
     "CLOCK_SKEW_MS",
@@ -73,7 +74,9 @@ def _check_author(packet: Packet, state: GroupState, roster: Roster) -> str | No
         return "not a member"
     if not role.can_send:
         return "not allowed"
-    if message.message_type == ROSTER_MESSAGE_TYPE and message.author != state.owner:
+    if message.message_type == ROSTER_MESSAGE_TYPE and message.author != state.owner_at(
+        message.epoch
+    ):
         return "not allowed"
     return None
 
@@ -137,14 +140,16 @@ def _check_reference(packet: Packet, state: GroupState, ref_of: RefOf | None) ->
     if ref_of is None:
         return None
     m = packet.message
-    return check_reference(m.message_type, m.author, m.ref_hash, state.owner, ref_of)
+    return check_reference(m.message_type, m.author, m.ref_hash, state.owner_at(m.epoch), ref_of)
 
 
 def _check_roster_content(packet: Packet, state: GroupState) -> str | None:
     if packet.message.message_type != ROSTER_MESSAGE_TYPE:
         return None
+    if packet.message.epoch < state.current_epoch:
+        return None  # a closed epoch's: it must be the one the chain holds (checked after)
     try:
-        update = read_roster_update(packet, state.owner)
+        update = read_roster_change(packet, state)
     except RosterError as exc:
         return exc.hint
     if state.key_check_conflict(update) is not None:
