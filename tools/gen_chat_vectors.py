@@ -26,6 +26,7 @@ from p2pchat.chat.core import cbor, crypto
 from p2pchat.chat.core.commitment import CloseCommitment, close_signing_bytes
 from p2pchat.chat.core.genesis import SignedGenesis, new_group
 from p2pchat.chat.core.group_state import GroupState
+from p2pchat.chat.core.keyset import KeySet
 from p2pchat.chat.core.packet import (
     Artifact,
     Certificate,
@@ -160,7 +161,7 @@ def _wrap(
     fresh: bool,
 ) -> WrappedKey:
     """The epoch key of ``epoch`` wrapped for ``person``: the recorded one if it unwraps."""
-    key = EPOCH_KEYS[epoch]
+    key = EPOCH_KEY_2 if epoch == 2 else EPOCH_KEYS[epoch]
     enc = recorded.get((what, person.peer.to_bytes(), epoch))
     if enc is not None:
         try:
@@ -280,7 +281,7 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     chain = GroupState.from_chain(signed, [roster])
     _require(chain.current_roster == roster_1, "roster chain")
 
-    delta, delta_packet = _delta_vector(chain, roster)
+    delta, keyset, delta_packet = _delta_vector(chain, roster, recorded, fresh=fresh)
     after = GroupState.from_chain(signed, [roster, delta_packet])
     _require(after.owner == RATIFIER_2.peer and after.name == DELTA_NAME, "delta chain")
 
@@ -342,10 +343,14 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
                 "parents: the roster message of epoch 0, opening epoch 2: the newcomer joins "
                 "as a user, the user is removed, the viewer becomes a user, the group is "
                 "renamed 'vectors, renamed' and handed to ratifier-2; roster_hash is SHA-256 "
-                "of roster_json's CBOR; keys are empty here (see roster_message.json for "
-                "wrapped keys), key_checks holds the check of the epoch-2 key 40..5f only (the "
-                "chain fixed epochs 0 and 1). Certified by the closing votes of the owner and "
-                "ratifier-2, each committing to the roster message of epoch 0 as its head."
+                "of roster_json's CBOR; keyset commits (Merkle root, count) to the epoch-2 key "
+                "40..5f wrapped for every member of epoch 2 and the keys of epochs 0 and 1 "
+                "wrapped for the newcomer (keyset_cbor_hex, sorted by peer then epoch; "
+                "newcomer_keys is its keysR answer with proofs); key_checks holds the check of "
+                "the epoch-2 key only (the chain fixed epochs 0 and 1). HPKE wraps are "
+                "randomized: wrapped_keys were made once and are kept. Certified by the "
+                "closing votes of the owner and ratifier-2, each committing to the roster "
+                "message of epoch 0 as its head."
             ),
             "cbor_hex": delta_packet.encode().hex(),
             "json": to_json_view(delta_packet.to_cbor()),
@@ -359,6 +364,21 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
             "name": after.name,
             "epoch_key": EPOCH_KEY_2.hex(),
             "newcomer": NEWCOMER.describe(),
+            "keyset_root": keyset.ref().root.hex(),
+            "keyset_count": keyset.ref().count,
+            "keyset_cbor_hex": keyset.encode().hex(),
+            "newcomer_keys": to_json_view(keyset.mine(NEWCOMER.peer)),
+            "wrapped_keys": [
+                {
+                    "list": "delta_keys",
+                    "peer": str(w.peer),
+                    "epoch": w.epoch,
+                    "kem": KEM,
+                    "enc": w.enc.hex(),
+                    "hpke_private": _person(w.peer).hpke.to_private_bytes().hex(),
+                }
+                for w in keyset.keys
+            ],
         },
         "close_vote.json": {
             "description": (
@@ -398,8 +418,12 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     }
 
 
-def _delta_vector(chain: GroupState, previous: Packet) -> tuple[RosterDelta, Packet]:
-    """The format-2 roster message of epoch 1 (§20) over ``chain`` (at epoch 1), certified."""
+def _delta_vector(
+    chain: GroupState, previous: Packet, recorded: Recorded, *, fresh: bool
+) -> tuple[RosterDelta, KeySet, Packet]:
+    """The format-2 roster message of epoch 1 (§20) over ``chain`` (at epoch 1), certified,
+    and its key set: the epoch-2 key for every member of epoch 2, the keys of epochs 0 and 1
+    for the newcomer (history "all")."""
     before = chain.current_roster
     members = [
         Member(m.peer, Role.USER, m.kem, m.hpke) if m.peer == VIEWER.peer else m
@@ -408,8 +432,18 @@ def _delta_vector(chain: GroupState, previous: Packet) -> tuple[RosterDelta, Pac
     ]
     after = Roster(2, (*members, NEWCOMER.member()), before.quorum, before.history)
     check = KeyCheck(2, epoch_key_check(chain.group_id, 2, EPOCH_KEY_2))
+    people = [_person(m.peer) for m in after.members]
+    keyset = KeySet(
+        (
+            *(_wrap("delta_keys", p, 2, chain.group_id, recorded, fresh=fresh) for p in people),
+            *(
+                _wrap("delta_keys", NEWCOMER, e, chain.group_id, recorded, fresh=fresh)
+                for e in (0, 1)
+            ),
+        )
+    )
     delta = delta_between(
-        before, after, name=DELTA_NAME, owner=RATIFIER_2.peer, key_checks=(check,)
+        before, after, keyset.ref(), name=DELTA_NAME, owner=RATIFIER_2.peer, key_checks=(check,)
     )
     message, _ = roster_message(
         chain, delta.encode(), now_ms=DELTA_TIME_MS, parents=[previous.message_hash]
@@ -424,11 +458,11 @@ def _delta_vector(chain: GroupState, previous: Packet) -> tuple[RosterDelta, Pac
         check_for_delivery(packet, chain, have={previous.message_hash}.__contains__) is None,
         "delta delivery",
     )
-    return delta, packet
+    return delta, keyset, packet
 
 
 def _person(peer: PeerID) -> Person:
-    return next(p for p in PEOPLE if p.peer == peer)
+    return next(p for p in (*PEOPLE, NEWCOMER) if p.peer == peer)
 
 
 def _genesis_vector(signed: SignedGenesis) -> dict[str, Any]:
@@ -456,18 +490,25 @@ def render(vector: Mapping[str, Any]) -> str:
 
 
 def read_recorded(directory: Path) -> dict[tuple[str, bytes, int], bytes]:
-    """The wrapped keys recorded in ``roster_message.json``; empty if there is no usable file."""
-    path = directory / "roster_message.json"
-    try:
-        entries = json.loads(path.read_text())["wrapped_keys"]
-        return {
-            (e["list"], PeerID.from_string(e["peer"]).to_bytes(), int(e["epoch"])): bytes.fromhex(
-                e["enc"]
+    """The wrapped keys recorded in ``roster_message.json`` and ``roster_delta.json``; none
+    from a file that is missing or unusable."""
+    recorded: dict[tuple[str, bytes, int], bytes] = {}
+    for name in ("roster_message.json", "roster_delta.json"):
+        try:
+            entries = json.loads((directory / name).read_text())["wrapped_keys"]
+            recorded.update(
+                {
+                    (
+                        e["list"],
+                        PeerID.from_string(e["peer"]).to_bytes(),
+                        int(e["epoch"]),
+                    ): bytes.fromhex(e["enc"])
+                    for e in entries
+                }
             )
-            for e in entries
-        }
-    except (OSError, ValueError, KeyError, TypeError, ProtocolError):
-        return {}
+        except (OSError, ValueError, KeyError, TypeError, ProtocolError):
+            continue
+    return recorded
 
 
 def check(directory: Path) -> list[str]:

@@ -63,6 +63,7 @@ from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher
 from .services.dispatch import install_chat as _install_chat
 from .services.handlers import ChatHandlers
+from .services.keys import KeyService
 from .services.member_records import RECORDS_FILE, MemberRecordFile
 from .services.outbox import run_outbox
 from .services.ratify import RatifyService
@@ -85,6 +86,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The longest a write or a join waits for the key of the current epoch (seconds).
+KEY_WAIT: Final = 20.0
 
 PROTOCOL_ID: Final = "/p2pchat/1.0.0"
 #: Queued messages resumed at start-up (the rest wait in the store for the next start).
@@ -384,6 +388,7 @@ class ChatNode:
             return
         await self._runtime.commit(commit)
         self._protect_members()
+        await self._key_ready(group_id)
         logger.info("joined group %s (%s)", group_id.hex()[:16], self.group_state(group_id).name)
         peer = via.peer_id if isinstance(via, Multiaddr) else via
         if peer is not None:
@@ -480,6 +485,13 @@ class ChatNode:
             raise ChatError("this node keeps no artifact files (its store has no data dir)")
         return await self.artifacts.open(group_id, message_hash)
 
+    async def _key_ready(self, group_id: bytes) -> None:
+        """Wait (at most KEY_WAIT seconds) while the key of the group's current epoch is being
+        fetched (specs/chat.md §20: a roster delta does not carry it)."""
+        with trio.move_on_after(KEY_WAIT):
+            while self.engine.keys.waiting(group_id):  # noqa: ASYNC110 (engine state, no event)
+                await trio.sleep(0.02)
+
     async def _submit(
         self, group_id: bytes, write: Callable[[], tuple[Packet, Commit]], *, wait: bool = True
     ) -> bytes:
@@ -487,6 +499,7 @@ class ChatNode:
         # queued, so it names it as the message it follows (specs/chat.md §6 "One author's
         # order").
         lock = self._write_locks.setdefault(group_id, trio.Lock())
+        await self._key_ready(group_id)
         async with lock:
             packet, commit = write()
             origin = packet.message_hash
@@ -816,6 +829,8 @@ async def open_chat_node(
         node = ChatNode(host, store, runtime, clients, sync, config)
         node._addresses = addresses
         node._protect_members()
+        keys = KeyService(runtime, store, clients, ratify_nursery)
+        keys.register(node.dispatcher)
         runtime.attach(
             ratify=RatifyService(runtime, clients, ratify_nursery, addresses),
             deliver=DeliverService(
@@ -829,9 +844,10 @@ async def open_chat_node(
             fetcher=sync,
             publish=node._publish,
             ratified=node._ratified,
+            keys=keys,
         )
         node.artifacts = _open_artifacts(host, store, engine, artifacts_nursery, config)
-        custody = None if node.artifacts is None else node.artifacts.hold_before_vote
+        custody = keys.custody(None if node.artifacts is None else node.artifacts.hold_before_vote)
         handlers = ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host, custody)
         handlers.addresses = addresses
         handlers.register(node.dispatcher)

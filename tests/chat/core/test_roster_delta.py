@@ -14,6 +14,7 @@ from chat.core.groups import NOW, Group, certify, key, make_group, member, roste
 from p2pchat.chat.core import cbor
 from p2pchat.chat.core.genesis import SignedGenesis
 from p2pchat.chat.core.group_state import GroupState
+from p2pchat.chat.core.keyset import KeySetRef
 from p2pchat.chat.core.packet import Packet, sha256, sign_message
 from p2pchat.chat.core.roster import Role, Roster, RosterError
 from p2pchat.chat.core.roster_delta import (
@@ -30,6 +31,8 @@ from p2pchat.identity import KeyPair
 
 VECTORS = Path(__file__).resolve().parents[3] / "specs" / "vectors" / "chat"
 NEW_KEY = bytes(range(32))
+#: A commitment to wrapped keys (the sets themselves: tests/chat/core/test_keyset.py).
+REF = KeySetRef(sha256(b"a key set"), 5)
 
 
 def check_of(state: GroupState) -> KeyCheck:
@@ -50,7 +53,7 @@ def change(
     group: Group, state: GroupState, after: Roster, author: KeyPair | None = None, **extra: Any
 ) -> Packet:
     """The certified roster message from ``state`` to ``after`` (with ``name``/``owner``)."""
-    delta = delta_between(state.current_roster, after, key_checks=(check_of(state),), **extra)
+    delta = delta_between(state.current_roster, after, REF, key_checks=(check_of(state),), **extra)
     packet = delta_packet(state, author or group.owner, delta)
     return certify(packet, group.ratifiers)
 
@@ -103,7 +106,7 @@ def test_a_delta_carries_only_the_change_and_gives_its_roster() -> None:
 def test_a_delta_that_does_not_apply_is_malformed() -> None:
     group = make_group()
     state, after = invite_outsider(group)
-    good = delta_between(state.current_roster, after, key_checks=(check_of(state),))
+    good = delta_between(state.current_roster, after, REF, key_checks=(check_of(state),))
     owner_entry = state.current_roster.member(group.owner.peer_id)
     assert owner_entry is not None
     bad = {
@@ -135,7 +138,7 @@ def test_a_delta_decodes_strictly() -> None:
         attrs.evolve(m, role=Role.VIEWER) if m.peer == group.user.peer_id else m for m in members
     ]
     newer = Roster(1, (*members, member(key(8), Role.USER)))
-    delta = delta_between(state.current_roster, newer, key_checks=(check_of(state),))
+    delta = delta_between(state.current_roster, newer, REF, key_checks=(check_of(state),))
     raw = delta.to_cbor()
     assert RosterDelta.from_cbor(raw) == delta
     assert len(raw["add"]) == 2
@@ -178,7 +181,7 @@ def test_a_rename_and_a_hand_over_move_the_name_and_the_owner() -> None:
     # The old owner's change is refused; the new owner's applies (voters: epoch 2's ratifiers).
     voters = (*group.ratifiers, group.user)
     nxt = Roster(3, (*state.current_roster.members, member(group.outsider, Role.USER)))
-    delta = delta_between(state.current_roster, nxt, key_checks=(check_of(state),))
+    delta = delta_between(state.current_roster, nxt, REF, key_checks=(check_of(state),))
     old = certify(delta_packet(state, group.owner, delta), voters)
     assert reason(state, old) == "not allowed"
     bare = delta_packet(state, group.owner, delta)

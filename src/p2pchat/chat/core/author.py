@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from ...identity import KeyPair, PeerID
 from . import crypto
 from .artifact import ChunkedRef, decode_file_info, encode_file_info
+from .keyset import MAX_KEY_SET, KeySet
 from .packet import MAX_PARENTS, Artifact, Headers, Message, Packet, sha256, sign_message
 from .roster import Member, Role, Roster, default_quorum
 from .roster_delta import delta_between
@@ -100,10 +101,11 @@ def write_roster_change(
     *,
     name: str | None = None,
     owner: PeerID | None = None,
-) -> Packet:
+) -> tuple[Packet, KeySet]:
     """The roster message (a delta, §20) that opens the next epoch with ``members`` and a new
-    epoch key, wrapped for each of them; a newcomer ``added`` also gets the earlier keys when
-    the group's history setting is ``"all"``. ``name`` renames the group, ``owner`` hands
+    epoch key, and the key set it commits to: the key wrapped for each of them; a newcomer
+    ``added`` also gets the earlier keys when the group's history setting is ``"all"`` (the
+    latest ones, when more would not fit a set). ``name`` renames the group, ``owner`` hands
     ownership to that member (a ratifier of ``members``). A group on the majority rule keeps
     it; another keeps its quorum, capped at the number of ratifiers.
 
@@ -134,26 +136,23 @@ def write_roster_change(
                 history_keys.append(wrap_key(key, newcomer, group_id, e))
                 if state.key_check(e) is None:  # §20: each epoch's check is written once
                     checks.append(KeyCheck(e, epoch_key_check(group_id, e, key)))
+    history_keys = history_keys[max(0, len(history_keys) - (MAX_KEY_SET - len(keys))) :]
+    checks = [c for c in checks if c.epoch in {epoch, *(k.epoch for k in history_keys)}]
+    keyset = KeySet((*keys, *history_keys))
     new_owner = state.owner if owner is None else owner
     role = roster.role_of(new_owner)
     if role is not Role.RATIFIER and (owner is not None or role is None or not role.can_send):
         raise ChatError("the owner must stay a member who may send (a new owner, a ratifier)")
     try:
         delta = delta_between(
-            current,
-            roster,
-            name=name,
-            owner=owner,
-            keys=keys,
-            history_keys=history_keys,
-            key_checks=checks,
+            current, roster, keyset.ref(), name=name, owner=owner, key_checks=checks
         )
     except ValueError as exc:
         raise ChatError(f"that roster change is not valid: {exc}") from exc
     message, _ = roster_message(
         state, delta.encode(), now_ms=now, parents=chain_parents(view, identity.peer_id, None)
     )
-    return sign_message(identity, message, b"", b"")
+    return sign_message(identity, message, b"", b""), keyset
 
 
 def write_chunked_message(

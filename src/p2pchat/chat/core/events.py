@@ -9,6 +9,8 @@ event that needs the time carries ``now`` (milliseconds since the Unix epoch).
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from ...identity import PeerID
@@ -73,7 +75,19 @@ class Committed:
     now: int
 
 
-Event = Tick | Connected | Disconnected | VoteAnswered | HeadsAnswered | Committed
+@attrs.frozen
+class KeysAnswered:
+    """``holder`` answered ``keys`` for a roster message (specs/chat.md §20) with ``body``
+    (a ``keysR``), or did not (``body`` None: refused, unreachable, no answer in time)."""
+
+    group_id: bytes
+    message_hash: bytes
+    holder: PeerID
+    body: dict[str, Any] | None
+    now: int
+
+
+Event = Tick | Connected | Disconnected | VoteAnswered | HeadsAnswered | Committed | KeysAnswered
 
 # -- actions --------------------------------------------------------------------------------------
 
@@ -173,6 +187,15 @@ class LearnRoster:
     peer: PeerID
 
 
+@attrs.frozen
+class FetchKeys:
+    """Ask ``holder`` for our entries of a roster message's key set (``keys``, §20)."""
+
+    group_id: bytes
+    message_hash: bytes
+    holder: PeerID
+
+
 Action = (
     Commit
     | AskVote
@@ -184,6 +207,7 @@ Action = (
     | SyncHistory
     | FetchMissing
     | LearnRoster
+    | FetchKeys
 )
 
 

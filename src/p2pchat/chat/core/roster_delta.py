@@ -5,9 +5,10 @@ epoch, every member's HPKE key included. A format-2 artifact (:class:`RosterDelt
 what changes from roster ``e`` to roster ``e + 1``: members added (with their HPKE key, published
 once, here), members removed, role changes, and optionally a new quorum, history setting, group
 name or owner; plus ``roster_hash``, the SHA-256 of the canonical CBOR of the roster that applying
-the delta must give. :func:`read_roster_change` reads either format from a roster message against
+the delta must give, and ``keyset``, the commitment to its wrapped keys (:mod:`.keyset`), which
+travel apart. :func:`read_roster_change` reads either format from a roster message against
 the chain so far and returns the :class:`RosterChange` every caller uses: the next roster, owner
-and name, and the keys and key checks carried. Nothing here does I/O.
+and name, the key checks, and the keys (format 1) or their commitment. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ...errors import DecodeError
 from ...identity import PeerID
 from . import cbor
 from .genesis import MAX_NAME
+from .keyset import KeySetRef
 from .packet import HASH_SIZE, MAX_ARTIFACT_DATA, Packet, sha256
 from .roster import (
     MAX_MEMBERS,
@@ -65,7 +67,7 @@ __all__ = [
 #: §20: the ``v`` of a format-2 roster artifact (a format-1 artifact has no ``v``).
 DELTA_VERSION: Final = 2
 _REQUIRED: Final = frozenset(
-    {"v", "epoch", "add", "remove", "roles", "roster_hash", "keys", "history_keys", "key_checks"}
+    {"v", "epoch", "add", "remove", "roles", "roster_hash", "keyset", "key_checks"}
 )
 _OPTIONAL: Final = frozenset({"quorum", "history", "name", "owner"})
 
@@ -106,10 +108,6 @@ def _sorted_peers(peers: Iterable[PeerID]) -> tuple[PeerID, ...]:
     return tuple(sorted(peers, key=PeerID.to_bytes))
 
 
-def _sorted_keys(keys: Iterable[WrappedKey]) -> tuple[WrappedKey, ...]:
-    return tuple(sorted(keys, key=WrappedKey.sort_key))
-
-
 def _sorted_checks(checks: Iterable[KeyCheck]) -> tuple[KeyCheck, ...]:
     return tuple(sorted(checks, key=lambda c: c.epoch))
 
@@ -118,17 +116,18 @@ def _sorted_checks(checks: Iterable[KeyCheck]) -> tuple[KeyCheck, ...]:
 class RosterDelta:
     """The format-2 artifact of a roster message: the change from roster ``epoch - 1`` (§20).
 
-    Lists are sorted on construction (members, removals and role changes by peer bytes; keys by
-    (peer bytes, epoch); key checks by epoch).
+    Lists are sorted on construction (members, removals and role changes by peer bytes; key
+    checks by epoch).
 
     Raises:
-        ValueError: a peer named in two of ``add``/``remove``/``roles`` or twice in one, keys
-            listed twice or for the wrong epochs, no key check of the new epoch, a name over
-            128 bytes, or a ``roster_hash`` that is not 32 bytes.
+        ValueError: a peer named in two of ``add``/``remove``/``roles`` or twice in one, no key
+            check of the new epoch (or one of a later epoch), a name over 128 bytes, or a
+            ``roster_hash`` that is not 32 bytes.
     """
 
     epoch: int
     roster_hash: bytes
+    keyset: KeySetRef
     add: tuple[Member, ...] = attrs.field(default=(), converter=_by_peer)
     remove: tuple[PeerID, ...] = attrs.field(default=(), converter=_sorted_peers)
     roles: tuple[RoleChange, ...] = attrs.field(default=(), converter=_by_peer)
@@ -136,8 +135,6 @@ class RosterDelta:
     history: str | None = None
     name: str | None = None
     owner: PeerID | None = None
-    keys: tuple[WrappedKey, ...] = attrs.field(default=(), converter=_sorted_keys)
-    history_keys: tuple[WrappedKey, ...] = attrs.field(default=(), converter=_sorted_keys)
     key_checks: tuple[KeyCheck, ...] = attrs.field(default=(), converter=_sorted_checks)
 
     def __attrs_post_init__(self) -> None:
@@ -152,13 +149,6 @@ class RosterDelta:
             raise ValueError(f"more than {MAX_MEMBERS} members added or removed")
         if self.name is not None and len(self.name.encode()) > MAX_NAME:
             raise ValueError(f"group name longer than {MAX_NAME} bytes")
-        for what, keys in (("keys", self.keys), ("history_keys", self.history_keys)):
-            if len({k.sort_key() for k in keys}) != len(keys):
-                raise ValueError(f"{what} lists a (peer, epoch) twice")
-        if any(k.epoch != self.epoch for k in self.keys):
-            raise ValueError(f"keys must all be for epoch {self.epoch}")
-        if any(k.epoch >= self.epoch for k in self.history_keys):
-            raise ValueError(f"history_keys must be for epochs before {self.epoch}")
         checked = [c.epoch for c in self.key_checks]
         if len(set(checked)) != len(checked):
             raise ValueError("key_checks lists an epoch twice")
@@ -177,8 +167,7 @@ class RosterDelta:
             "remove": [p.to_bytes() for p in self.remove],
             "roles": [r.to_cbor() for r in self.roles],
             "roster_hash": self.roster_hash,
-            "keys": [k.to_cbor() for k in self.keys],
-            "history_keys": [k.to_cbor() for k in self.history_keys],
+            "keyset": self.keyset.to_cbor(),
             "key_checks": [c.to_cbor() for c in self.key_checks],
         }
         for field in ("quorum", "history", "name"):
@@ -202,8 +191,6 @@ class RosterDelta:
         raw_add = read_list(m["add"], "delta.add", max_items=MAX_MEMBERS)
         raw_remove = read_list(m["remove"], "delta.remove", max_items=MAX_MEMBERS)
         raw_roles = read_list(m["roles"], "delta.roles", max_items=MAX_MEMBERS)
-        raw_keys = read_list(m["keys"], "delta.keys", max_items=limit)
-        raw_history = read_list(m["history_keys"], "delta.history_keys", max_items=limit)
         raw_checks = read_list(m["key_checks"], "delta.key_checks", max_items=limit)
         history = None
         if "history" in m:
@@ -213,6 +200,7 @@ class RosterDelta:
             cls,
             read_uint(m["epoch"], "delta.epoch"),
             read_bytes(m["roster_hash"], "delta.roster_hash", max_size=HASH_SIZE),
+            KeySetRef.from_cbor(m["keyset"]),
             [Member.from_cbor(item) for item in raw_add],
             [read_peer(item, "delta.remove") for item in raw_remove],
             [RoleChange.from_cbor(item) for item in raw_roles],
@@ -220,16 +208,12 @@ class RosterDelta:
             history,
             None if "name" not in m else read_text(m["name"], "delta.name", max_size=MAX_NAME),
             None if "owner" not in m else read_peer(m["owner"], "delta.owner"),
-            [WrappedKey.from_cbor(k) for k in raw_keys],
-            [WrappedKey.from_cbor(k) for k in raw_history],
             [KeyCheck.from_cbor(c) for c in raw_checks],
         )
         require_sorted(raw_add, delta.add, "delta.add")
         if [p.to_bytes() for p in delta.remove] != raw_remove:
             raise RosterDecodeError("delta.remove must be sorted", hint="malformed")
         require_sorted(raw_roles, delta.roles, "delta.roles")
-        require_sorted(raw_keys, delta.keys, "delta.keys")
-        require_sorted(raw_history, delta.history_keys, "delta.history_keys")
         require_sorted(raw_checks, delta.key_checks, "delta.key_checks")
         return delta
 
@@ -277,11 +261,10 @@ class RosterDelta:
 def delta_between(
     before: Roster,
     after: Roster,
+    keyset: KeySetRef,
     *,
     name: str | None = None,
     owner: PeerID | None = None,
-    keys: Iterable[WrappedKey] = (),
-    history_keys: Iterable[WrappedKey] = (),
     key_checks: Iterable[KeyCheck] = (),
 ) -> RosterDelta:
     """The delta from ``before`` to ``after`` (whose epoch follows).
@@ -304,6 +287,7 @@ def delta_between(
     return RosterDelta(
         after.epoch,
         roster_hash(after),
+        keyset,
         tuple(added),
         tuple(removed),
         tuple(roles),
@@ -311,8 +295,6 @@ def delta_between(
         None if after.history == before.history else after.history,
         name,
         owner,
-        tuple(keys),
-        tuple(history_keys),
         tuple(key_checks),
     )
 
@@ -320,14 +302,16 @@ def delta_between(
 @attrs.frozen
 class RosterChange:
     """What a roster message of either format does: the roster, owner and name of the epoch it
-    opens, and the keys and key checks it carries."""
+    opens, the key checks it carries, and its wrapped keys (format 1) or the commitment to them
+    (format 2, ``keyset``)."""
 
     roster: Roster
     owner: PeerID
     name: str
-    keys: tuple[WrappedKey, ...]
-    history_keys: tuple[WrappedKey, ...]
     key_checks: tuple[KeyCheck, ...]
+    keys: tuple[WrappedKey, ...] = ()
+    history_keys: tuple[WrappedKey, ...] = ()
+    keyset: KeySetRef | None = None
 
     def key_check(self, epoch: int) -> bytes | None:
         """The check of ``epoch``'s key this message carries, or None."""
@@ -375,11 +359,17 @@ def read_roster_change(packet: Packet, state: GroupState) -> RosterChange:
     artifact = decode_roster_artifact(packet)
     epoch = packet.message.epoch + 1
     owner, name = state.owner, state.name
+    keyset = None
     if isinstance(artifact, RosterUpdate):
         roster = artifact.roster
         if roster.epoch != epoch:
             raise RosterError(f"the roster message must open epoch {epoch}", hint="malformed")
+        for wrapped in (*artifact.keys, *artifact.history_keys):
+            if wrapped.peer not in roster:
+                raise RosterError("a key wrapped for a non-member", hint="malformed")
+        keys, history_keys = artifact.keys, artifact.history_keys
     else:
+        keys, history_keys, keyset = (), (), artifact.keyset
         if artifact.epoch != epoch:
             raise RosterError(f"the roster message must open epoch {epoch}", hint="malformed")
         roster = artifact.apply(state.current_roster)
@@ -391,12 +381,7 @@ def read_roster_change(packet: Packet, state: GroupState) -> RosterChange:
             owner = artifact.owner
         if artifact.name is not None:
             name = artifact.name
-    for wrapped in (*artifact.keys, *artifact.history_keys):
-        if wrapped.peer not in roster:
-            raise RosterError("a key wrapped for a non-member", hint="malformed")
     role = roster.role_of(owner)
     if role is None or not role.can_send:
         raise RosterError("the owner must stay a member who may send", hint="malformed")
-    return RosterChange(
-        roster, owner, name, artifact.keys, artifact.history_keys, artifact.key_checks
-    )
+    return RosterChange(roster, owner, name, artifact.key_checks, keys, history_keys, keyset)

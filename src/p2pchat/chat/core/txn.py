@@ -52,6 +52,16 @@ class PutEpochKey:
 
 
 @attrs.frozen
+class PutKeySet:
+    """The wrapped keys (CBOR, chat/core/keyset.py) that roster message ``message_hash``
+    commits to (specs/chat.md §20); a set held for it is kept."""
+
+    group_id: bytes
+    message_hash: bytes
+    data: bytes
+
+
+@attrs.frozen
 class PutVote:
     """This node's vote (CBOR) for a stored message; an earlier vote for it is kept."""
 
@@ -81,7 +91,9 @@ class DropPending:
     message_hashes: tuple[bytes, ...]
 
 
-Operation = AddGroup | PutPacket | PutRoster | PutEpochKey | PutVote | OutboxDone | DropPending
+Operation = (
+    AddGroup | PutPacket | PutRoster | PutEpochKey | PutKeySet | PutVote | OutboxDone | DropPending
+)
 
 
 @attrs.frozen

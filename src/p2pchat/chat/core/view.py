@@ -164,6 +164,8 @@ def unwrap_keys(
         update = decode_roster_artifact(packet)
     except (ProtocolError, DecodeError):
         return {}
+    if isinstance(update, RosterDelta):
+        return {}  # §20: its keys are fetched (chat/core/key_fetch.py)
     keys: dict[int, bytes] = {}
     for wrapped in (*update.keys, *update.history_keys):
         if wrapped.peer != me or wrapped.epoch in view.epoch_keys:
@@ -182,8 +184,6 @@ def unwrap_keys(
         # §15: the key must be the one the owner signed a check of,
         # which every member verifies alike; a key without one, or another key, is not taken.
         check = update.key_check(wrapped.epoch)
-        if check is None and isinstance(update, RosterDelta):  # §20: fixed once, by the chain
-            check = view.state.key_check(wrapped.epoch)
         if check is None or check != epoch_key_check(view.group_id, wrapped.epoch, key):
             logger.warning(
                 "our key for epoch %d does not match the roster's key check: not taken",
