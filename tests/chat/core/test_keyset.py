@@ -11,6 +11,7 @@ import pytest
 from chat.core.groups import key
 from p2pchat.chat.core import cbor, crypto, merkle
 from p2pchat.chat.core.keyset import (
+    MAX_MY_KEYS,
     KeySet,
     KeySetError,
     KeySetFetch,
@@ -149,3 +150,14 @@ def test_the_key_set_vector() -> None:
     assert new_key.hex() == vector["epoch_key"]
     checks = {c["epoch"]: c["check"] for c in delta["key_checks"]}
     assert checks[2] == epoch_key_check(group_id, 2, new_key)
+
+
+def test_a_member_with_more_entries_than_an_answer_holds_gets_the_newest() -> None:
+    me = PEERS[0]
+    epoch = MAX_MY_KEYS + 10
+    keys = [WrappedKey(me, e, bytes([e % 256]) * 80) for e in range(epoch + 1)]
+    ks = KeySet((*keys, WrappedKey(PEERS[1], epoch, b"x" * 80)))
+    entries = read_my_keys(ks.mine(me), ks.ref(), me)
+    assert len(entries) == MAX_MY_KEYS
+    assert entries[-1].epoch == epoch  # the new epoch's key is always given
+    assert entries[0].epoch == epoch + 1 - MAX_MY_KEYS

@@ -150,11 +150,12 @@ class KeySet:
         return {"entries": entries, "next": index if index < len(self.keys) else None}
 
     def mine(self, peer: PeerID) -> dict[str, Any]:
-        """The ``keysR`` body for ``peer``: its entries (contiguous in the set), their index and
-        proofs: ``{"index": uint, "entries": [...], "proofs": [[bstr...]...]}``; no entries
-        when the set holds none for it."""
+        """The ``keysR`` body for ``peer``: its entries (contiguous in the set; the newest
+        MAX_MY_KEYS of them), the index of the first and their proofs: ``{"index": uint,
+        "entries": [...], "proofs": [[bstr...]...]}``; no entries when the set holds none."""
         me = peer.to_bytes()
-        indexes = [i for i, k in enumerate(self.keys) if k.peer.to_bytes() == me][:MAX_MY_KEYS]
+        # The newest MAX_MY_KEYS (the new epoch's key is the last of a member's entries).
+        indexes = [i for i, k in enumerate(self.keys) if k.peer.to_bytes() == me][-MAX_MY_KEYS:]
         if not indexes:
             return {"index": 0, "entries": [], "proofs": []}
         _root, paths = merkle.proofs(self._leaves)
