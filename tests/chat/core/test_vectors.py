@@ -55,6 +55,8 @@ ROOT: Final = Path(__file__).resolve().parents[3]
 VECTORS: Final = ROOT / "specs" / "vectors" / "chat"
 GENERATOR: Final = ROOT / "tools" / "gen_chat_vectors.py"
 FILES: Final = sorted(p.name for p in VECTORS.glob("*.json"))
+#: Kept by hand from reference data (checked by test_merkle.py), not by the generator.
+FOREIGN: Final = frozenset({"merkle.json"})
 
 
 @cache
@@ -120,6 +122,7 @@ def test_the_vector_directory_holds_the_expected_files() -> None:
     assert FILES == [
         "close_vote.json",
         "genesis.json",
+        "merkle.json",
         "mrat_query.json",
         "mrat_response.json",
         "roster_message.json",
@@ -127,7 +130,7 @@ def test_the_vector_directory_holds_the_expected_files() -> None:
     ]
 
 
-@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("name", [f for f in FILES if f not in FOREIGN])
 def test_every_file_decodes_reencodes_and_has_its_json_view(name: str) -> None:
     vector = load(name)
     assert vector["description"]
@@ -423,6 +426,8 @@ def test_generator_writes_what_check_accepts(tmp_path: Path) -> None:
     assert run_generator("--check", "--dir", str(directory)).returncode == 1
     written = run_generator("--dir", str(directory))
     assert written.returncode == 0, written.stderr
-    for name in FILES:  # the recorded wrapped keys are reused, so nothing else changes
+    for name in (
+        f for f in FILES if f not in FOREIGN
+    ):  # the recorded wrapped keys are reused, so nothing else changes
         assert (directory / name).read_text() == (VECTORS / name).read_text()
     assert run_generator("--check", "--dir", str(directory)).returncode == 0
