@@ -1,0 +1,168 @@
+"""DCUtR with py-libp2p 0.8.1 (tools/interop/pylibp2p_dcutr.py) over a connection relayed by our
+relay, on loopback, in both directions; specs/dcutr.md "Interop with py-libp2p 0.8.1" says what
+happens and why. Skipped, with the reason, where the interop virtualenv is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import trio
+
+from p2pchat.identity import KeyPair, PeerID
+from p2pchat.multiaddr import Multiaddr
+from p2pchat.net.dcutr import DCUtRConfig, open_dcutr
+from p2pchat.net.host import HostConfig, open_host
+from p2pchat.net.ping import open_ping
+from p2pchat.net.relay import is_relayed, open_relay_client, open_relay_service
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(150)]
+
+SCRIPT: Final = Path(__file__).resolve().parents[2] / "tools" / "interop" / "pylibp2p_dcutr.py"
+DEADLINE: Final = 90.0
+HOST_CONFIG: Final = HostConfig(reuse_port=True)
+
+
+@pytest.fixture
+def python() -> str:
+    python = os.environ.get("P2PCHAT_INTEROP_PYTHON", "")
+    if not python or not Path(python).exists():
+        pytest.skip("P2PCHAT_INTEROP_PYTHON names no py-libp2p interpreter (make unit sets it)")
+    return python
+
+
+class Peer:
+    """The py-libp2p process: its JSON lines, one at a time."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self._buffer = b""
+
+    async def next_event(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        while b"\n" not in self._buffer:
+            chunk = await self.process.stdout.receive_some()
+            assert chunk, f"py-libp2p exited early: {self._buffer!r}"
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        event: dict[str, Any] = json.loads(line)
+        assert event["event"] != "error", event
+        return event
+
+
+@asynccontextmanager
+async def pylibp2p(python: str, *args: str) -> AsyncIterator[Peer]:
+    process = await trio.lowlevel.open_process(
+        [python, str(SCRIPT), *args, "--timeout", "60", "--lifetime", str(DEADLINE)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        yield Peer(process)
+    finally:
+        with trio.CancelScope(shield=True):
+            assert process.stdin is not None
+            assert process.stdout is not None
+            await process.stdin.aclose()
+            with trio.move_on_after(10):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await process.stdout.aclose()
+
+
+def _sent_and_received(steps: list[str]) -> list[str]:
+    """py-libp2p's DCUtR messages, in order, from its log lines."""
+    out = []
+    for line in steps:
+        for what in ("Sent CONNECT", "Received CONNECT", "Sent SYNC", "Received SYNC"):
+            if line.startswith(what):
+                out.append(what)
+    return out
+
+
+async def test_pylibp2p_initiates_the_exchange_completes_and_we_stay_relayed(python: str) -> None:
+    # py-libp2p is the inbound side of the relayed connection (B): it writes CONNECT, we answer,
+    # it writes SYNC; then both sides dial as the Noise responder (py-libp2p's initiator upgrades
+    # as the responder, ours answers as the responder as go-libp2p does), so on every TCP
+    # connection the two dials make nobody speaks first: no direct connection forms. We drop
+    # the silent dial at the end of the round, wait for a next CONNECT that never comes (the
+    # peer keeps the stream open through its own three dial rounds) and end the exchange with
+    # a DCUtRError after 10 s; the relayed connection stays and carries the traffic.
+    async with (
+        open_host(KeyPair.generate()) as relay_host,
+        open_relay_service(relay_host),
+        open_host(KeyPair.generate(), HOST_CONFIG) as host,
+        open_relay_client(host),
+        open_dcutr(host, DCUtRConfig(grace=0.5)) as dcutr,
+    ):
+        relay_addr = relay_host.addrs[0].with_peer_id(relay_host.peer_id)
+        async with pylibp2p(python, "initiate", str(relay_addr)) as peer:
+            with trio.fail_after(DEADLINE):
+                reserved = await peer.next_event()
+                assert reserved["event"] == "reserved"
+                their_id = PeerID.from_string(reserved["peer_id"])
+                relayed = await host.connect(Multiaddr.from_string(reserved["circuit"]))
+                assert is_relayed(relayed.remote_addr)
+                assert (await peer.next_event())["event"] == "relayed"
+                await dcutr.done.wait()
+                result = await peer.next_event()
+            assert result["event"] == "result"
+            assert _sent_and_received(result["steps"]) == [
+                "Sent CONNECT",
+                "Received CONNECT",
+                "Sent SYNC",
+            ]
+            assert (result["success"], result["direct"]) == (False, False)
+            assert all(any("/p2p-circuit" in a for a in c) for c in result["connections"])
+            assert (dcutr.stats.answered, dcutr.stats.upgraded, dcutr.stats.failed) == (1, 0, 1)
+            conn = host.connection(their_id)
+            assert conn is relayed
+            assert is_relayed(conn.remote_addr)
+            async with open_ping(host, their_id) as pinger:
+                assert await pinger.ping() >= 0
+
+
+async def test_we_initiate_and_pylibp2p_answers_with_a_direct_connection(python: str) -> None:
+    # We are the inbound side (B) and write CONNECT; py-libp2p answers and, on SYNC, dials as
+    # the Noise initiator, as we do. On loopback there is no NAT: a dial reaches the other's
+    # listener, which is a responder, and the direct connection forms; the other dial finds
+    # the same address pair taken. Behind NATs the two dials would be one TCP connection with
+    # two Noise initiators and would fail (not run here; specs/dcutr.md).
+    async with (
+        open_host(KeyPair.generate()) as relay_host,
+        open_relay_service(relay_host),
+        open_host(KeyPair.generate(), HOST_CONFIG) as host,
+        open_relay_client(host) as client,
+        open_dcutr(host, DCUtRConfig(grace=0.5)) as dcutr,
+    ):
+        await client.reserve(relay_host.addrs[0])
+        circuit = client.book.circuit_addrs(time.time())[0].with_peer_id(host.peer_id)
+        async with pylibp2p(python, "answer", str(circuit)) as peer:
+            with trio.fail_after(DEADLINE):
+                connected = await peer.next_event()
+                assert connected["event"] == "connected"
+                await dcutr.done.wait()
+                result = await peer.next_event()
+            assert result["event"] == "result"
+            assert _sent_and_received(result["steps"]) == [
+                "Received CONNECT",
+                "Sent CONNECT",
+                "Received SYNC",
+            ]
+            assert (result["success"], result["direct"]) == (True, True)
+            assert dcutr.stats.upgraded == 1
+            their_id = next(p for p in host.connected_peers() if p != relay_host.peer_id)
+            direct = host.connection(their_id)
+            assert direct is not None
+            assert not is_relayed(direct.remote_addr)
+            async with open_ping(host, their_id) as pinger:
+                assert await pinger.ping() >= 0
