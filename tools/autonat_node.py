@@ -160,7 +160,11 @@ async def run_node(args: argparse.Namespace) -> None:
     config = HostConfig(listen=(Multiaddr.from_string(args.listen),))
     serve = args.command == "serve"
     autonat_config = AutoNATConfig(
-        serve=serve, threshold=args.threshold, probe_interval=3600.0, dial_timeout=5.0
+        serve=serve,
+        threshold=args.threshold,
+        probe_interval=3600.0,
+        dial_timeout=5.0,
+        eager_asks=0,  # ``probe`` asks the servers itself, once each
     )
     with trio.move_on_after(args.lifetime):
         async with (
