@@ -4,14 +4,10 @@ happens and why. Skipped, with the reason, where the interop virtualenv is absen
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pytest
 import trio
@@ -23,60 +19,20 @@ from p2pchat.net.host import HostConfig, open_host
 from p2pchat.net.ping import open_ping
 from p2pchat.net.relay import is_relayed, open_relay_client, open_relay_service
 
+from .scripts import ScriptProcess, running_script
+
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(150)]
 
-SCRIPT: Final = Path(__file__).resolve().parents[2] / "tools" / "interop" / "pylibp2p_dcutr.py"
+SCRIPT: Final = "pylibp2p_dcutr.py"
 DEADLINE: Final = 90.0
 HOST_CONFIG: Final = HostConfig(reuse_port=True)
 
 
-@pytest.fixture
-def python() -> str:
-    python = os.environ.get("P2PCHAT_INTEROP_PYTHON", "")
-    if not python or not Path(python).exists():
-        pytest.skip("P2PCHAT_INTEROP_PYTHON names no py-libp2p interpreter (make unit sets it)")
-    return python
-
-
-class Peer:
-    """The py-libp2p process: its JSON lines, one at a time."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self._buffer = b""
-
-    async def next_event(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        while b"\n" not in self._buffer:
-            chunk = await self.process.stdout.receive_some()
-            assert chunk, f"py-libp2p exited early: {self._buffer!r}"
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        event: dict[str, Any] = json.loads(line)
-        assert event["event"] != "error", event
-        return event
-
-
 @asynccontextmanager
-async def pylibp2p(python: str, *args: str) -> AsyncIterator[Peer]:
-    process = await trio.lowlevel.open_process(
-        [python, str(SCRIPT), *args, "--timeout", "60", "--lifetime", str(DEADLINE)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        yield Peer(process)
-    finally:
-        with trio.CancelScope(shield=True):
-            assert process.stdin is not None
-            assert process.stdout is not None
-            await process.stdin.aclose()
-            with trio.move_on_after(10):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.stdout.aclose()
+async def pylibp2p(python: str, *args: str) -> AsyncIterator[ScriptProcess]:
+    timing = ("--timeout", "60", "--lifetime", str(DEADLINE))
+    async with running_script(python, SCRIPT, *args, *timing) as peer:
+        yield peer
 
 
 def _sent_and_received(steps: list[str]) -> list[str]:

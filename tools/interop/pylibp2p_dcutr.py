@@ -1,7 +1,7 @@
 """A py-libp2p 0.8.1 DCUtR peer (``/libp2p/dcutr``), driven as a subprocess by
 tests/interop/test_dcutr.py.
 
-Runs only in the interop virtualenv (see pylibp2p_peer.py, whose host set-up it reuses)::
+Runs only in the interop virtualenv (see pylibp2p_peer.py and pylibp2p_service.py)::
 
     $P2PCHAT_INTEROP_PYTHON tools/interop/pylibp2p_dcutr.py initiate RELAY_ADDR
     $P2PCHAT_INTEROP_PYTHON tools/interop/pylibp2p_dcutr.py answer CIRCUIT_ADDR
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,16 +52,8 @@ from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_ms
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 from multiaddr.protocols import P_P2P_CIRCUIT
-from pylibp2p_peer import (
-    _describe,
-    _leaf,
-    _positive_float,
-    _wait_stdin_eof,
-    build_host,
-    emit,
-    parse_peer_addr,
-    running_host,
-)
+from pylibp2p_peer import _wait_stdin_eof, emit, parse_peer_addr
+from pylibp2p_service import common_options, loopback_host, run_main
 
 STATUS_OK = 100
 #: Connections py-libp2p may hold to one peer: the relayed one plus the hole punch's.
@@ -193,10 +184,8 @@ async def run(args: argparse.Namespace) -> int:
     dcutr_log = logging.getLogger("libp2p.relay.circuit_v2.dcutr")
     dcutr_log.setLevel(logging.DEBUG)
     dcutr_log.addHandler(steps)
-    listen_addr = Multiaddr("/ip4/127.0.0.1/tcp/0")
-    host = build_host(None, MAX_CONNS_PER_PEER, listen_addr)
     with trio.move_on_after(args.lifetime) as scope:
-        async with running_host(host, listen_addr):
+        async with loopback_host(MAX_CONNS_PER_PEER) as host:
             dcutr = _DCUtR(host)
             dcutr.direct_first = args.direct_first
             dcutr.handled = trio.Event()
@@ -206,17 +195,12 @@ async def run(args: argparse.Namespace) -> int:
                     await cmd_initiate(host, dcutr, steps, args)
                 else:
                     await cmd_answer(host, dcutr, steps, args)
-    if scope.cancelled_caught:
-        emit("closed", reason="lifetime")
-    else:
-        emit("closed", reason="stdin-eof")
+    emit("closed", reason="lifetime" if scope.cancelled_caught else "stdin-eof")
     return 0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--timeout", type=_positive_float, default=60.0)
-    common.add_argument("--lifetime", type=_positive_float, default=120.0)
+    common = common_options(timeout=60.0)
     common.add_argument(
         "--direct-first",
         action=argparse.BooleanOptionalAction,
@@ -233,24 +217,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(logging.WARNING)
-    logging.getLogger().addHandler(stderr)
-    logging.getLogger().setLevel(logging.WARNING)
-    started = time.monotonic()
-    try:
-        return trio.run(run, args)
-    except Exception as exc:
-        leaf = _leaf(exc)
-        emit(
-            "error",
-            command=args.command,
-            error=type(leaf).__name__,
-            message=_describe(leaf),
-            after=round(time.monotonic() - started, 3),
-        )
-        return 1
+    return run_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":
