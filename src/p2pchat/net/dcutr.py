@@ -250,6 +250,7 @@ class DCUtR:
                     return
                 if connect.type is not core.HolePunchType.CONNECT:
                     raise DecodeError("dcutr: expected CONNECT", hint="bad dcutr message")
+                logger.debug("hole punch from %s: its addresses %s", peer, connect.addrs)
                 answer = core.HolePunch(core.HolePunchType.CONNECT, tuple(self.our_addrs()))
                 await stream.send_all(core.frame(answer))
                 sync = await _read_within(stream, reader, "SYNC", eof_ok=False)
