@@ -45,14 +45,14 @@ def _sent_and_received(steps: list[str]) -> list[str]:
     return out
 
 
-async def test_pylibp2p_initiates_the_exchange_completes_and_we_stay_relayed(python: str) -> None:
+async def test_pylibp2p_initiates_and_a_direct_connection_forms(python: str) -> None:
     # py-libp2p is the inbound side of the relayed connection (B): it writes CONNECT, we answer,
-    # it writes SYNC; then both sides dial as the Noise responder (py-libp2p's initiator upgrades
-    # as the responder, ours answers as the responder as go-libp2p does), so on every TCP
-    # connection the two dials make nobody speaks first: no direct connection forms. We drop
-    # the silent dial at the end of the round, wait for a next CONNECT that never comes (the
-    # peer keeps the stream open through its own three dial rounds) and end the exchange with
-    # a DCUtRError after 10 s; the relayed connection stays and carries the traffic.
+    # it writes SYNC; then it dials as the Noise *responder* (the reverse of go-libp2p), as we do
+    # when we answer. Its dial (from its listen port, the address its CONNECT gave) reaches our
+    # listener, where its multistream-select listener writes its header and waits: nobody would
+    # propose /noise. Our role choice (net/simopen.py) sees no proposal within role_wait and
+    # takes the dialer's and Noise initiator's role, so the direct connection forms. (Our own
+    # dial to its listener finds the address pair taken, on loopback.)
     async with (
         open_host(KeyPair.generate()) as relay_host,
         open_relay_service(relay_host),
@@ -77,12 +77,43 @@ async def test_pylibp2p_initiates_the_exchange_completes_and_we_stay_relayed(pyt
                 "Received CONNECT",
                 "Sent SYNC",
             ]
+            assert (result["success"], result["direct"]) == (True, True)
+            assert (dcutr.stats.answered, dcutr.stats.upgraded, dcutr.stats.failed) == (1, 1, 0)
+            direct = host.connection(their_id)
+            assert direct is not None
+            assert not is_relayed(direct.remote_addr)
+            assert direct.is_client  # we took the dialer's role
+            async with open_ping(host, their_id) as pinger:
+                assert await pinger.ping() >= 0
+
+
+async def test_with_role_choice_off_pylibp2p_initiating_leaves_us_relayed(python: str) -> None:
+    # The same exchange without our role choice (role_wait=None): both sides wait as Noise
+    # responders, no direct connection forms. We drop the silent connection at the end of the
+    # round, wait for a next CONNECT that never comes (py-libp2p keeps the stream open through
+    # its own three dial rounds, about 21 s) and end the exchange with a DCUtRError after 10 s;
+    # the relayed connection stays and carries the traffic.
+    async with (
+        open_host(KeyPair.generate()) as relay_host,
+        open_relay_service(relay_host),
+        open_host(KeyPair.generate(), HOST_CONFIG) as host,
+        open_relay_client(host),
+        open_dcutr(host, DCUtRConfig(grace=0.5, role_wait=None)) as dcutr,
+    ):
+        relay_addr = relay_host.addrs[0].with_peer_id(relay_host.peer_id)
+        async with pylibp2p(python, "initiate", str(relay_addr)) as peer:
+            with trio.fail_after(DEADLINE):
+                reserved = await peer.next_event()
+                their_id = PeerID.from_string(reserved["peer_id"])
+                relayed = await host.connect(Multiaddr.from_string(reserved["circuit"]))
+                assert (await peer.next_event())["event"] == "relayed"
+                await dcutr.done.wait()
+                result = await peer.next_event()
+            assert "Sent SYNC" in _sent_and_received(result["steps"])
             assert (result["success"], result["direct"]) == (False, False)
             assert all(any("/p2p-circuit" in a for a in c) for c in result["connections"])
             assert (dcutr.stats.answered, dcutr.stats.upgraded, dcutr.stats.failed) == (1, 0, 1)
-            conn = host.connection(their_id)
-            assert conn is relayed
-            assert is_relayed(conn.remote_addr)
+            assert host.connection(their_id) is relayed
             async with open_ping(host, their_id) as pinger:
                 assert await pinger.ping() >= 0
 

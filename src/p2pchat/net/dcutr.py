@@ -61,6 +61,10 @@ class DCUtRConfig:
     dial_timeout: float = 5.0
     #: Also dial private and loopback addresses in the direct step (a LAN; tests).
     direct_private: bool = False
+    #: Answering a hole punch: seconds a connection of the round may go without the peer
+    #: proposing a protocol before we take the dialer's (Noise initiator's) role on it
+    #: (specs/dcutr.md §1 step 4; ``net/simopen.py``). None: always the responder.
+    role_wait: float | None = 1.0
 
 
 @attrs.define
@@ -197,11 +201,18 @@ class DCUtR:
                 await stream.aclose()
 
     async def _dial(
-        self, peer: PeerID, targets: list[Multiaddr], *, initiator: bool
+        self,
+        peer: PeerID,
+        targets: list[Multiaddr],
+        *,
+        initiator: bool,
+        role_wait: float | None = None,
     ) -> MuxedConnection | None:
         with trio.move_on_after(self.config.dial_timeout):
             try:
-                return await self.host.connect_direct(peer, targets, initiator=initiator)
+                return await self.host.connect_direct(
+                    peer, targets, initiator=initiator, role_wait=role_wait
+                )
             except DialError as exc:
                 logger.info("hole punch dial to %s failed: %s", peer, exc)
             # Where the peer's dial reached our listener (no NAT in between), the direct
@@ -251,17 +262,22 @@ class DCUtR:
                 if connect.type is not core.HolePunchType.CONNECT:
                     raise DecodeError("dcutr: expected CONNECT", hint="bad dcutr message")
                 logger.debug("hole punch from %s: its addresses %s", peer, connect.addrs)
-                answer = core.HolePunch(core.HolePunchType.CONNECT, tuple(self.our_addrs()))
-                await stream.send_all(core.frame(answer))
-                sync = await _read_within(stream, reader, "SYNC", eof_ok=False)
-                if sync is None or sync.type is not core.HolePunchType.SYNC:
-                    raise DecodeError("dcutr: expected SYNC", hint="bad dcutr message")
-                rounds += 1
-                self.stats.answered += 1
                 targets = core.punch_targets(connect.addrs)
-                if not targets:
-                    return
-                direct = await self._dial(peer, targets, initiator=False)
+                # Until the round's dials end, the peer's dial may reach our listener from one
+                # of these addresses, and its upgrade may wait for us to speak (§1 step 4).
+                role_wait = self.config.role_wait
+                expected = targets if role_wait is not None else []
+                with self.host.expect_punch(peer, expected, role_wait or 0.0):
+                    answer = core.HolePunch(core.HolePunchType.CONNECT, tuple(self.our_addrs()))
+                    await stream.send_all(core.frame(answer))
+                    sync = await _read_within(stream, reader, "SYNC", eof_ok=False)
+                    if sync is None or sync.type is not core.HolePunchType.SYNC:
+                        raise DecodeError("dcutr: expected SYNC", hint="bad dcutr message")
+                    rounds += 1
+                    self.stats.answered += 1
+                    if not targets:
+                        return
+                    direct = await self._dial(peer, targets, initiator=False, role_wait=role_wait)
                 if direct is not None:
                     self.stats.upgraded += 1
                     logger.info("direct connection with %s (%s)", peer, direct.remote_addr)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import attrs
@@ -29,6 +30,7 @@ from .muxer import MuxedConnection
 from .peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL
 from .resources import ResourceLimitError
 from .secure import HandshakeError
+from .simopen import choose_role
 from .tcp import TransportError, dial_tcp
 from .upgrade import upgrade
 
@@ -64,6 +66,36 @@ class Dialer:
         self._host = host
         self._attempts: dict[PeerID, _DialAttempt] = {}
         self._transports: list[tuple[Callable[[Multiaddr], bool], StreamDialer]] = []
+        #: Addresses of peers whose hole punch we answer: (peer, role wait), see
+        #: :meth:`expect_punch`.
+        self._punching: dict[Multiaddr, tuple[PeerID, float]] = {}
+
+    @contextmanager
+    def expect_punch(
+        self, peer: PeerID, addrs: Sequence[Multiaddr], role_wait: float
+    ) -> Iterator[None]:
+        """See :meth:`Host.expect_punch`."""
+        added = [a for a in addrs if a not in self._punching]
+        for addr in added:
+            self._punching[addr] = (peer, role_wait)
+        try:
+            yield
+        finally:
+            for addr in added:
+                self._punching.pop(addr, None)
+
+    async def resolve_inbound(
+        self, transport: trio.abc.Stream, where: Multiaddr | None
+    ) -> tuple[trio.abc.Stream, PeerID | None]:
+        """For an inbound connection from an address of a hole punch we answer, the role is
+        chosen (:func:`~p2pchat.net.simopen.choose_role`): the stream to upgrade, and the peer
+        when we are the dialer. Any other connection is returned as it is, with None."""
+        expected = self._punching.get(where) if where is not None else None
+        if expected is None:
+            return transport, None
+        peer, wait = expected
+        stream, dialer = await choose_role(transport, wait)
+        return stream, peer if dialer else None
 
     def add_stream_transport(
         self, handles: Callable[[Multiaddr], bool], dial: StreamDialer
@@ -195,7 +227,12 @@ class Dialer:
         raise DialError("; ".join(failures))
 
     async def connect_direct(
-        self, peer: PeerID, addrs: Sequence[Multiaddr], *, initiator: bool
+        self,
+        peer: PeerID,
+        addrs: Sequence[Multiaddr],
+        *,
+        initiator: bool,
+        role_wait: float | None = None,
     ) -> MuxedConnection:
         """See :meth:`Host.connect_direct`."""
         config = self._host.config
@@ -204,12 +241,15 @@ class Dialer:
 
         async def attempt(addr: Multiaddr) -> None:
             try:
-                tcp = await dial_tcp(addr, local_port=self._local_port(addr))
+                tcp: trio.abc.Stream = await dial_tcp(addr, local_port=self._local_port(addr))
+                outbound = initiator
+                if not initiator and role_wait is not None:
+                    tcp, outbound = await choose_role(tcp, role_wait)
                 conn = await upgrade(
                     tcp,
                     self._host.identity,
-                    outbound=initiator,
-                    expected_peer=peer if initiator else None,
+                    outbound=outbound,
+                    expected_peer=peer if outbound else None,
                     remote_addr=addr,
                     handshake_timeout=config.handshake_timeout,
                     config=config.muxer,

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Final
 
 import attrs
@@ -193,17 +193,33 @@ class Host:
         return await self._dialer.connect(target)
 
     async def connect_direct(
-        self, peer: PeerID, addrs: Sequence[Multiaddr], *, initiator: bool
+        self,
+        peer: PeerID,
+        addrs: Sequence[Multiaddr],
+        *,
+        initiator: bool,
+        role_wait: float | None = None,
     ) -> MuxedConnection:
         """A new direct TCP connection to ``peer`` for a hole punch (specs/dcutr.md): each of
         ``addrs`` is dialed at once, from the listen port when ``reuse_port`` is on; the first
         that upgrades wins. ``initiator`` says which side runs Noise as the initiator (in a
-        simultaneous open both sides dial).
+        simultaneous open both sides dial); with ``role_wait``, a responder becomes the
+        initiator where the peer proposes nothing for that long (``net/simopen.py``).
 
         Raises:
             DialError: no address gave a connection to ``peer``.
         """
-        return await self._dialer.connect_direct(peer, addrs, initiator=initiator)
+        return await self._dialer.connect_direct(
+            peer, addrs, initiator=initiator, role_wait=role_wait
+        )
+
+    def expect_punch(
+        self, peer: PeerID, addrs: Sequence[Multiaddr], role_wait: float
+    ) -> AbstractContextManager[None]:
+        """While the block runs, the role on an inbound connection from one of ``addrs`` (a
+        hole punch of ``peer`` we answer, whose dial may reach our listener) is chosen as on
+        ``connect_direct`` with ``role_wait``; where we are the initiator it must be ``peer``."""
+        return self._dialer.expect_punch(peer, addrs, role_wait)
 
     def set_stream_handler(
         self,
@@ -549,11 +565,14 @@ class Host:
     async def _upgrade_inbound(
         self, transport: trio.abc.Stream, where: Multiaddr | None, *, expected_peer: PeerID | None
     ) -> MuxedConnection | None:
+        transport, dial_as = await self._dialer.resolve_inbound(transport, where)
+        expected_peer = dial_as or expected_peer
         try:
             conn = await upgrade(
                 transport,
                 self.identity,
-                outbound=False,
+                outbound=dial_as is not None,
+                expected_peer=dial_as,
                 remote_addr=where,
                 handshake_timeout=self.config.handshake_timeout,
                 config=self.config.muxer,
