@@ -267,7 +267,7 @@ class DCUtR:
                 # of these addresses, and its upgrade may wait for us to speak (§1 step 4).
                 role_wait = self.config.role_wait
                 expected = targets if role_wait is not None else []
-                with self.host.expect_punch(peer, expected, role_wait or 0.0):
+                with self.host.dialer.expect_punch(peer, expected, role_wait or 0.0):
                     answer = core.HolePunch(core.HolePunchType.CONNECT, tuple(self.our_addrs()))
                     await stream.send_all(core.frame(answer))
                     sync = await _read_within(stream, reader, "SYNC", eof_ok=False)

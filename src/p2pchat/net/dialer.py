@@ -74,7 +74,9 @@ class Dialer:
     def expect_punch(
         self, peer: PeerID, addrs: Sequence[Multiaddr], role_wait: float
     ) -> Iterator[None]:
-        """See :meth:`Host.expect_punch`."""
+        """While the block runs, the role on an inbound connection from one of ``addrs`` (a
+        hole punch of ``peer`` we answer, whose dial may reach our listener) is chosen as on
+        :meth:`connect_direct` with ``role_wait``; where we are the dialer it must be ``peer``."""
         added = [a for a in addrs if a not in self._punching]
         for addr in added:
             self._punching[addr] = (peer, role_wait)

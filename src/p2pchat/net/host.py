@@ -34,14 +34,11 @@ reason (specs/host.md "Resource limits").
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from contextlib import asynccontextmanager
 
-import attrs
 import trio
 
-from .. import __version__
 from ..aio import open_service_nursery
 from ..errors import P2PChatError
 from ..identity import KeyPair, PeerID
@@ -49,17 +46,16 @@ from ..multiaddr import Multiaddr
 from .dialer import Dialer, StreamDialer, is_relayed
 from .dialer import DialError as DialError
 from .events import DEFAULT_MAX_QUEUED, ConnectionClosed, ConnectionEvents, ConnectionOpened
+from .hostconfig import HandlerExistsError as HandlerExistsError
+from .hostconfig import HostConfig as HostConfig
+from .hostconfig import StreamHandler as StreamHandler
+from .hostconfig import StreamOpenError as StreamOpenError
 from .identify import open_identify
-from .muxer import MuxedConnection, MuxedStream, MuxerConfig, MuxerError
+from .muxer import MuxedConnection, MuxedStream, MuxerError
 from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
 from .peerstore import PeerStore
 from .ping import install_ping
-from .resources import (
-    ResourceLimitError,
-    ResourceLimits,
-    ResourceManager,
-    ResourceUsage,
-)
+from .resources import ResourceLimitError, ResourceManager, ResourceUsage
 from .secure import HandshakeError
 from .stream_limits import StreamScopes
 from .tcp import (
@@ -72,46 +68,6 @@ from .tcp import (
 from .upgrade import upgrade
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_LISTEN: Final = "/ip4/127.0.0.1/tcp/0"
-
-StreamHandler = Callable[[MuxedStream], Awaitable[None]]
-
-
-class StreamOpenError(P2PChatError):
-    """A stream could not be opened, or the peer supports none of the protocols asked for."""
-
-
-class HandlerExistsError(ValueError):
-    """A protocol (or a chat code) already has a handler, and replacing it was not asked for
-    (``replace=True``): replacing one silently would take its service down."""
-
-
-@attrs.frozen
-class HostConfig:
-    """How a host listens, dials and limits its peers. Defaults suit a node on loopback.
-
-    The limits are those of specs/host.md "Resource limits" (see ``net/resources.py``).
-
-    Raises:
-        ValueError: a limit out of range (on construction).
-    """
-
-    listen: tuple[Multiaddr, ...] = (Multiaddr.from_string(DEFAULT_LISTEN),)
-    handshake_timeout: float = 10.0
-    negotiate_timeout: float = 10.0
-    dial_timeout: float = 15.0
-    #: Connection and handshake limits (specs/host.md, "Resource limits").
-    limits: ResourceLimits = attrs.Factory(ResourceLimits)
-    muxer: MuxerConfig = attrs.Factory(MuxerConfig)
-    agent_version: str = f"p2pchat/{__version__}"
-    #: Run identify with every new connection (both directions).
-    identify_on_connect: bool = True
-    #: Dial TCP from the listen port (SO_REUSEPORT), as hole punching needs (specs/dcutr.md).
-    reuse_port: bool = False
-    #: When a peer also has relayed addresses, the seconds its direct ones may take in all
-    #: before the relayed ones are tried (specs/host.md "Connections").
-    relay_fallback_after: float = 3.0
 
 
 class Host:
@@ -137,7 +93,8 @@ class Host:
         self._streams = StreamScopes(
             config.limits.max_negotiating_per_peer, config.limits.max_streams_per_protocol
         )
-        self._dialer = Dialer(self)
+        #: Outbound connections (``net/dialer.py``); DCUtR registers its hole punches there.
+        self.dialer = Dialer(self)
         self._extra_addrs: list[Multiaddr] = []
 
     # -- addresses and handlers ----------------------------------------------------------------
@@ -176,7 +133,7 @@ class Host:
     ) -> None:
         """Dial addresses for which ``handles`` is true with ``dial`` instead of TCP; the stream
         it returns is upgraded (Noise, yamux) like a TCP connection."""
-        self._dialer.add_stream_transport(handles, dial)
+        self.dialer.add_stream_transport(handles, dial)
 
     # -- dialing (net/dialer.py) -----------------------------------------------------------------
 
@@ -190,7 +147,7 @@ class Host:
             DialError: no address worked (each failure is in the message).
             ValueError: a multiaddr without ``/p2p/<id>``.
         """
-        return await self._dialer.connect(target)
+        return await self.dialer.connect(target)
 
     async def connect_direct(
         self,
@@ -209,17 +166,9 @@ class Host:
         Raises:
             DialError: no address gave a connection to ``peer``.
         """
-        return await self._dialer.connect_direct(
+        return await self.dialer.connect_direct(
             peer, addrs, initiator=initiator, role_wait=role_wait
         )
-
-    def expect_punch(
-        self, peer: PeerID, addrs: Sequence[Multiaddr], role_wait: float
-    ) -> AbstractContextManager[None]:
-        """While the block runs, the role on an inbound connection from one of ``addrs`` (a
-        hole punch of ``peer`` we answer, whose dial may reach our listener) is chosen as on
-        ``connect_direct`` with ``role_wait``; where we are the initiator it must be ``peer``."""
-        return self._dialer.expect_punch(peer, addrs, role_wait)
 
     def set_stream_handler(
         self,
@@ -565,7 +514,7 @@ class Host:
     async def _upgrade_inbound(
         self, transport: trio.abc.Stream, where: Multiaddr | None, *, expected_peer: PeerID | None
     ) -> MuxedConnection | None:
-        transport, dial_as = await self._dialer.resolve_inbound(transport, where)
+        transport, dial_as = await self.dialer.resolve_inbound(transport, where)
         expected_peer = dial_as or expected_peer
         try:
             conn = await upgrade(
