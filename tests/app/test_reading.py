@@ -51,3 +51,18 @@ async def test_search_off_refuses_and_forgets_the_index(tmp_path: Path) -> None:
     assert not (tmp_path / SEARCH_FILE).exists()
     with pytest.raises(SearchError, match="search is off"):
         await off.search([(GROUP, ME, [text(1, "kept words")])], "kept", 10)
+
+
+async def test_a_deleted_message_leaves_the_index_file_at_once(tmp_path: Path) -> None:
+    reading = Reading(tmp_path)
+    secret, other = "zebraphonic xylophagous", "ordinary words"
+    groups = [(GROUP, ME, [text(1, secret), text(2, other)])]
+    assert await reading.search(groups, "zebraphonic", 10)
+    assert b"zebraphonic" in (tmp_path / SEARCH_FILE).read_bytes()  # the check can fail
+    await reading.forget(GROUP, bytes([1]) * 32)
+    content = (tmp_path / SEARCH_FILE).read_bytes()
+    assert b"zebraphonic" not in content
+    assert b"xylophagous" not in content
+    assert b"ordinary" in content
+    await reading.forget(GROUP, bytes([9]) * 32)  # not indexed: nothing happens
+    await Reading(tmp_path / "none").forget(GROUP, bytes([1]) * 32)  # no index yet

@@ -11,6 +11,9 @@ store and not in it, so that they never touch its schema:
   keeps only encrypted, so it is made with mode 0600 inside the data dir (0700), and it can be
   switched off (``[search] enabled = false``: nothing is indexed and the file is deleted at
   start). The index of a group is rebuilt when a search finds its history changed.
+  A deleted message (specs/chat.md §17) leaves it as soon as the delete is stored here
+  (:meth:`Reading.forget`), not at the next search: with ``secure_delete`` and the index merged
+  (FTS5 ``optimize``), its text and words are no longer in the file.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -31,6 +35,8 @@ from ..chat.core.view import GroupView
 from ..chat.node import ChatMessage
 from ..errors import P2PChatError
 from ..identity import PeerID
+
+logger = logging.getLogger(__name__)
 
 READ_FILE: Final = "read.json"
 SEARCH_FILE: Final = "search.sqlite"
@@ -90,6 +96,41 @@ class Reading:
 
     # -- search ----------------------------------------------------------------------------
 
+    async def forget(self, group_id: bytes, message_hash: bytes) -> None:
+        """Take a deleted message out of the search index at once (specs/chat.md §17)."""
+        if not self.search_enabled:
+            return
+        async with self._lock:
+            await trio.to_thread.run_sync(self._forget_sync, group_id.hex(), message_hash.hex())
+
+    def _forget_sync(self, group: str, message_hash: str) -> None:
+        if not self._search_path.exists():
+            return
+        db = sqlite3.connect(self._search_path)
+        try:
+            db.execute("PRAGMA secure_delete = ON")
+            with db:
+                exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs'").fetchone()
+                if exists is None:
+                    return
+                gone = db.execute(
+                    "DELETE FROM docs WHERE group_id = ? AND message_hash = ?",
+                    (group, message_hash),
+                ).rowcount
+                if gone:
+                    _optimize(db)
+        finally:
+            db.close()
+
+    async def run_forgetting(self, deleted: trio.MemoryReceiveChannel[tuple[bytes, bytes]]) -> None:
+        """Take each (group, message hash) of ``deleted`` out of the index (in the daemon's
+        nursery); a failure is logged, and the next search rebuilds the group anyway."""
+        async for group_id, message_hash in deleted:
+            try:
+                await self.forget(group_id, message_hash)
+            except (OSError, sqlite3.Error) as exc:
+                logger.warning("cannot take a deleted message out of the search index: %s", exc)
+
     async def forget_search(self) -> None:
         """Delete the index (search switched off)."""
         await trio.to_thread.run_sync(lambda: self._search_path.unlink(missing_ok=True))
@@ -124,6 +165,7 @@ class Reading:
             os.close(fd)
         db = sqlite3.connect(self._search_path)
         try:
+            db.execute("PRAGMA secure_delete = ON")
             with db:
                 db.execute(
                     "CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5("
@@ -175,12 +217,20 @@ def _refresh(db: sqlite3.Connection, group: str, docs: list[tuple[str, str, int,
     held = db.execute("SELECT digest FROM indexed WHERE group_id = ?", (group,)).fetchone()
     if held is not None and held[0] == digest:
         return
-    db.execute("DELETE FROM docs WHERE group_id = ?", (group,))
+    gone = db.execute("DELETE FROM docs WHERE group_id = ?", (group,)).rowcount
     db.executemany(
         "INSERT INTO docs (text, group_id, message_hash, author, time_stamp) VALUES (?,?,?,?,?)",
         [(text, group, h, a, t) for h, a, t, text in docs],
     )
     db.execute("INSERT OR REPLACE INTO indexed VALUES (?, ?)", (group, digest))
+    if gone:
+        _optimize(db)
+
+
+def _optimize(db: sqlite3.Connection) -> None:
+    """Merge the index into one segment, so the words of deleted rows leave it (FTS5 keeps
+    them in older segments until a merge)."""
+    db.execute("INSERT INTO docs (docs) VALUES ('optimize')")
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -51,6 +51,7 @@ from .core.engine import (
 from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
 from .core.group_state import GroupState
 from .core.packet import Packet
+from .core.prune import is_prunable_delete
 from .core.refs import LEAVE, check_reference
 from .core.roster import History, Member, Role
 from .core.txn import OutboxDone
@@ -195,6 +196,9 @@ class ChatNode:
         #: (group, member) whose ratified "leave" we, the owner, are to honour (§17 "Leaving").
         self._leaves, self._leaving = trio.open_memory_channel[tuple[bytes, PeerID]](64)
         self.artifacts: Artifacts | None = None
+        #: Told (group, message hash) of each message whose content a certified delete dropped
+        #: here (specs/chat.md §17), e.g. to take it out of a search index; must not block.
+        self.on_deleted: Callable[[bytes, bytes], None] | None = None
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -503,8 +507,8 @@ class ChatNode:
     def _to_chat_message(self, packet: Packet, *, ratified: bool) -> ChatMessage:
         message = packet.message
         content: bytes | None
-        if message.artifact.chunked is not None and self.artifacts is not None:
-            content = None
+        if packet.pruned or (message.artifact.chunked is not None and self.artifacts is not None):
+            content = None  # a deleted message's content key is gone (specs/chat.md §17)
         elif message.message_type == "roster":
             content = message.artifact.data
         else:
@@ -556,6 +560,10 @@ class ChatNode:
         if action.ratified and action.packet.message.message_type == LEAVE:
             message = action.packet.message
             self._leave_asked(action.group_id, message.author, message.epoch)
+        deleted = action.packet.message.ref_hash
+        told = self.on_deleted
+        if action.ratified and is_prunable_delete(action.packet) and deleted and told:
+            told(action.group_id, deleted)
         if action.ratified:
             waiter = self._ratified_waiters.pop(action.packet.message_hash, None)
             if waiter is not None:

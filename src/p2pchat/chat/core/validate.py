@@ -9,6 +9,7 @@ caller's; these functions still refuse a packet whose own ``group_id`` is not th
 Ratification (``mrat``, :func:`check_for_ratification`):
 
 1. the packet's group is the state's group ......................... ``"unknown group"``
+   (and a pruned packet, §17, is never voted for .......................... ``"malformed"``)
 2. ``message.epoch`` equals the current epoch ............ ``"stale epoch"`` / ``"future epoch"``
 3. the author is a member of the current roster ..................... ``"not a member"``
    whose role may send, and only the owner sends ``"roster"`` ......... ``"not allowed"``
@@ -29,7 +30,9 @@ Ratification (``mrat``, :func:`check_for_ratification`):
 Delivery (``smsg`` and history from ``dht``, :func:`check_for_delivery`): 1; then
 ``message.epoch`` not beyond the current epoch (``"future epoch"``: the roster to check the
 certificate against is not known yet); a certificate of ``message.epoch`` valid against that
-epoch's roster (``"bad certificate"``); 3 against the roster of ``message.epoch``; 4; 5; 7;
+epoch's roster (``"bad certificate"``); 3 against the roster of ``message.epoch``; 4; 5; a
+pruned packet's tombstone (§17, :func:`~p2pchat.chat.core.prune.check_tombstone`,
+``"bad tombstone"`` / ``"future epoch"``); 7;
 7a without the author rule, where a message without parents must be of epoch 0 and not earlier
 than the genesis by more than 5 minutes (``"bad parents"`` / ``"bad timestamp"``); 7b; and 8,
 where a roster message of an epoch the chain has already closed must be the one the chain holds
@@ -44,6 +47,7 @@ from typing import Final
 
 from .group_state import GroupState
 from .packet import Packet, verify_author
+from .prune import check_tombstone
 from .quorum import verify_certificate
 from .refs import RefOf, check_reference
 from .roster import Roster, RosterError
@@ -177,6 +181,8 @@ def check_for_ratification(
     message = packet.message
     if message.group_id != state.group_id:
         return "unknown group"
+    if packet.pruned:
+        return "malformed"  # §17: a pruned packet is delivered, never voted for
     if message.epoch < state.current_epoch:
         return "stale epoch"
     if message.epoch > state.current_epoch:
@@ -232,6 +238,7 @@ def check_for_delivery(
     reason = (
         _check_author(packet, state, roster)
         or _check_authentic(packet)
+        or check_tombstone(packet, state)
         or _check_parents(packet, have)
         or _check_order_for_delivery(packet, state, time_of)
         or _check_reference(packet, state, ref_of)

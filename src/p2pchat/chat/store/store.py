@@ -29,6 +29,7 @@ from ..core.txn import (
     CommitResult,
     DropPending,
     OutboxDone,
+    PrunePacket,
     PutEpochKey,
     PutPacket,
     PutRoster,
@@ -472,6 +473,14 @@ def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None]
             messages.drop_pending(conn, op.group_id, op.message_hashes)
 
         return drop_pending, 0
+    if isinstance(op, PrunePacket):
+        check_hash(op.group_id, "group_id")
+        tombstone = op.tombstone
+
+        def prune_packet(conn: sqlite3.Connection) -> None:
+            messages.prune_message(conn, op.group_id, tombstone)
+
+        return prune_packet, 0
     if isinstance(op, OutboxDone):
 
         def outbox_done(conn: sqlite3.Connection) -> None:
