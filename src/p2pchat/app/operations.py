@@ -607,6 +607,7 @@ async def op_search(node: Daemon, request: dict[str, Any], emit: Emit) -> list[d
 
 
 from .file_ops import op_save, op_send_file  # noqa: E402 (it uses the helpers above)
+from .profile_ops import op_profile, op_profile_set  # noqa: E402 (likewise)
 
 #: An operation: the node, the request, a function that sends events; the result.
 Operation = Callable[["Daemon", dict[str, Any], Emit], Awaitable[Any]]
@@ -635,6 +636,8 @@ OPERATIONS: Final[dict[str, Operation]] = {
     **DHT_OPERATIONS,
     "send.file": op_send_file,
     "save": op_save,
+    "profile": op_profile,
+    "profile.set": op_profile_set,
 }
 
 

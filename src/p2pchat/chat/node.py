@@ -402,11 +402,14 @@ class ChatNode:
         *,
         name: str | None = None,
         mime: str | None = None,
+        message_type: str | None = None,
         wait: bool = True,
         progress: Progress | None = None,
     ) -> bytes:
         """Send the file at ``path`` as an artifact of any size (specs/artifacts.md), read and
-        sealed a chunk at a time; return its message hash, as :meth:`send` does.
+        sealed a chunk at a time; return its message hash, as :meth:`send` does. The message is
+        an ``image`` or a ``file`` by its media type, unless ``message_type`` says (``avatar``,
+        specs/chat.md §18).
 
         Raises:
             OSError: the file cannot be read.
@@ -422,7 +425,14 @@ class ChatNode:
             return await self._submit(group_id, write, wait=wait)
 
         return await self.artifacts.send_file(
-            submit, group_id, path, name=name, mime=mime, wait=wait, progress=progress
+            submit,
+            group_id,
+            path,
+            name=name,
+            mime=mime,
+            message_type=message_type,
+            wait=wait,
+            progress=progress,
         )
 
     async def open_artifact(self, group_id: bytes, message_hash: bytes) -> AsyncIterator[bytes]:

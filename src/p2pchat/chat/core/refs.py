@@ -26,7 +26,7 @@ from typing import Final
 import attrs
 
 from ...identity import PeerID
-from .profiles import PROFILE
+from .profiles import AVATAR, PROFILE
 
 __all__ = [
     "CONTENT_TYPES",
@@ -79,8 +79,11 @@ def check_reference(
     ``"not allowed"``: an edit of another author's message, a delete of it by anyone but the
     owner.
     """
-    if message_type == PROFILE:  # §18: a profile refers to nothing
-        return None if ref_hash is None else BAD_REFERENCE
+    if message_type == PROFILE:  # §18: a profile refers to nothing, or to its author's avatar
+        if ref_hash is None:
+            return None
+        avatar = ref_of(ref_hash)
+        return None if avatar == RefInfo(author, AVATAR) else BAD_REFERENCE
     if message_type == LEAVE:  # the owner cannot leave its group
         if ref_hash is not None:
             return BAD_REFERENCE

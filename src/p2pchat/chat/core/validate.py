@@ -23,7 +23,8 @@ Ratification (``mrat``, :func:`check_for_ratification`):
     the current epoch held here is a parent, or is at most 5 minutes older than this one
     (``"bad parents"``)
 7b. a reference (§17: :func:`~p2pchat.chat.core.refs.check_reference`) ......
-    ``"bad reference"`` / ``"not allowed"``
+    ``"bad reference"`` / ``"not allowed"``; an avatar's shape (§18:
+    :func:`~p2pchat.chat.core.profiles.check_avatar`) .................... ``"malformed"``
 8. a roster message's content (§3 addition: :func:`~p2pchat.chat.core.roster.read_roster_update`
    for the next epoch) ................................................... ``"malformed"``
 
@@ -47,6 +48,7 @@ from typing import Final
 
 from .group_state import GroupState
 from .packet import Packet, verify_author
+from .profiles import check_avatar
 from .prune import check_tombstone
 from .quorum import verify_certificate
 from .refs import RefOf, check_reference
@@ -138,9 +140,10 @@ def _check_order_for_delivery(
 
 
 def _check_reference(packet: Packet, state: GroupState, ref_of: RefOf | None) -> str | None:
-    if ref_of is None:
-        return None
     m = packet.message
+    reason = check_avatar(m)
+    if reason is not None or ref_of is None:
+        return reason
     return check_reference(m.message_type, m.author, m.ref_hash, state.owner, ref_of)
 
 
