@@ -84,3 +84,31 @@ async def test_a_name_with_an_avatar_is_shown_and_saved_at_other_nodes(tmp_path:
             assert "(none: shown by peer id)" in nobody
             bad = await cli(alice_dir, "profile", group, "-o", str(tmp_path / "a.png"))
             assert (bad.returncode, "has no avatar" in bad.stderr) == (1, True)
+
+
+async def test_a_viewer_names_itself_and_leaves_but_sends_nothing_else(tmp_path: Path) -> None:
+    alice_dir, vera_dir = tmp_path / "alice", tmp_path / "vera"
+    async with running_node(alice_dir) as alice, running_node(vera_dir) as vera:
+        group = (await ok(alice_dir, "group", "create", "broadcast")).stdout.strip()
+        await ok(alice_dir, "group", "invite", group, str(vera.addr), "viewer")
+        await ok(vera_dir, "group", "join", group, str(alice.addr))
+        refused = await cli(vera_dir, "send", group, "hello")
+        assert (refused.returncode, "does not allow sending" in refused.stderr) == (1, True)
+        named = await ok(vera_dir, "name", group, "Vera")
+        assert named.stdout.startswith("ratified ")
+        face = tmp_path / "vera.png"
+        face.write_bytes(b"\x89PNG\r\n\x1a\n")
+        refused = await cli(vera_dir, "name", group, "Vera", "--avatar", str(face))
+        assert (refused.returncode, "does not allow sending" in refused.stderr) == (1, True)
+        seen = await wait_profile(alice_dir, group, str(vera.peer_id), lambda p: p["name"])
+        assert seen["name"] == "Vera"
+        left = await ok(vera_dir, "group", "leave", group)
+        assert left.stdout.startswith("ratified ")
+        with trio.fail_after(STEP_TIMEOUT):
+            for _ in range(200):
+                roster = (await ok(alice_dir, "group", "roster", group, "--json")).json()
+                if [m["peer_id"] for m in roster["member_list"]] == [str(alice.peer_id)]:
+                    break
+                await trio.sleep(0.1)
+            else:
+                raise AssertionError("the viewer is still on the roster")

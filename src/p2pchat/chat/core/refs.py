@@ -35,6 +35,7 @@ __all__ = [
     "MAX_REACTION",
     "REACTION",
     "REF_TYPES",
+    "VIEWER_TYPES",
     "Folded",
     "Item",
     "RefInfo",
@@ -49,6 +50,8 @@ REACTION: Final = "reaction"
 REF_TYPES: Final = frozenset({EDIT, DELETE, REACTION})
 #: §17 "Leaving": a member asks the owner to take it off the roster.
 LEAVE: Final = "leave"
+#: §17 "Viewers": the only kinds a viewer (who otherwise sends nothing) may send.
+VIEWER_TYPES: Final = frozenset({PROFILE, LEAVE})
 CONTENT_TYPES: Final = frozenset({"text", "markdown", "image", "file"})
 #: §17: a reaction is at most this many bytes of UTF-8 (one emoji or a short word).
 MAX_REACTION: Final = 32

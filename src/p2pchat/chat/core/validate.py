@@ -12,7 +12,8 @@ Ratification (``mrat``, :func:`check_for_ratification`):
    (and a pruned packet, §17, is never voted for .......................... ``"malformed"``)
 2. ``message.epoch`` equals the current epoch ............ ``"stale epoch"`` / ``"future epoch"``
 3. the author is a member of the current roster ..................... ``"not a member"``
-   whose role may send, and only the owner sends ``"roster"`` ......... ``"not allowed"``
+   whose role may send (a viewer: ``profile`` and ``leave`` only, §17 "Viewers"), and only
+   the owner sends ``"roster"`` ....................................... ``"not allowed"``
 4. ``message_hash``, ``artifact.hash`` and ``artifact.key_hash`` ........... ``"bad hash"``
 5. the author's signature ........................................... ``"bad signature"``
 6. ``|time_stamp - now| <= 5 minutes`` .............................. ``"bad timestamp"``
@@ -51,7 +52,7 @@ from .packet import Packet, verify_author
 from .profiles import check_avatar
 from .prune import check_tombstone
 from .quorum import verify_certificate
-from .refs import RefOf, check_reference
+from .refs import VIEWER_TYPES, RefOf, check_reference
 from .roster import Roster, RosterError
 from .roster_update import ROSTER_MESSAGE_TYPE, read_roster_update
 
@@ -77,7 +78,7 @@ def _check_author(packet: Packet, state: GroupState, roster: Roster) -> str | No
     role = roster.role_of(message.author)
     if role is None:
         return "not a member"
-    if not role.can_send:
+    if not role.can_send and message.message_type not in VIEWER_TYPES:  # §17 "Viewers"
         return "not allowed"
     if message.message_type == ROSTER_MESSAGE_TYPE and message.author != state.owner:
         return "not allowed"
