@@ -669,6 +669,22 @@ class ChatNode:
         packets = {r.message_hash: _decode_row(r) for r in rows if r.message_hash not in late}
         return [self._to_chat_message(p, ratified=True) for p in history_order(packets)]
 
+    async def history_since(self, group_id: bytes, seq: int) -> list[tuple[int, ChatMessage]]:
+        """The ratified messages stored here after the one of store order ``seq`` (specs/chat.md
+        §9: the order in which they became ratified here, never reused), each with its ``seq``,
+        in that order: what a reader that has seen up to ``seq`` has not seen (0: everything).
+
+        Raises:
+            ChatError: we are not in that group.
+        """
+        late = self.engine.view(group_id).close.late  # not shown (specs/chat.md §14)
+        rows = await self.store.all_ratified(group_id, after=seq)
+        return [
+            (row.seq or 0, self._to_chat_message(_decode_row(row), ratified=True))
+            for row in rows
+            if row.message_hash not in late
+        ]
+
     # -- connections -------------------------------------------------------------------------
 
     async def _watch_connections(

@@ -259,16 +259,16 @@ def page_messages(
     return [message_from_row(row) for row in rows], (last if more else None)
 
 
-def all_ratified(conn: sqlite3.Connection, group_id: bytes) -> list[StoredMessage]:
-    """Every ratified message of the group, in ``seq`` order.
+def all_ratified(conn: sqlite3.Connection, group_id: bytes, after: int = 0) -> list[StoredMessage]:
+    """Every ratified message of the group (with ``seq > after``), in ``seq`` order.
 
     Raises:
         StoreFileError: a row holds values of the wrong types.
     """
     rows = conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages "
-        "WHERE group_id = ? AND seq IS NOT NULL ORDER BY seq",
-        (group_id,),
+        "WHERE group_id = ? AND seq IS NOT NULL AND seq > ? ORDER BY seq",
+        (group_id, after),
     ).fetchall()
     return [message_from_row(row) for row in rows]
 

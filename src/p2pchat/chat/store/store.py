@@ -310,10 +310,12 @@ class ChatStore:
         )
         return await self._read(op)
 
-    async def all_ratified(self, group_id: bytes) -> list[StoredMessage]:
+    async def all_ratified(self, group_id: bytes, after: int = 0) -> list[StoredMessage]:
         """Every ratified message of the group, in ``seq`` order (for display, which then
-        orders them by the DAG, §8)."""
-        return await self._read(functools.partial(messages.all_ratified, group_id=group_id))
+        orders them by the DAG, §8); with ``after``, only those ratified here after the one of
+        ``seq`` ``after`` (what a reader that saw up to ``after`` has not seen)."""
+        op = functools.partial(messages.all_ratified, group_id=group_id, after=after)
+        return await self._read(op)
 
     # -- votes ----------------------------------------------------------------------------------
 
