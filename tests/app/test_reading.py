@@ -110,7 +110,10 @@ async def test_the_index_takes_in_only_what_was_stored_since_it_last_looked(
     hits = await reading.search(groups, "words OR changed OR author", 10)
     assert sorted(h["snippet"] for h in hits) == ["alpha [changed]", "bravo [words]"]
     assert await reading.search(groups, "words", 10)  # nothing new: nothing read again
-    assert asked == [0, 2, 7]
+    history += [_ref(8, "delete", 2, ""), _ref(9, "edit", 2, "too late")]
+    assert await reading.search(groups, "words OR late", 10) == []
+    assert b"bravo" not in (tmp_path / SEARCH_FILE).read_bytes()
+    assert asked == [0, 2, 7, 7]
 
 
 async def test_an_index_of_another_layout_is_built_again(tmp_path: Path) -> None:

@@ -240,38 +240,53 @@ def _take_in(db: sqlite3.Connection, group: str, rows: list[tuple[int, ChatMessa
     """Apply what the node stored since the group's cursor, in store order: a text adds a row,
     its author's edit replaces the text, a delete removes the row (specs/control.md
     "Reading"). A message's parents are stored before it, so an author's edits come in the
-    order they were written, and a delete after what it deletes."""
+    order they were written, and a delete after what it deletes. The batch is folded here
+    first (a text edited or deleted within it is written once, or never), then written."""
     if not rows:
         return
-    gone = False
+    # message hash -> [text, author, time stamp] of the texts new in this batch
+    added: dict[str, list[Any]] = {}
+    edits: dict[str, tuple[str, str]] = {}  # rows already indexed: hash -> (author, text)
+    removed: list[str] = []
     for _, message in rows:
         kind, content = message.message_type, message.content
+        author = str(message.author)
         if kind in _INDEXED_TYPES and content is not None:
-            cursor = db.execute(
-                "INSERT INTO docs (text, group_id, message_hash, author, time_stamp) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    content.decode("utf-8", "replace"),
-                    group,
-                    message.message_hash.hex(),
-                    str(message.author),
-                    message.time_stamp,
-                ),
-            )
-            db.execute(
-                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
-                (group, message.message_hash.hex(), cursor.lastrowid, str(message.author)),
-            )
+            text = content.decode("utf-8", "replace")
+            added[message.message_hash.hex()] = [text, author, message.time_stamp]
         elif kind == EDIT and message.ref_hash is not None and content is not None:
-            held = db.execute(
-                "SELECT doc FROM rows WHERE group_id = ? AND message_hash = ? AND author = ?",
-                (group, message.ref_hash.hex(), str(message.author)),
-            ).fetchone()
-            if held is not None:
-                text = content.decode("utf-8", "replace")
-                db.execute("UPDATE docs SET text = ? WHERE rowid = ?", (text, held[0]))
+            target, text = message.ref_hash.hex(), content.decode("utf-8", "replace")
+            if target in added:
+                if added[target][1] == author:
+                    added[target][0] = text
+            else:
+                edits[target] = (author, text)
         elif kind == DELETE and message.ref_hash is not None:
-            gone = _remove(db, group, message.ref_hash.hex()) or gone
+            target = message.ref_hash.hex()
+            if added.pop(target, None) is None:
+                edits.pop(target, None)
+                removed.append(target)
+    for target, (author, text) in edits.items():
+        held = db.execute(
+            "SELECT doc FROM rows WHERE group_id = ? AND message_hash = ? AND author = ?",
+            (group, target, author),
+        ).fetchone()
+        if held is not None:
+            db.execute("UPDATE docs SET text = ? WHERE rowid = ?", (text, held[0]))
+    gone = False
+    for target in removed:
+        gone = _remove(db, group, target) or gone
+    first = db.execute("SELECT coalesce(max(rowid), 0) + 1 FROM docs").fetchone()[0]
+    numbered = [(first + n, h, *fields) for n, (h, fields) in enumerate(added.items())]
+    db.executemany(
+        "INSERT INTO docs (rowid, text, group_id, message_hash, author, time_stamp) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(doc, text, group, h, author, ts) for doc, h, text, author, ts in numbered],
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
+        [(group, h, doc, author) for doc, h, _, author, _ in numbered],
+    )
     db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?)", (group, rows[-1][0]))
     if gone:
         _optimize(db)
