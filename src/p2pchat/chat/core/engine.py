@@ -79,10 +79,12 @@ from .group_state import GroupState
 from .membership import accept_rows, join_rows, join_state_rows, new_group_rows
 from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
 from .packet import Packet
+from .prune import is_prunable_delete
 from .quorum import QuorumCollector
 from .roster import History, Member, Role
 from .txn import (
     OutboxDone,
+    PrunePacket,
     PutEpochKey,
     PutPacket,
     PutRoster,
@@ -695,10 +697,12 @@ class ChatEngine:
         keys: dict[int, bytes] = {}
         if packet.message.message_type == ROSTER:
             keys = unwrap_keys(view, packet, self.hpke, self.peer_id)
-        operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone] = []
+        operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone | PrunePacket] = []
         operations += accept_rows(view.group_id, packet, keys, now)
         if packet.message.author == self.peer_id:
             operations.append(OutboxDone(view.group_id, packet.message_hash))
+        if is_prunable_delete(packet):  # §17: the deleted message's content key goes with it
+            operations.append(PrunePacket(view.group_id, packet))
         effect = _Accepted(view.group_id, packet, keys, deliver)
         return Commit(Transaction(tuple(operations)), effect)
 
