@@ -262,10 +262,12 @@ class Services:
         sender: Node,
         *,
         fetch: bool,
+        chain: bool = False,
         then: Callable[[str | None], None] | None = None,
     ) -> str | None:
         """``Runtime.receive``: take a certified packet, fetching its missing parents from
-        ``sender`` first (``fetch``); ``then`` gets None or the reason it was refused, once
+        ``sender`` first (``fetch``; a roster message of a chain, ``chain``, is then taken
+        without those it could not fetch); ``then`` gets None or the reason it was refused, once
         known. Returns the reason when known at once (a refusal before any fetch)."""
         engine = node.engine
         if engine is None:
@@ -276,9 +278,11 @@ class Services:
                 node,
                 sender,
                 decision.hashes,
-                lambda: self.receive(node, packet, sender, fetch=False, then=then),
+                lambda: self.receive(node, packet, sender, fetch=False, chain=chain, then=then),
             )
             return None
+        if isinstance(decision, NeedParents) and chain:
+            decision = engine.receive(self.group_id, packet, self.clock(node), chain=True)
         reason: str | None = None
         if isinstance(decision, Commit):
             incarnation = node.incarnation
@@ -437,7 +441,7 @@ class Services:
                 return
             incarnation = me.incarnation
             for packet in page.packets:
-                if self.receive(me, packet, peer, fetch=True) is not None:
+                if self.receive(me, packet, peer, fetch=True, chain=True) is not None:
                     return  # refused: the rest of the chain would be too
                 if me.incarnation != incarnation:
                     return

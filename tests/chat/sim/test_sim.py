@@ -84,30 +84,22 @@ def test_a_message_certified_by_an_author_removed_before_delivering_reaches_the_
     assert violation is None, str(violation)
 
 
-#: Rules checked only on demand (`make sim STRICT=1`, invariants.GATED): what breaks them
-#: today, one seed each, shrunk.
-KNOWN_GATED = {
-    ("short", 1089): (
-        "joiner-history",
-        "a newcomer that crashes right after its join commit never pages the history: "
-        "anti-entropy compares heads only, so gaps below them stay (make sim SEED=1089 "
-        "KEEP=4,5,10 STRICT=1)",
-    ),
-    ("tiny", 44): (
-        "removed-learns",
-        "a ratifier cut off by a partition, then removed, cannot accept the roster message that "
-        "removed it without its parents, which members no longer serve it: it retries its "
-        "message for ever (make sim SEED=44 KEEP=2,4,5,6 TINY=1 STRICT=1)",
-    ),
-}
+def test_a_newcomer_that_crashes_right_after_joining_pages_the_history() -> None:
+    """n6 is invited and crashes right after its join commit, before its first history page:
+    it holds the roster chain, whose roster messages name history it lacks, and members'
+    heads show it nothing missing; the gaps below the heads bring it (specs/chat.md §8
+    "Gaps")."""
+    outcome = run_seed(1089, keep=[4, 5, 10])
+    assert outcome.counts["crashes"] == 1
+    assert outcome.violation is None, str(outcome.violation)
 
 
-@pytest.mark.parametrize("key", sorted(KNOWN_GATED))
-@pytest.mark.xfail(strict=True, reason="known bugs behind the gated rules (see KNOWN_GATED)")
-def test_known_gated_rule_failure(key: tuple[str, int]) -> None:
-    rule, _why = KNOWN_GATED[key]
-    violation = run_seed(key[1], SIZES[key[0]], gated=frozenset({rule})).violation
-    assert violation is None, f"{violation}: {_why}"
+def test_a_ratifier_cut_off_then_removed_learns_its_removal_and_stops_sending() -> None:
+    """n2, partitioned off, sends and is removed: members no longer serve it the parents of the
+    roster message removing it, which it takes from the chain without them (specs/chat.md §8
+    "Learning the roster without the parents") and drops its message."""
+    outcome = run_seed(44, TINY, keep=[2, 4, 5, 6])
+    assert outcome.violation is None, str(outcome.violation)
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -118,13 +110,14 @@ def test_a_seed_replays_exactly() -> None:
 
 
 def test_a_failing_run_shrinks_to_a_schedule_that_replays() -> None:
-    outcome = run_seed(1089, gated=frozenset({"joiner-history"}))
+    outcome = run_seed(6, mutation="deliver-to-removed")
     assert outcome.violation is not None
-    small, kept = shrink(outcome, gated=frozenset({"joiner-history"}))
+    small, kept = shrink(outcome, mutation="deliver-to-removed")
     assert small.violation is not None
-    assert small.violation.rule == "joiner-history"
-    assert kept == [4, 5, 10]
-    again = run_seed(1089, keep=kept, gated=frozenset({"joiner-history"}))
+    assert small.violation.rule == "removed-gets-nothing"
+    assert kept == [0, 1]
+    assert len(kept) < len(outcome.schedule.steps)
+    again = run_seed(6, keep=kept, mutation="deliver-to-removed")
     assert again.violation is not None
     assert str(again.violation) == str(small.violation)
 

@@ -136,14 +136,23 @@ class Runtime:
     # -- the two paths that end in a commit ----------------------------------------------------
 
     async def receive(
-        self, group_id: bytes, packet: Packet, sender: PeerID, *, fetch: bool = True
+        self,
+        group_id: bytes,
+        packet: Packet,
+        sender: PeerID,
+        *,
+        fetch: bool = True,
+        chain: bool = False,
     ) -> str | None:
         """Verify and keep a certified packet from ``sender`` (fetching its missing parents
-        from it first); None, or the reason it was refused."""
+        from it first); None, or the reason it was refused. ``chain``: a roster message of a
+        roster chain whose parents could not be fetched is taken without them (§8)."""
         decision = self.engine.receive(group_id, packet, now_ms())
         if isinstance(decision, NeedParents) and fetch and self._fetcher is not None:
             await self._fetcher.fetch(group_id, sender, decision.hashes)
             decision = self.engine.receive(group_id, packet, now_ms())
+        if isinstance(decision, NeedParents) and chain:
+            decision = self.engine.receive(group_id, packet, now_ms(), chain=True)
         if isinstance(decision, AlreadyHeld):
             return None
         if isinstance(decision, Refused):

@@ -208,7 +208,7 @@ class SyncService:
                     return
                 pages += 1
                 for packet in page.packets:
-                    reason = await self._runtime.receive(group_id, packet, peer)
+                    reason = await self._runtime.receive(group_id, packet, peer, chain=True)
                     if reason is not None:
                         logger.info("roster change from %s refused: %s", peer, reason)
                         return
