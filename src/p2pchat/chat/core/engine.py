@@ -81,6 +81,7 @@ from .membership import accept_rows, join_rows, join_state_rows, new_group_rows
 from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
 from .packet import Packet
 from .quorum import QuorumCollector
+from .redeliver import redeliver
 from .roster import History, Member, Role
 from .txn import (
     OutboxDone,
@@ -727,6 +728,7 @@ class ChatEngine:
                 view.close.forget_epochs_before(view.state.current_epoch)
                 # Our queued messages of the old epoch are written again at once.
                 self.outbox.hurry(now, group_id=view.group_id)
+                actions += redeliver(view, packet, self.peer_id)
             for key_epoch, key in effect.keys.items():
                 view.epoch_keys.setdefault(key_epoch, key)
         view.hold(packet)

@@ -173,6 +173,18 @@ class LearnRoster:
     peer: PeerID
 
 
+@attrs.frozen
+class Redeliver:
+    """Deliver again (``smsg``) our certified messages ``hashes``, read from the store, to each
+    of ``peers``: a closing vote says a ratifier had voted for them without holding them
+    certified, so their first delivery may have been lost (specs/chat.md §14 "Delivery after
+    the close")."""
+
+    group_id: bytes
+    hashes: tuple[bytes, ...]
+    peers: tuple[PeerID, ...]
+
+
 Action = (
     Commit
     | AskVote
@@ -184,6 +196,7 @@ Action = (
     | SyncHistory
     | FetchMissing
     | LearnRoster
+    | Redeliver
 )
 
 

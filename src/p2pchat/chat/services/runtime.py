@@ -33,6 +33,7 @@ from ..core.events import (
     NeedParents,
     Publish,
     Ratified,
+    Redeliver,
     Refused,
     SyncHistory,
 )
@@ -40,6 +41,7 @@ from ..core.packet import Packet, Vote
 from ..core.txn import CommitResult, Transaction
 from ..core.view import decode_vote
 from ..store import VoteConflictError
+from ..store.records import StoredMessage
 from .dispatch import Refusal
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class Store(Protocol):
     async def commit(self, txn: Transaction) -> CommitResult: ...
 
     async def get_vote(self, group_id: bytes, message_hash: bytes) -> bytes | None: ...
+
+    async def get_message(self, group_id: bytes, message_hash: bytes) -> StoredMessage | None: ...
 
 
 class Service(Protocol):
@@ -101,6 +105,7 @@ class Runtime:
             SyncHistory: sync.start,
             FetchMissing: sync.start,
             LearnRoster: sync.start,
+            Redeliver: sync.start,
             Publish: publish,
             Ratified: ratified,
             Abandoned: ratified,
