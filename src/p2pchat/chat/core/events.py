@@ -3,8 +3,9 @@
 Events are what happened: a timer fired, a connection came up or went down, a vote or a peer's
 DAG heads arrived, a commit finished. Actions are what the engine asks its owner to do: commit a
 transaction, ask a ratifier for a vote, deliver, publish, compare heads, page history, fetch
-parents, learn a roster. The engine never does any of it itself and never reads a clock: every
-event that needs the time carries ``now`` (milliseconds since the Unix epoch).
+parents, learn a roster, deliver our messages again. The engine never does any of it itself and
+never reads a clock: every event that needs the time carries ``now`` (milliseconds since the
+Unix epoch).
 """
 
 from __future__ import annotations
