@@ -381,11 +381,8 @@ class ChatEngine:
     def receive(
         self, group_id: bytes, packet: Packet, now: int, *, chain: bool = False
     ) -> Commit | Refused | NeedParents | AlreadyHeld:
-        """A certified packet arrived (``smsg``, history, a fetch, a roster chain).
-
-        ``chain``: a roster message from a roster chain (``pkt``), taken without its parents
-        when they cannot be fetched (§8 "Learning the roster without the parents").
-        """
+        """A certified packet arrived (``smsg``, history, a fetch, a roster chain); ``chain``:
+        a roster message of a ``pkt`` chain, taken without parents it cannot fetch (§8)."""
         view = self._groups.get(group_id)
         if view is None or packet.message.group_id != group_id:
             return Refused("unknown group")
