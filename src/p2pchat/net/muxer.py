@@ -40,21 +40,24 @@ import trio
 from ..errors import LocalProtocolError, P2PChatError
 from ..identity import PeerID
 from ..multiaddr import Multiaddr
-from ..protocols import noise, yamux
+from ..protocols import yamux
 from .secure import SecureStream
 
 logger = logging.getLogger(__name__)
 
 YAMUX_PROTOCOL: Final = yamux.PROTOCOL_ID
 RECEIVE_SIZE: Final = 256 * 1024
-#: At most this much is encrypted and written at once, which bounds the memory a write takes.
-WRITE_BATCH: Final = 1024 * 1024
+#: At most this much is encrypted and written at once, which bounds the memory a write takes:
+#: the secure stream seals it into one buffer it reuses (SEAL_REUSE in net/secure.py).
+WRITE_BATCH: Final = 256 * 1024
 #: The same with the secure stream's worker threads on: a write of several seal batches can be
 #: pipelined, and a read can take a backlog large enough to open in a thread.
 THREADED_RECEIVE_SIZE: Final = 1024 * 1024
 THREADED_WRITE_BATCH: Final = 4 * 1024 * 1024
-#: yamux frames sized so that header and body fit in one Noise message.
-MAX_FRAME_PAYLOAD: Final = noise.MAX_PLAINTEXT_LEN - yamux.HEADER_SIZE
+#: The largest data frame body we send (yamux's 64 KiB). Frames are packed back to back into
+#: full Noise messages (SecureStream.send_units), so a frame may span two messages: a 64 KiB
+#: write is one frame, and 1 MiB of it about 16 messages.
+MAX_FRAME_PAYLOAD: Final = yamux.DEFAULT_MAX_FRAME_PAYLOAD
 DEFAULT_KEEPALIVE_INTERVAL: Final = 30.0
 DEFAULT_KEEPALIVE_TIMEOUT: Final = 15.0
 # Inbound streams waiting for the application to accept them; more are refused with RST.
@@ -69,9 +72,7 @@ class MuxerError(P2PChatError):
 class MuxerConfig:
     """Settings of a muxed connection (yamux limits plus the driver's timers)."""
 
-    yamux: yamux.YamuxConfig = attrs.Factory(
-        lambda: yamux.YamuxConfig(max_frame_payload=MAX_FRAME_PAYLOAD)
-    )
+    yamux: yamux.YamuxConfig = attrs.Factory(yamux.YamuxConfig)
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     accept_backlog: int = DEFAULT_ACCEPT_BACKLOG
@@ -89,6 +90,9 @@ class MuxedStream(trio.abc.HalfCloseableStream):
         #: The protocol agreed on this stream, set by whoever negotiated it.
         self.protocol: str | None = None
         self._chunks: deque[bytes] = deque()
+        # Bytes of _chunks[0] already handed out (a reader asking for less than a chunk takes
+        # it piece by piece without re-slicing the rest each time).
+        self._offset = 0
         # Bytes at the front of _chunks that were put back by unreceive(): already
         # acknowledged to the core, so reading them again must not acknowledge them twice.
         self._acknowledged_ahead = 0
@@ -259,10 +263,16 @@ class MuxedStream(trio.abc.HalfCloseableStream):
                 self._readable = trio.Event()
                 await self._readable.wait()
                 self._check_open()
-            chunk = self._chunks.popleft()
-            if max_bytes is not None and len(chunk) > max_bytes:
-                self._chunks.appendleft(chunk[max_bytes:])
-                chunk = chunk[:max_bytes]
+            chunk = self._chunks[0]
+            offset = self._offset
+            if max_bytes is not None and len(chunk) - offset > max_bytes:
+                self._offset = offset + max_bytes
+                chunk = chunk[offset : offset + max_bytes]
+            else:
+                self._chunks.popleft()
+                self._offset = 0
+                if offset:
+                    chunk = chunk[offset:]
             ahead = min(self._acknowledged_ahead, len(chunk))
             self._acknowledged_ahead -= ahead
             if len(chunk) > ahead:
@@ -279,6 +289,9 @@ class MuxedStream(trio.abc.HalfCloseableStream):
         protocol that was agreed, which reads them next.
         """
         if data:
+            if self._offset:
+                self._chunks[0] = self._chunks[0][self._offset :]
+                self._offset = 0
             self._chunks.appendleft(data)
             self._acknowledged_ahead += len(data)
 
@@ -307,6 +320,7 @@ class MuxedStream(trio.abc.HalfCloseableStream):
         conn = self._conn
         if self._chunks or self._reset or conn.broken_reason is not None:
             self._chunks.clear()
+            self._offset = 0
             conn._reset_stream(self.stream_id)
         else:
             if not self._local_eof:
@@ -543,7 +557,8 @@ class MuxedConnection:
         while self.broken_reason is None:
             try:
                 # Several Noise messages at once, each holding whole yamux frames (_writer).
-                data: bytes | bytearray = self._initial_data or await self.secure.receive_some(size)
+                # Borrowed: the core copies what it keeps, so the buffer is reused next time.
+                data = self._initial_data or await self.secure.receive_borrowed(size)
                 self._initial_data = b""
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._end(f"read failed: {exc}")

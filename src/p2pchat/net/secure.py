@@ -74,6 +74,15 @@ SEAL_BATCH: Final = 16 * noise.MAX_PLAINTEXT_LEN
 OPEN_MIN: Final = 768 * 1024
 #: The read done while a batch is opened stops once this much ciphertext is buffered.
 READ_AHEAD: Final = 2 * 1024 * 1024
+#: The first borrowed read (:meth:`SecureStream.receive_borrowed`) of at least this much
+#: ciphertext allocates the stream's reused plaintext buffer (``max_bytes`` of that read); until
+#: then borrowed reads decrypt into new buffers, so a connection that never carries bulk holds
+#: none.
+BORROW_MIN: Final = 64 * 1024
+#: The same for writes (:meth:`SecureStream.send_units`, without worker threads): the first of
+#: at least BORROW_MIN plaintext bytes allocates a buffer of this size, into which every later
+#: write that fits (the muxer writes at most 256 KiB at a time) is sealed instead of a new one.
+SEAL_REUSE: Final = 256 * 1024 + 5 * (noise.FRAME_HEADER_LEN + noise.TAGLEN)
 
 
 class _State(enum.Enum):
@@ -104,6 +113,8 @@ class SecureStream(trio.abc.Stream):
             transport_stream.socket if isinstance(transport_stream, trio.SocketStream) else None
         )
         self._pending: bytes | bytearray = b""  # plaintext not yet handed out
+        self._reused = bytearray()  # the buffer borrowed reads decrypt into (see BORROW_MIN)
+        self._sealed = bytearray()  # the buffer bulk writes are sealed into (see SEAL_REUSE)
         self._read_error: OSError | None = None  # a read-ahead failure, raised by the next read
         self._sending = False
         self._receiving = False
@@ -147,34 +158,42 @@ class SecureStream(trio.abc.Stream):
         await self._send(batches)
 
     async def send_units(self, units: Sequence[Sequence[bytes | bytearray | memoryview]]) -> None:
-        """Send ``units`` (e.g. muxer frames), never splitting one that fits in a Noise message.
+        """Send the concatenation of ``units`` (e.g. muxer frames, each its header and body),
+        packed into full Noise messages without joining them first.
 
         Raises:
             trio.BusyResourceError: another task is already sending.
             trio.BrokenResourceError: the transport or the channel failed.
             trio.ClosedResourceError: we closed the stream.
         """
-        seal = self._session.send_packed
+        seal = self._session.send_gather
         if not self.worker_threads:
-            await self._send([functools.partial(seal, units)] if units else [])
+            parts = [part for unit in units for part in unit]
+            if not parts:
+                await self._send([])
+                return
+            into: bytearray | None = self._sealed
+            if not into and sum(map(len, parts)) >= BORROW_MIN:
+                # Bulk: from now on, seal into one reused buffer (see SEAL_REUSE).
+                self._sealed = into = bytearray(SEAL_REUSE)
+            await self._send([functools.partial(seal, parts, into)])
             return
-        groups: list[list[Sequence[bytes | bytearray | memoryview]]] = []
-        group: list[Sequence[bytes | bytearray | memoryview]] = []
+        # With worker threads: batches of whole units, about SEAL_BATCH bytes each.
+        groups: list[list[bytes | bytearray | memoryview]] = []
+        group: list[bytes | bytearray | memoryview] = []
         group_size = 0
         for unit in units:
             size = sum(len(part) for part in unit)
             if group and group_size + size > SEAL_BATCH:
                 groups.append(group)
                 group, group_size = [], 0
-            group.append(unit)
+            group.extend(unit)
             group_size += size
         if group:
             groups.append(group)
-        if len(groups) == 1:  # packed exactly as one call packs them
-            groups = [list(units)]
         await self._send([functools.partial(seal, g) for g in groups])
 
-    async def _send(self, batches: Sequence[Callable[[], bytearray]]) -> None:
+    async def _send(self, batches: Sequence[Callable[[], bytearray | memoryview]]) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._check()
@@ -203,19 +222,21 @@ class SecureStream(trio.abc.Stream):
         finally:
             self._sending = False
 
-    async def _write(self, frames: bytearray) -> None:
+    async def _write(self, frames: bytearray | memoryview) -> None:
         try:
             await self.transport_stream.send_all(frames)
         except trio.BrokenResourceError as exc:
             raise self._break(exc, "transport broken") from exc
 
-    async def _send_pipelined(self, batches: Sequence[Callable[[], bytearray]]) -> None:
+    async def _send_pipelined(
+        self, batches: Sequence[Callable[[], bytearray | memoryview]]
+    ) -> None:
         """Seal the first batch on the loop, then batch n+1 in a worker thread while the loop
         writes batch n."""
-        sealed: list[bytearray] = []
+        sealed: list[bytearray | memoryview] = []
         failures: list[ProtocolError] = []
 
-        async def seal(batch: Callable[[], bytearray]) -> None:
+        async def seal(batch: Callable[[], bytearray | memoryview]) -> None:
             try:
                 sealed.append(await trio.to_thread.run_sync(batch))
             except ProtocolError as exc:
@@ -257,6 +278,26 @@ class SecureStream(trio.abc.Stream):
             trio.BrokenResourceError: bad ciphertext, a truncated frame, or transport failure.
             trio.ClosedResourceError: we closed the stream.
         """
+        data = await self._receive(max_bytes, borrow=False)
+        assert not isinstance(data, memoryview)
+        return data
+
+    async def receive_borrowed(self, max_bytes: int) -> bytes | bytearray | memoryview:
+        """Like :meth:`receive_some`, but a bulk read may return a view of a buffer the stream
+        reuses, valid only until the next receive call: for a reader that consumes each chunk
+        at once (the muxer). It spares allocating, zero-filling and page-faulting a new buffer
+        for every read.
+
+        Raises:
+            trio.BusyResourceError: another task is already receiving.
+            trio.BrokenResourceError: bad ciphertext, a truncated frame, or transport failure.
+            trio.ClosedResourceError: we closed the stream.
+        """
+        return await self._receive(max_bytes, borrow=True)
+
+    async def _receive(
+        self, max_bytes: int | None, *, borrow: bool
+    ) -> bytes | bytearray | memoryview:
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         if max_bytes is not None:
@@ -271,7 +312,7 @@ class SecureStream(trio.abc.Stream):
                 return self._take_pending(max_bytes)
             if max_bytes is None or max_bytes > noise.MAX_PLAINTEXT_LEN:
                 default = THREADED_RECEIVE_SIZE if self.worker_threads else RECEIVE_SIZE
-                return await self._receive_bulk(max_bytes or default)
+                return await self._receive_bulk(max_bytes or default, borrow)
             self._pending = await self._next_plaintext()
             return self._take_pending(max_bytes)
         finally:
@@ -285,8 +326,9 @@ class SecureStream(trio.abc.Stream):
         self._pending = b""
         return chunk
 
-    async def _receive_bulk(self, size: int) -> bytes | bytearray:
-        """Decrypt every whole frame that fits in ``size`` bytes into one buffer."""
+    async def _receive_bulk(self, size: int, borrow: bool) -> bytes | bytearray | memoryview:
+        """Decrypt every whole frame that fits in ``size`` bytes into one buffer (the reused
+        one if ``borrow`` and the frames are large)."""
         session = self._session
         while True:
             buffered = session.buffered_bytes
@@ -297,14 +339,26 @@ class SecureStream(trio.abc.Stream):
                         return await self._receive_offloaded(size, whole)
                 # The plaintext is smaller than the ciphertext buffered: no larger buffer to
                 # zero-fill, and little to trim afterwards.
-                out = bytearray(min(size, buffered))
-                try:
-                    count = session.read_into(out)
-                except ProtocolError as exc:
-                    raise self._break(exc, exc.hint) from exc
-                if count:
-                    del out[count:]
-                    return out
+                want = min(size, buffered)
+                if borrow and (want >= BORROW_MIN or len(self._reused) >= want):
+                    if len(self._reused) < want:
+                        self._reused = bytearray(size)
+                    view = memoryview(self._reused)[:want]
+                    try:
+                        count = session.read_into(view)
+                    except ProtocolError as exc:
+                        raise self._break(exc, exc.hint) from exc
+                    if count:
+                        return view[:count]
+                else:
+                    out = bytearray(want)
+                    try:
+                        count = session.read_into(out)
+                    except ProtocolError as exc:
+                        raise self._break(exc, exc.hint) from exc
+                    if count:
+                        del out[count:]
+                        return out
             if not await self._fill():
                 return b""
 

@@ -65,6 +65,42 @@ def _violation(hint: str, detail: str) -> YamuxProtocolError:
     return YamuxProtocolError(detail, hint=hint)
 
 
+class _BodyRun:
+    """Consecutive body bytes of one stream within one ``receive_data`` call, delivered as one
+    :class:`DataReceived` (one copy) when anything else comes between them or the input ends."""
+
+    __slots__ = ("_events", "_parts", "_whole", "stream_id")
+
+    def __init__(self, events: list[YamuxEvent], whole: bytes | None) -> None:
+        self._events = events
+        self._whole = whole  # the input, when it is ``bytes`` (a body spanning it is not copied)
+        self._parts: list[memoryview] = []
+        #: The stream of the run in progress, or -1 (no stream id is negative).
+        self.stream_id = -1
+
+    def add(self, stream_id: int, data: memoryview, start: int, stop: int) -> None:
+        if stream_id != self.stream_id:
+            self.flush()
+            self.stream_id = stream_id
+        self._parts.append(data[start:stop])
+
+    def flush(self) -> None:
+        parts = self._parts
+        if not parts:
+            self.stream_id = -1
+            return
+        whole = self._whole
+        if len(parts) > 1:
+            body = b"".join(parts)
+        elif whole is not None and len(parts[0]) == len(whole):
+            body = whole
+        else:
+            body = bytes(parts[0])
+        self._events.append(DataReceived(self.stream_id, body))
+        parts.clear()
+        self.stream_id = -1
+
+
 class YamuxConnection:
     """One side of a yamux session. ``is_client`` is the dialer's side: its stream ids are odd.
 
@@ -179,20 +215,22 @@ class YamuxConnection:
 
         Never raises for anything the peer sends: a protocol violation ends the list with a
         :class:`ConnectionTerminated` (and queues a GoAway). After that, input is ignored. Empty
-        ``data`` is a no-op; end of the transport is for the driver to handle.
+        ``data`` is a no-op; end of the transport is for the driver to handle. ``data`` is not
+        kept: the driver may reuse its buffer once this returns.
         """
         events: list[YamuxEvent] = []
         if self._terminated is not None or not data:
             return events
-        # bytes are sliced directly; other buffers through a view, so each body is copied once.
-        view = data if type(data) is bytes else memoryview(data).cast("B")
+        view = memoryview(data).cast("B") if type(data) is not bytes else memoryview(data)
+        run = _BodyRun(events, data if type(data) is bytes else None)
         try:
-            self._parse(view, events)
+            self._parse(view, run, events)
         except YamuxProtocolError as exc:
+            run.flush()
             self._fail(exc.hint, str(exc), events)
         return events
 
-    def _parse(self, data: bytes | memoryview, events: list[YamuxEvent]) -> None:
+    def _parse(self, data: memoryview, run: _BodyRun, events: list[YamuxEvent]) -> None:
         end = len(data)
         pos = 0
         if self._partial_header:
@@ -206,35 +244,37 @@ class YamuxConnection:
             version, frame_type, flags, stream_id, length = _unpack_header(header)
             self._on_header(version, frame_type, flags, stream_id, length, events)
         unpack = _unpack_header
-        append = events.append
         while True:
             left = self._body_left
             if left:
                 avail = end - pos
                 if avail <= 0:
-                    return
+                    break
                 take = left if left < avail else avail
                 s = self._body_stream
                 if s is not None and s.state is not _CLOSED:
-                    if pos == 0 and take == end:
-                        append(DataReceived(s.stream_id, bytes(data)))
-                    else:
-                        append(DataReceived(s.stream_id, bytes(data[pos : pos + take])))
+                    run.add(s.stream_id, data, pos, pos + take)
                 pos += take
                 left -= take
                 self._body_left = left
                 if not left:
                     self._body_stream = None
                     if self._body_fin and s is not None and s.state is not _CLOSED:
+                        run.flush()
                         self._on_remote_fin(s, events)
                 continue
             if end - pos < HEADER_SIZE:
                 if pos < end:
                     self._partial_header = bytes(data[pos:])
-                return
+                break
             version, frame_type, flags, stream_id, length = unpack(data, pos)
             pos += HEADER_SIZE
+            # A plain data frame continuing the run's stream adds no event: the run goes on, so
+            # that consecutive bodies of one stream become one DataReceived.
+            if frame_type != _DATA or flags or stream_id != run.stream_id:
+                run.flush()
             self._on_header(version, frame_type, flags, stream_id, length, events)
+        run.flush()
 
     def _on_header(
         self,
