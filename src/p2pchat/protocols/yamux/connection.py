@@ -17,7 +17,6 @@ from .config import ConnectionStatistics, StreamStatistics, YamuxConfig
 from .errors import ConnectionClosedError, StreamLimitError, StreamStateError, YamuxProtocolError
 from .events import (
     ConnectionTerminated,
-    DataReceived,
     GoAwayReceived,
     PingReceived,
     PongReceived,
@@ -40,15 +39,14 @@ from .frame import (
     _RST,
     _SYN,
     _WINDOW_UPDATE,
-    HEADER_SIZE,
     SESSION_ID,
     YAMUX_VERSION,
     FrameType,
     GoAwayCode,
     _pack_header,
-    _unpack_header,
 )
 from .output import OutputQueue
+from .parser import NO_BODY, Body, BodyRun, FrameReader
 from .streams import Handshake, StreamInput, StreamRecord, StreamState, next_stream_state
 
 _OPEN: Final = StreamState.OPEN
@@ -63,42 +61,6 @@ _ESTABLISHED: Final = Handshake.ESTABLISHED
 
 def _violation(hint: str, detail: str) -> YamuxProtocolError:
     return YamuxProtocolError(detail, hint=hint)
-
-
-class _BodyRun:
-    """Consecutive body bytes of one stream within one ``receive_data`` call, delivered as one
-    :class:`DataReceived` (one copy) when anything else comes between them or the input ends."""
-
-    __slots__ = ("_events", "_parts", "_whole", "stream_id")
-
-    def __init__(self, events: list[YamuxEvent], whole: bytes | None) -> None:
-        self._events = events
-        self._whole = whole  # the input, when it is ``bytes`` (a body spanning it is not copied)
-        self._parts: list[memoryview] = []
-        #: The stream of the run in progress, or -1 (no stream id is negative).
-        self.stream_id = -1
-
-    def add(self, stream_id: int, data: memoryview, start: int, stop: int) -> None:
-        if stream_id != self.stream_id:
-            self.flush()
-            self.stream_id = stream_id
-        self._parts.append(data[start:stop])
-
-    def flush(self) -> None:
-        parts = self._parts
-        if not parts:
-            self.stream_id = -1
-            return
-        whole = self._whole
-        if len(parts) > 1:
-            body = b"".join(parts)
-        elif whole is not None and len(parts[0]) == len(whole):
-            body = whole
-        else:
-            body = bytes(parts[0])
-        self._events.append(DataReceived(self.stream_id, body))
-        parts.clear()
-        self.stream_id = -1
 
 
 class YamuxConnection:
@@ -118,11 +80,7 @@ class YamuxConnection:
         self._peer_parity = 0 if is_client else 1
         self._out = OutputQueue()
         self._syn_pending: list[StreamRecord] = []
-        # Receive parser: a partial header, or the rest of a data frame body.
-        self._partial_header = b""
-        self._body_left = 0
-        self._body_stream: StreamRecord | None = None
-        self._body_fin = False
+        self._reader = FrameReader()  # a partial header, or the rest of a data frame body
         self._inbound = 0
         self._outbound = 0
         self._inbound_unacked = 0
@@ -222,59 +180,13 @@ class YamuxConnection:
         if self._terminated is not None or not data:
             return events
         view = memoryview(data).cast("B") if type(data) is not bytes else memoryview(data)
-        run = _BodyRun(events, data if type(data) is bytes else None)
+        run = BodyRun(events, data if type(data) is bytes else None)
         try:
-            self._parse(view, run, events)
+            self._reader.feed(view, run, events, self._on_header, self._on_remote_fin)
         except YamuxProtocolError as exc:
             run.flush()
             self._fail(exc.hint, str(exc), events)
         return events
-
-    def _parse(self, data: memoryview, run: _BodyRun, events: list[YamuxEvent]) -> None:
-        end = len(data)
-        pos = 0
-        if self._partial_header:
-            need = HEADER_SIZE - len(self._partial_header)
-            if end < need:
-                self._partial_header += bytes(data)
-                return
-            header = self._partial_header + bytes(data[:need])
-            self._partial_header = b""
-            pos = need
-            version, frame_type, flags, stream_id, length = _unpack_header(header)
-            self._on_header(version, frame_type, flags, stream_id, length, events)
-        unpack = _unpack_header
-        while True:
-            left = self._body_left
-            if left:
-                avail = end - pos
-                if avail <= 0:
-                    break
-                take = left if left < avail else avail
-                s = self._body_stream
-                if s is not None and s.state is not _CLOSED:
-                    run.add(s.stream_id, data, pos, pos + take)
-                pos += take
-                left -= take
-                self._body_left = left
-                if not left:
-                    self._body_stream = None
-                    if self._body_fin and s is not None and s.state is not _CLOSED:
-                        run.flush()
-                        self._on_remote_fin(s, events)
-                continue
-            if end - pos < HEADER_SIZE:
-                if pos < end:
-                    self._partial_header = bytes(data[pos:])
-                break
-            version, frame_type, flags, stream_id, length = unpack(data, pos)
-            pos += HEADER_SIZE
-            # A plain data frame continuing the run's stream adds no event: the run goes on, so
-            # that consecutive bodies of one stream become one DataReceived.
-            if frame_type != _DATA or flags or stream_id != run.stream_id:
-                run.flush()
-            self._on_header(version, frame_type, flags, stream_id, length, events)
-        run.flush()
 
     def _on_header(
         self,
@@ -284,7 +196,8 @@ class YamuxConnection:
         stream_id: int,
         length: int,
         events: list[YamuxEvent],
-    ) -> None:
+    ) -> Body:
+        """Apply one header; return what the bytes after it are (see :data:`.parser.Body`)."""
         if version != YAMUX_VERSION:
             raise _violation("bad version", f"unsupported yamux version {version}")
         if frame_type > _WINDOW_UPDATE:
@@ -294,11 +207,11 @@ class YamuxConnection:
                     events.append(PingReceived(length))
                 else:
                     events.append(PongReceived(length))
-                return
+                return NO_BODY
             if frame_type == _GO_AWAY:
                 self._remote_go_away = length
                 events.append(GoAwayReceived(length))
-                return
+                return NO_BODY
             raise _violation("unknown frame type", f"unknown yamux frame type {frame_type}")
         is_data = frame_type == _DATA
         if stream_id == SESSION_ID:
@@ -315,11 +228,7 @@ class YamuxConnection:
             s = self._on_syn(stream_id, s, events)
         if s is None:
             # Unknown id: a frame in flight from before a reset or refusal. Drop it.
-            if is_data and length:
-                self._body_left = length
-                self._body_stream = None
-                self._body_fin = False
-            return
+            return (length, None, False) if is_data else NO_BODY
         if flags & _ACK and s.handshake is _SYN_SENT:
             s.handshake = _ESTABLISHED
             self._outbound_unacked -= 1
@@ -327,11 +236,7 @@ class YamuxConnection:
         if flags & _RST:
             self._remove(s)
             events.append(StreamReset(stream_id, 0 if is_data else length))
-            if is_data and length:
-                self._body_left = length
-                self._body_stream = None
-                self._body_fin = False
-            return
+            return (length, None, False) if is_data else NO_BODY
         if is_data:
             if length:
                 if s.state is not _OPEN:
@@ -343,10 +248,7 @@ class YamuxConnection:
                     )
                 s.recv_window -= length
                 s.buffered += length
-                self._body_left = length
-                self._body_stream = s
-                self._body_fin = bool(flags & _FIN)
-                return
+                return (length, s, bool(flags & _FIN))
         elif length:
             window = s.send_window + length
             if window > _MAX_U32:
@@ -358,6 +260,7 @@ class YamuxConnection:
                 events.append(WindowUpdated(stream_id, length))
         if flags & _FIN:
             self._on_remote_fin(s, events)
+        return NO_BODY
 
     def _queue_reply(self, header: bytes) -> None:
         """Queue a reply the peer prompted (a pong, or the RST refusing a stream).
@@ -430,9 +333,7 @@ class YamuxConnection:
         if not self._local_go_away:
             self._local_go_away = _PROTOCOL_ERROR
             self._out.append_control(_pack_header(0, _GO_AWAY, 0, SESSION_ID, _PROTOCOL_ERROR))
-        self._partial_header = b""
-        self._body_left = 0
-        self._body_stream = None
+        self._reader.reset()
         event = ConnectionTerminated(_PROTOCOL_ERROR, hint, detail)
         self._terminated = event
         events.append(event)
