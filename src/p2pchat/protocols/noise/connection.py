@@ -409,6 +409,11 @@ class NoiseConnection:
             LocalProtocolError: the handshake is not complete or the connection failed.
             NonceExhaustedError: 2**64-1 messages were sent.
         """
+        total = sum(map(len, parts))
+        if total <= MAX_PLAINTEXT_LEN:  # one message (pings, queries, chat messages)
+            if not total:
+                return self._seal([], into)
+            return self._seal([parts[0] if len(parts) == 1 else b"".join(parts)], into)
         views = [
             memoryview(part).cast("B") if isinstance(part, memoryview) else memoryview(part)
             for part in parts
@@ -450,7 +455,7 @@ class NoiseConnection:
             raise LocalProtocolError("cannot send application data before the handshake completes")
         pending = self._outbuf
         pending_len = len(pending)
-        total = sum(len(chunk) for chunk in chunks)
+        total = sum(map(len, chunks))
         needed = pending_len + total + len(chunks) * (FRAME_HEADER_LEN + TAGLEN)
         out = into if into is not None and len(into) >= needed else bytearray(needed)
         if pending_len:

@@ -179,7 +179,9 @@ class YamuxConnection:
         events: list[YamuxEvent] = []
         if self._terminated is not None or not data:
             return events
-        view = memoryview(data).cast("B") if type(data) is not bytes else memoryview(data)
+        view = memoryview(data)
+        if type(data) is memoryview and (view.format != "B" or view.ndim != 1):
+            view = view.cast("B")
         run = BodyRun(events, data if type(data) is bytes else None)
         try:
             self._reader.feed(view, run, events, self._on_header, self._on_remote_fin)

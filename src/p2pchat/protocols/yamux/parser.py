@@ -47,11 +47,13 @@ class BodyRun:
 
     def add(self, stream_id: int, data: memoryview, start: int, stop: int) -> None:
         if stream_id != self.stream_id:
-            self.flush()
+            if self.stream_id >= 0:
+                self.flush()
             self.stream_id = stream_id
         self._parts.append(data[start:stop])
 
     def flush(self) -> None:
+        """Deliver the run in progress, if any."""
         parts = self._parts
         if not parts:
             self.stream_id = -1
@@ -107,7 +109,9 @@ class FrameReader:
             self._partial_header = b""
             pos = need
             version, frame_type, flags, stream_id, length = _unpack_header(header)
-            self._expect(on_header(version, frame_type, flags, stream_id, length, events))
+            self._body_left, self._body_stream, self._body_fin = on_header(
+                version, frame_type, flags, stream_id, length, events
+            )
         unpack = _unpack_header
         while True:
             left = self._body_left
@@ -125,7 +129,8 @@ class FrameReader:
                 if not left:
                     self._body_stream = None
                     if self._body_fin and s is not None and s.state is not _CLOSED:
-                        run.flush()
+                        if run.stream_id >= 0:
+                            run.flush()
                         on_body_fin(s, events)
                 continue
             if end - pos < HEADER_SIZE:
@@ -136,10 +141,10 @@ class FrameReader:
             pos += HEADER_SIZE
             # A plain data frame continuing the run's stream adds no event: the run goes on, so
             # that consecutive bodies of one stream become one DataReceived.
-            if frame_type != _DATA or flags or stream_id != run.stream_id:
+            if run.stream_id >= 0 and (frame_type != _DATA or flags or stream_id != run.stream_id):
                 run.flush()
-            self._expect(on_header(version, frame_type, flags, stream_id, length, events))
-        run.flush()
-
-    def _expect(self, body: Body) -> None:
-        self._body_left, self._body_stream, self._body_fin = body
+            self._body_left, self._body_stream, self._body_fin = on_header(
+                version, frame_type, flags, stream_id, length, events
+            )
+        if run.stream_id >= 0:
+            run.flush()
