@@ -74,15 +74,19 @@ from .events import (
     VoteAnswered,
 )
 from .fetch import MAX_FETCH
+from .gaps import chain_have, fill_gaps
 from .genesis import SignedGenesis
 from .group_state import GroupState
 from .membership import accept_rows, join_rows, join_state_rows, new_group_rows
 from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
 from .packet import Packet
+from .prune import is_prunable_delete
 from .quorum import QuorumCollector
+from .redeliver import redeliver
 from .roster import History, Member, Role
 from .txn import (
     OutboxDone,
+    PrunePacket,
     PutEpochKey,
     PutPacket,
     PutRoster,
@@ -377,16 +381,18 @@ class ChatEngine:
         return packet, self._queue(view, packet, now)
 
     def receive(
-        self, group_id: bytes, packet: Packet, now: int
+        self, group_id: bytes, packet: Packet, now: int, *, chain: bool = False
     ) -> Commit | Refused | NeedParents | AlreadyHeld:
-        """A certified packet arrived (``smsg``, history, a fetch, a roster chain)."""
+        """A certified packet arrived (``smsg``, history, a fetch, a roster chain); ``chain``:
+        a roster message of a ``pkt`` chain, taken without parents it cannot fetch (§8)."""
         view = self._groups.get(group_id)
         if view is None or packet.message.group_id != group_id:
             return Refused("unknown group")
         if view.has(packet.message_hash):
             return AlreadyHeld()
+        have = chain_have(view, packet) if chain else view.has
         reason = check_for_delivery(
-            packet, view.state, have=view.has, time_of=view.time_of, ref_of=view.ref_of
+            packet, view.state, have=have, time_of=view.time_of, ref_of=view.ref_of
         )
         if reason in (None, "missing parents") and self._closed_epoch(view, packet):
             view.close.seed(view.state, view.has)
@@ -539,7 +545,7 @@ class ChatEngine:
             return []
         missing = [h for h in event.heads if len(h) == 32 and not view.has(h)]
         if not missing:
-            return []
+            return fill_gaps(view, event)
         logger.info("%d heads of %s missing here", len(missing), event.peer)
         if event.catch_up:
             return [SyncHistory(event.group_id, event.peer)]
@@ -695,10 +701,12 @@ class ChatEngine:
         keys: dict[int, bytes] = {}
         if packet.message.message_type == ROSTER:
             keys = unwrap_keys(view, packet, self.hpke, self.peer_id)
-        operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone] = []
+        operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone | PrunePacket] = []
         operations += accept_rows(view.group_id, packet, keys, now)
         if packet.message.author == self.peer_id:
             operations.append(OutboxDone(view.group_id, packet.message_hash))
+        if is_prunable_delete(packet):  # §17: the deleted message's content key goes with it
+            operations.append(PrunePacket(view.group_id, packet))
         effect = _Accepted(view.group_id, packet, keys, deliver)
         return Commit(Transaction(tuple(operations)), effect)
 
@@ -721,6 +729,7 @@ class ChatEngine:
                 view.close.forget_epochs_before(view.state.current_epoch)
                 # Our queued messages of the old epoch are written again at once.
                 self.outbox.hurry(now, group_id=view.group_id)
+                actions += redeliver(view, packet, self.peer_id)
             for key_epoch, key in effect.keys.items():
                 view.epoch_keys.setdefault(key_epoch, key)
         view.hold(packet)
