@@ -36,8 +36,10 @@ from p2pchat.chat.core.packet import (
     make_vote,
     sha256,
     sign_message,
-    to_json_view,
     vote_signing_bytes,
+)
+from p2pchat.chat.core.packet_json import (
+    to_json_view,
 )
 from p2pchat.chat.core.prune import check_tombstone, prune
 from p2pchat.chat.core.roster import HISTORY_ALL, Member, Role, Roster

@@ -12,9 +12,11 @@ from p2pchat.chat.core.engine import ChatEngine
 from p2pchat.chat.core.packet import (
     Packet,
     PacketError,
+    sha256,
+)
+from p2pchat.chat.core.packet_json import (
     packet_from_json,
     packet_to_json,
-    sha256,
 )
 from p2pchat.chat.core.prune import BAD_TOMBSTONE, check_tombstone, is_prunable_delete, prune
 from p2pchat.chat.core.refs import DELETE, RefInfo

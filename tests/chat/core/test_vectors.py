@@ -28,13 +28,15 @@ from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import (
     Packet,
     Vote,
-    packet_from_json,
-    packet_to_json,
     sha256,
-    to_json_view,
     verify_author,
     verify_vote,
     vote_signing_bytes,
+)
+from p2pchat.chat.core.packet_json import (
+    packet_from_json,
+    packet_to_json,
+    to_json_view,
 )
 from p2pchat.chat.core.prune import check_tombstone
 from p2pchat.chat.core.quorum import verify_certificate

@@ -457,11 +457,7 @@ def verify_vote(vote: Vote, group_id: bytes, epoch: int, message_hash: bytes) ->
     return key.verify(vote.sig, close_signing_bytes(group_id, epoch, message_hash, vote.close))
 
 
-# The JSON view (§4) lives in its own module; its names stay importable from here.
-from .packet_json import JSON_PEER_KEYS, packet_from_json, packet_to_json, to_json_view  # noqa: E402
-
 __all__ = [
-    "JSON_PEER_KEYS",
     "Artifact",
     "Certificate",
     "Headers",
@@ -471,11 +467,8 @@ __all__ = [
     "Vote",
     "make_vote",
     "message_signing_bytes",
-    "packet_from_json",
-    "packet_to_json",
     "sha256",
     "sign_message",
-    "to_json_view",
     "u64",
     "verify_author",
     "verify_vote",
