@@ -19,7 +19,7 @@ from p2pchat.chat.core.keyset import (
     check_key_set,
     read_my_keys,
 )
-from p2pchat.chat.core.packet import to_json_view
+from p2pchat.chat.core.packet_json import to_json_view
 from p2pchat.chat.core.roster import KEM_X25519, Member, Role, Roster
 from p2pchat.chat.core.roster_update import WrappedKey, epoch_key_check
 from p2pchat.identity import PeerID
