@@ -41,7 +41,12 @@ c. **New connection**: median over 50 of dial + upgrade to a usable muxed connec
    after each): ``IHost.connect`` with the library defaults (a fixed 250 ms happy-eyeballs
    wait in every dial), ``IHost.connect`` with ``max_connections_per_peer=1`` (no wait), and
    ``Swarm.dial_addr`` (dial + upgrade only). Its best is the lowest of the three medians.
-   On both stacks identify then runs in the background; it is not part of the time.
+   On both stacks identify then runs in the background; it is not part of the time. Ours also
+   shows the dialer process's CPU time per connection (dial, upgrade, identify, close): the
+   median is a wall-clock figure made of two processes' work and the round trips between them,
+   and moves by over 1 ms with where the scheduler runs them (the two processes on two idle
+   cores about 2 ms, sharing one core or a loaded machine about 3 ms), while the CPU figure
+   does not; compare commits by it, or at a load average well under the CPU count.
 d. **Concurrent streams**: one connection, 1,000 streams, each echoing 64 KiB. The client opens
    the streams (at most 128 negotiations in flight: yamux allows 256 unacknowledged streams and
    our ``open_stream`` refuses beyond instead of waiting), waits until ALL are open, then every
@@ -491,6 +496,7 @@ async def _new_connections(host: Host, addr: Multiaddr, count: int) -> dict[str,
         await previous.aclose()
     ports: set[int] = set()
     times: list[float] = []
+    cpu_start = time.process_time()
     for _ in range(count):
         if host.connection(peer) is not None:
             raise BenchError("a connection to the server is still live before dialing")
@@ -508,7 +514,8 @@ async def _new_connections(host: Host, addr: Multiaddr, count: int) -> dict[str,
         await conn.aclose()
         if not conn.is_closed:
             raise BenchError("conn.aclose() left the connection open")
-    return {**_summary_ms(times), "distinct_local_ports": len(ports)}
+    cpu_ms = _ms(time.process_time() - cpu_start) / count
+    return {**_summary_ms(times), "distinct_local_ports": len(ports), "cpu_ms": round(cpu_ms, 3)}
 
 
 async def ours(sizes: Sizes) -> dict[str, Any]:
@@ -711,7 +718,7 @@ def render(result: dict[str, Any]) -> str:
     env = result["environment"]
     lines.append(
         f"Transport benchmark, 127.0.0.1, {env['cpus']} CPUs, Python {env['python']},"
-        f" trio {env['trio']}"
+        f" trio {env['trio']}, load average {env['load_1min']:.2f} at the start"
     )
     lines.append(f"  py-libp2p: {env['pylibp2p']}")
     lines.append("")
@@ -757,6 +764,7 @@ def render(result: dict[str, Any]) -> str:
     row(
         "ours: Host.connect, new TCP conn each time", "-", us["connect"]["median_ms"], "-", "{:.3f}"
     )
+    row("  dialer process CPU per connection, ms", "-", us["connect"]["cpu_ms"], "-", "{:.3f}")
     for key, label in (
         ("default", "py-libp2p IHost.connect, library defaults"),
         ("max_conns_per_peer_1", "py-libp2p IHost.connect, max_conns_per_peer=1"),
@@ -806,6 +814,7 @@ def render(result: dict[str, Any]) -> str:
 def _environment(python: Path, use_pylibp2p: bool) -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        "load_1min": os.getloadavg()[0],
         "python": sys.version.split()[0],
         "trio": trio.__version__,
         "pylibp2p": str(python) if use_pylibp2p else "skipped",

@@ -182,6 +182,33 @@ async def test_stop_from_a_relay_we_hold_no_reservation_on_is_denied() -> None:
         assert not is_relayed(direct.remote_addr)
 
 
+async def test_bytes_the_target_sends_with_its_stop_status_reach_the_dialer() -> None:
+    """A target may write its first bytes of the relayed connection right behind its stop
+    ``STATUS OK`` (py-libp2p's multistream-select listener writes its header at once): the
+    relay reads both in one chunk and must forward what follows the STATUS."""
+    early = b"\x13/multistream/1.0.0\n"
+
+    async def stop_then_speak(stream: MuxedStream) -> None:
+        reader = MessageReader(decode_stop)
+        while (request := reader.next_message()) is NEED_DATA:
+            reader.receive_data(await stream.receive_some(4096))
+        assert request.type is StopType.CONNECT
+        await stream.send_all(frame(StopMessage(StopType.STATUS, status=Status.OK)) + early)
+        await stream.receive_some(4096)  # held open until the dialer ends
+
+    async with network() as net:
+        net.a.host.set_stream_handler(STOP_PROTOCOL, stop_then_speak, replace=True)
+        with trio.fail_after(10):
+            stream = await net.b.dial(net.a.host.peer_id, _circuit(net).without_peer_id())
+            got = b""
+            while len(got) < len(early):
+                data = await stream.receive_some(4096)
+                assert data
+                got += data
+            await stream.aclose()
+        assert got == early
+
+
 async def test_a_silent_direct_address_gives_way_to_the_relay() -> None:
     """b knows a direct address of a where nothing answers (as behind a NAT that drops SYNs)
     and a circuit address: the direct one is tried first, and after ``relay_fallback_after``

@@ -200,7 +200,8 @@ class RelayService:
                         core.StopType.CONNECT, peer=core.Peer(src), limit=self.state.limits.limit
                     )
                     await stream.send_all(core.frame(request))
-                    answer = await _read_message(stream, core.MessageReader(core.decode_stop))
+                    reader = core.MessageReader(core.decode_stop)
+                    answer = await _read_message(stream, reader)
                 except BaseException:
                     with trio.CancelScope(shield=True):
                         await stream.reset()
@@ -215,6 +216,9 @@ class RelayService:
             logger.info("circuit %s -> %s: the target answered %s", src, dst, answer.status)
             await stream.reset()
             return None
+        # The target may speak on the relayed connection right behind its STATUS (a
+        # multistream-select listener that writes its header first): the splice forwards it.
+        stream.unreceive(reader.trailing())
         return stream
 
     async def _splice(self, circuit: core.Circuit, a: MuxedStream, b: MuxedStream) -> None:
