@@ -22,7 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from p2pchat.chat.core import cbor, crypto
+import attrs
+
+from p2pchat.chat.core import cbor, crypto, merkle
+from p2pchat.chat.core.certificate import batch_signing_bytes, make_batch_votes, verify_vote
 from p2pchat.chat.core.commitment import CloseCommitment, close_signing_bytes
 from p2pchat.chat.core.genesis import SignedGenesis, new_group
 from p2pchat.chat.core.group_state import GroupState
@@ -33,9 +36,11 @@ from p2pchat.chat.core.packet import (
     Message,
     Packet,
     make_vote,
+    message_signing_bytes,
     sha256,
     sign_message,
     to_json_view,
+    verify_author,
     vote_signing_bytes,
 )
 from p2pchat.chat.core.roster import HISTORY_ALL, Member, Role, Roster
@@ -71,6 +76,13 @@ KEY_NONCE: Final = b"\x33" * 12
 
 ROSTER_TIME_MS: Final = CREATED_MS + 120_000
 MRAT_RID: Final = 1
+MRATB_RID: Final = 2
+#: §21: the user's two later messages of epoch 0 asked for as one batch, with a forged one
+#: between them.
+BATCH_TIMES: Final = (TEXT_TIME_MS + 1_000, TEXT_TIME_MS + 2_000)
+BATCH_PLAINTEXTS: Final = ("second", "third")
+#: Vector files kept by hand (reference data from elsewhere), not made by this generator.
+FOREIGN: Final = frozenset({"merkle.json"})
 
 
 class Person:
@@ -270,6 +282,8 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     chain = GroupState.from_chain(signed, [roster])
     _require(chain.current_roster == roster_1, "roster chain")
 
+    batch_vectors = _batch_vectors(group_id, text)
+
     mrat = Query("mrat", MRAT_RID, {"group_id": group_id, "packet": text_bare.to_cbor()})
     owner_vote = make_vote(OWNER.keypair, group_id, 0, text.message_hash)
     mrat_r = mrat.answer({"vote": owner_vote.to_cbor()})
@@ -357,6 +371,98 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
             epoch=0,
             vote_signing_bytes_hex=vote_signing_bytes(group_id, 0, text.message_hash).hex(),
         ),
+        **batch_vectors,
+    }
+
+
+def _user_text(
+    group_id: bytes, plaintext: str, time_ms: int, parents: tuple[bytes, ...]
+) -> tuple[Message, bytes, bytes]:
+    """A text message of the user in epoch 0, and its wrapped content key and iv."""
+    sealed = crypto.encrypt_artifact(
+        plaintext.encode(),
+        epoch_key=EPOCH_KEYS[0],
+        group_id=group_id,
+        epoch=0,
+        author=USER.peer,
+        content_key=CONTENT_KEY,
+        iv=CONTENT_IV,
+        key_nonce=KEY_NONCE,
+    )
+    message = Message(
+        group_id=group_id,
+        epoch=0,
+        message_type="text",
+        time_stamp=time_ms,
+        author=USER.peer,
+        ref_hash=None,
+        parents=parents,
+        headers=Headers(),
+        artifact=Artifact(
+            TEXT_MIME, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
+        ),
+    )
+    return message, sealed.aes_key, sealed.iv
+
+
+def _batch_vectors(group_id: bytes, text: Packet) -> dict[str, dict[str, Any]]:
+    """``mratb`` and its answer (§21): the user's chain of two messages after the text
+    message, with a message signed by the wrong key between them; the owner votes for the two
+    with one batch signature and refuses the middle one."""
+    second = sign_message(
+        USER.keypair,
+        *_user_text(group_id, BATCH_PLAINTEXTS[0], BATCH_TIMES[0], (text.message_hash,)),
+    )
+    third = sign_message(
+        USER.keypair,
+        *_user_text(group_id, BATCH_PLAINTEXTS[1], BATCH_TIMES[1], (second.message_hash,)),
+    )
+    forged_message, aes_key, iv = _user_text(
+        group_id, "forged", BATCH_TIMES[0], (text.message_hash,)
+    )
+    forged = attrs.evolve(
+        sign_message(USER.keypair, forged_message, aes_key, iv),
+        signature=RATIFIER_2.keypair.sign(message_signing_bytes(group_id, forged_message.hash())),
+    )
+    _require(not verify_author(forged), "the forged message does not verify")
+    hashes = [second.message_hash, third.message_hash]
+    votes = make_batch_votes(OWNER.keypair, group_id, 0, hashes)
+    root = merkle.root(hashes)
+    for vote, message_hash in zip(votes, hashes, strict=True):
+        _require(verify_vote(vote, group_id, 0, message_hash), "batch vote")
+    packets = [second.to_cbor(), forged.to_cbor(), third.to_cbor()]
+    query = Query("mratb", MRATB_RID, {"group_id": group_id, "packets": packets})
+    results = [
+        {"vote": votes[0].to_cbor()},
+        {"reason": "bad signature"},
+        {"vote": votes[1].to_cbor()},
+    ]
+    answer = query.answer({"results": results})
+    return {
+        "mratb_query.json": _frame_vector(
+            "An mratb query (rid 2, §21): the user's messages 'second' (parent: the text "
+            "message) and 'third' (parent: 'second'), epoch 0, with between them a message "
+            "'forged' signed by ratifier-2's key instead of the user's. Encrypted like the "
+            "text message (content key 11 x 32, iv 22 x 12, key nonce 33 x 12).",
+            query,
+            group_id=group_id.hex(),
+            message_hashes=[
+                second.message_hash.hex(),
+                forged.message_hash.hex(),
+                third.message_hash.hex(),
+            ],
+        ),
+        "mratb_response.json": _frame_vector(
+            "The owner's mratbR answer (rid 2, ok): one result per packet in order; 'second' "
+            "and 'third' are voted for with one signature over the batch of the two (size 2, "
+            "indexes 0 and 1), 'forged' is refused 'bad signature'.",
+            answer,
+            group_id=group_id.hex(),
+            epoch=0,
+            batch_hashes=[h.hex() for h in hashes],
+            root=root.hex(),
+            signing_bytes_hex=batch_signing_bytes(group_id, 0, len(hashes), root).hex(),
+        ),
     }
 
 
@@ -417,7 +523,7 @@ def check(directory: Path) -> list[str]:
         elif path.read_text() != render(vector):
             problems.append(f"{name}: differs from a regeneration")
     for path in sorted(directory.glob("*.json")):
-        if path.name not in expected:
+        if path.name not in expected and path.name not in FOREIGN:
             problems.append(f"{path.name}: not made by this generator")
     return problems
 

@@ -38,10 +38,12 @@ from ...identity import KeyPair, PeerID
 from . import crypto
 from .artifact import ChunkedRef
 from .author import rewrite_message, write_chunked_message, write_message, write_roster_change
+from .batch import BatchDecision, decide_batch
 from .engine_records import (
     Attempt,
     EngineConfig,
     _Accepted,
+    _BatchVoted,
     _Cancelled,
     _Dropped,
     _Expired,
@@ -420,6 +422,15 @@ class ChatEngine:
             return Refused("unknown group")
         return decide_vote(self.identity, self.config, view, packet, querier, now)
 
+    def vote_batch(
+        self, group_id: bytes, packets: Sequence[Packet], querier: PeerID, now: int
+    ) -> BatchDecision | Refused:
+        """``mratb``: decide a batch of packets (:func:`~.batch.decide_batch`, §21)."""
+        view = self._groups.get(group_id)
+        if view is None or any(p.message.group_id != group_id for p in packets):
+            return Refused("unknown group")
+        return decide_batch(self.identity, self.config, view, packets, querier, now)
+
     def admit(self, group_id: bytes, packets: Sequence[Packet]) -> None:
         """Admit, within a batch of certified packets that arrived together (a ``dht`` page, a
         fetch), the ancestors of admitted closed-epoch messages, children first (§14), so that
@@ -571,14 +582,15 @@ class ChatEngine:
                 Abandoned(effect.group_id, cancelled.origin, CANCELLED),
                 *self._on_tick(event.now),
             ]
-        if isinstance(effect, _Voted):
-            view = self._groups.get(effect.group_id)
-            if (
-                view is not None
-                and effect.pending is not None
-                and not view.has(effect.message_hash)
-            ):
-                view.pending[effect.message_hash] = effect.pending
+        if isinstance(effect, _Voted | _BatchVoted):
+            for voted in effect.votes if isinstance(effect, _BatchVoted) else (effect,):
+                view = self._groups.get(voted.group_id)
+                if (
+                    view is not None
+                    and voted.pending is not None
+                    and not view.has(voted.message_hash)
+                ):
+                    view.pending[voted.message_hash] = voted.pending
             return []  # the vote itself lives in the store only
         if isinstance(effect, _Expired):
             expired = self._groups.get(effect.group_id)

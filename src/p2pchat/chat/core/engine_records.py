@@ -70,6 +70,13 @@ class _Voted(Effect):
 
 
 @attrs.frozen
+class _BatchVoted(Effect):
+    """The votes of one batch (§21), committed together."""
+
+    votes: tuple[_Voted, ...]
+
+
+@attrs.frozen
 class _Expired(Effect):
     group_id: bytes
     message_hashes: tuple[bytes, ...]
