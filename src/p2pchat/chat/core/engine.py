@@ -166,7 +166,7 @@ class ChatEngine:
 
     def next_wake(self) -> int | None:
         """When the engine next wants a :class:`Tick` (None: only on events)."""
-        times = [a.deadline for a in self._attempts.values() if not a.certifying]
+        times = [a.deadline for a in self._attempts.values() if not (a.certifying or a.ready)]
         due = self.outbox.next_due()
         if due is not None and self.outbox.in_flight < self.outbox.concurrency:
             times.append(due)
@@ -468,7 +468,7 @@ class ChatEngine:
     def _on_tick(self, now: int) -> list[Action]:
         actions: list[Action] = []
         for message_hash, attempt in list(self._attempts.items()):
-            if attempt.deadline <= now and not attempt.certifying:
+            if attempt.deadline <= now and not (attempt.certifying or attempt.ready):
                 actions += self._attempt_over(message_hash, now)
         for item in self.outbox.start_due(now):
             view = self._groups.get(item.group_id)
@@ -532,17 +532,36 @@ class ChatEngine:
                 and event.ratifier != self.peer_id  # we know our own roster
             ):
                 attempt.stale_from = event.ratifier
-        if attempt.certifying:
+        if attempt.certifying or attempt.ready:
             return []
-        certificate = attempt.collector.certificate
-        if certificate is not None:
-            attempt.certifying = True
-            view = self._groups[attempt.group_id]
-            certified = attempt.packet.with_certificate(certificate)
-            return [self._accept(view, certified, event.now, deliver=True)]
+        if attempt.collector.certificate is not None:
+            attempt.ready = True
+            return self._certify_ready(event.now)
         if not attempt.waiting:
             return self._attempt_over(event.message_hash, event.now)
         return []
+
+    def _certify_ready(self, now: int) -> list[Action]:
+        """Commit the certificates whose quorum is in and whose parents of ours are certified
+        (a chain's votes come together, §21; each is certified after the one it follows). One
+        whose parent left the outbox uncertified is tried again, to be written anew."""
+        actions: list[Action] = []
+        for message_hash, attempt in list(self._attempts.items()):
+            certificate = attempt.collector.certificate
+            if not attempt.ready or attempt.certifying or certificate is None:
+                continue
+            view = self._groups[attempt.group_id]
+            parents = attempt.packet.message.parents
+            if any(p in self.outbox for p in parents):
+                continue
+            if not all(view.has(p) for p in parents):
+                del self._attempts[message_hash]
+                self.outbox.release(message_hash)
+                continue
+            attempt.certifying = True
+            certified = attempt.packet.with_certificate(certificate)
+            actions.append(self._accept(view, certified, now, deliver=True))
+        return actions
 
     def _on_heads(self, event: HeadsAnswered) -> list[Action]:
         view = self._groups.get(event.group_id)
@@ -748,4 +767,4 @@ class ChatEngine:
             message = packet.message
             peers = view.members(message.epoch, view.state.current_epoch) - {self.peer_id}
             actions.append(Deliver(view.group_id, packet, tuple(sorted(peers))))
-        return actions + self._on_tick(now)
+        return actions + self._certify_ready(now) + self._on_tick(now)

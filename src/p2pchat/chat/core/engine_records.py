@@ -25,8 +25,9 @@ class EngineConfig:
     attempt_timeout: int = 12_000
     #: How often to compare heads with every connected member.
     sync_interval: int = 30_000
-    #: Attempts of queued messages in flight at once.
-    outbox_concurrency: int = 16
+    #: Attempts of queued messages in flight at once (a ratifier is asked for up to 64 of
+    #: them in one batch, specs/chat.md §21; its pending quota of an author is 64 too).
+    outbox_concurrency: int = 64
     #: §6 "Quotas": another author's messages a ratifier holds pending (voted, not certified),
     #: per author and group, in count and in encoded bytes.
     pending_max_count: int = 64
@@ -106,6 +107,9 @@ class Attempt:
     deadline: int
     stale_from: PeerID | None = None
     certifying: bool = False
+    #: The quorum is in, but a parent of ours is not yet certified: the certificate is
+    #: committed right after that parent's (specs/chat.md §21).
+    ready: bool = False
     #: The ratifiers that refused to vote in this attempt, with their reasons.
     refusals: dict[PeerID, str] = attrs.field(factory=dict)
 

@@ -30,6 +30,7 @@ from ..core.roster_sync import RosterPageError, roster_page
 from ..store import ChatStore, StoredMessage
 from .addresses import AddressBook, records_for
 from .dispatch import Dispatcher, QueryContext, Refusal
+from .ratify_batch import batch_result, read_batch
 from .runtime import Runtime
 
 #: The ratifier's custody hook (specs/artifacts.md §6): returns once the packet's artifact is
@@ -82,6 +83,7 @@ class ChatHandlers:
         table = {
             "i": self.on_identifier,
             "mrat": self.on_mrat,
+            "mratb": self.on_mratb,
             "smsg": self.on_smsg,
             "pkt": self.on_pkt,
             "dht": self.on_dht,
@@ -157,6 +159,22 @@ class ChatHandlers:
             await self._custody(view.group_id, packet, ctx.remote_peer)
         vote = await self._runtime.vote(view.group_id, packet, ctx.remote_peer)
         return {"vote": vote.to_cbor()}
+
+    async def on_mratb(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        """A batch of vote requests (specs/chat.md §21): one result per packet, in order."""
+        view = self._member_group(ctx, body)
+        packets = read_batch(body.get("packets"), view.group_id, ctx.remote_peer)
+        held: dict[int, str] = {}
+        if self._custody is not None:  # specs/artifacts.md §6, per packet
+            for index, packet in enumerate(packets):
+                try:
+                    await self._custody(view.group_id, packet, ctx.remote_peer)
+                except Refusal as exc:
+                    held[index] = exc.reason
+        asked = [p for i, p in enumerate(packets) if i not in held]
+        outcomes = iter(await self._runtime.vote_batch(view.group_id, asked, ctx.remote_peer))
+        results = [held[i] if i in held else next(outcomes) for i in range(len(packets))]
+        return {"results": [batch_result(o) for o in results]}
 
     async def on_smsg(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         view, packet = self._group_and_packet(ctx, body, current=False)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import trio
 
 from ...identity import PeerID
+from ..core.batch import BatchDecision
 from ..core.engine import ChatEngine
 from ..core.events import (
     Abandoned,
@@ -163,6 +164,66 @@ class Runtime:
         lock = self._vote_locks.setdefault((group_id, packet.message.author), trio.Lock())
         async with lock:
             return await self._vote(group_id, packet, querier)
+
+    async def vote_batch(
+        self, group_id: bytes, packets: Sequence[Packet], querier: PeerID
+    ) -> list[Vote | str]:
+        """Our side of ``mratb`` (specs/chat.md §21): per packet, our vote or why not. The
+        packets we already voted for get the vote the store holds; the others are decided
+        together, committed in one transaction, and share one signature. All are the
+        querier's own messages (one lock, as for ``mrat``).
+
+        Raises:
+            Refusal: the group is not held.
+        """
+        lock = self._vote_locks.setdefault((group_id, querier), trio.Lock())
+        async with lock:
+            return await self._vote_batch(group_id, packets, querier)
+
+    async def _vote_batch(
+        self, group_id: bytes, packets: Sequence[Packet], querier: PeerID
+    ) -> list[Vote | str]:
+        view = self.engine.find(group_id)
+        if view is None:
+            raise Refusal("unknown group")
+        answers: dict[int, Vote | str] = {}
+        for index, packet in enumerate(packets):
+            h = packet.message_hash
+            # Only a message we know of can have our vote in the store (§9: a vote row is
+            # written with its message, and kept while the message is held or pending).
+            if view.has(h) or h in view.pending or h in view.close.voted:
+                stored = await self.store.get_vote(group_id, h)
+                if stored is not None:
+                    answers[index] = decode_vote(stored)
+        fresh = [(i, p) for i, p in enumerate(packets) if i not in answers]
+        if fresh:
+            decided = await self._decide_batch(group_id, [p for _, p in fresh], querier)
+            for (index, _), outcome in zip(fresh, decided, strict=True):
+                answers[index] = outcome
+        return [answers[i] for i in range(len(packets))]
+
+    async def _decide_batch(
+        self, group_id: bytes, packets: Sequence[Packet], querier: PeerID
+    ) -> list[Vote | str]:
+        decision = self.engine.vote_batch(group_id, packets, querier, now_ms())
+        if (
+            isinstance(decision, BatchDecision)
+            and decision.missing
+            and decision.commit is None
+            and querier != self.peer_id
+            and self._fetcher is not None
+        ):
+            await self._fetcher.fetch(group_id, querier, decision.missing)
+            decision = self.engine.vote_batch(group_id, packets, querier, now_ms())
+        if isinstance(decision, Refused):
+            raise Refusal(decision.reason)
+        if decision.commit is None:
+            return [str(o) for o in decision.outcomes]
+        result = await self.commit_for_result(decision.commit)
+        return [
+            o if isinstance(o, str) else decode_vote(result.votes[p.message_hash])
+            for p, o in zip(packets, decision.outcomes, strict=True)
+        ]
 
     async def _vote(self, group_id: bytes, packet: Packet, querier: PeerID) -> Vote:
         stored = await self.store.get_vote(group_id, packet.message_hash)
