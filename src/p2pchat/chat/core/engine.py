@@ -379,16 +379,32 @@ class ChatEngine:
         return packet, self._queue(view, packet, now)
 
     def receive(
-        self, group_id: bytes, packet: Packet, now: int
+        self,
+        group_id: bytes,
+        packet: Packet,
+        now: int,
+        *,
+        before: Mapping[bytes, int] | None = None,
     ) -> Commit | Refused | NeedParents | AlreadyHeld:
-        """A certified packet arrived (``smsg``, history, a fetch, a roster chain)."""
+        """A certified packet arrived (``smsg``, history, a fetch, a roster chain). ``before``:
+        the packets of the same delivery accepted before it (hash -> time stamp), committed
+        with it, so they count as held parents (§21)."""
         view = self._groups.get(group_id)
         if view is None or packet.message.group_id != group_id:
             return Refused("unknown group")
         if view.has(packet.message_hash):
             return AlreadyHeld()
+        earlier: Mapping[bytes, int] = before if before is not None else {}
+
+        def have(h: bytes) -> bool:
+            return view.has(h) or h in earlier
+
+        def time_of(h: bytes) -> int | None:
+            held = view.time_of(h)
+            return held if held is not None else earlier.get(h)
+
         reason = check_for_delivery(
-            packet, view.state, have=view.has, time_of=view.time_of, ref_of=view.ref_of
+            packet, view.state, have=have, time_of=time_of, ref_of=view.ref_of
         )
         if reason in (None, "missing parents") and self._closed_epoch(view, packet):
             view.close.seed(view.state, view.has)
@@ -396,7 +412,7 @@ class ChatEngine:
                 return Refused(CLOSED_EPOCH)
             view.close.admit_parents(packet)
         if reason == "missing parents":
-            return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
+            return NeedParents(tuple(h for h in packet.message.parents if not have(h)))
         if reason is not None:
             return Refused(reason)
         return self._accept(view, packet, now, deliver=False)
@@ -542,9 +558,10 @@ class ChatEngine:
         return []
 
     def _certify_ready(self, now: int) -> list[Action]:
-        """Commit the certificates whose quorum is in and whose parents of ours are certified
-        (a chain's votes come together, §21; each is certified after the one it follows). One
-        whose parent left the outbox uncertified is tried again, to be written anew."""
+        """Commit the certificates whose quorum is in and whose parents of ours are certified or
+        being certified (a chain's votes come together, §21; each is committed after, or with,
+        the one it follows, in order). One whose parent left the outbox uncertified is tried
+        again, to be written anew."""
         actions: list[Action] = []
         for message_hash, attempt in list(self._attempts.items()):
             certificate = attempt.collector.certificate
@@ -552,9 +569,9 @@ class ChatEngine:
                 continue
             view = self._groups[attempt.group_id]
             parents = attempt.packet.message.parents
-            if any(p in self.outbox for p in parents):
+            if any(p in self.outbox and not self._certifying(p) for p in parents):
                 continue
-            if not all(view.has(p) for p in parents):
+            if not all(view.has(p) or self._certifying(p) for p in parents):
                 del self._attempts[message_hash]
                 self.outbox.release(message_hash)
                 continue
@@ -562,6 +579,10 @@ class ChatEngine:
             certified = attempt.packet.with_certificate(certificate)
             actions.append(self._accept(view, certified, now, deliver=True))
         return actions
+
+    def _certifying(self, message_hash: bytes) -> bool:
+        attempt = self._attempts.get(message_hash)
+        return attempt is not None and attempt.certifying
 
     def _on_heads(self, event: HeadsAnswered) -> list[Action]:
         view = self._groups.get(event.group_id)

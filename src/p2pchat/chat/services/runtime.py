@@ -113,11 +113,33 @@ class Runtime:
         await self.execute(self.engine.handle(event))
 
     async def execute(self, actions: Sequence[Action]) -> None:
-        for action in actions:
+        index = 0
+        while index < len(actions):
+            action = actions[index]
+            if isinstance(action, Commit):
+                # Consecutive commits (e.g. the certificates of a chain) are one transaction:
+                # stored together, then applied one by one, in order.
+                run = [action]
+                while index + len(run) < len(actions) and isinstance(
+                    actions[index + len(run)], Commit
+                ):
+                    run.append(actions[index + len(run)])  # type: ignore[arg-type]
+                index += len(run)
+                await (self.commit(action) if len(run) == 1 else self.commit_all(run))
+                continue
             result = self._table[type(action)](action)
             if result is not None:
                 await result
+            index += 1
         self._rearm.set()
+
+    async def commit_all(self, commits: Sequence[Commit]) -> None:
+        """Commit several changes in one durable transaction, then let the engine apply each,
+        in order."""
+        ops = tuple(op for commit in commits for op in commit.txn.operations)
+        result = await self.store.commit(Transaction(ops))
+        for commit in commits:
+            await self.handle(Committed(commit, result, now_ms()))
 
     async def commit(self, commit: Commit) -> None:
         """Commit durably, then let the engine apply it and carry out what follows."""
@@ -153,6 +175,43 @@ class Runtime:
             return "missing parents"
         await self.commit(decision)
         return None
+
+    async def receive_batch(
+        self, group_id: bytes, packets: Sequence[Packet], sender: PeerID
+    ) -> list[str | None]:
+        """Verify and keep certified packets that came together (``smsgb``, specs/chat.md
+        §21), in order: a packet may name an earlier one as a parent. What passes is stored in
+        one transaction. Per packet: None (stored, or already held) or the reason it was
+        refused. Missing parents are fetched from ``sender`` once."""
+        decisions = self._decide_delivery(group_id, packets)
+        missing = [h for d in decisions if isinstance(d, NeedParents) for h in d.hashes]
+        if missing and self._fetcher is not None:
+            await self._fetcher.fetch(group_id, sender, list(dict.fromkeys(missing)))
+            decisions = self._decide_delivery(group_id, packets)
+        commits = [d for d in decisions if isinstance(d, Commit)]
+        if commits:
+            await self.commit_all(commits)
+        out: list[str | None] = []
+        for decision in decisions:
+            if isinstance(decision, Refused):
+                out.append(decision.reason)
+            elif isinstance(decision, NeedParents):
+                out.append("missing parents")
+            else:
+                out.append(None)
+        return out
+
+    def _decide_delivery(
+        self, group_id: bytes, packets: Sequence[Packet]
+    ) -> list[Commit | Refused | NeedParents | AlreadyHeld]:
+        before: dict[bytes, int] = {}
+        decisions: list[Commit | Refused | NeedParents | AlreadyHeld] = []
+        for packet in packets:
+            decision = self.engine.receive(group_id, packet, now_ms(), before=before)
+            if isinstance(decision, Commit):
+                before[packet.message_hash] = packet.message.time_stamp
+            decisions.append(decision)
+        return decisions
 
     async def vote(self, group_id: bytes, packet: Packet, querier: PeerID) -> Vote:
         """Our side of ``mrat``: the vote, committed with the packet before it is returned.
