@@ -77,6 +77,7 @@ KEY_NONCE: Final = b"\x33" * 12
 ROSTER_TIME_MS: Final = CREATED_MS + 120_000
 MRAT_RID: Final = 1
 MRATB_RID: Final = 2
+SMSGB_RID: Final = 3
 #: §21: the user's two later messages of epoch 0 asked for as one batch, with a forged one
 #: between them.
 BATCH_TIMES: Final = (TEXT_TIME_MS + 1_000, TEXT_TIME_MS + 2_000)
@@ -438,7 +439,33 @@ def _batch_vectors(group_id: bytes, text: Packet) -> dict[str, dict[str, Any]]:
         {"vote": votes[1].to_cbor()},
     ]
     answer = query.answer({"results": results})
+    # The two certified by the owner and ratifier-2, each with one batch signature, delivered
+    # together (smsgb); the member held the first already.
+    r2_votes = make_batch_votes(RATIFIER_2.keypair, group_id, 0, hashes)
+    certified = [
+        p.with_certificate(
+            Certificate(0, tuple(sorted((o, r), key=lambda v: v.ratifier.to_bytes())))
+        )
+        for p, o, r in zip((second, third), votes, r2_votes, strict=True)
+    ]
+    deliver = Query(
+        "smsgb", SMSGB_RID, {"group_id": group_id, "packets": [p.to_cbor() for p in certified]}
+    )
+    delivered = deliver.answer({"results": [{"duplicate": True}, {}]})
     return {
+        "smsgb_query.json": _frame_vector(
+            "An smsgb query (rid 3, §21): 'second' and 'third' of mratb_query.json, each "
+            "certified by the owner's and ratifier-2's batch votes (one signature each over the "
+            "batch of the two), delivered together, in order, without relay.",
+            deliver,
+            group_id=group_id.hex(),
+            message_hashes=[h.hex() for h in hashes],
+        ),
+        "smsgb_response.json": _frame_vector(
+            "A member's smsgbR answer (rid 3, ok): it held 'second' already and stores 'third'.",
+            delivered,
+            group_id=group_id.hex(),
+        ),
         "mratb_query.json": _frame_vector(
             "An mratb query (rid 2, §21): the user's messages 'second' (parent: the text "
             "message) and 'third' (parent: 'second'), epoch 0, with between them a message "

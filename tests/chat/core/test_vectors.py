@@ -129,6 +129,8 @@ def test_the_vector_directory_holds_the_expected_files() -> None:
         "mratb_query.json",
         "mratb_response.json",
         "roster_message.json",
+        "smsgb_query.json",
+        "smsgb_response.json",
         "text_message.json",
     ]
 
@@ -382,6 +384,31 @@ def test_mratb_response_votes_for_the_batch_with_one_signature() -> None:
         assert (vote.batch.size, vote.batch.index) == (2, index)
         assert verify_vote(vote, group_id, vector["epoch"], message_hash)
         assert not verify_vote(vote, group_id, vector["epoch"], hashes[1 - index])
+
+
+def test_smsgb_delivers_the_batch_certified_by_batch_votes() -> None:
+    vector = load("smsgb_query.json")
+    query = parse_envelope(read_frame(bytes.fromhex(vector["frame_hex"])))
+    assert isinstance(query, Query)
+    assert (query.code, query.rid) == ("smsgb", 3)
+    assert "relay" not in query.body
+    packets = [Packet.from_cbor(p) for p in query.body["packets"]]
+    assert [p.message_hash.hex() for p in packets] == vector["message_hashes"]
+    assert vector["message_hashes"] == load("mratb_response.json")["batch_hashes"]
+    state = GroupState.from_genesis(genesis())
+    held = {packet("text_message.json").message_hash}
+    for p in packets:  # in order: the second names the first
+        assert p.certificate is not None
+        assert all(v.batch is not None for v in p.certificate.votes)
+        assert verify_certificate(
+            p.certificate, state.current_roster, state.group_id, p.message_hash
+        )
+        assert check_for_delivery(p, state, have=held.__contains__) is None
+        held.add(p.message_hash)
+    response = parse_envelope(read_frame(bytes.fromhex(load("smsgb_response.json")["frame_hex"])))
+    assert isinstance(response, Response)
+    assert (response.code, response.rid, response.ok) == ("smsgbR", 3, True)
+    assert response.body == {"results": [{"duplicate": True}, {}]}
 
 
 def test_close_vote_signs_its_commitment() -> None:
