@@ -177,5 +177,21 @@ class DeliverService:
             await self._clients.query(peer, "smsg", body)
             return [None]
         body["packets"] = [p.to_cbor() for p in packets]
-        answer = await self._clients.query(peer, "smsgb", body)
+        try:
+            answer = await self._clients.query(peer, "smsgb", body)
+        except QueryRefusedError as exc:
+            if exc.reason != "unknown code":
+                raise
+            return await self._one_by_one(peer, group_id, packets, rest)  # a node without smsgb
         return read_delivery_results(answer, len(packets))
+
+    async def _one_by_one(
+        self, peer: PeerID, group_id: bytes, packets: list[Packet], rest: tuple[PeerID, ...]
+    ) -> list[str | None]:
+        reasons: list[str | None] = []
+        for packet in packets:
+            try:
+                reasons += await self._ask(peer, group_id, [packet], rest)
+            except QueryRefusedError as exc:
+                reasons.append(exc.reason)
+        return reasons

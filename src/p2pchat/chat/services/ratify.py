@@ -99,8 +99,24 @@ class RatifyService:
             body = {"group_id": group_id, "packet": batch[0].to_cbor()}
             answer = await self._clients.query(ratifier, "mrat", body)
             return [Vote.from_cbor(answer["vote"])]
-        answer = await self._clients.query(ratifier, "mratb", encode_batch(group_id, batch))
+        try:
+            answer = await self._clients.query(ratifier, "mratb", encode_batch(group_id, batch))
+        except QueryRefusedError as exc:
+            if exc.reason != "unknown code":
+                raise
+            return await self._one_by_one(group_id, ratifier, batch)  # a node without mratb
         return read_results(answer, len(batch))
+
+    async def _one_by_one(
+        self, group_id: bytes, ratifier: PeerID, batch: list[Packet]
+    ) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for packet in batch:
+            try:
+                outcomes += await self._query(group_id, ratifier, [packet])
+            except QueryRefusedError as exc:
+                outcomes.append(exc.reason)
+        return outcomes
 
     async def _ask_ourselves(self, group_id: bytes, batch: list[Packet]) -> list[Outcome]:
         me = self._runtime.peer_id
