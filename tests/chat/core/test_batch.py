@@ -20,11 +20,11 @@ from p2pchat.chat.core.certificate import (
 )
 from p2pchat.chat.core.engine import ChatEngine
 from p2pchat.chat.core.engine_records import _BatchVoted
-from p2pchat.chat.core.events import Commit
+from p2pchat.chat.core.events import AskVote, Commit, Committed, VoteAnswered
 from p2pchat.chat.core.packet import Packet
 from p2pchat.chat.core.quorum import verify_certificate
 from p2pchat.chat.core.roster import Role
-from p2pchat.chat.core.txn import PutPacket, PutVote
+from p2pchat.chat.core.txn import CommitResult, PutPacket, PutVote
 from p2pchat.identity import KeyPair
 
 
@@ -257,3 +257,48 @@ def test_a_batch_effect_counts_every_vote() -> None:
     assert decision.commit is not None
     assert isinstance(decision.commit.effect, _BatchVoted)
     assert len(decision.commit.effect.votes) == 2
+
+
+def test_a_chain_whose_votes_come_child_first_is_certified_in_order_together() -> None:
+    sim, group_id, a, b, c = group()
+    packets = []
+    for text in (b"one", b"two"):  # queued; the vote requests are left unanswered
+        packet, commit = a.author(
+            group_id, text, message_type="text", mime="text/plain", ref_hash=None, now=sim.now
+        )
+        actions = a.handle(Committed(commit, CommitResult(), sim.now))
+        asked = {act.ratifier for act in actions if isinstance(act, AskVote)}
+        assert asked == {a.peer_id, b.peer_id, c.peer_id}  # both go at once: a chain
+        packets.append(packet)
+    first, second = packets
+    assert first.message_hash in second.message.parents
+    answers = {}
+    for ratifier in (b, c):
+        decision = decide(ratifier, sim, group_id, [first, second], a)
+        assert decision.commit is not None
+        sim.commit(ratifier, decision.commit)
+        answers[ratifier.peer_id] = decision.outcomes
+    # The votes for the second message arrive first: its quorum waits for the first's.
+    for ratifier in (b, c):
+        vote = answers[ratifier.peer_id][1]
+        assert isinstance(vote, Vote)
+        event = VoteAnswered(group_id, second.message_hash, ratifier.peer_id, vote, None, sim.now)
+        assert a.handle(event) == []
+    actions = []
+    for ratifier in (b, c):
+        vote = answers[ratifier.peer_id][0]
+        assert isinstance(vote, Vote)
+        event = VoteAnswered(group_id, first.message_hash, ratifier.peer_id, vote, None, sim.now)
+        actions += a.handle(event)
+    commits = [act for act in actions if isinstance(act, Commit)]
+    certified = [
+        op.packet.message_hash
+        for commit in commits
+        for op in commit.txn.operations
+        if isinstance(op, PutPacket)
+    ]
+    assert certified == [first.message_hash, second.message_hash]  # in order, at once
+    for commit in commits:
+        sim.commit(a, commit)
+    assert a.view(group_id).has(second.message_hash)
+    assert not a.outbox
