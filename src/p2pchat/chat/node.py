@@ -113,7 +113,7 @@ class ChatConfig:
     #: Anti-entropy: how often to compare history with connected members (seconds).
     sync_interval: float = 30.0
     #: Queued messages ratified at once by the outbox.
-    outbox_concurrency: int = 64
+    outbox_concurrency: int = 32
     #: Size of each subscriber's queue; a subscriber that falls this far behind loses messages.
     subscriber_queue: int = 10_000
     #: A ratifier's quota of another author's pending messages (specs/chat.md §6 "Quotas"),

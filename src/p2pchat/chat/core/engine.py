@@ -125,6 +125,7 @@ CLOSED_EPOCH: Final = "closed epoch"
 #: vote follows its custody by at most this much.
 FETCHING: Final = "fetching artifact"
 FETCHING_RETRY: Final = 250
+MISSING: Final = "missing parents"
 
 
 class ChatEngine:
@@ -563,26 +564,26 @@ class ChatEngine:
         the one it follows, in order). One whose parent left the outbox uncertified is tried
         again, to be written anew."""
         actions: list[Action] = []
+        # Certified here, committed together in this order: a parent certified by an earlier
+        # step may still be committing, and its delivery must go first.
+        now_certifying: set[bytes] = set()
         for message_hash, attempt in list(self._attempts.items()):
             certificate = attempt.collector.certificate
             if not attempt.ready or attempt.certifying or certificate is None:
                 continue
             view = self._groups[attempt.group_id]
             parents = attempt.packet.message.parents
-            if any(p in self.outbox and not self._certifying(p) for p in parents):
+            if any(p in self.outbox and p not in now_certifying for p in parents):
                 continue
-            if not all(view.has(p) or self._certifying(p) for p in parents):
+            if not all(view.has(p) or p in now_certifying for p in parents):
                 del self._attempts[message_hash]
                 self.outbox.release(message_hash)
                 continue
+            now_certifying.add(message_hash)
             attempt.certifying = True
             certified = attempt.packet.with_certificate(certificate)
             actions.append(self._accept(view, certified, now, deliver=True))
         return actions
-
-    def _certifying(self, message_hash: bytes) -> bool:
-        attempt = self._attempts.get(message_hash)
-        return attempt is not None and attempt.certifying
 
     def _on_heads(self, event: HeadsAnswered) -> list[Action]:
         view = self._groups.get(event.group_id)
@@ -735,7 +736,9 @@ class ChatEngine:
         refused the message as stale."""
         attempt = self._attempts.pop(message_hash)
         # Back off either way; learning a later roster makes the message due again at once.
-        soon = FETCHING_RETRY if FETCHING in attempt.refusals.values() else None
+        # A ratifier still fetching our artifact, or missing a parent we are certifying (a
+        # chain in flight, §21), will take it soon.
+        soon = FETCHING_RETRY if {FETCHING, MISSING} & set(attempt.refusals.values()) else None
         self.outbox.failed(message_hash, now, soon=soon)
         if attempt.stale_from is not None:
             return [LearnRoster(attempt.group_id, attempt.stale_from)]

@@ -25,9 +25,10 @@ class EngineConfig:
     attempt_timeout: int = 12_000
     #: How often to compare heads with every connected member.
     sync_interval: int = 30_000
-    #: Attempts of queued messages in flight at once (a ratifier is asked for up to 64 of
-    #: them in one batch, specs/chat.md §21; its pending quota of an author is 64 too).
-    outbox_concurrency: int = 64
+    #: Attempts of queued messages in flight at once (specs/chat.md §21): half a ratifier's
+    #: pending quota of an author (64), which also counts what is certified but not yet
+    #: delivered to it.
+    outbox_concurrency: int = 32
     #: §6 "Quotas": another author's messages a ratifier holds pending (voted, not certified),
     #: per author and group, in count and in encoded bytes.
     pending_max_count: int = 64
