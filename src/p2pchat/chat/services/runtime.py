@@ -113,25 +113,25 @@ class Runtime:
         await self.execute(self.engine.handle(event))
 
     async def execute(self, actions: Sequence[Action]) -> None:
-        index = 0
-        while index < len(actions):
-            action = actions[index]
+        run: list[Commit] = []
+        for action in actions:
             if isinstance(action, Commit):
                 # Consecutive commits (e.g. the certificates of a chain) are one transaction:
                 # stored together, then applied one by one, in order.
-                run = [action]
-                while index + len(run) < len(actions) and isinstance(
-                    actions[index + len(run)], Commit
-                ):
-                    run.append(actions[index + len(run)])  # type: ignore[arg-type]
-                index += len(run)
-                await (self.commit(action) if len(run) == 1 else self.commit_all(run))
+                run.append(action)
                 continue
+            if run:
+                await self._commit_run(run)
+                run = []
             result = self._table[type(action)](action)
             if result is not None:
                 await result
-            index += 1
+        if run:
+            await self._commit_run(run)
         self._rearm.set()
+
+    async def _commit_run(self, run: Sequence[Commit]) -> None:
+        await (self.commit(run[0]) if len(run) == 1 else self.commit_all(run))
 
     async def commit_all(self, commits: Sequence[Commit]) -> None:
         """Commit several changes in one durable transaction, then let the engine apply each,
