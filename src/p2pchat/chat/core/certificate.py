@@ -201,13 +201,16 @@ class BatchSignatures:
         #: Signature checks made (misses), for figures and tests.
         self.checks = 0
 
-    def verify(self, key: PublicKey, signer: bytes, sig: bytes, data: bytes) -> bool:
-        entry = (signer, sig, data)
+    def verify(self, signer: PeerID, sig: bytes, data: bytes) -> bool:
+        """Whether ``sig`` is ``signer``'s signature of ``data`` (its key is read from the peer
+        id only when not remembered)."""
+        entry = (signer.to_bytes(), sig, data)
         if entry in self._seen:
             self._seen.move_to_end(entry)
             return True
         self.checks += 1
-        if not key.verify(sig, data):
+        key = signer.extract_public_key()
+        if key is None or not key.verify(sig, data):
             return False
         self._seen[entry] = None
         if len(self._seen) > self._capacity:
@@ -235,15 +238,15 @@ def verify_vote(vote: Vote, group_id: bytes, epoch: int, message_hash: bytes) ->
     """True if ``vote`` is a valid signature by its ratifier on this message and epoch (for a
     closing vote, on its commitment too; for a batch vote, on the batch that its proof places
     the message in)."""
-    key: PublicKey | None = vote.ratifier.extract_public_key()
-    if key is None:
-        return False
     if vote.batch is not None:
         root = batch_root(vote, message_hash)
         if root is None:
             return False
         data = batch_signing_bytes(group_id, epoch, vote.batch.size, root)
-        return VERIFIED.verify(key, vote.ratifier.to_bytes(), vote.sig, data)
+        return VERIFIED.verify(vote.ratifier, vote.sig, data)
+    key: PublicKey | None = vote.ratifier.extract_public_key()
+    if key is None:
+        return False
     if vote.close is None:
         return key.verify(vote.sig, vote_signing_bytes(group_id, epoch, message_hash))
     return key.verify(vote.sig, close_signing_bytes(group_id, epoch, message_hash, vote.close))
