@@ -302,3 +302,53 @@ def test_a_chain_whose_votes_come_child_first_is_certified_in_order_together() -
         sim.commit(a, commit)
     assert a.view(group_id).has(second.message_hash)
     assert not a.outbox
+
+
+def test_messages_written_before_the_last_one_is_committed_chain_and_queue_in_order() -> None:
+    sim, group_id, a, _b, _c = group()
+    writes = [
+        a.author(
+            group_id,
+            text,
+            message_type="text",
+            mime="text/plain",
+            ref_hash=None,
+            now=sim.now,
+            chain=True,
+        )
+        for text in (b"one", b"two", b"three")
+    ]
+    (one, _), (two, _), (three, _) = writes
+    assert one.message_hash in two.message.parents  # named before its commit
+    assert two.message_hash in three.message.parents
+    puts = [c.txn.operations[0] for _, c in writes]
+    ranks = [op.outbox_rank for op in puts if isinstance(op, PutPacket)]
+    assert len(ranks) == 3
+    assert ranks == sorted({r for r in ranks if r is not None})  # distinct and in order
+    for _, commit in writes:  # committed together, applied in the order written
+        sim.commit(a, commit)
+    assert [i.message_hash for i in a.outbox.chain(group_id)] == [
+        p.message_hash for p in (one, two, three)
+    ]
+    # Not committed: the next message follows the outbox's last again.
+    lost, _ = a.author(
+        group_id,
+        b"lost",
+        message_type="text",
+        mime="text/plain",
+        ref_hash=None,
+        now=sim.now,
+        chain=True,
+    )
+    a.forget_written(group_id)
+    after, _ = a.author(
+        group_id,
+        b"after",
+        message_type="text",
+        mime="text/plain",
+        ref_hash=None,
+        now=sim.now,
+        chain=True,
+    )
+    assert three.message_hash in after.message.parents
+    assert lost.message_hash not in after.message.parents

@@ -143,6 +143,9 @@ class ChatEngine:
             self.config.retry_initial, self.config.retry_max, self.config.outbox_concurrency
         )
         self._attempts: dict[bytes, Attempt] = {}
+        #: Per group, our message written last whose commit is not yet applied (hash, rank):
+        #: the next one follows it (§11, §21 "Writing in groups").
+        self._written: dict[bytes, tuple[bytes, int]] = {}
         self._connected: set[PeerID] = set()
         self._next_sync: int | None = None
 
@@ -301,15 +304,17 @@ class ChatEngine:
         mime: str,
         ref_hash: bytes | None,
         now: int,
+        chain: bool = False,
     ) -> tuple[Packet, Commit]:
-        """Write, encrypt and sign a message; the commit queues it.
+        """Write, encrypt and sign a message; the commit queues it. With ``chain`` it follows
+        the message we wrote last even if its commit is not applied yet (the caller commits
+        them in the order written, §21); otherwise the last one queued.
 
         Raises:
             ChatError: we are not in the group or hold no key for its epoch.
             NotAllowedError: our role cannot send.
         """
         view = self.view(group_id)
-        tail = self.outbox.tail(group_id)
         packet = write_message(
             self.identity,
             view,
@@ -318,7 +323,7 @@ class ChatEngine:
             mime,
             ref_hash,
             now,
-            after=None if tail is None else tail.message_hash,
+            after=self._follows(group_id, chain),
         )
         return packet, self._queue(view, packet, now)
 
@@ -333,6 +338,7 @@ class ChatEngine:
         message_type: str,
         ref_hash: bytes | None,
         now: int,
+        chain: bool = False,
     ) -> tuple[Packet, Commit]:
         """Write and sign a message whose artifact travels as chunks (specs/artifacts.md §3),
         already sealed under ``content_key`` and stored; the commit queues it.
@@ -342,7 +348,6 @@ class ChatEngine:
             NotAllowedError: our role cannot send.
         """
         view = self.view(group_id)
-        tail = self.outbox.tail(group_id)
         packet = write_chunked_message(
             self.identity,
             view,
@@ -353,7 +358,7 @@ class ChatEngine:
             message_type=message_type,
             ref_hash=ref_hash,
             now=now,
-            after=None if tail is None else tail.message_hash,
+            after=self._follows(group_id, chain),
         )
         return packet, self._queue(view, packet, now)
 
@@ -659,6 +664,10 @@ class ChatEngine:
             rank = replaces.rank
         else:
             rank = self.outbox.next_rank(view.group_id, now)
+            written = self._written.get(view.group_id)
+            if written is not None:
+                rank = max(rank, written[1] + 1)
+            self._written[view.group_id] = (packet.message_hash, rank)
         operations.append(PutPacket(packet, received_at=now, outbox_at=now, outbox_rank=rank))
         effect = _Queued(
             view.group_id,
@@ -669,7 +678,24 @@ class ChatEngine:
         )
         return Commit(Transaction(tuple(operations)), effect)
 
+    def _follows(self, group_id: bytes, chain: bool) -> bytes | None:
+        """The message our next one of ``group_id`` follows: with ``chain``, the last written,
+        committed or not (§21 "Writing in groups"); else the outbox's last."""
+        written = self._written.get(group_id) if chain else None
+        if written is not None:
+            return written[0]
+        tail = self.outbox.tail(group_id)
+        return None if tail is None else tail.message_hash
+
+    def forget_written(self, group_id: bytes) -> None:
+        """What we wrote last in ``group_id`` was not committed: the next message follows
+        the outbox's last."""
+        self._written.pop(group_id, None)
+
     def _queued(self, effect: _Queued, now: int) -> list[Action]:
+        written = self._written.get(effect.group_id)
+        if written is not None and written[0] == effect.packet.message_hash:
+            del self._written[effect.group_id]
         if effect.replaces is not None:
             self.outbox.remove(effect.replaces)
         view = self._groups.get(effect.group_id)
