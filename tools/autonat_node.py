@@ -25,9 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,9 +35,15 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mdns_node import NetnsError, _ip, netns_unavailable_reason
+from netns import (
+    in_namespace,
+    ip,
+    make_router,
+    namespaces,
+    veth,
+)
+from netns import nat_unavailable_reason as nat_unavailable_reason  # for the tests
 
-NFT_TIMEOUT: Final = 10.0
 PRIVATE_ADDR: Final = "192.168.77.2"
 NFT_RULES: Final = """
 table ip p2pchat_nat {
@@ -57,16 +60,6 @@ table ip p2pchat_nat {
 """
 
 
-def nat_unavailable_reason() -> str | None:
-    """Why the NAT internet cannot be built here (None if it can)."""
-    reason = netns_unavailable_reason()
-    if reason is not None:
-        return reason
-    if shutil.which("nft") is None:
-        return "the 'nft' command (nftables) is not installed: run `make netns-deps`"
-    return None
-
-
 @attrs.frozen
 class NatInternet:
     router: str
@@ -78,20 +71,7 @@ class NatInternet:
 
     @staticmethod
     def command(namespace: str, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", namespace, *argv]
-
-
-def _run(namespace: str, *argv: str, stdin: str | None = None) -> None:
-    done = subprocess.run(
-        ["ip", "netns", "exec", namespace, *argv],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=NFT_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise NetnsError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
+        return in_namespace(namespace, argv)
 
 
 @contextmanager
@@ -101,44 +81,32 @@ def nat_internet(public: int) -> Iterator[NatInternet]:
     Raises:
         NetnsError: a command failed (what was made is deleted).
     """
-    tag = f"{os.getpid()}-{secrets.token_hex(2)}"
-    net = NatInternet(
-        router=f"p2pan-r-{tag}",
-        public=tuple(f"p2pan-p{i}-{tag}" for i in range(public)),
-        private=f"p2pan-n-{tag}",
-    )
-    made: list[str] = []
-    try:
-        for ns in (net.router, *net.public, net.private):
-            _ip("netns", "add", ns)
-            made.append(ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
+    roles = ["r", *(f"p{i}" for i in range(public)), "n"]
+    with namespaces("p2pan", roles) as names:
+        net = NatInternet(
+            router=names["r"],
+            public=tuple(names[f"p{i}"] for i in range(public)),
+            private=names["n"],
+        )
         r = net.router
-        _ip("-n", r, "link", "add", "br0", "type", "bridge")
-        _ip("-n", r, "addr", "add", "203.0.113.1/24", "dev", "br0")
-        _ip("-n", r, "link", "set", "br0", "up")
+        ip("-n", r, "link", "add", "br0", "type", "bridge")
+        ip("-n", r, "addr", "add", "203.0.113.1/24", "dev", "br0")
+        ip("-n", r, "link", "set", "br0", "up")
         for i, ns in enumerate(net.public):
             port = f"v{i}"
-            _ip("-n", r, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _ip("-n", r, "link", "set", port, "master", "br0", "up")
-            _ip("-n", ns, "addr", "add", f"{net.public_address(i)}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "eth0", "up")
+            veth(r, port, ns, "eth0")
+            ip("-n", r, "link", "set", port, "master", "br0", "up")
+            ip("-n", ns, "addr", "add", f"{net.public_address(i)}/24", "dev", "eth0")
+            ip("-n", ns, "link", "set", "eth0", "up")
         n = net.private
-        _ip("-n", r, "link", "add", "vpriv", "type", "veth", "peer", "name", "eth0", "netns", n)
-        _ip("-n", r, "addr", "add", "192.168.77.1/24", "dev", "vpriv")
-        _ip("-n", r, "link", "set", "vpriv", "up")
-        _ip("-n", n, "addr", "add", f"{PRIVATE_ADDR}/24", "dev", "eth0")
-        _ip("-n", n, "link", "set", "eth0", "up")
-        _ip("-n", n, "route", "add", "default", "via", "192.168.77.1")
-        _run(r, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        _run(r, "nft", "-f", "-", stdin=NFT_RULES)
+        veth(r, "vpriv", n, "eth0")
+        ip("-n", r, "addr", "add", "192.168.77.1/24", "dev", "vpriv")
+        ip("-n", r, "link", "set", "vpriv", "up")
+        ip("-n", n, "addr", "add", f"{PRIVATE_ADDR}/24", "dev", "eth0")
+        ip("-n", n, "link", "set", "eth0", "up")
+        ip("-n", n, "route", "add", "default", "via", "192.168.77.1")
+        make_router(r, NFT_RULES)
         yield net
-    finally:
-        for ns in reversed(made):
-            try:
-                _ip("netns", "del", ns)
-            except (NetnsError, OSError, subprocess.TimeoutExpired):
-                pass
 
 
 # -- the node ------------------------------------------------------------------------------------
@@ -160,7 +128,11 @@ async def run_node(args: argparse.Namespace) -> None:
     config = HostConfig(listen=(Multiaddr.from_string(args.listen),))
     serve = args.command == "serve"
     autonat_config = AutoNATConfig(
-        serve=serve, threshold=args.threshold, probe_interval=3600.0, dial_timeout=5.0
+        serve=serve,
+        threshold=args.threshold,
+        probe_interval=3600.0,
+        dial_timeout=5.0,
+        eager_asks=0,  # ``probe`` asks the servers itself, once each
     )
     with trio.move_on_after(args.lifetime):
         async with (

@@ -39,10 +39,13 @@ from p2pchat.chat.core.packet import (
     message_signing_bytes,
     sha256,
     sign_message,
-    to_json_view,
     verify_author,
     vote_signing_bytes,
 )
+from p2pchat.chat.core.packet_json import (
+    to_json_view,
+)
+from p2pchat.chat.core.prune import check_tombstone, prune
 from p2pchat.chat.core.roster import HISTORY_ALL, Member, Role, Roster
 from p2pchat.chat.core.roster_update import (
     KeyCheck,
@@ -75,6 +78,11 @@ CONTENT_IV: Final = b"\x22" * 12
 KEY_NONCE: Final = b"\x33" * 12
 
 ROSTER_TIME_MS: Final = CREATED_MS + 120_000
+# The user's delete of its text message (specs/chat.md §17 "Pruned packets").
+DELETE_TIME_MS: Final = CREATED_MS + 90_000
+DELETE_KEY: Final = b"\x44" * 32
+DELETE_IV: Final = b"\x55" * 12
+DELETE_NONCE: Final = b"\x66" * 12
 MRAT_RID: Final = 1
 MRATB_RID: Final = 2
 SMSGB_RID: Final = 3
@@ -252,6 +260,40 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     text_bare = sign_message(USER.keypair, text_message, sealed.aes_key, sealed.iv)
     text = _certify(text_bare, (OWNER, RATIFIER_2))
 
+    # The user deletes its text message (empty content), certified by the owner and
+    # ratifier 2; a node that stores the delete keeps the text message pruned (§17).
+    sealed_delete = crypto.encrypt_artifact(
+        b"",
+        epoch_key=EPOCH_KEYS[0],
+        group_id=group_id,
+        epoch=0,
+        author=USER.peer,
+        content_key=DELETE_KEY,
+        iv=DELETE_IV,
+        key_nonce=DELETE_NONCE,
+    )
+    delete_message = Message(
+        group_id=group_id,
+        epoch=0,
+        message_type="delete",
+        time_stamp=DELETE_TIME_MS,
+        author=USER.peer,
+        ref_hash=text.message_hash,
+        parents=(text.message_hash,),
+        headers=Headers(),
+        artifact=Artifact(
+            TEXT_MIME,
+            sealed_delete.data,
+            sha256(sealed_delete.data),
+            sha256(sealed_delete.aes_key + sealed_delete.iv),
+        ),
+    )
+    delete = _certify(
+        sign_message(USER.keypair, delete_message, sealed_delete.aes_key, sealed_delete.iv),
+        (OWNER, RATIFIER_2),
+    )
+    pruned = prune(text, delete)
+
     # The owner's roster message of epoch 0: the viewer joins, epoch 1 begins.
     roster_1 = Roster(1, tuple(p.member() for p in PEOPLE), history=genesis_roster.history)
     keys = [_wrap("keys", p, 1, group_id, recorded, fresh=fresh) for p in PEOPLE]
@@ -278,6 +320,9 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     have = {text.message_hash}.__contains__
     _require(check_for_delivery(text, state, have=have) is None, "text message delivery")
     _require(check_for_delivery(roster, state, have=have) is None, "roster message delivery")
+    _require(check_for_delivery(delete, state, have=have) is None, "delete delivery")
+    _require(check_for_delivery(pruned, state, have=have) is None, "pruned message delivery")
+    _require(check_tombstone(pruned, state) is None, "pruned message tombstone")
     plaintext = crypto.decrypt_packet(text, epoch_key=EPOCH_KEYS[0])
     _require(plaintext == TEXT_PLAINTEXT.encode(), "text message decryption")
     chain = GroupState.from_chain(signed, [roster])
@@ -307,6 +352,23 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
             "content_key": CONTENT_KEY.hex(),
             "key_nonce": KEY_NONCE.hex(),
             "plaintext": TEXT_PLAINTEXT,
+        },
+        "pruned_message.json": {
+            "description": (
+                "The text message pruned (specs/chat.md §17 'Pruned packets'): the user "
+                "deleted it with a delete message of epoch 0 (time_stamp 1700000090000, "
+                "ref_hash and parents: the text message, empty content encrypted with content "
+                "key 44 x 32, iv 55 x 12, key nonce 66 x 12; certified by the owner and "
+                "ratifier-2), which travels as its tombstone. The signed message, its hash, "
+                "signature and certificate are the text message's; aes_key and iv are empty."
+            ),
+            "cbor_hex": pruned.encode().hex(),
+            "json": to_json_view(pruned.to_cbor()),
+            "group_id": group_id.hex(),
+            "message_hash": pruned.message_hash.hex(),
+            "message_cbor_hex": pruned.message.encode().hex(),
+            "tombstone_hash": delete.message_hash.hex(),
+            "key_hash": text.message.artifact.key_hash.hex(),
         },
         "roster_message.json": {
             "description": (

@@ -30,9 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -44,9 +41,15 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mdns_node import NetnsError, _ip, netns_unavailable_reason
+from netns import (
+    in_namespace,
+    ip,
+    make_router,
+    namespaces,
+    veth,
+)
+from netns import nat_unavailable_reason as nat_unavailable_reason  # for the tests
 
-NFT_TIMEOUT: Final = 10.0
 RELAY_ADDR: Final = "203.0.113.1"
 HOME_ADDRS: Final = ("192.168.1.2", "192.168.2.2")
 WAN_ADDRS: Final = ("203.0.113.2", "203.0.113.3")
@@ -73,16 +76,6 @@ table ip p2pchat_nat {{
 """
 
 
-def nat_unavailable_reason() -> str | None:
-    """Why the namespaces cannot be built here (None if they can)."""
-    reason = netns_unavailable_reason()
-    if reason is not None:
-        return reason
-    if shutil.which("nft") is None:
-        return "the 'nft' command (nftables) is not installed: run `make netns-deps`"
-    return None
-
-
 @attrs.frozen
 class TwoNats:
     public: str
@@ -91,20 +84,7 @@ class TwoNats:
 
     @staticmethod
     def command(namespace: str, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", namespace, *argv]
-
-
-def _run(namespace: str, *argv: str, stdin: str | None = None) -> None:
-    done = subprocess.run(
-        ["ip", "netns", "exec", namespace, *argv],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=NFT_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise NetnsError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
+        return in_namespace(namespace, argv)
 
 
 @contextmanager
@@ -114,47 +94,30 @@ def two_nats(*, symmetric: bool = False) -> Iterator[TwoNats]:
     Raises:
         NetnsError: a command failed (what was made is deleted).
     """
-    tag = f"{os.getpid()}-{secrets.token_hex(2)}"
-    net = TwoNats(
-        public=f"p2php-p-{tag}",
-        routers=(f"p2php-ra-{tag}", f"p2php-rb-{tag}"),
-        homes=(f"p2php-ha-{tag}", f"p2php-hb-{tag}"),
-    )
-    made: list[str] = []
-    try:
-        for ns in (net.public, *net.routers, *net.homes):
-            _ip("netns", "add", ns)
-            made.append(ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
+    with namespaces("p2php", ["p", "ra", "rb", "ha", "hb"]) as names:
+        net = TwoNats(
+            public=names["p"],
+            routers=(names["ra"], names["rb"]),
+            homes=(names["ha"], names["hb"]),
+        )
         p = net.public
-        _ip("-n", p, "link", "add", "br0", "type", "bridge")
-        _ip("-n", p, "addr", "add", f"{RELAY_ADDR}/24", "dev", "br0")
-        _ip("-n", p, "link", "set", "br0", "up")
+        ip("-n", p, "link", "add", "br0", "type", "bridge")
+        ip("-n", p, "addr", "add", f"{RELAY_ADDR}/24", "dev", "br0")
+        ip("-n", p, "link", "set", "br0", "up")
         for i, (router, home) in enumerate(zip(net.routers, net.homes, strict=True)):
             port = f"v{i}"
-            _ip(
-                "-n", p, "link", "add", port, "type", "veth", "peer", "name", "wan", "netns", router
-            )
-            _ip("-n", p, "link", "set", port, "master", "br0", "up")
-            _ip("-n", router, "addr", "add", f"{WAN_ADDRS[i]}/24", "dev", "wan")
-            _ip("-n", router, "link", "set", "wan", "up")
-            _ip("-n", router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0",
-                "netns", home)  # fmt: skip
-            _ip("-n", router, "addr", "add", f"192.168.{i + 1}.1/24", "dev", "lan")
-            _ip("-n", router, "link", "set", "lan", "up")
-            _ip("-n", home, "addr", "add", f"{HOME_ADDRS[i]}/24", "dev", "eth0")
-            _ip("-n", home, "link", "set", "eth0", "up")
-            _ip("-n", home, "route", "add", "default", "via", f"192.168.{i + 1}.1")
-            _run(router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-            rules = _rules(f"192.168.{i + 1}.0/24", symmetric=symmetric)
-            _run(router, "nft", "-f", "-", stdin=rules)
+            veth(p, port, router, "wan")
+            ip("-n", p, "link", "set", port, "master", "br0", "up")
+            ip("-n", router, "addr", "add", f"{WAN_ADDRS[i]}/24", "dev", "wan")
+            ip("-n", router, "link", "set", "wan", "up")
+            veth(router, "lan", home, "eth0")
+            ip("-n", router, "addr", "add", f"192.168.{i + 1}.1/24", "dev", "lan")
+            ip("-n", router, "link", "set", "lan", "up")
+            ip("-n", home, "addr", "add", f"{HOME_ADDRS[i]}/24", "dev", "eth0")
+            ip("-n", home, "link", "set", "eth0", "up")
+            ip("-n", home, "route", "add", "default", "via", f"192.168.{i + 1}.1")
+            make_router(router, _rules(f"192.168.{i + 1}.0/24", symmetric=symmetric))
         yield net
-    finally:
-        for ns in reversed(made):
-            try:
-                _ip("netns", "del", ns)
-            except (NetnsError, OSError, subprocess.TimeoutExpired):
-                pass
 
 
 # -- one run -------------------------------------------------------------------------------------

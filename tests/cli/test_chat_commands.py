@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from p2pchat.cli.chat_commands import Help, LineError, Quit, Send, SendFile, parse_line
+from p2pchat.cli.chat_commands import (
+    HELP,
+    Help,
+    LineError,
+    Quit,
+    Send,
+    SendFile,
+    parse_line,
+    request_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +68,19 @@ def test_a_line_asks_for(line: str, action: object) -> None:
 def test_a_command_typed_wrongly_says_how(line: str, error: str) -> None:
     with pytest.raises(LineError, match=error):
         parse_line(line)
+
+
+def test_name_and_avatar_lines_set_the_profile(tmp_path: Path) -> None:
+    """A new name keeps the avatar, so both go through ``profile.set`` (specs/chat.md §18)."""
+    assert request_of(Send({"type": "profile", "text": "Ann", "mime": "text/plain"})) == (
+        "profile.set",
+        {"name": "Ann", "type": "profile", "text": "Ann"},
+    )
+    action = parse_line(f"/avatar {tmp_path}/me.png")
+    assert action == SendFile(f"{tmp_path}/me.png", avatar=True)
+    assert request_of(action) == ("profile.set", {"avatar": f"{tmp_path}/me.png", "type": "avatar"})
+    with pytest.raises(LineError, match="usage: /avatar PATH"):
+        parse_line("/avatar ")
+    with pytest.raises(LineError, match="at most 64 bytes"):
+        parse_line("/name " + "x" * 65)
+    assert "/avatar PATH" in HELP

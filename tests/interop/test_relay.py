@@ -4,12 +4,8 @@ reservation. Loopback only. Skipped, with the reason, where the interop virtuale
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import time
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pytest
 import trio
@@ -20,36 +16,19 @@ from p2pchat.net.host import open_host
 from p2pchat.net.ping import open_ping
 from p2pchat.net.relay import is_relayed, open_relay_client, open_relay_service
 
+from .scripts import run_script, running_script
+
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
-SCRIPT: Final = Path(__file__).resolve().parents[2] / "tools" / "interop" / "pylibp2p_relay.py"
+SCRIPT: Final = "pylibp2p_relay.py"
 DEADLINE: Final = 60.0
 
 
-@pytest.fixture
-def python() -> str:
-    python = os.environ.get("P2PCHAT_INTEROP_PYTHON", "")
-    if not python or not Path(python).exists():
-        pytest.skip("P2PCHAT_INTEROP_PYTHON names no py-libp2p interpreter (make unit sets it)")
-    return python
-
-
 async def test_a_pylibp2p_relay_serves_our_reservation_and_circuit(python: str) -> None:
-    process = await trio.lowlevel.open_process(
-        [python, str(SCRIPT), "serve", "--lifetime", str(DEADLINE)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdin is not None
-    assert process.stdout is not None
-    try:
-        line = b""
+    async with running_script(python, SCRIPT, "serve", "--lifetime", str(DEADLINE)) as relay:
         with trio.fail_after(DEADLINE):
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some()
-                assert chunk, "the py-libp2p relay exited early"
-                line += chunk
-        listening: dict[str, Any] = json.loads(line.decode().splitlines()[0])
+            listening = await relay.next_event()
+        assert listening["event"] == "listening"
         relay_addr = Multiaddr.from_string(listening["addrs"][0])
         relay_id = PeerID.from_string(listening["peer_id"])
         async with (
@@ -69,26 +48,14 @@ async def test_a_pylibp2p_relay_serves_our_reservation_and_circuit(python: str) 
                 assert is_relayed(conn.remote_addr)
                 async with open_ping(b_host, a_host.peer_id) as pinger:
                     assert await pinger.ping() >= 0
-    finally:
-        with trio.CancelScope(shield=True):
-            await process.stdin.aclose()
-            with trio.move_on_after(10):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.stdout.aclose()
 
 
 async def test_our_relay_serves_a_pylibp2p_reservation(python: str) -> None:
     async with open_host(KeyPair.generate()) as host, open_relay_service(host) as relay:
         with trio.fail_after(DEADLINE):
-            done = await trio.run_process(
-                [python, str(SCRIPT), "reserve", str(host.addrs[0]), "--timeout", "30"],
-                capture_stdout=True,
-                check=False,
+            answer = await run_script(
+                python, SCRIPT, "reserve", str(host.addrs[0]), "--timeout", "30"
             )
-        answer = json.loads(done.stdout.decode().splitlines()[-1])
         assert answer["event"] == "answer", answer
         assert answer["status"] == 100  # OK
         assert answer["voucher_ok"] is True

@@ -19,7 +19,8 @@ from p2pchat.records import open_peer_record
 
 pytestmark = pytest.mark.timeout(60)
 
-CONFIG = AutoNATConfig(threshold=3, probe_interval=3600.0, dial_timeout=5.0)
+# Probes are made by the tests (eager_asks=0); the on-demand ones are tested on their own.
+CONFIG = AutoNATConfig(threshold=3, probe_interval=3600.0, dial_timeout=5.0, eager_asks=0)
 
 
 def _on(ip: str) -> HostConfig:
@@ -135,3 +136,42 @@ async def test_a_public_node_advertises_confirmed_observed_addresses_in_identify
         record, _ = open_peer_record(signed_record(host))
         assert outside in record.addresses
     assert host.advertised_addrs == host.listen_addrs  # AutoNAT gone: listen addresses again
+
+
+async def test_a_node_probes_each_server_as_soon_as_identify_shows_it() -> None:
+    # No probe() call: the on-demand asks alone reach the verdict, one request per server.
+    eager = AutoNATConfig(threshold=3, probe_interval=3600.0, dial_timeout=5.0)
+    async with (
+        servers(3) as nodes,
+        open_host(KeyPair.generate(), _on("127.0.0.1")) as host,
+        open_autonat(host, eager) as autonat,
+    ):
+        assert autonat.eager_asked == 0  # no server known yet: no request
+        await _connect_all(host, nodes)
+        with trio.fail_after(20):
+            while autonat.status is core.ReachabilityStatus.UNKNOWN:
+                await autonat.wait_status_changed()
+        assert autonat.status is core.ReachabilityStatus.PUBLIC
+        await trio.testing.wait_all_tasks_blocked()
+        assert autonat.eager_asked == 3
+        assert [n.dial_backs for n in nodes] == [1, 1, 1]
+
+
+async def test_on_demand_requests_stop_at_eager_asks() -> None:
+    # Two requests allowed, three servers, a threshold of three: the verdict stays unknown and
+    # the third server is not asked until the schedule's next round (an hour away here).
+    bounded = AutoNATConfig(threshold=3, probe_interval=3600.0, dial_timeout=5.0, eager_asks=2)
+    async with (
+        servers(3) as nodes,
+        open_host(KeyPair.generate(), _on("127.0.0.1")) as host,
+        open_autonat(host, bounded) as autonat,
+    ):
+        await _connect_all(host, nodes)
+        with trio.fail_after(20):
+            # An answer has no event of its own (only a changed verdict has).
+            while sum(autonat.reachability.counts) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()
+        assert autonat.eager_asked == 2
+        assert sum(n.dial_backs for n in nodes) == 2
+        assert autonat.status is core.ReachabilityStatus.UNKNOWN

@@ -24,7 +24,7 @@ from p2pchat.protocols.relay import HOP_PROTOCOL
 
 pytestmark = pytest.mark.timeout(60)
 
-AUTONAT = AutoNATConfig(threshold=3, probe_interval=3600.0, dial_timeout=5.0)
+AUTONAT = AutoNATConfig(threshold=3, probe_interval=3600.0, dial_timeout=5.0, eager_asks=0)
 
 
 def _on(ip: str) -> HostConfig:

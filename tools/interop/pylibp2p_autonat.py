@@ -1,7 +1,7 @@
 """A py-libp2p 0.8.1 AutoNAT v1 peer (``/libp2p/autonat/1.0.0``), driven as a subprocess by
 tests/interop/test_autonat.py.
 
-Runs only in the interop virtualenv (see pylibp2p_peer.py, whose host set-up it reuses)::
+Runs only in the interop virtualenv (see pylibp2p_peer.py and pylibp2p_service.py)::
 
     $P2PCHAT_INTEROP_PYTHON tools/interop/pylibp2p_autonat.py serve
     $P2PCHAT_INTEROP_PYTHON tools/interop/pylibp2p_autonat.py ask ADDR
@@ -15,52 +15,35 @@ number, ``addr``: the address reported reached). Errors print ``{"event": "error
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
-import trio
 from libp2p.host.autonat.autonat import AutoNATService
 from multiaddr import Multiaddr
-from pylibp2p_peer import (
-    _describe,
-    _leaf,
-    _positive_float,
-    _wait_stdin_eof,
-    build_host,
-    emit,
-    full_addrs,
-    parse_peer_addr,
-    running_host,
-)
+from pylibp2p_peer import emit
+from pylibp2p_service import common_options, run_main, serve_or_ask
+
+
+@asynccontextmanager
+async def serve(host: Any) -> AsyncIterator[None]:
+    AutoNATService(host, serve=True)
+    yield
+
+
+async def ask(host: Any, info: Any) -> None:
+    service = AutoNATService(host, serve=False)
+    status, addr = await service.query_server(info.peer_id)
+    emit("answer", status=int(status), addr=str(Multiaddr(addr)) if addr else None)
 
 
 async def run(args: argparse.Namespace) -> int:
-    listen_addr = Multiaddr("/ip4/127.0.0.1/tcp/0")
-    host = build_host(None, 1, listen_addr)
-    limit = args.lifetime if args.command == "serve" else args.timeout
-    with trio.move_on_after(limit) as scope:
-        async with running_host(host, listen_addr):
-            service = AutoNATService(host, serve=args.command == "serve")
-            if args.command == "serve":
-                emit("listening", addrs=full_addrs(host), peer_id=str(host.get_id()))
-                await _wait_stdin_eof()
-                emit("closed", reason="stdin-eof")
-                return 0
-            info = parse_peer_addr(args.addr)
-            await host.connect(info)
-            status, addr = await service.query_server(info.peer_id)
-            emit("answer", status=int(status), addr=str(Multiaddr(addr)) if addr else None)
-    if scope.cancelled_caught and args.command != "serve":
-        emit("error", command=args.command, error="TooSlowError", message="timed out")
-        return 1
-    return 0
+    return await serve_or_ask(args, max_conns_per_peer=1, serve=serve, ask=ask)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--timeout", type=_positive_float, default=30.0)
-    common.add_argument("--lifetime", type=_positive_float, default=120.0)
+    common = common_options()
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", parents=[common], help="answer dial-back requests")
@@ -70,15 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))
-    logging.getLogger().setLevel(logging.WARNING)
-    try:
-        return trio.run(run, args)
-    except Exception as exc:
-        leaf = _leaf(exc)
-        emit("error", command=args.command, error=type(leaf).__name__, message=_describe(leaf))
-        return 1
+    return run_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A py-libp2p 0.8.1 circuit relay v2 peer, driven as a subprocess by tests/interop/test_relay.py.
 
-Runs only in the interop virtualenv (see pylibp2p_peer.py, whose host set-up it reuses)::
+Runs only in the interop virtualenv (see pylibp2p_peer.py and pylibp2p_service.py)::
 
     $P2PCHAT_INTEROP_PYTHON tools/interop/pylibp2p_relay.py serve
     $P2PCHAT_INTEROP_PYTHON tools/interop/pylibp2p_relay.py reserve ADDR
@@ -16,11 +16,11 @@ are the relay and us). Errors print ``{"event": "error", ...}``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
-import trio
 from libp2p.peer.envelope import unmarshal_envelope
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
@@ -30,17 +30,8 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
-from pylibp2p_peer import (
-    _describe,
-    _leaf,
-    _positive_float,
-    _wait_stdin_eof,
-    build_host,
-    emit,
-    full_addrs,
-    parse_peer_addr,
-    running_host,
-)
+from pylibp2p_peer import emit
+from pylibp2p_service import common_options, run_main, serve_or_ask
 
 
 def _voucher_ok(data: bytes, relay: ID, peer: ID) -> bool:
@@ -53,48 +44,36 @@ def _voucher_ok(data: bytes, relay: ID, peer: ID) -> bool:
     return ID(voucher.relay) == relay and ID(voucher.peer) == peer
 
 
+@asynccontextmanager
+async def serve(host: Any) -> AsyncIterator[None]:
+    limits = RelayLimits(duration=120, data=1 << 20, max_circuit_conns=8, max_reservations=8)
+    relay = CircuitV2Protocol(host, limits=limits, allow_hop=True)
+    async with background_trio_service(relay):
+        await relay.event_started.wait()
+        yield
+
+
+async def reserve(host: Any, info: Any) -> None:
+    stream = await host.new_stream(info.peer_id, [PROTOCOL_ID])
+    await write_delimited_msg(stream, HopMessage(type=HopMessage.RESERVE))
+    answer = await read_delimited_msg(stream, HopMessage)
+    await stream.close()
+    emit(
+        "answer",
+        status=int(answer.status),
+        expire=int(answer.reservation.expire),
+        addrs=[str(Multiaddr(a)) for a in answer.reservation.addrs],
+        limit={"duration": answer.limit.duration, "data": answer.limit.data},
+        voucher_ok=_voucher_ok(answer.reservation.voucher, info.peer_id, host.get_id()),
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
-    listen_addr = Multiaddr("/ip4/127.0.0.1/tcp/0")
-    host = build_host(None, 4, listen_addr)
-    limit = args.lifetime if args.command == "serve" else args.timeout
-    with trio.move_on_after(limit) as scope:
-        async with running_host(host, listen_addr):
-            if args.command == "serve":
-                limits = RelayLimits(
-                    duration=120, data=1 << 20, max_circuit_conns=8, max_reservations=8
-                )
-                relay = CircuitV2Protocol(host, limits=limits, allow_hop=True)
-                async with background_trio_service(relay):
-                    await relay.event_started.wait()
-                    emit("listening", addrs=full_addrs(host), peer_id=str(host.get_id()))
-                    await _wait_stdin_eof()
-                emit("closed", reason="stdin-eof")
-                return 0
-            info = parse_peer_addr(args.addr)
-            await host.connect(info)
-            stream = await host.new_stream(info.peer_id, [PROTOCOL_ID])
-            await write_delimited_msg(stream, HopMessage(type=HopMessage.RESERVE))
-            answer = await read_delimited_msg(stream, HopMessage)
-            await stream.close()
-            emit(
-                "answer",
-                status=int(answer.status),
-                expire=int(answer.reservation.expire),
-                addrs=[str(Multiaddr(a)) for a in answer.reservation.addrs],
-                limit={"duration": answer.limit.duration, "data": answer.limit.data},
-                voucher_ok=_voucher_ok(answer.reservation.voucher, info.peer_id, host.get_id()),
-            )
-            return 0
-    if scope.cancelled_caught and args.command != "serve":
-        emit("error", command=args.command, error="TooSlowError", message="timed out")
-        return 1
-    return 0
+    return await serve_or_ask(args, max_conns_per_peer=4, serve=serve, ask=reserve)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--timeout", type=_positive_float, default=30.0)
-    common.add_argument("--lifetime", type=_positive_float, default=120.0)
+    common = common_options()
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", parents=[common], help="serve as a relay")
@@ -104,15 +83,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))
-    logging.getLogger().setLevel(logging.WARNING)
-    try:
-        return trio.run(run, args)
-    except Exception as exc:
-        leaf = _leaf(exc)
-        emit("error", command=args.command, error=type(leaf).__name__, message=_describe(leaf))
-        return 1
+    return run_main(run, parse_args, argv)
 
 
 if __name__ == "__main__":

@@ -261,6 +261,9 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             daemon.plugins = plugins
             if not options.search:
                 await daemon.reading.forget_search()
+            deleted, deleted_out = trio.open_memory_channel[tuple[bytes, bytes]](256)
+            chat.on_deleted = partial(_forget_deleted, deleted)
+            nursery.start_soon(daemon.reading.run_forgetting, deleted_out)
             daemon.internet = internet
             daemon.relaying = relaying
             await nursery.start(daemon.watch_connections)
@@ -283,6 +286,17 @@ async def open_daemon(options: NodeOptions) -> AsyncIterator[Daemon]:
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await known_peers.save()
+
+
+def _forget_deleted(
+    channel: trio.MemorySendChannel[tuple[bytes, bytes]], group_id: bytes, message_hash: bytes
+) -> None:
+    """Queue a deleted message for the search index; when the queue is full the next search
+    rebuilds its group without it anyway."""
+    try:
+        channel.send_nowait((group_id, message_hash))
+    except (trio.WouldBlock, trio.BrokenResourceError):
+        logger.warning("search index: a deleted message waits for the next search")
 
 
 def _group_members(chat: ChatNode) -> set[PeerID]:

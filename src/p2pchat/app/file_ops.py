@@ -75,17 +75,23 @@ async def op_send_file(node: Daemon, request: dict[str, Any], emit: Emit) -> dic
         raise DaemonError(f"mime must be a MIME type of at most {MAX_MIME} bytes")
     wait = request.get("wait", True) is not False
     events = request.get("progress", True) is not False
-    try:
-        async with _progress(emit if events else _quiet) as report:
+    # Refusals are decided inside the progress reporter's nursery but raised outside it: raised
+    # inside, they would leave it in an exception group, which the control socket answers as
+    # "internal error".
+    refusal: str | None = None
+    async with _progress(emit if events else _quiet) as report:
+        try:
             message_hash = await node.chat.send_file(
                 group_id, path, mime=mime, wait=wait, progress=report
             )
-    except PendingError as exc:
-        return {"message_hash": exc.message_hash.hex(), "status": "pending"}
-    except OSError as exc:
-        raise DaemonError(f"the node cannot read {path}: {exc.strerror}") from None
-    except BlobStoreError as exc:
-        raise DaemonError(f"not sent: {exc}") from None
+        except PendingError as exc:
+            return {"message_hash": exc.message_hash.hex(), "status": "pending"}
+        except OSError as exc:
+            refusal = f"the node cannot read {path}: {exc.strerror or exc}"
+        except BlobStoreError as exc:
+            refusal = f"not sent: {exc}"
+    if refusal is not None:
+        raise DaemonError(refusal)
     return {"message_hash": message_hash.hex(), "status": "ratified" if wait else "pending"}
 
 
@@ -112,13 +118,16 @@ async def op_save(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str
                 if done is not None:
                     await emit({"kind": "progress", "done": done, "total": size})
 
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch)
+        refusal: str | None = None
+        async with trio.open_nursery() as nursery:  # refusals raised outside it, as above
+            nursery.start_soon(watch)
+            try:
                 pieces = await node.chat.open_artifact(group_id, message.message_hash)
-                nursery.cancel_scope.cancel()
-        except (ArtifactUnavailableError, ChatError) as exc:
-            raise DaemonError(str(exc)) from None
+            except (ArtifactUnavailableError, ChatError) as exc:
+                refusal = str(exc)
+            nursery.cancel_scope.cancel()
+        if refusal is not None:
+            raise DaemonError(refusal)
     if target is None:
         async for piece in pieces:
             await emit({"kind": "data", "b64": base64.b64encode(piece).decode("ascii")})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -599,7 +600,7 @@ async def op_search(node: Daemon, request: dict[str, Any], emit: Emit) -> list[d
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise DaemonError("limit must be a positive whole number")
     chosen = [_group_arg(node, request)] if request.get("group") else node.chat.groups()
-    groups = [(g, node.chat.group_state(g).owner, await node.chat.history(g)) for g in chosen]
+    groups = [(g, functools.partial(node.chat.history_since, g)) for g in chosen]
     try:
         return await node.reading.search(groups, query, limit)
     except SearchError as exc:
@@ -607,6 +608,7 @@ async def op_search(node: Daemon, request: dict[str, Any], emit: Emit) -> list[d
 
 
 from .file_ops import op_save, op_send_file  # noqa: E402 (it uses the helpers above)
+from .profile_ops import op_profile, op_profile_set  # noqa: E402 (likewise)
 
 #: An operation: the node, the request, a function that sends events; the result.
 Operation = Callable[["Daemon", dict[str, Any], Emit], Awaitable[Any]]
@@ -635,6 +637,8 @@ OPERATIONS: Final[dict[str, Operation]] = {
     **DHT_OPERATIONS,
     "send.file": op_send_file,
     "save": op_save,
+    "profile": op_profile,
+    "profile.set": op_profile_set,
 }
 
 

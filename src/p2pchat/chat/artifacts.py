@@ -64,6 +64,8 @@ from .core.blobwire import STALL_TIMEOUT
 from .core.engine import FETCHING, ChatEngine, ChatError
 from .core.events import Commit, Publish
 from .core.packet import Packet, verify_author
+from .core.prune import is_prunable_delete
+from .deleted import drop_deleted_files
 from .services.blobs import BlobService, FetchError
 from .services.dispatch import Refusal
 from .services.runtime import now_ms
@@ -561,6 +563,11 @@ class Artifacts:
     def on_publish(self, action: Publish) -> None:
         """Fetch a delivered artifact of someone else at once, when it is small enough."""
         packet = action.packet
+        if action.ratified and (packet.pruned or is_prunable_delete(packet)):
+            self._nursery.start_soon(
+                drop_deleted_files, self.store, self.files, action.group_id, packet
+            )
+            return  # specs/chat.md §17: a deleted artifact is dropped, never fetched
         ref = packet.message.artifact.chunked
         if ref is None or not action.ratified or packet.message.author == self.engine.peer_id:
             return
@@ -604,6 +611,8 @@ class Artifacts:
         packet = None if row is None else _decode(row)
         if packet is None or packet.message.artifact.chunked is None:
             raise ChatError("no such message with a chunked artifact")
+        if packet.pruned:
+            raise ArtifactUnavailableError("the message was deleted")
         ref = packet.message.artifact.chunked
         view = self.engine.view(group_id)
         key = view.epoch_keys.get(packet.message.epoch)

@@ -51,6 +51,7 @@ from .core.engine import (
 from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
 from .core.group_state import GroupState
 from .core.packet import Packet
+from .core.prune import is_prunable_delete
 from .core.refs import LEAVE, check_reference
 from .core.roster import History, Member, Role
 from .core.txn import OutboxDone
@@ -196,6 +197,9 @@ class ChatNode:
         #: (group, member) whose ratified "leave" we, the owner, are to honour (§17 "Leaving").
         self._leaves, self._leaving = trio.open_memory_channel[tuple[bytes, PeerID]](64)
         self.artifacts: Artifacts | None = None
+        #: Told (group, message hash) of each message whose content a certified delete dropped
+        #: here (specs/chat.md §17), e.g. to take it out of a search index; must not block.
+        self.on_deleted: Callable[[bytes, bytes], None] | None = None
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -400,11 +404,14 @@ class ChatNode:
         *,
         name: str | None = None,
         mime: str | None = None,
+        message_type: str | None = None,
         wait: bool = True,
         progress: Progress | None = None,
     ) -> bytes:
         """Send the file at ``path`` as an artifact of any size (specs/artifacts.md), read and
-        sealed a chunk at a time; return its message hash, as :meth:`send` does.
+        sealed a chunk at a time; return its message hash, as :meth:`send` does. The message is
+        an ``image`` or a ``file`` by its media type, unless ``message_type`` says (``avatar``,
+        specs/chat.md §18).
 
         Raises:
             OSError: the file cannot be read.
@@ -420,7 +427,14 @@ class ChatNode:
             return await self._submit(group_id, write, wait=wait)
 
         return await self.artifacts.send_file(
-            submit, group_id, path, name=name, mime=mime, wait=wait, progress=progress
+            submit,
+            group_id,
+            path,
+            name=name,
+            mime=mime,
+            message_type=message_type,
+            wait=wait,
+            progress=progress,
         )
 
     async def open_artifact(self, group_id: bytes, message_hash: bytes) -> AsyncIterator[bytes]:
@@ -502,8 +516,8 @@ class ChatNode:
     def _to_chat_message(self, packet: Packet, *, ratified: bool) -> ChatMessage:
         message = packet.message
         content: bytes | None
-        if message.artifact.chunked is not None and self.artifacts is not None:
-            content = None
+        if packet.pruned or (message.artifact.chunked is not None and self.artifacts is not None):
+            content = None  # a deleted message's content key is gone (specs/chat.md §17)
         elif message.message_type == "roster":
             content = message.artifact.data
         else:
@@ -555,6 +569,10 @@ class ChatNode:
         if action.ratified and action.packet.message.message_type == LEAVE:
             message = action.packet.message
             self._leave_asked(action.group_id, message.author, message.epoch)
+        deleted = action.packet.message.ref_hash
+        told = self.on_deleted
+        if action.ratified and is_prunable_delete(action.packet) and deleted and told:
+            told(action.group_id, deleted)
         if action.ratified:
             waiter = self._ratified_waiters.pop(action.packet.message_hash, None)
             if waiter is not None:
@@ -649,6 +667,22 @@ class ChatNode:
         rows = await self.store.all_ratified(group_id)
         packets = {r.message_hash: _decode_row(r) for r in rows if r.message_hash not in late}
         return [self._to_chat_message(p, ratified=True) for p in history_order(packets)]
+
+    async def history_since(self, group_id: bytes, seq: int) -> list[tuple[int, ChatMessage]]:
+        """The ratified messages stored here after the one of store order ``seq`` (specs/chat.md
+        §9: the order in which they became ratified here, never reused), each with its ``seq``,
+        in that order: what a reader that has seen up to ``seq`` has not seen (0: everything).
+
+        Raises:
+            ChatError: we are not in that group.
+        """
+        late = self.engine.view(group_id).close.late  # not shown (specs/chat.md §14)
+        rows = await self.store.all_ratified(group_id, after=seq)
+        return [
+            (row.seq or 0, self._to_chat_message(_decode_row(row), ratified=True))
+            for row in rows
+            if row.message_hash not in late
+        ]
 
     # -- connections -------------------------------------------------------------------------
 

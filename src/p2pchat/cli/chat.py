@@ -12,16 +12,14 @@ import argparse
 import shutil
 import signal
 import sys
-import time
-from typing import Any, Final
+from typing import Final
 
 import trio
 
-from ..app.control_protocol import RemoteCommandError
-from ..client import connect
-from .chat_commands import HELP, Help, LineError, Quit, parse_line, request_of
-from .common import Command, UsageError, data_dir, run_trio, start_logging
-from .render import PeerLabels, clean, format_message
+from .chat_commands import HELP, Help, LineError, Quit, parse_line
+from .chat_session import Sent, chat_line, open_session, pending_line, send_action
+from .common import Command, run_trio, start_logging
+from .render import PeerLabels, clean
 
 
 class _Screen:
@@ -62,27 +60,18 @@ class _Screen:
 
 
 async def _chat(args: argparse.Namespace) -> None:
-    directory = data_dir(args)
-    async with connect(directory) as events, connect(directory) as control:
-        await events.start_stream("subscribe", group=args.group)
-        first = await events.next_event()
-        if first is None or first.get("kind") != "subscribed":
-            raise UsageError("the node did not start the subscription")
-        group_id = first["group_id"]
+    async with open_session(args) as session:
+        events, control, group_id = session.events, session.control, session.group_id
         screen = _Screen()
         print(
-            f"chat in {clean(first['name'])} ({group_id[:16]}): type a line and press Enter to "
+            f"chat in {clean(session.name)} ({group_id[:16]}): type a line and press Enter to "
             "send it; /help lists the commands; Ctrl-D leaves",
             flush=True,
         )
         shown: set[str] = set()
         peers = PeerLabels()
-
-        def line_of(message: dict[str, Any]) -> str:
-            return format_message(message, date=False, status=True, peers=peers, hashes=True)
-
         for message in await control.call("history", group=group_id, limit=args.last):
-            print(line_of(message), flush=True)
+            print(chat_line(message, peers), flush=True)
             if message["ratified"]:  # ours still pending are shown again once ratified
                 shown.add(message["message_hash"])
         mine_pending: set[str] = set()
@@ -106,7 +95,7 @@ async def _chat(args: argparse.Namespace) -> None:
                 mine_pending.discard(digest)
                 if not mine_pending:
                     settled.set()
-                screen.show(line_of(message), replaces=digest if mine else None)
+                screen.show(chat_line(message, peers), replaces=digest if mine else None)
 
         async def send_lines(done: trio.CancelScope) -> None:
             nonlocal settled
@@ -124,34 +113,17 @@ async def _chat(args: argparse.Namespace) -> None:
                     continue
                 if isinstance(action, Quit):
                     break
-                try:
-                    op, request = request_of(action)
-                    answer = await control.call(op, group=group_id, wait=False, **request)
-                except (RemoteCommandError, UsageError) as exc:  # e.g. a viewer: read-only
-                    screen.note(f"p2pchat: not sent: {clean(str(exc))}")
+                sent = await send_action(control.call, group_id, action)
+                if not isinstance(sent, Sent):  # e.g. a viewer's: read-only
+                    screen.note(f"p2pchat: {sent}")
                     continue
-                digest = answer["message_hash"]
-                if digest in ratified:
+                if sent.digest in ratified:
                     continue
-                mine_pending.add(digest)
+                mine_pending.add(sent.digest)
                 settled = trio.Event()
                 screen.erase_typed(typed)
-                pending = {
-                    "message_hash": digest,
-                    "time_stamp": int(time.time() * 1000),
-                    "from_me": True,
-                    "author": "",
-                    "type": request.get("type", "file"),
-                    "mime": request.get("mime", "text/plain"),
-                    "text": request.get("text"),
-                    "size": None,
-                    "ref_hash": request.get("ref"),
-                    "readable": True,
-                    "ratified": False,
-                    "epoch": 0,
-                    "group_id": group_id,
-                }
-                screen.show(line_of(pending), pending_of=digest)
+                pending = pending_line(sent.request, sent.digest, group_id)
+                screen.show(chat_line(pending, peers), pending_of=sent.digest)
             if mine_pending:  # end of input: give our last messages a moment to be ratified
                 with trio.move_on_after(args.wait):
                     await settled.wait()

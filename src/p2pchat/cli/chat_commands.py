@@ -11,6 +11,9 @@ from typing import Any, Final
 MAX_REACTION: Final = 32
 #: §18: a display name is at most 64 bytes of UTF-8.
 MAX_NAME: Final = 64
+#: §18 "Avatars": the image types an avatar may declare, and its largest size (bytes).
+AVATAR_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+MAX_AVATAR: Final = 1024 * 1024
 
 HELP: Final = """\
 commands (a line that does not start with / is sent as a message; // sends a line starting with /):
@@ -21,6 +24,7 @@ commands (a line that does not start with / is sent as a message; // sends a lin
   /md TEXT            send TEXT as Markdown
   /file PATH          send a file (images show as images)
   /name NAME          the name the group shows for you
+  /avatar PATH        your avatar: an image (png, jpeg, gif, webp) of at most 1 MiB
   /help               this list
   /quit               leave (Ctrl-D too)"""
 
@@ -38,9 +42,11 @@ class Send:
 
 @dataclass(frozen=True)
 class SendFile:
-    """Send the file at ``path`` (read by the session, not here)."""
+    """Send the file at ``path`` (read by the session, not here); with ``avatar``, as our
+    avatar (the node sends it, then our profile referring to it)."""
 
     path: str
+    avatar: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ _USAGE: Final = {
     "md": "/md TEXT",
     "name": "/name NAME",
     "file": "/file PATH",
+    "avatar": "/avatar PATH",
 }
 
 
@@ -85,14 +92,16 @@ def parse_line(line: str) -> Action:
         return Quit()
     if name not in _USAGE:
         raise LineError(f"unknown command /{name} (see /help; // sends a line starting with /)")
-    if name == "file":
+    if name in ("file", "avatar"):
         if not rest.strip():
             raise LineError(f"usage: {_USAGE[name]}")
-        return SendFile(rest.strip())
+        return SendFile(rest.strip(), avatar=name == "avatar")
     if name in ("md", "name"):
         if not rest.strip():
             raise LineError(f"usage: {_USAGE[name]}")
         if name == "name":
+            if len(rest.strip().encode()) > MAX_NAME:
+                raise LineError(f"a name is at most {MAX_NAME} bytes")
             return Send({"type": "profile", "text": rest.strip(), "mime": "text/plain"})
         return Send({"type": "markdown", "text": rest})
     ref, _, text = rest.strip().partition(" ")
@@ -113,10 +122,16 @@ def parse_line(line: str) -> Action:
 def request_of(action: Send | SendFile) -> tuple[str, dict[str, Any]]:
     """The control operation and its arguments for ``action`` (without ``group`` and
     ``wait``): ``send``, or ``send.file`` for a file, which the node reads by its absolute path
-    (specs/artifacts.md: any size)."""
+    (specs/artifacts.md: any size), or ``profile.set`` for a name or an avatar (the arguments
+    ``type`` and ``text`` only say how to show it while it waits)."""
     if isinstance(action, Send):
+        if action.request.get("type") == "profile":  # a new name keeps our avatar (§18)
+            name = action.request["text"]
+            return "profile.set", {"name": name, "type": "profile", "text": name}
         return "send", action.request
     from pathlib import Path
 
     path = Path(action.path).expanduser().resolve()
+    if action.avatar:
+        return "profile.set", {"avatar": str(path), "type": "avatar"}
     return "send.file", {"path": str(path), "progress": False}

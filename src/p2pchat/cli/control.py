@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Mapping
 from typing import Final
 
 from .common import Command, call, data_dir
@@ -39,24 +40,33 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_relay(relay: dict[str, object]) -> None:
+    for line in relay_lines(relay):
+        print(line)
+
+
+def relay_lines(relay: Mapping[str, object]) -> list[str]:
+    """The relay lines of ``status`` (specs/cli.md "Relay"): ``relay:`` on a relay, ``punched:``
+    once hole punching (DCUtR) has something to tell, one ``reserved:`` per reservation."""
+    lines = []
     if relay.get("serving"):
-        print(
+        lines.append(
             f"relay:     serving ({relay.get('reserved_here', 0)} reservations, "
             f"{relay.get('circuits', 0)} circuits)"
         )
+    raw = relay.get("reservations", [])
+    reservations = [h for h in raw if isinstance(h, dict)] if isinstance(raw, list) else []
     punches = relay.get("hole_punches")
     if isinstance(punches, dict):
-        print(
-            f"punched:   {punches.get('upgraded', 0)} direct, "
-            f"{punches.get('failed', 0)} stayed relayed"
+        upgraded, failed = punches.get("upgraded", 0), punches.get("failed", 0)
+        # A node that has punched nothing and holds no reservation (nobody can reach it
+        # through a relay) has nothing to say about hole punching.
+        if upgraded or failed or reservations:
+            lines.append(f"punched:   {upgraded} direct, {failed} stayed relayed")
+    for held in reservations:
+        lines.append(
+            f"reserved:  on {clean(str(held.get('relay')))} (expires in {held.get('expires_in')} s)"
         )
-    reservations = relay.get("reservations", [])
-    for held in reservations if isinstance(reservations, list) else []:
-        if isinstance(held, dict):
-            print(
-                f"reserved:  on {clean(str(held.get('relay')))} "
-                f"(expires in {held.get('expires_in')} s)"
-            )
+    return lines
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

@@ -326,6 +326,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "delete": "thread",
     "react": "thread",
     "name": "thread",
+    "profile": "thread",
     "outbox": "outbox",
     "chat": "chat",
     "dht": "dht",

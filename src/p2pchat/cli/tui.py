@@ -21,17 +21,14 @@ node when a message arrives, and one status line (help, refusals, read-only for 
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any, Final
 
 import attrs
 import trio
 
-from ..app.control_protocol import RemoteCommandError
-from ..client import connect
-from .chat_commands import HELP, Help, LineError, Quit, parse_line, request_of
-from .common import UsageError, data_dir
-from .render import PeerLabels, clean, format_message
+from .chat_commands import HELP, Help, LineError, Quit, parse_line
+from .chat_session import Sent, chat_line, open_session, pending_line, send_action
+from .render import PeerLabels, clean
 
 #: Messages kept on screen (scroll with Page Up / Page Down).
 SHOWN: Final = 500
@@ -43,24 +40,6 @@ class Rows:
 
     lines: tuple[str, ...] = ()
     status: str = ""
-
-
-def _pending_line(request: dict[str, Any], digest: str, group_id: str) -> dict[str, Any]:
-    return {
-        "message_hash": digest,
-        "time_stamp": int(time.time() * 1000),
-        "from_me": True,
-        "author": "",
-        "type": request.get("type", "file"),
-        "mime": request.get("mime", "text/plain"),
-        "text": request.get("text"),
-        "size": None,
-        "ref_hash": request.get("ref"),
-        "readable": True,
-        "ratified": False,
-        "epoch": 0,
-        "group_id": group_id,
-    }
 
 
 class _Ui:
@@ -112,7 +91,9 @@ class _Ui:
             return "\n".join(lines[max(0, end - height) : end])
 
         def status() -> str:
-            return self.rows.status or ("read-only: viewers cannot send" if self.read_only else "")
+            if self.rows.status or not self.read_only:
+                return self.rows.status
+            return "read-only: a viewer sends only /name"
 
         self.app: Application[None] = Application(
             layout=Layout(
@@ -165,17 +146,12 @@ async def run_tui(args: argparse.Namespace) -> None:
     Raises:
         UsageError: the node did not start the subscription.
     """
-    directory = data_dir(args)
-    async with connect(directory) as events, connect(directory) as control:
-        await events.start_stream("subscribe", group=args.group)
-        first = await events.next_event()
-        if first is None or first.get("kind") != "subscribed":
-            raise UsageError("the node did not start the subscription")
-        group_id = first["group_id"]
+    async with open_session(args) as session:
+        events, control, group_id = session.events, session.control, session.group_id
         groups = await control.call("group.list")
         role = next((g["role"] for g in groups if g["group_id"] == group_id), None)
         typed_send, typed_receive = trio.open_memory_channel[str](16)
-        title = f" {clean(first['name'])} ({group_id[:16]})  /help for commands, Ctrl-D leaves"
+        title = f" {clean(session.name)} ({group_id[:16]})  /help for commands, Ctrl-D leaves"
         ui = _Ui(title, trio.lowlevel.current_trio_token(), typed_send)
         ui.read_only = role == "viewer"
         peers = PeerLabels()
@@ -194,9 +170,7 @@ async def run_tui(args: argparse.Namespace) -> None:
                 if digest in held:
                     del mine[digest]
             shown = history + [m for m in mine.values()]
-            lines = tuple(
-                format_message(m, date=False, status=True, peers=peers, hashes=True) for m in shown
-            )
+            lines = tuple(chat_line(m, peers) for m in shown)
             ui.set_rows(Rows(lines, status))
 
         async def receive() -> None:
@@ -223,19 +197,12 @@ async def run_tui(args: argparse.Namespace) -> None:
                 if isinstance(action, Quit):
                     ui.exit_soon()
                     return
-                try:
-                    op, request = request_of(action)
-                    answer = await call(op, group=group_id, wait=False, **request)
-                except (
-                    RemoteCommandError,
-                    UsageError,
-                ) as exc:  # the node's refusal, shown; the session stays
-                    status = f"not sent: {clean(str(exc))}"
-                    await refresh()
-                    continue
-                status = ""
-                digest = answer["message_hash"]
-                mine[digest] = _pending_line(request, digest, group_id)
+                sent = await send_action(call, group_id, action)
+                if isinstance(sent, Sent):
+                    status = ""
+                    mine[sent.digest] = pending_line(sent.request, sent.digest, group_id)
+                else:  # the node's refusal, shown; the session stays
+                    status = sent
                 await refresh()
 
         async def guarded(task: Any) -> None:

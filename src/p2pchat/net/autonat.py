@@ -12,8 +12,11 @@ Theory of operation
 * **client**: :meth:`AutoNAT.probe` asks up to ``probe_peers`` connected peers that serve
   AutoNAT to dial us back at our listen addresses and the addresses peers observed us at;
   their answers feed the :class:`~p2pchat.protocols.autonat.Reachability` verdict
-  (``status``: public, private, unknown). A background task probes every ``probe_interval``
-  once peers are connected (at most ``probe_peers`` requests a round).
+  (``status``: public, private, unknown). A background task probes on demand at first: while
+  the verdict is unknown it asks each AutoNAT server as soon as identify shows it serves
+  AutoNAT (each once, at most ``probe_peers`` at a time and ``eager_asks`` in all); once the
+  verdict is known or those asks are spent it probes every ``probe_interval`` (at most
+  ``probe_peers`` requests a round).
 * **address manager**: identify's ``observedAddr`` reaches :class:`AutoNAT` through
   :meth:`~p2pchat.net.peerstore.PeerStore.watch_observed`; :meth:`AutoNAT.advertised_addrs`
   is what the node advertises (it is the Host's address provider: identify and our signed
@@ -64,6 +67,9 @@ class AutoNATConfig:
     threshold: int = 3
     probe_peers: int = 5
     probe_interval: float = 15 * 60.0
+    #: Requests at most while the first verdict is unknown, each to a server as soon as it is
+    #: identified (specs/autonat.md "When to probe"); 0: none, the schedule only.
+    eager_asks: int = 8
     #: Time for the whole dial-back (server side) and for one probe (client side).
     dial_timeout: float = 15.0
     request_timeout: float = 30.0
@@ -83,7 +89,10 @@ class AutoNAT:
             global_dials=config.budget_global, peer_dials=config.budget_peer
         )
         self.dial_backs = 0
+        #: Requests made while the first verdict was unknown (``eager_asks`` bounds them).
+        self.eager_asked = 0
         self._changed = trio.Event()
+        self._wake = trio.Event()  # a server was identified, or the verdict changed
 
     @property
     def status(self) -> core.ReachabilityStatus:
@@ -100,6 +109,10 @@ class AutoNAT:
 
     def _on_observed(self, observer: PeerID, addr: Multiaddr) -> None:
         self.observed.record(observer, addr)
+
+    def _on_protocols(self, peer: PeerID, protocols: tuple[str, ...]) -> None:
+        if PROTOCOL_ID in protocols:
+            self._wake.set()
 
     async def wait_status_changed(self) -> None:
         """Return after the next probe that changed the verdict."""
@@ -135,6 +148,7 @@ class AutoNAT:
             logger.info("reachability is now %s", self.status.value)
             self._changed.set()
             self._changed = trio.Event()
+            self._wake.set()
         return reply
 
     def servers(self) -> list[PeerID]:
@@ -161,13 +175,47 @@ class AutoNAT:
                 nursery.start_soon(one, server)
         return self.status
 
-    async def _probe_periodically(self) -> None:
+    async def _wait_wake(self) -> None:
+        await self._wake.wait()
+        self._wake = trio.Event()
+
+    async def _run_probes(self) -> None:
+        """On demand until the first verdict, then the schedule (specs/autonat.md §3)."""
+        await self._probe_eagerly()
         while True:
-            if self.servers():
-                await self.probe()
-                await trio.sleep(self.config.probe_interval)
-            else:
-                await trio.sleep(min(30.0, self.config.probe_interval))
+            await trio.sleep(self.config.probe_interval)
+            while not self.servers():
+                await self._wait_wake()
+            await self.probe()
+
+    async def _probe_eagerly(self) -> None:
+        """While the verdict is unknown, ask each server once as soon as it is identified: at
+        most ``probe_peers`` requests at a time and ``eager_asks`` in all. Returns once the
+        verdict is known, or every request was made and answered, or no new server came for
+        ``probe_interval``."""
+        asked: set[PeerID] = set()
+        limiter = trio.CapacityLimiter(max(1, self.config.probe_peers))
+
+        async def one(server: PeerID) -> None:
+            async with limiter:
+                try:
+                    await self.ask(server)
+                except AutoNATError as exc:
+                    logger.info("%s", exc)
+
+        async with trio.open_nursery() as nursery:
+            while self.status is core.ReachabilityStatus.UNKNOWN:
+                if self.eager_asked >= self.config.eager_asks:
+                    break  # the asks still running end before the schedule starts
+                fresh = [p for p in self.servers() if p not in asked]
+                for server in fresh[: self.config.eager_asks - self.eager_asked]:
+                    asked.add(server)
+                    self.eager_asked += 1
+                    nursery.start_soon(one, server)
+                with trio.move_on_after(self.config.probe_interval) as idle:
+                    await self._wait_wake()
+                if idle.cancelled_caught:
+                    break
 
     # -- server ----------------------------------------------------------------------------
 
@@ -237,15 +285,17 @@ async def open_autonat(host: Host, config: AutoNATConfig | None = None) -> Async
     config = config if config is not None else AutoNATConfig()
     autonat = AutoNAT(host, config)
     stop_watching = host.peer_store.watch_observed(autonat._on_observed)
+    stop_protocols = host.peer_store.watch_protocols(autonat._on_protocols)
     host.set_address_provider(autonat.advertised_addrs)
     if config.serve:
         host.set_stream_handler(PROTOCOL_ID, autonat._serve)
     try:
         async with open_service_nursery() as nursery:
-            nursery.start_soon(autonat._probe_periodically)
+            nursery.start_soon(autonat._run_probes)
             yield autonat
     finally:
         stop_watching()
+        stop_protocols()
         host.set_address_provider(None)
         if config.serve:
             host.remove_stream_handler(PROTOCOL_ID)

@@ -48,6 +48,10 @@ MAX_UPGRADES: Final = 8
 EXCHANGE_TIMEOUT: Final = 10.0
 
 
+class DCUtRError(P2PChatError):
+    """A hole punch exchange ended without an answer in time."""
+
+
 @attrs.frozen
 class DCUtRConfig:
     #: Seconds the relayed connection stays open once a direct one is up.
@@ -57,6 +61,10 @@ class DCUtRConfig:
     dial_timeout: float = 5.0
     #: Also dial private and loopback addresses in the direct step (a LAN; tests).
     direct_private: bool = False
+    #: Answering a hole punch: seconds a connection of the round may go without the peer
+    #: proposing a protocol before we take the dialer's (Noise initiator's) role on it
+    #: (specs/dcutr.md §1 step 4; ``net/simopen.py``). None: always the responder.
+    role_wait: float | None = 1.0
 
 
 @attrs.define
@@ -65,6 +73,8 @@ class DCUtRStats:
     failed: int = 0
     #: Of ``upgraded``: by a plain dial to the peer's advertised addresses, no hole punch.
     direct_dials: int = 0
+    #: Rounds answered as the handler (``A``): a CONNECT answered and its SYNC received.
+    answered: int = 0
 
 
 class DCUtR:
@@ -191,15 +201,34 @@ class DCUtR:
                 await stream.aclose()
 
     async def _dial(
-        self, peer: PeerID, targets: list[Multiaddr], *, initiator: bool
+        self,
+        peer: PeerID,
+        targets: list[Multiaddr],
+        *,
+        initiator: bool,
+        role_wait: float | None = None,
     ) -> MuxedConnection | None:
         with trio.move_on_after(self.config.dial_timeout):
             try:
-                return await self.host.connect_direct(peer, targets, initiator=initiator)
+                return await self.host.connect_direct(
+                    peer, targets, initiator=initiator, role_wait=role_wait
+                )
             except DialError as exc:
                 logger.info("hole punch dial to %s failed: %s", peer, exc)
-        # Where one side's dial reached the other's listener (no NAT in between), the direct
-        # connection arrived as an inbound one: that is a success too.
+            # Where the peer's dial reached our listener (no NAT in between), the direct
+            # connection arrives as an inbound one, and our own dial may fail at once (the
+            # address pair is taken): wait for it for the rest of the round.
+            async with self.host.connection_events(include_existing=True) as events:
+                async for event in events:
+                    if (
+                        isinstance(event, ConnectionOpened)
+                        and event.peer == peer
+                        and not is_relayed(event.conn.remote_addr)
+                    ):
+                        return event.conn
+        return self._direct_connection(peer)
+
+    def _direct_connection(self, peer: PeerID) -> MuxedConnection | None:
         live = self.host.connection(peer)
         return live if live is not None and not is_relayed(live.remote_addr) else None
 
@@ -221,25 +250,70 @@ class DCUtR:
 
     async def _answer(self, stream: MuxedStream, peer: PeerID) -> None:
         reader = core.MessageReader()
-        for _ in range(self.config.attempts):
-            with trio.fail_after(EXCHANGE_TIMEOUT):
-                connect = await _read(stream, reader)
-            if connect.type is not core.HolePunchType.CONNECT:
-                raise DecodeError("dcutr: expected CONNECT", hint="bad dcutr message")
-            answer = core.HolePunch(core.HolePunchType.CONNECT, tuple(self.our_addrs()))
-            await stream.send_all(core.frame(answer))
-            with trio.fail_after(EXCHANGE_TIMEOUT):
-                sync = await _read(stream, reader)
-            if sync.type is not core.HolePunchType.SYNC:
-                raise DecodeError("dcutr: expected SYNC", hint="bad dcutr message")
-            targets = core.punch_targets(connect.addrs)
-            if not targets:
-                return
-            direct = await self._dial(peer, targets, initiator=False)
-            if direct is not None:
-                self.stats.upgraded += 1
-                logger.info("direct connection with %s (%s)", peer, direct.remote_addr)
-                return
+        direct: MuxedConnection | None = None
+        rounds = 0
+        try:
+            while rounds < self.config.attempts:
+                # After a round the peer may end the exchange: it gave up, or it has a direct
+                # connection some other way. Before the first round, an end is an error.
+                connect = await _read_within(stream, reader, "CONNECT", eof_ok=rounds > 0)
+                if connect is None:
+                    return
+                if connect.type is not core.HolePunchType.CONNECT:
+                    raise DecodeError("dcutr: expected CONNECT", hint="bad dcutr message")
+                logger.debug("hole punch from %s: its addresses %s", peer, connect.addrs)
+                targets = core.punch_targets(connect.addrs)
+                # Until the round's dials end, the peer's dial may reach our listener from one
+                # of these addresses, and its upgrade may wait for us to speak (§1 step 4).
+                role_wait = self.config.role_wait
+                expected = targets if role_wait is not None else []
+                with self.host.dialer.expect_punch(peer, expected, role_wait or 0.0):
+                    answer = core.HolePunch(core.HolePunchType.CONNECT, tuple(self.our_addrs()))
+                    await stream.send_all(core.frame(answer))
+                    sync = await _read_within(stream, reader, "SYNC", eof_ok=False)
+                    if sync is None or sync.type is not core.HolePunchType.SYNC:
+                        raise DecodeError("dcutr: expected SYNC", hint="bad dcutr message")
+                    rounds += 1
+                    self.stats.answered += 1
+                    if not targets:
+                        return
+                    direct = await self._dial(peer, targets, initiator=False, role_wait=role_wait)
+                if direct is not None:
+                    self.stats.upgraded += 1
+                    logger.info("direct connection with %s (%s)", peer, direct.remote_addr)
+                    return
+        finally:
+            if rounds:
+                if direct is None:
+                    self.stats.failed += 1
+                    logger.info("staying relayed with %s after %d answered round(s)", peer, rounds)
+                self.done.set()
+                self.done = trio.Event()
+
+
+async def _read_within(
+    stream: MuxedStream, reader: core.MessageReader, expected: str, *, eof_ok: bool
+) -> core.HolePunch | None:
+    """The next message within :data:`EXCHANGE_TIMEOUT`; None at the end of the stream when
+    ``eof_ok``.
+
+    Raises:
+        DCUtRError: nothing came in time.
+        DecodeError: malformed, or the stream ended when a message was due.
+    """
+    with trio.move_on_after(EXCHANGE_TIMEOUT):
+        try:
+            return await _read(stream, reader)
+        except _EndOfStreamError:
+            if eof_ok:
+                return None
+            raise DecodeError("dcutr stream ended", hint="dcutr eof") from None
+    raise DCUtRError(f"dcutr: no {expected} within {EXCHANGE_TIMEOUT:g} s")
+
+
+class _EndOfStreamError(DecodeError):
+    def __init__(self) -> None:
+        super().__init__("dcutr stream ended", hint="dcutr eof")
 
 
 async def _read(stream: MuxedStream, reader: core.MessageReader) -> core.HolePunch:
@@ -249,7 +323,7 @@ async def _read(stream: MuxedStream, reader: core.MessageReader) -> core.HolePun
             return message
         data = await stream.receive_some(4096)
         if not data:
-            raise DecodeError("dcutr stream ended", hint="dcutr eof")
+            raise _EndOfStreamError()
         reader.receive_data(data)
 
 

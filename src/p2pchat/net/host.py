@@ -19,9 +19,9 @@ do their per-connection work in nurseries of their own: the Host publishes
 :class:`~p2pchat.net.events.ConnectionClosed` when it has ended, and never waits for a
 subscriber. identify is such a subscriber (``net/identify.py``, run by :func:`open_host`).
 
-Dialing reuses a live connection to the peer; concurrent dials to the same peer share one
-attempt. A handler that raises is logged and its stream reset: a bug in one protocol does not
-take down the node.
+Dialing (``net/dialer.py``, behind :meth:`Host.connect` and :meth:`Host.connect_direct`) reuses
+a live connection to the peer; concurrent dials to the same peer share one attempt. A handler
+that raises is logged and its stream reset: a bug in one protocol does not take down the node.
 
 Every connection and inbound handshake is charged to a :class:`~p2pchat.net.resources.
 ResourceManager` (system, transient, per IP, per peer scopes; ``net/resources.py``). An accepted
@@ -34,36 +34,31 @@ reason (specs/host.md "Resource limits").
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
-from typing import Final
 
-import attrs
 import trio
 
-from .. import __version__
 from ..aio import open_service_nursery
 from ..errors import P2PChatError
 from ..identity import KeyPair, PeerID
-from ..multiaddr import Multiaddr, tcp_host_port
+from ..multiaddr import Multiaddr
+from .dialer import Dialer, StreamDialer, is_relayed
+from .dialer import DialError as DialError
 from .events import DEFAULT_MAX_QUEUED, ConnectionClosed, ConnectionEvents, ConnectionOpened
+from .hostconfig import HandlerExistsError as HandlerExistsError
+from .hostconfig import HostConfig as HostConfig
+from .hostconfig import StreamHandler as StreamHandler
+from .hostconfig import StreamOpenError as StreamOpenError
 from .identify import open_identify
-from .muxer import MuxedConnection, MuxedStream, MuxerConfig, MuxerError
+from .muxer import MuxedConnection, MuxedStream, MuxerError
 from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
-from .peerstore import CONNECTED_ADDR_TTL, TEMP_ADDR_TTL, PeerStore
+from .peerstore import PeerStore
 from .ping import install_ping
-from .resources import (
-    ResourceLimitError,
-    ResourceLimits,
-    ResourceManager,
-    ResourceUsage,
-)
+from .resources import ResourceLimitError, ResourceManager, ResourceUsage
 from .secure import HandshakeError
 from .stream_limits import StreamScopes
 from .tcp import (
-    TransportError,
-    dial_tcp,
     expand_wildcard,
     interface_addresses,
     listen_tcp,
@@ -73,53 +68,6 @@ from .tcp import (
 from .upgrade import upgrade
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_LISTEN: Final = "/ip4/127.0.0.1/tcp/0"
-
-StreamHandler = Callable[[MuxedStream], Awaitable[None]]
-#: Opens a byte stream to a peer at an address TCP does not handle (``/p2p-circuit``); raises
-#: :class:`~p2pchat.net.tcp.TransportError` on failure. See :meth:`Host.add_stream_transport`.
-StreamDialer = Callable[[PeerID, Multiaddr], Awaitable[trio.abc.Stream]]
-
-
-class DialError(P2PChatError):
-    """No connection to the peer could be made; the message says why for each address."""
-
-
-class StreamOpenError(P2PChatError):
-    """A stream could not be opened, or the peer supports none of the protocols asked for."""
-
-
-class HandlerExistsError(ValueError):
-    """A protocol (or a chat code) already has a handler, and replacing it was not asked for
-    (``replace=True``): replacing one silently would take its service down."""
-
-
-@attrs.frozen
-class HostConfig:
-    """How a host listens, dials and limits its peers. Defaults suit a node on loopback.
-
-    The limits are those of specs/host.md "Resource limits" (see ``net/resources.py``).
-
-    Raises:
-        ValueError: a limit out of range (on construction).
-    """
-
-    listen: tuple[Multiaddr, ...] = (Multiaddr.from_string(DEFAULT_LISTEN),)
-    handshake_timeout: float = 10.0
-    negotiate_timeout: float = 10.0
-    dial_timeout: float = 15.0
-    #: Connection and handshake limits (specs/host.md, "Resource limits").
-    limits: ResourceLimits = attrs.Factory(ResourceLimits)
-    muxer: MuxerConfig = attrs.Factory(MuxerConfig)
-    agent_version: str = f"p2pchat/{__version__}"
-    #: Run identify with every new connection (both directions).
-    identify_on_connect: bool = True
-    #: Dial TCP from the listen port (SO_REUSEPORT), as hole punching needs (specs/dcutr.md).
-    reuse_port: bool = False
-    #: When a peer also has relayed addresses, the seconds its direct ones may take in all
-    #: before the relayed ones are tried (specs/host.md "Connections").
-    relay_fallback_after: float = 3.0
 
 
 class Host:
@@ -133,7 +81,6 @@ class Host:
         self._nursery = nursery
         self._handlers: dict[str, StreamHandler] = {}
         self._connections: dict[PeerID, list[MuxedConnection]] = {}
-        self._dialing: dict[PeerID, _DialAttempt] = {}
         self._listen_addrs: list[Multiaddr] = []
         self._subscriptions: set[ConnectionEvents] = set()
         self._protocols_version = 0
@@ -146,7 +93,8 @@ class Host:
         self._streams = StreamScopes(
             config.limits.max_negotiating_per_peer, config.limits.max_streams_per_protocol
         )
-        self._stream_transports: list[tuple[Callable[[Multiaddr], bool], StreamDialer]] = []
+        #: Outbound connections (``net/dialer.py``); DCUtR registers its hole punches there.
+        self.dialer = Dialer(self)
         self._extra_addrs: list[Multiaddr] = []
 
     # -- addresses and handlers ----------------------------------------------------------------
@@ -185,78 +133,42 @@ class Host:
     ) -> None:
         """Dial addresses for which ``handles`` is true with ``dial`` instead of TCP; the stream
         it returns is upgraded (Noise, yamux) like a TCP connection."""
-        self._stream_transports.append((handles, dial))
+        self.dialer.add_stream_transport(handles, dial)
 
-    async def _open_transport(self, peer: PeerID, addr: Multiaddr) -> trio.abc.Stream:
-        for handles, dial in self._stream_transports:
-            if handles(addr):
-                return await dial(peer, addr)
-        return await dial_tcp(addr, local_port=self._local_port(addr))
+    # -- dialing (net/dialer.py) -----------------------------------------------------------------
 
-    def _local_port(self, addr: Multiaddr) -> int | None:
-        """With ``reuse_port``: the listen port of ``addr``'s family to dial from."""
-        if not self.config.reuse_port:
-            return None
-        target = tcp_host_port(addr)
-        if target is None:
-            return None
-        for listen in self._listen_addrs:
-            bound = tcp_host_port(listen)
-            if bound is not None and (":" in bound.host) == (":" in target.host):
-                return bound.port
-        return None
+    async def connect(self, target: PeerID | Multiaddr) -> MuxedConnection:
+        """A connection to ``target``: reused if live, else dialed.
+
+        A multiaddr must end in ``/p2p/<id>``; a bare peer ID is dialed at the addresses the
+        peer store knows.
+
+        Raises:
+            DialError: no address worked (each failure is in the message).
+            ValueError: a multiaddr without ``/p2p/<id>``.
+        """
+        return await self.dialer.connect(target)
 
     async def connect_direct(
-        self, peer: PeerID, addrs: Sequence[Multiaddr], *, initiator: bool
+        self,
+        peer: PeerID,
+        addrs: Sequence[Multiaddr],
+        *,
+        initiator: bool,
+        role_wait: float | None = None,
     ) -> MuxedConnection:
         """A new direct TCP connection to ``peer`` for a hole punch (specs/dcutr.md): each of
         ``addrs`` is dialed at once, from the listen port when ``reuse_port`` is on; the first
         that upgrades wins. ``initiator`` says which side runs Noise as the initiator (in a
-        simultaneous open both sides dial).
+        simultaneous open both sides dial); with ``role_wait``, a responder becomes the
+        initiator where the peer proposes nothing for that long (``net/simopen.py``).
 
         Raises:
             DialError: no address gave a connection to ``peer``.
         """
-        failures: list[str] = []
-        won: list[MuxedConnection] = []
-
-        async def attempt(addr: Multiaddr) -> None:
-            try:
-                tcp = await dial_tcp(addr, local_port=self._local_port(addr))
-                conn = await upgrade(
-                    tcp,
-                    self.identity,
-                    outbound=initiator,
-                    expected_peer=peer if initiator else None,
-                    remote_addr=addr,
-                    handshake_timeout=self.config.handshake_timeout,
-                    config=self.config.muxer,
-                )
-            except (TransportError, HandshakeError) as exc:
-                failures.append(f"{addr}: {exc}")
-                return
-            if conn.remote_peer != peer or won:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await conn.aclose()
-                return
-            won.append(conn)
-            nursery.cancel_scope.cancel()
-
-        with trio.move_on_after(self.config.dial_timeout):
-            async with trio.open_nursery() as nursery:
-                for addr in addrs:
-                    nursery.start_soon(attempt, addr)
-        if not won:
-            raise DialError("; ".join(failures) or "hole punch timed out")
-        conn = won[0]
-        try:
-            self._admit(conn, None)
-        except ResourceLimitError as exc:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await conn.aclose()
-            raise DialError(str(exc)) from exc
-        await self._nursery.start(self._run_connection, conn)
-        return conn
+        return await self.dialer.connect_direct(
+            peer, addrs, initiator=initiator, role_wait=role_wait
+        )
 
     def set_stream_handler(
         self,
@@ -322,7 +234,7 @@ class Host:
     def connection(self, peer: PeerID) -> MuxedConnection | None:
         """A live connection to ``peer``, if there is one: a direct one before a relayed one."""
         live = [c for c in self._connections.get(peer, ()) if not c.is_closed]
-        live.sort(key=lambda c: c.remote_addr is not None and _is_relayed(c.remote_addr))
+        live.sort(key=lambda c: c.remote_addr is not None and is_relayed(c.remote_addr))
         return live[0] if live else None
 
     def connected_peers(self) -> list[PeerID]:
@@ -410,108 +322,6 @@ class Host:
         self._events_ended = True
         for events in list(self._subscriptions):
             events._end()
-
-    async def connect(self, target: PeerID | Multiaddr) -> MuxedConnection:
-        """A connection to ``target``: reused if live, else dialed.
-
-        A multiaddr must end in ``/p2p/<id>``; a bare peer ID is dialed at the addresses the
-        peer store knows.
-
-        Raises:
-            DialError: no address worked (each failure is in the message).
-            ValueError: a multiaddr without ``/p2p/<id>``.
-        """
-        if isinstance(target, Multiaddr):
-            peer = target.peer_id
-            if peer is None:
-                raise ValueError(f"address needs a /p2p/<peer id> suffix: {target}")
-            self.peer_store.add_addrs(peer, [target], TEMP_ADDR_TTL, trio.current_time())
-            candidates = [target.without_peer_id()]
-        else:
-            peer = target
-            candidates = []
-        if peer == self.peer_id:
-            raise DialError("cannot dial ourselves")
-        live = self.connection(peer)
-        if live is not None:
-            return live
-        attempt = self._dialing.get(peer)
-        if attempt is None:
-            attempt = self._dialing[peer] = _DialAttempt()
-            try:
-                addrs = candidates + [
-                    a
-                    for a in self.peer_store.addrs(peer, trio.current_time())
-                    if a not in candidates
-                ]
-                # Direct addresses first: a relayed connection is the fallback.
-                addrs.sort(key=_is_relayed)
-                attempt.result = await self._dial(peer, addrs)
-            except DialError as exc:
-                attempt.error = exc
-                raise
-            finally:
-                del self._dialing[peer]
-                attempt.done.set()
-            return attempt.result
-        await attempt.done.wait()
-        if attempt.result is None:
-            raise DialError(str(attempt.error))
-        return attempt.result
-
-    async def _dial(self, peer: PeerID, addrs: Sequence[Multiaddr]) -> MuxedConnection:
-        if not addrs:
-            raise DialError(f"no known address for {peer}")
-        failures: list[str] = []
-        # A peer with relayed addresses may sit behind a NAT that drops our SYNs: its direct
-        # addresses get relay_fallback_after seconds in all, then the relay is tried.
-        direct_until = math.inf
-        if any(_is_relayed(a) for a in addrs):
-            direct_until = trio.current_time() + self.config.relay_fallback_after
-        for addr in addrs:
-            timeout = self.config.dial_timeout
-            if not _is_relayed(addr):
-                timeout = min(timeout, direct_until - trio.current_time())
-                if timeout <= 0:
-                    failures.append(f"{addr}: not tried, the relay's turn")
-                    continue
-            try:
-                with trio.fail_after(timeout):
-                    tcp = await self._open_transport(peer, addr)
-                    conn = await upgrade(
-                        tcp,
-                        self.identity,
-                        outbound=True,
-                        expected_peer=peer,
-                        remote_addr=addr,
-                        handshake_timeout=self.config.handshake_timeout,
-                        config=self.config.muxer,
-                    )
-            except trio.TooSlowError:
-                failures.append(f"{addr}: timed out")
-                continue
-            except TransportError as exc:
-                failures.append(str(exc))  # names the address already
-                continue
-            except HandshakeError as exc:
-                failures.append(f"{addr}: {exc}")
-                continue
-            self.peer_store.add_addrs(peer, [addr], CONNECTED_ADDR_TTL, trio.current_time())
-            try:
-                self._admit(conn, None)
-            except ResourceLimitError as exc:
-                logger.warning("dropped our connection to %s: %s", peer, exc)
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await conn.aclose()
-                raise DialError(f"{addr}: {exc}") from exc
-            try:
-                await self._nursery.start(self._run_connection, conn)
-            except BaseException:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await conn.aclose()
-                raise
-            return conn
-        raise DialError("; ".join(failures))
 
     async def _run_connection(
         self,
@@ -704,11 +514,14 @@ class Host:
     async def _upgrade_inbound(
         self, transport: trio.abc.Stream, where: Multiaddr | None, *, expected_peer: PeerID | None
     ) -> MuxedConnection | None:
+        transport, dial_as = await self.dialer.resolve_inbound(transport, where)
+        expected_peer = dial_as or expected_peer
         try:
             conn = await upgrade(
                 transport,
                 self.identity,
-                outbound=False,
+                outbound=dial_as is not None,
+                expected_peer=dial_as,
                 remote_addr=where,
                 handshake_timeout=self.config.handshake_timeout,
                 config=self.config.muxer,
@@ -743,10 +556,6 @@ class Host:
         self._nursery.cancel_scope.cancel()
 
 
-def _is_relayed(addr: Multiaddr) -> bool:
-    return any(c.protocol.name == "p2p-circuit" for c in addr)
-
-
 def _open_streams(key: Hashable) -> int:
     return key.stream_count if isinstance(key, MuxedConnection) else 0
 
@@ -757,13 +566,6 @@ def _remote_ip(tcp: trio.SocketStream) -> str:
     except OSError:
         return "?"
     return str(name[0]) if isinstance(name, tuple) else str(name)
-
-
-@attrs.define
-class _DialAttempt:
-    done: trio.Event = attrs.Factory(trio.Event)
-    result: MuxedConnection | None = None
-    error: DialError | None = None
 
 
 @asynccontextmanager

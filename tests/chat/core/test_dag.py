@@ -158,3 +158,16 @@ def test_heads_are_the_unnamed_held_messages(
     expected = sorted(n for n in parents if n not in named)
     assert len(heads) == len(expected)
     assert heads.heads() == tuple(expected[:16])
+
+
+def test_heads_gaps_are_the_parents_named_but_not_held() -> None:
+    heads = Heads()
+    heads.add(h(5), [h(3), h(4)])
+    assert heads.gaps(64) == (h(3), h(4))
+    assert heads.gaps(1) == (h(3),)  # the smallest hashes first
+    heads.add(h(4), [h(1)])
+    assert heads.gaps(64) == (h(1), h(3))
+    heads.add(h(1), [])
+    heads.add(h(3), [h(1)])
+    assert heads.gaps(64) == ()
+    assert heads.heads() == (h(5),)

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from p2pchat.chat.core import cbor
 from p2pchat.chat.core.packet import (
     EMPTY_HASH,
-    JSON_PEER_KEYS,
     MAX_ARTIFACT_DATA,
     MAX_PACKET_SIZE,
     MAX_PARENTS,
@@ -33,15 +32,18 @@ from p2pchat.chat.core.packet import (
     Vote,
     make_vote,
     message_signing_bytes,
-    packet_from_json,
-    packet_to_json,
     sha256,
     sign_message,
-    to_json_view,
     u64,
     verify_author,
     verify_vote,
     vote_signing_bytes,
+)
+from p2pchat.chat.core.packet_json import (
+    JSON_PEER_KEYS,
+    packet_from_json,
+    packet_to_json,
+    to_json_view,
 )
 from p2pchat.errors import DecodeError
 from p2pchat.identity import KeyPair, PeerID

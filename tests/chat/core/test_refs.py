@@ -184,3 +184,32 @@ def test_fold_is_the_same_for_the_same_history() -> None:
     ]
     assert fold(items, OWNER) == fold(list(items), OWNER)
     assert list(fold(items, OWNER)[0].reactions) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("profile", None),
+        ("leave", None),
+        ("text", "not allowed"),
+        ("reaction", "not allowed"),
+        ("avatar", "not allowed"),
+    ],
+)
+def test_a_viewer_may_only_name_itself_and_leave(kind: str, reason: str | None) -> None:
+    """§17 "Viewers": ratifiers and members accept a profile and a leave from a viewer."""
+    first, held = _packets()
+    ref = first if kind == "reaction" else None
+    packet = text_packet(
+        GROUP.group_id,
+        GROUP.viewer,
+        message_type=kind,
+        parents=[first],
+        ref_hash=ref,
+        data=b"Vera" if kind == "profile" else b"",
+    )
+    state = GROUP.state()
+    have = held.__contains__
+    assert check_for_ratification(packet, state, now_ms=NOW, have=have, ref_of=held.get) == reason
+    certified = certify(packet, GROUP.ratifiers[:2])
+    assert check_for_delivery(certified, state, have=have, ref_of=held.get) == reason

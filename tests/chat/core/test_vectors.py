@@ -29,14 +29,17 @@ from p2pchat.chat.core.group_state import GroupState
 from p2pchat.chat.core.packet import (
     Packet,
     Vote,
-    packet_from_json,
-    packet_to_json,
     sha256,
-    to_json_view,
     verify_author,
     verify_vote,
     vote_signing_bytes,
 )
+from p2pchat.chat.core.packet_json import (
+    packet_from_json,
+    packet_to_json,
+    to_json_view,
+)
+from p2pchat.chat.core.prune import check_tombstone
 from p2pchat.chat.core.quorum import verify_certificate
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.core.roster_update import RosterUpdate
@@ -116,6 +119,7 @@ DECODERS: Final[dict[str, Callable[[bytes], Decoded]]] = {
     "genesis.json": _decode_genesis,
     "text_message.json": _decode_packet,
     "roster_message.json": _decode_packet,
+    "pruned_message.json": _decode_packet,
 }
 
 
@@ -128,6 +132,7 @@ def test_the_vector_directory_holds_the_expected_files() -> None:
         "mrat_response.json",
         "mratb_query.json",
         "mratb_response.json",
+        "pruned_message.json",
         "roster_message.json",
         "smsgb_query.json",
         "smsgb_response.json",
@@ -153,7 +158,9 @@ def test_every_file_decodes_reencodes_and_has_its_json_view(name: str) -> None:
     assert to_json_view(cbor_map) == vector["json"]
 
 
-@pytest.mark.parametrize("name", ["text_message.json", "roster_message.json"])
+@pytest.mark.parametrize(
+    "name", ["text_message.json", "roster_message.json", "pruned_message.json"]
+)
 def test_packet_json_view_round_trips(name: str) -> None:
     vector = load(name)
     decoded = packet(name)
@@ -244,6 +251,33 @@ def test_text_message_decrypts_with_the_recorded_keys() -> None:
 
 
 # -- the roster message ----------------------------------------------------------------------------
+
+
+def test_pruned_message_is_the_text_message_without_its_content_key() -> None:
+    vector = load("pruned_message.json")
+    pruned = packet("pruned_message.json")
+    text = packet("text_message.json")
+    assert pruned.pruned
+    assert pruned.aes_key == b""
+    assert pruned.iv == b""
+    assert pruned.message == text.message
+    assert pruned.message_hash == text.message_hash
+    assert pruned.signature == text.signature
+    assert pruned.certificate == text.certificate
+    assert pruned.message_hash.hex() == vector["message_hash"]
+    assert pruned.message.encode().hex() == vector["message_cbor_hex"]
+    assert pruned.message.artifact.key_hash.hex() == vector["key_hash"]
+    assert pruned.tombstone is not None
+    assert pruned.tombstone.message_hash.hex() == vector["tombstone_hash"]
+    assert pruned.tombstone.message.ref_hash == text.message_hash
+    assert pruned.check_hashes()
+    assert verify_author(pruned)
+    assert check_tombstone(pruned, state()) is None
+    assert check_for_delivery(pruned, state(), have=lambda h: False) is None
+    with pytest.raises(ProtocolError):
+        crypto.decrypt_packet(
+            pruned, epoch_key=bytes.fromhex(load("text_message.json")["epoch_key"])
+        )
 
 
 def test_roster_message_extends_the_genesis_chain() -> None:

@@ -34,6 +34,7 @@ from p2pchat.chat.core.events import (
     NeedParents,
     Publish,
     Ratified,
+    Redeliver,
     Refused,
     SyncHistory,
     VoteAnswered,
@@ -149,6 +150,12 @@ class Services:
             self.fetch(node, self.by_peer[action.peer], action.hashes, None)
         elif isinstance(action, LearnRoster):
             self.learn_roster(node, self.by_peer[action.peer])
+        elif isinstance(action, Redeliver):
+            for message_hash in action.hashes:  # SyncService.redeliver: read from the store
+                held = node.certified.get(message_hash)
+                for peer in action.peers if held is not None else ():
+                    assert held is not None
+                    self.deliver(node, self.by_peer[peer], held)
         else:
             assert isinstance(action, Publish)
 
@@ -262,10 +269,12 @@ class Services:
         sender: Node,
         *,
         fetch: bool,
+        chain: bool = False,
         then: Callable[[str | None], None] | None = None,
     ) -> str | None:
         """``Runtime.receive``: take a certified packet, fetching its missing parents from
-        ``sender`` first (``fetch``); ``then`` gets None or the reason it was refused, once
+        ``sender`` first (``fetch``; a roster message of a chain, ``chain``, is then taken
+        without those it could not fetch); ``then`` gets None or the reason it was refused, once
         known. Returns the reason when known at once (a refusal before any fetch)."""
         engine = node.engine
         if engine is None:
@@ -276,9 +285,11 @@ class Services:
                 node,
                 sender,
                 decision.hashes,
-                lambda: self.receive(node, packet, sender, fetch=False, then=then),
+                lambda: self.receive(node, packet, sender, fetch=False, chain=chain, then=then),
             )
             return None
+        if isinstance(decision, NeedParents) and chain:
+            decision = engine.receive(self.group_id, packet, self.clock(node), chain=True)
         reason: str | None = None
         if isinstance(decision, Commit):
             incarnation = node.incarnation
@@ -318,14 +329,22 @@ class Services:
     # -- sync (chat/services/sync.py) -----------------------------------------------------------
 
     def compare_heads(self, node: Node, action: CompareHeads) -> None:
+        """``hds``; a refusal ``"unknown group"`` (we may have been removed) makes us learn the
+        roster from that member (``SyncService._compare_heads``)."""
+
         def serve(d: Node, reply: Callable[[Any], None]) -> None:
             assert d.engine is not None
             view = d.engine.find(self.group_id)
             if view is not None and view.is_current_member(node.peer):
                 reply(tuple(view.next_parents()))  # late messages (§14) left out
+            else:
+                reply("unknown group")
 
-        def answered(me: Node, heads: tuple[bytes, ...] | None) -> None:
-            if heads is not None:
+        def answered(me: Node, heads: tuple[bytes, ...] | str | None) -> None:
+            if isinstance(heads, str):
+                if me.engine is not None:
+                    self.learn_roster(me, self.by_peer[action.peer])
+            elif heads is not None:
                 self.handle(me, HeadsAnswered(self.group_id, action.peer, heads, action.catch_up))
 
         self.request(node, self.by_peer[action.peer], serve, answered)
@@ -437,7 +456,7 @@ class Services:
                 return
             incarnation = me.incarnation
             for packet in page.packets:
-                if self.receive(me, packet, peer, fetch=True) is not None:
+                if self.receive(me, packet, peer, fetch=True, chain=True) is not None:
                     return  # refused: the rest of the chain would be too
                 if me.incarnation != incarnation:
                     return

@@ -24,22 +24,13 @@ from .seeded import SeededX25519Suite, seeded_crypto
 CI_SWEEPS = [(SHORT, range(0, 200), 50), (TINY, range(0, 800), 200)]
 
 #: Engine bugs the sweep meets, by (size, seed), with the rule each breaks and why: the sweep
-#: accepts exactly these, and each is an expected failure below, so that a fix shows.
-#: Seed 550 (tiny) was one: the owner cancelled a roster change its ratifiers had voted for, and
-#: the roster never changed again; a roster change can no longer be cancelled (specs/chat.md
-#: §14), and the seed passes.
-KNOWN: dict[tuple[str, int], tuple[str, str]] = {
-    ("short", 18): (
-        "delivery",
-        "n2's message is certified at n2, which crashes before any smsg arrives and is then "
-        "removed: members compare heads only with current members, so no one asks n2 for it "
-        "(its ratifiers hold it pending, not certified); the message is admitted by their "
-        "closing votes (§14), so members would take it. The schedule shrinks to the one of "
-        "test_a_message_certified_by_an_author_removed_before_delivering_reaches_the_group "
-        "(make sim SEED=18 KEEP=0,2,3); the full seed passed only while smsg was answered "
-        "before its parents' fetch, by another timing",
-    ),
-}
+#: accepts exactly these, and each is an expected failure below, so that a fix shows. None is
+#: known. Fixed: seed 550 (tiny), the owner cancelled a roster change its ratifiers had voted for
+#: and the roster never changed again (a roster change can no longer be cancelled, specs/chat.md
+#: §14); seed 18 (short), a message certified at an author that crashed before delivering it
+#: and was then removed never reached the group (the author delivers again what a close names
+#: pending, §14 "Delivery after the close").
+KNOWN: dict[tuple[str, int], tuple[str, str]] = {}
 SIZES = {size.name: size for size in (SHORT, TINY)}
 
 
@@ -58,7 +49,7 @@ def test_every_invariant_holds_on_the_ci_schedules(size: Size, first: int, count
     assert unexpected == []
 
 
-@pytest.mark.parametrize("key", sorted(KNOWN))
+@pytest.mark.parametrize("key", sorted(KNOWN))  # none: pytest reports the test skipped
 @pytest.mark.xfail(strict=True, reason="known engine bugs (see KNOWN)")
 def test_known_engine_bug(key: tuple[str, int]) -> None:
     _rule, why = KNOWN[key]
@@ -74,40 +65,34 @@ def removed_after_certifying() -> Schedule:
     return attrs.evolve(generate(18), steps=steps)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a message certified at its author, who crashes before delivering it and is then "
-    "removed, never reaches the group: members compare heads only with current members",
-)
 def test_a_message_certified_by_an_author_removed_before_delivering_reaches_the_group() -> None:
-    violation = run_schedule(removed_after_certifying()).violation
-    assert violation is None, str(violation)
+    """Its ratifiers' closing votes name it pending; the author, back up, learns of the close
+    from a member refusing its ``hds`` and delivers it again (specs/chat.md §14)."""
+    outcome = run_schedule(removed_after_certifying())
+    assert outcome.counts["crashes"] == 1
+    assert outcome.violation is None, str(outcome.violation)
 
 
-#: Rules checked only on demand (`make sim STRICT=1`, invariants.GATED): what breaks them
-#: today, one seed each, shrunk.
-KNOWN_GATED = {
-    ("short", 1089): (
-        "joiner-history",
-        "a newcomer that crashes right after its join commit never pages the history: "
-        "anti-entropy compares heads only, so gaps below them stay (make sim SEED=1089 "
-        "KEEP=4,5,10 STRICT=1)",
-    ),
-    ("tiny", 44): (
-        "removed-learns",
-        "a ratifier cut off by a partition, then removed, cannot accept the roster message that "
-        "removed it without its parents, which members no longer serve it: it retries its "
-        "message for ever (make sim SEED=44 KEEP=2,4,5,6 TINY=1 STRICT=1)",
-    ),
-}
+def test_seed_18_delivers_the_message_of_the_removed_author() -> None:
+    assert run_seed(18).violation is None
 
 
-@pytest.mark.parametrize("key", sorted(KNOWN_GATED))
-@pytest.mark.xfail(strict=True, reason="known bugs behind the gated rules (see KNOWN_GATED)")
-def test_known_gated_rule_failure(key: tuple[str, int]) -> None:
-    rule, _why = KNOWN_GATED[key]
-    violation = run_seed(key[1], SIZES[key[0]], gated=frozenset({rule})).violation
-    assert violation is None, f"{violation}: {_why}"
+def test_a_newcomer_that_crashes_right_after_joining_pages_the_history() -> None:
+    """n6 is invited and crashes right after its join commit, before its first history page:
+    it holds the roster chain, whose roster messages name history it lacks, and members'
+    heads show it nothing missing; the gaps below the heads bring it (specs/chat.md §8
+    "Gaps")."""
+    outcome = run_seed(1089, keep=[4, 5, 10])
+    assert outcome.counts["crashes"] == 1
+    assert outcome.violation is None, str(outcome.violation)
+
+
+def test_a_ratifier_cut_off_then_removed_learns_its_removal_and_stops_sending() -> None:
+    """n2, partitioned off, sends and is removed: members no longer serve it the parents of the
+    roster message removing it, which it takes from the chain without them (specs/chat.md §8
+    "Learning the roster without the parents") and drops its message."""
+    outcome = run_seed(44, TINY, keep=[2, 4, 5, 6])
+    assert outcome.violation is None, str(outcome.violation)
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -118,13 +103,14 @@ def test_a_seed_replays_exactly() -> None:
 
 
 def test_a_failing_run_shrinks_to_a_schedule_that_replays() -> None:
-    outcome = run_seed(1089, gated=frozenset({"joiner-history"}))
+    outcome = run_seed(6, mutation="deliver-to-removed")
     assert outcome.violation is not None
-    small, kept = shrink(outcome, gated=frozenset({"joiner-history"}))
+    small, kept = shrink(outcome, mutation="deliver-to-removed")
     assert small.violation is not None
-    assert small.violation.rule == "joiner-history"
-    assert kept == [4, 5, 10]
-    again = run_seed(1089, keep=kept, gated=frozenset({"joiner-history"}))
+    assert small.violation.rule == "removed-gets-nothing"
+    assert kept == [0, 1]
+    assert len(kept) < len(outcome.schedule.steps)
+    again = run_seed(6, keep=kept, mutation="deliver-to-removed")
     assert again.violation is not None
     assert str(again.violation) == str(small.violation)
 

@@ -15,6 +15,7 @@ from ...identity import KeyPair, PeerID
 from . import crypto
 from .artifact import ChunkedRef, decode_file_info, encode_file_info
 from .packet import MAX_PARENTS, Artifact, Headers, Message, Packet, sha256, sign_message
+from .refs import VIEWER_TYPES
 from .roster import Member, Role, Roster, default_quorum
 from .roster_update import (
     KeyCheck,
@@ -66,7 +67,8 @@ def write_message(
     state = view.state
     epoch = state.current_epoch
     me = identity.peer_id
-    if not state.can_send(me, epoch, message_type):
+    viewer = state.role(me, epoch) is Role.VIEWER and message_type in VIEWER_TYPES
+    if not (viewer or state.can_send(me, epoch, message_type)):  # specs/chat.md §17 "Viewers"
         raise NotAllowedError("our role in this group does not allow sending")
     key = view.epoch_keys.get(epoch)
     if key is None:

@@ -68,15 +68,19 @@ class Heads:
     _heads: set[bytes] = attrs.field(init=False, factory=set)
     _held: set[bytes] = attrs.field(init=False, factory=set)
     _named: set[bytes] = attrs.field(init=False, factory=set)
+    _gaps: set[bytes] = attrs.field(init=False, factory=set)
 
     def add(self, message_hash: bytes, parents: Iterable[bytes]) -> None:
         """Note that ``message_hash`` with these ``parents`` is held (again: a no-op)."""
         if message_hash in self._held:
             return
         self._held.add(message_hash)
+        self._gaps.discard(message_hash)
         for parent in parents:
             self._named.add(parent)
             self._heads.discard(parent)
+            if parent not in self._held:
+                self._gaps.add(parent)
         if message_hash not in self._named:
             self._heads.add(message_hash)
 
@@ -87,6 +91,11 @@ class Heads:
     def all(self) -> frozenset[bytes]:
         """Every current head (a closing commitment names them all, §14)."""
         return frozenset(self._heads)
+
+    def gaps(self, limit: int) -> tuple[bytes, ...]:
+        """Parents named by held messages but not held themselves (a history with holes below
+        the heads, §8 "Gaps"): the ``limit`` smallest hashes, sorted."""
+        return tuple(heapq.nsmallest(limit, self._gaps))
 
     def __len__(self) -> int:
         """The number of current heads (it may exceed 16)."""

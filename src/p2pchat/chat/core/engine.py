@@ -76,15 +76,19 @@ from .events import (
     VoteAnswered,
 )
 from .fetch import MAX_FETCH
+from .gaps import chain_have, fill_gaps
 from .genesis import SignedGenesis
 from .group_state import GroupState
 from .membership import accept_rows, join_rows, join_state_rows, new_group_rows
 from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
 from .packet import Packet
+from .prune import is_prunable_delete
 from .quorum import QuorumCollector
+from .redeliver import redeliver
 from .roster import History, Member, Role
 from .txn import (
     OutboxDone,
+    PrunePacket,
     PutEpochKey,
     PutPacket,
     PutRoster,
@@ -390,20 +394,23 @@ class ChatEngine:
         packet: Packet,
         now: int,
         *,
+        chain: bool = False,
         before: Mapping[bytes, int] | None = None,
     ) -> Commit | Refused | NeedParents | AlreadyHeld:
-        """A certified packet arrived (``smsg``, history, a fetch, a roster chain). ``before``:
-        the packets of the same delivery accepted before it (hash -> time stamp), committed
-        with it, so they count as held parents (§21)."""
+        """A certified packet arrived (``smsg``, history, a fetch, a roster chain); ``chain``:
+        a roster message of a ``pkt`` chain, taken without parents it cannot fetch (§8);
+        ``before``: the packets of the same delivery accepted before it (hash -> time stamp),
+        committed with it, so they count as held parents (§21)."""
         view = self._groups.get(group_id)
         if view is None or packet.message.group_id != group_id:
             return Refused("unknown group")
         if view.has(packet.message_hash):
             return AlreadyHeld()
         earlier: Mapping[bytes, int] = before if before is not None else {}
+        held_parent = chain_have(view, packet) if chain else view.has
 
         def have(h: bytes) -> bool:
-            return view.has(h) or h in earlier
+            return held_parent(h) or h in earlier
 
         def time_of(h: bytes) -> int | None:
             held = view.time_of(h)
@@ -596,7 +603,7 @@ class ChatEngine:
             return []
         missing = [h for h in event.heads if len(h) == 32 and not view.has(h)]
         if not missing:
-            return []
+            return fill_gaps(view, event)
         logger.info("%d heads of %s missing here", len(missing), event.peer)
         if event.catch_up:
             return [SyncHistory(event.group_id, event.peer)]
@@ -776,10 +783,12 @@ class ChatEngine:
         keys: dict[int, bytes] = {}
         if packet.message.message_type == ROSTER:
             keys = unwrap_keys(view, packet, self.hpke, self.peer_id)
-        operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone] = []
+        operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone | PrunePacket] = []
         operations += accept_rows(view.group_id, packet, keys, now)
         if packet.message.author == self.peer_id:
             operations.append(OutboxDone(view.group_id, packet.message_hash))
+        if is_prunable_delete(packet):  # §17: the deleted message's content key goes with it
+            operations.append(PrunePacket(view.group_id, packet))
         effect = _Accepted(view.group_id, packet, keys, deliver)
         return Commit(Transaction(tuple(operations)), effect)
 
@@ -802,6 +811,7 @@ class ChatEngine:
                 view.close.forget_epochs_before(view.state.current_epoch)
                 # Our queued messages of the old epoch are written again at once.
                 self.outbox.hurry(now, group_id=view.group_id)
+                actions += redeliver(view, packet, self.peer_id)
             for key_epoch, key in effect.keys.items():
                 view.epoch_keys.setdefault(key_epoch, key)
         view.hold(packet)

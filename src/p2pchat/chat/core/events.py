@@ -3,8 +3,9 @@
 Events are what happened: a timer fired, a connection came up or went down, a vote or a peer's
 DAG heads arrived, a commit finished. Actions are what the engine asks its owner to do: commit a
 transaction, ask a ratifier for a vote, deliver, publish, compare heads, page history, fetch
-parents, learn a roster. The engine never does any of it itself and never reads a clock: every
-event that needs the time carries ``now`` (milliseconds since the Unix epoch).
+parents, learn a roster, deliver our messages again. The engine never does any of it itself and
+never reads a clock: every event that needs the time carries ``now`` (milliseconds since the
+Unix epoch).
 """
 
 from __future__ import annotations
@@ -173,6 +174,18 @@ class LearnRoster:
     peer: PeerID
 
 
+@attrs.frozen
+class Redeliver:
+    """Deliver again (``smsg``) our certified messages ``hashes``, read from the store, to each
+    of ``peers``: a closing vote says a ratifier had voted for them without holding them
+    certified, so their first delivery may have been lost (specs/chat.md §14 "Delivery after
+    the close")."""
+
+    group_id: bytes
+    hashes: tuple[bytes, ...]
+    peers: tuple[PeerID, ...]
+
+
 Action = (
     Commit
     | AskVote
@@ -184,6 +197,7 @@ Action = (
     | SyncHistory
     | FetchMissing
     | LearnRoster
+    | Redeliver
 )
 
 

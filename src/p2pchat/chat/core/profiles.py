@@ -6,6 +6,11 @@ like any, so every member reads the same names. The latest valid profile of an a
 order is its name. :func:`display_labels` says how each author is shown: the name alone when it
 is unique in the group and the author never had another; with a short peer id when two authors
 share it or the name changed (so nobody can pass for another, and a rename stays visible).
+
+An avatar is an ``avatar`` message: an image (declared media type of :data:`AVATAR_TYPES`, at
+most :data:`MAX_AVATAR` bytes) that travels as a chunked artifact (specs/artifacts.md). A profile
+whose ``ref_hash`` names one of its author's avatar messages shows it; :func:`check_avatar` is
+the rule ratifiers check from the clear fields of the message.
 """
 
 from __future__ import annotations
@@ -14,10 +19,28 @@ from collections.abc import Iterable
 from typing import Final
 
 from ...identity import PeerID
+from .packet import Message
 
-__all__ = ["MAX_NAME", "PROFILE", "display_labels", "read_name", "short_id"]
+__all__ = [
+    "AVATAR",
+    "AVATAR_TYPES",
+    "MAX_AVATAR",
+    "MAX_NAME",
+    "PROFILE",
+    "avatar_refs",
+    "check_avatar",
+    "display_labels",
+    "read_name",
+    "short_id",
+]
 
 PROFILE: Final = "profile"
+#: §18 "Avatars": the message type of an avatar image.
+AVATAR: Final = "avatar"
+#: The media types an avatar may declare (images a terminal or a browser shows).
+AVATAR_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+#: An avatar is at most this many bytes (its plaintext, as ``chunked.size`` says).
+MAX_AVATAR: Final = 1024 * 1024
 #: §18: a display name is at most this many bytes of UTF-8.
 MAX_NAME: Final = 64
 #: Characters of a peer id shown beside a name: those after the ``12D3KooW`` every Ed25519 id
@@ -37,6 +60,40 @@ def read_name(content: bytes | None) -> str | None:
     if not name or any(c in name for c in "\r\n\x00"):
         return None
     return name
+
+
+def check_avatar(message: Message) -> str | None:
+    """``"malformed"`` when an ``avatar`` message breaks §18 "Avatars", else None (and None for
+    every other type): it has no ``ref_hash``, travels as chunks (``artifact.chunked``) of at
+    most :data:`MAX_AVATAR` bytes, and declares a type of :data:`AVATAR_TYPES`."""
+    if message.message_type != AVATAR:
+        return None
+    chunked = message.artifact.chunked
+    if (
+        message.ref_hash is not None
+        or chunked is None
+        or chunked.size > MAX_AVATAR
+        or message.artifact.type not in AVATAR_TYPES
+    ):
+        return "malformed"
+    return None
+
+
+def avatar_refs(
+    profiles: Iterable[tuple[PeerID, bytes | None, bytes | None]],
+) -> dict[PeerID, bytes]:
+    """Each author's avatar (the hash of its avatar message) from its profile messages
+    (author, content, ref_hash) in display order: the reference of its latest valid profile,
+    when that one has one."""
+    avatars: dict[PeerID, bytes] = {}
+    for author, content, ref_hash in profiles:
+        if read_name(content) is None:
+            continue
+        if ref_hash is None:
+            avatars.pop(author, None)
+        else:
+            avatars[author] = ref_hash
+    return avatars
 
 
 def short_id(peer: PeerID) -> str:

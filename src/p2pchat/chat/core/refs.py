@@ -26,7 +26,7 @@ from typing import Final
 import attrs
 
 from ...identity import PeerID
-from .profiles import PROFILE
+from .profiles import AVATAR, PROFILE
 
 __all__ = [
     "CONTENT_TYPES",
@@ -35,6 +35,7 @@ __all__ = [
     "MAX_REACTION",
     "REACTION",
     "REF_TYPES",
+    "VIEWER_TYPES",
     "Folded",
     "Item",
     "RefInfo",
@@ -49,6 +50,8 @@ REACTION: Final = "reaction"
 REF_TYPES: Final = frozenset({EDIT, DELETE, REACTION})
 #: §17 "Leaving": a member asks the owner to take it off the roster.
 LEAVE: Final = "leave"
+#: §17 "Viewers": the only kinds a viewer (who otherwise sends nothing) may send.
+VIEWER_TYPES: Final = frozenset({PROFILE, LEAVE})
 CONTENT_TYPES: Final = frozenset({"text", "markdown", "image", "file"})
 #: §17: a reaction is at most this many bytes of UTF-8 (one emoji or a short word).
 MAX_REACTION: Final = 32
@@ -79,8 +82,11 @@ def check_reference(
     ``"not allowed"``: an edit of another author's message, a delete of it by anyone but the
     owner.
     """
-    if message_type == PROFILE:  # §18: a profile refers to nothing
-        return None if ref_hash is None else BAD_REFERENCE
+    if message_type == PROFILE:  # §18: a profile refers to nothing, or to its author's avatar
+        if ref_hash is None:
+            return None
+        avatar = ref_of(ref_hash)
+        return None if avatar == RefInfo(author, AVATAR) else BAD_REFERENCE
     if message_type == LEAVE:  # the owner cannot leave its group
         if ref_hash is not None:
             return BAD_REFERENCE

@@ -81,7 +81,26 @@ class DropPending:
     message_hashes: tuple[bytes, ...]
 
 
-Operation = AddGroup | PutPacket | PutRoster | PutEpochKey | PutVote | OutboxDone | DropPending
+@attrs.frozen
+class PrunePacket:
+    """Drop the content key of a held ratified message that the certified delete
+    ``tombstone`` names, keeping the rest (§17 "Pruned packets"); a message not held, not
+    ratified or already pruned is left as it is."""
+
+    group_id: bytes
+    tombstone: Packet
+
+
+Operation = (
+    AddGroup
+    | PutPacket
+    | PutRoster
+    | PutEpochKey
+    | PutVote
+    | OutboxDone
+    | DropPending
+    | PrunePacket
+)
 
 
 @attrs.frozen

@@ -9,9 +9,11 @@ caller's; these functions still refuse a packet whose own ``group_id`` is not th
 Ratification (``mrat``, :func:`check_for_ratification`):
 
 1. the packet's group is the state's group ......................... ``"unknown group"``
+   (and a pruned packet, §17, is never voted for .......................... ``"malformed"``)
 2. ``message.epoch`` equals the current epoch ............ ``"stale epoch"`` / ``"future epoch"``
 3. the author is a member of the current roster ..................... ``"not a member"``
-   whose role may send, and only the owner sends ``"roster"`` ......... ``"not allowed"``
+   whose role may send (a viewer: ``profile`` and ``leave`` only, §17 "Viewers"), and only
+   the owner sends ``"roster"`` ....................................... ``"not allowed"``
 4. ``message_hash``, ``artifact.hash`` and ``artifact.key_hash`` ........... ``"bad hash"``
 5. the author's signature ........................................... ``"bad signature"``
 6. ``|time_stamp - now| <= 5 minutes`` .............................. ``"bad timestamp"``
@@ -22,14 +24,17 @@ Ratification (``mrat``, :func:`check_for_ratification`):
     the current epoch held here is a parent, or is at most 5 minutes older than this one
     (``"bad parents"``)
 7b. a reference (§17: :func:`~p2pchat.chat.core.refs.check_reference`) ......
-    ``"bad reference"`` / ``"not allowed"``
+    ``"bad reference"`` / ``"not allowed"``; an avatar's shape (§18:
+    :func:`~p2pchat.chat.core.profiles.check_avatar`) .................... ``"malformed"``
 8. a roster message's content (§3 addition: :func:`~p2pchat.chat.core.roster.read_roster_update`
    for the next epoch) ................................................... ``"malformed"``
 
 Delivery (``smsg`` and history from ``dht``, :func:`check_for_delivery`): 1; then
 ``message.epoch`` not beyond the current epoch (``"future epoch"``: the roster to check the
 certificate against is not known yet); a certificate of ``message.epoch`` valid against that
-epoch's roster (``"bad certificate"``); 3 against the roster of ``message.epoch``; 4; 5; 7;
+epoch's roster (``"bad certificate"``); 3 against the roster of ``message.epoch``; 4; 5; a
+pruned packet's tombstone (§17, :func:`~p2pchat.chat.core.prune.check_tombstone`,
+``"bad tombstone"`` / ``"future epoch"``); 7;
 7a without the author rule, where a message without parents must be of epoch 0 and not earlier
 than the genesis by more than 5 minutes (``"bad parents"`` / ``"bad timestamp"``); 7b; and 8,
 where a roster message of an epoch the chain has already closed must be the one the chain holds
@@ -45,8 +50,10 @@ from typing import Final
 
 from .group_state import GroupState
 from .packet import Packet, verify_author
+from .profiles import check_avatar
+from .prune import check_tombstone
 from .quorum import verify_certificate
-from .refs import RefOf, check_reference
+from .refs import VIEWER_TYPES, RefOf, check_reference
 from .roster import Roster, RosterError
 from .roster_update import ROSTER_MESSAGE_TYPE, read_roster_update
 
@@ -72,7 +79,7 @@ def _check_author(packet: Packet, state: GroupState, roster: Roster) -> str | No
     role = roster.role_of(message.author)
     if role is None:
         return "not a member"
-    if not role.can_send:
+    if not role.can_send and message.message_type not in VIEWER_TYPES:  # §17 "Viewers"
         return "not allowed"
     if message.message_type == ROSTER_MESSAGE_TYPE and message.author != state.owner:
         return "not allowed"
@@ -149,9 +156,10 @@ def _check_order_for_delivery(
 
 
 def _check_reference(packet: Packet, state: GroupState, ref_of: RefOf | None) -> str | None:
-    if ref_of is None:
-        return None
     m = packet.message
+    reason = check_avatar(m)
+    if reason is not None or ref_of is None:
+        return reason
     return check_reference(m.message_type, m.author, m.ref_hash, state.owner, ref_of)
 
 
@@ -192,6 +200,8 @@ def check_for_ratification(
     message = packet.message
     if message.group_id != state.group_id:
         return "unknown group"
+    if packet.pruned:
+        return "malformed"  # §17: a pruned packet is delivered, never voted for
     if message.epoch < state.current_epoch:
         return "stale epoch"
     if message.epoch > state.current_epoch:
@@ -247,6 +257,7 @@ def check_for_delivery(
     reason = (
         _check_author(packet, state, roster)
         or _check_authentic(packet)
+        or check_tombstone(packet, state)
         or _check_parents(packet, have)
         or _check_order_for_delivery(packet, state, time_of)
         or _check_reference(packet, state, ref_of)

@@ -34,6 +34,7 @@ from ..core.events import (
     NeedParents,
     Publish,
     Ratified,
+    Redeliver,
     Refused,
     SyncHistory,
 )
@@ -41,6 +42,7 @@ from ..core.packet import Packet, Vote
 from ..core.txn import CommitResult, Transaction
 from ..core.view import decode_vote
 from ..store import VoteConflictError
+from ..store.records import StoredMessage
 from .dispatch import Refusal
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class Store(Protocol):
     async def commit(self, txn: Transaction) -> CommitResult: ...
 
     async def get_vote(self, group_id: bytes, message_hash: bytes) -> bytes | None: ...
+
+    async def get_message(self, group_id: bytes, message_hash: bytes) -> StoredMessage | None: ...
 
 
 class Service(Protocol):
@@ -102,6 +106,7 @@ class Runtime:
             SyncHistory: sync.start,
             FetchMissing: sync.start,
             LearnRoster: sync.start,
+            Redeliver: sync.start,
             Publish: publish,
             Ratified: ratified,
             Abandoned: ratified,
@@ -159,14 +164,23 @@ class Runtime:
     # -- the two paths that end in a commit ----------------------------------------------------
 
     async def receive(
-        self, group_id: bytes, packet: Packet, sender: PeerID, *, fetch: bool = True
+        self,
+        group_id: bytes,
+        packet: Packet,
+        sender: PeerID,
+        *,
+        fetch: bool = True,
+        chain: bool = False,
     ) -> str | None:
         """Verify and keep a certified packet from ``sender`` (fetching its missing parents
-        from it first); None, or the reason it was refused."""
+        from it first); None, or the reason it was refused. ``chain``: a roster message of a
+        roster chain whose parents could not be fetched is taken without them (§8)."""
         decision = self.engine.receive(group_id, packet, now_ms())
         if isinstance(decision, NeedParents) and fetch and self._fetcher is not None:
             await self._fetcher.fetch(group_id, sender, decision.hashes)
             decision = self.engine.receive(group_id, packet, now_ms())
+        if isinstance(decision, NeedParents) and chain:
+            decision = self.engine.receive(group_id, packet, now_ms(), chain=True)
         if isinstance(decision, AlreadyHeld):
             return None
         if isinstance(decision, Refused):

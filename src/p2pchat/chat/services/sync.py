@@ -8,7 +8,10 @@
   (``get``) as the engine's :class:`~p2pchat.chat.core.fetch.ParentFetch` plans, one fetch per
   group at a time (concurrent callers usually miss the same ancestors).
 * :class:`LearnRoster`: a ratifier refused our message as stale; fetch its roster chain (``pkt``)
-  and receive the roster messages we lack.
+  and receive the roster messages we lack. A member of our roster that refuses ``hds`` as
+  ``"unknown group"`` (we may have been removed) is asked the same way.
+* :class:`Redeliver`: a close names some of our messages pending (specs/chat.md §14 "Delivery
+  after the close"): read them from the store and deliver them again.
 
 Every session is bounded (specs/chat.md §8 "Sync budgets", :mod:`~p2pchat.chat.core.budget`):
 pages, bytes and time for paging and fetching; pages and time for a roster chain (``pkt``,
@@ -29,13 +32,22 @@ from ...multiaddr import Multiaddr
 from ..core import cbor
 from ..core.budget import MAX_SYNC_SECONDS, SyncBudget, Unproven
 from ..core.engine import CLOSED_EPOCH, ChatError
-from ..core.events import CompareHeads, FetchMissing, HeadsAnswered, LearnRoster, SyncHistory
+from ..core.events import (
+    CompareHeads,
+    Deliver,
+    FetchMissing,
+    HeadsAnswered,
+    LearnRoster,
+    Redeliver,
+    SyncHistory,
+)
 from ..core.fetch import ParentFetch
 from ..core.group_state import GroupState
 from ..core.packet import Packet
 from ..core.roster_sync import MAX_CHAIN_PAGES, ChainFetch, RosterPageError, read_roster_page
+from ..store import StoreFileError
 from .addresses import AddressBook
-from .clients import ClientPool
+from .clients import ClientPool, QueryRefusedError
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -57,13 +69,17 @@ class SyncService:
         self._paging: set[tuple[bytes, PeerID]] = set()
         self._fetch_locks: dict[bytes, trio.Lock] = {}
 
-    def start(self, action: CompareHeads | SyncHistory | FetchMissing | LearnRoster) -> None:
+    def start(
+        self, action: CompareHeads | SyncHistory | FetchMissing | LearnRoster | Redeliver
+    ) -> None:
         if isinstance(action, CompareHeads):
             self._nursery.start_soon(self._compare_heads, action)
         elif isinstance(action, SyncHistory):
             self._nursery.start_soon(self.history, action.group_id, action.peer)
         elif isinstance(action, FetchMissing):
             self._nursery.start_soon(self.fetch, action.group_id, action.peer, action.hashes)
+        elif isinstance(action, Redeliver):
+            self._nursery.start_soon(self.redeliver, action)
         else:
             self._nursery.start_soon(self.learn_roster, action.group_id, action.peer)
 
@@ -74,6 +90,11 @@ class SyncService:
             await self._addresses.exchange(view, action.peer)
         try:
             body = await self._clients.query(action.peer, "hds", {"group_id": action.group_id})
+        except QueryRefusedError as exc:
+            logger.debug("heads of %s: %s", action.peer, exc)
+            if exc.reason == "unknown group":  # we may have been removed: learn the roster
+                await self.learn_roster(action.group_id, action.peer)
+            return
         except ChatError as exc:
             logger.debug("heads of %s: %s", action.peer, exc)
             return
@@ -208,7 +229,7 @@ class SyncService:
                     return
                 pages += 1
                 for packet in page.packets:
-                    reason = await self._runtime.receive(group_id, packet, peer)
+                    reason = await self._runtime.receive(group_id, packet, peer, chain=True)
                     if reason is not None:
                         logger.info("roster change from %s refused: %s", peer, reason)
                         return
@@ -216,6 +237,20 @@ class SyncService:
                     return
         if scope.cancelled_caught:
             logger.info("learning the roster from %s cut off: out of time", peer)
+
+    async def redeliver(self, action: Redeliver) -> None:
+        """Deliver our messages ``action.hashes`` again, as held in the store."""
+        for message_hash in action.hashes:
+            row = await self._runtime.store.get_message(action.group_id, message_hash)
+            if row is None or row.certificate is None:
+                continue
+            try:
+                packet = Packet.decode(row.packet_with_certificate())
+            except (DecodeError, StoreFileError, ValueError) as exc:
+                logger.warning("stored message %s unreadable: %s", message_hash.hex()[:16], exc)
+                continue
+            logger.info("delivering %s again: a close names it pending", message_hash.hex()[:16])
+            await self._runtime.execute([Deliver(action.group_id, packet, action.peers)])
 
     async def _receive_page(
         self, group_id: bytes, packets: Sequence[Packet], peer: PeerID, unproven: Unproven

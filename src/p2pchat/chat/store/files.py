@@ -157,6 +157,8 @@ def open_connections(data_dir: Path) -> tuple[sqlite3.Connection, sqlite3.Connec
         _enable_wal(writer, path)
         writer.execute("PRAGMA synchronous = FULL")
         writer.execute("PRAGMA foreign_keys = ON")
+        # specs/chat.md §17 "Pruned packets": a dropped content key is overwritten in the file.
+        writer.execute("PRAGMA secure_delete = ON")
         if version == 0:
             writer.execute("BEGIN IMMEDIATE")
             try:

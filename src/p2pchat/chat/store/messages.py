@@ -11,7 +11,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
-from .errors import UnknownMessageError, VoteConflictError
+from ...errors import DecodeError
+from ..core.packet import Packet
+from ..core.prune import prune
+from .errors import StoreFileError, UnknownMessageError, VoteConflictError
 from .groups import require_group
 from .records import (
     CERTIFICATE_KEY_OVERHEAD,
@@ -34,6 +37,7 @@ __all__ = [
     "missing_messages",
     "others_pending",
     "page_messages",
+    "prune_message",
     "require_message",
 ]
 
@@ -255,16 +259,16 @@ def page_messages(
     return [message_from_row(row) for row in rows], (last if more else None)
 
 
-def all_ratified(conn: sqlite3.Connection, group_id: bytes) -> list[StoredMessage]:
-    """Every ratified message of the group, in ``seq`` order.
+def all_ratified(conn: sqlite3.Connection, group_id: bytes, after: int = 0) -> list[StoredMessage]:
+    """Every ratified message of the group (with ``seq > after``), in ``seq`` order.
 
     Raises:
         StoreFileError: a row holds values of the wrong types.
     """
     rows = conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages "
-        "WHERE group_id = ? AND seq IS NOT NULL ORDER BY seq",
-        (group_id,),
+        "WHERE group_id = ? AND seq IS NOT NULL AND seq > ? ORDER BY seq",
+        (group_id, after),
     ).fetchall()
     return [message_from_row(row) for row in rows]
 
@@ -328,3 +332,40 @@ def drop_pending(conn: sqlite3.Connection, group_id: bytes, message_hashes: Sequ
         )
         dropped += 1
     return dropped
+
+
+def prune_message(conn: sqlite3.Connection, group_id: bytes, tombstone: Packet) -> bool:
+    """Replace the stored packet of the ratified message that the certified delete
+    ``tombstone`` names by its pruned form (specs/chat.md §17 "Pruned packets"); True if it
+    was pruned now. A message not held, not ratified, already pruned or not a content message
+    is left alone. With ``secure_delete`` on (the writer's connection), SQLite overwrites the
+    old bytes.
+
+    Raises:
+        StoreFileError: the stored packet does not decode.
+    """
+    message_hash = tombstone.message.ref_hash
+    if message_hash is None:
+        return False
+    row = conn.execute(
+        "SELECT packet FROM messages WHERE group_id = ? AND message_hash = ? "
+        "AND status = 'ratified'",
+        (group_id, message_hash),
+    ).fetchone()
+    if row is None:
+        return False
+    try:
+        target = Packet.decode(read_blob(row[0]))
+    except DecodeError as exc:
+        raise StoreFileError(f"stored packet {message_hash.hex()} does not decode: {exc}") from exc
+    if target.pruned:
+        return False
+    try:
+        pruned = prune(target, tombstone)
+    except ValueError:
+        return False
+    conn.execute(
+        "UPDATE messages SET packet = ? WHERE group_id = ? AND message_hash = ?",
+        (pruned.encode(), group_id, message_hash),
+    )
+    return True

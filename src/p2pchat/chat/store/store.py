@@ -29,6 +29,7 @@ from ..core.txn import (
     CommitResult,
     DropPending,
     OutboxDone,
+    PrunePacket,
     PutEpochKey,
     PutPacket,
     PutRoster,
@@ -309,10 +310,12 @@ class ChatStore:
         )
         return await self._read(op)
 
-    async def all_ratified(self, group_id: bytes) -> list[StoredMessage]:
+    async def all_ratified(self, group_id: bytes, after: int = 0) -> list[StoredMessage]:
         """Every ratified message of the group, in ``seq`` order (for display, which then
-        orders them by the DAG, §8)."""
-        return await self._read(functools.partial(messages.all_ratified, group_id=group_id))
+        orders them by the DAG, §8); with ``after``, only those ratified here after the one of
+        ``seq`` ``after`` (what a reader that saw up to ``after`` has not seen)."""
+        op = functools.partial(messages.all_ratified, group_id=group_id, after=after)
+        return await self._read(op)
 
     # -- votes ----------------------------------------------------------------------------------
 
@@ -472,6 +475,14 @@ def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None]
             messages.drop_pending(conn, op.group_id, op.message_hashes)
 
         return drop_pending, 0
+    if isinstance(op, PrunePacket):
+        check_hash(op.group_id, "group_id")
+        tombstone = op.tombstone
+
+        def prune_packet(conn: sqlite3.Connection) -> None:
+            messages.prune_message(conn, op.group_id, tombstone)
+
+        return prune_packet, 0
     if isinstance(op, OutboxDone):
 
         def outbox_done(conn: sqlite3.Connection) -> None:
