@@ -495,7 +495,9 @@ class ChatEngine:
         return self._on_committed(event)
 
     def _on_tick(self, now: int) -> list[Action]:
-        actions: list[Action] = []
+        # A certificate waiting for its parent's: certified if the parent is held now, or
+        # tried again if the parent left the outbox uncertified (dropped, cancelled).
+        actions: list[Action] = self._certify_ready(now)
         for message_hash, attempt in list(self._attempts.items()):
             if attempt.deadline <= now and not (attempt.certifying or attempt.ready):
                 actions += self._attempt_over(message_hash, now)
