@@ -8,8 +8,11 @@ size of ``--sizes`` (default 10, 100, 1000). At each size it measures:
 
 * **change bytes**: the encoded size (CBOR, with certificate) of one roster change that adds
   one member (the last change made at that size);
+* **key set bytes**: the wrapped keys that change commits to (§20), which each ratifier
+  fetches before it votes (the owner is the only ratifier here, so nobody fetches it);
 * **chain bytes**: what a new member downloads to join (history ``since_join``): the signed
-  genesis and every roster message, as the ``pktR`` pages carry them (§16);
+  genesis and every roster message, as the ``pktR`` pages carry them (§16), plus its own
+  entries of the key set of the change that added it, with their proofs (``keysR``, §20);
 * **join s**: a new full node is invited, the owner sends a message, and the time from the
   new node's ``join`` to it holding that message (it pages the chain, verifies it, joins, then
   pages the history);
@@ -37,6 +40,7 @@ from pathlib import Path
 import trio
 
 from p2pchat.chat.core import cbor, crypto
+from p2pchat.chat.core.keyset import KeySet
 from p2pchat.chat.core.roster import Member, Role
 from p2pchat.chat.node import ChatConfig, ChatError, ChatNode, open_chat_node
 from p2pchat.chat.store import open_store
@@ -111,10 +115,16 @@ async def measure(
     await wait_held(online, group_id, change.message_hash)
     apply_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     change_bytes = len(cbor.dumps(change.to_cbor()))
+    held = await owner.store.get_key_set(group_id, change.message_hash)
+    keyset_bytes = 0 if held is None else len(held)
     async with node(root, f"joiner{index}") as joiner:
         introduce(owner, joiner)
         await owner.invite(group_id, joiner.peer_id, Role.USER)
         chain = chain_bytes(owner, group_id)
+        invite = owner.view(group_id).state.roster_packets[-1]
+        invite_set = await owner.store.get_key_set(group_id, invite.message_hash)
+        if invite_set is not None:  # the joiner's own entries, with proofs (keysR)
+            chain += len(cbor.dumps(KeySet.decode(invite_set).mine(joiner.peer_id)))
         latest = await owner.send(group_id, f"latest at {size}")
         t0 = time.perf_counter()
         await joiner.join(group_id, owner.peer_id)
@@ -122,8 +132,8 @@ async def measure(
             await joiner.wait_ratified(group_id, latest)
         join_s = time.perf_counter() - t0
     return (
-        f"{size + 2:>7} {change_bytes:>13,} {chain:>14,} {join_s:>7.2f} {apply_s:>8.2f} "
-        f"{cpu_s:>11.2f}"
+        f"{size + 2:>7} {change_bytes:>13,} {keyset_bytes:>14,} {chain:>14,} {join_s:>7.2f} "
+        f"{apply_s:>8.2f} {cpu_s:>11.2f}"
     )
 
 
@@ -156,7 +166,10 @@ async def main(sizes: list[int], online_count: int, batch: int) -> None:
                     f"online full nodes: {online_count} (+ the owner); light members "
                     f"{LIGHT_KEM[0]}, added {batch} per change"
                 )
-                print(" members  change bytes    chain bytes  join s  apply s  owner CPU s")
+                print(
+                    " members  change bytes  key set bytes    chain bytes  join s  apply s  "
+                    "owner CPU s"
+                )
                 for index, size in enumerate(sizes):
                     try:
                         await grow(owner, group_id, size - 2, batch)

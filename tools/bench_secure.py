@@ -7,6 +7,9 @@ Prints, from one run:
     machine may be shared), MiB/s measured at the receiver from its first byte to end of
     stream, the ratios against the target (>= 0.5), and how many batches each end sealed or
     opened in a worker thread (specs/secure-stream.md "Worker threads for bulk");
+  * the same for the muxer's path through SecureStream, when it has it (``send_units`` of
+    muxer-sized batches, four 64 KiB frames each behind a 12-byte header, and
+    ``receive_borrowed``, which decrypts into a reused buffer): column "muxer path";
   * the median (and p10/p90) time of TCP dial + multistream-select + Noise XX handshake over
     100 connections, measured at the dialer.
 
@@ -42,12 +45,16 @@ MIB = 1024 * 1024
 TARGET_RATIO = 0.5  # issue 18: ours / raw trio TCP for bulk
 
 
-async def _drain(stream: trio.abc.Stream) -> tuple[int, float, float, int]:
+async def _drain(stream: trio.abc.Stream, borrowed: bool = False) -> tuple[int, float, float, int]:
     """Bytes, seconds and process CPU seconds from the first byte to EOF, thread batches."""
     total = 0
     first = cpu = 0.0
     while True:
-        chunk = await stream.receive_some()
+        if borrowed:
+            assert isinstance(stream, SecureStream)
+            chunk = await stream.receive_borrowed(RECEIVE_SIZE)
+        else:
+            chunk = await stream.receive_some()
         if not chunk:
             break
         if not total:
@@ -80,7 +87,7 @@ async def _serve_secure(mode: str) -> None:
         if mode == "handshake":
             return
         stream.worker_threads = mode == "secure-threads"
-        _report(*await _drain(stream))
+        _report(*await _drain(stream, borrowed=mode == "secure-muxer"))
         done.set()
 
     async with trio.open_nursery() as nursery:
@@ -165,6 +172,30 @@ async def _bulk_secure(total: int, write_size: int, threads: bool) -> Bulk:
     return _bulk(_finish(proc), total, cpu, seals)
 
 
+MUXER_FRAME = 64 * 1024
+MUXER_BATCH = 4  # frames per send_units call: the muxer's 256 KiB write batch
+
+
+async def _bulk_muxer_path(total: int) -> Bulk | None:
+    """send_units / receive_borrowed, as the muxer drives the stream (None if absent)."""
+    if not hasattr(SecureStream, "receive_borrowed"):
+        return None
+    proc, addr = _start_server("secure-muxer")
+    stream = await dial_secure(addr, KeyPair.generate())
+    header = bytes(12)
+    block = bytes(MUXER_FRAME)
+    units = [(header, block)] * MUXER_BATCH
+    per_call = MUXER_BATCH * (len(header) + MUXER_FRAME)
+    async with stream:
+        cpu = time.process_time()
+        for _ in range(total // per_call):
+            await stream.send_units(units)
+        sent = total // per_call * per_call
+        cpu = time.process_time() - cpu
+    result = _finish(proc)
+    return _bulk(result, sent, cpu)
+
+
 async def _handshakes(count: int) -> list[float]:
     proc, addr = _start_server("handshake")
     identity = KeyPair.generate()
@@ -189,17 +220,21 @@ async def _main(args: argparse.Namespace) -> None:
             raw = await _bulk_raw(total, write_size)
             loop = await _bulk_secure(total, write_size, threads=False)
             threads = await _bulk_secure(total, write_size, threads=True)
-            bulk.append(
-                {
-                    "round": round_no,
-                    "write_size": write_size,
-                    "raw": attrs.asdict(raw),
-                    "secure": attrs.asdict(loop),
-                    "threads": attrs.asdict(threads),
-                    "secure_over_raw": round(loop.mib_s / raw.mib_s, 3),
-                    "threads_over_raw": round(threads.mib_s / raw.mib_s, 3),
-                }
-            )
+            row: dict[str, Any] = {
+                "round": round_no,
+                "write_size": write_size,
+                "raw": attrs.asdict(raw),
+                "secure": attrs.asdict(loop),
+                "threads": attrs.asdict(threads),
+                "secure_over_raw": round(loop.mib_s / raw.mib_s, 3),
+                "threads_over_raw": round(threads.mib_s / raw.mib_s, 3),
+            }
+            if write_size == WRITE_SIZE:
+                muxer = await _bulk_muxer_path(total)
+                if muxer is not None:
+                    row["muxer_path"] = attrs.asdict(muxer)
+                    row["muxer_path_over_raw"] = round(muxer.mib_s / raw.mib_s, 3)
+            bulk.append(row)
     times = await _handshakes(args.connections)
     deciles = statistics.quantiles(times, n=10)
     result = {
@@ -232,11 +267,18 @@ async def _main(args: argparse.Namespace) -> None:
             f"{raw['mib_s']:>9.1f}{loop['mib_s']:>9.1f}{row['secure_over_raw']:>7.3f}"
             f"{threads['mib_s']:>10.1f}{row['threads_over_raw']:>7.3f}   {cpu}"
         )
+        muxer = row.get("muxer_path")
+        if muxer is not None:
+            print(
+                f"  {'':<6}{'muxer path':>18}{muxer['mib_s']:>9.1f}"
+                f"{row['muxer_path_over_raw']:>7.3f}{'':>17}   "
+                f"{muxer['receiver_cpu_s_gib']:.2f}+{muxer['sender_cpu_s_gib']:.2f}"
+            )
     print(
         "  Secure: AEAD on the event loop (the default); +threads: worker_threads=True"
         " (batches sealed / opened in threads: "
         + ", ".join(f"{r['threads']['seals']}/{r['threads']['opens']}" for r in bulk)
-        + ")"
+        + "); muxer path: send_units of 4 x (12 + 64 KiB), receive_borrowed (the muxer's calls)"
     )
     print(f"dial + multistream + Noise XX handshake, {len(times)} connections:")
     print(
@@ -252,7 +294,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="bulk rounds (the machine is noisy)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--serve", choices=["raw", "secure", "secure-threads", "handshake"], help=argparse.SUPPRESS
+        "--serve",
+        choices=["raw", "secure", "secure-threads", "secure-muxer", "handshake"],
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args()
     if args.serve == "raw":

@@ -93,6 +93,7 @@ from p2pchat.net.host import Host, open_host
 from p2pchat.net.muxer import MuxedStream
 from p2pchat.net.ping import open_ping
 from p2pchat.net.tcp import dial_tcp, listen_tcp, listener_multiaddr
+from p2pchat.protocols import yamux
 
 MIB: Final = 1024 * 1024
 KIB: Final = 1024
@@ -262,7 +263,11 @@ async def _serve_host() -> None:
     with trio.move_on_after(SERVER_LIFETIME):
         async with open_host(KeyPair.generate()) as host:
             host.set_stream_handler(SINK_PROTOCOL, _sink)
-            host.set_stream_handler(ECHO_PROTOCOL, _echo)
+            # The concurrent-streams figure opens many echo streams from one peer: the yamux
+            # stream limit bounds them, not the host's default per-protocol cap.
+            host.set_stream_handler(
+                ECHO_PROTOCOL, _echo, max_inbound_per_peer=yamux.DEFAULT_MAX_STREAMS
+            )
             _emit("listening", addr=str(host.addrs[0]), **_memory_kib())
             await _wait_stdin_eof()
     _emit("exit", **_memory_kib())

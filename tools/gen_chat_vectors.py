@@ -29,6 +29,7 @@ from p2pchat.chat.core.certificate import batch_signing_bytes, make_batch_votes,
 from p2pchat.chat.core.commitment import CloseCommitment, close_signing_bytes
 from p2pchat.chat.core.genesis import SignedGenesis, new_group
 from p2pchat.chat.core.group_state import GroupState
+from p2pchat.chat.core.keyset import KeySet
 from p2pchat.chat.core.packet import (
     Artifact,
     Certificate,
@@ -47,12 +48,14 @@ from p2pchat.chat.core.packet_json import (
 )
 from p2pchat.chat.core.prune import check_tombstone, prune
 from p2pchat.chat.core.roster import HISTORY_ALL, Member, Role, Roster
+from p2pchat.chat.core.roster_delta import RosterDelta, delta_between
 from p2pchat.chat.core.roster_update import (
     KeyCheck,
     RosterUpdate,
     WrappedKey,
     build_roster_message,
     epoch_key_check,
+    roster_message,
 )
 from p2pchat.chat.core.validate import check_for_delivery
 from p2pchat.chat.core.wire import Query, Response, encode_envelope
@@ -68,6 +71,10 @@ GROUP_NAME: Final = "vectors"
 CREATED_MS: Final = 1_700_000_000_000
 GENESIS_NONCE: Final = bytes(range(16))
 EPOCH_KEYS: Final = {0: bytes(range(32)), 1: bytes(range(32, 64))}
+#: The epoch-2 key of the delta vector (§20), whose check it carries.
+EPOCH_KEY_2: Final = bytes(range(64, 96))
+DELTA_TIME_MS: Final = CREATED_MS + 180_000
+DELTA_NAME: Final = "vectors, renamed"
 
 PENDING_HASH: Final = sha256(b"a message voted for, never certified")
 TEXT_TIME_MS: Final = CREATED_MS + 60_000
@@ -125,6 +132,7 @@ RATIFIER_2: Final = Person("ratifier-2", 0x02, 0x42, Role.RATIFIER)
 RATIFIER_3: Final = Person("ratifier-3", 0x03, 0x43, Role.RATIFIER)
 USER: Final = Person("user", 0x04, 0x44, Role.USER)
 VIEWER: Final = Person("viewer", 0x05, 0x45, Role.VIEWER)  # joins in epoch 1
+NEWCOMER: Final = Person("newcomer", 0x06, 0x46, Role.USER)  # joins in epoch 2 (§20 delta)
 GENESIS_PEOPLE: Final = (OWNER, RATIFIER_2, RATIFIER_3, USER)
 PEOPLE: Final = (*GENESIS_PEOPLE, VIEWER)
 
@@ -171,7 +179,7 @@ def _wrap(
     fresh: bool,
 ) -> WrappedKey:
     """The epoch key of ``epoch`` wrapped for ``person``: the recorded one if it unwraps."""
-    key = EPOCH_KEYS[epoch]
+    key = EPOCH_KEY_2 if epoch == 2 else EPOCH_KEYS[epoch]
     enc = recorded.get((what, person.peer.to_bytes(), epoch))
     if enc is not None:
         try:
@@ -329,6 +337,9 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     _require(chain.current_roster == roster_1, "roster chain")
 
     batch_vectors = _batch_vectors(group_id, text)
+    delta, keyset, delta_packet = _delta_vector(chain, roster, recorded, fresh=fresh)
+    after = GroupState.from_chain(signed, [roster, delta_packet])
+    _require(after.owner == RATIFIER_2.peer and after.name == DELTA_NAME, "delta chain")
 
     mrat = Query("mrat", MRAT_RID, {"group_id": group_id, "packet": text_bare.to_cbor()})
     owner_vote = make_vote(OWNER.keypair, group_id, 0, text.message_hash)
@@ -397,6 +408,49 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
                 }
                 for what, ws in (("keys", update.keys), ("history_keys", update.history_keys))
                 for w in ws
+            ],
+        },
+        "roster_delta.json": {
+            "description": (
+                "The owner's roster message of epoch 1 in format 2 (specs/chat.md §20), "
+                "parents: the roster message of epoch 0, opening epoch 2: the newcomer joins "
+                "as a user, the user is removed, the viewer becomes a user, the group is "
+                "renamed 'vectors, renamed' and handed to ratifier-2; roster_hash is SHA-256 "
+                "of roster_json's CBOR; keyset commits (Merkle root, count) to the epoch-2 key "
+                "40..5f wrapped for every member of epoch 2 and the keys of epochs 0 and 1 "
+                "wrapped for the newcomer (keyset_cbor_hex, sorted by peer then epoch; "
+                "newcomer_keys is its keysR answer with proofs); key_checks holds the check of "
+                "the epoch-2 key only (the chain fixed epochs 0 and 1). HPKE wraps are "
+                "randomized: wrapped_keys were made once and are kept. Certified by the "
+                "closing votes of the owner and ratifier-2, each committing to the roster "
+                "message of epoch 0 as its head."
+            ),
+            "cbor_hex": delta_packet.encode().hex(),
+            "json": to_json_view(delta_packet.to_cbor()),
+            "group_id": group_id.hex(),
+            "message_hash": delta_packet.message_hash.hex(),
+            "delta_cbor_hex": delta.encode().hex(),
+            "delta_json": to_json_view(delta.to_cbor()),
+            "roster_json": to_json_view(after.current_roster.to_cbor()),
+            "roster_hash": delta.roster_hash.hex(),
+            "owner": str(after.owner),
+            "name": after.name,
+            "epoch_key": EPOCH_KEY_2.hex(),
+            "newcomer": NEWCOMER.describe(),
+            "keyset_root": keyset.ref().root.hex(),
+            "keyset_count": keyset.ref().count,
+            "keyset_cbor_hex": keyset.encode().hex(),
+            "newcomer_keys": to_json_view(keyset.mine(NEWCOMER.peer)),
+            "wrapped_keys": [
+                {
+                    "list": "delta_keys",
+                    "peer": str(w.peer),
+                    "epoch": w.epoch,
+                    "kem": KEM,
+                    "enc": w.enc.hex(),
+                    "hpke_private": _person(w.peer).hpke.to_private_bytes().hex(),
+                }
+                for w in keyset.keys
             ],
         },
         "close_vote.json": {
@@ -555,8 +609,51 @@ def _batch_vectors(group_id: bytes, text: Packet) -> dict[str, dict[str, Any]]:
     }
 
 
+def _delta_vector(
+    chain: GroupState, previous: Packet, recorded: Recorded, *, fresh: bool
+) -> tuple[RosterDelta, KeySet, Packet]:
+    """The format-2 roster message of epoch 1 (§20) over ``chain`` (at epoch 1), certified,
+    and its key set: the epoch-2 key for every member of epoch 2, the keys of epochs 0 and 1
+    for the newcomer (history "all")."""
+    before = chain.current_roster
+    members = [
+        Member(m.peer, Role.USER, m.kem, m.hpke) if m.peer == VIEWER.peer else m
+        for m in before.members
+        if m.peer != USER.peer
+    ]
+    after = Roster(2, (*members, NEWCOMER.member()), before.quorum, before.history)
+    check = KeyCheck(2, epoch_key_check(chain.group_id, 2, EPOCH_KEY_2))
+    people = [_person(m.peer) for m in after.members]
+    keyset = KeySet(
+        (
+            *(_wrap("delta_keys", p, 2, chain.group_id, recorded, fresh=fresh) for p in people),
+            *(
+                _wrap("delta_keys", NEWCOMER, e, chain.group_id, recorded, fresh=fresh)
+                for e in (0, 1)
+            ),
+        )
+    )
+    delta = delta_between(
+        before, after, keyset.ref(), name=DELTA_NAME, owner=RATIFIER_2.peer, key_checks=(check,)
+    )
+    message, _ = roster_message(
+        chain, delta.encode(), now_ms=DELTA_TIME_MS, parents=[previous.message_hash]
+    )
+    head = CloseCommitment(heads=(previous.message_hash,))
+    packet = _certify(
+        sign_message(OWNER.keypair, message, b"", b""),
+        (OWNER, RATIFIER_2),
+        {OWNER.name: head, RATIFIER_2.name: head},
+    )
+    _require(
+        check_for_delivery(packet, chain, have={previous.message_hash}.__contains__) is None,
+        "delta delivery",
+    )
+    return delta, keyset, packet
+
+
 def _person(peer: PeerID) -> Person:
-    return next(p for p in PEOPLE if p.peer == peer)
+    return next(p for p in (*PEOPLE, NEWCOMER) if p.peer == peer)
 
 
 def _genesis_vector(signed: SignedGenesis) -> dict[str, Any]:
@@ -584,18 +681,25 @@ def render(vector: Mapping[str, Any]) -> str:
 
 
 def read_recorded(directory: Path) -> dict[tuple[str, bytes, int], bytes]:
-    """The wrapped keys recorded in ``roster_message.json``; empty if there is no usable file."""
-    path = directory / "roster_message.json"
-    try:
-        entries = json.loads(path.read_text())["wrapped_keys"]
-        return {
-            (e["list"], PeerID.from_string(e["peer"]).to_bytes(), int(e["epoch"])): bytes.fromhex(
-                e["enc"]
+    """The wrapped keys recorded in ``roster_message.json`` and ``roster_delta.json``; none
+    from a file that is missing or unusable."""
+    recorded: dict[tuple[str, bytes, int], bytes] = {}
+    for name in ("roster_message.json", "roster_delta.json"):
+        try:
+            entries = json.loads((directory / name).read_text())["wrapped_keys"]
+            recorded.update(
+                {
+                    (
+                        e["list"],
+                        PeerID.from_string(e["peer"]).to_bytes(),
+                        int(e["epoch"]),
+                    ): bytes.fromhex(e["enc"])
+                    for e in entries
+                }
             )
-            for e in entries
-        }
-    except (OSError, ValueError, KeyError, TypeError, ProtocolError):
-        return {}
+        except (OSError, ValueError, KeyError, TypeError, ProtocolError):
+            continue
+    return recorded
 
 
 def check(directory: Path) -> list[str]:

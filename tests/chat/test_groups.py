@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from chat.cluster import Peer, open_cluster
-from p2pchat.chat.core import crypto, wire
-from p2pchat.chat.core.roster import KEM_X25519, MAX_MEMBERS, Member, Role
+from p2pchat.chat.core import crypto, roster_sync, wire
+from p2pchat.chat.core.roster import MAX_MEMBERS, Member, Role
 from p2pchat.chat.services.chat_client import open_chat
 from p2pchat.identity import KeyPair
 
@@ -48,16 +48,37 @@ def chain_size(owner: Peer, group_id: bytes) -> int:
     return len(view.signed.encode()) + sum(len(p.encode()) for p in view.state.roster_packets)
 
 
-async def test_the_24th_member_joins_a_chain_larger_than_a_frame(tmp_path: Path) -> None:
+def chain_pages(owner: Peer, group_id: bytes) -> int:
+    """The ``pktR`` pages the owner serves the chain in (from epoch 0)."""
+    view = owner.chat.view(group_id)
+    chain, pages, first = view.state.roster_packets, 0, 0
+    while first is not None:
+        first = roster_sync.roster_page(view.signed, chain, first)["next"]
+        pages += 1
+    return pages
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of 8 KiB, so that a chain of a few dozen roster deltas spans several (the delta
+    format of specs/chat.md §20 keeps such a chain well under one frame)."""
+    monkeypatch.setattr(roster_sync, "PKT_PAGE_BYTES", 8 * 1024)
+
+
+async def test_the_24th_member_joins_a_chain_of_several_pages(
+    tmp_path: Path, small_pages: None
+) -> None:
     async with open_cluster(tmp_path, "owner", "late") as cluster:
         owner, late = cluster.peers
         group_id = await owner.chat.create_group("large")
         for _ in range(22):
             await add_light_member(owner, group_id)
         await owner.chat.invite(group_id, late.peer_id, Role.USER)
-        # 24 members (owner, 22 light, late): the chain no longer fits one frame.
+        # 24 members (owner, 22 light, late): the chain was over 1 MiB with whole rosters
+        # (format 1); as deltas it fits one frame, and is still paged here.
         assert len(owner.chat.view(group_id).state.current_roster.members) == 24
-        assert chain_size(owner, group_id) > wire.MAX_FRAME_SIZE
+        assert chain_size(owner, group_id) < wire.MAX_FRAME_SIZE
+        assert chain_pages(owner, group_id) > 3
         await late.chat.join(group_id, owner.peer_id)
         state = late.chat.group_state(group_id)
         assert state.current_epoch == owner.chat.view(group_id).state.current_epoch == 23
@@ -67,7 +88,9 @@ async def test_the_24th_member_joins_a_chain_larger_than_a_frame(tmp_path: Path)
         assert texts[-1] == "hello from the 24th"
 
 
-async def test_a_member_offline_for_many_changes_learns_them_in_pages(tmp_path: Path) -> None:
+async def test_a_member_offline_for_many_changes_learns_them_in_pages(
+    tmp_path: Path, small_pages: None
+) -> None:
     async with open_cluster(tmp_path, "owner", "away") as cluster:
         owner, away = cluster.peers
         group_id = await owner.chat.create_group("churn")
@@ -76,7 +99,7 @@ async def test_a_member_offline_for_many_changes_learns_them_in_pages(tmp_path: 
         await away.stop()
         for _ in range(22):
             await add_light_member(owner, group_id)
-        assert chain_size(owner, group_id) > wire.MAX_FRAME_SIZE
+        assert chain_pages(owner, group_id) > 3
         await away.start()
         await away.chat._sync.learn_roster(group_id, owner.peer_id)
         assert away.chat.group_state(group_id).current_epoch == 23
@@ -93,8 +116,10 @@ async def test_a_member_joins_after_26_invite_and_remove_cycles(tmp_path: Path) 
             await owner.chat.remove(group_id, light.peer_id)
         assert owner.chat.view(group_id).state.current_epoch == 53
         await owner.chat.invite(group_id, late.peer_id, Role.USER)
-        # History "all": each invite wraps every earlier epoch key for the newcomer.
-        assert chain_size(owner, group_id) > wire.MAX_FRAME_SIZE
+        # History "all": each invite wraps every earlier epoch key for the newcomer. With
+        # whole rosters and keys in the body (format 1) the chain passed 1 MiB here; as deltas
+        # committing to their keys (specs/chat.md §20) it grows by a few hundred bytes a change.
+        assert chain_size(owner, group_id) < wire.MAX_FRAME_SIZE // 8
         await late.chat.join(group_id, owner.peer_id)
         sent = await late.chat.send(group_id, "after the churn")
         await regular.chat.wait_ratified(group_id, sent)
@@ -114,7 +139,7 @@ async def join_write_change_and_remove(owner: Peer, node: Peer, group_id: bytes)
         owner,
         group_id,
         len(owner.chat.view(group_id).state.current_roster.members) + 1,
-        kem=KEM_X25519,
+        kem=HYBRID,
         batch=1,
     )
     change = owner.chat.view(group_id).state.roster_packet(epoch)
@@ -146,14 +171,15 @@ async def test_a_group_of_100_members_is_joined_written_to_and_changed(tmp_path:
 
 @pytest.mark.slow
 async def test_a_group_at_the_maximum_of_1024_members_works(tmp_path: Path) -> None:
-    # X25519 light members: with MLKEM768_X25519 keys a roster message of about 300 members
-    # reaches the 768 KiB artifact limit (specs/chat.md §16 "Limits that work").
+    # MLKEM768_X25519 light members (the default KEM): a roster delta commits to its wrapped
+    # keys (specs/chat.md §20), so a change stays small at any size.
     async with open_cluster(tmp_path, "owner", "member") as cluster:
         owner, node = cluster.peers
         group_id = await owner.chat.create_group("maximum", history="since_join")
-        await grow(owner, group_id, MAX_MEMBERS - 2, kem=KEM_X25519, batch=255)
+        await grow(owner, group_id, MAX_MEMBERS - 2, kem=HYBRID, batch=255)
         await owner.chat.invite(group_id, node.peer_id, Role.USER)
         assert len(owner.chat.view(group_id).state.current_roster.members) == MAX_MEMBERS - 1
+        assert chain_size(owner, group_id) < 2 * 1024 * 1024  # a joiner's roster data
         await join_write_change_and_remove(owner, node, group_id)
 
 

@@ -241,3 +241,38 @@ async def test_worker_threads_are_off_by_default(nursery: trio.Nursery) -> None:
     client, server = await _connection_pair(nursery, trio.testing.memory_stream_pair)
     assert not client.secure.worker_threads
     assert not server.secure.worker_threads
+
+
+async def test_bulk_arrives_as_chunks_spanning_many_frames_and_small_reads_take_them_in_order(
+    nursery: trio.Nursery,
+) -> None:
+    client, server = await _connection_pair(nursery, trio.testing.memory_stream_pair)
+    outbound = await client.open_stream()
+    payload = bytes(range(256)) * 1024  # 256 KiB: four 64 KiB frames in one window
+    await outbound.send_all(payload)
+    inbound = await server.accept_stream()
+    await trio.testing.wait_all_tasks_blocked()  # everything read by the connection
+    first = await inbound.receive_some()
+    assert len(first) > 64 * 1024  # the frames of one read are one chunk
+    got = bytearray(first)
+    sizes = []
+    while len(got) < len(payload):
+        piece = await inbound.receive_some(1000)  # less than a chunk: taken piece by piece
+        sizes.append(len(piece))
+        got += piece
+    assert bytes(got) == payload
+    assert max(sizes) == 1000
+
+
+async def test_unreceive_after_a_partial_read_puts_the_bytes_back_in_front(
+    nursery: trio.Nursery,
+) -> None:
+    client, server = await _connection_pair(nursery, trio.testing.memory_stream_pair)
+    outbound = await client.open_stream()
+    await outbound.send_all(b"0123456789")
+    await outbound.send_eof()
+    inbound = await server.accept_stream()
+    await trio.testing.wait_all_tasks_blocked()
+    assert await inbound.receive_some(4) == b"0123"
+    inbound.unreceive(b"xy")
+    assert await _read_all(inbound) == b"xy456789"

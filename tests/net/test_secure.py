@@ -343,3 +343,41 @@ async def test_bulk_over_tcp_with_worker_threads_arrives_intact(nursery: trio.Nu
     await done.wait()
     assert got == [payload]
     assert stream.offloaded_seals >= 2
+
+
+async def test_borrowed_bulk_reads_reuse_one_buffer_and_small_ones_do_not_borrow() -> None:
+    client, server = await _memory_secure_pair()
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    await client.send_all(payload)
+    got = bytearray()
+    buffers = set()
+    while len(got) < len(payload):
+        chunk = await server.receive_borrowed(256 * 1024)
+        assert chunk
+        if isinstance(chunk, memoryview):
+            buffers.add(id(chunk.obj))
+        got += chunk  # consumed before the next read, as the muxer does
+    assert bytes(got) == payload
+    assert len(buffers) == 1
+    await client.send_all(b"ping")
+    small = await server.receive_borrowed(256 * 1024)
+    assert small == b"ping"
+
+
+async def test_bulk_units_are_sealed_into_a_reused_buffer_and_arrive_intact() -> None:
+    client, server = await _memory_secure_pair()
+    header = b"h" * 12
+    body = bytes(range(256)) * 256  # 64 KiB
+    units = [(header, body)] * 3
+    expected = (header + body) * 3
+    for _ in range(3):
+        await client.send_units(units)
+        assert len(client._sealed) > len(expected)  # allocated once, then reused
+        got = bytearray()
+        while len(got) < len(expected):
+            got += await server.receive_some()
+        assert bytes(got) == expected
+    sealed = client._sealed
+    await client.send_units([(b"tiny",)])
+    assert client._sealed is sealed
+    assert await server.receive_some() == b"tiny"

@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from p2pchat.errors import DecodeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from p2pchat.identity import KeyPair, KeyType, PeerID, PublicKey
 from p2pchat.protocols.noise import (
+    FRAME_HEADER_LEN,
     MAX_MESSAGE_LEN,
     MAX_NONCE,
     MAX_PLAINTEXT_LEN,
     NEED_DATA,
     STATIC_KEY_SIGNATURE_PREFIX,
+    TAGLEN,
     CipherState,
     Data,
     DecryptionError,
@@ -1073,30 +1075,50 @@ def test_receive_buffer_accepts_bytes_written_in_place() -> None:
         receiver.received(10**9)
 
 
-def test_send_packed_never_splits_a_unit_that_fits_in_one_message() -> None:
+def test_send_gather_packs_parts_into_full_messages_as_send_packs_one_buffer() -> None:
     pair = ConnectionPair()
     pair.handshake()
     sender, receiver = pair.conns[Role.INITIATOR], pair.conns[Role.RESPONDER]
-    units = [(b"h" * 12, b"x" * 40_000), (b"h" * 12, b"y" * 40_000), (b"z" * 12,)]
-    units += [(b"h" * 12, b"w" * (MAX_PLAINTEXT_LEN - 12))]  # exactly one message
-    receiver.receive_data(sender.send_packed(units))
+    parts: list[bytes | bytearray | memoryview] = [b"h" * 12, b"x" * 40_000, b"h" * 12]
+    parts += [bytearray(b"y" * 70_000), b"", b"z" * 12, memoryview(b"w" * (MAX_PLAINTEXT_LEN - 12))]
+    joined = b"".join(parts)
+    receiver.receive_data(sender.send_gather(parts))
     messages = [e.data for e in drain(receiver) if isinstance(e, Data)]
-    assert messages == [
-        b"h" * 12 + b"x" * 40_000,
-        b"h" * 12 + b"y" * 40_000 + b"z" * 12,
-        b"h" * 12 + b"w" * (MAX_PLAINTEXT_LEN - 12),
-    ]
+    full, rest = divmod(len(joined), MAX_PLAINTEXT_LEN)
+    assert [len(m) for m in messages] == [MAX_PLAINTEXT_LEN] * full + [rest]
+    assert b"".join(messages) == joined
 
 
-def test_send_packed_splits_only_oversized_units() -> None:
+def test_send_gather_encrypts_a_message_inside_one_part_and_spans_parts() -> None:
     pair = ConnectionPair()
     pair.handshake()
     sender, receiver = pair.conns[Role.INITIATOR], pair.conns[Role.RESPONDER]
-    big = bytes(range(256)) * 600  # 153,600 bytes
-    receiver.receive_data(sender.send_packed([(big,)]))
+    big = bytes(range(256)) * 600  # 153,600 bytes: two messages inside it, then a short one
+    tail = b"t" * 100  # completes the short one
+    receiver.receive_data(sender.send_gather([big, tail]))
     messages = [e.data for e in drain(receiver) if isinstance(e, Data)]
-    assert [len(m) for m in messages] == [MAX_PLAINTEXT_LEN, MAX_PLAINTEXT_LEN, 153_600 - 2 * 65519]
-    assert b"".join(messages) == big
+    assert [len(m) for m in messages] == [MAX_PLAINTEXT_LEN, MAX_PLAINTEXT_LEN, 153_700 - 2 * 65519]
+    assert b"".join(messages) == big + tail
+
+
+def test_send_gather_into_a_large_enough_buffer_returns_a_view_of_it() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    sender, receiver = pair.conns[Role.INITIATOR], pair.conns[Role.RESPONDER]
+    into = bytearray(100_000)
+    wire = sender.send_gather([b"a" * 70_000], into)
+    assert isinstance(wire, memoryview)
+    assert wire.obj is into
+    assert len(wire) == 70_000 + 2 * (FRAME_HEADER_LEN + TAGLEN)
+    receiver.receive_data(wire)
+    wire.release()
+    small = bytearray(10)  # too small: a new buffer, ``small`` untouched
+    other = sender.send_gather([b"b" * 100], small)
+    assert isinstance(other, bytearray)
+    assert small == bytearray(10)
+    receiver.receive_data(other)
+    got = b"".join(e.data for e in drain(receiver) if isinstance(e, Data))
+    assert got == b"a" * 70_000 + b"b" * 100
 
 
 def test_take_frames_detaches_whole_frames_within_the_limit_and_open_frames_decrypts_them() -> None:

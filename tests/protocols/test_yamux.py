@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -1184,3 +1187,51 @@ def test_frames_to_send_takes_batches_in_order_and_keeps_the_count() -> None:
 def test_control_backlog_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_control_backlog"):
         YamuxConfig(max_control_backlog=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Receive runs: the vectors of specs/vectors/yamux/receive-runs.json (specs/yamux.md "Events")
+
+RUN_VECTORS = json.loads(
+    (Path(__file__).resolve().parents[2] / "specs/vectors/yamux/receive-runs.json").read_text()
+)["vectors"]
+
+
+def _describe(event: YamuxEvent) -> list[object]:
+    if isinstance(event, DataReceived):
+        return ["DataReceived", event.stream_id, event.data.hex()]
+    if isinstance(event, ConnectionTerminated):
+        return ["ConnectionTerminated", event.hint]
+    if isinstance(event, StreamOpened | StreamEnded):
+        return [type(event).__name__, event.stream_id]
+    if isinstance(event, PingReceived):
+        return ["PingReceived", event.opaque]
+    raise AssertionError(f"no vector names {event!r}")
+
+
+@pytest.mark.parametrize("vector", RUN_VECTORS, ids=[v["name"] for v in RUN_VECTORS])
+def test_receive_run_vectors(vector: dict[str, Any]) -> None:
+    server = YamuxConnection(False)
+    events: list[YamuxEvent] = []
+    for read in vector["reads"]:
+        events += server.receive_data(bytearray.fromhex(read))  # a driver's reused buffer
+    assert [_describe(e) for e in events] == vector["events"]
+
+
+def test_a_read_buffer_reused_after_receive_data_does_not_change_delivered_data() -> None:
+    server = YamuxConnection(False)
+    wire = bytearray(frame(DATA, SYN, 1, 4, b"abcd") + frame(DATA, 0, 1, 2, b"ef"))
+    (_, data) = server.receive_data(memoryview(wire))
+    wire[:] = bytes(len(wire))  # the driver reads the next chunk into the same buffer
+    assert data == DataReceived(1, b"abcdef")
+    assert type(data.data) is bytes
+
+
+def test_bytes_input_holding_exactly_one_body_is_delivered_without_a_copy() -> None:
+    server = YamuxConnection(False)
+    server.receive_data(encode_header(DATA, SYN, 1, 0))
+    body = b"x" * 1000
+    server.receive_data(encode_header(DATA, 0, 1, 1000))
+    (event,) = server.receive_data(body)
+    assert isinstance(event, DataReceived)
+    assert event.data is body

@@ -21,7 +21,6 @@ import attrs
 import trio
 
 from .. import __version__
-from ..chat.core import cbor
 from ..chat.core.crypto import MAX_PLAINTEXT
 from ..chat.core.profiles import MAX_NAME, PROFILE, read_name
 from ..chat.core.roster import Role
@@ -41,6 +40,7 @@ from .message_view import (
 )
 from .reading import SearchError
 from .relaying import connection_kind
+from .roster_view import roster_summary
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -138,24 +138,10 @@ def message_json(message: ChatMessage, *, me: PeerID, data: bool = False) -> dic
     if message.message_type in ("text", "markdown", "edit", "reaction", "profile"):
         out["text"] = message.text
     elif message.message_type == "roster":
-        out["roster"] = _roster_summary(content)
+        out["roster"] = roster_summary(content)
     elif data:
         out["data_b64"] = base64.b64encode(content).decode("ascii")
     return out
-
-
-def _roster_summary(content: bytes) -> dict[str, Any] | None:
-    """Epoch and members of a roster message's (plaintext) artifact, for display."""
-    try:
-        value = cbor.loads(content, max_size=len(content))
-        roster = value["roster"]
-        members = [
-            {"peer_id": str(PeerID.from_bytes(m["peer"])), "role": str(m["role"])}
-            for m in roster["members"]
-        ]
-        return {"epoch": int(roster["epoch"]), "quorum": int(roster["quorum"]), "members": members}
-    except (DecodeError, KeyError, TypeError, ValueError):
-        return None
 
 
 def resolve_group(chat: ChatNode, text: str, *, member: bool = True) -> bytes:
@@ -608,6 +594,7 @@ async def op_search(node: Daemon, request: dict[str, Any], emit: Emit) -> list[d
 
 
 from .file_ops import op_save, op_send_file  # noqa: E402 (it uses the helpers above)
+from .group_ops import op_group_owner, op_group_rename  # noqa: E402 (likewise)
 from .profile_ops import op_profile, op_profile_set  # noqa: E402 (likewise)
 
 #: An operation: the node, the request, a function that sends events; the result.
@@ -625,6 +612,8 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "group.join": op_group_join,
     "group.remove": op_group_remove,
     "group.role": op_group_role,
+    "group.rename": op_group_rename,
+    "group.owner": op_group_owner,
     "group.list": op_group_list,
     "group.roster": op_group_roster,
     "send": op_send,

@@ -49,6 +49,7 @@ from .core.engine import (
     OutboxView,
 )
 from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
+from .core.genesis import MAX_NAME
 from .core.group_state import GroupState
 from .core.packet import Packet
 from .core.prune import is_prunable_delete
@@ -63,6 +64,7 @@ from .services.deliver import DeliverService
 from .services.dispatch import Dispatcher
 from .services.dispatch import install_chat as _install_chat
 from .services.handlers import ChatHandlers
+from .services.keys import KeyService
 from .services.member_records import RECORDS_FILE, MemberRecordFile
 from .services.outbox import run_outbox
 from .services.ratify import RatifyService
@@ -86,6 +88,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The longest a write or a join waits for the key of the current epoch (seconds).
+KEY_WAIT: Final = 20.0
 
 PROTOCOL_ID: Final = "/p2pchat/1.0.0"
 #: Queued messages resumed at start-up (the rest wait in the store for the next start).
@@ -272,8 +277,10 @@ class ChatNode:
         except (KeyError, TypeError, ValueError, DecodeError) as exc:
             raise ChatError(f"{target} sent an unusable encryption key: {exc}") from exc
         current = view.state.current_roster
-        members = [m for m in current.members if m.peer != target] + [member]
-        await self._change_roster(group_id, members, added=target)
+        if current.member(target) is not None:  # §20: a member's key is published once
+            await self.set_role(group_id, target, role)
+            return
+        await self._change_roster(group_id, [*current.members, member], added=target)
 
     async def remove(self, group_id: bytes, peer: PeerID) -> None:
         """Remove ``peer`` from the group; owner only. It gets no later epoch keys.
@@ -311,12 +318,56 @@ class ChatNode:
         members = [attrs.evolve(m, role=role) if m.peer == peer else m for m in current.members]
         await self._change_roster(group_id, members, added=None)
 
+    async def rename(self, group_id: bytes, name: str) -> None:
+        """Rename the group (a roster change, §20); owner only.
+
+        Raises:
+            NotAllowedError: we are not the owner.
+            ChatError: a name over 128 bytes.
+            PendingError: no quorum in time (the change stays queued).
+        """
+        view = self.engine.view(group_id)
+        if view.state.owner != self.peer_id:
+            raise NotAllowedError("only the group's owner renames it")
+        if not name or len(name.encode()) > MAX_NAME:
+            raise ChatError(f"a group name is 1 to {MAX_NAME} bytes")
+        members = view.state.current_roster.members
+        await self._change_roster(group_id, members, added=None, name=name)
+
+    async def hand_over(self, group_id: bytes, peer: PeerID) -> None:
+        """Make ``peer`` the group's owner (a roster change, §20; it becomes a ratifier if it
+        is not one); owner only. We stay a member with our role.
+
+        Raises:
+            NotAllowedError: we are not the owner.
+            ChatError: ``peer`` is not a member, or is us.
+            PendingError: no quorum in time (the change stays queued).
+        """
+        view = self.engine.view(group_id)
+        if view.state.owner != self.peer_id:
+            raise NotAllowedError("only the group's owner hands it over")
+        current = view.state.current_roster
+        if current.member(peer) is None or peer == self.peer_id:
+            raise ChatError(f"{peer} is not another member of this group")
+        members = [
+            attrs.evolve(m, role=Role.RATIFIER) if m.peer == peer else m for m in current.members
+        ]
+        await self._change_roster(group_id, members, added=None, owner=peer)
+
     async def _change_roster(
-        self, group_id: bytes, members: Sequence[Member], added: PeerID | None
+        self,
+        group_id: bytes,
+        members: Sequence[Member],
+        added: PeerID | None,
+        *,
+        name: str | None = None,
+        owner: PeerID | None = None,
     ) -> None:
         await self._submit(
             group_id,
-            lambda: self.engine.change_roster(group_id, members, added=added, now=now_ms()),
+            lambda: self.engine.change_roster(
+                group_id, members, added=added, now=now_ms(), name=name, owner=owner
+            ),
         )
 
     async def join(self, group_id: bytes, via: PeerID | Multiaddr) -> None:
@@ -342,6 +393,7 @@ class ChatNode:
             return
         await self._runtime.commit(commit)
         self._protect_members()
+        await self._key_ready(group_id)
         logger.info("joined group %s (%s)", group_id.hex()[:16], self.group_state(group_id).name)
         peer = via.peer_id if isinstance(via, Multiaddr) else via
         if peer is not None:
@@ -449,9 +501,17 @@ class ChatNode:
             raise ChatError("this node keeps no artifact files (its store has no data dir)")
         return await self.artifacts.open(group_id, message_hash)
 
+    async def _key_ready(self, group_id: bytes) -> None:
+        """Wait (at most KEY_WAIT seconds) while the key of the group's current epoch is being
+        fetched (specs/chat.md §20: a roster delta does not carry it)."""
+        with trio.move_on_after(KEY_WAIT):
+            while self.engine.keys.waiting(group_id):  # noqa: ASYNC110 (engine state, no event)
+                await trio.sleep(0.02)
+
     async def _submit(
         self, group_id: bytes, write: Callable[[], tuple[Packet, Commit]], *, wait: bool = True
     ) -> bytes:
+        await self._key_ready(group_id)
         # Written at once (it names the message written before it, specs/chat.md §11); the
         # commits of what is written meanwhile are made together, in order (§21).
         packet, commit = write()
@@ -802,6 +862,8 @@ async def open_chat_node(
         node = ChatNode(host, store, runtime, clients, sync, config)
         node._addresses = addresses
         node._protect_members()
+        keys = KeyService(runtime, store, clients, ratify_nursery)
+        keys.register(node.dispatcher)
         runtime.attach(
             ratify=RatifyService(runtime, clients, ratify_nursery, addresses),
             deliver=DeliverService(
@@ -815,9 +877,10 @@ async def open_chat_node(
             fetcher=sync,
             publish=node._publish,
             ratified=node._ratified,
+            keys=keys,
         )
         node.artifacts = _open_artifacts(host, store, engine, artifacts_nursery, config)
-        custody = None if node.artifacts is None else node.artifacts.hold_before_vote
+        custody = keys.custody(None if node.artifacts is None else node.artifacts.hold_before_vote)
         handlers = ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host, custody)
         handlers.addresses = addresses
         handlers.register(node.dispatcher)

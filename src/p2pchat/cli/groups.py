@@ -66,6 +66,20 @@ def cmd_group_role(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_group_rename(args: argparse.Namespace) -> int:
+    """Rename a group (owner only)."""
+    answer = call(args, "group.rename", group=args.group, name=args.name)
+    print(f"renamed to {clean(answer['name'])} (epoch {answer['epoch']})")
+    return 0
+
+
+def cmd_group_owner(args: argparse.Namespace) -> int:
+    """Hand a group's ownership to another member (owner only)."""
+    answer = call(args, "group.owner", group=args.group, peer=args.peer)
+    print(f"{clean(answer['owner'])} now owns the group (epoch {answer['epoch']})")
+    return 0
+
+
 def cmd_group_leave(args: argparse.Namespace) -> int:
     """Ask to leave a group: a ratified request that the owner's node honours."""
     answer = call(args, "send", group=args.group, type="leave", text="")
@@ -117,6 +131,8 @@ GROUP_COMMANDS: Final[dict[str, Command]] = {
     "join": cmd_group_join,
     "remove": cmd_group_remove,
     "role": cmd_group_role,
+    "rename": cmd_group_rename,
+    "owner": cmd_group_owner,
     "leave": cmd_group_leave,
     "list": cmd_group_list,
     "roster": cmd_group_roster,

@@ -105,6 +105,15 @@ def message_body(message: dict[str, Any]) -> str:
         roster = message.get("roster")
         if not roster:
             return "[roster change]"
+        if "members" not in roster:  # a change (specs/chat.md §20)
+            parts = [f"+{clean(m['peer_id'])} as {m['role']}" for m in roster["added"]]
+            parts += [f"-{clean(p)}" for p in roster["removed"]]
+            parts += [f"{clean(r['peer_id'])} now {r['role']}" for r in roster["roles"]]
+            if "name" in roster:
+                parts.append(f"renamed {clean(roster['name'])!r}")
+            if "owner" in roster:
+                parts.append(f"owner now {clean(roster['owner'])}")
+            return f"[roster: epoch {roster['epoch']}" + "".join(f", {p}" for p in parts) + "]"
         return (
             f"[roster: epoch {roster['epoch']}, {len(roster['members'])} members, "
             f"quorum {roster['quorum']}]"

@@ -13,12 +13,8 @@ three tasks:
   feeds the core's window auto-tuning, and a peer that does not answer within
   ``keepalive_timeout`` is dropped.
 
-Streams are :class:`trio.abc.HalfCloseableStream`. ``send_all`` queues into the core as far as the
-stream's send window allows and waits for window updates for the rest, so the yamux window bounds
-what one stream can queue. ``receive_some`` hands out buffered data and tells the core how much
-was consumed, which returns window credit to the peer. ``send_eof`` sends FIN. ``aclose`` sends
-FIN if the peer has already finished, and RST otherwise (like closing a TCP socket with unread
-data), so a peer still writing learns at once that nobody reads.
+Streams (:class:`~p2pchat.net.muxed_stream.MuxedStream`, re-exported here) are
+:class:`trio.abc.HalfCloseableStream`; their module tells how they send and receive.
 
 When the connection ends (end of stream, transport error, a protocol violation, or our own
 ``aclose``), every stream is broken: pending and later calls raise ``trio.BrokenResourceError``
@@ -29,8 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
-from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
@@ -40,21 +34,25 @@ import trio
 from ..errors import LocalProtocolError, P2PChatError
 from ..identity import PeerID
 from ..multiaddr import Multiaddr
-from ..protocols import noise, yamux
+from ..protocols import yamux
+from .muxed_stream import MuxedStream as MuxedStream
 from .secure import SecureStream
 
 logger = logging.getLogger(__name__)
 
 YAMUX_PROTOCOL: Final = yamux.PROTOCOL_ID
 RECEIVE_SIZE: Final = 256 * 1024
-#: At most this much is encrypted and written at once, which bounds the memory a write takes.
-WRITE_BATCH: Final = 1024 * 1024
+#: At most this much is encrypted and written at once, which bounds the memory a write takes:
+#: the secure stream seals it into one buffer it reuses (SEAL_REUSE in net/secure.py).
+WRITE_BATCH: Final = 256 * 1024
 #: The same with the secure stream's worker threads on: a write of several seal batches can be
 #: pipelined, and a read can take a backlog large enough to open in a thread.
 THREADED_RECEIVE_SIZE: Final = 1024 * 1024
 THREADED_WRITE_BATCH: Final = 4 * 1024 * 1024
-#: yamux frames sized so that header and body fit in one Noise message.
-MAX_FRAME_PAYLOAD: Final = noise.MAX_PLAINTEXT_LEN - yamux.HEADER_SIZE
+#: The largest data frame body we send (yamux's 64 KiB). Frames are packed back to back into
+#: full Noise messages (SecureStream.send_units), so a frame may span two messages: a 64 KiB
+#: write is one frame, and 1 MiB of it about 16 messages.
+MAX_FRAME_PAYLOAD: Final = yamux.DEFAULT_MAX_FRAME_PAYLOAD
 DEFAULT_KEEPALIVE_INTERVAL: Final = 30.0
 DEFAULT_KEEPALIVE_TIMEOUT: Final = 15.0
 # Inbound streams waiting for the application to accept them; more are refused with RST.
@@ -69,254 +67,13 @@ class MuxerError(P2PChatError):
 class MuxerConfig:
     """Settings of a muxed connection (yamux limits plus the driver's timers)."""
 
-    yamux: yamux.YamuxConfig = attrs.Factory(
-        lambda: yamux.YamuxConfig(max_frame_payload=MAX_FRAME_PAYLOAD)
-    )
+    yamux: yamux.YamuxConfig = attrs.Factory(yamux.YamuxConfig)
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     accept_backlog: int = DEFAULT_ACCEPT_BACKLOG
     #: Let the secure stream seal and open bulk batches in worker threads
     #: (specs/secure-stream.md "Worker threads for bulk"); off by default.
     secure_worker_threads: bool = False
-
-
-class MuxedStream(trio.abc.HalfCloseableStream):
-    """One yamux stream. Made by :meth:`MuxedConnection.open_stream` or accepted inbound."""
-
-    def __init__(self, conn: MuxedConnection, stream_id: int) -> None:
-        self._conn = conn
-        self.stream_id = stream_id
-        #: The protocol agreed on this stream, set by whoever negotiated it.
-        self.protocol: str | None = None
-        self._chunks: deque[bytes] = deque()
-        # Bytes at the front of _chunks that were put back by unreceive(): already
-        # acknowledged to the core, so reading them again must not acknowledge them twice.
-        self._acknowledged_ahead = 0
-        self._remote_eof = False
-        self._reset = False
-        self._local_eof = False
-        self._closed = False
-        self._readable = trio.Event()
-        self._writable = trio.Event()
-        self._sending = False
-        self._receiving = False
-
-    @property
-    def remote_peer(self) -> PeerID:
-        """The authenticated peer at the other end."""
-        return self._conn.remote_peer
-
-    @property
-    def connection(self) -> MuxedConnection:
-        """The connection this stream belongs to."""
-        return self._conn
-
-    @property
-    def has_unread_data(self) -> bool:
-        """True if bytes have arrived that were not read yet."""
-        return bool(self._chunks)
-
-    # -- called by the connection's reader -------------------------------------------------
-
-    def _on_data(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._readable.set()
-
-    def _on_eof(self) -> None:
-        self._remote_eof = True
-        self._readable.set()
-
-    def _on_reset(self) -> None:
-        self._reset = True
-        self._readable.set()
-        self._writable.set()
-
-    def _on_window(self) -> None:
-        self._writable.set()
-
-    # -- the stream API --------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the stream was closed")
-
-    def _broken_reason(self) -> str | None:
-        if self._reset:
-            return "stream reset by the peer"
-        if self._conn.broken_reason is not None:
-            return f"connection lost: {self._conn.broken_reason}"
-        return None
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Send all of ``data``, waiting for window credit when needed.
-
-        Raises:
-            trio.BusyResourceError: another task is sending on this stream.
-            trio.BrokenResourceError: the stream was reset or the connection is gone.
-            trio.ClosedResourceError: we closed the stream, or already sent EOF.
-        """
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        self._sending = True
-        try:
-            self._check_open()
-            if self._local_eof:
-                raise trio.ClosedResourceError("EOF was already sent on this stream")
-            view = data if type(data) is bytes else bytes(data)
-            core = self._conn._core
-            while True:
-                reason = self._broken_reason()
-                if reason is not None:
-                    raise trio.BrokenResourceError(reason)
-                try:
-                    sent = core.send_data(self.stream_id, view) if view else 0
-                except yamux.StreamStateError as exc:
-                    raise trio.BrokenResourceError("the stream is no longer open") from exc
-                except yamux.ConnectionClosedError as exc:
-                    raise trio.BrokenResourceError("the connection is closed") from exc
-                if sent:
-                    self._conn._wake_writer()
-                if sent == len(view):
-                    await trio.lowlevel.checkpoint()
-                    return
-                view = view[sent:]
-                self._writable = trio.Event()
-                await self._writable.wait()
-                self._check_open()
-        finally:
-            self._sending = False
-
-    async def wait_send_all_might_not_block(self) -> None:
-        """Wait until the stream has send window again (or is broken or closed).
-
-        Raises:
-            trio.BusyResourceError: another task is sending or waiting on this stream.
-            trio.ClosedResourceError: we closed the stream.
-        """
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        self._sending = True
-        try:
-            self._check_open()
-            stats = self._conn._core.stream_statistics(self.stream_id)
-            if stats is not None and stats.send_window == 0 and self._broken_reason() is None:
-                self._writable = trio.Event()
-                await self._writable.wait()
-                self._check_open()
-            else:
-                await trio.lowlevel.checkpoint()
-        finally:
-            self._sending = False
-
-    async def send_eof(self) -> None:
-        """Half-close: send FIN. Idempotent.
-
-        Raises:
-            trio.BrokenResourceError: the stream was reset or the connection is gone.
-            trio.ClosedResourceError: we closed the stream.
-        """
-        self._check_open()
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        await trio.lowlevel.checkpoint()
-        if self._local_eof:
-            return
-        reason = self._broken_reason()
-        if reason is not None:
-            raise trio.BrokenResourceError(reason)
-        self._local_eof = True
-        try:
-            self._conn._core.send_eof(self.stream_id)
-        except (yamux.StreamStateError, yamux.ConnectionClosedError) as exc:
-            raise trio.BrokenResourceError("the stream is no longer open") from exc
-        self._conn._wake_writer()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        """Return the next received bytes, or ``b""`` once the peer sent EOF.
-
-        Raises:
-            trio.BusyResourceError: another task is receiving on this stream.
-            trio.BrokenResourceError: the stream was reset or the connection lost, after every
-                byte received before that has been returned.
-            trio.ClosedResourceError: we closed the stream.
-        """
-        if max_bytes is not None:
-            max_bytes = operator.index(max_bytes)
-            if max_bytes < 1:
-                raise ValueError("max_bytes must be >= 1")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is receiving on this stream")
-        self._receiving = True
-        try:
-            self._check_open()
-            while not self._chunks:
-                if self._remote_eof:
-                    await trio.lowlevel.checkpoint()
-                    return b""
-                reason = self._broken_reason()
-                if reason is not None:
-                    raise trio.BrokenResourceError(reason)
-                self._readable = trio.Event()
-                await self._readable.wait()
-                self._check_open()
-            chunk = self._chunks.popleft()
-            if max_bytes is not None and len(chunk) > max_bytes:
-                self._chunks.appendleft(chunk[max_bytes:])
-                chunk = chunk[:max_bytes]
-            ahead = min(self._acknowledged_ahead, len(chunk))
-            self._acknowledged_ahead -= ahead
-            if len(chunk) > ahead:
-                self._conn._consumed(self.stream_id, len(chunk) - ahead)
-            await trio.lowlevel.checkpoint()
-            return chunk
-        finally:
-            self._receiving = False
-
-    def unreceive(self, data: bytes) -> None:
-        """Put ``data`` back in front of the received bytes (already acknowledged).
-
-        For protocol negotiation that read past the agreement: the bytes belong to the
-        protocol that was agreed, which reads them next.
-        """
-        if data:
-            self._chunks.appendleft(data)
-            self._acknowledged_ahead += len(data)
-
-    async def reset(self) -> None:
-        """Abort the stream in both directions (RST)."""
-        if not self._closed:
-            self._closed = True
-            self._conn._reset_stream(self.stream_id)
-            self._readable.set()
-            self._writable.set()
-        await trio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        """Close the stream.
-
-        A graceful close sends FIN, so the peer reads everything we sent and then EOF. If
-        received data is left unread, or more arrives later, the stream is reset (RST) instead,
-        as a TCP socket does, so a peer still writing learns that nobody reads.
-        """
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
-        self._closed = True
-        self._readable.set()
-        self._writable.set()
-        conn = self._conn
-        if self._chunks or self._reset or conn.broken_reason is not None:
-            self._chunks.clear()
-            conn._reset_stream(self.stream_id)
-        else:
-            if not self._local_eof:
-                self._local_eof = True
-                conn._send_eof_quietly(self.stream_id)
-            if self._remote_eof:
-                conn._forget(self.stream_id)
-            # else: stays known to the connection until the peer's FIN; data that
-            # arrives before it resets the stream.
-        await trio.lowlevel.checkpoint()
 
 
 class MuxedConnection:
@@ -543,7 +300,8 @@ class MuxedConnection:
         while self.broken_reason is None:
             try:
                 # Several Noise messages at once, each holding whole yamux frames (_writer).
-                data: bytes | bytearray = self._initial_data or await self.secure.receive_some(size)
+                # Borrowed: the core copies what it keeps, so the buffer is reused next time.
+                data = self._initial_data or await self.secure.receive_borrowed(size)
                 self._initial_data = b""
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._end(f"read failed: {exc}")

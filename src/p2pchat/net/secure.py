@@ -15,18 +15,17 @@ tag, garbage framing) puts the stream in the BROKEN state: this and every later 
 ``trio.BrokenResourceError``. Our own ``aclose`` puts it in the CLOSED state, after which
 calls raise ``trio.ClosedResourceError``.
 
-Bulk work can use a second core (specs/secure-stream.md "Worker threads for bulk"). A write of
-more than :data:`SEAL_BATCH` bytes is sealed in batches: the first on the loop, each next one by
-``trio.to_thread.run_sync`` (``cryptography`` releases the GIL in its AEAD) while the event loop
-writes the previous one. When at least :data:`OPEN_MIN` bytes of whole frames are buffered,
-they are detached from the core and decrypted in a thread while, on a TCP transport, the loop
-reads once more (up to :data:`READ_AHEAD` bytes buffered). This is off unless
-``worker_threads`` is set: on a machine without an idle core the hand-offs cost more than they
-save (the spec gives the figures).
-Every thread call is awaited inside the call that started it, in a nursery of that call, and
-cannot be abandoned, so nothing outlives ``send_all`` or ``receive_some``; only one thread at a
-time touches each direction of the core. Smaller writes and reads (pings, queries) stay on the
-loop and pay no thread hand-off.
+Bulk work can use a second core (specs/secure-stream.md "Worker threads for bulk";
+:mod:`.secure_threads`), off unless ``worker_threads`` is set: on a machine without an idle core
+the hand-offs cost more than they save (the spec gives the figures). Smaller writes and reads
+(pings, queries) stay on the loop and pay no thread hand-off.
+
+Bulk without threads copies as little as it can: the muxer's frames are packed back to back
+into full Noise messages, each sealed from the frame's own buffer (or, when it spans two frames,
+from a copy of at most one message) into one output buffer the stream reuses, and the muxer's
+reads decrypt into one plaintext buffer the stream reuses (:meth:`SecureStream.
+receive_borrowed`). A bulk transfer thus allocates no per-read or per-write buffers, nor takes
+page faults for them.
 
 Peers must not be trusted to behave, so every handshake failure becomes a
 :class:`HandshakeError` that carries a short reason for the log.
@@ -34,12 +33,11 @@ Peers must not be trusted to behave, so every handshake failure becomes a
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import logging
 import operator
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import trio
@@ -50,7 +48,9 @@ from ..identity import KeyPair, PeerID, PublicKey
 from ..multiaddr import Multiaddr
 from ..protocols import noise
 from ..protocols.noise import PeerMismatchError as PeerMismatchError
+from . import secure_threads
 from .negotiate import NegotiationError, negotiate_inbound, negotiate_outbound
+from .secure_threads import SEAL_BATCH, THREADED_RECEIVE_SIZE
 from .tcp import dial_tcp, listen_tcp, listener_multiaddr, remote_multiaddr
 
 logger = logging.getLogger(__name__)
@@ -61,19 +61,15 @@ DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 # How much to ask the transport for at once: several Noise frames, few system calls. The Noise
 # core's receive buffer grows to about this much, per connection.
 RECEIVE_SIZE: Final = 256 * 1024
-#: The same with worker threads on: large enough to gather an OPEN_MIN backlog in one read.
-THREADED_RECEIVE_SIZE: Final = 1024 * 1024
-#: Plaintext sealed per batch: 16 full Noise messages (1,048,304 bytes). A write of more than one
-#: batch is pipelined: the loop seals the first, then a worker thread seals batch n+1 while the
-#: loop writes batch n. A write of at most one batch is sealed on the loop.
-SEAL_BATCH: Final = 16 * noise.MAX_PLAINTEXT_LEN
-#: On receive, at least this much plaintext in whole buffered frames (a backlog: the loop is
-#: behind the peer) is opened in a worker thread while the loop reads once more; less (pings,
-#: queries, chat messages, a receiver that keeps up) is opened on the loop, since a thread
-#: hand-off costs about as much as opening a few hundred KiB.
-OPEN_MIN: Final = 768 * 1024
-#: The read done while a batch is opened stops once this much ciphertext is buffered.
-READ_AHEAD: Final = 2 * 1024 * 1024
+#: The first borrowed read (:meth:`SecureStream.receive_borrowed`) of at least this much
+#: ciphertext allocates the stream's reused plaintext buffer (``max_bytes`` of that read); until
+#: then borrowed reads decrypt into new buffers, so a connection that never carries bulk holds
+#: none.
+BORROW_MIN: Final = 64 * 1024
+#: The same for writes (:meth:`SecureStream.send_units`, without worker threads): the first of
+#: at least BORROW_MIN plaintext bytes allocates a buffer of this size, into which every later
+#: write that fits (the muxer writes at most 256 KiB at a time) is sealed instead of a new one.
+SEAL_REUSE: Final = 256 * 1024 + 5 * (noise.FRAME_HEADER_LEN + noise.TAGLEN)
 
 
 class _State(enum.Enum):
@@ -104,6 +100,8 @@ class SecureStream(trio.abc.Stream):
             transport_stream.socket if isinstance(transport_stream, trio.SocketStream) else None
         )
         self._pending: bytes | bytearray = b""  # plaintext not yet handed out
+        self._reused = bytearray()  # the buffer borrowed reads decrypt into (see BORROW_MIN)
+        self._sealed = bytearray()  # the buffer bulk writes are sealed into (see SEAL_REUSE)
         self._read_error: OSError | None = None  # a read-ahead failure, raised by the next read
         self._sending = False
         self._receiving = False
@@ -140,41 +138,32 @@ class SecureStream(trio.abc.Stream):
         if not self.worker_threads or len(view) <= SEAL_BATCH:
             await self._send([functools.partial(seal, view)] if len(view) else [])
             return
-        batches = [
-            functools.partial(seal, view[i : i + SEAL_BATCH])
-            for i in range(0, len(view), SEAL_BATCH)
-        ]
-        await self._send(batches)
+        await self._send(secure_threads.data_batches(seal, view))
 
     async def send_units(self, units: Sequence[Sequence[bytes | bytearray | memoryview]]) -> None:
-        """Send ``units`` (e.g. muxer frames), never splitting one that fits in a Noise message.
+        """Send the concatenation of ``units`` (e.g. muxer frames, each its header and body),
+        packed into full Noise messages without joining them first.
 
         Raises:
             trio.BusyResourceError: another task is already sending.
             trio.BrokenResourceError: the transport or the channel failed.
             trio.ClosedResourceError: we closed the stream.
         """
-        seal = self._session.send_packed
+        seal = self._session.send_gather
         if not self.worker_threads:
-            await self._send([functools.partial(seal, units)] if units else [])
+            parts = [part for unit in units for part in unit]
+            if not parts:
+                await self._send([])
+                return
+            into: bytearray | None = self._sealed
+            if not into and sum(map(len, parts)) >= BORROW_MIN:
+                # Bulk: from now on, seal into one reused buffer (see SEAL_REUSE).
+                self._sealed = into = bytearray(SEAL_REUSE)
+            await self._send([functools.partial(seal, parts, into)])
             return
-        groups: list[list[Sequence[bytes | bytearray | memoryview]]] = []
-        group: list[Sequence[bytes | bytearray | memoryview]] = []
-        group_size = 0
-        for unit in units:
-            size = sum(len(part) for part in unit)
-            if group and group_size + size > SEAL_BATCH:
-                groups.append(group)
-                group, group_size = [], 0
-            group.append(unit)
-            group_size += size
-        if group:
-            groups.append(group)
-        if len(groups) == 1:  # packed exactly as one call packs them
-            groups = [list(units)]
-        await self._send([functools.partial(seal, g) for g in groups])
+        await self._send(secure_threads.unit_batches(seal, units))
 
-    async def _send(self, batches: Sequence[Callable[[], bytearray]]) -> None:
+    async def _send(self, batches: Sequence[Callable[[], bytearray | memoryview]]) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._check()
@@ -191,8 +180,8 @@ class SecureStream(trio.abc.Stream):
                 await self._write(frames)
                 return
             try:
-                with _one_cancelled():
-                    await self._send_pipelined(batches)
+                with secure_threads.one_cancelled():
+                    await secure_threads.send_pipelined(self, batches)
             except BaseException:
                 # Frames may have been sealed (nonces spent) and not written: the channel
                 # cannot go on.
@@ -203,46 +192,11 @@ class SecureStream(trio.abc.Stream):
         finally:
             self._sending = False
 
-    async def _write(self, frames: bytearray) -> None:
+    async def _write(self, frames: bytearray | memoryview) -> None:
         try:
             await self.transport_stream.send_all(frames)
         except trio.BrokenResourceError as exc:
             raise self._break(exc, "transport broken") from exc
-
-    async def _send_pipelined(self, batches: Sequence[Callable[[], bytearray]]) -> None:
-        """Seal the first batch on the loop, then batch n+1 in a worker thread while the loop
-        writes batch n."""
-        sealed: list[bytearray] = []
-        failures: list[ProtocolError] = []
-
-        async def seal(batch: Callable[[], bytearray]) -> None:
-            try:
-                sealed.append(await trio.to_thread.run_sync(batch))
-            except ProtocolError as exc:
-                failures.append(exc)
-            else:
-                self.offloaded_seals += 1
-
-        try:
-            sealed.append(batches[0]())
-        except ProtocolError as exc:
-            raise self._break(exc, exc.hint) from exc
-        for batch in batches[1:]:
-            if failures:
-                break
-            frames = sealed.pop()
-            write_error: Exception | None = None
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(seal, batch)
-                try:
-                    await self._write(frames)
-                except Exception as exc:  # raised as it is once the thread is done
-                    write_error = exc
-            if write_error is not None:
-                raise write_error
-        if failures:
-            raise self._break(failures[0], failures[0].hint) from failures[0]
-        await self._write(sealed.pop())
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the transport is writable."""
@@ -257,6 +211,26 @@ class SecureStream(trio.abc.Stream):
             trio.BrokenResourceError: bad ciphertext, a truncated frame, or transport failure.
             trio.ClosedResourceError: we closed the stream.
         """
+        data = await self._receive(max_bytes, borrow=False)
+        assert not isinstance(data, memoryview)
+        return data
+
+    async def receive_borrowed(self, max_bytes: int) -> bytes | bytearray | memoryview:
+        """Like :meth:`receive_some`, but a bulk read may return a view of a buffer the stream
+        reuses, valid only until the next receive call: for a reader that consumes each chunk
+        at once (the muxer). It spares allocating, zero-filling and page-faulting a new buffer
+        for every read.
+
+        Raises:
+            trio.BusyResourceError: another task is already receiving.
+            trio.BrokenResourceError: bad ciphertext, a truncated frame, or transport failure.
+            trio.ClosedResourceError: we closed the stream.
+        """
+        return await self._receive(max_bytes, borrow=True)
+
+    async def _receive(
+        self, max_bytes: int | None, *, borrow: bool
+    ) -> bytes | bytearray | memoryview:
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         if max_bytes is not None:
@@ -271,7 +245,7 @@ class SecureStream(trio.abc.Stream):
                 return self._take_pending(max_bytes)
             if max_bytes is None or max_bytes > noise.MAX_PLAINTEXT_LEN:
                 default = THREADED_RECEIVE_SIZE if self.worker_threads else RECEIVE_SIZE
-                return await self._receive_bulk(max_bytes or default)
+                return await self._receive_bulk(max_bytes or default, borrow)
             self._pending = await self._next_plaintext()
             return self._take_pending(max_bytes)
         finally:
@@ -285,84 +259,41 @@ class SecureStream(trio.abc.Stream):
         self._pending = b""
         return chunk
 
-    async def _receive_bulk(self, size: int) -> bytes | bytearray:
-        """Decrypt every whole frame that fits in ``size`` bytes into one buffer."""
+    async def _receive_bulk(self, size: int, borrow: bool) -> bytes | bytearray | memoryview:
+        """Decrypt every whole frame that fits in ``size`` bytes into one buffer (the reused
+        one if ``borrow`` and the frames are large)."""
         session = self._session
         while True:
             buffered = session.buffered_bytes
             if buffered > noise.FRAME_HEADER_LEN + noise.TAGLEN:
-                if self.worker_threads and buffered >= OPEN_MIN and size >= OPEN_MIN:
-                    whole = session.whole_frames_plaintext(size)
-                    if whole >= OPEN_MIN:
-                        return await self._receive_offloaded(size, whole)
+                if self.worker_threads:
+                    whole = secure_threads.backlog(session, size)
+                    if whole:
+                        return await secure_threads.receive_offloaded(self, size, whole)
                 # The plaintext is smaller than the ciphertext buffered: no larger buffer to
                 # zero-fill, and little to trim afterwards.
-                out = bytearray(min(size, buffered))
-                try:
-                    count = session.read_into(out)
-                except ProtocolError as exc:
-                    raise self._break(exc, exc.hint) from exc
-                if count:
-                    del out[count:]
-                    return out
+                want = min(size, buffered)
+                if borrow and (want >= BORROW_MIN or len(self._reused) >= want):
+                    if len(self._reused) < want:
+                        self._reused = bytearray(size)
+                    view = memoryview(self._reused)[:want]
+                    try:
+                        count = session.read_into(view)
+                    except ProtocolError as exc:
+                        raise self._break(exc, exc.hint) from exc
+                    if count:
+                        return view[:count]
+                else:
+                    out = bytearray(want)
+                    try:
+                        count = session.read_into(out)
+                    except ProtocolError as exc:
+                        raise self._break(exc, exc.hint) from exc
+                    if count:
+                        del out[count:]
+                        return out
             if not await self._fill():
                 return b""
-
-    async def _receive_offloaded(self, size: int, plaintext_len: int) -> bytes | bytearray:
-        """Decrypt a detached batch of whole frames in a worker thread while reading ahead."""
-        session = self._session
-        try:
-            batch = session.take_frames(size)
-        except ProtocolError as exc:
-            raise self._break(exc, exc.hint) from exc
-        out = bytearray(plaintext_len)
-        failures: list[ProtocolError] = []
-
-        async def open_batch(done: trio.CancelScope) -> None:
-            # Shielded: the batch has left the core, so it is opened and kept even if we are
-            # cancelled (the next call hands it out). It is at most THREADED_RECEIVE_SIZE of work.
-            with trio.CancelScope(shield=True):
-                try:
-                    await trio.to_thread.run_sync(session.open_frames, batch, out)
-                except ProtocolError as exc:
-                    failures.append(exc)
-                else:
-                    self._pending = out
-            done.cancel()
-
-        with _one_cancelled():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(open_batch, nursery.cancel_scope)
-                if self._socket is not None:
-                    await self._read_ahead()
-                else:  # a generic stream's receive_some may not survive being cancelled
-                    await trio.sleep_forever()
-        if failures:
-            raise self._break(failures[0], failures[0].hint) from failures[0]
-        self.offloaded_opens += 1
-        return self._take_pending(size)
-
-    async def _read_ahead(self) -> None:
-        """Read once into the core's buffer (unless READ_AHEAD bytes already wait), then sleep
-        until cancelled. A read error is kept for the next read; at end of stream the next
-        read sees it again.
-        """
-        session = self._session
-        sock = self._socket
-        assert sock is not None
-        try:
-            if self._read_error is None and session.buffered_bytes < READ_AHEAD:
-                want = min(THREADED_RECEIVE_SIZE, READ_AHEAD - session.buffered_bytes)
-                with session.receive_buffer(want) as view:
-                    try:
-                        count = await sock.recv_into(view)
-                    except OSError as exc:
-                        self._read_error = exc
-                        count = 0
-                session.received(count)
-        except ProtocolError:
-            pass  # the core failed in the worker thread, which reports why
-        await trio.sleep_forever()
 
     async def _next_plaintext(self) -> bytes:
         session = self._session
@@ -420,21 +351,6 @@ class SecureStream(trio.abc.Stream):
             return
         self._state = _State.CLOSED
         await self.transport_stream.aclose()
-
-
-@contextlib.contextmanager
-def _one_cancelled() -> Iterator[None]:
-    """Let a nursery's group made only of ``Cancelled`` out as one ``Cancelled``, as a stream
-    call that is cancelled is expected to raise."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if group.split(trio.Cancelled)[1] is not None:
-            raise
-        leaf: BaseException = group
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        raise leaf from None
 
 
 async def _drive_handshake(

@@ -2,8 +2,10 @@
 
 Actions are carried out at once: a commit "succeeds" (votes are kept per node, the first one
 for a message wins, as in the store) and its ``Committed`` is fed back; a vote request goes to
-the ratifier's engine and its answer back to the author; a delivery goes to each member's
-engine. What a test does not want carried out is recorded in ``Sim.log`` for it to look at.
+the ratifier's engine and its answer back to the author (the key set of a roster delta
+copied to the ratifier first: its custody, specs/chat.md §20); a delivery goes to each member's
+engine; a key fetch is answered from the holder's key sets. What a test does not want carried
+out is recorded in ``Sim.log`` for it to look at.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from p2pchat.chat.core.events import (
     Committed,
     Deliver,
     Event,
+    FetchKeys,
+    KeysAnswered,
     Refused,
     VoteAnswered,
 )
+from p2pchat.chat.core.keyset import KeySet
 from p2pchat.chat.core.packet import Packet, Vote
 from p2pchat.chat.core.roster import Member, Role
-from p2pchat.chat.core.txn import CommitResult, PutVote
+from p2pchat.chat.core.txn import CommitResult, PutKeySet, PutVote
 from p2pchat.chat.core.view import decode_vote
 from p2pchat.identity import KeyPair, PeerID
 
@@ -44,6 +49,8 @@ class Sim:
     votes: dict[tuple[PeerID, bytes], bytes] = attrs.Factory(dict)
     commits: dict[PeerID, list[Commit]] = attrs.Factory(dict)
     log: list[tuple[PeerID, Action]] = attrs.Factory(list)
+    #: The key sets each node holds (committed), by (node, message hash).
+    key_sets: dict[tuple[PeerID, bytes], bytes] = attrs.Factory(dict)
     now: int = T0
 
     def add(self, hpke_kem: str = crypto.KEM_X25519, config: EngineConfig = CONFIG) -> ChatEngine:
@@ -58,6 +65,8 @@ class Sim:
             if isinstance(op, PutVote):
                 key = (engine.peer_id, op.message_hash)
                 result.votes[op.message_hash] = self.votes.setdefault(key, op.vote)
+            elif isinstance(op, PutKeySet):
+                self.key_sets.setdefault((engine.peer_id, op.message_hash), op.data)
         self.commits[engine.peer_id].append(commit)
         self.run(engine, engine.handle(Committed(commit, result, self.now)))
         return result
@@ -74,13 +83,29 @@ class Sim:
             elif isinstance(action, Deliver):
                 for peer in action.peers:
                     self.deliver(peer, action.group_id, action.packet)
+            elif isinstance(action, FetchKeys):
+                self._fetch_keys(engine, action)
             else:
                 self.log.append((engine.peer_id, action))
+
+    def _fetch_keys(self, engine: ChatEngine, action: FetchKeys) -> None:
+        held = self.key_sets.get((action.holder, action.message_hash))
+        body = None
+        if held is not None and action.holder not in self.down:
+            body = KeySet.decode(held).mine(engine.peer_id)
+        self.handle(
+            engine,
+            KeysAnswered(action.group_id, action.message_hash, action.holder, body, self.now),
+        )
 
     def _ask(self, author: ChatEngine, action: AskVote) -> None:
         vote: Vote | None = None
         reason: str | None = None
         ratifier = self.engines.get(action.ratifier)
+        message_hash = action.packet.message_hash
+        held = self.key_sets.get((author.peer_id, message_hash))
+        if held is not None and ratifier is not None and action.ratifier not in self.down:
+            self.key_sets.setdefault((action.ratifier, message_hash), held)
         if ratifier is not None and action.ratifier not in self.down:
             decision = ratifier.vote_request(
                 action.group_id, action.packet, author.peer_id, self.now

@@ -237,13 +237,15 @@ def test_memory_follows_the_commit_of_a_roster_change() -> None:
     decision = b.receive(group_id, roster_packet, sim.now)
     assert isinstance(decision, Commit)
     kinds = [type(op) for op in decision.txn.operations]
-    assert kinds == [PutPacket, PutRoster, PutEpochKey]
+    assert kinds == [PutPacket, PutRoster]  # a roster delta's keys are fetched after (§20)
     # Not committed (the node died): nothing changed in memory.
     assert b.view(group_id).state.current_epoch == epoch
     assert not b.view(group_id).has(roster_packet.message_hash)
     assert epoch + 1 not in b.view(group_id).epoch_keys
     sim.commit(b, decision)
     assert b.view(group_id).state.current_epoch == epoch + 1
+    fetched = sim.commits[b.peer_id][-1]  # its key, fetched from a holder, committed
+    assert [type(op) for op in fetched.txn.operations] == [PutEpochKey]
     assert epoch + 1 in b.view(group_id).epoch_keys
     assert isinstance(b.receive(group_id, roster_packet, sim.now), AlreadyHeld)
 
@@ -267,9 +269,15 @@ def test_a_join_is_one_transaction() -> None:
     rosters = [op for op in join.txn.operations if isinstance(op, PutRoster)]
     keys = [op for op in join.txn.operations if isinstance(op, PutEpochKey)]
     assert len(rosters) == len(view.state.roster_packets)
-    assert {k.epoch for k in keys} == set(range(view.state.current_epoch + 1))  # history "all"
+    assert keys == []  # the keys of roster deltas are fetched once the join is held (§20)
     sim.commit(d, join)
     assert d.view(group_id).state.current_epoch == view.state.current_epoch
+    # ...from a holder, in one commit: history "all", every epoch's key.
+    fetched = sim.commits[d.peer_id][-1]
+    assert {op.epoch for op in fetched.txn.operations if isinstance(op, PutEpochKey)} == set(
+        range(view.state.current_epoch + 1)
+    )
+    assert set(d.view(group_id).epoch_keys) == set(range(view.state.current_epoch + 1))
 
 
 def test_a_ratifier_votes_only_after_committing_packet_and_vote_together() -> None:

@@ -11,12 +11,12 @@ from p2pchat.chat.core import cbor, crypto
 from p2pchat.chat.core.engine import ChatEngine
 from p2pchat.chat.core.packet import Packet, sign_message
 from p2pchat.chat.core.roster import Role, Roster, RosterError
+from p2pchat.chat.core.roster_delta import RosterDelta, decode_roster_artifact
 from p2pchat.chat.core.roster_update import (
     KeyCheck,
     RosterUpdate,
     build_roster_message,
     epoch_key_check,
-    read_roster_update,
 )
 from p2pchat.chat.core.validate import check_for_ratification
 from p2pchat.chat.core.view import unwrap_keys, wrap_key
@@ -52,12 +52,15 @@ def test_a_roster_change_checks_every_key_it_carries() -> None:
     n = sim.add()
     sim.invite(a, group_id, n, Role.USER)
     state = a.view(group_id).state
-    update = read_roster_update(state.roster_packets[-1], state.owner)
-    assert update.carried_epochs() == {c.epoch for c in update.key_checks}
-    assert len(update.history_keys) > 0  # the newcomer got the earlier keys, checked too
-    for check in update.key_checks:
-        key = a.view(group_id).epoch_keys[check.epoch]
-        assert check.check == epoch_key_check(group_id, check.epoch, key)
+    first = decode_roster_artifact(state.roster_packets[0])
+    update = decode_roster_artifact(state.roster_packets[-1])
+    assert isinstance(first, RosterDelta)
+    assert isinstance(update, RosterDelta)
+    assert {c.epoch for c in first.key_checks} == {0, 1}  # epoch 0's check written once, here
+    assert {c.epoch for c in update.key_checks} == {2}  # the chain fixed 0 and 1 already
+    for epoch in (0, 1, 2):
+        key = a.view(group_id).epoch_keys[epoch]
+        assert state.key_check(epoch) == epoch_key_check(group_id, epoch, key)
     # Every member holds the keys the checks confirm.
     for member in (m, n):
         for epoch, key in member.view(group_id).epoch_keys.items():
@@ -111,8 +114,22 @@ def test_a_check_that_contradicts_the_chain_is_refused_at_ratification_and_deliv
 
 def test_key_checks_decode_strictly() -> None:
     _sim, group_id, a, _m = group()
-    state = a.view(group_id).state
-    update = read_roster_update(state.roster_packets[-1], state.owner)
+    view = a.view(group_id)
+    state = view.state
+    epoch = state.current_epoch + 1
+    key = crypto.new_epoch_key()
+    roster = Roster(epoch, state.current_roster.members, state.current_roster.quorum)
+    owner = roster.member(a.peer_id)
+    assert owner is not None
+    update = RosterUpdate(  # format 1: a history key of epoch 0 for the owner, both checked
+        roster,
+        tuple(wrap_key(key, mm, group_id, epoch) for mm in roster.members),
+        (wrap_key(view.epoch_keys[0], owner, group_id, 0),),
+        (
+            KeyCheck(0, epoch_key_check(group_id, 0, view.epoch_keys[0])),
+            KeyCheck(epoch, epoch_key_check(group_id, epoch, key)),
+        ),
+    )
     raw = update.to_cbor()
     assert RosterUpdate.from_cbor(raw) == update
     with pytest.raises(DecodeError, match="not empty"):
@@ -120,7 +137,7 @@ def test_key_checks_decode_strictly() -> None:
     extra = KeyCheck(99, bytes(32))
     with pytest.raises(DecodeError, match="cover exactly"):
         RosterUpdate.from_cbor({**raw, "key_checks": [*raw["key_checks"], extra.to_cbor()]})
-    assert len(raw["key_checks"]) == 2  # the invite's new key and the history key of epoch 0
+    assert len(raw["key_checks"]) == 2  # the new key and the history key of epoch 0
     with pytest.raises(DecodeError, match="sorted"):
         RosterUpdate.from_cbor({**raw, "key_checks": raw["key_checks"][::-1]})
     without = {k: v for k, v in raw.items() if k != "key_checks"}

@@ -120,6 +120,7 @@ DECODERS: Final[dict[str, Callable[[bytes], Decoded]]] = {
     "text_message.json": _decode_packet,
     "roster_message.json": _decode_packet,
     "pruned_message.json": _decode_packet,
+    "roster_delta.json": _decode_packet,
 }
 
 
@@ -133,6 +134,7 @@ def test_the_vector_directory_holds_the_expected_files() -> None:
         "mratb_query.json",
         "mratb_response.json",
         "pruned_message.json",
+        "roster_delta.json",
         "roster_message.json",
         "smsgb_query.json",
         "smsgb_response.json",
@@ -159,7 +161,7 @@ def test_every_file_decodes_reencodes_and_has_its_json_view(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["text_message.json", "roster_message.json", "pruned_message.json"]
+    "name", ["text_message.json", "roster_message.json", "pruned_message.json", "roster_delta.json"]
 )
 def test_packet_json_view_round_trips(name: str) -> None:
     vector = load(name)

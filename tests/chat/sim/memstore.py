@@ -109,6 +109,9 @@ class MemStore:
     def vote(self, group_id: bytes, message_hash: bytes) -> bytes | None:
         return messages.get_vote(self.conn, group_id, message_hash)
 
+    def key_set(self, group_id: bytes, message_hash: bytes) -> bytes | None:
+        return groups.get_key_set(self.conn, group_id, message_hash)
+
     def page(self, group_id: bytes, cursor: int) -> tuple[list[Packet], int | None]:
         rows, following = messages.page_messages(
             self.conn, group_id, cursor, messages.DHT_PAGE_PACKETS, messages.DHT_PAGE_BYTES

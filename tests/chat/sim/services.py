@@ -28,8 +28,11 @@ from p2pchat.chat.core.events import (
     Committed,
     CompareHeads,
     Deliver,
+    Effect,
+    FetchKeys,
     FetchMissing,
     HeadsAnswered,
+    KeysAnswered,
     LearnRoster,
     NeedParents,
     Publish,
@@ -40,16 +43,19 @@ from p2pchat.chat.core.events import (
     VoteAnswered,
 )
 from p2pchat.chat.core.fetch import ParentFetch
+from p2pchat.chat.core.keyset import KeySet, KeySetError, KeySetFetch
 from p2pchat.chat.core.packet import Packet, Vote
+from p2pchat.chat.core.roster_delta import RosterDelta, decode_roster_artifact, read_roster_change
 from p2pchat.chat.core.roster_sync import (
     MAX_CHAIN_PAGES,
     RosterPageError,
     read_roster_page,
     roster_page,
 )
-from p2pchat.chat.core.txn import CommitResult
+from p2pchat.chat.core.txn import CommitResult, PutKeySet, Transaction
 from p2pchat.chat.core.view import decode_vote
 from p2pchat.chat.store import VoteConflictError
+from p2pchat.errors import ProtocolError
 from p2pchat.identity import PeerID
 
 from .invariants import Checker, InvariantError
@@ -150,6 +156,8 @@ class Services:
             self.fetch(node, self.by_peer[action.peer], action.hashes, None)
         elif isinstance(action, LearnRoster):
             self.learn_roster(node, self.by_peer[action.peer])
+        elif isinstance(action, FetchKeys):
+            self.fetch_keys(node, action)
         elif isinstance(action, Redeliver):
             for message_hash in action.hashes:  # SyncService.redeliver: read from the store
                 held = node.certified.get(message_hash)
@@ -207,6 +215,8 @@ class Services:
         def decide(fetch: bool) -> None:
             if node.incarnation != incarnation or node.engine is None:
                 return
+            if not self.hold_key_set(node, querier, packet, lambda: decide(fetch), reply):
+                return
             decision = node.engine.vote_request(
                 self.group_id, packet, querier.peer, self.clock(node)
             )
@@ -227,6 +237,82 @@ class Services:
                     reply((decode_vote(result.votes[packet.message_hash]), None))
 
         decide(True)
+
+    # -- key sets of roster deltas (chat/services/keys.py) -------------------------------------
+
+    def hold_key_set(
+        self,
+        node: Node,
+        author: Node,
+        packet: Packet,
+        then: Callable[[], None],
+        reply: Callable[[Any], None],
+    ) -> bool:
+        """The ratifier's custody of a roster delta's key set (``KeyService.custody``): True if
+        it holds what it needs to vote; otherwise it asks the author for the set (one ``kset``
+        page: the simulated sets are small), commits it and calls ``then``, or replies the
+        refusal."""
+        engine = node.engine
+        assert engine is not None
+        view = engine.find(self.group_id)
+        if view is None or packet.message.message_type != "roster":
+            return True
+        if packet.message.epoch != view.state.current_epoch:
+            return True
+        try:
+            if not isinstance(decode_roster_artifact(packet), RosterDelta):
+                return True
+            change = read_roster_change(packet, view.state)
+        except ProtocolError:
+            return True
+        if change.keyset is None or node.store.key_set(self.group_id, packet.message_hash):
+            return True
+        incarnation = node.incarnation
+        fetch = KeySetFetch(change.keyset)
+
+        def serve(d: Node, answer: Callable[[Any], None]) -> None:
+            held = d.store.key_set(self.group_id, packet.message_hash)
+            answer(None if held is None else KeySet.decode(held).page(0, max_bytes=1 << 30))
+
+        def answered(me: Node, page: dict[str, Any] | None) -> None:
+            if node.incarnation != incarnation or node.engine is None:
+                return
+            try:
+                if page is None or fetch.take(page):
+                    reply((None, "keys unavailable"))
+                    return
+                keyset = fetch.result(change.roster)
+            except KeySetError as exc:
+                reply((None, exc.hint))
+                return
+            txn = Transaction((PutKeySet(self.group_id, packet.message_hash, keyset.encode()),))
+            if self.commit(node, Commit(txn, Effect())) is not None:
+                then()
+
+        self.request(node, author, serve, answered)
+        return False
+
+    def fetch_keys(self, node: Node, action: FetchKeys) -> None:
+        """``KeyService.start``: our entries from a holder (ourselves first), checked by the
+        engine."""
+        incarnation = node.incarnation
+
+        def serve(d: Node, answer: Callable[[Any], None]) -> None:
+            held = d.store.key_set(self.group_id, action.message_hash)
+            answer(None if held is None else KeySet.decode(held).mine(node.peer))
+
+        def answered(me: Node, body: dict[str, Any] | None) -> None:
+            if me.incarnation == incarnation and me.engine is not None:
+                event = KeysAnswered(
+                    action.group_id, action.message_hash, action.holder, body, self.clock(me)
+                )
+                self.handle(me, event)
+
+        holder = self.by_peer[action.holder]
+        if holder is node:
+            serve(node, lambda body: answered(node, body))
+        else:
+            self.request(node, holder, serve, answered)
 
     def deliver(self, node: Node, peer: Node, packet: Packet, attempt: int = 0) -> None:
         """``smsg``, tried DELIVER_TRIES times, backing off, while unanswered or refused with a

@@ -343,8 +343,9 @@ async def test_a_schema_1_store_opens_migrated_with_its_data(tmp_path: Path) -> 
         assert [m.seq for m in await store.all_ratified(group)] == [1, 2]
     tables, version = tables_and_version(path)
     assert "peers" not in tables
-    assert version == SCHEMA_VERSION == 2
-    async with open_store(tmp_path) as store:  # and opens again, as schema 2
+    assert "key_sets" in tables
+    assert version == SCHEMA_VERSION == 3
+    async with open_store(tmp_path) as store:  # and opens again, as schema 3
         assert len(await store.all_ratified(group)) == 2
 
 

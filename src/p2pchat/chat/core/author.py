@@ -14,16 +14,12 @@ from collections.abc import Sequence
 from ...identity import KeyPair, PeerID
 from . import crypto
 from .artifact import ChunkedRef, decode_file_info, encode_file_info
+from .keyset import MAX_KEY_SET, KeySet
 from .packet import MAX_PARENTS, Artifact, Headers, Message, Packet, sha256, sign_message
 from .refs import VIEWER_TYPES
 from .roster import Member, Role, Roster, default_quorum
-from .roster_update import (
-    KeyCheck,
-    RosterUpdate,
-    WrappedKey,
-    build_roster_message,
-    epoch_key_check,
-)
+from .roster_delta import delta_between
+from .roster_update import KeyCheck, WrappedKey, epoch_key_check, roster_message
 from .view import ChatError, GroupView, NotAllowedError, wrap_key
 
 
@@ -104,11 +100,20 @@ def write_roster_change(
     members: Sequence[Member],
     added: PeerID | None,
     now: int,
-) -> Packet:
-    """The roster message that opens the next epoch with ``members`` and a new epoch key,
-    wrapped for each of them; a newcomer ``added`` also gets the earlier keys when the group's
-    history setting is ``"all"``. A group on the majority rule keeps it; another keeps its
-    quorum, capped at the number of ratifiers."""
+    *,
+    name: str | None = None,
+    owner: PeerID | None = None,
+) -> tuple[Packet, KeySet]:
+    """The roster message (a delta, §20) that opens the next epoch with ``members`` and a new
+    epoch key, and the key set it commits to: the key wrapped for each of them; a newcomer
+    ``added`` also gets the earlier keys when the group's history setting is ``"all"`` (the
+    latest ones, when more would not fit a set). ``name`` renames the group, ``owner`` hands
+    ownership to that member (a ratifier of ``members``). A group on the majority rule keeps
+    it; another keeps its quorum, capped at the number of ratifiers.
+
+    Raises:
+        ChatError: the change breaks §3 or §20 (e.g. a member kept with another key).
+    """
     state = view.state
     group_id = view.group_id
     current = state.current_roster
@@ -118,7 +123,10 @@ def write_roster_change(
         quorum = default_quorum(ratifiers)
     else:
         quorum = min(current.quorum, ratifiers)
-    roster = Roster(epoch, tuple(members), quorum, current.history)
+    try:
+        roster = Roster(epoch, tuple(members), quorum, current.history)
+    except ValueError as exc:
+        raise ChatError(f"that roster is not valid: {exc}") from exc
     new_key = crypto.new_epoch_key()
     keys = [wrap_key(new_key, m, group_id, epoch) for m in roster.members]
     history_keys: list[WrappedKey] = []
@@ -128,12 +136,25 @@ def write_roster_change(
         if newcomer is not None and current.member(added) is None:
             for e, key in sorted(view.epoch_keys.items()):
                 history_keys.append(wrap_key(key, newcomer, group_id, e))
-                checks.append(KeyCheck(e, epoch_key_check(group_id, e, key)))
-    update = RosterUpdate(roster, tuple(keys), tuple(history_keys), tuple(checks))
-    message, _ = build_roster_message(
-        state, update, now_ms=now, parents=chain_parents(view, identity.peer_id, None)
+                if state.key_check(e) is None:  # §20: each epoch's check is written once
+                    checks.append(KeyCheck(e, epoch_key_check(group_id, e, key)))
+    history_keys = history_keys[max(0, len(history_keys) - (MAX_KEY_SET - len(keys))) :]
+    checks = [c for c in checks if c.epoch in {epoch, *(k.epoch for k in history_keys)}]
+    keyset = KeySet((*keys, *history_keys))
+    new_owner = state.owner if owner is None else owner
+    role = roster.role_of(new_owner)
+    if role is not Role.RATIFIER and (owner is not None or role is None or not role.can_send):
+        raise ChatError("the owner must stay a member who may send (a new owner, a ratifier)")
+    try:
+        delta = delta_between(
+            current, roster, keyset.ref(), name=name, owner=owner, key_checks=checks
+        )
+    except ValueError as exc:
+        raise ChatError(f"that roster change is not valid: {exc}") from exc
+    message, _ = roster_message(
+        state, delta.encode(), now_ms=now, parents=chain_parents(view, identity.peer_id, None)
     )
-    return sign_message(identity, message, b"", b"")
+    return sign_message(identity, message, b"", b""), keyset
 
 
 def write_chunked_message(

@@ -66,6 +66,7 @@ from .events import (
     Event,
     FetchMissing,
     HeadsAnswered,
+    KeysAnswered,
     LearnRoster,
     NeedParents,
     Publish,
@@ -79,6 +80,7 @@ from .fetch import MAX_FETCH
 from .gaps import chain_have, fill_gaps
 from .genesis import SignedGenesis
 from .group_state import GroupState
+from .key_fetch import KeyFetches, KeysTaken
 from .membership import accept_rows, join_rows, join_state_rows, new_group_rows
 from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
 from .packet import Packet
@@ -90,6 +92,7 @@ from .txn import (
     OutboxDone,
     PrunePacket,
     PutEpochKey,
+    PutKeySet,
     PutPacket,
     PutRoster,
     Transaction,
@@ -143,6 +146,8 @@ class ChatEngine:
         self.hpke = hpke
         self.config = config if config is not None else EngineConfig()
         self._groups: dict[bytes, GroupView] = {}
+        #: §20: the roster messages whose wrapped keys we still fetch.
+        self.keys = KeyFetches(self.peer_id, hpke, self._groups.get)
         self.outbox = Outbox(
             self.config.retry_initial, self.config.retry_max, self.config.outbox_concurrency
         )
@@ -180,6 +185,9 @@ class ChatEngine:
             times.append(due)
         if self._next_sync is not None:
             times.append(self._next_sync)
+        keys_due = self.keys.next_wake()
+        if keys_due is not None:
+            times.append(keys_due)
         return min(times) if times else None
 
     def outbox_snapshot(self, now: int, group_id: bytes | None = None) -> list[OutboxView]:
@@ -211,6 +219,8 @@ class ChatEngine:
             view.hold(packet)
         view.find_late()
         self._groups[signed.group_id] = view
+        for packet in view.state.roster_packets:  # §20: keys not fetched before we stopped
+            self.keys.consider(view, packet, 0)
 
     def load_pending(self, packet: Packet, *, received_at: int, size: int) -> None:
         """Count a pending message of another author that the store holds outside our outbox
@@ -367,9 +377,17 @@ class ChatEngine:
         return packet, self._queue(view, packet, now)
 
     def change_roster(
-        self, group_id: bytes, members: Sequence[Member], *, added: PeerID | None, now: int
+        self,
+        group_id: bytes,
+        members: Sequence[Member],
+        *,
+        added: PeerID | None,
+        now: int,
+        name: str | None = None,
+        owner: PeerID | None = None,
     ) -> tuple[Packet, Commit]:
-        """Write the roster message that opens the next epoch with ``members``; owner only.
+        """Write the roster message that opens the next epoch with ``members`` (renaming the
+        group to ``name``, handing it to ``owner``, when given); owner only.
 
         Raises:
             NotAllowedError: we are not the owner.
@@ -385,8 +403,13 @@ class ChatEngine:
             raise ChatError(
                 "an earlier roster change of this group is still waiting for its quorum"
             )
-        packet = write_roster_change(self.identity, view, members, added, now)
-        return packet, self._queue(view, packet, now)
+        packet, keyset = write_roster_change(
+            self.identity, view, members, added, now, name=name, owner=owner
+        )
+        queued = self._queue(view, packet, now)
+        # §20: the key set is stored with the message (we serve it to the ratifiers).
+        held = PutKeySet(group_id, packet.message_hash, keyset.encode())
+        return packet, Commit(Transaction((held, *queued.txn.operations)), queued.effect)
 
     def receive(
         self,
@@ -492,6 +515,9 @@ class ChatEngine:
             return self._on_vote(event)
         if isinstance(event, HeadsAnswered):
             return self._on_heads(event)
+        if isinstance(event, KeysAnswered):
+            commit = self.keys.answered(event)
+            return [] if commit is None else [commit]
         return self._on_committed(event)
 
     def _on_tick(self, now: int) -> list[Action]:
@@ -514,6 +540,7 @@ class ChatEngine:
                 actions += self._reauthor(view, item, now)
             else:
                 actions += self._start_attempt(view, item.packet, now)
+        actions += self.keys.due(now)
         if self._next_sync is None:
             self._next_sync = now + self.config.sync_interval
         elif self._next_sync <= now:
@@ -617,7 +644,16 @@ class ChatEngine:
             if effect.view.group_id not in self._groups:
                 effect.view.find_late()
                 self._groups[effect.view.group_id] = effect.view
-            return []
+                for packet in effect.view.state.roster_packets:  # §20: our keys, fetched
+                    self.keys.consider(effect.view, packet, event.now)
+            return [*self.keys.due(event.now)]
+        if isinstance(effect, KeysTaken):
+            taken = self._groups.get(effect.group_id)
+            if taken is None:
+                return []
+            self.keys.taken(taken, effect)
+            self.outbox.hurry(event.now, group_id=effect.group_id)  # waiting for the key
+            return self._on_tick(event.now)
         if isinstance(effect, _Queued):
             return self._queued(effect, event.now)
         if isinstance(effect, _Accepted):
@@ -720,6 +756,9 @@ class ChatEngine:
         "One author's order"): write its content again, now, after its predecessor."""
         packet = item.packet
         message = packet.message
+        if self.keys.waiting(view.group_id) and message.message_type != ROSTER:
+            self.outbox.failed(item.message_hash, now)  # §20: written again once our key is in
+            return []
         key = view.epoch_keys.get(message.epoch)
         fresh: Packet | None = None
         reason = ""
@@ -810,6 +849,7 @@ class ChatEngine:
                     logger.warning("a committed roster message does not apply: %s", exc)
                     return []
                 view.epoch_keys.update(effect.keys)
+                self.keys.consider(view, packet, now)  # §20: fetched, not carried
                 view.close.forget_epochs_before(view.state.current_epoch)
                 # Our queued messages of the old epoch are written again at once.
                 self.outbox.hurry(now, group_id=view.group_id)

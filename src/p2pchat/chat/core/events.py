@@ -10,6 +10,8 @@ Unix epoch).
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from ...identity import PeerID
@@ -74,7 +76,19 @@ class Committed:
     now: int
 
 
-Event = Tick | Connected | Disconnected | VoteAnswered | HeadsAnswered | Committed
+@attrs.frozen
+class KeysAnswered:
+    """``holder`` answered ``keys`` for a roster message (specs/chat.md §20) with ``body``
+    (a ``keysR``), or did not (``body`` None: refused, unreachable, no answer in time)."""
+
+    group_id: bytes
+    message_hash: bytes
+    holder: PeerID
+    body: dict[str, Any] | None
+    now: int
+
+
+Event = Tick | Connected | Disconnected | VoteAnswered | HeadsAnswered | Committed | KeysAnswered
 
 # -- actions --------------------------------------------------------------------------------------
 
@@ -175,6 +189,15 @@ class LearnRoster:
 
 
 @attrs.frozen
+class FetchKeys:
+    """Ask ``holder`` for our entries of a roster message's key set (``keys``, §20)."""
+
+    group_id: bytes
+    message_hash: bytes
+    holder: PeerID
+
+
+@attrs.frozen
 class Redeliver:
     """Deliver again (``smsg``) our certified messages ``hashes``, read from the store, to each
     of ``peers``: a closing vote says a ratifier had voted for them without holding them
@@ -197,6 +220,7 @@ Action = (
     | SyncHistory
     | FetchMissing
     | LearnRoster
+    | FetchKeys
     | Redeliver
 )
 

@@ -19,7 +19,8 @@ from .genesis import SignedGenesis
 from .packet import Packet, verify_author
 from .quorum import verify_certificate
 from .roster import Role, Roster, RosterError
-from .roster_update import ROSTER_MESSAGE_TYPE, RosterUpdate, read_roster_update
+from .roster_delta import RosterChange, read_roster_change
+from .roster_update import ROSTER_MESSAGE_TYPE, RosterUpdate
 
 __all__ = ["GroupState"]
 
@@ -38,6 +39,10 @@ class GroupState:
     _packets: list[Packet]
     #: §15: the key check of each epoch, as the first roster message carrying one fixed it.
     _checks: dict[int, bytes] = attrs.field(factory=dict)
+    #: §20: the owner and the name of each epoch (a roster message may hand ownership over or
+    #: rename the group); empty until :meth:`from_genesis` fills epoch 0.
+    _owners: list[PeerID] = attrs.field(factory=list)
+    _names: list[str] = attrs.field(factory=list)
 
     @classmethod
     def from_genesis(cls, signed: SignedGenesis) -> GroupState:
@@ -48,7 +53,10 @@ class GroupState:
         """
         if not signed.verify():
             raise RosterError("the genesis signature does not verify", hint="bad signature")
-        return cls(signed, signed.group_id, [signed.genesis.roster], [])
+        genesis = signed.genesis
+        return cls(
+            signed, signed.group_id, [genesis.roster], [], {}, [genesis.owner], [genesis.name]
+        )
 
     @classmethod
     def from_chain(cls, signed: SignedGenesis, packets: Iterable[Packet]) -> GroupState:
@@ -66,13 +74,18 @@ class GroupState:
 
     @property
     def owner(self) -> PeerID:
-        """The group's owner, the only author of roster messages."""
-        return self.genesis.genesis.owner
+        """The group's current owner, the only author of roster messages (the genesis owner
+        until a roster message hands ownership over, §20)."""
+        return self._owners[-1]
+
+    def owner_at(self, epoch: int) -> PeerID:
+        """The owner in ``epoch`` (the current owner for an epoch the chain does not reach)."""
+        return self._owners[epoch] if 0 <= epoch < len(self._owners) else self._owners[-1]
 
     @property
     def name(self) -> str:
-        """The group's name."""
-        return self.genesis.genesis.name
+        """The group's current name (the genesis name until a rename, §20)."""
+        return self._names[-1]
 
     @property
     def current_epoch(self) -> int:
@@ -124,16 +137,16 @@ class GroupState:
         role = self.role(peer, epoch)
         if role is None or not role.can_send:
             return False
-        return message_type != ROSTER_MESSAGE_TYPE or peer == self.owner
+        return message_type != ROSTER_MESSAGE_TYPE or peer == self.owner_at(epoch)
 
     # -- advancing -------------------------------------------------------------------------------
 
-    def apply_roster_packet(self, packet: Packet) -> RosterUpdate:
+    def apply_roster_packet(self, packet: Packet) -> RosterChange:
         """Advance one epoch with a certified roster message; return its update.
 
         Checks, in order: the packet's group, message type ``"roster"``, author the owner,
         ``message.epoch`` equal to the current epoch, the certificate against the current roster,
-        the hashes, the author signature, then the content rules of :func:`read_roster_update`.
+        the hashes, the author signature, then the content rules of :func:`read_roster_change`.
 
         Raises:
             RosterError: with hint ``"unknown group"``, ``"malformed"``, ``"not allowed"``,
@@ -145,7 +158,7 @@ class GroupState:
             raise RosterError("the roster message is for another group", hint="unknown group")
         if message.message_type != ROSTER_MESSAGE_TYPE:
             raise RosterError("not a roster message", hint="malformed")
-        if message.author != self.owner:
+        if message.author != self.owner_at(message.epoch):
             raise RosterError("only the owner changes the roster", hint="not allowed")
         if message.epoch < self.current_epoch:
             raise RosterError(f"epoch {message.epoch} is closed", hint="stale epoch")
@@ -162,12 +175,14 @@ class GroupState:
             raise RosterError("the roster message's hashes do not hold", hint="bad hash")
         if not verify_author(packet):
             raise RosterError("the owner's signature does not verify", hint="bad signature")
-        update = read_roster_update(packet, self.owner)
+        update = read_roster_change(packet, self)
         conflict = self.key_check_conflict(update)
         if conflict is not None:
             raise RosterError(conflict, hint="malformed")
         self._rosters.append(update.roster)
         self._packets.append(packet)
+        self._owners.append(update.owner)
+        self._names.append(update.name)
         for entry in update.key_checks:
             self._checks.setdefault(entry.epoch, entry.check)
         return update
@@ -177,7 +192,7 @@ class GroupState:
         carried one (§15), or None."""
         return self._checks.get(epoch)
 
-    def key_check_conflict(self, update: RosterUpdate) -> str | None:
+    def key_check_conflict(self, update: RosterChange | RosterUpdate) -> str | None:
         """Why ``update``'s key checks contradict the chain (an epoch key the chain already
         fixed, checked differently), or None."""
         for entry in update.key_checks:

@@ -81,7 +81,7 @@ def check_tombstone(packet: Packet, state: GroupState) -> str | None:
         or delete.message_type != DELETE
         or delete.group_id != message.group_id
         or delete.ref_hash != packet.message_hash
-        or delete.author not in (message.author, state.owner)
+        or delete.author not in (message.author, state.owner_at(delete.epoch))
     ):
         return BAD_TOMBSTONE
     roster = state.find_roster(delete.epoch)

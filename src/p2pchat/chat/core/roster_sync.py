@@ -54,16 +54,19 @@ class RosterPageError(RemoteProtocolError):
 
 
 def roster_page(
-    signed: SignedGenesis, packets: Sequence[Packet], first: int, *, max_bytes: int = PKT_PAGE_BYTES
+    signed: SignedGenesis, packets: Sequence[Packet], first: int, *, max_bytes: int | None = None
 ) -> dict[str, Any]:
     """The ``pktR`` body for ``from = first`` over the chain ``packets`` (roster messages of
-    epochs 0, 1, ...: those the querier may see).
+    epochs 0, 1, ...: those the querier may see), of at most ``max_bytes`` (default
+    :data:`PKT_PAGE_BYTES`, read at each call).
 
     Raises:
         RosterPageError: ``first`` is beyond the chain (hint ``"future epoch"``).
     """
     if not 0 <= first <= len(packets):
         raise RosterPageError(f"no roster message of epoch {first}", hint="future epoch")
+    if max_bytes is None:
+        max_bytes = PKT_PAGE_BYTES
     body: dict[str, Any] = {}
     size = 0
     if first == 0:

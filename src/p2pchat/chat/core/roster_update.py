@@ -55,6 +55,7 @@ __all__ = [
     "build_roster_message",
     "epoch_key_check",
     "read_roster_update",
+    "roster_message",
 ]
 
 # §3 (addition): decoder bound on one wrapped key.
@@ -322,7 +323,24 @@ def build_roster_message(
     role = update.roster.role_of(state.owner)
     if role is None or not role.can_send:
         raise LocalProtocolError("the owner must stay a member who may send", hint="owner")
-    data = update.encode()
+    return roster_message(state, update.encode(), now_ms=now_ms, parents=parents, ref_hash=ref_hash)
+
+
+def roster_message(
+    state: GroupState,
+    data: bytes,
+    *,
+    now_ms: int,
+    parents: Sequence[bytes] = (),
+    ref_hash: bytes | None = None,
+) -> tuple[Message, bytes]:
+    """The unsigned roster message of the current epoch whose artifact is ``data`` (a roster
+    update or delta, already checked), and ``data``.
+
+    Raises:
+        LocalProtocolError: ``data`` over 768 KiB, or too many parents.
+    """
+    epoch = state.current_epoch
     if len(data) > MAX_ARTIFACT_DATA:
         raise LocalProtocolError("the roster update exceeds 768 KiB", hint="too large")
     artifact = Artifact(ROSTER_MIME_TYPE, data, sha256(data), sha256(b""))

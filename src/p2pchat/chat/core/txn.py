@@ -52,6 +52,16 @@ class PutEpochKey:
 
 
 @attrs.frozen
+class PutKeySet:
+    """The wrapped keys (CBOR, chat/core/keyset.py) that roster message ``message_hash``
+    commits to (specs/chat.md §20); a set held for it is kept."""
+
+    group_id: bytes
+    message_hash: bytes
+    data: bytes
+
+
+@attrs.frozen
 class PutVote:
     """This node's vote (CBOR) for a stored message; an earlier vote for it is kept."""
 
@@ -96,6 +106,7 @@ Operation = (
     | PutPacket
     | PutRoster
     | PutEpochKey
+    | PutKeySet
     | PutVote
     | OutboxDone
     | DropPending

@@ -26,8 +26,8 @@ Ratification (``mrat``, :func:`check_for_ratification`):
 7b. a reference (§17: :func:`~p2pchat.chat.core.refs.check_reference`) ......
     ``"bad reference"`` / ``"not allowed"``; an avatar's shape (§18:
     :func:`~p2pchat.chat.core.profiles.check_avatar`) .................... ``"malformed"``
-8. a roster message's content (§3 addition: :func:`~p2pchat.chat.core.roster.read_roster_update`
-   for the next epoch) ................................................... ``"malformed"``
+8. a roster message's content (§3 addition and §20:
+   :func:`~p2pchat.chat.core.roster_delta.read_roster_change`) ......... ``"malformed"``
 
 Delivery (``smsg`` and history from ``dht``, :func:`check_for_delivery`): 1; then
 ``message.epoch`` not beyond the current epoch (``"future epoch"``: the roster to check the
@@ -55,7 +55,8 @@ from .prune import check_tombstone
 from .quorum import verify_certificate
 from .refs import VIEWER_TYPES, RefOf, check_reference
 from .roster import Roster, RosterError
-from .roster_update import ROSTER_MESSAGE_TYPE, read_roster_update
+from .roster_delta import read_roster_change
+from .roster_update import ROSTER_MESSAGE_TYPE
 
 __all__ = [
     "CLOCK_SKEW_MS",
@@ -81,7 +82,9 @@ def _check_author(packet: Packet, state: GroupState, roster: Roster) -> str | No
         return "not a member"
     if not role.can_send and message.message_type not in VIEWER_TYPES:  # §17 "Viewers"
         return "not allowed"
-    if message.message_type == ROSTER_MESSAGE_TYPE and message.author != state.owner:
+    if message.message_type == ROSTER_MESSAGE_TYPE and message.author != state.owner_at(
+        message.epoch
+    ):
         return "not allowed"
     return None
 
@@ -160,14 +163,16 @@ def _check_reference(packet: Packet, state: GroupState, ref_of: RefOf | None) ->
     reason = check_avatar(m)
     if reason is not None or ref_of is None:
         return reason
-    return check_reference(m.message_type, m.author, m.ref_hash, state.owner, ref_of)
+    return check_reference(m.message_type, m.author, m.ref_hash, state.owner_at(m.epoch), ref_of)
 
 
 def _check_roster_content(packet: Packet, state: GroupState) -> str | None:
     if packet.message.message_type != ROSTER_MESSAGE_TYPE:
         return None
+    if packet.message.epoch < state.current_epoch:
+        return None  # a closed epoch's: it must be the one the chain holds (checked after)
     try:
-        update = read_roster_update(packet, state.owner)
+        update = read_roster_change(packet, state)
     except RosterError as exc:
         return exc.hint
     if state.key_check_conflict(update) is not None:

@@ -22,12 +22,8 @@ from .group_state import GroupState
 from .packet import MAX_PARENTS, Packet, Vote
 from .refs import RefInfo
 from .roster import Member
-from .roster_update import (
-    ROSTER_MESSAGE_TYPE,
-    WrappedKey,
-    epoch_key_check,
-    read_roster_update,
-)
+from .roster_delta import RosterDelta, decode_roster_artifact
+from .roster_update import ROSTER_MESSAGE_TYPE, WrappedKey, epoch_key_check
 
 logger = logging.getLogger(__name__)
 
@@ -165,9 +161,11 @@ def unwrap_keys(
 ) -> dict[int, bytes]:
     """The epoch keys a roster message carries for ``me`` (not yet held), unwrapped."""
     try:
-        update = read_roster_update(packet, view.state.owner)
+        update = decode_roster_artifact(packet)
     except (ProtocolError, DecodeError):
         return {}
+    if isinstance(update, RosterDelta):
+        return {}  # §20: its keys are fetched (chat/core/key_fetch.py)
     keys: dict[int, bytes] = {}
     for wrapped in (*update.keys, *update.history_keys):
         if wrapped.peer != me or wrapped.epoch in view.epoch_keys:

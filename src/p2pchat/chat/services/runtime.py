@@ -29,6 +29,7 @@ from ..core.events import (
     CompareHeads,
     Deliver,
     Event,
+    FetchKeys,
     FetchMissing,
     LearnRoster,
     NeedParents,
@@ -95,6 +96,7 @@ class Runtime:
         fetcher: Fetcher,
         publish: Callable[[Publish], None],
         ratified: Callable[[Ratified | Abandoned], None],
+        keys: Service | None = None,
     ) -> None:
         """Wire the services; the one table of who carries out which action."""
         self._fetcher = fetcher
@@ -111,6 +113,8 @@ class Runtime:
             Ratified: ratified,
             Abandoned: ratified,
         }
+        if keys is not None:
+            self._table[FetchKeys] = keys.start
 
     # -- driving the engine --------------------------------------------------------------------
 

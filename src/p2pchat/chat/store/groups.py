@@ -147,3 +147,27 @@ def get_hpke_key(conn: sqlite3.Connection, kem: str) -> HpkeKey | None:
     if not isinstance(row[0], str):
         raise StoreFileError("store holds a non-text KEM name")
     return HpkeKey(row[0], read_blob(row[1]), read_blob(row[2]))
+
+
+def put_key_set(
+    conn: sqlite3.Connection, group_id: bytes, message_hash: bytes, data: bytes
+) -> None:
+    """Store the key set of a roster message (specs/chat.md §20); one held is kept.
+
+    Raises:
+        UnknownGroupError: the group is not held.
+    """
+    require_group(conn, group_id)
+    conn.execute(
+        "INSERT OR IGNORE INTO key_sets (group_id, message_hash, data) VALUES (?, ?, ?)",
+        (group_id, message_hash, data),
+    )
+
+
+def get_key_set(conn: sqlite3.Connection, group_id: bytes, message_hash: bytes) -> bytes | None:
+    """The key set of a roster message, or None."""
+    row = conn.execute(
+        "SELECT data FROM key_sets WHERE group_id = ? AND message_hash = ?",
+        (group_id, message_hash),
+    ).fetchone()
+    return None if row is None else bytes(row[0])

@@ -28,7 +28,7 @@ __all__ = [
 #: ``PRAGMA application_id`` of a p2pchat store: ASCII "p2pc" (§9).
 APPLICATION_ID: Final = int.from_bytes(b"p2pc", "big")
 #: The schema this code reads and writes (§9); stored in ``meta`` under ``schema_version``.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 SCHEMA: Final = """
 CREATE TABLE meta (
@@ -93,6 +93,12 @@ CREATE TABLE outbox (
     FOREIGN KEY (group_id, message_hash) REFERENCES messages (group_id, message_hash)
 );
 CREATE INDEX outbox_due ON outbox (next_attempt_at);
+CREATE TABLE key_sets (
+    group_id BLOB NOT NULL REFERENCES groups (group_id),
+    message_hash BLOB NOT NULL CHECK (length(message_hash) = 32),
+    data BLOB NOT NULL,
+    PRIMARY KEY (group_id, message_hash)
+);
 """
 
 #: Schema 1 had one table more: ``peers``, peer addresses that nothing read (the Host's peer store
@@ -103,8 +109,14 @@ _SCHEMA_1_PEERS: Final = """CREATE TABLE peers (
     updated_at INTEGER NOT NULL
 )"""
 
+#: Schema 3 adds ``key_sets``: the wrapped keys a roster delta commits to (specs/chat.md §20).
+_SCHEMA_3_KEY_SETS: Final = SCHEMA[SCHEMA.index("CREATE TABLE key_sets") :].strip().rstrip(";")
+
 #: The statements that bring schema ``v`` to ``v + 1``, by ``v``.
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {1: ("DROP TABLE peers",)}
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: ("DROP TABLE peers",),
+    2: (_SCHEMA_3_KEY_SETS,),
+}
 
 
 def check_schema(conn: sqlite3.Connection, path: Path) -> int:
@@ -199,6 +211,8 @@ def _expected_schema(version: int) -> set[tuple[Any, ...]]:
     conn = sqlite3.connect(":memory:")
     try:
         create_schema(conn)
+        if version < 3:
+            conn.execute("DROP TABLE key_sets")
         if version == 1:
             conn.execute(_SCHEMA_1_PEERS)
         return _schema_of(conn)

@@ -31,6 +31,7 @@ from ..core.txn import (
     OutboxDone,
     PrunePacket,
     PutEpochKey,
+    PutKeySet,
     PutPacket,
     PutRoster,
     PutVote,
@@ -356,6 +357,11 @@ class ChatStore:
         """
         return await self._read(lambda conn: messages.others_pending(conn, group_id))
 
+    async def get_key_set(self, group_id: bytes, message_hash: bytes) -> bytes | None:
+        """The key set (CBOR) of a roster message, or None (specs/chat.md §20)."""
+        op = functools.partial(groups.get_key_set, group_id=group_id, message_hash=message_hash)
+        return await self._read(op)
+
     async def get_vote(self, group_id: bytes, message_hash: bytes) -> bytes | None:
         """This node's vote for the message, or None."""
         op = functools.partial(messages.get_vote, group_id=group_id, message_hash=message_hash)
@@ -455,6 +461,14 @@ def _operation(op: object) -> tuple[Callable[[sqlite3.Connection], bytes | None]
             groups.put_epoch_key(conn, op.group_id, op.epoch, op.key)
 
         return put_epoch_key, len(op.key)
+    if isinstance(op, PutKeySet):
+        check_hash(op.group_id, "group_id")
+        check_hash(op.message_hash, "message_hash")
+
+        def put_key_set(conn: sqlite3.Connection) -> None:
+            groups.put_key_set(conn, op.group_id, op.message_hash, op.data)
+
+        return put_key_set, len(op.data)
     if isinstance(op, PutVote):
         check_hash(op.group_id, "group_id")
         check_hash(op.message_hash, "message_hash")

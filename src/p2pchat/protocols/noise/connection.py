@@ -389,35 +389,65 @@ class NoiseConnection:
         """
         view = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
         chunks = [view[i : i + MAX_PLAINTEXT_LEN] for i in range(0, len(view), MAX_PLAINTEXT_LEN)]
-        return self._seal(chunks)
+        out = self._seal(chunks)
+        assert isinstance(out, bytearray)  # no ``into``: a new buffer of the exact size
+        return out
 
-    def send_packed(self, units: Sequence[Sequence[bytes | bytearray | memoryview]]) -> bytearray:
-        """Encrypt ``units`` (each a sequence of buffers meant to stay together, such as a
-        muxer frame's header and body) so that no unit that fits in one Noise message is split
-        across two. Units larger than a message are split as :meth:`send` splits data.
+    def send_gather(
+        self, parts: Sequence[bytes | bytearray | memoryview], into: bytearray | None = None
+    ) -> bytearray | memoryview:
+        """Encrypt the concatenation of ``parts`` exactly as :meth:`send` encrypts one buffer
+        (full 65519-byte messages, the last one shorter), without joining the parts first.
+
+        A message that lies within one part (a large body) is encrypted from it directly; only
+        one that spans parts (such as a muxer frame's header and the start of its body) is
+        gathered, into a buffer of at most one message. If ``into`` is large enough, the frames
+        are written there and a view of them is returned (valid until ``into`` is reused);
+        otherwise into a new buffer.
 
         Raises:
             LocalProtocolError: the handshake is not complete or the connection failed.
             NonceExhaustedError: 2**64-1 messages were sent.
         """
-        chunks: list[bytes | bytearray | memoryview] = []
-        current = bytearray()
-        for unit in units:
-            size = sum(len(part) for part in unit)
-            if current and len(current) + size > MAX_PLAINTEXT_LEN:
-                chunks.append(current)
-                current = bytearray()
-            for part in unit:
-                current += part
-            while len(current) > MAX_PLAINTEXT_LEN:
-                chunks.append(current[:MAX_PLAINTEXT_LEN])
-                del current[:MAX_PLAINTEXT_LEN]
-        if current:
-            chunks.append(current)
-        return self._seal(chunks)
+        total = sum(map(len, parts))
+        if total <= MAX_PLAINTEXT_LEN:  # one message (pings, queries, chat messages)
+            if not total:
+                return self._seal([], into)
+            return self._seal([parts[0] if len(parts) == 1 else b"".join(parts)], into)
+        views = [
+            memoryview(part).cast("B") if isinstance(part, memoryview) else memoryview(part)
+            for part in parts
+            if len(part)
+        ]
+        chunks: list[bytes | memoryview] = []
+        gathered: list[memoryview] = []
+        room = MAX_PLAINTEXT_LEN  # left in the message being built
+        for view in views:
+            pos, end = 0, len(view)
+            while pos < end:
+                take = min(room, end - pos)
+                piece = view[pos : pos + take] if take < end else view
+                pos += take
+                room -= take
+                if room:
+                    gathered.append(piece)
+                    continue
+                if gathered:
+                    gathered.append(piece)
+                    chunks.append(b"".join(gathered))
+                    gathered.clear()
+                else:
+                    chunks.append(piece)
+                room = MAX_PLAINTEXT_LEN
+        if gathered:
+            chunks.append(gathered[0] if len(gathered) == 1 else b"".join(gathered))
+        return self._seal(chunks, into)
 
-    def _seal(self, chunks: Sequence[bytes | bytearray | memoryview]) -> bytearray:
-        """Encrypt each chunk (at most 65519 bytes) into one framed Noise message."""
+    def _seal(
+        self, chunks: Sequence[bytes | bytearray | memoryview], into: bytearray | None = None
+    ) -> bytearray | memoryview:
+        """Encrypt each chunk (at most 65519 bytes) into one framed Noise message, in ``into``
+        if it is large enough (then a view of it is returned), else in a new buffer."""
         cipher = self._send_cipher
         if cipher is None:
             if self._state is NoiseState.FAILED:
@@ -425,8 +455,9 @@ class NoiseConnection:
             raise LocalProtocolError("cannot send application data before the handshake completes")
         pending = self._outbuf
         pending_len = len(pending)
-        total = sum(len(chunk) for chunk in chunks)
-        out = bytearray(pending_len + total + len(chunks) * (FRAME_HEADER_LEN + TAGLEN))
+        total = sum(map(len, chunks))
+        needed = pending_len + total + len(chunks) * (FRAME_HEADER_LEN + TAGLEN)
+        out = into if into is not None and len(into) >= needed else bytearray(needed)
         if pending_len:
             out[:pending_len] = pending
             pending.clear()
@@ -445,7 +476,7 @@ class NoiseConnection:
             raise
         finally:
             out_view.release()
-        return out
+        return out if len(out) == needed else memoryview(out)[:needed]
 
     def set_nonces_for_testing(
         self, *, send: int | None = None, receive: int | None = None

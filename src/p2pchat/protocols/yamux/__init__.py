@@ -11,6 +11,7 @@ Layout, one concern per module:
 * ``streams``: the stream lifecycle, its one ``_TRANSITIONS`` table and the per-stream record;
 * ``flow``: receive credit and window auto-tuning;
 * ``output``: the bounded output queue, and packing queued frames into writes;
+* ``parser``: cutting the input into headers and bodies, bodies grouped into events;
 * ``config``: :class:`YamuxConfig` and the statistics snapshots;
 * ``connection``: :class:`YamuxConnection`, which parses frames and applies all of the above.
 
@@ -24,9 +25,11 @@ resulting events in order; it writes whatever ``data_to_send()`` returns. Local 
 ``acknowledge_received``, ``ping``, ``go_away``) only queue frames; they produce no events for the
 local side.
 
-Receive path. Data frame bodies are never reassembled: each run of body bytes present in one
-``receive_data`` call becomes one :class:`DataReceived`, so a 64 KiB frame split over two reads
-yields two events and no copy beyond one slice (none when a read holds exactly one body). Only a
+Receive path (``parser``). Data frame bodies are never reassembled across reads: the body bytes
+of one stream that follow each other in one ``receive_data`` call (consecutive data frames with
+no flags and nothing between them) become one :class:`DataReceived`, copied once, so a bulk
+reader gets about one event per read rather than one per frame, and a 64 KiB frame split over
+two reads yields two events. The driver may reuse its read buffer: nothing of it is kept. Only a
 header split across reads is buffered (at most 11 bytes). The window is charged in full when the
 header arrives, so an overrun is detected before any of its bytes are delivered. A FIN on a data
 frame takes effect after its body.

@@ -17,7 +17,6 @@ from .config import ConnectionStatistics, StreamStatistics, YamuxConfig
 from .errors import ConnectionClosedError, StreamLimitError, StreamStateError, YamuxProtocolError
 from .events import (
     ConnectionTerminated,
-    DataReceived,
     GoAwayReceived,
     PingReceived,
     PongReceived,
@@ -40,15 +39,14 @@ from .frame import (
     _RST,
     _SYN,
     _WINDOW_UPDATE,
-    HEADER_SIZE,
     SESSION_ID,
     YAMUX_VERSION,
     FrameType,
     GoAwayCode,
     _pack_header,
-    _unpack_header,
 )
 from .output import OutputQueue
+from .parser import NO_BODY, Body, BodyRun, FrameReader
 from .streams import Handshake, StreamInput, StreamRecord, StreamState, next_stream_state
 
 _OPEN: Final = StreamState.OPEN
@@ -82,11 +80,7 @@ class YamuxConnection:
         self._peer_parity = 0 if is_client else 1
         self._out = OutputQueue()
         self._syn_pending: list[StreamRecord] = []
-        # Receive parser: a partial header, or the rest of a data frame body.
-        self._partial_header = b""
-        self._body_left = 0
-        self._body_stream: StreamRecord | None = None
-        self._body_fin = False
+        self._reader = FrameReader()  # a partial header, or the rest of a data frame body
         self._inbound = 0
         self._outbound = 0
         self._inbound_unacked = 0
@@ -179,62 +173,22 @@ class YamuxConnection:
 
         Never raises for anything the peer sends: a protocol violation ends the list with a
         :class:`ConnectionTerminated` (and queues a GoAway). After that, input is ignored. Empty
-        ``data`` is a no-op; end of the transport is for the driver to handle.
+        ``data`` is a no-op; end of the transport is for the driver to handle. ``data`` is not
+        kept: the driver may reuse its buffer once this returns.
         """
         events: list[YamuxEvent] = []
         if self._terminated is not None or not data:
             return events
-        # bytes are sliced directly; other buffers through a view, so each body is copied once.
-        view = data if type(data) is bytes else memoryview(data).cast("B")
+        view = memoryview(data)
+        if type(data) is memoryview and (view.format != "B" or view.ndim != 1):
+            view = view.cast("B")
+        run = BodyRun(events, data if type(data) is bytes else None)
         try:
-            self._parse(view, events)
+            self._reader.feed(view, run, events, self._on_header, self._on_remote_fin)
         except YamuxProtocolError as exc:
+            run.flush()
             self._fail(exc.hint, str(exc), events)
         return events
-
-    def _parse(self, data: bytes | memoryview, events: list[YamuxEvent]) -> None:
-        end = len(data)
-        pos = 0
-        if self._partial_header:
-            need = HEADER_SIZE - len(self._partial_header)
-            if end < need:
-                self._partial_header += bytes(data)
-                return
-            header = self._partial_header + bytes(data[:need])
-            self._partial_header = b""
-            pos = need
-            version, frame_type, flags, stream_id, length = _unpack_header(header)
-            self._on_header(version, frame_type, flags, stream_id, length, events)
-        unpack = _unpack_header
-        append = events.append
-        while True:
-            left = self._body_left
-            if left:
-                avail = end - pos
-                if avail <= 0:
-                    return
-                take = left if left < avail else avail
-                s = self._body_stream
-                if s is not None and s.state is not _CLOSED:
-                    if pos == 0 and take == end:
-                        append(DataReceived(s.stream_id, bytes(data)))
-                    else:
-                        append(DataReceived(s.stream_id, bytes(data[pos : pos + take])))
-                pos += take
-                left -= take
-                self._body_left = left
-                if not left:
-                    self._body_stream = None
-                    if self._body_fin and s is not None and s.state is not _CLOSED:
-                        self._on_remote_fin(s, events)
-                continue
-            if end - pos < HEADER_SIZE:
-                if pos < end:
-                    self._partial_header = bytes(data[pos:])
-                return
-            version, frame_type, flags, stream_id, length = unpack(data, pos)
-            pos += HEADER_SIZE
-            self._on_header(version, frame_type, flags, stream_id, length, events)
 
     def _on_header(
         self,
@@ -244,7 +198,8 @@ class YamuxConnection:
         stream_id: int,
         length: int,
         events: list[YamuxEvent],
-    ) -> None:
+    ) -> Body:
+        """Apply one header; return what the bytes after it are (see :data:`.parser.Body`)."""
         if version != YAMUX_VERSION:
             raise _violation("bad version", f"unsupported yamux version {version}")
         if frame_type > _WINDOW_UPDATE:
@@ -254,11 +209,11 @@ class YamuxConnection:
                     events.append(PingReceived(length))
                 else:
                     events.append(PongReceived(length))
-                return
+                return NO_BODY
             if frame_type == _GO_AWAY:
                 self._remote_go_away = length
                 events.append(GoAwayReceived(length))
-                return
+                return NO_BODY
             raise _violation("unknown frame type", f"unknown yamux frame type {frame_type}")
         is_data = frame_type == _DATA
         if stream_id == SESSION_ID:
@@ -275,11 +230,7 @@ class YamuxConnection:
             s = self._on_syn(stream_id, s, events)
         if s is None:
             # Unknown id: a frame in flight from before a reset or refusal. Drop it.
-            if is_data and length:
-                self._body_left = length
-                self._body_stream = None
-                self._body_fin = False
-            return
+            return (length, None, False) if is_data else NO_BODY
         if flags & _ACK and s.handshake is _SYN_SENT:
             s.handshake = _ESTABLISHED
             self._outbound_unacked -= 1
@@ -287,11 +238,7 @@ class YamuxConnection:
         if flags & _RST:
             self._remove(s)
             events.append(StreamReset(stream_id, 0 if is_data else length))
-            if is_data and length:
-                self._body_left = length
-                self._body_stream = None
-                self._body_fin = False
-            return
+            return (length, None, False) if is_data else NO_BODY
         if is_data:
             if length:
                 if s.state is not _OPEN:
@@ -303,10 +250,7 @@ class YamuxConnection:
                     )
                 s.recv_window -= length
                 s.buffered += length
-                self._body_left = length
-                self._body_stream = s
-                self._body_fin = bool(flags & _FIN)
-                return
+                return (length, s, bool(flags & _FIN))
         elif length:
             window = s.send_window + length
             if window > _MAX_U32:
@@ -318,6 +262,7 @@ class YamuxConnection:
                 events.append(WindowUpdated(stream_id, length))
         if flags & _FIN:
             self._on_remote_fin(s, events)
+        return NO_BODY
 
     def _queue_reply(self, header: bytes) -> None:
         """Queue a reply the peer prompted (a pong, or the RST refusing a stream).
@@ -390,9 +335,7 @@ class YamuxConnection:
         if not self._local_go_away:
             self._local_go_away = _PROTOCOL_ERROR
             self._out.append_control(_pack_header(0, _GO_AWAY, 0, SESSION_ID, _PROTOCOL_ERROR))
-        self._partial_header = b""
-        self._body_left = 0
-        self._body_stream = None
+        self._reader.reset()
         event = ConnectionTerminated(_PROTOCOL_ERROR, hint, detail)
         self._terminated = event
         events.append(event)

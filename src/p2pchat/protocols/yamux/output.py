@@ -63,10 +63,10 @@ class OutputQueue:
     def take_frames(self, max_bytes: int) -> list[tuple[Item, ...]]:
         """Remove whole frames from the front, about ``max_bytes`` of them at most.
 
-        Each item is one frame: its header, then its body for a data frame. A driver whose
-        transport has its own message size (Noise: 65519 bytes) packs whole frames into each
-        message, so the peer never sees a frame split across two. The first frame is always
-        returned, however large; the rest stay queued in order.
+        Each item is one frame: its header, then its body for a data frame, kept together so that
+        a driver may hand the batch on without copying (ours packs it back to back into Noise
+        messages). The first frame is always returned, however large; the rest stay queued in
+        order.
         """
         items = self._items
         frames: list[tuple[Item, ...]] = []
