@@ -62,6 +62,14 @@ code and reason, and phase 1 prints them per message). ``--send-mode queue`` mea
 ``send(wait=False)`` + ``wait_ratified`` instead, where the node's outbox task asks for the votes,
 one message at a time.
 
+Batches (specs/chat.md §21). The author asks each ratifier for the messages queued when its
+previous request returns (``mratb``, up to 64), and delivers to each member likewise
+(``smsgb``); so the window bounds the batches: with W = 8 a batch holds at most 8 messages.
+``--window 32`` (the outbox's attempts in flight, half a ratifier's pending quota) lets them
+fill. A batch costs each ratifier one commit and one signature, and each member ``q`` vote
+checks (its verified batch signatures are remembered), so the measured verifications per
+message fall below the count above, which is the unbatched one (every batch of one).
+
 Targets: throughput at least 50% of the bound; p99 latency to the last member under 50 ms at
 half the phase-1 rate.
 

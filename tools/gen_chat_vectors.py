@@ -22,7 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from p2pchat.chat.core import cbor, crypto
+import attrs
+
+from p2pchat.chat.core import cbor, crypto, merkle
+from p2pchat.chat.core.certificate import batch_signing_bytes, make_batch_votes, verify_vote
 from p2pchat.chat.core.commitment import CloseCommitment, close_signing_bytes
 from p2pchat.chat.core.genesis import SignedGenesis, new_group
 from p2pchat.chat.core.group_state import GroupState
@@ -34,8 +37,10 @@ from p2pchat.chat.core.packet import (
     Message,
     Packet,
     make_vote,
+    message_signing_bytes,
     sha256,
     sign_message,
+    verify_author,
     vote_signing_bytes,
 )
 from p2pchat.chat.core.packet_json import (
@@ -86,7 +91,12 @@ DELETE_KEY: Final = b"\x44" * 32
 DELETE_IV: Final = b"\x55" * 12
 DELETE_NONCE: Final = b"\x66" * 12
 MRAT_RID: Final = 1
-
+MRATB_RID: Final = 2
+SMSGB_RID: Final = 3
+#: §21: the user's two later messages of epoch 0 asked for as one batch, with a forged one
+#: between them.
+BATCH_TIMES: Final = (TEXT_TIME_MS + 1_000, TEXT_TIME_MS + 2_000)
+BATCH_PLAINTEXTS: Final = ("second", "third")
 #: Vector files kept by hand (reference data from elsewhere), not made by this generator.
 FOREIGN: Final = frozenset({"merkle.json"})
 
@@ -326,6 +336,7 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     chain = GroupState.from_chain(signed, [roster])
     _require(chain.current_roster == roster_1, "roster chain")
 
+    batch_vectors = _batch_vectors(group_id, text)
     delta, keyset, delta_packet = _delta_vector(chain, roster, recorded, fresh=fresh)
     after = GroupState.from_chain(signed, [roster, delta_packet])
     _require(after.owner == RATIFIER_2.peer and after.name == DELTA_NAME, "delta chain")
@@ -476,6 +487,124 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
             message_hash=text.message_hash.hex(),
             epoch=0,
             vote_signing_bytes_hex=vote_signing_bytes(group_id, 0, text.message_hash).hex(),
+        ),
+        **batch_vectors,
+    }
+
+
+def _user_text(
+    group_id: bytes, plaintext: str, time_ms: int, parents: tuple[bytes, ...]
+) -> tuple[Message, bytes, bytes]:
+    """A text message of the user in epoch 0, and its wrapped content key and iv."""
+    sealed = crypto.encrypt_artifact(
+        plaintext.encode(),
+        epoch_key=EPOCH_KEYS[0],
+        group_id=group_id,
+        epoch=0,
+        author=USER.peer,
+        content_key=CONTENT_KEY,
+        iv=CONTENT_IV,
+        key_nonce=KEY_NONCE,
+    )
+    message = Message(
+        group_id=group_id,
+        epoch=0,
+        message_type="text",
+        time_stamp=time_ms,
+        author=USER.peer,
+        ref_hash=None,
+        parents=parents,
+        headers=Headers(),
+        artifact=Artifact(
+            TEXT_MIME, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
+        ),
+    )
+    return message, sealed.aes_key, sealed.iv
+
+
+def _batch_vectors(group_id: bytes, text: Packet) -> dict[str, dict[str, Any]]:
+    """``mratb`` and its answer (§21): the user's chain of two messages after the text
+    message, with a message signed by the wrong key between them; the owner votes for the two
+    with one batch signature and refuses the middle one."""
+    second = sign_message(
+        USER.keypair,
+        *_user_text(group_id, BATCH_PLAINTEXTS[0], BATCH_TIMES[0], (text.message_hash,)),
+    )
+    third = sign_message(
+        USER.keypair,
+        *_user_text(group_id, BATCH_PLAINTEXTS[1], BATCH_TIMES[1], (second.message_hash,)),
+    )
+    forged_message, aes_key, iv = _user_text(
+        group_id, "forged", BATCH_TIMES[0], (text.message_hash,)
+    )
+    forged = attrs.evolve(
+        sign_message(USER.keypair, forged_message, aes_key, iv),
+        signature=RATIFIER_2.keypair.sign(message_signing_bytes(group_id, forged_message.hash())),
+    )
+    _require(not verify_author(forged), "the forged message does not verify")
+    hashes = [second.message_hash, third.message_hash]
+    votes = make_batch_votes(OWNER.keypair, group_id, 0, hashes)
+    root = merkle.root(hashes)
+    for vote, message_hash in zip(votes, hashes, strict=True):
+        _require(verify_vote(vote, group_id, 0, message_hash), "batch vote")
+    packets = [second.to_cbor(), forged.to_cbor(), third.to_cbor()]
+    query = Query("mratb", MRATB_RID, {"group_id": group_id, "packets": packets})
+    results = [
+        {"vote": votes[0].to_cbor()},
+        {"reason": "bad signature"},
+        {"vote": votes[1].to_cbor()},
+    ]
+    answer = query.answer({"results": results})
+    # The two certified by the owner and ratifier-2, each with one batch signature, delivered
+    # together (smsgb); the member held the first already.
+    r2_votes = make_batch_votes(RATIFIER_2.keypair, group_id, 0, hashes)
+    certified = [
+        p.with_certificate(
+            Certificate(0, tuple(sorted((o, r), key=lambda v: v.ratifier.to_bytes())))
+        )
+        for p, o, r in zip((second, third), votes, r2_votes, strict=True)
+    ]
+    deliver = Query(
+        "smsgb", SMSGB_RID, {"group_id": group_id, "packets": [p.to_cbor() for p in certified]}
+    )
+    delivered = deliver.answer({"results": [{"duplicate": True}, {}]})
+    return {
+        "smsgb_query.json": _frame_vector(
+            "An smsgb query (rid 3, §21): 'second' and 'third' of mratb_query.json, each "
+            "certified by the owner's and ratifier-2's batch votes (one signature each over the "
+            "batch of the two), delivered together, in order, without relay.",
+            deliver,
+            group_id=group_id.hex(),
+            message_hashes=[h.hex() for h in hashes],
+        ),
+        "smsgb_response.json": _frame_vector(
+            "A member's smsgbR answer (rid 3, ok): it held 'second' already and stores 'third'.",
+            delivered,
+            group_id=group_id.hex(),
+        ),
+        "mratb_query.json": _frame_vector(
+            "An mratb query (rid 2, §21): the user's messages 'second' (parent: the text "
+            "message) and 'third' (parent: 'second'), epoch 0, with between them a message "
+            "'forged' signed by ratifier-2's key instead of the user's. Encrypted like the "
+            "text message (content key 11 x 32, iv 22 x 12, key nonce 33 x 12).",
+            query,
+            group_id=group_id.hex(),
+            message_hashes=[
+                second.message_hash.hex(),
+                forged.message_hash.hex(),
+                third.message_hash.hex(),
+            ],
+        ),
+        "mratb_response.json": _frame_vector(
+            "The owner's mratbR answer (rid 2, ok): one result per packet in order; 'second' "
+            "and 'third' are voted for with one signature over the batch of the two (size 2, "
+            "indexes 0 and 1), 'forged' is refused 'bad signature'.",
+            answer,
+            group_id=group_id.hex(),
+            epoch=0,
+            batch_hashes=[h.hex() for h in hashes],
+            root=root.hex(),
+            signing_bytes_hex=batch_signing_bytes(group_id, 0, len(hashes), root).hex(),
         ),
     }
 

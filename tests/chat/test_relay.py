@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -28,14 +27,19 @@ async def test_a_group_larger_than_the_fanout_gets_every_message_through_relays(
     monkeypatch.setattr(deliver, "RELAY_FANOUT", 2)
     # (message hash, service, recipient, carried a relay list)
     sent: list[tuple[bytes, int, PeerID, bool]] = []
-    real_query = DeliverService._query
+    real_ask = DeliverService._ask
 
-    async def recording(self: DeliverService, peer: PeerID, body: dict[str, Any]) -> str | None:
-        message_hash = Packet.from_cbor(body["packet"]).message_hash
-        sent.append((message_hash, id(self), peer, "relay" in body))
-        return await real_query(self, peer, body)
+    async def recording(
+        self: DeliverService,
+        peer: PeerID,
+        group_id: bytes,
+        packets: list[Packet],
+        rest: tuple[PeerID, ...],
+    ) -> list[str | None]:
+        sent.extend((p.message_hash, id(self), peer, bool(rest)) for p in packets)
+        return await real_ask(self, peer, group_id, packets, rest)
 
-    monkeypatch.setattr(DeliverService, "_query", recording)
+    monkeypatch.setattr(DeliverService, "_ask", recording)
     async with open_cluster(tmp_path, *SEVEN) as cluster:
         owner, r2, r3, *users = cluster.peers
         members = [(r2, Role.RATIFIER), (r3, Role.RATIFIER)] + [(u, Role.USER) for u in users]

@@ -223,6 +223,7 @@ class Artifacts:
                 message_type=message_type,
                 ref_hash=ref_hash,
                 now=now,
+                chain=True,
             )
 
         logger.info(

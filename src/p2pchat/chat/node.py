@@ -70,6 +70,7 @@ from .services.outbox import run_outbox
 from .services.ratify import RatifyService
 from .services.runtime import Runtime, now_ms
 from .services.sync import SyncService
+from .services.writes import GroupCommits
 from .store import ChatStore, StoredMessage
 from .store.chunks import BLOB_DIR, BlobStore
 
@@ -119,7 +120,7 @@ class ChatConfig:
     #: Anti-entropy: how often to compare history with connected members (seconds).
     sync_interval: float = 30.0
     #: Queued messages ratified at once by the outbox.
-    outbox_concurrency: int = 16
+    outbox_concurrency: int = 32
     #: Size of each subscriber's queue; a subscriber that falls this far behind loses messages.
     subscriber_queue: int = 10_000
     #: A ratifier's quota of another author's pending messages (specs/chat.md §6 "Quotas"),
@@ -197,7 +198,7 @@ class ChatNode:
         #: Our messages being waited for, by first hash: the hash they were ratified under,
         #: or the reason they were abandoned.
         self._origin_done: dict[bytes, tuple[trio.Event, list[bytes | str]]] = {}
-        self._write_locks: dict[bytes, trio.Lock] = {}
+        self._commits = GroupCommits(runtime, runtime.engine.forget_written)
         #: (group, member) whose ratified "leave" we, the owner, are to honour (§17 "Leaving").
         self._leaves, self._leaving = trio.open_memory_channel[tuple[bytes, PeerID]](64)
         self.artifacts: Artifacts | None = None
@@ -443,6 +444,7 @@ class ChatNode:
                 mime=mime,
                 ref_hash=ref_hash,
                 now=now_ms(),
+                chain=True,
             ),
             wait=wait,
         )
@@ -509,20 +511,17 @@ class ChatNode:
     async def _submit(
         self, group_id: bytes, write: Callable[[], tuple[Packet, Commit]], *, wait: bool = True
     ) -> bytes:
-        # One write at a time per group: each message is written after the previous one is
-        # queued, so it names it as the message it follows (specs/chat.md §6 "One author's
-        # order").
-        lock = self._write_locks.setdefault(group_id, trio.Lock())
         await self._key_ready(group_id)
-        async with lock:
-            packet, commit = write()
-            origin = packet.message_hash
-            done = self._origin_done.setdefault(origin, (trio.Event(), []))
-            try:
-                await self._runtime.commit(commit)
-            except BaseException:
-                self._origin_done.pop(origin, None)
-                raise
+        # Written at once (it names the message written before it, specs/chat.md §11); the
+        # commits of what is written meanwhile are made together, in order (§21).
+        packet, commit = write()
+        origin = packet.message_hash
+        done = self._origin_done.setdefault(origin, (trio.Event(), []))
+        try:
+            await self._commits.commit(group_id, commit)
+        except BaseException:
+            self._origin_done.pop(origin, None)
+            raise
         try:
             if not wait:
                 return origin

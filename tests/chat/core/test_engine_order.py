@@ -240,6 +240,15 @@ def test_the_outbox_chain_follows_ranks_whatever_the_order_of_loading() -> None:
     assert outbox.tail(group_id) is chain[-1]
     assert outbox.predecessor(chain[1]) is chain[0]
     assert [outbox.blocked(i) for i in chain] == [False, True, True]
-    assert [i.message_hash for i in outbox.start_due(sim.now)] == [chain[0].message_hash]
+    # Started in rank order, each unblocks the next: the chain is asked for in one go (§21).
+    started = outbox.start_due(sim.now)
+    assert [i.message_hash for i in started] == [i.message_hash for i in chain]
+    assert not any(outbox.blocked(i) for i in chain)
+    limited = Outbox(1_000, 8_000, 2)
+    for item in items:
+        limited.add(group_id, item.packet, origin=item.origin, now=sim.now, rank=item.rank)
+    assert [i.message_hash for i in limited.start_due(sim.now)] == [
+        i.message_hash for i in chain[:2]
+    ]
     assert outbox.next_rank(group_id, 0) == chain[-1].rank + 1
     assert outbox.next_rank(b"\x07" * 32, 5) == 5

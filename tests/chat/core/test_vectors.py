@@ -21,7 +21,8 @@ import attrs
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from p2pchat.chat.core import cbor, crypto
+from p2pchat.chat.core import cbor, crypto, merkle
+from p2pchat.chat.core.certificate import batch_signing_bytes
 from p2pchat.chat.core.commitment import CloseCommitment, close_signing_bytes
 from p2pchat.chat.core.genesis import SignedGenesis
 from p2pchat.chat.core.group_state import GroupState
@@ -130,9 +131,13 @@ def test_the_vector_directory_holds_the_expected_files() -> None:
         "merkle.json",
         "mrat_query.json",
         "mrat_response.json",
+        "mratb_query.json",
+        "mratb_response.json",
         "pruned_message.json",
         "roster_delta.json",
         "roster_message.json",
+        "smsgb_query.json",
+        "smsgb_response.json",
         "text_message.json",
     ]
 
@@ -376,6 +381,70 @@ def test_mrat_response_carries_a_valid_vote() -> None:
     text = packet("text_message.json")
     assert text.certificate is not None
     assert vote in text.certificate.votes
+
+
+def test_mratb_query_carries_a_chain_with_a_forged_message_between() -> None:
+    vector = load("mratb_query.json")
+    query = parse_envelope(read_frame(bytes.fromhex(vector["frame_hex"])))
+    assert isinstance(query, Query)
+    assert (query.code, query.rid) == ("mratb", 2)
+    packets = [Packet.from_cbor(p) for p in query.body["packets"]]
+    assert [p.message_hash.hex() for p in packets] == vector["message_hashes"]
+    second, forged, third = packets
+    assert [verify_author(p) for p in packets] == [True, False, True]
+    assert second.message.parents == (packet("text_message.json").message_hash,)
+    assert third.message.parents == (second.message_hash,)
+    assert all(p.check_hashes() and p.certificate is None for p in packets)
+    assert forged.message_hash not in vector["message_hashes"][::2]
+
+
+def test_mratb_response_votes_for_the_batch_with_one_signature() -> None:
+    vector = load("mratb_response.json")
+    response = parse_envelope(read_frame(bytes.fromhex(vector["frame_hex"])))
+    assert isinstance(response, Response)
+    assert (response.code, response.rid, response.ok) == ("mratbR", 2, True)
+    first, refused, last = response.body["results"]
+    assert refused == {"reason": "bad signature"}
+    votes = [Vote.from_cbor(first["vote"]), Vote.from_cbor(last["vote"])]
+    group_id = bytes.fromhex(vector["group_id"])
+    hashes = [bytes.fromhex(h) for h in vector["batch_hashes"]]
+    assert hashes == [bytes.fromhex(h) for h in load("mratb_query.json")["message_hashes"][::2]]
+    root = merkle.root(hashes)
+    assert root.hex() == vector["root"]
+    signed = batch_signing_bytes(group_id, vector["epoch"], 2, root)
+    assert signed.hex() == vector["signing_bytes_hex"]
+    assert votes[0].sig == votes[1].sig  # one signature for the batch
+    for index, (vote, message_hash) in enumerate(zip(votes, hashes, strict=True)):
+        assert vote.ratifier == genesis().genesis.owner
+        assert vote.batch is not None
+        assert (vote.batch.size, vote.batch.index) == (2, index)
+        assert verify_vote(vote, group_id, vector["epoch"], message_hash)
+        assert not verify_vote(vote, group_id, vector["epoch"], hashes[1 - index])
+
+
+def test_smsgb_delivers_the_batch_certified_by_batch_votes() -> None:
+    vector = load("smsgb_query.json")
+    query = parse_envelope(read_frame(bytes.fromhex(vector["frame_hex"])))
+    assert isinstance(query, Query)
+    assert (query.code, query.rid) == ("smsgb", 3)
+    assert "relay" not in query.body
+    packets = [Packet.from_cbor(p) for p in query.body["packets"]]
+    assert [p.message_hash.hex() for p in packets] == vector["message_hashes"]
+    assert vector["message_hashes"] == load("mratb_response.json")["batch_hashes"]
+    state = GroupState.from_genesis(genesis())
+    held = {packet("text_message.json").message_hash}
+    for p in packets:  # in order: the second names the first
+        assert p.certificate is not None
+        assert all(v.batch is not None for v in p.certificate.votes)
+        assert verify_certificate(
+            p.certificate, state.current_roster, state.group_id, p.message_hash
+        )
+        assert check_for_delivery(p, state, have=held.__contains__) is None
+        held.add(p.message_hash)
+    response = parse_envelope(read_frame(bytes.fromhex(load("smsgb_response.json")["frame_hex"])))
+    assert isinstance(response, Response)
+    assert (response.code, response.rid, response.ok) == ("smsgbR", 3, True)
+    assert response.body == {"results": [{"duplicate": True}, {}]}
 
 
 def test_close_vote_signs_its_commitment() -> None:

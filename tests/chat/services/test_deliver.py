@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -77,25 +79,36 @@ class FakeClients:
         self.refuse = refuse
         self.refuse_relay = refuse_relay  # these refuse a relay list they cannot check
         self.calls: list[tuple[PeerID, dict[str, Any]]] = []
+        #: Answer smsgb "unknown code", as a node without it does.
+        self.no_batches = False
 
     async def query(self, peer: PeerID, code: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert code == "smsg"
+        assert code == ("smsgb" if "packets" in body else "smsg")
         self.calls.append((peer, body))
         await trio.lowlevel.checkpoint()
+        if code == "smsgb" and self.no_batches:
+            raise QueryRefusedError("smsgb", "unknown code")
         if peer in self.refuse:
             raise QueryRefusedError("smsg", "unknown group")
         if peer in self.refuse_relay and "relay" in body:
             raise QueryRefusedError("smsg", "malformed")
         if peer in self.down:
             raise ChatError("unreachable")
+        if code == "smsgb":
+            return {"results": [{} for _ in body["packets"]]}
         return {}
 
 
-async def _deliver(clients: FakeClients, peers: list[PeerID], fanout: int) -> None:
-    class _Packet:
-        def to_cbor(self) -> str:
-            return "packet"
+class _Packet:
+    def __init__(self, name: str = "packet") -> None:
+        self.name = name
+        self.message = SimpleNamespace(message_type="text", artifact=SimpleNamespace(data=b""))
 
+    def to_cbor(self) -> str:
+        return self.name
+
+
+async def _deliver(clients: FakeClients, peers: list[PeerID], fanout: int) -> None:
     async with trio.open_nursery() as nursery:
         service = DeliverService(
             clients,  # type: ignore[arg-type]
@@ -139,6 +152,50 @@ async def test_a_head_refusing_its_relay_list_gets_it_alone_and_we_serve_the_res
     asked = [peer for peer, _ in clients.calls]
     assert PEERS[4] in asked
     assert PEERS[5] in asked
+
+
+async def test_packets_queued_for_one_member_go_in_order_in_batches() -> None:
+    clients = FakeClients()
+    async with trio.open_nursery() as nursery:
+        service = DeliverService(
+            clients,  # type: ignore[arg-type]
+            nursery,
+            retry_initial=0.001,
+            retry_max=0.002,
+        )
+        for n in range(10):  # queued while the first is on its way
+            packet = _Packet(f"p{n}")
+            service.start(Deliver(b"g" * 32, packet, (PEERS[0],)))  # type: ignore[arg-type]
+    bodies = [body for _, body in clients.calls]
+    sent = [p for b in bodies for p in b.get("packets", [b.get("packet")])]
+    assert sent == [f"p{n}" for n in range(10)]  # each once, in order
+    assert len(bodies) == 1  # all were queued before the first request left
+
+
+@pytest.mark.parametrize("batches", [True, False])
+async def test_packets_queued_while_one_is_on_its_way_follow_in_one_batch(batches: bool) -> None:
+    clients = FakeClients()
+    clients.no_batches = not batches
+    async with trio.open_nursery() as nursery:
+        service = DeliverService(
+            clients,  # type: ignore[arg-type]
+            nursery,
+            retry_initial=0.001,
+            retry_max=0.002,
+        )
+        service.start(Deliver(b"g" * 32, _Packet("p0"), (PEERS[0],)))  # type: ignore[arg-type]
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(1, 5):
+            packet = _Packet(f"p{n}")
+            service.start(Deliver(b"g" * 32, packet, (PEERS[0],)))  # type: ignore[arg-type]
+    codes = [("packets" in body) for _, body in clients.calls]
+    sent = [p for _, b in clients.calls for p in b.get("packets", [b.get("packet")])]
+    if batches:
+        assert sent == ["p0", "p1", "p2", "p3", "p4"]
+        assert codes == [False, True]
+    else:  # one by one after the refused batch, in order
+        assert sent == ["p0", "p1", "p2", "p3", "p4", "p1", "p2", "p3", "p4"]
+        assert codes == [False, True, False, False, False, False]
 
 
 def test_a_fanout_below_two_is_refused() -> None:

@@ -28,6 +28,7 @@ from p2pchat.chat.core.txn import (
     Transaction,
 )
 from p2pchat.chat.core.view import history_order
+from p2pchat.chat.core.voting import pending_parent
 from p2pchat.identity import PeerID
 
 from .memstore import MemStore
@@ -265,7 +266,13 @@ class Checker:
         view = engine.find(op.group_id)
         if view is None or packet is None:
             return
-        missing = [p for p in packet.message.parents if not view.has(p)]
+        # Held ratified, or (§21) a message of the same author we hold pending with our vote.
+        author, me = packet.message.author, engine.peer_id
+        missing = [
+            p
+            for p in packet.message.parents
+            if not view.has(p) and not pending_parent(view, p, author, me)
+        ]
         if missing:
             raise InvariantError(
                 "custody",

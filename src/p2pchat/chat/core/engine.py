@@ -38,10 +38,12 @@ from ...identity import KeyPair, PeerID
 from . import crypto
 from .artifact import ChunkedRef
 from .author import rewrite_message, write_chunked_message, write_message, write_roster_change
+from .batch import BatchDecision, decide_batch
 from .engine_records import (
     Attempt,
     EngineConfig,
     _Accepted,
+    _BatchVoted,
     _Cancelled,
     _Dropped,
     _Expired,
@@ -130,6 +132,7 @@ CLOSED_EPOCH: Final = "closed epoch"
 #: vote follows its custody by at most this much.
 FETCHING: Final = "fetching artifact"
 FETCHING_RETRY: Final = 250
+MISSING: Final = "missing parents"
 
 
 class ChatEngine:
@@ -149,6 +152,9 @@ class ChatEngine:
             self.config.retry_initial, self.config.retry_max, self.config.outbox_concurrency
         )
         self._attempts: dict[bytes, Attempt] = {}
+        #: Per group, our message written last whose commit is not yet applied (hash, rank):
+        #: the next one follows it (§11, §21 "Writing in groups").
+        self._written: dict[bytes, tuple[bytes, int]] = {}
         self._connected: set[PeerID] = set()
         self._next_sync: int | None = None
 
@@ -173,7 +179,7 @@ class ChatEngine:
 
     def next_wake(self) -> int | None:
         """When the engine next wants a :class:`Tick` (None: only on events)."""
-        times = [a.deadline for a in self._attempts.values() if not a.certifying]
+        times = [a.deadline for a in self._attempts.values() if not (a.certifying or a.ready)]
         due = self.outbox.next_due()
         if due is not None and self.outbox.in_flight < self.outbox.concurrency:
             times.append(due)
@@ -312,15 +318,17 @@ class ChatEngine:
         mime: str,
         ref_hash: bytes | None,
         now: int,
+        chain: bool = False,
     ) -> tuple[Packet, Commit]:
-        """Write, encrypt and sign a message; the commit queues it.
+        """Write, encrypt and sign a message; the commit queues it. With ``chain`` it follows
+        the message we wrote last even if its commit is not applied yet (the caller commits
+        them in the order written, §21); otherwise the last one queued.
 
         Raises:
             ChatError: we are not in the group or hold no key for its epoch.
             NotAllowedError: our role cannot send.
         """
         view = self.view(group_id)
-        tail = self.outbox.tail(group_id)
         packet = write_message(
             self.identity,
             view,
@@ -329,7 +337,7 @@ class ChatEngine:
             mime,
             ref_hash,
             now,
-            after=None if tail is None else tail.message_hash,
+            after=self._follows(group_id, chain),
         )
         return packet, self._queue(view, packet, now)
 
@@ -344,6 +352,7 @@ class ChatEngine:
         message_type: str,
         ref_hash: bytes | None,
         now: int,
+        chain: bool = False,
     ) -> tuple[Packet, Commit]:
         """Write and sign a message whose artifact travels as chunks (specs/artifacts.md §3),
         already sealed under ``content_key`` and stored; the commit queues it.
@@ -353,7 +362,6 @@ class ChatEngine:
             NotAllowedError: our role cannot send.
         """
         view = self.view(group_id)
-        tail = self.outbox.tail(group_id)
         packet = write_chunked_message(
             self.identity,
             view,
@@ -364,7 +372,7 @@ class ChatEngine:
             message_type=message_type,
             ref_hash=ref_hash,
             now=now,
-            after=None if tail is None else tail.message_hash,
+            after=self._follows(group_id, chain),
         )
         return packet, self._queue(view, packet, now)
 
@@ -404,18 +412,35 @@ class ChatEngine:
         return packet, Commit(Transaction((held, *queued.txn.operations)), queued.effect)
 
     def receive(
-        self, group_id: bytes, packet: Packet, now: int, *, chain: bool = False
+        self,
+        group_id: bytes,
+        packet: Packet,
+        now: int,
+        *,
+        chain: bool = False,
+        before: Mapping[bytes, int] | None = None,
     ) -> Commit | Refused | NeedParents | AlreadyHeld:
         """A certified packet arrived (``smsg``, history, a fetch, a roster chain); ``chain``:
-        a roster message of a ``pkt`` chain, taken without parents it cannot fetch (§8)."""
+        a roster message of a ``pkt`` chain, taken without parents it cannot fetch (§8);
+        ``before``: the packets of the same delivery accepted before it (hash -> time stamp),
+        committed with it, so they count as held parents (§21)."""
         view = self._groups.get(group_id)
         if view is None or packet.message.group_id != group_id:
             return Refused("unknown group")
         if view.has(packet.message_hash):
             return AlreadyHeld()
-        have = chain_have(view, packet) if chain else view.has
+        earlier: Mapping[bytes, int] = before if before is not None else {}
+        held_parent = chain_have(view, packet) if chain else view.has
+
+        def have(h: bytes) -> bool:
+            return held_parent(h) or h in earlier
+
+        def time_of(h: bytes) -> int | None:
+            held = view.time_of(h)
+            return held if held is not None else earlier.get(h)
+
         reason = check_for_delivery(
-            packet, view.state, have=have, time_of=view.time_of, ref_of=view.ref_of
+            packet, view.state, have=have, time_of=time_of, ref_of=view.ref_of
         )
         if reason in (None, "missing parents") and self._closed_epoch(view, packet):
             view.close.seed(view.state, view.has)
@@ -423,7 +448,7 @@ class ChatEngine:
                 return Refused(CLOSED_EPOCH)
             view.close.admit_parents(packet)
         if reason == "missing parents":
-            return NeedParents(tuple(h for h in packet.message.parents if not view.has(h)))
+            return NeedParents(tuple(h for h in packet.message.parents if not have(h)))
         if reason is not None:
             return Refused(reason)
         return self._accept(view, packet, now, deliver=False)
@@ -448,6 +473,15 @@ class ChatEngine:
         if view is None or packet.message.group_id != group_id:
             return Refused("unknown group")
         return decide_vote(self.identity, self.config, view, packet, querier, now)
+
+    def vote_batch(
+        self, group_id: bytes, packets: Sequence[Packet], querier: PeerID, now: int
+    ) -> BatchDecision | Refused:
+        """``mratb``: decide a batch of packets (:func:`~.batch.decide_batch`, §21)."""
+        view = self._groups.get(group_id)
+        if view is None or any(p.message.group_id != group_id for p in packets):
+            return Refused("unknown group")
+        return decide_batch(self.identity, self.config, view, packets, querier, now)
 
     def admit(self, group_id: bytes, packets: Sequence[Packet]) -> None:
         """Admit, within a batch of certified packets that arrived together (a ``dht`` page, a
@@ -487,9 +521,11 @@ class ChatEngine:
         return self._on_committed(event)
 
     def _on_tick(self, now: int) -> list[Action]:
-        actions: list[Action] = []
+        # A certificate waiting for its parent's: certified if the parent is held now, or
+        # tried again if the parent left the outbox uncertified (dropped, cancelled).
+        actions: list[Action] = self._certify_ready(now)
         for message_hash, attempt in list(self._attempts.items()):
-            if attempt.deadline <= now and not attempt.certifying:
+            if attempt.deadline <= now and not (attempt.certifying or attempt.ready):
                 actions += self._attempt_over(message_hash, now)
         for item in self.outbox.start_due(now):
             view = self._groups.get(item.group_id)
@@ -554,17 +590,41 @@ class ChatEngine:
                 and event.ratifier != self.peer_id  # we know our own roster
             ):
                 attempt.stale_from = event.ratifier
-        if attempt.certifying:
+        if attempt.certifying or attempt.ready:
             return []
-        certificate = attempt.collector.certificate
-        if certificate is not None:
-            attempt.certifying = True
-            view = self._groups[attempt.group_id]
-            certified = attempt.packet.with_certificate(certificate)
-            return [self._accept(view, certified, event.now, deliver=True)]
+        if attempt.collector.certificate is not None:
+            attempt.ready = True
+            return self._certify_ready(event.now)
         if not attempt.waiting:
             return self._attempt_over(event.message_hash, event.now)
         return []
+
+    def _certify_ready(self, now: int) -> list[Action]:
+        """Commit the certificates whose quorum is in and whose parents of ours are certified or
+        being certified (a chain's votes come together, §21; each is committed after, or with,
+        the one it follows, in order). One whose parent left the outbox uncertified is tried
+        again, to be written anew."""
+        actions: list[Action] = []
+        # Certified here, committed together in this order: a parent certified by an earlier
+        # step may still be committing, and its delivery must go first.
+        now_certifying: set[bytes] = set()
+        for message_hash, attempt in list(self._attempts.items()):
+            certificate = attempt.collector.certificate
+            if not attempt.ready or attempt.certifying or certificate is None:
+                continue
+            view = self._groups[attempt.group_id]
+            parents = attempt.packet.message.parents
+            if any(p in self.outbox and p not in now_certifying for p in parents):
+                continue
+            if not all(view.has(p) or p in now_certifying for p in parents):
+                del self._attempts[message_hash]
+                self.outbox.release(message_hash)
+                continue
+            now_certifying.add(message_hash)
+            attempt.certifying = True
+            certified = attempt.packet.with_certificate(certificate)
+            actions.append(self._accept(view, certified, now, deliver=True))
+        return actions
 
     def _on_heads(self, event: HeadsAnswered) -> list[Action]:
         view = self._groups.get(event.group_id)
@@ -613,14 +673,15 @@ class ChatEngine:
                 Abandoned(effect.group_id, cancelled.origin, CANCELLED),
                 *self._on_tick(event.now),
             ]
-        if isinstance(effect, _Voted):
-            view = self._groups.get(effect.group_id)
-            if (
-                view is not None
-                and effect.pending is not None
-                and not view.has(effect.message_hash)
-            ):
-                view.pending[effect.message_hash] = effect.pending
+        if isinstance(effect, _Voted | _BatchVoted):
+            for voted in effect.votes if isinstance(effect, _BatchVoted) else (effect,):
+                view = self._groups.get(voted.group_id)
+                if (
+                    view is not None
+                    and voted.pending is not None
+                    and not view.has(voted.message_hash)
+                ):
+                    view.pending[voted.message_hash] = voted.pending
             return []  # the vote itself lives in the store only
         if isinstance(effect, _Expired):
             expired = self._groups.get(effect.group_id)
@@ -648,6 +709,10 @@ class ChatEngine:
             rank = replaces.rank
         else:
             rank = self.outbox.next_rank(view.group_id, now)
+            written = self._written.get(view.group_id)
+            if written is not None:
+                rank = max(rank, written[1] + 1)
+            self._written[view.group_id] = (packet.message_hash, rank)
         operations.append(PutPacket(packet, received_at=now, outbox_at=now, outbox_rank=rank))
         effect = _Queued(
             view.group_id,
@@ -658,7 +723,24 @@ class ChatEngine:
         )
         return Commit(Transaction(tuple(operations)), effect)
 
+    def _follows(self, group_id: bytes, chain: bool) -> bytes | None:
+        """The message our next one of ``group_id`` follows: with ``chain``, the last written,
+        committed or not (§21 "Writing in groups"); else the outbox's last."""
+        written = self._written.get(group_id) if chain else None
+        if written is not None:
+            return written[0]
+        tail = self.outbox.tail(group_id)
+        return None if tail is None else tail.message_hash
+
+    def forget_written(self, group_id: bytes) -> None:
+        """What we wrote last in ``group_id`` was not committed: the next message follows
+        the outbox's last."""
+        self._written.pop(group_id, None)
+
     def _queued(self, effect: _Queued, now: int) -> list[Action]:
+        written = self._written.get(effect.group_id)
+        if written is not None and written[0] == effect.packet.message_hash:
+            del self._written[effect.group_id]
         if effect.replaces is not None:
             self.outbox.remove(effect.replaces)
         view = self._groups.get(effect.group_id)
@@ -728,7 +810,9 @@ class ChatEngine:
         refused the message as stale."""
         attempt = self._attempts.pop(message_hash)
         # Back off either way; learning a later roster makes the message due again at once.
-        soon = FETCHING_RETRY if FETCHING in attempt.refusals.values() else None
+        # A ratifier still fetching our artifact, or missing a parent we are certifying (a
+        # chain in flight, §21), will take it soon.
+        soon = FETCHING_RETRY if {FETCHING, MISSING} & set(attempt.refusals.values()) else None
         self.outbox.failed(message_hash, now, soon=soon)
         if attempt.stale_from is not None:
             return [LearnRoster(attempt.group_id, attempt.stale_from)]
@@ -785,4 +869,4 @@ class ChatEngine:
             message = packet.message
             peers = view.members(message.epoch, view.state.current_epoch) - {self.peer_id}
             actions.append(Deliver(view.group_id, packet, tuple(sorted(peers))))
-        return actions + self._on_tick(now)
+        return actions + self._certify_ready(now) + self._on_tick(now)

@@ -25,8 +25,10 @@ class EngineConfig:
     attempt_timeout: int = 12_000
     #: How often to compare heads with every connected member.
     sync_interval: int = 30_000
-    #: Attempts of queued messages in flight at once.
-    outbox_concurrency: int = 16
+    #: Attempts of queued messages in flight at once (specs/chat.md §21): half a ratifier's
+    #: pending quota of an author (64), which also counts what is certified but not yet
+    #: delivered to it.
+    outbox_concurrency: int = 32
     #: §6 "Quotas": another author's messages a ratifier holds pending (voted, not certified),
     #: per author and group, in count and in encoded bytes.
     pending_max_count: int = 64
@@ -70,6 +72,13 @@ class _Voted(Effect):
 
 
 @attrs.frozen
+class _BatchVoted(Effect):
+    """The votes of one batch (§21), committed together."""
+
+    votes: tuple[_Voted, ...]
+
+
+@attrs.frozen
 class _Expired(Effect):
     group_id: bytes
     message_hashes: tuple[bytes, ...]
@@ -99,6 +108,9 @@ class Attempt:
     deadline: int
     stale_from: PeerID | None = None
     certifying: bool = False
+    #: The quorum is in, but a parent of ours is not yet certified: the certificate is
+    #: committed right after that parent's (specs/chat.md §21).
+    ready: bool = False
     #: The ratifiers that refused to vote in this attempt, with their reasons.
     refusals: dict[PeerID, str] = attrs.field(factory=dict)
 

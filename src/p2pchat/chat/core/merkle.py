@@ -106,14 +106,22 @@ def proofs(leaves: Sequence[bytes]) -> tuple[bytes, tuple[tuple[bytes, ...], ...
 def verify(root_hash: bytes, data: bytes, index: int, size: int, path: Sequence[bytes]) -> bool:
     """Whether ``data`` is leaf ``index`` of a tree of ``size`` leaves with root ``root_hash``
     (RFC 9162 §2.1.3.2). Never raises on a malformed proof: it is simply not valid."""
+    found = root_from_path(data, index, size, path)
+    return found is not None and found == root_hash
+
+
+def root_from_path(data: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes | None:
+    """The root that ``path`` proves ``data`` to be leaf ``index`` of, in a tree of ``size``
+    leaves (RFC 9162 §2.1.3.2 without the final comparison), or None for a malformed proof
+    (one of the wrong length for ``index`` and ``size`` included)."""
     if not (0 <= index < size <= MAX_LEAVES) or len(path) > MAX_PROOF:
-        return False
+        return None
     if any(not isinstance(p, bytes) or len(p) != _HASH_SIZE for p in path):
-        return False
+        return None
     fn, sn, r = index, size - 1, leaf_hash(data)
     for p in path:
         if sn == 0:
-            return False
+            return None
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
             while not fn & 1 and fn != 0:
@@ -123,4 +131,4 @@ def verify(root_hash: bytes, data: bytes, index: int, size: int, path: Sequence[
             r = node_hash(r, p)
         fn >>= 1
         sn >>= 1
-    return sn == 0 and r == root_hash
+    return r if sn == 0 else None

@@ -148,8 +148,16 @@ class Outbox:
         return None
 
     def blocked(self, item: QueuedMessage) -> bool:
-        """Whether a parent of ``item`` is still queued (it waits for that one's quorum)."""
-        return any(p in self._queued for p in item.packet.message.parents)
+        """Whether a parent of ``item`` is queued and not being tried: it waits until that one
+        is asked for its votes (specs/chat.md §21: a ratifier takes a message whose parent of
+        the same author it holds pending with its vote, so a chain is asked for in one go), or
+        is a roster change."""
+        for parent in item.packet.message.parents:
+            queued = self._queued.get(parent)
+            # A roster change opens the next epoch: what follows it waits to be written anew.
+            if queued is not None and (queued.is_roster or not queued.in_flight):
+                return True
+        return False
 
     def out_of_order(self, item: QueuedMessage, held: Callable[[bytes], bool]) -> bool:
         """Whether ``item``, not blocked, must be written again to keep the order: a parent
@@ -172,21 +180,24 @@ class Outbox:
         return sum(1 for item in self._queued.values() if item.in_flight)
 
     def start_due(self, now: int) -> list[QueuedMessage]:
-        """The due messages to try now (oldest due first, within the concurrency), marked in
-        flight."""
+        """The due messages to try now (in the order we wrote them, within the concurrency),
+        marked in flight."""
         free = self.concurrency - self.in_flight
         if free <= 0:
             return []
-        due = sorted(
-            (
-                i
-                for i in self._queued.values()
-                if not i.in_flight and i.next_at <= now and not self.blocked(i)
-            ),
-            key=lambda i: (i.next_at, i.rank, i.message_hash),
-        )[:free]
-        for item in due:
-            item.in_flight = True
+        # In the order we wrote them, so that a message started here unblocks the next one of
+        # its chain in the same pass.
+        candidates = sorted(
+            (i for i in self._queued.values() if not i.in_flight and i.next_at <= now),
+            key=lambda i: (i.rank, i.message_hash),
+        )
+        due: list[QueuedMessage] = []
+        for item in candidates:
+            if len(due) >= free:
+                break
+            if not self.blocked(item):
+                item.in_flight = True
+                due.append(item)
         return due
 
     def failed(self, message_hash: bytes, now: int, *, soon: int | None = None) -> int | None:

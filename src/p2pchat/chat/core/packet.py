@@ -16,86 +16,39 @@ from typing import Any, Final
 
 import attrs
 
-from ...errors import DecodeError
-from ...identity import KeyPair, PeerID, PublicKey
+from ...identity import KeyPair, PeerID
 from . import cbor
 from .artifact import ArtifactError, ChunkedRef
-from .commitment import CloseCommitment, close_signing_bytes
+from .certificate import MAX_VOTES as MAX_VOTES
+from .certificate import RATIFY_DOMAIN as RATIFY_DOMAIN
+from .certificate import Certificate as Certificate
+from .certificate import Vote as Vote
+from .certificate import make_vote as make_vote
+from .certificate import verify_vote as verify_vote
+from .certificate import vote_signing_bytes as vote_signing_bytes
+from .fields import HASH_SIZE as HASH_SIZE
+from .fields import MAX_TEXT as MAX_TEXT
+from .fields import SIGNATURE_SIZE as SIGNATURE_SIZE
+from .fields import PacketError as PacketError
+from .fields import read_bytes as _bytes
+from .fields import read_map as _map
+from .fields import read_peer as _peer
+from .fields import read_text as _text
+from .fields import read_uint as _uint
+from .fields import sha256 as sha256
+from .fields import u64 as u64
 
 MAX_PACKET_SIZE: Final = 1024 * 1024
 MAX_ARTIFACT_DATA: Final = 768 * 1024
 MAX_PARENTS: Final = 16
-MAX_TEXT: Final = 256
-MAX_VOTES: Final = 256
-HASH_SIZE: Final = 32
 IV_SIZE: Final = 12
-SIGNATURE_SIZE: Final = 64
 WRAPPED_KEY_SIZE: Final = 60  # nonce(12) || AES-256-GCM(32-byte content key) || tag(16)
 _ABSENT: Final = object()
 
 MSG_DOMAIN: Final = b"p2pchat/msg/v1"
-RATIFY_DOMAIN: Final = b"p2pchat/ratify/v1"
 EMPTY_HASH: Final = hashlib.sha256(b"").digest()
 
 _TYPE_RE: Final = re.compile(r"^[a-z][a-z0-9_.+-]{0,63}$")
-
-
-class PacketError(DecodeError):
-    """A packet, message, vote or certificate is malformed."""
-
-
-def sha256(data: bytes) -> bytes:
-    """SHA-256 of ``data``."""
-    return hashlib.sha256(data).digest()
-
-
-def u64(value: int) -> bytes:
-    """``value`` as 8 bytes big-endian."""
-    return value.to_bytes(8, "big")
-
-
-# -- field readers ------------------------------------------------------------------------------
-
-
-def _map(
-    value: Any, what: str, keys: set[str], optional: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise PacketError(f"{what} must be a map", hint="malformed")
-    present = set(value)
-    missing = keys - present
-    unknown = present - keys - optional
-    if missing:
-        raise PacketError(f"{what} lacks {', '.join(sorted(missing))}", hint="malformed")
-    if unknown:
-        raise PacketError(f"{what} has unknown {', '.join(sorted(unknown))}", hint="malformed")
-    return value
-
-
-def _bytes(value: Any, what: str, *, size: int | None = None, max_size: int = 4096) -> bytes:
-    if not isinstance(value, bytes):
-        raise PacketError(f"{what} must be a byte string", hint="malformed")
-    if size is not None and len(value) != size:
-        raise PacketError(f"{what} must be {size} bytes", hint="malformed")
-    if len(value) > max_size:
-        raise PacketError(f"{what} longer than {max_size} bytes", hint="malformed")
-    return value
-
-
-def _uint(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
-        raise PacketError(f"{what} must be an unsigned integer", hint="malformed")
-    return value
-
-
-def _text(value: Any, what: str, *, max_size: int = MAX_TEXT) -> str:
-    if not isinstance(value, str) or len(value.encode()) > max_size:
-        raise PacketError(f"{what} must be text of at most {max_size} bytes", hint="malformed")
-    return value
-
-
-def _peer(value: Any, what: str) -> PeerID:
-    return PeerID.from_bytes(_bytes(value, what, max_size=128))
 
 
 # -- the classes ---------------------------------------------------------------------------------
@@ -234,59 +187,6 @@ class Message:
 
 
 @attrs.frozen
-class Vote:
-    """One ratifier's signature on a message (§6). A vote on a roster message is a *closing*
-    vote: it carries the ratifier's :class:`CloseCommitment` and signs it too (§14)."""
-
-    ratifier: PeerID
-    sig: bytes
-    close: CloseCommitment | None = None
-
-    def to_cbor(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ratifier": self.ratifier.to_bytes(), "sig": self.sig}
-        if self.close is not None:
-            out["close"] = self.close.to_cbor()
-        return out
-
-    @classmethod
-    def from_cbor(cls, value: Any) -> Vote:
-        m = _map(value, "vote", {"ratifier", "sig"}, frozenset({"close"}))
-        close: CloseCommitment | None = None
-        if "close" in m:
-            try:
-                close = CloseCommitment.from_cbor(m["close"])
-            except DecodeError as exc:
-                raise PacketError(str(exc), hint="malformed") from exc
-        return cls(
-            _peer(m["ratifier"], "ratifier"), _bytes(m["sig"], "sig", size=SIGNATURE_SIZE), close
-        )
-
-
-@attrs.frozen
-class Certificate:
-    """A quorum of votes for one message in one epoch (§6)."""
-
-    epoch: int
-    votes: tuple[Vote, ...]
-
-    def to_cbor(self) -> dict[str, Any]:
-        ordered = sorted(self.votes, key=lambda v: v.ratifier.to_bytes())
-        return {"epoch": self.epoch, "votes": [v.to_cbor() for v in ordered]}
-
-    @classmethod
-    def from_cbor(cls, value: Any) -> Certificate:
-        m = _map(value, "certificate", {"epoch", "votes"})
-        raw = m["votes"]
-        if not isinstance(raw, list) or len(raw) > MAX_VOTES:
-            raise PacketError(f"votes must be a list of <= {MAX_VOTES}", hint="malformed")
-        votes = tuple(Vote.from_cbor(v) for v in raw)
-        keys = [v.ratifier.to_bytes() for v in votes]
-        if keys != sorted(set(keys)):
-            raise PacketError("votes must be sorted by ratifier and unique", hint="malformed")
-        return cls(_uint(m["epoch"], "certificate.epoch"), votes)
-
-
-@attrs.frozen
 class Packet:
     """A message with its hash, wrapped content key, IV, author signature, and certificate."""
 
@@ -404,11 +304,6 @@ def message_signing_bytes(group_id: bytes, message_hash: bytes) -> bytes:
     return MSG_DOMAIN + group_id + message_hash
 
 
-def vote_signing_bytes(group_id: bytes, epoch: int, message_hash: bytes) -> bytes:
-    """What a ratifier signs (§5)."""
-    return RATIFY_DOMAIN + group_id + u64(epoch) + message_hash
-
-
 def sign_message(author: KeyPair, message: Message, aes_key: bytes, iv: bytes) -> Packet:
     """Build the packet of ``message``, signed by ``author`` (who must be ``message.author``).
 
@@ -429,32 +324,6 @@ def verify_author(packet: Packet) -> bool:
         return False
     data = message_signing_bytes(packet.message.group_id, packet.message_hash)
     return key.verify(packet.signature, data)
-
-
-def make_vote(
-    ratifier: KeyPair,
-    group_id: bytes,
-    epoch: int,
-    message_hash: bytes,
-    close: CloseCommitment | None = None,
-) -> Vote:
-    """``ratifier``'s vote for a message; with ``close``, a closing vote (§14) that signs it."""
-    if close is None:
-        sig = ratifier.sign(vote_signing_bytes(group_id, epoch, message_hash))
-    else:
-        sig = ratifier.sign(close_signing_bytes(group_id, epoch, message_hash, close))
-    return Vote(ratifier.peer_id, sig, close)
-
-
-def verify_vote(vote: Vote, group_id: bytes, epoch: int, message_hash: bytes) -> bool:
-    """True if ``vote`` is a valid signature by its ratifier on this message and epoch (and,
-    for a closing vote, on its commitment)."""
-    key: PublicKey | None = vote.ratifier.extract_public_key()
-    if key is None:
-        return False
-    if vote.close is None:
-        return key.verify(vote.sig, vote_signing_bytes(group_id, epoch, message_hash))
-    return key.verify(vote.sig, close_signing_bytes(group_id, epoch, message_hash, vote.close))
 
 
 __all__ = [

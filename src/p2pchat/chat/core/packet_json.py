@@ -89,6 +89,7 @@ _PACKET_SHAPE: Final[_Shape] = {
                 "ratifier": _Leaf.PEER,
                 "sig": _Leaf.BYTES,
                 "close": {"heads": [_Leaf.BYTES], "pending": [_Leaf.BYTES]},
+                "batch": {"proof": [_Leaf.BYTES]},
             }
         ]
     },

@@ -44,6 +44,7 @@ message of an earlier epoch is still good.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
@@ -88,11 +89,25 @@ def _check_author(packet: Packet, state: GroupState, roster: Roster) -> str | No
     return None
 
 
+#: Author signatures that verified, by (message hash, signature), least recently used out: a
+#: ratifier checks a message when it votes and again when it is delivered (§21), a member a
+#: packet that comes twice. The hashes are checked first, so the hash stands for the message.
+_AUTHORS_VERIFIED: Final[OrderedDict[tuple[bytes, bytes], None]] = OrderedDict()
+AUTHORS_VERIFIED_SIZE: Final = 4096
+
+
 def _check_authentic(packet: Packet) -> str | None:
     if not packet.check_hashes():
         return "bad hash"
+    entry = (packet.message_hash, packet.signature)
+    if entry in _AUTHORS_VERIFIED:
+        _AUTHORS_VERIFIED.move_to_end(entry)
+        return None
     if not verify_author(packet):
         return "bad signature"
+    _AUTHORS_VERIFIED[entry] = None
+    if len(_AUTHORS_VERIFIED) > AUTHORS_VERIFIED_SIZE:
+        _AUTHORS_VERIFIED.popitem(last=False)
     return None
 
 

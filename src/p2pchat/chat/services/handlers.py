@@ -29,7 +29,9 @@ from ..core.roster import MAX_MEMBERS
 from ..core.roster_sync import RosterPageError, roster_page
 from ..store import ChatStore, StoredMessage
 from .addresses import AddressBook, records_for
+from .deliver_batch import delivery_result, read_packets
 from .dispatch import Dispatcher, QueryContext, Refusal
+from .ratify_batch import batch_result, read_batch
 from .runtime import Runtime
 
 #: The ratifier's custody hook (specs/artifacts.md §6): returns once the packet's artifact is
@@ -82,7 +84,9 @@ class ChatHandlers:
         table = {
             "i": self.on_identifier,
             "mrat": self.on_mrat,
+            "mratb": self.on_mratb,
             "smsg": self.on_smsg,
+            "smsgb": self.on_smsgb,
             "pkt": self.on_pkt,
             "dht": self.on_dht,
             "get": self.on_get,
@@ -158,6 +162,22 @@ class ChatHandlers:
         vote = await self._runtime.vote(view.group_id, packet, ctx.remote_peer)
         return {"vote": vote.to_cbor()}
 
+    async def on_mratb(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        """A batch of vote requests (specs/chat.md §21): one result per packet, in order."""
+        view = self._member_group(ctx, body)
+        packets = read_batch(body.get("packets"), view.group_id, ctx.remote_peer)
+        held: dict[int, str] = {}
+        if self._custody is not None:  # specs/artifacts.md §6, per packet
+            for index, packet in enumerate(packets):
+                try:
+                    await self._custody(view.group_id, packet, ctx.remote_peer)
+                except Refusal as exc:
+                    held[index] = exc.reason
+        asked = [p for i, p in enumerate(packets) if i not in held]
+        outcomes = iter(await self._runtime.vote_batch(view.group_id, asked, ctx.remote_peer))
+        results = [held[i] if i in held else next(outcomes) for i in range(len(packets))]
+        return {"results": [batch_result(o) for o in results]}
+
     async def on_smsg(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
         view, packet = self._group_and_packet(ctx, body, current=False)
         relay = self._relay_list(ctx, view, packet, body.get("relay"))
@@ -169,6 +189,32 @@ class ChatHandlers:
             raise Refusal(reason)
         await self._relay(view, packet, relay)
         return {}
+
+    async def on_smsgb(self, ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:
+        """Certified packets that came together (specs/chat.md §21): one result per packet."""
+        view = self._engine.find(_body_bytes(body, "group_id", 32))
+        peer = ctx.remote_peer
+        if view is None or peer not in view.members():
+            raise Refusal(UNKNOWN_GROUP)
+        packets = read_packets(body.get("packets"), view.group_id)
+        relay: tuple[PeerID, ...] = ()
+        for packet in packets:
+            epoch = packet.message.epoch
+            if not (view.is_current_member(peer) or view.state.is_member(peer, epoch)):
+                raise Refusal(UNKNOWN_GROUP)
+            relay = self._relay_list(ctx, view, packet, body.get("relay"))
+        held = [view.has(p.message_hash) for p in packets]
+        fresh = [p for p, h in zip(packets, held, strict=True) if not h]
+        reasons = iter(
+            await self._runtime.receive_batch(view.group_id, fresh, peer) if fresh else []
+        )
+        results: list[dict[str, Any]] = []
+        for packet, was_held in zip(packets, held, strict=True):
+            reason = None if was_held else next(reasons)
+            results.append(delivery_result(reason, was_held))
+            if reason is None:
+                await self._relay(view, packet, relay)
+        return {"results": results}
 
     def _relay_list(
         self, ctx: QueryContext, view: GroupView, packet: Packet, value: object

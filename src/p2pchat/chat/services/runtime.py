@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import trio
 
 from ...identity import PeerID
+from ..core.batch import BatchDecision
 from ..core.engine import ChatEngine
 from ..core.events import (
     Abandoned,
@@ -121,11 +122,33 @@ class Runtime:
         await self.execute(self.engine.handle(event))
 
     async def execute(self, actions: Sequence[Action]) -> None:
+        run: list[Commit] = []
         for action in actions:
+            if isinstance(action, Commit):
+                # Consecutive commits (e.g. the certificates of a chain) are one transaction:
+                # stored together, then applied one by one, in order.
+                run.append(action)
+                continue
+            if run:
+                await self._commit_run(run)
+                run = []
             result = self._table[type(action)](action)
             if result is not None:
                 await result
+        if run:
+            await self._commit_run(run)
         self._rearm.set()
+
+    async def _commit_run(self, run: Sequence[Commit]) -> None:
+        await (self.commit(run[0]) if len(run) == 1 else self.commit_all(run))
+
+    async def commit_all(self, commits: Sequence[Commit]) -> None:
+        """Commit several changes in one durable transaction, then let the engine apply each,
+        in order."""
+        ops = tuple(op for commit in commits for op in commit.txn.operations)
+        result = await self.store.commit(Transaction(ops))
+        for commit in commits:
+            await self.handle(Committed(commit, result, now_ms()))
 
     async def commit(self, commit: Commit) -> None:
         """Commit durably, then let the engine apply it and carry out what follows."""
@@ -171,6 +194,43 @@ class Runtime:
         await self.commit(decision)
         return None
 
+    async def receive_batch(
+        self, group_id: bytes, packets: Sequence[Packet], sender: PeerID
+    ) -> list[str | None]:
+        """Verify and keep certified packets that came together (``smsgb``, specs/chat.md
+        §21), in order: a packet may name an earlier one as a parent. What passes is stored in
+        one transaction. Per packet: None (stored, or already held) or the reason it was
+        refused. Missing parents are fetched from ``sender`` once."""
+        decisions = self._decide_delivery(group_id, packets)
+        missing = [h for d in decisions if isinstance(d, NeedParents) for h in d.hashes]
+        if missing and self._fetcher is not None:
+            await self._fetcher.fetch(group_id, sender, list(dict.fromkeys(missing)))
+            decisions = self._decide_delivery(group_id, packets)
+        commits = [d for d in decisions if isinstance(d, Commit)]
+        if commits:
+            await self.commit_all(commits)
+        out: list[str | None] = []
+        for decision in decisions:
+            if isinstance(decision, Refused):
+                out.append(decision.reason)
+            elif isinstance(decision, NeedParents):
+                out.append("missing parents")
+            else:
+                out.append(None)
+        return out
+
+    def _decide_delivery(
+        self, group_id: bytes, packets: Sequence[Packet]
+    ) -> list[Commit | Refused | NeedParents | AlreadyHeld]:
+        before: dict[bytes, int] = {}
+        decisions: list[Commit | Refused | NeedParents | AlreadyHeld] = []
+        for packet in packets:
+            decision = self.engine.receive(group_id, packet, now_ms(), before=before)
+            if isinstance(decision, Commit):
+                before[packet.message_hash] = packet.message.time_stamp
+            decisions.append(decision)
+        return decisions
+
     async def vote(self, group_id: bytes, packet: Packet, querier: PeerID) -> Vote:
         """Our side of ``mrat``: the vote, committed with the packet before it is returned.
 
@@ -181,6 +241,66 @@ class Runtime:
         lock = self._vote_locks.setdefault((group_id, packet.message.author), trio.Lock())
         async with lock:
             return await self._vote(group_id, packet, querier)
+
+    async def vote_batch(
+        self, group_id: bytes, packets: Sequence[Packet], querier: PeerID
+    ) -> list[Vote | str]:
+        """Our side of ``mratb`` (specs/chat.md §21): per packet, our vote or why not. The
+        packets we already voted for get the vote the store holds; the others are decided
+        together, committed in one transaction, and share one signature. All are the
+        querier's own messages (one lock, as for ``mrat``).
+
+        Raises:
+            Refusal: the group is not held.
+        """
+        lock = self._vote_locks.setdefault((group_id, querier), trio.Lock())
+        async with lock:
+            return await self._vote_batch(group_id, packets, querier)
+
+    async def _vote_batch(
+        self, group_id: bytes, packets: Sequence[Packet], querier: PeerID
+    ) -> list[Vote | str]:
+        view = self.engine.find(group_id)
+        if view is None:
+            raise Refusal("unknown group")
+        answers: dict[int, Vote | str] = {}
+        for index, packet in enumerate(packets):
+            h = packet.message_hash
+            # Only a message we know of can have our vote in the store (§9: a vote row is
+            # written with its message, and kept while the message is held or pending).
+            if view.has(h) or h in view.pending or h in view.close.voted:
+                stored = await self.store.get_vote(group_id, h)
+                if stored is not None:
+                    answers[index] = decode_vote(stored)
+        fresh = [(i, p) for i, p in enumerate(packets) if i not in answers]
+        if fresh:
+            decided = await self._decide_batch(group_id, [p for _, p in fresh], querier)
+            for (index, _), outcome in zip(fresh, decided, strict=True):
+                answers[index] = outcome
+        return [answers[i] for i in range(len(packets))]
+
+    async def _decide_batch(
+        self, group_id: bytes, packets: Sequence[Packet], querier: PeerID
+    ) -> list[Vote | str]:
+        decision = self.engine.vote_batch(group_id, packets, querier, now_ms())
+        if (
+            isinstance(decision, BatchDecision)
+            and decision.missing
+            and decision.commit is None
+            and querier != self.peer_id
+            and self._fetcher is not None
+        ):
+            await self._fetcher.fetch(group_id, querier, decision.missing)
+            decision = self.engine.vote_batch(group_id, packets, querier, now_ms())
+        if isinstance(decision, Refused):
+            raise Refusal(decision.reason)
+        if decision.commit is None:
+            return [str(o) for o in decision.outcomes]
+        result = await self.commit_for_result(decision.commit)
+        return [
+            o if isinstance(o, str) else decode_vote(result.votes[p.message_hash])
+            for p, o in zip(packets, decision.outcomes, strict=True)
+        ]
 
     async def _vote(self, group_id: bytes, packet: Packet, querier: PeerID) -> Vote:
         stored = await self.store.get_vote(group_id, packet.message_hash)
