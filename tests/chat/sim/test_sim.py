@@ -23,15 +23,12 @@ from .seeded import SeededX25519Suite, seeded_crypto
 #: well inside the per-test timeout even on a loaded machine.
 CI_SWEEPS = [(SHORT, range(0, 200), 50), (TINY, range(0, 800), 200)]
 
-#: Engine bugs the sweep meets, by (size, seed), with the rule each breaks and why: the sweep
-#: accepts exactly these, and each is an expected failure below, so that a fix shows. None is
-#: known. Fixed: seed 550 (tiny), the owner cancelled a roster change its ratifiers had voted for
-#: and the roster never changed again (a roster change can no longer be cancelled, specs/chat.md
-#: §14); seed 18 (short), a message certified at an author that crashed before delivering it
-#: and was then removed never reached the group (the author delivers again what a close names
-#: pending, §14 "Delivery after the close").
-KNOWN: dict[tuple[str, int], tuple[str, str]] = {}
-SIZES = {size.name: size for size in (SHORT, TINY)}
+#: Engine bugs the sweep met, now fixed (a new one gets its own strict xfail test, with its
+#: seed and why, until it is fixed): seed 550 (tiny), the owner cancelled a roster change its
+#: ratifiers had voted for and the roster never changed again (a roster change can no longer be
+#: cancelled, specs/chat.md §14); seed 18 (short), a message certified at an author that crashed
+#: before delivering it and was then removed never reached the group (the author delivers again
+#: what a close names pending, §14 "Delivery after the close").
 
 
 @pytest.mark.parametrize(
@@ -43,18 +40,10 @@ def test_every_invariant_holds_on_the_ci_schedules(size: Size, first: int, count
     unexpected = []
     for seed in range(first, first + count):
         violation = run_seed(seed, size).violation
-        if violation is not None and KNOWN.get((size.name, seed), ("",))[0] != violation.rule:
+        if violation is not None:
             flag = "" if size is SHORT else f" {size.name.upper()}=1"
             unexpected.append(f"seed {seed}: {violation} (replay: make sim SEED={seed}{flag})")
     assert unexpected == []
-
-
-@pytest.mark.parametrize("key", sorted(KNOWN))  # none: pytest reports the test skipped
-@pytest.mark.xfail(strict=True, reason="known engine bugs (see KNOWN)")
-def test_known_engine_bug(key: tuple[str, int]) -> None:
-    _rule, why = KNOWN[key]
-    violation = run_seed(key[1], SIZES[key[0]]).violation
-    assert violation is None, f"{violation}: {why}"
 
 
 def removed_after_certifying() -> Schedule:
