@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ...errors import DecodeError
 from ...identity import PeerID
 from . import cbor
 from .genesis import MAX_NAME
@@ -42,12 +41,12 @@ from .roster import (
     require_sorted,
 )
 from .roster_update import (
-    ROSTER_MESSAGE_TYPE,
-    ROSTER_MIME_TYPE,
     KeyCheck,
     RosterUpdate,
     WrappedKey,
     _decode_update,
+    decode_roster_packet,
+    sorted_key_checks,
 )
 
 if TYPE_CHECKING:
@@ -108,10 +107,6 @@ def _sorted_peers(peers: Iterable[PeerID]) -> tuple[PeerID, ...]:
     return tuple(sorted(peers, key=PeerID.to_bytes))
 
 
-def _sorted_checks(checks: Iterable[KeyCheck]) -> tuple[KeyCheck, ...]:
-    return tuple(sorted(checks, key=lambda c: c.epoch))
-
-
 @attrs.frozen
 class RosterDelta:
     """The format-2 artifact of a roster message: the change from roster ``epoch - 1`` (§20).
@@ -135,7 +130,7 @@ class RosterDelta:
     history: str | None = None
     name: str | None = None
     owner: PeerID | None = None
-    key_checks: tuple[KeyCheck, ...] = attrs.field(default=(), converter=_sorted_checks)
+    key_checks: tuple[KeyCheck, ...] = attrs.field(default=(), converter=sorted_key_checks)
 
     def __attrs_post_init__(self) -> None:
         if not 1 <= self.epoch < 2**64:
@@ -325,17 +320,7 @@ def decode_roster_artifact(packet: Packet) -> RosterUpdate | RosterDelta:
         RosterError: not an unencrypted ``application/cbor`` roster message, or an artifact
             that does not decode (hint ``"malformed"``).
     """
-    message = packet.message
-    if message.message_type != ROSTER_MESSAGE_TYPE:
-        raise RosterError("not a roster message", hint="malformed")
-    if packet.aes_key or packet.iv:
-        raise RosterError("roster messages are not encrypted", hint="malformed")
-    if message.artifact.type != ROSTER_MIME_TYPE:
-        raise RosterError(f"roster artifact type must be {ROSTER_MIME_TYPE}", hint="malformed")
-    try:
-        return _decode_artifact(message.artifact.data)
-    except DecodeError as exc:
-        raise RosterError(f"bad roster artifact: {exc}", hint="malformed") from exc
+    return decode_roster_packet(packet, _decode_artifact)
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,8 +10,8 @@ to a received roster message; :func:`build_roster_message` makes one for the own
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 
@@ -53,10 +53,14 @@ __all__ = [
     "RosterUpdate",
     "WrappedKey",
     "build_roster_message",
+    "decode_roster_packet",
     "epoch_key_check",
     "read_roster_update",
     "roster_message",
+    "sorted_key_checks",
 ]
+
+_T = TypeVar("_T")
 
 # §3 (addition): decoder bound on one wrapped key.
 MAX_WRAPPED: Final = 4096
@@ -151,7 +155,8 @@ def _sorted_keys(keys: Iterable[WrappedKey]) -> tuple[WrappedKey, ...]:
     return tuple(sorted(keys, key=WrappedKey.sort_key))
 
 
-def _sorted_checks(checks: Iterable[KeyCheck]) -> tuple[KeyCheck, ...]:
+def sorted_key_checks(checks: Iterable[KeyCheck]) -> tuple[KeyCheck, ...]:
+    """Key checks in the order of a roster artifact: by epoch."""
     return tuple(sorted(checks, key=lambda c: c.epoch))
 
 
@@ -173,7 +178,7 @@ class RosterUpdate:
     #: §15: one check per epoch whose key the update carries, sorted
     #: by epoch (empty: an update of a writer that does not confirm keys; members then take
     #: none of its keys).
-    key_checks: tuple[KeyCheck, ...] = attrs.field(default=(), converter=_sorted_checks)
+    key_checks: tuple[KeyCheck, ...] = attrs.field(default=(), converter=sorted_key_checks)
 
     def __attrs_post_init__(self) -> None:
         epoch = self.roster.epoch
@@ -265,6 +270,27 @@ def _decode_update(data: bytes) -> RosterUpdate:
     return RosterUpdate.decode(data)
 
 
+def decode_roster_packet(packet: Packet, decode: Callable[[bytes], _T]) -> _T:
+    """``decode`` of the artifact of the roster message ``packet``, after the rules of §3 on
+    its type and encryption: of type ``"roster"``, unencrypted (empty ``aes_key`` and ``iv``),
+    with artifact type ``application/cbor``.
+
+    Raises:
+        RosterError: any of these fails, or ``decode`` raises DecodeError (hint ``"malformed"``).
+    """
+    message = packet.message
+    if message.message_type != ROSTER_MESSAGE_TYPE:
+        raise RosterError("not a roster message", hint="malformed")
+    if packet.aes_key or packet.iv:
+        raise RosterError("roster messages are not encrypted", hint="malformed")
+    if message.artifact.type != ROSTER_MIME_TYPE:
+        raise RosterError(f"roster artifact type must be {ROSTER_MIME_TYPE}", hint="malformed")
+    try:
+        return decode(message.artifact.data)
+    except DecodeError as exc:
+        raise RosterError(f"bad roster artifact: {exc}", hint="malformed") from exc
+
+
 def read_roster_update(packet: Packet, owner: PeerID) -> RosterUpdate:
     """The update a roster message carries, after the rules of §3 and §7 on its content.
 
@@ -277,16 +303,7 @@ def read_roster_update(packet: Packet, owner: PeerID) -> RosterUpdate:
         RosterError: any of these fails (hint ``"malformed"``).
     """
     message = packet.message
-    if message.message_type != ROSTER_MESSAGE_TYPE:
-        raise RosterError("not a roster message", hint="malformed")
-    if packet.aes_key or packet.iv:
-        raise RosterError("roster messages are not encrypted", hint="malformed")
-    if message.artifact.type != ROSTER_MIME_TYPE:
-        raise RosterError(f"roster artifact type must be {ROSTER_MIME_TYPE}", hint="malformed")
-    try:
-        update = _decode_update(message.artifact.data)
-    except DecodeError as exc:
-        raise RosterError(f"bad roster artifact: {exc}", hint="malformed") from exc
+    update = decode_roster_packet(packet, _decode_update)
     if update.roster.epoch != message.epoch + 1:
         raise RosterError(
             f"roster message of epoch {message.epoch} must open epoch {message.epoch + 1}",
