@@ -242,62 +242,23 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
     genesis_roster = state.current_roster
 
     # A text message of the user in epoch 0, encrypted, ratified by the owner and ratifier 2.
-    sealed = crypto.encrypt_artifact(
-        TEXT_PLAINTEXT.encode(),
-        epoch_key=EPOCH_KEYS[0],
-        group_id=group_id,
-        epoch=0,
-        author=USER.peer,
-        content_key=CONTENT_KEY,
-        iv=CONTENT_IV,
-        key_nonce=KEY_NONCE,
-    )
-    text_message = Message(
-        group_id=group_id,
-        epoch=0,
-        message_type="text",
-        time_stamp=TEXT_TIME_MS,
-        author=USER.peer,
-        ref_hash=None,
-        parents=(),
-        headers=Headers(),
-        artifact=Artifact(
-            TEXT_MIME, sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
-        ),
-    )
-    text_bare = sign_message(USER.keypair, text_message, sealed.aes_key, sealed.iv)
+    text_message, text_aes_key, text_iv = _user_text(group_id, TEXT_PLAINTEXT, TEXT_TIME_MS, ())
+    text_bare = sign_message(USER.keypair, text_message, text_aes_key, text_iv)
     text = _certify(text_bare, (OWNER, RATIFIER_2))
 
     # The user deletes its text message (empty content), certified by the owner and
     # ratifier 2; a node that stores the delete keeps the text message pruned (§17).
-    sealed_delete = crypto.encrypt_artifact(
-        b"",
-        epoch_key=EPOCH_KEYS[0],
-        group_id=group_id,
-        epoch=0,
-        author=USER.peer,
-        content_key=DELETE_KEY,
-        iv=DELETE_IV,
-        key_nonce=DELETE_NONCE,
-    )
-    delete_message = Message(
-        group_id=group_id,
-        epoch=0,
+    delete_message, delete_aes_key, delete_iv = _user_text(
+        group_id,
+        "",
+        DELETE_TIME_MS,
+        (text.message_hash,),
         message_type="delete",
-        time_stamp=DELETE_TIME_MS,
-        author=USER.peer,
         ref_hash=text.message_hash,
-        parents=(text.message_hash,),
-        headers=Headers(),
-        artifact=Artifact(
-            TEXT_MIME,
-            sealed_delete.data,
-            sha256(sealed_delete.data),
-            sha256(sealed_delete.aes_key + sealed_delete.iv),
-        ),
+        keys=(DELETE_KEY, DELETE_IV, DELETE_NONCE),
     )
     delete = _certify(
-        sign_message(USER.keypair, delete_message, sealed_delete.aes_key, sealed_delete.iv),
+        sign_message(USER.keypair, delete_message, delete_aes_key, delete_iv),
         (OWNER, RATIFIER_2),
     )
     pruned = prune(text, delete)
@@ -493,26 +454,35 @@ def build(recorded: Recorded, *, fresh: bool) -> dict[str, dict[str, Any]]:
 
 
 def _user_text(
-    group_id: bytes, plaintext: str, time_ms: int, parents: tuple[bytes, ...]
+    group_id: bytes,
+    plaintext: str,
+    time_ms: int,
+    parents: tuple[bytes, ...],
+    *,
+    message_type: str = "text",
+    ref_hash: bytes | None = None,
+    keys: tuple[bytes, bytes, bytes] = (CONTENT_KEY, CONTENT_IV, KEY_NONCE),
 ) -> tuple[Message, bytes, bytes]:
-    """A text message of the user in epoch 0, and its wrapped content key and iv."""
+    """A message of the user in epoch 0 (``text/plain``, encrypted with the content key, iv
+    and key nonce ``keys``), and its wrapped content key and iv."""
+    content_key, iv, key_nonce = keys
     sealed = crypto.encrypt_artifact(
         plaintext.encode(),
         epoch_key=EPOCH_KEYS[0],
         group_id=group_id,
         epoch=0,
         author=USER.peer,
-        content_key=CONTENT_KEY,
-        iv=CONTENT_IV,
-        key_nonce=KEY_NONCE,
+        content_key=content_key,
+        iv=iv,
+        key_nonce=key_nonce,
     )
     message = Message(
         group_id=group_id,
         epoch=0,
-        message_type="text",
+        message_type=message_type,
         time_stamp=time_ms,
         author=USER.peer,
-        ref_hash=None,
+        ref_hash=ref_hash,
         parents=parents,
         headers=Headers(),
         artifact=Artifact(
