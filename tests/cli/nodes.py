@@ -145,3 +145,15 @@ async def wait_until_history_has(data_dir: Path, group: str, text: str) -> list[
                 return messages
             await trio.sleep(0.1)
     raise AssertionError(f"{text!r} never reached {data_dir}")
+
+
+async def wait_roster_is(data_dir: Path, group: str, peers: list[str], what: str) -> None:
+    """Ask the node for the group's roster until its members are ``peers``, in roster order
+    (bounded in number and time); ``what`` says what is still wrong otherwise."""
+    with trio.fail_after(STEP_TIMEOUT):
+        for _ in range(200):
+            roster = (await ok(data_dir, "group", "roster", group, "--json")).json()
+            if [m["peer_id"] for m in roster["member_list"]] == peers:
+                return
+            await trio.sleep(0.1)
+    raise AssertionError(what)

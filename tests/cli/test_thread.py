@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from cli.nodes import COMMAND, STEP_TIMEOUT, cli, ok, running_node
+from cli.nodes import COMMAND, STEP_TIMEOUT, cli, ok, running_node, wait_roster_is
 from p2pchat.cli.chat_commands import HELP
 
 pytestmark = pytest.mark.timeout(120)
@@ -281,13 +281,6 @@ async def test_a_member_leaves_through_the_cli(tmp_path: Path) -> None:
         assert "not allowed" in owner_leaving.stderr
         left = await ok(bob_dir, "group", "leave", group)
         assert left.stdout.startswith("ratified ")
-        with trio.fail_after(STEP_TIMEOUT):
-            for _ in range(200):
-                roster = (await ok(alice_dir, "group", "roster", group, "--json")).json()
-                if [m["peer_id"] for m in roster["member_list"]] == [str(alice.peer_id)]:
-                    break
-                await trio.sleep(0.1)
-            else:
-                raise AssertionError("bob is still on the roster")
+        await wait_roster_is(alice_dir, group, [str(alice.peer_id)], "bob is still on the roster")
         shown = (await ok(alice_dir, "history", group)).stdout
         assert "(asked to leave the group)" in shown
