@@ -157,3 +157,15 @@ async def wait_roster_is(data_dir: Path, group: str, peers: list[str], what: str
                 return
             await trio.sleep(0.1)
     raise AssertionError(what)
+
+
+async def read_until(stream: trio.abc.ReceiveStream, text: str, seen: bytearray) -> str:
+    """Read ``stream`` into ``seen`` until a line containing ``text`` has arrived; that line."""
+    with trio.fail_after(STEP_TIMEOUT):
+        while True:
+            for line in seen.decode(errors="replace").splitlines():
+                if text in line:
+                    return line
+            chunk = await stream.receive_some()
+            assert chunk, f"stream ended before {text!r}: {seen.decode()!r}"
+            seen += chunk

@@ -11,24 +11,20 @@ from pathlib import Path
 import pytest
 import trio
 
-from cli.nodes import COMMAND, STEP_TIMEOUT, cli, ok, running_node, wait_until_history_has
+from cli.nodes import (
+    COMMAND,
+    STEP_TIMEOUT,
+    cli,
+    ok,
+    read_until,
+    running_node,
+    wait_until_history_has,
+)
 from p2pchat.identity import KeyPair
 
 pytestmark = pytest.mark.timeout(90)
 
 SECRET = "the-plaintext-that-must-never-reach-a-log-7f3a"
-
-
-async def read_until(stream: trio.abc.ReceiveStream, text: str, seen: bytearray) -> str:
-    """Read ``stream`` into ``seen`` until a line containing ``text`` has arrived; that line."""
-    with trio.fail_after(STEP_TIMEOUT):
-        while True:
-            for line in seen.decode(errors="replace").splitlines():
-                if text in line:
-                    return line
-            chunk = await stream.receive_some()
-            assert chunk, f"stream ended before {text!r}: {seen.decode()!r}"
-            seen += chunk
 
 
 async def test_two_nodes_meet_through_bootstrap_chat_in_a_group_and_survive_a_restart(

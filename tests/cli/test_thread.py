@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from cli.nodes import COMMAND, STEP_TIMEOUT, cli, ok, running_node, wait_roster_is
+from cli.nodes import COMMAND, STEP_TIMEOUT, cli, ok, read_until, running_node, wait_roster_is
 from p2pchat.cli.chat_commands import HELP
 
 pytestmark = pytest.mark.timeout(120)
@@ -205,18 +205,6 @@ async def test_history_follow_prints_new_messages_until_ctrl_c(tmp_path: Path) -
                 if follow.returncode is None:
                     follow.kill()
                 await follow.wait()
-
-
-async def read_until(stream: trio.abc.ReceiveStream, text: str, seen: bytearray) -> str:
-    """Read ``stream`` into ``seen`` until a line containing ``text`` has arrived; that line."""
-    with trio.fail_after(STEP_TIMEOUT):
-        while True:
-            for line in seen.decode(errors="replace").splitlines():
-                if text in line:
-                    return line
-            chunk = await stream.receive_some()
-            assert chunk, f"stream ended before {text!r}: {seen.decode()!r}"
-            seen += chunk
 
 
 async def test_names_are_shown_and_a_rename_shows_the_short_id(tmp_path: Path) -> None:
