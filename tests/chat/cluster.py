@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,17 @@ import attrs
 import trio
 
 from chat.crash import CrashingStore, SimulatedCrashError
+from p2pchat.chat.core import crypto
+from p2pchat.chat.core.packet import (
+    Artifact,
+    Certificate,
+    Headers,
+    Message,
+    Packet,
+    make_vote,
+    sha256,
+    sign_message,
+)
 from p2pchat.chat.core.roster import History, Role
 from p2pchat.chat.node import RECORDS_FILE, ChatConfig, ChatNode, open_chat_node
 from p2pchat.chat.store import ChatStore, open_store
@@ -175,3 +187,55 @@ async def build_group(
         await owner.chat.invite(group_id, peer.peer_id, role)
         await peer.chat.join(group_id, owner.peer_id)
     return group_id
+
+
+def crafted(
+    author: Peer,
+    owner: Peer,
+    group_id: bytes,
+    text: bytes,
+    *,
+    epoch: int | None = None,
+    parents: tuple[bytes, ...] | None = None,
+    time_stamp: int | None = None,
+) -> Packet:
+    """A signed text packet by ``author``, made outside its node: of the current epoch unless
+    ``epoch`` is given, encrypted with the epoch key ``owner`` holds, on ``owner``'s heads unless
+    ``parents`` are given, stamped now unless ``time_stamp`` is given."""
+    view = owner.chat.view(group_id)
+    epoch = view.state.current_epoch if epoch is None else epoch
+    sealed = crypto.encrypt_artifact(
+        text,
+        epoch_key=view.epoch_keys[epoch],
+        group_id=group_id,
+        epoch=epoch,
+        author=author.peer_id,
+    )
+    artifact = Artifact(
+        "text/plain", sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
+    )
+    message = Message(
+        group_id,
+        epoch,
+        "text",
+        time.time_ns() // 1_000_000 if time_stamp is None else time_stamp,
+        author.peer_id,
+        None,
+        view.heads.heads() if parents is None else parents,
+        Headers(),
+        artifact,
+    )
+    return sign_message(author.identity, message, sealed.aes_key, sealed.iv)
+
+
+def certified(packet: Packet, *ratifiers: Peer) -> Packet:
+    """``packet`` with a certificate of the votes of ``ratifiers`` in its epoch."""
+    message = packet.message
+    votes = sorted(
+        (
+            make_vote(r.identity, message.group_id, message.epoch, packet.message_hash)
+            for r in ratifiers
+        ),
+        key=lambda v: v.ratifier.to_bytes(),
+    )
+    return packet.with_certificate(Certificate(message.epoch, tuple(votes)))

@@ -5,62 +5,17 @@ assertions: every wait is for an event, under a generous bound."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import trio
 
-from chat.cluster import Peer, build_group, open_cluster
-from p2pchat.chat.core import crypto
-from p2pchat.chat.core.packet import (
-    Artifact,
-    Certificate,
-    Headers,
-    Message,
-    Packet,
-    make_vote,
-    sha256,
-    sign_message,
-)
+from chat.cluster import Peer, build_group, certified, crafted, open_cluster
+from p2pchat.chat.core.packet import Packet
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.services.chat_client import open_chat
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def late_message(
-    author: Peer, voters: tuple[Peer, ...], group_id: bytes, epoch: int, parents: tuple[bytes, ...]
-) -> Packet:
-    """A message of ``epoch`` by ``author``, certified by ``voters`` now (after the close)."""
-    view = author.chat.view(group_id)
-    sealed = crypto.encrypt_artifact(
-        b"written after the close",
-        epoch_key=view.epoch_keys[epoch],
-        group_id=group_id,
-        epoch=epoch,
-        author=author.peer_id,
-    )
-    artifact = Artifact(
-        "text/plain", sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
-    )
-    message = Message(
-        group_id,
-        epoch,
-        "text",
-        time.time_ns() // 1_000_000,
-        author.peer_id,
-        None,
-        parents,
-        Headers(),
-        artifact,
-    )
-    packet = sign_message(author.identity, message, sealed.aes_key, sealed.iv)
-    votes = sorted(
-        (make_vote(v.identity, group_id, epoch, packet.message_hash) for v in voters),
-        key=lambda v: v.ratifier.to_bytes(),
-    )
-    return packet.with_certificate(Certificate(epoch, tuple(votes)))
 
 
 async def smsg(sender: Peer, to: Peer, group_id: bytes, packet: Packet) -> tuple[bool, str | None]:
@@ -100,7 +55,11 @@ async def test_removed_ratifiers_cannot_certify_a_closed_epoch_and_nothing_befor
                 await peer.chat.wait_ratified(group_id, closing.message_hash)
 
         # Two of the epoch's three ratifiers (a quorum) certify a new message of it.
-        forged = late_message(r2, (r2, r3), group_id, epoch, (missed,))
+        forged = certified(
+            crafted(r2, r2, group_id, b"written after the close", epoch=epoch, parents=(missed,)),
+            r2,
+            r3,
+        )
         for to in (owner, member):
             assert await smsg(r2, to, group_id, forged) == (False, "closed epoch")
             assert forged.message_hash not in await history_hashes(to, group_id)

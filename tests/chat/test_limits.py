@@ -5,7 +5,6 @@ every wait is for an event, under a generous bound."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,8 @@ import attrs
 import pytest
 import trio
 
-from chat.cluster import CONFIG, Peer, build_group, open_cluster
-from p2pchat.chat.core import crypto
-from p2pchat.chat.core.packet import (
-    Artifact,
-    Certificate,
-    Headers,
-    Message,
-    Packet,
-    make_vote,
-    sha256,
-    sign_message,
-)
+from chat.cluster import CONFIG, Peer, build_group, certified, crafted, open_cluster
+from p2pchat.chat.core.packet import Packet
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.services.chat_client import open_chat
 from p2pchat.chat.services.dispatch import QueryContext
@@ -33,55 +22,6 @@ from p2pchat.identity import PeerID
 pytestmark = pytest.mark.timeout(120)
 
 GROUP_CODES = ("i", "mrat", "smsg", "pkt", "dht", "get", "hds")
-
-
-def crafted(
-    author: Peer,
-    owner: Peer,
-    group_id: bytes,
-    text: bytes,
-    *,
-    parents: tuple[bytes, ...] | None = None,
-    time_stamp: int | None = None,
-) -> Packet:
-    """A packet by ``author`` in the current epoch (keys from ``owner``), on the owner's heads
-    unless ``parents`` are given."""
-    view = owner.chat.view(group_id)
-    epoch = view.state.current_epoch
-    sealed = crypto.encrypt_artifact(
-        text,
-        epoch_key=view.epoch_keys[epoch],
-        group_id=group_id,
-        epoch=epoch,
-        author=author.peer_id,
-    )
-    artifact = Artifact(
-        "text/plain", sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
-    )
-    message = Message(
-        group_id,
-        epoch,
-        "text",
-        time.time_ns() // 1_000_000 if time_stamp is None else time_stamp,
-        author.peer_id,
-        None,
-        view.heads.heads() if parents is None else parents,
-        Headers(),
-        artifact,
-    )
-    return sign_message(author.identity, message, sealed.aes_key, sealed.iv)
-
-
-def certified(packet: Packet, *ratifiers: Peer) -> Packet:
-    message = packet.message
-    votes = sorted(
-        (
-            make_vote(r.identity, message.group_id, message.epoch, packet.message_hash)
-            for r in ratifiers
-        ),
-        key=lambda v: v.ratifier.to_bytes(),
-    )
-    return packet.with_certificate(Certificate(message.epoch, tuple(votes)))
 
 
 def spy(peer: Peer, codes: tuple[str, ...], seen: list[tuple[str, PeerID]]) -> None:

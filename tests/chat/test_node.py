@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import attrs
 import pytest
 import trio
 
-from chat.cluster import Cluster, Peer, build_group, open_cluster
+from chat.cluster import Cluster, Peer, build_group, crafted, open_cluster
 from p2pchat.chat.core import crypto
-from p2pchat.chat.core.packet import (
-    Artifact,
-    Certificate,
-    Headers,
-    Message,
-    Packet,
-    make_vote,
-    sha256,
-    sign_message,
-)
+from p2pchat.chat.core.packet import Certificate, Packet, make_vote, sign_message
 from p2pchat.chat.core.roster import History, Role
 from p2pchat.chat.node import ChatError, NotAllowedError, PendingError
 from p2pchat.chat.services.chat_client import open_chat
@@ -102,35 +92,10 @@ async def test_viewer_reads_but_can_neither_send_nor_ratify(tmp_path: Path) -> N
         with pytest.raises(NotAllowedError):
             await viewer.chat.send(group_id, "may I?")
         # Asked for a vote, the viewer refuses: its vote would not count anyway.
-        packet = user_packet(user, owner, group_id, b"vote please")
+        packet = crafted(user, owner, group_id, b"vote please")
         async with open_chat(user.chat.host, viewer.peer_id) as client:
             answer = await client.query("mrat", {"group_id": group_id, "packet": packet.to_cbor()})
         assert (answer.ok, answer.reason) == (False, "not allowed")
-
-
-def user_packet(author: Peer, owner: Peer, group_id: bytes, text: bytes) -> Packet:
-    """A well-formed packet by ``author`` in the group's current epoch (keys from ``owner``)."""
-    state = owner.chat.group_state(group_id)
-    epoch = state.current_epoch
-    key = owner.chat.view(group_id).epoch_keys[epoch]
-    sealed = crypto.encrypt_artifact(
-        text, epoch_key=key, group_id=group_id, epoch=epoch, author=author.peer_id
-    )
-    artifact = Artifact(
-        "text/plain", sealed.data, sha256(sealed.data), sha256(sealed.aes_key + sealed.iv)
-    )
-    message = Message(
-        group_id,
-        epoch,
-        "text",
-        time.time_ns() // 1_000_000,
-        author.peer_id,
-        None,
-        owner.chat.view(group_id).heads.heads(),
-        Headers(),
-        artifact,
-    )
-    return sign_message(author.identity, message, sealed.aes_key, sealed.iv)
 
 
 async def test_a_non_member_can_neither_read_nor_send(tmp_path: Path) -> None:
@@ -145,7 +110,7 @@ async def test_a_non_member_can_neither_read_nor_send(tmp_path: Path) -> None:
         async with open_chat(outsider.chat.host, owner.peer_id) as client:
             history = await client.query("dht", {"group_id": group_id, "cursor": 0})
             assert (history.ok, history.reason) == (False, "unknown group")
-            forged = user_packet(outsider, owner, group_id, b"let me in")
+            forged = crafted(outsider, owner, group_id, b"let me in")
             vote = await client.query("mrat", {"group_id": group_id, "packet": forged.to_cbor()})
             assert (vote.ok, vote.reason) == (False, "unknown group")
         # What travels is ciphertext: the content appears nowhere in the stored packet.
@@ -159,9 +124,9 @@ async def test_bad_messages_are_refused_with_their_reasons(tmp_path: Path) -> No
     async with open_cluster(tmp_path, *FIVE) as cluster:
         owner, r2, r3, user, viewer = cluster.peers
         group_id = await five_node_group(cluster)
-        good = user_packet(user, owner, group_id, b"genuine")
+        good = crafted(user, owner, group_id, b"genuine")
         forged_signature = attrs.evolve(good, signature=bytes(64))
-        other_group = user_packet(user, owner, group_id, b"elsewhere")
+        other_group = crafted(user, owner, group_id, b"elsewhere")
         async with open_chat(user.chat.host, owner.peer_id) as client:
 
             async def ask(code: str, packet: Packet, group: bytes = group_id) -> str | None:
