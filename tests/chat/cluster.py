@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from chat.crash import CrashingStore, SimulatedCrashError
+from p2pchat.chat.artifacts import ArtifactConfig
 from p2pchat.chat.core import crypto
 from p2pchat.chat.core.packet import (
     Artifact,
@@ -33,6 +34,13 @@ from p2pchat.net.peerstore import PERMANENT
 
 CONFIG = ChatConfig(
     query_timeout=2.0, send_timeout=3.0, retry_initial=0.05, retry_max=0.5, sync_interval=0.5
+)
+#: CONFIG for the artifact tests: no disk reserve, short waits on votes and stalled fetches,
+#: and time to send a large artifact.
+FAST_ARTIFACTS = attrs.evolve(
+    CONFIG,
+    send_timeout=30.0,
+    artifacts=ArtifactConfig(disk_reserve=0, vote_wait=0.5, stall_timeout=3.0),
 )
 
 
@@ -239,3 +247,10 @@ def certified(packet: Packet, *ratifiers: Peer) -> Packet:
         key=lambda v: v.ratifier.to_bytes(),
     )
     return packet.with_certificate(Certificate(message.epoch, tuple(votes)))
+
+
+async def stored(peer: Peer, group_id: bytes, message_hash: bytes) -> Packet:
+    """The packet ``peer`` holds in its store (ratified or pending), with its certificate."""
+    row = await peer.chat.store.get_message(group_id, message_hash)
+    assert row is not None
+    return Packet.decode(row.packet_with_certificate())

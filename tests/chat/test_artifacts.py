@@ -11,20 +11,13 @@ import attrs
 import pytest
 import trio
 
-from chat.cluster import CONFIG, Peer, build_group, open_cluster
-from p2pchat.chat.artifacts import ArtifactConfig
+from chat.cluster import FAST_ARTIFACTS as FAST
+from chat.cluster import Peer, build_group, open_cluster, stored
 from p2pchat.chat.core.artifact import CHUNK_SIZE
-from p2pchat.chat.core.packet import Packet
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.node import PendingError
 
 pytestmark = pytest.mark.timeout(120)
-
-FAST = attrs.evolve(
-    CONFIG,
-    send_timeout=30.0,
-    artifacts=ArtifactConfig(disk_reserve=0, vote_wait=0.5, stall_timeout=3.0),
-)
 
 
 async def read_all(peer: Peer, group_id: bytes, message_hash: bytes) -> bytes:
@@ -46,9 +39,7 @@ async def wait_complete(peer: Peer, group_id: bytes, root: bytes) -> None:
 
 async def root_of(peer: Peer, group_id: bytes, message_hash: bytes) -> bytes:
     """The artifact root of a message ``peer`` holds (ratified or pending)."""
-    row = await peer.chat.store.get_message(group_id, message_hash)
-    assert row is not None
-    ref = Packet.decode(row.packet_with_certificate()).message.artifact.chunked
+    ref = (await stored(peer, group_id, message_hash)).message.artifact.chunked
     assert ref is not None
     return ref.root
 
@@ -72,9 +63,7 @@ async def test_ratifiers_hold_every_chunk_before_voting_and_members_fetch(
             group_id, path, progress=lambda done, total: seen.append((done, total))
         )
         assert seen[-1] == (len(data), len(data))
-        row = await user.chat.store.get_message(group_id, message_hash)
-        assert row is not None
-        packet = Packet.decode(row.packet_with_certificate())
+        packet = await stored(user, group_id, message_hash)
         ref = packet.message.artifact.chunked
         assert ref is not None
         assert ref.size == len(data)

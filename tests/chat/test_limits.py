@@ -12,7 +12,7 @@ import attrs
 import pytest
 import trio
 
-from chat.cluster import CONFIG, Peer, build_group, certified, crafted, open_cluster
+from chat.cluster import CONFIG, Peer, build_group, certified, crafted, open_cluster, stored
 from p2pchat.chat.core.packet import Packet
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.services.chat_client import open_chat
@@ -206,9 +206,7 @@ async def test_a_member_whose_history_never_ends_is_cut_off_and_the_join_complet
         early = await owner.chat.send(group_id, "before you came")
         with trio.fail_after(15):
             await r2.chat.wait_ratified(group_id, early)
-        row = await r2.chat.store.get_message(group_id, early)
-        assert row is not None
-        repeated = Packet.decode(row.packet_with_certificate()).to_cbor()
+        repeated = (await stored(r2, group_id, early)).to_cbor()
         pages: list[int] = []
 
         async def endless(ctx: QueryContext, body: dict[str, Any]) -> dict[str, Any]:

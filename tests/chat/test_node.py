@@ -9,7 +9,7 @@ import attrs
 import pytest
 import trio
 
-from chat.cluster import Cluster, Peer, build_group, crafted, open_cluster
+from chat.cluster import Cluster, Peer, build_group, crafted, open_cluster, stored
 from p2pchat.chat.core import crypto
 from p2pchat.chat.core.packet import Certificate, Packet, make_vote, sign_message
 from p2pchat.chat.core.roster import History, Role
@@ -150,9 +150,7 @@ async def test_bad_messages_are_refused_with_their_reasons(tmp_path: Path) -> No
             # A genuine message, then its replay: recognised, stored once.
             message_hash = await user.chat.send(group_id, "once")
             await wait_everywhere([owner], group_id, message_hash)
-            row = await owner.chat.store.get_message(group_id, message_hash)
-            assert row is not None
-            replay = Packet.decode(row.packet_with_certificate())
+            replay = await stored(owner, group_id, message_hash)
             answer = await client.query("smsg", {"group_id": group_id, "packet": replay.to_cbor()})
             assert answer.ok
             assert answer.body == {"duplicate": True}
@@ -306,9 +304,7 @@ async def test_a_removed_member_gets_no_later_keys_and_can_no_longer_send(tmp_pa
         assert epoch not in user.chat.view(group_id).epoch_keys
         assert epoch - 1 in user.chat.view(group_id).epoch_keys
         # ...so it cannot read what follows, even holding the packet, and cannot send.
-        row = await owner.chat.store.get_message(group_id, after)
-        assert row is not None
-        packet = Packet.decode(row.packet_with_certificate())
+        packet = await stored(owner, group_id, after)
         for key in user.chat.view(group_id).epoch_keys.values():
             with pytest.raises(crypto.DecryptError):
                 crypto.decrypt_packet(packet, epoch_key=key)

@@ -8,31 +8,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import attrs
 import pytest
 import trio
 
-from chat.cluster import CONFIG, Peer, build_group, open_cluster
+from chat.cluster import FAST_ARTIFACTS as FAST
+from chat.cluster import Peer, build_group, open_cluster, stored
 from chat.test_refs_node import folded, wait_everywhere
-from p2pchat.chat.artifacts import ArtifactConfig
 from p2pchat.chat.core.artifact import CHUNK_SIZE
-from p2pchat.chat.core.packet import Packet
 from p2pchat.chat.core.refs import DELETE
 from p2pchat.chat.core.roster import Role
 
 pytestmark = pytest.mark.timeout(120)
-
-FAST = attrs.evolve(
-    CONFIG,
-    send_timeout=30.0,
-    artifacts=ArtifactConfig(disk_reserve=0, vote_wait=0.5, stall_timeout=3.0),
-)
-
-
-async def stored(peer: Peer, group_id: bytes, message_hash: bytes) -> Packet:
-    row = await peer.chat.store.get_message(group_id, message_hash)
-    assert row is not None
-    return Packet.decode(row.packet_with_certificate())
 
 
 async def wait_files_gone(peer: Peer, group_id: bytes, root: bytes) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from chat.cluster import build_group, open_cluster
+from chat.cluster import build_group, open_cluster, stored
 from p2pchat.chat.core.packet import Packet
 from p2pchat.chat.core.roster import Role
 from p2pchat.chat.services import deliver
@@ -66,9 +66,7 @@ async def test_a_relay_list_naming_a_non_member_or_garbage_is_refused(tmp_path: 
         message_hash = await user.chat.send(group_id, "relay me")
         with trio.fail_after(15):
             await owner.chat.wait_ratified(group_id, message_hash)
-        row = await owner.chat.store.get_message(group_id, message_hash)
-        assert row is not None
-        packet = Packet.decode(row.packet_with_certificate()).to_cbor()
+        packet = (await stored(owner, group_id, message_hash)).to_cbor()
         async with open_chat(user.chat.host, owner.peer_id) as client:
 
             async def ask(relay: object) -> str | None:
