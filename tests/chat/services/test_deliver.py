@@ -108,16 +108,22 @@ class _Packet:
         return self.name
 
 
+def _service(
+    clients: FakeClients, nursery: trio.Nursery, fanout: int | None = None
+) -> DeliverService:
+    """A DeliverService on ``clients`` that retries within milliseconds."""
+    return DeliverService(
+        clients,  # type: ignore[arg-type]
+        nursery,
+        retry_initial=0.001,
+        retry_max=0.002,
+        fanout=fanout,
+    )
+
+
 async def _deliver(clients: FakeClients, peers: list[PeerID], fanout: int) -> None:
     async with trio.open_nursery() as nursery:
-        service = DeliverService(
-            clients,  # type: ignore[arg-type]
-            nursery,
-            retry_initial=0.001,
-            retry_max=0.002,
-            fanout=fanout,
-        )
-        service.start(Deliver(b"g" * 32, _Packet(), tuple(peers)))  # type: ignore[arg-type]
+        _service(clients, nursery, fanout).start(Deliver(b"g" * 32, _Packet(), tuple(peers)))  # type: ignore[arg-type]
 
 
 async def test_the_sender_queries_only_the_heads_with_their_relay_lists() -> None:
@@ -157,12 +163,7 @@ async def test_a_head_refusing_its_relay_list_gets_it_alone_and_we_serve_the_res
 async def test_packets_queued_for_one_member_go_in_order_in_batches() -> None:
     clients = FakeClients()
     async with trio.open_nursery() as nursery:
-        service = DeliverService(
-            clients,  # type: ignore[arg-type]
-            nursery,
-            retry_initial=0.001,
-            retry_max=0.002,
-        )
+        service = _service(clients, nursery)
         for n in range(10):  # queued while the first is on its way
             packet = _Packet(f"p{n}")
             service.start(Deliver(b"g" * 32, packet, (PEERS[0],)))  # type: ignore[arg-type]
@@ -177,12 +178,7 @@ async def test_packets_queued_while_one_is_on_its_way_follow_in_one_batch(batche
     clients = FakeClients()
     clients.no_batches = not batches
     async with trio.open_nursery() as nursery:
-        service = DeliverService(
-            clients,  # type: ignore[arg-type]
-            nursery,
-            retry_initial=0.001,
-            retry_max=0.002,
-        )
+        service = _service(clients, nursery)
         service.start(Deliver(b"g" * 32, _Packet("p0"), (PEERS[0],)))  # type: ignore[arg-type]
         await trio.testing.wait_all_tasks_blocked()
         for n in range(1, 5):
