@@ -27,17 +27,8 @@ def _text(words: list[str], what: str) -> str:
     return text
 
 
-def _send(args: argparse.Namespace, kind: str, text: str, **extra: Any) -> int:
-    answer = call(
-        args,
-        "send",
-        group=args.group,
-        type=kind,
-        text=text,
-        ref=args.hash,
-        wait=not args.no_wait,
-        **extra,
-    )
+def _report(args: argparse.Namespace, answer: dict[str, Any]) -> int:
+    """Print the node's answer to a message we sent; EXIT_PENDING when we waited in vain."""
     if args.json:
         print_json(answer)
     else:
@@ -49,6 +40,20 @@ def _send(args: argparse.Namespace, kind: str, text: str, **extra: Any) -> int:
         )
         return EXIT_PENDING
     return 0
+
+
+def _send(args: argparse.Namespace, kind: str, text: str, **extra: Any) -> int:
+    answer = call(
+        args,
+        "send",
+        group=args.group,
+        type=kind,
+        text=text,
+        ref=args.hash,
+        wait=not args.no_wait,
+        **extra,
+    )
+    return _report(args, answer)
 
 
 def cmd_reply(args: argparse.Namespace) -> int:
@@ -85,17 +90,7 @@ def cmd_name(args: argparse.Namespace) -> int:
     if args.avatar is not None:
         request["avatar"] = str(check_avatar_file(args.avatar))
     answer = call(args, "profile.set", **request)
-    if args.json:
-        print_json(answer)
-    else:
-        print(f"{answer['status']} {answer['message_hash']}")
-    if answer["status"] == "pending" and not args.no_wait:
-        print(
-            "p2pchat: no quorum of ratifiers answered in time; it stays queued on the node",
-            file=sys.stderr,
-        )
-        return EXIT_PENDING
-    return 0
+    return _report(args, answer)
 
 
 def check_avatar_file(path: str) -> Path:
