@@ -18,20 +18,25 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from holepunch_node import HOME_ADDRS, RELAY_ADDR, TwoNats, nat_unavailable_reason, punch, two_nats
+from holepunch_node import (
+    HOME_ADDRS,
+    RELAY_ADDR,
+    SRC,
+    chat_node,
+    nat_unavailable_reason,
+    punch,
+    two_nats,
+)
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 #: Seconds a node may take to answer on its control socket, and to reserve.
 NODE_START = 30.0
 RESERVE_DEADLINE = 120.0
@@ -65,36 +70,6 @@ def _poll(what: str, check: Any, deadline: float) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@contextmanager
-def _node(
-    net: TwoNats, namespace: str, data_dir: Path, config: str, src: Path, bootstrap: Sequence[str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    data_dir.mkdir(mode=0o700)
-    peers = ", ".join(f'"{p}"' for p in bootstrap)
-    (data_dir / "config.toml").write_text(
-        f"{config}\n[discovery]\nmdns = false\nbootstrap = [{peers}]\n[autonat]\nenabled = true\n"
-    )
-    argv = [*_python(src), "-m", "p2pchat", "--data-dir", str(data_dir), "node"]
-    process = subprocess.Popen(
-        net.command(namespace, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        yield process
-    finally:
-        from p2pchat.app import client
-        from p2pchat.app.control import ControlError
-
-        try:
-            client.call(data_dir, "stop")
-        except ControlError:
-            pass
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def first_reservation(src: Path) -> float:
     """One run: seconds from the NATed node's launch to its first own reservation."""
     with two_nats() as net, tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -103,13 +78,15 @@ def first_reservation(src: Path) -> float:
             relay = "\n[relay]\nenabled = true" if i == 0 else ""
             data = Path(tmp) / f"p{i}"
             config = f'[node]\nlisten = ["/ip4/{RELAY_ADDR}/tcp/{port}"]{relay}'
-            stack.enter_context(_node(net, net.public, data, config, src, ()))
+            stack.enter_context(chat_node(net.public, data, config, autonat=True, src=src))
             status = _poll(f"public node {i}", lambda d=data: _status(d), NODE_START)
             public.append(f"/ip4/{RELAY_ADDR}/tcp/{port}/p2p/{status['peer_id']}")
         home = Path(tmp) / "a"
         config = f'[node]\nlisten = ["/ip4/{HOME_ADDRS[0]}/tcp/4002"]'
         started = time.monotonic()
-        stack.enter_context(_node(net, net.homes[0], home, config, src, public))
+        stack.enter_context(
+            chat_node(net.homes[0], home, config, autonat=True, bootstrap=public, src=src)
+        )
 
         def reserved() -> bool:
             status = _status(home)

@@ -1,5 +1,5 @@
 """Nodes behind two NATs, a relay between them, and the namespaces to run them in. Used by
-tests/net/test_dcutr_netns.py.
+tests/net/test_dcutr_netns.py, tests/app/test_relaying_netns.py and tools/bench_holepunch.py.
 
 Theory of operation
 -------------------
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,7 @@ RELAY_ADDR: Final = "203.0.113.1"
 HOME_ADDRS: Final = ("192.168.1.2", "192.168.2.2")
 WAN_ADDRS: Final = ("203.0.113.2", "203.0.113.3")
 SINK: Final = "/p2pchat-bench/sink/1.0.0"
+SRC: Final = Path(__file__).resolve().parents[1] / "src"
 
 
 def _rules(home: str, *, symmetric: bool) -> str:
@@ -118,6 +120,51 @@ def two_nats(*, symmetric: bool = False) -> Iterator[TwoNats]:
             ip("-n", home, "route", "add", "default", "via", f"192.168.{i + 1}.1")
             make_router(router, _rules(f"192.168.{i + 1}.0/24", symmetric=symmetric))
         yield net
+
+
+# -- a p2pchat node in a namespace -----------------------------------------------------------------
+
+
+@contextmanager
+def chat_node(
+    namespace: str,
+    data_dir: Path,
+    config: str,
+    *,
+    autonat: bool,
+    bootstrap: Sequence[str] = (),
+    src: Path = SRC,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``p2pchat node`` (from the sources at ``src``) in ``namespace`` on ``data_dir``, made
+    here (mode 0700) with ``config`` and mDNS off, ``bootstrap`` peers and AutoNAT on or off.
+    On exit it is asked to stop over its control socket, and killed after 15 s."""
+    data_dir.mkdir(mode=0o700)
+    peers = ", ".join(f'"{p}"' for p in bootstrap)
+    (data_dir / "config.toml").write_text(
+        f"{config}\n[discovery]\nmdns = false\nbootstrap = [{peers}]\n"
+        f"[autonat]\nenabled = {'true' if autonat else 'false'}\n"
+    )
+    python_path = f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    argv = ["env", f"PYTHONPATH={python_path}", sys.executable, "-m", "p2pchat"]
+    argv += ["--data-dir", str(data_dir), "node"]
+    process = subprocess.Popen(
+        in_namespace(namespace, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield process
+    finally:
+        from p2pchat.app import client
+        from p2pchat.app.control import ControlError
+
+        try:
+            client.call(data_dir, "stop")
+        except ControlError:
+            pass
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # -- one run -------------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ across namespaces). Skipped, with the reason, where namespaces or nftables are m
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +26,7 @@ from holepunch_node import (  # noqa: E402
     HOME_ADDRS,
     RELAY_ADDR,
     WAN_ADDRS,
+    chat_node,
     nat_unavailable_reason,
     two_nats,
 )
@@ -67,34 +66,10 @@ def node(
     autonat: bool = False,
     bootstrap: Sequence[str] = (),
 ) -> Iterator[Path]:
-    data_dir.mkdir(mode=0o700)
-    peers = ", ".join(f'"{p}"' for p in bootstrap)
-    (data_dir / "config.toml").write_text(
-        f"{config}\n[discovery]\nmdns = false\nbootstrap = [{peers}]\n"
-        f"[autonat]\nenabled = {'true' if autonat else 'false'}\n"
-    )
-    src = str(TOOLS.parent / "src")
-    argv = [
-        "ip", "netns", "exec", namespace, "env", f"PYTHONPATH={src}{os.pathsep}"
-        f"{os.environ.get('PYTHONPATH', '')}", sys.executable, "-m", "p2pchat",
-        "--data-dir", str(data_dir), "node",
-    ]  # fmt: skip
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    """A node in ``namespace`` (see ``chat_node``), once it answers on its control socket."""
+    with chat_node(namespace, data_dir, config, autonat=autonat, bootstrap=bootstrap):
         _wait(f"the node in {namespace}", lambda: client.call(data_dir, "status"))
         yield data_dir
-    finally:
-        try:
-            client.call(data_dir, "stop")
-        except ControlError:
-            pass
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def _peer_entry(data_dir: Path, peer: str) -> dict[str, Any] | None:
