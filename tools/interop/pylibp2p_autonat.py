@@ -23,7 +23,7 @@ from typing import Any
 from libp2p.host.autonat.autonat import AutoNATService
 from multiaddr import Multiaddr
 from pylibp2p_peer import emit
-from pylibp2p_service import common_options, run_main, serve_or_ask
+from pylibp2p_service import common_options, parse_commands, run_main, serve_or_ask
 
 
 @asynccontextmanager
@@ -43,13 +43,11 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    common = common_options()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", parents=[common], help="answer dial-back requests")
-    p = sub.add_parser("ask", parents=[common], help="ask ADDR to dial us back")
-    p.add_argument("addr")
-    return parser.parse_args(argv)
+    commands = [
+        ("serve", "answer dial-back requests", False),
+        ("ask", "ask ADDR to dial us back", True),
+    ]
+    return parse_commands(argv, __doc__, common_options(), commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

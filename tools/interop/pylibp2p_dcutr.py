@@ -53,7 +53,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 from multiaddr.protocols import P_P2P_CIRCUIT
 from pylibp2p_peer import _wait_stdin_eof, emit, parse_peer_addr
-from pylibp2p_service import common_options, loopback_host, run_main
+from pylibp2p_service import common_options, loopback_host, parse_commands, run_main
 
 STATUS_OK = 100
 #: Connections py-libp2p may hold to one peer: the relayed one plus the hole punch's.
@@ -207,13 +207,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=False,
         help="keep py-libp2p's plain dial before the hole punch (DCUtR step 0)",
     )
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("initiate", parents=[common], help="reserve on RELAY_ADDR, then punch")
-    p.add_argument("addr")
-    p = sub.add_parser("answer", parents=[common], help="dial CIRCUIT_ADDR, answer its punch")
-    p.add_argument("addr")
-    return parser.parse_args(argv)
+    commands = [
+        ("initiate", "reserve on RELAY_ADDR, then punch", True),
+        ("answer", "dial CIRCUIT_ADDR, answer its punch", True),
+    ]
+    return parse_commands(argv, __doc__, common, commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_ms
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 from pylibp2p_peer import emit
-from pylibp2p_service import common_options, run_main, serve_or_ask
+from pylibp2p_service import common_options, parse_commands, run_main, serve_or_ask
 
 
 def _voucher_ok(data: bytes, relay: ID, peer: ID) -> bool:
@@ -73,13 +73,11 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    common = common_options()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", parents=[common], help="serve as a relay")
-    p = sub.add_parser("reserve", parents=[common], help="reserve a slot on the relay ADDR")
-    p.add_argument("addr")
-    return parser.parse_args(argv)
+    commands = [
+        ("serve", "serve as a relay", False),
+        ("reserve", "reserve a slot on the relay ADDR", True),
+    ]
+    return parse_commands(argv, __doc__, common_options(), commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

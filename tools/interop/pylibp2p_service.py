@@ -1,5 +1,6 @@
 """What the one-service py-libp2p 0.8.1 tools share (pylibp2p_autonat.py, pylibp2p_relay.py,
-pylibp2p_dcutr.py): the ``serve`` / client command frame, the common options and ``main``.
+pylibp2p_dcutr.py): the ``serve`` / client command frame, the common options, the command line
+and ``main``.
 
 Runs only in the interop virtualenv (see pylibp2p_peer.py, whose host set-up it reuses).
 
@@ -79,6 +80,23 @@ def common_options(*, timeout: float = 30.0) -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=_positive_float, default=timeout)
     common.add_argument("--lifetime", type=_positive_float, default=120.0)
     return common
+
+
+def parse_commands(
+    argv: Sequence[str] | None,
+    doc: str,
+    common: argparse.ArgumentParser,
+    commands: Sequence[tuple[str, str, bool]],
+) -> argparse.Namespace:
+    """Parse ``argv`` for a tool whose docstring is ``doc`` (its first line describes the tool)
+    and whose commands are ``(name, help, takes ADDR)``, each with the options of ``common``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text, takes_addr in commands:
+        p = sub.add_parser(name, parents=[common], help=help_text)
+        if takes_addr:
+            p.add_argument("addr")
+    return parser.parse_args(argv)
 
 
 def run_main(
