@@ -169,3 +169,14 @@ async def read_until(stream: trio.abc.ReceiveStream, text: str, seen: bytearray)
             chunk = await stream.receive_some()
             assert chunk, f"stream ended before {text!r}: {seen.decode()!r}"
             seen += chunk
+
+
+async def form_group(owner: NodeProcess, name: str, *members: tuple[NodeProcess, str]) -> str:
+    """``owner`` creates the group ``name`` and invites ``members`` (node, role) in order; each
+    joins at once, naming the owner by its peer ID (found through its bootstrap peers). The
+    group's id."""
+    group = (await ok(owner.data_dir, "group", "create", name)).stdout.strip()
+    for node, role in members:
+        await ok(owner.data_dir, "group", "invite", group, str(node.addr), role)
+        await ok(node.data_dir, "group", "join", group, str(owner.peer_id))
+    return group

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from cli.nodes import STEP_TIMEOUT, cli, ok, running_node
+from cli.nodes import STEP_TIMEOUT, cli, form_group, ok, running_node
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -36,11 +36,7 @@ async def test_a_rename_and_a_hand_over_through_the_cli(tmp_path: Path) -> None:
             running_node(carol_dir, *boot) as carol,
             running_node(dave_dir, *boot) as dave,
         ):
-            group = (await ok(alice_dir, "group", "create", "team")).stdout.strip()
-            await ok(alice_dir, "group", "invite", group, str(bob.addr), "ratifier")
-            await ok(bob_dir, "group", "join", group, str(alice.peer_id))
-            await ok(alice_dir, "group", "invite", group, str(carol.addr), "user")
-            await ok(carol_dir, "group", "join", group, str(alice.peer_id))
+            group = await form_group(alice, "team", (bob, "ratifier"), (carol, "user"))
 
             # -- rename: only the owner; every member then knows the group by its new name --
             refused = await cli(bob_dir, "group", "rename", group, "bob's")

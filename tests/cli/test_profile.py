@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from cli.nodes import STEP_TIMEOUT, cli, ok, running_node, wait_roster_is
+from cli.nodes import STEP_TIMEOUT, cli, form_group, ok, running_node, wait_roster_is
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,11 +33,7 @@ async def test_a_name_with_an_avatar_is_shown_and_saved_at_other_nodes(tmp_path:
     async with running_node(alice_dir) as alice:
         boot = ("--bootstrap", str(alice.addr))
         async with running_node(bob_dir, *boot) as bob, running_node(carol_dir, *boot) as carol:
-            group = (await ok(alice_dir, "group", "create", "team")).stdout.strip()
-            await ok(alice_dir, "group", "invite", group, str(bob.addr), "ratifier")
-            await ok(bob_dir, "group", "join", group, str(alice.peer_id))
-            await ok(alice_dir, "group", "invite", group, str(carol.addr), "user")
-            await ok(carol_dir, "group", "join", group, str(alice.peer_id))
+            group = await form_group(alice, "team", (bob, "ratifier"), (carol, "user"))
 
             # mistakes are refused before anything is sent, in one line
             notes = tmp_path / "notes.txt"

@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 import trio
 
-from cli.nodes import COMMAND, STEP_TIMEOUT, cli, ok, read_until, running_node, wait_roster_is
+from cli.nodes import (
+    COMMAND,
+    STEP_TIMEOUT,
+    cli,
+    form_group,
+    ok,
+    read_until,
+    running_node,
+    wait_roster_is,
+)
 from p2pchat.cli.chat_commands import HELP
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,11 +47,7 @@ async def test_reply_edit_delete_react_through_the_cli(tmp_path: Path) -> None:
     async with running_node(alice_dir) as alice:
         boot = ("--bootstrap", str(alice.addr))
         async with running_node(bob_dir, *boot) as bob, running_node(carol_dir, *boot) as carol:
-            group = (await ok(alice_dir, "group", "create", "team")).stdout.strip()
-            await ok(alice_dir, "group", "invite", group, str(bob.addr), "ratifier")
-            await ok(bob_dir, "group", "join", group, str(alice.peer_id))
-            await ok(alice_dir, "group", "invite", group, str(carol.addr), "user")
-            await ok(carol_dir, "group", "join", group, str(alice.peer_id))
+            group = await form_group(alice, "team", (bob, "ratifier"), (carol, "user"))
 
             hello = (await ok(carol_dir, "send", group, "helo team", "--json")).json()
             spam = (await ok(bob_dir, "send", group, "cheap pills", "--json")).json()
