@@ -185,7 +185,7 @@ def test_with_certificate_keeps_the_signed_part() -> None:
 
 def test_encode_is_computed_once_and_a_decoded_packet_keeps_its_bytes() -> None:
     data = make_packet(certified=True).encode()
-    decoded = Packet.decode(bytearray(data))
+    decoded = Packet.decode(data)
     assert decoded.encode() == data
     assert decoded.encode() is decoded.encode()
     assert decoded.message.encode() is decoded.message.encode()
