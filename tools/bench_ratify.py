@@ -124,6 +124,8 @@ from p2pchat.chat.core.roster import Role
 from p2pchat.chat.core.wire import Response
 from p2pchat.chat.node import ChatError, ChatNode, open_chat_node
 from p2pchat.chat.services.chat_client import ChatClient
+from p2pchat.chat.services.runtime import Runtime
+from p2pchat.chat.services.writes import GroupCommits
 from p2pchat.chat.store import ChatStore, open_store
 from p2pchat.identity import KeyPair, PeerID, PublicKey
 from p2pchat.multiaddr import Multiaddr
@@ -170,11 +172,10 @@ def _key(message_hash: bytes) -> str:
 
 # The node's steps timed with P2PCHAT_BENCH_TIMING (wall clock, awaits included).
 TIMED: Final = (
-    (
-        ChatNode,
-        ("_submit", "_ratify", "_vote", "_accept", "_receive_certified", "_fetch_missing"),
-    ),
-    (ChatStore, ("put_packet", "record_vote", "get_vote", "get_message", "outbox_done")),
+    (ChatNode, ("_submit",)),
+    (Runtime, ("vote", "vote_batch", "receive", "receive_batch", "commit_all", "fetch")),
+    (ChatStore, ("commit", "get_vote", "get_message")),
+    (GroupCommits, ("commit", "_commit_group")),
 )
 
 
