@@ -903,20 +903,11 @@ async def run_all(settings: Settings) -> dict[str, Any]:
                     n: round((after[n].verify - before[n].verify) / max(1, phase1["sent"]), 2)
                     for n in NODES
                 }
-                totals: dict[str, int] = {}
-                for n in NODES:
-                    for what, count in after[n].counts.items():
-                        done = count - before[n].counts.get(what, 0)
-                        totals[what] = totals.get(what, 0) + done
-                phase1["per_message"] = {
-                    what: round(count / max(1, phase1["sent"]), 2)
-                    for what, count in sorted(totals.items())
-                    if count
-                }
+                phase1["per_message"] = _per_message(before, after, phase1["sent"])
                 phase1["timing"] = _timing(before, after, phase1["sent"])
                 phase1["of_bound_percent"] = round(100 * phase1["throughput"] / bound, 1)
                 rate = phase1["throughput"] / 2
-                phase2, _, _ = await _run_phase(
+                phase2, before2, after2 = await _run_phase(
                     workers,
                     group,
                     author,
@@ -925,6 +916,7 @@ async def run_all(settings: Settings) -> dict[str, Any]:
                     rate=rate if rate > 0 else 1.0,
                 )
                 phase2["rate"] = round(rate, 1)
+                phase2["per_message"] = _per_message(before2, after2, phase2["sent"])
                 result.setdefault("phases", []).append({"saturation": phase1, "half_rate": phase2})
     if settings.profile_dir is not None:
         result["profile"] = _profiles(settings.profile_dir)
@@ -944,6 +936,16 @@ async def run_all(settings: Settings) -> dict[str, Any]:
         },
     ]
     return result
+
+
+def _per_message(before: dict[str, Usage], after: dict[str, Usage], sent: int) -> dict[str, float]:
+    """The queries (by code, and refusals by reason) and store operations of all nodes over a
+    phase, per message sent."""
+    totals: dict[str, int] = {}
+    for n in NODES:
+        for what, count in after[n].counts.items():
+            totals[what] = totals.get(what, 0) + count - before[n].counts.get(what, 0)
+    return {what: round(n / max(1, sent), 2) for what, n in sorted(totals.items()) if n}
 
 
 def _module_of(filename: str, function: str) -> str:
@@ -1043,6 +1045,14 @@ def render(result: dict[str, Any]) -> str:
             f"{half['duration_s']:g} s; largest lag behind schedule {half['max_lag_ms']} ms",
         ]
         out += _render_phase(half)
+        if half.get("per_message"):
+            counts = ", ".join(f"{what} {n}" for what, n in half["per_message"].items())
+            out += textwrap.wrap(
+                "per message, all nodes: " + counts,
+                width=100,
+                initial_indent="  ",
+                subsequent_indent="    ",
+            )
     out += ["", "Targets"]
     for target in result["targets"]:
         mark = "met" if target["met"] else "NOT MET"
