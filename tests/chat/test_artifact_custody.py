@@ -15,14 +15,13 @@ import trio
 import trio.testing
 
 from chat.core.groups import key
-from p2pchat.chat.artifacts import (
+from p2pchat.chat.artifact_custody import (
     MAX_CUSTODY_PER_AUTHOR,
     OVER_QUOTA,
     UNAVAILABLE,
-    ArtifactConfig,
-    Artifacts,
     stored_size,
 )
+from p2pchat.chat.artifacts import ArtifactConfig, Artifacts
 from p2pchat.chat.core.artifact import CHUNK_SIZE, ArtifactSealer, ChunkedRef
 from p2pchat.chat.core.engine import FETCHING
 from p2pchat.chat.core.packet import Artifact, Headers, Message, Packet, sha256, sign_message

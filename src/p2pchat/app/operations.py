@@ -23,7 +23,6 @@ import trio
 from .. import __version__
 from ..chat.core.crypto import MAX_PLAINTEXT
 from ..chat.core.profiles import MAX_NAME, PROFILE, read_name
-from ..chat.core.roster import Role
 from ..chat.node import ChatError, ChatMessage, ChatNode, OutboxView, PendingError
 from ..errors import DecodeError, P2PChatError
 from ..identity import PeerID
@@ -288,128 +287,6 @@ async def op_ping(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str
     return {"peer_id": str(_peer_of(target)), "ms": rtt * 1e3}
 
 
-async def op_group_create(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    name = _str_arg(request, "name")
-    quorum = request.get("quorum")
-    if quorum is not None and (not isinstance(quorum, int) or isinstance(quorum, bool)):
-        raise DaemonError("quorum must be a whole number")
-    history = request.get("history", "all")
-    if history not in ("all", "since_join"):
-        raise DaemonError("history must be 'all' or 'since_join'")
-    group_id = await node.chat.create_group(name, quorum=quorum, history=history)
-    return {"group_id": group_id.hex(), "name": name}
-
-
-async def op_group_invite(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    owner = node.chat.group_state(group_id).owner
-    if owner != node.chat.peer_id:  # say so before anything about the invitee
-        raise DaemonError(f"only the group's owner can invite; its owner is {owner}")
-    target = _target_arg(node, request, "peer")
-    role_text = request.get("role", "user")
-    try:
-        role = Role(role_text)
-    except ValueError:
-        raise DaemonError(
-            f"role must be one of ratifier, user, viewer (not {role_text!r})"
-        ) from None
-    await node.chat.invite(group_id, target, role)
-    state = node.chat.group_state(group_id)
-    return {
-        "group_id": group_id.hex(),
-        "peer_id": str(_peer_of(target)),
-        "role": role.value,
-        "epoch": state.current_epoch,
-        "owner_addrs": [str(a) for a in node.host.addrs],
-    }
-
-
-async def op_group_join(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    text = _str_arg(request, "group").lower()
-    try:
-        group_id = bytes.fromhex(text)
-    except ValueError:
-        group_id = b""
-    if len(group_id) != 32:
-        raise DaemonError(f"a group id is 64 hex digits: {text!r}")
-    via = _target_arg(node, request, "via")
-    await node.chat.join(group_id, via)
-    state = node.chat.group_state(group_id)
-    return {"group_id": group_id.hex(), "name": state.name, "epoch": state.current_epoch}
-
-
-async def op_group_remove(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    peer = _peer_of(parse_peer(_str_arg(request, "peer")))
-    if node.chat.group_state(group_id).current_roster.member(peer) is None:
-        raise DaemonError(f"{peer} is not a member of this group")
-    await node.chat.remove(group_id, peer)
-    return {"group_id": group_id.hex(), "peer_id": str(peer)}
-
-
-async def op_group_role(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    peer = _peer_of(parse_peer(_str_arg(request, "peer")))
-    role = request.get("role")
-    if role not in [r.value for r in Role]:
-        raise DaemonError("role must be ratifier, user or viewer")
-    await node.chat.set_role(group_id, peer, role)
-    state = node.chat.group_state(group_id)
-    return {
-        "group_id": group_id.hex(),
-        "peer_id": str(peer),
-        "role": role,
-        "epoch": state.current_epoch,
-    }
-
-
-def _group_summary(node: Daemon, group_id: bytes) -> dict[str, Any]:
-    state = node.chat.group_state(group_id)
-    roster = state.current_roster
-    role = roster.role_of(node.peer_id)
-    return {
-        "group_id": group_id.hex(),
-        "name": state.name,
-        "owner": str(state.owner),
-        "role": role.value if role is not None else None,
-        "epoch": state.current_epoch,
-        "members": len(roster.members),
-        "ratifiers": len(roster.ratifiers),
-        "quorum": roster.quorum,
-        "history": roster.history,
-    }
-
-
-async def op_group_list(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
-    summaries = [_group_summary(node, g) for g in node.chat.groups()]
-    for summary in summaries:
-        group_id = bytes.fromhex(summary["group_id"])
-        view = node.chat.view(group_id)
-        summary["unread"] = await node.reading.unread(group_id, view, node.peer_id)
-    return sorted(summaries, key=lambda s: (s["name"], s["group_id"]))
-
-
-async def op_group_roster(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    state = node.chat.group_state(group_id)
-    connected = set(node.host.connected_peers())
-    summary = _group_summary(node, group_id)
-    summary["member_list"] = [
-        {
-            "peer_id": str(m.peer),
-            "role": m.role.value,
-            "owner": m.peer == state.owner,
-            "me": m.peer == node.peer_id,
-            "connected": m.peer in connected,
-        }
-        for m in sorted(
-            state.current_roster.members,
-            key=lambda m: (m.peer != state.owner, m.role.value, str(m.peer)),
-        )
-    ]
-    return summary
-
-
 async def op_send(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
     group_id = _group_arg(node, request)
     message_type = request.get("type", "text")
@@ -594,7 +471,17 @@ async def op_search(node: Daemon, request: dict[str, Any], emit: Emit) -> list[d
 
 
 from .file_ops import op_save, op_send_file  # noqa: E402 (it uses the helpers above)
-from .group_ops import op_group_owner, op_group_rename  # noqa: E402 (likewise)
+from .group_ops import (  # noqa: E402 (likewise)
+    op_group_create,
+    op_group_invite,
+    op_group_join,
+    op_group_list,
+    op_group_owner,
+    op_group_remove,
+    op_group_rename,
+    op_group_role,
+    op_group_roster,
+)
 from .profile_ops import op_profile, op_profile_set  # noqa: E402 (likewise)
 
 #: An operation: the node, the request, a function that sends events; the result.

@@ -46,13 +46,17 @@ import trio
 
 from ..errors import P2PChatError, ProtocolError
 from ..identity import PeerID
+from .artifact_custody import (
+    DEFAULT_CUSTODY_QUOTA,
+    ArtifactCustody,
+    CustodyEntry,
+    decode_stored,
+    stored_size,
+)
 from .core import crypto
 from .core.artifact import (
     CHUNK_SIZE,
-    HASH_SIZE,
     HASHES_PER_PAGE,
-    MANIFEST_HEADER,
-    TAG_SIZE,
     ArtifactError,
     ArtifactLayout,
     ArtifactOpener,
@@ -61,35 +65,22 @@ from .core.artifact import (
     decode_file_info,
 )
 from .core.blobwire import STALL_TIMEOUT
-from .core.engine import FETCHING, ChatEngine, ChatError
+from .core.engine import ChatEngine, ChatError
 from .core.events import Commit, Publish
-from .core.packet import Packet, verify_author
+from .core.packet import Packet
 from .core.prune import is_prunable_delete
 from .deleted import drop_deleted_files
 from .services.blobs import BlobService, FetchError
-from .services.dispatch import Refusal
 from .services.runtime import now_ms
-from .store import ChatStore, StoredMessage
+from .store import ChatStore
 from .store.chunks import DEFAULT_DISK_RESERVE, BlobStore, BlobStoreError, DiskReserveError
 
 logger = logging.getLogger(__name__)
 
-#: The refusal of a ratifier still fetching the artifact it is asked to vote on (§6), and of
-#: one whose fetch ended without every blob (the author backs off as for any refusal).
-UNAVAILABLE: Final = "artifact unavailable"
 #: Chunk writes of a file being sent that run at once (their fsyncs overlap).
 WRITERS: Final = 8
-#: Artifact fetches that run at once (the others wait their turn), and custody fetches one
-#: author can have running on a ratifier (specs/artifacts.md §6).
+#: Artifact fetches that run at once (the others wait their turn).
 MAX_FETCHES: Final = 4
-MAX_CUSTODY_PER_AUTHOR: Final = 2
-#: Bytes of artifacts one author can have a ratifier hold for messages not yet certified
-#: (specs/artifacts.md §6 "Bounds"): four 1 GiB artifacts.
-DEFAULT_CUSTODY_QUOTA: Final = 4 * 1024**3
-#: ... and at most this many of them (as many as the pending messages of one author, §6).
-MAX_CUSTODY_ARTIFACTS: Final = 64
-#: The refusal of a ratifier whose custody quota for the author is full (specs/chat.md §6).
-OVER_QUOTA: Final = "over quota"
 #: Attempts of a background fetch, and the longest pause between two (seconds).
 FETCH_ATTEMPTS: Final = 6
 FETCH_BACKOFF_MAX: Final = 30.0
@@ -125,18 +116,6 @@ class ArtifactConfig:
     sweep_interval: float = 600.0
 
 
-@attrs.define
-class _Custody:
-    """An artifact a ratifier fetched (or is fetching) for a message not yet certified."""
-
-    group_id: bytes
-    author: PeerID
-    message_hash: bytes
-    size: int
-    #: ``trio.current_time()`` of the last ``mrat`` that asked for it.
-    asked: float
-
-
 @attrs.frozen
 class ArtifactInfo:
     """What a message says of its chunked artifact, and whether it is all held here."""
@@ -153,7 +132,7 @@ class ArtifactUnavailableError(ChatError):
     """The artifact cannot be read: no key for it, or it could not be fetched."""
 
 
-class Artifacts:
+class Artifacts(ArtifactCustody):
     """The artifact side of a :class:`~p2pchat.chat.node.ChatNode`."""
 
     def __init__(
@@ -174,7 +153,7 @@ class Artifacts:
         self._fetch_slots = trio.Semaphore(MAX_FETCHES)
         self._custody: dict[PeerID, set[bytes]] = {}
         #: Artifacts held or fetched for custody of uncertified messages, by root.
-        self._ledger: dict[bytes, _Custody] = {}
+        self._ledger: dict[bytes, CustodyEntry] = {}
         #: Set when the custody fetch of an artifact (root) ends, held or not.
         self._custody_done: dict[bytes, trio.Event] = {}
         #: Bytes stored so far by the fetch of each artifact (root), for progress reports.
@@ -391,175 +370,6 @@ class Artifacts:
                 return
             await trio.sleep(min(FETCH_BACKOFF_MAX, 2.0**attempt))
 
-    async def hold_before_vote(self, group_id: bytes, packet: Packet, author: PeerID) -> None:
-        """The ratifier's custody hook (§6): return once the artifact is held here.
-
-        Raises:
-            Refusal: ``"fetching artifact"`` while the fetch goes on in the background.
-        """
-        ref = packet.message.artifact.chunked
-        if ref is None:
-            return
-        entry = self._ledger.get(ref.root)
-        if entry is not None:
-            entry.asked = trio.current_time()  # the author still wants it: not an orphan yet
-        if self.files.is_complete(group_id, ref.root):
-            return
-        if not (packet.check_hashes() and verify_author(packet)):
-            return  # the vote path refuses it with its own reason; fetch nothing for it
-        if entry is None:
-            self._check_quota(group_id, author, ref)
-        if ref.root not in self._running and ref.root not in self._custody_done:
-            mine = self._custody.setdefault(author, set())
-            if len(mine) >= MAX_CUSTODY_PER_AUTHOR and ref.root not in mine:
-                # Its earlier artifacts first: hold the request until one of them is done (the
-                # author asks again soon after "fetching artifact").
-                with trio.move_on_after(self.config.vote_wait):
-                    async with trio.open_nursery() as waiters:
-                        for root in mine:
-                            waiters.start_soon(_wait_then_cancel, self._custody_done[root], waiters)
-                raise Refusal(FETCHING)
-            mine.add(ref.root)
-            # Registered now, not when the task first runs, so that this request waits for it.
-            self._custody_done[ref.root] = trio.Event()
-            self._nursery.start_soon(self._custody_fetch, group_id, packet, author)
-        if entry is None:
-            entry = self._ledger[ref.root] = _Custody(
-                group_id, author, packet.message_hash, stored_size(ref), trio.current_time()
-            )
-        entry.asked = trio.current_time()
-        waiting = self._custody_done.get(ref.root)
-        if waiting is None:
-            waiting = self._running.get(ref.root)
-        if waiting is not None:
-            with trio.move_on_after(self.config.vote_wait):
-                await waiting.wait()
-        if not self.files.is_complete(group_id, ref.root):
-            running = ref.root in self._custody_done or ref.root in self._running
-            raise Refusal(FETCHING if running else UNAVAILABLE)
-
-    async def _custody_fetch(self, group_id: bytes, packet: Packet, author: PeerID) -> None:
-        """A ratifier's fetch before its vote; counted against the author while it runs (it
-        does not wait for a fetch slot: the author is waiting for the vote)."""
-        ref = packet.message.artifact.chunked
-        assert ref is not None
-        try:
-            await self.fetch(group_id, packet, author)
-        except P2PChatError as exc:
-            logger.warning("artifact %s not held yet: %s", ref.root.hex()[:16], exc)
-        finally:
-            mine = self._custody.get(author, set())
-            mine.discard(ref.root)
-            if not mine:
-                self._custody.pop(author, None)
-            self._custody_done.pop(ref.root).set()
-
-    def custody_use(self, group_id: bytes, author: PeerID) -> tuple[int, int]:
-        """How many artifacts, and how many stored bytes, are held or being fetched here for
-        ``author``'s messages of ``group_id`` that are not certified yet (its quota's use)."""
-        self._forget_certified()
-        mine = [
-            e.size for e in self._ledger.values() if (e.group_id, e.author) == (group_id, author)
-        ]
-        return len(mine), sum(mine)
-
-    def _check_quota(self, group_id: bytes, author: PeerID, ref: ChunkedRef) -> None:
-        count, used = self.custody_use(group_id, author)
-        quota = self.config.custody_quota
-        if count < MAX_CUSTODY_ARTIFACTS and used + stored_size(ref) <= quota:
-            return
-        logger.info(
-            "custody of %s refused: %s holds %d artifacts, %d bytes (at most %d, %d bytes)",
-            ref.root.hex()[:16],
-            author,
-            count,
-            used,
-            MAX_CUSTODY_ARTIFACTS,
-            quota,
-        )
-        raise Refusal(OVER_QUOTA)
-
-    def _forget_certified(self) -> None:
-        """Drop from the ledger the artifacts whose message is now certified: held for good."""
-        for root, entry in list(self._ledger.items()):
-            view = self.engine.find(entry.group_id)
-            if view is not None and view.has(entry.message_hash):
-                del self._ledger[root]
-
-    async def sweep(self) -> int:
-        """Remove orphaned custody artifacts and prune old ones (§4 "Removal"); return how
-        many artifacts were removed.
-
-        Raises:
-            BlobStoreError: a file cannot be removed.
-        """
-        removed = 0
-        self._forget_certified()
-        now = trio.current_time()
-        for root, entry in list(self._ledger.items()):
-            view = self.engine.find(entry.group_id)
-            pending = view is not None and entry.message_hash in view.pending
-            busy = root in self._running or root in self._custody.get(entry.author, ())
-            if pending or busy or now - entry.asked < self.config.orphan_grace:
-                continue
-            del self._ledger[root]
-            await trio.to_thread.run_sync(self.files.remove_artifact, entry.group_id, root)
-            logger.info("removed artifact %s: its message was not certified", root.hex()[:16])
-            removed += 1
-        if self.config.keep_days is not None:
-            removed += await self._prune(now_ms() - int(self.config.keep_days * 86_400_000))
-        return removed
-
-    async def _prune(self, before: int) -> int:
-        removed = 0
-        for group_id in self.engine.groups():
-            if self._custodian(group_id, None):
-                continue  # a ratifier keeps what it holds in custody
-            for row in await self.store.all_ratified(group_id):
-                packet = _decode(row)
-                if packet is None or packet.message.time_stamp >= before:
-                    continue
-                ref = packet.message.artifact.chunked
-                if ref is None or ref.root in self._running or ref.root in self._ledger:
-                    continue
-                if self._custodian(group_id, packet.message.epoch):
-                    continue  # we voted for it then: custody
-                if await trio.to_thread.run_sync(self.files.remove_artifact, group_id, ref.root):
-                    logger.info("pruned artifact %s (older than keep_days)", ref.root.hex()[:16])
-                    removed += 1
-        return removed
-
-    async def run_sweeps(self) -> None:
-        """Sweep every ``sweep_interval`` seconds until cancelled; failures are logged."""
-        while True:
-            await trio.sleep(self.config.sweep_interval)
-            try:
-                await self.sweep()
-            except P2PChatError as exc:
-                logger.warning("artifact sweep failed: %s", exc)
-
-    def _custodian(self, group_id: bytes, epoch: int | None) -> bool:
-        """Whether we are a ratifier of the group's current roster (or of roster ``epoch``):
-        then we keep its artifacts whatever their age."""
-        view = self.engine.find(group_id)
-        if view is None:
-            return False
-        me = self.engine.peer_id
-        if me in view.state.current_roster.ratifiers:
-            return True
-        roster = None if epoch is None else view.state.find_roster(epoch)
-        return roster is not None and me in roster.ratifiers
-
-    def _too_old(self, packet: Packet) -> bool:
-        """An artifact ``keep_days`` would prune (so it is not fetched on delivery)."""
-        keep = self.config.keep_days
-        message = packet.message
-        return (
-            keep is not None
-            and message.time_stamp < now_ms() - keep * 86_400_000
-            and not self._custodian(message.group_id, message.epoch)
-        )
-
     def on_publish(self, action: Publish) -> None:
         """Fetch a delivered artifact of someone else at once, when it is small enough."""
         packet = action.packet
@@ -581,10 +391,10 @@ class Artifacts:
         """Restart the fetches of ratified artifacts that are not complete (after a restart)."""
         for group_id in self.engine.groups():
             for row in await self.store.others_pending(group_id):  # custody held before
-                packet = _decode(row)
+                packet = decode_stored(row)
                 ref = None if packet is None else packet.message.artifact.chunked
                 if packet is not None and ref is not None:
-                    self._ledger[ref.root] = _Custody(
+                    self._ledger[ref.root] = CustodyEntry(
                         group_id,
                         packet.message.author,
                         packet.message_hash,
@@ -592,7 +402,7 @@ class Artifacts:
                         trio.current_time(),
                     )
             for row in await self.store.all_ratified(group_id):
-                packet = _decode(row)
+                packet = decode_stored(row)
                 if packet is None:
                     continue
                 self.on_publish(Publish(group_id, packet, ratified=True))
@@ -608,7 +418,7 @@ class Artifacts:
             ArtifactUnavailableError: no key for it, or it cannot be fetched or decrypted.
         """
         row = await self.store.get_message(group_id, message_hash)
-        packet = None if row is None else _decode(row)
+        packet = None if row is None else decode_stored(row)
         if packet is None or packet.message.artifact.chunked is None:
             raise ChatError("no such message with a chunked artifact")
         if packet.pruned:
@@ -642,20 +452,3 @@ class Artifacts:
                     yield opener.open(page * HASHES_PER_PAGE + i, sealed)
                 except ArtifactError as exc:
                     raise ArtifactUnavailableError(f"the artifact does not decrypt: {exc}") from exc
-
-
-async def _wait_then_cancel(event: trio.Event, nursery: trio.Nursery) -> None:
-    await event.wait()
-    nursery.cancel_scope.cancel()
-
-
-def stored_size(ref: ChunkedRef) -> int:
-    """The bytes an artifact's blobs take: sealed chunks, pages and manifest (§3)."""
-    return ref.size + (TAG_SIZE + HASH_SIZE) * ref.chunks + MANIFEST_HEADER + HASH_SIZE * ref.pages
-
-
-def _decode(row: StoredMessage) -> Packet | None:
-    try:
-        return Packet.decode(row.packet_with_certificate())
-    except P2PChatError:
-        return None

@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Final
 
 import attrs
 import trio
 
-from ..aio import open_service_nursery
-from ..errors import DecodeError, ProtocolError
+from ..errors import ProtocolError
 from ..identity import KeyPair, PeerID
-from ..multiaddr import Multiaddr
 from ..net.events import ConnectionClosed, ConnectionOpened
-from ..net.host import DialError, Host
+from ..net.host import Host
 from .artifacts import ArtifactConfig, ArtifactInfo, Artifacts, Progress
 from .core import crypto
 from .core.engine import (
@@ -49,30 +46,24 @@ from .core.engine import (
     OutboxView,
 )
 from .core.events import Abandoned, Commit, Connected, Disconnected, Publish, Ratified
-from .core.genesis import MAX_NAME
 from .core.group_state import GroupState
 from .core.packet import Packet
 from .core.prune import is_prunable_delete
 from .core.refs import LEAVE, check_reference
-from .core.roster import History, Member, Role
+from .core.roster import Member, Role
 from .core.txn import OutboxDone
 from .core.view import history_order
+from .groups import GroupMembership
 from .services.addresses import AddressBook, PeerFinder
-from .services.blobs import BlobService
-from .services.clients import ClientPool, QueryRefusedError, open_client_pool
-from .services.deliver import DeliverService
+from .services.clients import ClientPool, QueryRefusedError
 from .services.dispatch import Dispatcher
-from .services.dispatch import install_chat as _install_chat
-from .services.handlers import ChatHandlers
-from .services.keys import KeyService
-from .services.member_records import RECORDS_FILE, MemberRecordFile
-from .services.outbox import run_outbox
-from .services.ratify import RatifyService
+from .services.member_records import RECORDS_FILE
 from .services.runtime import Runtime, now_ms
 from .services.sync import SyncService
 from .services.writes import GroupCommits
-from .store import ChatStore, StoredMessage
-from .store.chunks import BLOB_DIR, BlobStore
+from .store import ChatStore
+from .wiring import decode_row as _decode_row
+from .wiring import open_chat_node
 
 __all__ = [
     "RECORDS_FILE",
@@ -91,10 +82,6 @@ logger = logging.getLogger(__name__)
 
 #: The longest a write or a join waits for the key of the current epoch (seconds).
 KEY_WAIT: Final = 20.0
-
-PROTOCOL_ID: Final = "/p2pchat/1.0.0"
-#: Queued messages resumed at start-up (the rest wait in the store for the next start).
-MAX_OUTBOX_LOAD: Final = 100_000
 
 
 class PendingError(ChatError):
@@ -168,7 +155,7 @@ class ChatMessage:
         return None if self.content is None else self.content.decode("utf-8", "replace")
 
 
-class ChatNode:
+class ChatNode(GroupMembership):
     """A member of ratified groups. Made by :func:`open_chat_node`."""
 
     def __init__(
@@ -206,7 +193,7 @@ class ChatNode:
         #: here (specs/chat.md §17), e.g. to take it out of a search index; must not block.
         self.on_deleted: Callable[[bytes, bytes], None] | None = None
 
-    # -- groups ------------------------------------------------------------------------------
+    # -- groups (creating, joining, roster changes: chat/groups.py) ------------------------
 
     def groups(self) -> list[bytes]:
         """The ids of the groups we belong to."""
@@ -237,169 +224,6 @@ class ChatNode:
     def my_member_entry(self, role: Role) -> Member:
         """Our member entry (peer, role, HPKE key) for a roster."""
         return self.engine.my_member_entry(role)
-
-    async def create_group(
-        self, name: str, *, quorum: int | None = None, history: History = "all"
-    ) -> bytes:
-        """Create a group with us as owner and sole ratifier; return its id.
-
-        Raises:
-            ValueError: a bad name, quorum or history setting.
-        """
-        group_id, commit = self.engine.create_group(
-            name, quorum=quorum, history=history, now=now_ms(), nonce=os.urandom(16)
-        )
-        await self._runtime.commit(commit)
-        logger.info("created group %s (%s)", group_id.hex()[:16], name)
-        return group_id
-
-    async def invite(self, group_id: bytes, peer: PeerID | Multiaddr, role: Role | str) -> None:
-        """Add ``peer`` with ``role`` (or change its role); owner only. Returns once the roster
-        message is ratified. The invitee then calls :meth:`join`.
-
-        Raises:
-            NotAllowedError: we are not the owner.
-            ChatError: the invitee cannot be reached or its key is unusable.
-            PendingError: no quorum in time (the change stays queued).
-            ChatError: an earlier roster change is still queued, or the roster changed before
-                this one was ratified.
-        """
-        view = self.engine.view(group_id)
-        role = Role(role)
-        if view.state.owner != self.peer_id:
-            raise NotAllowedError("only the group's owner can invite")
-        target = peer.peer_id if isinstance(peer, Multiaddr) else peer
-        if target is None:
-            raise ChatError(f"the address must end in /p2p/<peer id>: {peer}")
-        response = await self._query(peer, "hpk", {})
-        try:
-            member = Member(target, role, response["kem"], response["hpke"])
-        except (KeyError, TypeError, ValueError, DecodeError) as exc:
-            raise ChatError(f"{target} sent an unusable encryption key: {exc}") from exc
-        current = view.state.current_roster
-        if current.member(target) is not None:  # §20: a member's key is published once
-            await self.set_role(group_id, target, role)
-            return
-        await self._change_roster(group_id, [*current.members, member], added=target)
-
-    async def remove(self, group_id: bytes, peer: PeerID) -> None:
-        """Remove ``peer`` from the group; owner only. It gets no later epoch keys.
-
-        Raises:
-            NotAllowedError: we are not the owner, or ``peer`` is the owner.
-            PendingError: no quorum in time (the change stays queued).
-        """
-        view = self.engine.view(group_id)
-        if view.state.owner != self.peer_id or peer == self.peer_id:
-            raise NotAllowedError("only the owner can remove members, and not itself")
-        members = [m for m in view.state.current_roster.members if m.peer != peer]
-        await self._change_roster(group_id, members, added=None)
-
-    async def set_role(self, group_id: bytes, peer: PeerID, role: Role | str) -> None:
-        """Change a member's role; owner only. Returns once the roster message is ratified.
-
-        Raises:
-            NotAllowedError: we are not the owner, or ``peer`` is the owner.
-            ChatError: ``peer`` is not a member.
-            PendingError: no quorum in time (the change stays queued).
-        """
-        view = self.engine.view(group_id)
-        role = Role(role)
-        if view.state.owner != self.peer_id:
-            raise NotAllowedError("only the group's owner changes roles")
-        if peer == self.peer_id:
-            raise NotAllowedError("the owner's role does not change (it stays a ratifier)")
-        current = view.state.current_roster
-        member = current.member(peer)
-        if member is None:
-            raise ChatError(f"{peer} is not a member of this group")
-        if member.role is role:
-            return
-        members = [attrs.evolve(m, role=role) if m.peer == peer else m for m in current.members]
-        await self._change_roster(group_id, members, added=None)
-
-    async def rename(self, group_id: bytes, name: str) -> None:
-        """Rename the group (a roster change, §20); owner only.
-
-        Raises:
-            NotAllowedError: we are not the owner.
-            ChatError: a name over 128 bytes.
-            PendingError: no quorum in time (the change stays queued).
-        """
-        view = self.engine.view(group_id)
-        if view.state.owner != self.peer_id:
-            raise NotAllowedError("only the group's owner renames it")
-        if not name or len(name.encode()) > MAX_NAME:
-            raise ChatError(f"a group name is 1 to {MAX_NAME} bytes")
-        members = view.state.current_roster.members
-        await self._change_roster(group_id, members, added=None, name=name)
-
-    async def hand_over(self, group_id: bytes, peer: PeerID) -> None:
-        """Make ``peer`` the group's owner (a roster change, §20; it becomes a ratifier if it
-        is not one); owner only. We stay a member with our role.
-
-        Raises:
-            NotAllowedError: we are not the owner.
-            ChatError: ``peer`` is not a member, or is us.
-            PendingError: no quorum in time (the change stays queued).
-        """
-        view = self.engine.view(group_id)
-        if view.state.owner != self.peer_id:
-            raise NotAllowedError("only the group's owner hands it over")
-        current = view.state.current_roster
-        if current.member(peer) is None or peer == self.peer_id:
-            raise ChatError(f"{peer} is not another member of this group")
-        members = [
-            attrs.evolve(m, role=Role.RATIFIER) if m.peer == peer else m for m in current.members
-        ]
-        await self._change_roster(group_id, members, added=None, owner=peer)
-
-    async def _change_roster(
-        self,
-        group_id: bytes,
-        members: Sequence[Member],
-        added: PeerID | None,
-        *,
-        name: str | None = None,
-        owner: PeerID | None = None,
-    ) -> None:
-        await self._submit(
-            group_id,
-            lambda: self.engine.change_roster(
-                group_id, members, added=added, now=now_ms(), name=name, owner=owner
-            ),
-        )
-
-    async def join(self, group_id: bytes, via: PeerID | Multiaddr) -> None:
-        """Join a group we were invited to, by fetching its roster chain from ``via``.
-
-        Raises:
-            ChatError: ``via`` does not answer, the chain does not verify, or we are not in it.
-        """
-        if self.engine.find(group_id) is not None:
-            return
-        try:
-            state = await self._sync.fetch_chain(group_id, via)
-        except QueryRefusedError as exc:
-            if exc.reason != "unknown group":
-                raise
-            raise ChatError(
-                f"{_peer_text(via)} does not count us among the members of group "
-                f"{group_id.hex()[:16]}: ask the group's owner to invite this node, then join "
-                "through the owner or another member"
-            ) from None
-        commit = self.engine.join_chain(state, now_ms())
-        if commit is None:
-            return
-        await self._runtime.commit(commit)
-        self._protect_members()
-        await self._key_ready(group_id)
-        logger.info("joined group %s (%s)", group_id.hex()[:16], self.group_state(group_id).name)
-        peer = via.peer_id if isinstance(via, Multiaddr) else via
-        if peer is not None:
-            if self._addresses is not None:
-                await self._addresses.exchange(self.engine.view(group_id), peer)
-            await self._sync.history(group_id, peer)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -601,26 +425,6 @@ class ChatNode:
             artifact=None if self.artifacts is None else self.artifacts.info(packet),
         )
 
-    def current_members(self) -> set[PeerID]:
-        """The members of our groups' current rosters, other than us."""
-        members: set[PeerID] = set()
-        for group_id in self.engine.groups():
-            members |= self.engine.view(group_id).members(
-                self.engine.view(group_id).state.current_epoch
-            )
-        members.discard(self.peer_id)
-        return members
-
-    def _protect_members(self) -> None:
-        """The Host keeps connections to the members of our groups' current rosters (they are
-        never evicted and may use the reserved slots); a removed member loses that."""
-        members = self.current_members()
-        for peer in self._protected - members:
-            self.host.unprotect(peer)
-        for peer in members - self._protected:
-            self.host.protect(peer)
-        self._protected = members
-
     def _publish(self, action: Publish) -> None:
         if self.artifacts is not None:
             self.artifacts.on_publish(action)
@@ -648,33 +452,6 @@ class ChatNode:
                 logger.warning("a subscriber fell behind; dropping a message for it")
             except trio.BrokenResourceError:
                 subscribers.remove(channel)
-
-    def _leave_asked(self, group_id: bytes, member: PeerID, epoch: int) -> None:
-        view = self.engine.find(group_id)
-        if view is None or view.state.owner != self.peer_id or member == self.peer_id:
-            return
-        if epoch != view.state.current_epoch:
-            return  # the roster moved on since (the member may have been invited back)
-        if view.is_current_member(member):
-            try:
-                self._leaves.send_nowait((group_id, member))
-            except trio.WouldBlock:  # honoured at the next leave or restart scan
-                logger.warning("too many leave requests at once; one waits")
-
-    async def _honour_leaves(self) -> None:
-        """Take each member that asked to leave off the roster (owner only; in the node's
-        nursery). A change that cannot go through now is logged; the member asks again."""
-        for group_id in self.engine.groups():  # requests ratified while we were away
-            for message in await self.history(group_id):
-                if message.message_type == LEAVE:
-                    self._leave_asked(group_id, message.author, message.epoch)
-        async for group_id, member in self._leaving:
-            if not self.engine.view(group_id).is_current_member(member):
-                continue
-            try:
-                await self.remove(group_id, member)
-            except ChatError as exc:  # PendingError is one: the change stays queued
-                logger.warning("cannot take %s off the roster yet: %s", member, exc)
 
     def _ratified(self, action: Ratified | Abandoned) -> None:
         done = self._origin_done.get(action.origin)
@@ -762,164 +539,3 @@ class ChatNode:
                 else:  # some were dropped: what is connected now is what counts
                     for peer in self.host.connected_peers():
                         await self._runtime.handle(Connected(peer, now_ms()))
-
-    async def _connect_members(self) -> None:
-        """Dial the members we know addresses for, so sync and the outbox can start."""
-        peers: set[PeerID] = set()
-        for group_id in self.engine.groups():
-            view = self.engine.view(group_id)
-            peers |= view.members(view.state.current_epoch)
-        peers.discard(self.peer_id)
-
-        async def one(peer: PeerID) -> None:
-            try:
-                await self.host.connect(peer)
-            except (DialError, ValueError) as exc:
-                logger.debug("cannot reach member %s: %s", peer, exc)
-
-        async with trio.open_nursery() as nursery:
-            for peer in sorted(peers):
-                nursery.start_soon(one, peer)
-
-
-def _peer_text(peer: PeerID | Multiaddr) -> str:
-    target = peer.peer_id if isinstance(peer, Multiaddr) else peer
-    return str(target if target is not None else peer)
-
-
-def _decode_row(row: StoredMessage) -> Packet:
-    return Packet.decode(row.packet_with_certificate())
-
-
-async def _load_hpke(store: ChatStore, kem: str) -> crypto.HpkeKeyPair:
-    stored = await store.get_hpke_key(kem)
-    if stored is not None:
-        return crypto.HpkeKeyPair.from_private_bytes(kem, stored.private)
-    pair = crypto.HpkeKeyPair.generate(kem)
-    await store.put_hpke_key(kem, pair.to_private_bytes(), pair.public_bytes())
-    return pair
-
-
-async def _load_engine(store: ChatStore, engine: ChatEngine) -> None:
-    for record in await store.list_groups():
-        rosters = await store.get_rosters(record.group_id)
-        packets = [Packet.decode(r.packet) for r in sorted(rosters, key=lambda r: r.epoch)]
-        ratified = [_decode_row(row) for row in await store.all_ratified(record.group_id)]
-        keys = await store.get_epoch_keys(record.group_id)
-        engine.load_group(record.genesis, packets, keys, ratified)
-        for pending in await store.others_pending(record.group_id):
-            packet = _decode_row(pending)
-            engine.load_pending(packet, received_at=pending.received_at, size=pending.wire_size)
-            await _load_vote(store, engine, packet)
-    now = now_ms()
-    for entry in await store.outbox_due(2**62, limit=MAX_OUTBOX_LOAD):
-        row = await store.get_message(entry.group_id, entry.message_hash)
-        if row is not None:
-            packet = _decode_row(row)
-            engine.load_outbox(packet, now, rank=entry.created_at)
-            await _load_vote(store, engine, packet)
-
-
-async def _load_vote(store: ChatStore, engine: ChatEngine, packet: Packet) -> None:
-    """Our stored vote for a pending message, if any: it closes an epoch for us or goes into
-    our closing commitment (specs/chat.md §14)."""
-    if await store.get_vote(packet.message.group_id, packet.message_hash) is not None:
-        engine.load_vote(packet)
-
-
-@asynccontextmanager
-async def open_chat_node(
-    host: Host,
-    store: ChatStore,
-    config: ChatConfig | None = None,
-    *,
-    records_path: Path | None = None,
-) -> AsyncIterator[ChatNode]:
-    """Run the chat protocol on ``host`` with ``store``: serve ``/p2pchat/1.0.0``, resume the
-    outbox, and sync with group members as they connect. With ``records_path`` (the data dir's
-    ``member-records.cbor``), the members' signed peer records learnt are kept there and read
-    back at start, before members are dialed (specs/chat.md §12).
-
-    Raises:
-        StoreError: the store cannot be read.
-    """
-    config = config if config is not None else ChatConfig()
-    hpke = await _load_hpke(store, config.kem)
-    engine = ChatEngine(host.identity, hpke, config.engine_config())
-    await _load_engine(store, engine)
-    runtime = Runtime(engine, store)
-    async with (
-        open_client_pool(host, query_timeout=config.query_timeout) as clients,
-        open_service_nursery() as ratify_nursery,
-        open_service_nursery() as deliver_nursery,
-        open_service_nursery() as sync_nursery,
-        open_service_nursery() as artifacts_nursery,
-        open_service_nursery() as nursery,
-    ):
-        records = None if records_path is None else MemberRecordFile(host, records_path)
-        addresses = AddressBook(host, clients, records, nursery)
-        sync = SyncService(runtime, clients, sync_nursery, addresses)
-        node = ChatNode(host, store, runtime, clients, sync, config)
-        node._addresses = addresses
-        node._protect_members()
-        keys = KeyService(runtime, store, clients, ratify_nursery)
-        keys.register(node.dispatcher)
-        runtime.attach(
-            ratify=RatifyService(runtime, clients, ratify_nursery, addresses),
-            deliver=DeliverService(
-                clients,
-                deliver_nursery,
-                retry_initial=config.retry_initial,
-                retry_max=config.retry_max,
-                connected=host.connected_peers,
-            ),
-            sync=sync,
-            fetcher=sync,
-            publish=node._publish,
-            ratified=node._ratified,
-            keys=keys,
-        )
-        node.artifacts = _open_artifacts(host, store, engine, artifacts_nursery, config)
-        custody = keys.custody(None if node.artifacts is None else node.artifacts.hold_before_vote)
-        handlers = ChatHandlers(runtime, store, hpke.kem, hpke.public_bytes(), host, custody)
-        handlers.addresses = addresses
-        handlers.register(node.dispatcher)
-        _install_chat(host, node.dispatcher)
-        if node.artifacts is not None:
-            node.artifacts.blobs.install()
-            nursery.start_soon(node.artifacts.resume)
-            nursery.start_soon(node.artifacts.run_sweeps)
-        await nursery.start(node._watch_connections)
-        nursery.start_soon(run_outbox, runtime)
-        if records is not None:
-            await records.load(node.current_members())
-            nursery.start_soon(records.run_saver, node.current_members)
-        nursery.start_soon(node._connect_members)
-        nursery.start_soon(node._honour_leaves)
-        try:
-            yield node
-        finally:
-            host.remove_stream_handler(PROTOCOL_ID)
-            if records is not None:
-                with trio.CancelScope(shield=True):
-                    await records.save(node.current_members())
-            if node.artifacts is not None:
-                node.artifacts.blobs.uninstall()
-
-
-def _open_artifacts(
-    host: Host, store: ChatStore, engine: ChatEngine, nursery: trio.Nursery, config: ChatConfig
-) -> Artifacts | None:
-    """The artifact service, its blob files beside the store (None without a data dir)."""
-    data_dir = getattr(store, "data_dir", None)
-    if data_dir is None:
-        return None
-    settings = config.artifacts
-    files = BlobStore(data_dir / BLOB_DIR, reserve=settings.disk_reserve)
-
-    def is_member(group_id: bytes, peer: PeerID) -> bool:
-        view = engine.find(group_id)
-        return view is not None and view.is_current_member(peer)
-
-    blobs = BlobService(host, files, is_member, stall_timeout=settings.stall_timeout)
-    return Artifacts(engine, store, blobs, nursery, settings)

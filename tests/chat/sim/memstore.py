@@ -4,7 +4,7 @@ A transaction is committed exactly as the store's writer does it (``BEGIN IMMEDI
 ``SAVEPOINT``, the SQL of :func:`~p2pchat.chat.store.store.transaction_sql`, ``COMMIT``), only
 synchronously: what the simulator commits is what survives a simulated crash, and a crash
 between two commits leaves the first whole and the second absent. :meth:`MemStore.load` is the
-node's start-up (``chat/node.py``'s ``_load_engine``, written again with the simulated clock:
+node's start-up (``chat/wiring.py``'s ``_load_engine``, written again with the simulated clock:
 a change there must be made here too) on the same tables.
 """
 
@@ -20,7 +20,7 @@ from p2pchat.chat.store.records import StoredMessage
 from p2pchat.chat.store.schema import create_schema
 from p2pchat.chat.store.store import transaction_sql
 
-#: As many outbox entries as the node loads at start-up (chat/node.py MAX_OUTBOX_LOAD).
+#: As many outbox entries as the node loads at start-up (chat/wiring.py MAX_OUTBOX_LOAD).
 MAX_OUTBOX_LOAD = 100_000
 
 
@@ -30,7 +30,7 @@ _DECODED: dict[tuple[bytes, bytes | None], Packet] = {}
 
 
 def decode_row(row: StoredMessage) -> Packet:
-    """The packet of a stored row, with its certificate (as ``chat/node.py`` reads it)."""
+    """The packet of a stored row, with its certificate (as ``chat/wiring.py`` reads it)."""
     key = (row.packet, row.certificate)
     packet = _DECODED.get(key)
     if packet is None:
@@ -99,7 +99,7 @@ class MemStore:
         return held
 
     def _load_vote(self, engine: ChatEngine, packet: Packet) -> None:
-        """``chat/node.py``'s ``_load_vote``: our stored vote for a pending message goes into
+        """``chat/wiring.py``'s ``_load_vote``: our stored vote for a pending message goes into
         our closing commitment, and a roster vote closes its epoch for us (specs/chat.md §14)."""
         if messages.get_vote(self.conn, packet.message.group_id, packet.message_hash) is not None:
             engine.load_vote(packet)

@@ -25,20 +25,34 @@ holds neither in the store nor in memory; one that dies after reloads the same s
 store (:meth:`ChatEngine.load_group`, :meth:`~ChatEngine.load_outbox`). Effects are idempotent,
 so two commits of the same message (it arrived twice while the first was being written) apply
 once.
+
+*Where.* This module holds the state, loading, the commands and the event loop; our messages in
+flight (outbox, attempts, votes, certification, cancel) are :mod:`.engine_outbox`, and certified
+messages received and accepted are :mod:`.engine_accept`, both mixed into :class:`ChatEngine`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
-from ...errors import ProtocolError
 from ...identity import KeyPair, PeerID
 from . import crypto
 from .artifact import ChunkedRef
-from .author import rewrite_message, write_chunked_message, write_message, write_roster_change
+from .author import write_chunked_message, write_message, write_roster_change
 from .batch import BatchDecision, decide_batch
+from .engine_accept import CLOSED_EPOCH, Acceptance
+from .engine_outbox import (
+    CANCELLED,
+    FETCHING,
+    FETCHING_RETRY,
+    MISSING,
+    NOT_QUEUED,
+    ROSTER,
+    ROSTER_STAYS,
+    TOO_LATE,
+    OwnMessages,
+)
 from .engine_records import (
     Attempt,
     EngineConfig,
@@ -55,53 +69,43 @@ from .engine_records import (
 from .events import (
     Abandoned,
     Action,
-    AlreadyHeld,
-    AskVote,
     Commit,
     Committed,
     CompareHeads,
     Connected,
-    Deliver,
     Disconnected,
     Event,
-    FetchMissing,
     HeadsAnswered,
     KeysAnswered,
-    LearnRoster,
     NeedParents,
-    Publish,
-    Ratified,
     Refused,
-    SyncHistory,
     Tick,
     VoteAnswered,
 )
-from .fetch import MAX_FETCH
-from .gaps import chain_have, fill_gaps
 from .genesis import SignedGenesis
 from .group_state import GroupState
 from .key_fetch import KeyFetches, KeysTaken
-from .membership import accept_rows, join_rows, join_state_rows, new_group_rows
-from .outbox import Outbox, OutboxView, QueuedMessage, Refusal
+from .membership import join_rows, join_state_rows, new_group_rows
+from .outbox import Outbox, OutboxView, Refusal
 from .packet import Packet
-from .prune import is_prunable_delete
-from .quorum import QuorumCollector
-from .redeliver import redeliver
 from .roster import History, Member, Role
 from .txn import (
-    OutboxDone,
-    PrunePacket,
-    PutEpochKey,
     PutKeySet,
-    PutPacket,
-    PutRoster,
     Transaction,
 )
-from .validate import check_for_delivery
-from .view import ChatError, GroupView, NotAllowedError, PendingVote, unwrap_keys
+from .view import ChatError, GroupView, NotAllowedError, PendingVote
 from .voting import counts_as_pending, decide_vote, expire_pending
 
 __all__ = [
+    "CANCELLED",
+    "CLOSED_EPOCH",
+    "FETCHING",
+    "FETCHING_RETRY",
+    "MISSING",
+    "NOT_QUEUED",
+    "ROSTER",
+    "ROSTER_STAYS",
+    "TOO_LATE",
     "ChatEngine",
     "ChatError",
     "EngineConfig",
@@ -111,31 +115,8 @@ __all__ = [
     "Refusal",
 ]
 
-#: ``cancel``'s answers for a message it cannot withdraw.
-TOO_LATE: Final = "already ratified: too late to cancel"
-NOT_QUEUED: Final = "no such message in the outbox"
-#: §14: a ratifier that voted for a roster change has closed its epoch; withdrawing the change
-#: would leave that ratifier closed for good.
-ROSTER_STAYS: Final = (
-    "a roster change cannot be cancelled: the ratifiers that voted for it have closed the epoch"
-)
-#: The reason a cancelled message's ``send`` is told.
-CANCELLED: Final = "cancelled"
 
-logger = logging.getLogger(__name__)
-
-ROSTER: Final = "roster"
-#: §14: a certified message of a closed epoch that no closing vote committed to.
-CLOSED_EPOCH: Final = "closed epoch"
-#: specs/artifacts.md §6: a ratifier still fetching our artifact holds each request until it
-#: holds it or for its vote_wait, so we ask again this soon (ms) rather than backing off: its
-#: vote follows its custody by at most this much.
-FETCHING: Final = "fetching artifact"
-FETCHING_RETRY: Final = 250
-MISSING: Final = "missing parents"
-
-
-class ChatEngine:
+class ChatEngine(OwnMessages, Acceptance):
     """The chat logic of one node (see the module's theory of operation)."""
 
     def __init__(
@@ -250,29 +231,6 @@ class ChatEngine:
             self.outbox.add(group_id, packet, origin=packet.message_hash, now=now, rank=rank)
 
     # -- commands ------------------------------------------------------------------------------
-
-    def cancel(self, message_hash: bytes) -> Commit:
-        """Withdraw one of our queued messages (by its hash, or the hash it was first written
-        under): it leaves the outbox, its pending row stays (specs/chat.md §9a).
-
-        Raises:
-            ChatError: the message is already ratified (or its certificate is being committed),
-                is a roster change (§14), or is not in the outbox.
-        """
-        item = self.outbox.get(message_hash)
-        if item is None:
-            item = next((i for i in self.outbox if i.origin == message_hash), None)
-        if item is None:
-            if any(v.has(message_hash) for v in self._groups.values()):
-                raise ChatError(TOO_LATE)
-            raise ChatError(NOT_QUEUED)
-        attempt = self._attempts.get(item.message_hash)
-        if attempt is not None and attempt.certifying:
-            raise ChatError(TOO_LATE)
-        if item.packet.message.message_type == ROSTER:
-            raise ChatError(ROSTER_STAYS)
-        txn = Transaction((OutboxDone(item.group_id, item.message_hash),))
-        return Commit(txn, _Cancelled(item.group_id, item.message_hash))
 
     def create_group(
         self, name: str, *, quorum: int | None, history: History, now: int, nonce: bytes
@@ -411,55 +369,6 @@ class ChatEngine:
         held = PutKeySet(group_id, packet.message_hash, keyset.encode())
         return packet, Commit(Transaction((held, *queued.txn.operations)), queued.effect)
 
-    def receive(
-        self,
-        group_id: bytes,
-        packet: Packet,
-        now: int,
-        *,
-        chain: bool = False,
-        before: Mapping[bytes, int] | None = None,
-    ) -> Commit | Refused | NeedParents | AlreadyHeld:
-        """A certified packet arrived (``smsg``, history, a fetch, a roster chain); ``chain``:
-        a roster message of a ``pkt`` chain, taken without parents it cannot fetch (§8);
-        ``before``: the packets of the same delivery accepted before it (hash -> time stamp),
-        committed with it, so they count as held parents (§21)."""
-        view = self._groups.get(group_id)
-        if view is None or packet.message.group_id != group_id:
-            return Refused("unknown group")
-        if view.has(packet.message_hash):
-            return AlreadyHeld()
-        earlier: Mapping[bytes, int] = before if before is not None else {}
-        held_parent = chain_have(view, packet) if chain else view.has
-
-        def have(h: bytes) -> bool:
-            return held_parent(h) or h in earlier
-
-        def time_of(h: bytes) -> int | None:
-            held = view.time_of(h)
-            return held if held is not None else earlier.get(h)
-
-        reason = check_for_delivery(
-            packet, view.state, have=have, time_of=time_of, ref_of=view.ref_of
-        )
-        if reason in (None, "missing parents") and self._closed_epoch(view, packet):
-            view.close.seed(view.state, view.has)
-            if not view.close.admitted(packet.message_hash):
-                return Refused(CLOSED_EPOCH)
-            view.close.admit_parents(packet)
-        if reason == "missing parents":
-            return NeedParents(tuple(h for h in packet.message.parents if not have(h)))
-        if reason is not None:
-            return Refused(reason)
-        return self._accept(view, packet, now, deliver=False)
-
-    @staticmethod
-    def _closed_epoch(view: GroupView, packet: Packet) -> bool:
-        """A message of an epoch this node has closed (its roster message is held): accepted
-        only if admitted (§14). Roster messages are checked against the chain instead."""
-        message = packet.message
-        return message.epoch < view.state.current_epoch and message.message_type != ROSTER
-
     def vote_request(
         self, group_id: bytes, packet: Packet, querier: PeerID, now: int
     ) -> Commit | Refused | NeedParents:
@@ -573,71 +482,6 @@ class ChatEngine:
         ]
         return actions + self._on_tick(now)
 
-    def _on_vote(self, event: VoteAnswered) -> list[Action]:
-        attempt = self._attempts.get(event.message_hash)
-        if attempt is None or event.ratifier not in attempt.waiting:
-            return []
-        attempt.waiting.discard(event.ratifier)
-        if event.vote is not None:
-            attempt.collector.add_vote(event.vote)
-        else:
-            attempt.refusals[event.ratifier] = event.reason or "no answer"
-            # "unknown group" from a ratifier of our roster: it no longer counts us a member
-            # (we missed our removal, §8), and pkt will show us the chain up to it.
-            if (
-                event.reason in ("stale epoch", "unknown group")
-                and attempt.stale_from is None
-                and event.ratifier != self.peer_id  # we know our own roster
-            ):
-                attempt.stale_from = event.ratifier
-        if attempt.certifying or attempt.ready:
-            return []
-        if attempt.collector.certificate is not None:
-            attempt.ready = True
-            return self._certify_ready(event.now)
-        if not attempt.waiting:
-            return self._attempt_over(event.message_hash, event.now)
-        return []
-
-    def _certify_ready(self, now: int) -> list[Action]:
-        """Commit the certificates whose quorum is in and whose parents of ours are certified or
-        being certified (a chain's votes come together, §21; each is committed after, or with,
-        the one it follows, in order). One whose parent left the outbox uncertified is tried
-        again, to be written anew."""
-        actions: list[Action] = []
-        # Certified here, committed together in this order: a parent certified by an earlier
-        # step may still be committing, and its delivery must go first.
-        now_certifying: set[bytes] = set()
-        for message_hash, attempt in list(self._attempts.items()):
-            certificate = attempt.collector.certificate
-            if not attempt.ready or attempt.certifying or certificate is None:
-                continue
-            view = self._groups[attempt.group_id]
-            parents = attempt.packet.message.parents
-            if any(p in self.outbox and p not in now_certifying for p in parents):
-                continue
-            if not all(view.has(p) or p in now_certifying for p in parents):
-                del self._attempts[message_hash]
-                self.outbox.release(message_hash)
-                continue
-            now_certifying.add(message_hash)
-            attempt.certifying = True
-            certified = attempt.packet.with_certificate(certificate)
-            actions.append(self._accept(view, certified, now, deliver=True))
-        return actions
-
-    def _on_heads(self, event: HeadsAnswered) -> list[Action]:
-        view = self._groups.get(event.group_id)
-        if view is None or not view.is_current_member(self.peer_id):
-            return []
-        missing = [h for h in event.heads if len(h) == 32 and not view.has(h)]
-        if not missing:
-            return fill_gaps(view, event)
-        logger.info("%d heads of %s missing here", len(missing), event.peer)
-        if event.catch_up:
-            return [SyncHistory(event.group_id, event.peer)]
-        return [FetchMissing(event.group_id, event.peer, tuple(missing[:MAX_FETCH]))]
-
     def _on_committed(self, event: Committed) -> list[Action]:
         effect = event.commit.effect
         if isinstance(effect, _GroupAdded):
@@ -691,182 +535,3 @@ class ChatEngine:
                     expired.close.forget(message_hash)
             return []
         return []
-
-    # -- our messages --------------------------------------------------------------------------
-
-    def _queue(
-        self,
-        view: GroupView,
-        packet: Packet,
-        now: int,
-        *,
-        origin: bytes | None = None,
-        replaces: QueuedMessage | None = None,
-    ) -> Commit:
-        operations: list[PutPacket | OutboxDone] = []
-        if replaces is not None:
-            operations.append(OutboxDone(view.group_id, replaces.message_hash))
-            rank = replaces.rank
-        else:
-            rank = self.outbox.next_rank(view.group_id, now)
-            written = self._written.get(view.group_id)
-            if written is not None:
-                rank = max(rank, written[1] + 1)
-            self._written[view.group_id] = (packet.message_hash, rank)
-        operations.append(PutPacket(packet, received_at=now, outbox_at=now, outbox_rank=rank))
-        effect = _Queued(
-            view.group_id,
-            packet,
-            packet.message_hash if origin is None else origin,
-            rank,
-            None if replaces is None else replaces.message_hash,
-        )
-        return Commit(Transaction(tuple(operations)), effect)
-
-    def _follows(self, group_id: bytes, chain: bool) -> bytes | None:
-        """The message our next one of ``group_id`` follows: with ``chain``, the last written,
-        committed or not (§21 "Writing in groups"); else the outbox's last."""
-        written = self._written.get(group_id) if chain else None
-        if written is not None:
-            return written[0]
-        tail = self.outbox.tail(group_id)
-        return None if tail is None else tail.message_hash
-
-    def forget_written(self, group_id: bytes) -> None:
-        """What we wrote last in ``group_id`` was not committed: the next message follows
-        the outbox's last."""
-        self._written.pop(group_id, None)
-
-    def _queued(self, effect: _Queued, now: int) -> list[Action]:
-        written = self._written.get(effect.group_id)
-        if written is not None and written[0] == effect.packet.message_hash:
-            del self._written[effect.group_id]
-        if effect.replaces is not None:
-            self.outbox.remove(effect.replaces)
-        view = self._groups.get(effect.group_id)
-        if view is None or view.has(effect.packet.message_hash):
-            return []
-        self.outbox.add(
-            effect.group_id, effect.packet, origin=effect.origin, now=now, rank=effect.rank
-        )
-        return [Publish(effect.group_id, effect.packet, ratified=False), *self._on_tick(now)]
-
-    def _reauthor(self, view: GroupView, item: QueuedMessage, now: int) -> list[Action]:
-        """A queued message of an epoch that has closed, or out of its author's order (§6
-        "One author's order"): write its content again, now, after its predecessor."""
-        packet = item.packet
-        message = packet.message
-        if self.keys.waiting(view.group_id) and message.message_type != ROSTER:
-            self.outbox.failed(item.message_hash, now)  # §20: written again once our key is in
-            return []
-        key = view.epoch_keys.get(message.epoch)
-        fresh: Packet | None = None
-        reason = ""
-        before = self.outbox.predecessor(item)
-        if message.message_type == ROSTER:
-            reason = "the roster changed before this roster change was ratified"
-        elif key is None:
-            reason = f"no key for epoch {message.epoch} to write the message again"
-        else:
-            try:
-                fresh = rewrite_message(
-                    self.identity,
-                    view,
-                    packet,
-                    key,
-                    now,
-                    after=None if before is None else before.message_hash,
-                )
-            except (ProtocolError, ChatError) as exc:
-                reason = f"cannot write the message again: {exc}"
-        if fresh is None:
-            return self._drop(view, packet, reason)
-        return [self._queue(view, fresh, now, origin=item.origin, replaces=item)]
-
-    def _drop(self, view: GroupView, packet: Packet, reason: str) -> list[Action]:
-        """A queued message that will not be sent: it leaves the outbox (its row stays)."""
-        logger.warning("a queued message is dropped: %s", reason)
-        txn = Transaction((OutboxDone(view.group_id, packet.message_hash),))
-        return [Commit(txn, _Dropped(view.group_id, packet.message_hash, reason))]
-
-    def _start_attempt(self, view: GroupView, packet: Packet, now: int) -> list[Action]:
-        epoch = packet.message.epoch
-        roster = view.state.roster(epoch)
-        collector = QuorumCollector(
-            view.group_id,
-            epoch,
-            packet.message_hash,
-            roster,
-            closing=packet.message.message_type == ROSTER,
-        )
-        ratifiers = sorted(roster.ratifiers)
-        self._attempts[packet.message_hash] = Attempt(
-            view.group_id, packet, collector, set(ratifiers), now + self.config.attempt_timeout
-        )
-        return [AskVote(view.group_id, packet, ratifier) for ratifier in ratifiers]
-
-    def _attempt_over(self, message_hash: bytes, now: int) -> list[Action]:
-        """An attempt ended without a quorum: back off, and learn a later roster if a ratifier
-        refused the message as stale."""
-        attempt = self._attempts.pop(message_hash)
-        # Back off either way; learning a later roster makes the message due again at once.
-        # A ratifier still fetching our artifact, or missing a parent we are certifying (a
-        # chain in flight, §21), will take it soon.
-        soon = FETCHING_RETRY if {FETCHING, MISSING} & set(attempt.refusals.values()) else None
-        self.outbox.failed(message_hash, now, soon=soon)
-        if attempt.stale_from is not None:
-            return [LearnRoster(attempt.group_id, attempt.stale_from)]
-        return []
-
-    # -- accepting certified messages ----------------------------------------------------------
-
-    def _accept(self, view: GroupView, packet: Packet, now: int, *, deliver: bool) -> Commit:
-        keys: dict[int, bytes] = {}
-        if packet.message.message_type == ROSTER:
-            keys = unwrap_keys(view, packet, self.hpke, self.peer_id)
-        operations: list[PutPacket | PutRoster | PutEpochKey | OutboxDone | PrunePacket] = []
-        operations += accept_rows(view.group_id, packet, keys, now)
-        if packet.message.author == self.peer_id:
-            operations.append(OutboxDone(view.group_id, packet.message_hash))
-        if is_prunable_delete(packet):  # §17: the deleted message's content key goes with it
-            operations.append(PrunePacket(view.group_id, packet))
-        effect = _Accepted(view.group_id, packet, keys, deliver)
-        return Commit(Transaction(tuple(operations)), effect)
-
-    def _accepted(self, effect: _Accepted, now: int) -> list[Action]:
-        view = self._groups.get(effect.group_id)
-        packet = effect.packet
-        if view is None or view.has(packet.message_hash):
-            return []
-        actions: list[Action] = []
-        if packet.message.message_type == ROSTER:
-            epoch = packet.message.epoch
-            held = view.state.roster_packet(epoch)
-            if held is None and epoch == view.state.current_epoch:
-                try:
-                    view.state.apply_roster_packet(packet)
-                except ProtocolError as exc:  # checked on arrival; only a fork gets here
-                    logger.warning("a committed roster message does not apply: %s", exc)
-                    return []
-                view.epoch_keys.update(effect.keys)
-                self.keys.consider(view, packet, now)  # §20: fetched, not carried
-                view.close.forget_epochs_before(view.state.current_epoch)
-                # Our queued messages of the old epoch are written again at once.
-                self.outbox.hurry(now, group_id=view.group_id)
-                actions += redeliver(view, packet, self.peer_id)
-            for key_epoch, key in effect.keys.items():
-                view.epoch_keys.setdefault(key_epoch, key)
-        view.hold(packet)
-        if packet.message.message_type == ROSTER:
-            view.find_late()  # an epoch closed: what we hold of it that no close accounts for
-        actions.append(Publish(view.group_id, packet, ratified=True))
-        queued = self.outbox.remove(packet.message_hash)
-        self._attempts.pop(packet.message_hash, None)
-        if packet.message.author == self.peer_id:
-            origin = queued.origin if queued is not None else packet.message_hash
-            actions.append(Ratified(view.group_id, origin, packet.message_hash))
-        if effect.deliver:
-            message = packet.message
-            peers = view.members(message.epoch, view.state.current_epoch) - {self.peer_id}
-            actions.append(Deliver(view.group_id, packet, tuple(sorted(peers))))
-        return actions + self._certify_ready(now) + self._on_tick(now)
