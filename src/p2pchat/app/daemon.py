@@ -59,7 +59,8 @@ from .control import Emit, serve_control
 from .datadir import control_socket_path, load_or_create_identity, peers_path
 from .internet import Internet, InternetOptions, open_internet
 from .knownpeers import KnownPeerFile
-from .operations import OPERATIONS, DaemonError
+from .op_args import DaemonError
+from .operations import OPERATIONS
 from .plugins import PluginManager, open_plugins
 from .reading import Reading
 from .relaying import Relaying, RelayOptions, open_relaying

@@ -49,23 +49,23 @@ async def op_plugins(node: Daemon, request: dict[str, Any], emit: Emit) -> list[
 
 
 async def op_plugins_load(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    from .operations import _str_arg
+    from .op_args import str_arg
 
-    info = await _plugins(node).load(_str_arg(request, "spec"))
+    info = await _plugins(node).load(str_arg(request, "spec"))
     return info.to_json()
 
 
 async def op_plugins_reload(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    from .operations import _str_arg
+    from .op_args import str_arg
 
-    info = await _plugins(node).reload(_str_arg(request, "name"))
+    info = await _plugins(node).reload(str_arg(request, "name"))
     return info.to_json()
 
 
 async def op_plugins_unload(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    from .operations import _str_arg
+    from .op_args import str_arg
 
-    name = _str_arg(request, "name")
+    name = str_arg(request, "name")
     await _plugins(node).unload(name)
     return {"name": name}
 
@@ -146,10 +146,10 @@ def response_json(peer: PeerID, response: Response) -> dict[str, Any]:
 
 
 async def op_query(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    from .operations import _str_arg, _target_arg, resolve_group
+    from .op_args import resolve_group, str_arg, target_arg
 
-    target = _target_arg(node, request, "peer")
-    code = _str_arg(request, "code")
+    target = target_arg(node, request, "peer")
+    code = str_arg(request, "code")
     group = request.get("group")
     group_id = None
     if group is not None:
@@ -159,7 +159,7 @@ async def op_query(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[st
     body = query_body(code, request.get("body"), group_id)
     response = await query_peer(node.host, target, code, body, timeout_arg(request))
     peer = target if isinstance(target, PeerID) else target.peer_id
-    assert peer is not None  # _target_arg checked
+    assert peer is not None  # target_arg checked
     return response_json(peer, response)
 
 

@@ -25,7 +25,7 @@ from ..chat.artifacts import ArtifactUnavailableError
 from ..chat.node import ChatError, PendingError
 from ..chat.store.chunks import BlobStoreError
 from .control import Emit
-from .operations import MAX_MIME, DaemonError, _group_arg, _str_arg, find_message
+from .op_args import MAX_MIME, DaemonError, find_message, group_arg, str_arg
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -35,7 +35,7 @@ PROGRESS_INTERVAL: Final = 0.25
 
 
 def _path_arg(request: dict[str, Any], name: str) -> Path:
-    path = Path(_str_arg(request, name))
+    path = Path(str_arg(request, name))
     if not path.is_absolute():
         raise DaemonError(f"{name} must be an absolute path")
     return path
@@ -68,7 +68,7 @@ async def _quiet(event: dict[str, Any]) -> None:
 
 
 async def op_send_file(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
+    group_id = group_arg(node, request)
     path = _path_arg(request, "path")
     mime = request.get("mime")
     if mime is not None and (not isinstance(mime, str) or len(mime.encode()) > MAX_MIME):
@@ -96,8 +96,8 @@ async def op_send_file(node: Daemon, request: dict[str, Any], emit: Emit) -> dic
 
 
 async def op_save(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    message = await find_message(node, group_id, _str_arg(request, "hash"))
+    group_id = group_arg(node, request)
+    message = await find_message(node, group_id, str_arg(request, "hash"))
     to_stdout = request.get("path") is None
     target = None if to_stdout else _path_arg(request, "path")
     info = message.artifact

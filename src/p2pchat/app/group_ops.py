@@ -7,30 +7,30 @@ from typing import TYPE_CHECKING, Any
 
 from ..chat.core.roster import Role
 from .control import Emit
-from .operations import DaemonError, _group_arg, _peer_of, _str_arg, _target_arg, parse_peer
+from .op_args import DaemonError, group_arg, parse_peer, peer_of, str_arg, target_arg
 
 if TYPE_CHECKING:
     from .daemon import Daemon
 
 
 async def op_group_rename(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    name = _str_arg(request, "name")
+    group_id = group_arg(node, request)
+    name = str_arg(request, "name")
     await node.chat.rename(group_id, name)
     state = node.chat.group_state(group_id)
     return {"group_id": group_id.hex(), "name": state.name, "epoch": state.current_epoch}
 
 
 async def op_group_owner(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    peer = _peer_of(parse_peer(_str_arg(request, "peer")))
+    group_id = group_arg(node, request)
+    peer = peer_of(parse_peer(str_arg(request, "peer")))
     await node.chat.hand_over(group_id, peer)
     state = node.chat.group_state(group_id)
     return {"group_id": group_id.hex(), "owner": str(state.owner), "epoch": state.current_epoch}
 
 
 async def op_group_create(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    name = _str_arg(request, "name")
+    name = str_arg(request, "name")
     quorum = request.get("quorum")
     if quorum is not None and (not isinstance(quorum, int) or isinstance(quorum, bool)):
         raise DaemonError("quorum must be a whole number")
@@ -42,11 +42,11 @@ async def op_group_create(node: Daemon, request: dict[str, Any], emit: Emit) -> 
 
 
 async def op_group_invite(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
+    group_id = group_arg(node, request)
     owner = node.chat.group_state(group_id).owner
     if owner != node.chat.peer_id:  # say so before anything about the invitee
         raise DaemonError(f"only the group's owner can invite; its owner is {owner}")
-    target = _target_arg(node, request, "peer")
+    target = target_arg(node, request, "peer")
     role_text = request.get("role", "user")
     try:
         role = Role(role_text)
@@ -58,7 +58,7 @@ async def op_group_invite(node: Daemon, request: dict[str, Any], emit: Emit) -> 
     state = node.chat.group_state(group_id)
     return {
         "group_id": group_id.hex(),
-        "peer_id": str(_peer_of(target)),
+        "peer_id": str(peer_of(target)),
         "role": role.value,
         "epoch": state.current_epoch,
         "owner_addrs": [str(a) for a in node.host.addrs],
@@ -66,22 +66,22 @@ async def op_group_invite(node: Daemon, request: dict[str, Any], emit: Emit) -> 
 
 
 async def op_group_join(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    text = _str_arg(request, "group").lower()
+    text = str_arg(request, "group").lower()
     try:
         group_id = bytes.fromhex(text)
     except ValueError:
         group_id = b""
     if len(group_id) != 32:
         raise DaemonError(f"a group id is 64 hex digits: {text!r}")
-    via = _target_arg(node, request, "via")
+    via = target_arg(node, request, "via")
     await node.chat.join(group_id, via)
     state = node.chat.group_state(group_id)
     return {"group_id": group_id.hex(), "name": state.name, "epoch": state.current_epoch}
 
 
 async def op_group_remove(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    peer = _peer_of(parse_peer(_str_arg(request, "peer")))
+    group_id = group_arg(node, request)
+    peer = peer_of(parse_peer(str_arg(request, "peer")))
     if node.chat.group_state(group_id).current_roster.member(peer) is None:
         raise DaemonError(f"{peer} is not a member of this group")
     await node.chat.remove(group_id, peer)
@@ -89,8 +89,8 @@ async def op_group_remove(node: Daemon, request: dict[str, Any], emit: Emit) -> 
 
 
 async def op_group_role(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    peer = _peer_of(parse_peer(_str_arg(request, "peer")))
+    group_id = group_arg(node, request)
+    peer = peer_of(parse_peer(str_arg(request, "peer")))
     role = request.get("role")
     if role not in [r.value for r in Role]:
         raise DaemonError("role must be ratifier, user or viewer")
@@ -131,7 +131,7 @@ async def op_group_list(node: Daemon, request: dict[str, Any], emit: Emit) -> li
 
 
 async def op_group_roster(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
+    group_id = group_arg(node, request)
     state = node.chat.group_state(group_id)
     connected = set(node.host.connected_peers())
     summary = _group_summary(node, group_id)

@@ -23,10 +23,8 @@ import trio
 from .. import __version__
 from ..chat.core.crypto import MAX_PLAINTEXT
 from ..chat.core.profiles import MAX_NAME, PROFILE, read_name
-from ..chat.node import ChatError, ChatMessage, ChatNode, OutboxView, PendingError
-from ..errors import DecodeError, P2PChatError
+from ..chat.node import ChatError, ChatMessage, OutboxView, PendingError
 from ..identity import PeerID
-from ..multiaddr import Multiaddr
 from ..net.ping import open_ping
 from .control import Emit
 from .dht_ops import DHT_OPERATIONS
@@ -36,6 +34,16 @@ from .message_view import (
     find_content_message,
     folded_history,
     name_authors,
+)
+from .op_args import (
+    MAX_MIME,
+    MIN_PREFIX,
+    DaemonError,
+    find_message,
+    group_arg,
+    peer_of,
+    str_arg,
+    target_arg,
 )
 from .reading import SearchError
 from .relaying import connection_kind
@@ -56,52 +64,7 @@ SEND_TYPES: Final = (
     "profile",
     "leave",
 )
-MAX_MIME: Final = 128
 HISTORY_DEFAULT_LIMIT: Final = 1000
-MIN_PREFIX: Final = 4
-
-
-class DaemonError(P2PChatError):
-    """A request to the node cannot be done; the message says why in one line."""
-
-
-# -- arguments -------------------------------------------------------------------------------
-
-
-def _str_arg(request: dict[str, Any], name: str) -> str:
-    value = request.get(name)
-    if not isinstance(value, str) or not value:
-        raise DaemonError(f"missing argument {name!r}")
-    return value
-
-
-def parse_peer(text: str) -> PeerID | Multiaddr:
-    """A peer ID, or a multiaddr ending in ``/p2p/<id>``.
-
-    Raises:
-        DaemonError: neither.
-    """
-    if text.startswith("/"):
-        try:
-            addr = Multiaddr.from_string(text)
-            peer = addr.peer_id
-        except DecodeError as exc:  # MultiaddrError is one
-            raise DaemonError(f"invalid multiaddr {text!r}: {exc}") from None
-        if peer is None:
-            raise DaemonError(f"the address must end in /p2p/<peer id>: {text}")
-        return addr
-    try:
-        return PeerID.from_string(text)
-    except DecodeError:
-        raise DaemonError(f"not a peer id or a multiaddr: {text!r}") from None
-
-
-def _peer_of(target: PeerID | Multiaddr) -> PeerID:
-    if isinstance(target, PeerID):
-        return target
-    peer = target.peer_id
-    assert peer is not None  # parse_peer checked
-    return peer
 
 
 def message_json(message: ChatMessage, *, me: PeerID, data: bool = False) -> dict[str, Any]:
@@ -141,67 +104,6 @@ def message_json(message: ChatMessage, *, me: PeerID, data: bool = False) -> dic
     elif data:
         out["data_b64"] = base64.b64encode(content).decode("ascii")
     return out
-
-
-def resolve_group(chat: ChatNode, text: str, *, member: bool = True) -> bytes:
-    """A group id from its hex id, a unique hex prefix (4+ digits), a unique name, or a unique
-    prefix of a name (case-insensitive).
-
-    Raises:
-        DaemonError: no such group, or several match.
-    """
-    text = text.strip()
-    groups = chat.groups()
-    lowered = text.lower()
-    if len(lowered) == 64:
-        try:
-            group_id = bytes.fromhex(lowered)
-        except ValueError:
-            pass
-        else:
-            if not member or group_id in groups:
-                return group_id
-            raise DaemonError(f"not a member of group {lowered[:16]}")
-    matches: list[bytes] = []
-    if len(lowered) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in lowered):
-        matches = [g for g in groups if g.hex().startswith(lowered)]
-    if not matches:
-        matches = [g for g in groups if chat.group_state(g).name == text]
-    if not matches:
-        folded = text.casefold()
-        matches = [g for g in groups if chat.group_state(g).name.casefold().startswith(folded)]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise DaemonError(f"{text!r} names {len(matches)} groups; use more of the group id")
-    raise DaemonError(f"no group {text!r} on this node (see: p2pchat group list)")
-
-
-def _target_arg(node: Daemon, request: dict[str, Any], name: str) -> PeerID | Multiaddr:
-    """A peer argument; a bare peer ID must be connected or have a known address.
-
-    Raises:
-        DaemonError: malformed, or a peer ID this node has no address for.
-    """
-    target = parse_peer(_str_arg(request, name))
-    if (
-        isinstance(target, PeerID)
-        and target != node.peer_id
-        and node.host.connection(target) is None
-        and not node.host.peer_store.addrs(target, trio.current_time())
-    ):
-        raise DaemonError(
-            f"this node knows no address for {target}: give its multiaddr "
-            f"(/ip4/<address>/tcp/<port>/p2p/{target}), or connect to it first"
-        )
-    return target
-
-
-def _group_arg(node: Daemon, request: dict[str, Any]) -> bytes:
-    return resolve_group(node.chat, _str_arg(request, "group"))
-
-
-# -- operations ----------------------------------------------------------------------------
 
 
 async def op_status(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -260,8 +162,8 @@ async def op_peers(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[st
 
 
 async def op_connect(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    target = _target_arg(node, request, "peer")
-    existing = node.host.connection(_peer_of(target))
+    target = target_arg(node, request, "peer")
+    existing = node.host.connection(peer_of(target))
     if existing is not None:
         # A live connection is reused, so an address given now is not dialed: say so, rather
         # than report a connection to an address that may not answer.
@@ -277,18 +179,18 @@ async def op_connect(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[
 
 
 async def op_ping(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    target = _target_arg(node, request, "peer")
+    target = target_arg(node, request, "peer")
     timeout = request.get("timeout", 10.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise DaemonError("timeout must be a positive number of seconds")
     with trio.fail_after(timeout * 3):
         async with open_ping(node.host, target, echo_timeout=float(timeout)) as pinger:
             rtt = await pinger.ping()
-    return {"peer_id": str(_peer_of(target)), "ms": rtt * 1e3}
+    return {"peer_id": str(peer_of(target)), "ms": rtt * 1e3}
 
 
 async def op_send(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
+    group_id = group_arg(node, request)
     message_type = request.get("type", "text")
     if message_type not in SEND_TYPES:
         raise DaemonError(f"type must be one of {', '.join(SEND_TYPES)}")
@@ -335,7 +237,7 @@ async def _ref_arg(node: Daemon, group_id: bytes, request: dict[str, Any]) -> by
 
 
 async def op_history(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
-    group_id = _group_arg(node, request)
+    group_id = group_arg(node, request)
     limit = request.get("limit", HISTORY_DEFAULT_LIMIT)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise DaemonError("limit must be a positive whole number")
@@ -381,12 +283,12 @@ def outbox_json(node: Daemon, item: OutboxView) -> dict[str, Any]:
 
 
 async def op_outbox(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
-    group_id = _group_arg(node, request) if request.get("group") is not None else None
+    group_id = group_arg(node, request) if request.get("group") is not None else None
     return [outbox_json(node, item) for item in node.chat.outbox(group_id)]
 
 
 async def op_outbox_cancel(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    prefix = _str_arg(request, "hash").strip().lower()
+    prefix = str_arg(request, "hash").strip().lower()
     if len(prefix) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in prefix):
         raise DaemonError(f"a message hash is hex digits (at least {MIN_PREFIX}): {prefix!r}")
     queued = {
@@ -414,33 +316,16 @@ async def op_outbox_cancel(node: Daemon, request: dict[str, Any], emit: Emit) ->
     return {"group_id": group_id.hex(), "message_hash": message_hash.hex(), "status": "cancelled"}
 
 
-async def find_message(node: Daemon, group_id: bytes, prefix: str) -> ChatMessage:
-    """The ratified message of the group whose hash starts with ``prefix`` (4+ hex digits).
-
-    Raises:
-        DaemonError: none, or several.
-    """
-    prefix = prefix.lower()
-    matches = [
-        m for m in await node.chat.history(group_id) if m.message_hash.hex().startswith(prefix)
-    ]
-    if len(prefix) < MIN_PREFIX or not matches:
-        raise DaemonError(f"no ratified message {prefix!r} in this group")
-    if len(matches) > 1:
-        raise DaemonError(f"{prefix!r} names {len(matches)} messages; give more digits")
-    return matches[0]
-
-
 async def op_message(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
-    message = await find_message(node, group_id, _str_arg(request, "hash"))
+    group_id = group_arg(node, request)
+    message = await find_message(node, group_id, str_arg(request, "hash"))
     found = message_json(message, me=node.peer_id, data=True)
     found["votes"] = await node.votes(group_id, message.message_hash)
     return found
 
 
 async def op_subscribe(node: Daemon, request: dict[str, Any], emit: Emit) -> None:
-    group_id = _group_arg(node, request)
+    group_id = group_arg(node, request)
     state = node.chat.group_state(group_id)
     async with node.chat.subscribe(group_id) as messages:
         await emit({"kind": "subscribed", "group_id": group_id.hex(), "name": state.name})
@@ -458,11 +343,11 @@ async def op_subscribe(node: Daemon, request: dict[str, Any], emit: Emit) -> Non
 
 
 async def op_search(node: Daemon, request: dict[str, Any], emit: Emit) -> list[dict[str, Any]]:
-    query = _str_arg(request, "query")
+    query = str_arg(request, "query")
     limit = request.get("limit", 20)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise DaemonError("limit must be a positive whole number")
-    chosen = [_group_arg(node, request)] if request.get("group") else node.chat.groups()
+    chosen = [group_arg(node, request)] if request.get("group") else node.chat.groups()
     groups = [(g, functools.partial(node.chat.history_since, g)) for g in chosen]
     try:
         return await node.reading.search(groups, query, limit)

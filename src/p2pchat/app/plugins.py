@@ -233,7 +233,7 @@ class PluginContext:
         Raises:
             DaemonError: no such group here, or several match.
         """
-        from .operations import resolve_group
+        from .op_args import resolve_group
 
         if isinstance(group, bytes):
             return resolve_group(self.chat, group.hex())

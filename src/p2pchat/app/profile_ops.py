@@ -27,7 +27,7 @@ from ..identity import PeerID
 from .control import Emit
 from .file_ops import _path_arg
 from .message_view import author_labels
-from .operations import DaemonError, _group_arg
+from .op_args import DaemonError, group_arg
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -62,7 +62,7 @@ def _peer_arg(request: dict[str, Any], default: PeerID) -> PeerID:
 
 
 async def op_profile(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
+    group_id = group_arg(node, request)
     peer = _peer_arg(request, node.peer_id)
     history, profiles = await _profiles(node, group_id)
     labels = author_labels(profiles)
@@ -84,7 +84,7 @@ async def op_profile(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[
 
 
 async def op_profile_set(node: Daemon, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    group_id = _group_arg(node, request)
+    group_id = group_arg(node, request)
     history, profiles = await _profiles(node, group_id)
     given = request.get("name")
     if given is not None and not isinstance(given, str):
