@@ -71,12 +71,15 @@ from p2pchat.chat.core.events import (
     Commit,
     Committed,
     Deliver,
+    FetchKeys,
+    KeysAnswered,
     Refused,
     VoteAnswered,
 )
+from p2pchat.chat.core.keyset import KeySet
 from p2pchat.chat.core.packet import Packet, Vote
 from p2pchat.chat.core.roster import Member, Role
-from p2pchat.chat.core.txn import CommitResult, PutVote
+from p2pchat.chat.core.txn import CommitResult, PutKeySet, PutVote
 from p2pchat.chat.core.view import decode_vote
 from p2pchat.chat.services.deliver import RELAY_FANOUT, relay_plan
 from p2pchat.identity import KeyPair, PeerID
@@ -140,6 +143,9 @@ class Network:
         self.wire_messages = 0
         self.delivered: dict[bytes, dict[PeerID, float]] = {}
         self.timed = False  # False while the group is built: no clock, no charges
+        #: The key set of each roster message (specs/chat.md §20), by its hash: its owner
+        #: stores it, and the members get their entries while the group is built (untimed).
+        self.key_sets: dict[bytes, bytes] = {}
 
     def add(self) -> ChatEngine:
         engine = ChatEngine(KeyPair.generate(), crypto.HpkeKeyPair.generate(), CONFIG)
@@ -220,6 +226,8 @@ class Network:
         for op in commit.txn.operations:
             if isinstance(op, PutVote):
                 result.votes[op.message_hash] = w.node.votes.setdefault(op.message_hash, op.vote)
+            elif isinstance(op, PutKeySet):
+                self.key_sets.setdefault(op.message_hash, op.data)
         self.apply(w, w.node.engine.handle(Committed(commit, result, self.now_ms(w))))
         return result
 
@@ -232,6 +240,15 @@ class Network:
             elif isinstance(action, Deliver):
                 body = {"group_id": action.group_id, "packet": action.packet.to_cbor()}
                 self._fan_out(w, body, list(action.peers))
+            elif isinstance(action, FetchKeys):
+                # ``keys`` (§20), answered at once: only roster changes need it, made while
+                # the group is built.
+                held = self.key_sets.get(action.message_hash)
+                mine = None if held is None else KeySet.decode(held).mine(w.node.engine.peer_id)
+                event = KeysAnswered(
+                    action.group_id, action.message_hash, action.holder, mine, self.now_ms(w)
+                )
+                self.apply(w, w.node.engine.handle(event))
 
     def _ask(self, w: _Work, action: AskVote) -> None:
         author = w.node.engine.peer_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Final
 
 import pytest
@@ -173,11 +174,27 @@ def test_loads_accepts_bytearray_and_memoryview() -> None:
         object(),
         [[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]],  # 17 containers below the top
         {"a": [1.0]},
+        [2**64],
+        [1, -(2**64) - 1],
+        {"a": 2**64},
+        {"a": {"b": [1.0]}},
     ],
 )
 def test_dumps_refuses_values_outside_the_data_model(value: Any) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (the message varies with the type)
         cbor.dumps(value)
+
+
+def test_dumps_takes_subclasses_of_the_model_types_as_their_base() -> None:
+    class Kind(enum.IntEnum):
+        ONE = 1
+
+    class Name(str):
+        pass
+
+    assert cbor.dumps([Kind.ONE, {"k": Name("x")}]) == cbor.dumps([1, {"k": "x"}])
+    with pytest.raises(ValueError, match="map keys"):
+        cbor.dumps({Name("x"): 1} | {1: 2})
 
 
 # -- properties ------------------------------------------------------------------------------------

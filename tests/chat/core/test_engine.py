@@ -8,6 +8,7 @@ from chat.core.enginesim import CONFIG, Sim
 from p2pchat.chat.core.engine import (
     FETCHING,
     FETCHING_RETRY,
+    OVER_QUOTA_SOON,
     ChatEngine,
     ChatError,
     NotAllowedError,
@@ -407,7 +408,7 @@ def test_the_outbox_snapshot_shows_votes_refusals_and_silence() -> None:
     assert (
         a.handle(VoteAnswered(group_id, packet.message_hash, a.peer_id, own, None, sim.now)) == []
     )
-    a.handle(VoteAnswered(group_id, packet.message_hash, b.peer_id, None, "over quota", sim.now))
+    a.handle(VoteAnswered(group_id, packet.message_hash, b.peer_id, None, "bad parents", sim.now))
     (view,) = a.outbox_snapshot(sim.now)
     assert view.group_id == group_id
     assert view.message_hash == view.origin == packet.message_hash
@@ -416,7 +417,7 @@ def test_the_outbox_snapshot_shows_votes_refusals_and_silence() -> None:
     assert view.in_flight
     assert view.next_at is None
     assert view.voted == (a.peer_id,)
-    assert view.refused == (Refusal(b.peer_id, "over quota"),)
+    assert view.refused == (Refusal(b.peer_id, "bad parents"),)
     assert view.waiting == (c.peer_id,)  # down: no answer
     assert a.outbox_snapshot(sim.now, group_id=b"\x00" * 32) == []
     # The attempt times out: one failure, due again after the backoff, no attempt to show.
@@ -430,7 +431,7 @@ def test_the_outbox_snapshot_shows_votes_refusals_and_silence() -> None:
 
 @pytest.mark.parametrize(
     ("reason", "wait"),
-    [("over quota", CONFIG.retry_initial), (FETCHING, FETCHING_RETRY)],
+    [("not allowed", CONFIG.retry_initial), (FETCHING, FETCHING_RETRY)],
 )
 def test_a_ratifier_still_fetching_the_artifact_is_asked_again_soon(reason: str, wait: int) -> None:
     """specs/artifacts.md §6: a ratifier refusing "fetching artifact" held the request while
@@ -441,10 +442,34 @@ def test_a_ratifier_still_fetching_the_artifact_is_asked_again_soon(reason: str,
     own = _vote_of(sim, a, a, group_id, packet)
     a.handle(VoteAnswered(group_id, packet.message_hash, a.peer_id, own, None, sim.now))
     a.handle(VoteAnswered(group_id, packet.message_hash, b.peer_id, None, reason, sim.now))
-    a.handle(VoteAnswered(group_id, packet.message_hash, c.peer_id, None, "over quota", sim.now))
+    a.handle(VoteAnswered(group_id, packet.message_hash, c.peer_id, None, "not allowed", sim.now))
     (view,) = a.outbox_snapshot(sim.now)
     assert (view.failures, view.in_flight) == (1, False)
     assert view.next_at == sim.now + wait
+
+
+def test_over_quota_is_asked_again_soon_a_few_times_then_backs_off() -> None:
+    """specs/chat.md §6 "Quotas": a ratifier's quota also counts our certified messages still
+    on their way to it, so the first OVER_QUOTA_SOON refusals are retried after
+    FETCHING_RETRY; after them the usual backoff."""
+    sim, group_id, a, b, c = three_ratifiers()
+    packet = _queue_unanswered(sim, a, group_id)
+    own = _vote_of(sim, a, a, group_id, packet)
+    waits = []
+    for failures in range(1, OVER_QUOTA_SOON + 3):
+        if failures > 1:
+            sim.now = a.outbox_snapshot(sim.now)[0].next_at or sim.now
+            a.handle(Tick(sim.now))
+        h = packet.message_hash
+        a.handle(VoteAnswered(group_id, h, a.peer_id, own, None, sim.now))
+        a.handle(VoteAnswered(group_id, h, b.peer_id, None, "over quota", sim.now))
+        a.handle(VoteAnswered(group_id, h, c.peer_id, None, "over quota", sim.now))
+        (view,) = a.outbox_snapshot(sim.now)
+        assert (view.failures, view.in_flight) == (failures, False)
+        assert view.next_at is not None
+        waits.append(view.next_at - sim.now)
+    later = [backoff(n, CONFIG.retry_initial, CONFIG.retry_max) for n in (4, 5)]
+    assert waits == [FETCHING_RETRY] * OVER_QUOTA_SOON + later
 
 
 def test_cancel_withdraws_a_waiting_message_after_its_commit() -> None:

@@ -183,6 +183,19 @@ def test_with_certificate_keeps_the_signed_part() -> None:
     assert bare.certificate is None
 
 
+def test_encode_is_computed_once_and_a_decoded_packet_keeps_its_bytes() -> None:
+    data = make_packet(certified=True).encode()
+    decoded = Packet.decode(data)
+    assert decoded.encode() == data
+    assert decoded.encode() is decoded.encode()
+    assert decoded.message.encode() is decoded.message.encode()
+    assert decoded.message.encode() == cbor.dumps(decoded.message.to_cbor())
+    # The cache is not part of the value: an evolved packet encodes afresh.
+    bare = attrs.evolve(decoded, certificate=None)
+    assert bare.encode() == cbor.dumps(bare.to_cbor()) != data
+    assert decoded == make_packet(certified=True)
+
+
 def test_encode_refuses_packets_over_1_mib() -> None:
     big = attrs.evolve(
         PACKET,

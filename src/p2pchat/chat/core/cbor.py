@@ -65,13 +65,52 @@ def loads(data: bytes | bytearray | memoryview, *, max_size: int) -> CborValue:
     return value
 
 
+#: Types that need no further check (exact types: a subclass goes the slow way).
+_LEAVES: Final = frozenset({type(None), bool, bytes, str})
+_INT_MIN: Final = -(2**64)
+_INT_MAX: Final = 2**64
+
+
 def _check(value: CborValue, depth: int) -> None:
+    """Raise ValueError unless ``value`` is in the data model (see the module's docstring).
+
+    The common exact types are dispatched by ``type`` and the leaves of a list or map are
+    checked in place, without a call each: a packet holds hundreds of values, and this runs on
+    every encode and decode."""
     if depth > MAX_DEPTH:
         raise ValueError("CBOR nested too deeply")
-    if value is None or isinstance(value, bool | bytes | str):
+    kind = type(value)
+    if kind in _LEAVES:
+        return
+    if kind is int:
+        if not _INT_MIN <= value < _INT_MAX:
+            raise ValueError("integer out of CBOR range")
+        return
+    if kind is list:
+        for item in value:
+            item_kind = type(item)
+            if item_kind in _LEAVES or (item_kind is int and _INT_MIN <= item < _INT_MAX):
+                continue
+            _check(item, depth + 1)
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str and not isinstance(key, str):
+                raise ValueError("CBOR map keys must be text")
+            item_kind = type(item)
+            if item_kind in _LEAVES or (item_kind is int and _INT_MIN <= item < _INT_MAX):
+                continue
+            _check(item, depth + 1)
+        return
+    _check_slow(value, depth)
+
+
+def _check_slow(value: CborValue, depth: int) -> None:
+    """:func:`_check` for subclasses of the model's types (e.g. an ``IntEnum``)."""
+    if isinstance(value, bool | bytes | str):
         return
     if isinstance(value, int):
-        if not -(2**64) <= value < 2**64:
+        if not _INT_MIN <= value < _INT_MAX:
             raise ValueError("integer out of CBOR range")
         return
     if isinstance(value, list):

@@ -58,6 +58,11 @@ CANCELLED: Final = "cancelled"
 FETCHING: Final = "fetching artifact"
 FETCHING_RETRY: Final = 250
 MISSING: Final = "missing parents"
+#: specs/chat.md §6 "Quotas": a ratifier's quota also counts our messages certified but not yet
+#: delivered to it, so "over quota" is asked again after FETCHING_RETRY for the first
+#: OVER_QUOTA_SOON failures of a message (its certified messages arrive meanwhile), then backs off.
+OVER_QUOTA: Final = "over quota"
+OVER_QUOTA_SOON: Final = 3
 
 
 class OwnMessages:
@@ -278,8 +283,12 @@ class OwnMessages:
         attempt = self._attempts.pop(message_hash)
         # Back off either way; learning a later roster makes the message due again at once.
         # A ratifier still fetching our artifact, or missing a parent we are certifying (a
-        # chain in flight, §21), will take it soon.
-        soon = FETCHING_RETRY if {FETCHING, MISSING} & set(attempt.refusals.values()) else None
+        # chain in flight, §21), will take it soon; one over quota, a few times, too.
+        reasons = set(attempt.refusals.values())
+        item = self.outbox.get(message_hash)
+        failures = item.failures if item is not None else 0
+        quota = OVER_QUOTA in reasons and failures < OVER_QUOTA_SOON
+        soon = FETCHING_RETRY if quota or {FETCHING, MISSING} & reasons else None
         self.outbox.failed(message_hash, now, soon=soon)
         if attempt.stale_from is not None:
             return [LearnRoster(attempt.group_id, attempt.stale_from)]

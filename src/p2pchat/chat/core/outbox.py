@@ -13,10 +13,16 @@ order we wrote our messages of its group (a re-written message keeps the rank of
 replaces; the store keeps it as the outbox entry's ``created_at``). A content message names as
 a parent the queued message of the next lower rank, its *predecessor*, and is tried only when
 none of its parents is still queued, so it cannot be ratified before the message it follows.
+
+Cost: the outbox keeps each group's chain sorted as messages come and go, and counts the
+attempts in flight, so finding a message's predecessor, the tail of a chain, the next rank and
+the messages to start neither sorts nor walks every queued message on each event.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Callable, Iterator
 
 import attrs
@@ -94,6 +100,10 @@ class Outbox:
     maximum: int
     concurrency: int
     _queued: dict[bytes, QueuedMessage] = attrs.field(init=False, factory=dict)
+    #: Per group, the keys ``(rank, hash)`` of its queued messages, sorted; and the items.
+    _keys: dict[bytes, list[tuple[int, bytes]]] = attrs.field(init=False, factory=dict)
+    _chains: dict[bytes, list[QueuedMessage]] = attrs.field(init=False, factory=dict)
+    _in_flight: int = attrs.field(init=False, default=0)
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -118,34 +128,44 @@ class Outbox:
                 rank = self.next_rank(group_id, now)
             item = QueuedMessage(group_id, packet, origin, now, rank)
             self._queued[packet.message_hash] = item
+            keys = self._keys.setdefault(group_id, [])
+            at = bisect.bisect_left(keys, (rank, packet.message_hash))
+            keys.insert(at, (rank, packet.message_hash))
+            self._chains.setdefault(group_id, []).insert(at, item)
         return item
+
+    def _index(self, item: QueuedMessage) -> int:
+        """``item``'s place in its group's chain (it is queued)."""
+        return bisect.bisect_left(self._keys[item.group_id], (item.rank, item.message_hash))
+
+    def _set_in_flight(self, item: QueuedMessage, value: bool) -> None:
+        if item.in_flight != value:
+            item.in_flight = value
+            self._in_flight += 1 if value else -1
 
     # -- one author's order --------------------------------------------------------------------
 
     def chain(self, group_id: bytes) -> list[QueuedMessage]:
         """The queued messages of ``group_id`` in the order we wrote them (rank, then hash)."""
-        items = [i for i in self._queued.values() if i.group_id == group_id]
-        return sorted(items, key=lambda i: (i.rank, i.message_hash))
+        return list(self._chains.get(group_id, ()))
 
     def next_rank(self, group_id: bytes, now: int) -> int:
         """The rank of a message written ``now``: ``now``, or one more than the highest rank
         queued in the group if that is not below it."""
-        ranks = [i.rank for i in self._queued.values() if i.group_id == group_id]
-        return max([now, *(r + 1 for r in ranks)])
+        keys = self._keys.get(group_id)
+        return max(now, keys[-1][0] + 1) if keys else now
 
     def tail(self, group_id: bytes) -> QueuedMessage | None:
         """The last queued message of ``group_id``: the one a new message follows."""
-        chain = self.chain(group_id)
+        chain = self._chains.get(group_id)
         return chain[-1] if chain else None
 
     def predecessor(self, item: QueuedMessage) -> QueuedMessage | None:
         """The queued message ``item`` follows: the one before it in its group's chain."""
-        before: QueuedMessage | None = None
-        for other in self.chain(item.group_id):
-            if other is item:
-                return before
-            before = other
-        return None
+        if self._queued.get(item.message_hash) is not item:
+            return None
+        at = self._index(item)
+        return self._chains[item.group_id][at - 1] if at > 0 else None
 
     def blocked(self, item: QueuedMessage) -> bool:
         """Whether a parent of ``item`` is queued and not being tried: it waits until that one
@@ -173,11 +193,21 @@ class Outbox:
         return before is not None and before.message_hash not in parents
 
     def remove(self, message_hash: bytes) -> QueuedMessage | None:
-        return self._queued.pop(message_hash, None)
+        item = self._queued.get(message_hash)
+        if item is None:
+            return None
+        at = self._index(item)
+        keys, chain = self._keys[item.group_id], self._chains[item.group_id]
+        del keys[at], chain[at]
+        if not keys:
+            del self._keys[item.group_id], self._chains[item.group_id]
+        self._set_in_flight(item, False)
+        del self._queued[message_hash]
+        return item
 
     @property
     def in_flight(self) -> int:
-        return sum(1 for item in self._queued.values() if item.in_flight)
+        return self._in_flight
 
     def start_due(self, now: int) -> list[QueuedMessage]:
         """The due messages to try now (in the order we wrote them, within the concurrency),
@@ -187,16 +217,13 @@ class Outbox:
             return []
         # In the order we wrote them, so that a message started here unblocks the next one of
         # its chain in the same pass.
-        candidates = sorted(
-            (i for i in self._queued.values() if not i.in_flight and i.next_at <= now),
-            key=lambda i: (i.rank, i.message_hash),
-        )
+        ordered = heapq.merge(*self._chains.values(), key=lambda i: (i.rank, i.message_hash))
         due: list[QueuedMessage] = []
-        for item in candidates:
+        for item in ordered:
             if len(due) >= free:
                 break
-            if not self.blocked(item):
-                item.in_flight = True
+            if not item.in_flight and item.next_at <= now and not self.blocked(item):
+                self._set_in_flight(item, True)
                 due.append(item)
         return due
 
@@ -206,7 +233,7 @@ class Outbox:
         item = self._queued.get(message_hash)
         if item is None:
             return None
-        item.in_flight = False
+        self._set_in_flight(item, False)
         item.failures += 1
         wait = backoff(item.failures, self.initial, self.maximum)
         item.next_at = now + (wait if soon is None else min(wait, soon))
@@ -217,7 +244,7 @@ class Outbox:
         again): it is no longer in flight and keeps its schedule."""
         item = self._queued.get(message_hash)
         if item is not None:
-            item.in_flight = False
+            self._set_in_flight(item, False)
 
     def hurry(
         self,

@@ -124,6 +124,10 @@ class Message:
     parents: tuple[bytes, ...]
     headers: Headers
     artifact: Artifact
+    #: ``encode()``'s bytes once computed (a cache: the fields above are frozen).
+    _encoded: bytes | None = attrs.field(
+        default=None, init=False, eq=False, hash=False, repr=False, alias="_encoded"
+    )
 
     def to_cbor(self) -> dict[str, Any]:
         return {
@@ -178,8 +182,11 @@ class Message:
         )
 
     def encode(self) -> bytes:
-        """``CBOR(message)``."""
-        return cbor.dumps(self.to_cbor())
+        """``CBOR(message)`` (computed once)."""
+        if self._encoded is None:
+            object.__setattr__(self, "_encoded", cbor.dumps(self.to_cbor()))
+        assert self._encoded is not None
+        return self._encoded
 
     def hash(self) -> bytes:
         """``message_hash = SHA-256(CBOR(message))``."""
@@ -199,6 +206,11 @@ class Packet:
     #: §17 "Pruned packets": the certified delete of this message, present when its content key
     #: was dropped (``aes_key`` and ``iv`` are then empty); outside the signed part.
     tombstone: Packet | None = None
+    #: ``encode()``'s bytes once computed, or the bytes ``decode`` read (a cache: the fields
+    #: above are frozen, and a decoded packet is canonical, so its bytes are its encoding).
+    _encoded: bytes | None = attrs.field(
+        default=None, init=False, eq=False, hash=False, repr=False, alias="_encoded"
+    )
 
     @property
     def pruned(self) -> bool:
@@ -263,9 +275,12 @@ class Packet:
         Raises:
             ValueError: the packet is larger than 1 MiB.
         """
-        data = cbor.dumps(self.to_cbor())
-        if len(data) > MAX_PACKET_SIZE:
-            raise ValueError(f"packet of {len(data)} bytes exceeds {MAX_PACKET_SIZE}")
+        data = self._encoded
+        if data is None:
+            data = cbor.dumps(self.to_cbor())
+            if len(data) > MAX_PACKET_SIZE:
+                raise ValueError(f"packet of {len(data)} bytes exceeds {MAX_PACKET_SIZE}")
+            object.__setattr__(self, "_encoded", data)
         return data
 
     @classmethod
@@ -275,7 +290,10 @@ class Packet:
         Raises:
             DecodeError: malformed, non-canonical or too large.
         """
-        return cls.from_cbor(cbor.loads(data, max_size=MAX_PACKET_SIZE))
+        raw = bytes(data)
+        packet = cls.from_cbor(cbor.loads(raw, max_size=MAX_PACKET_SIZE))
+        object.__setattr__(packet, "_encoded", raw)
+        return packet
 
     def with_certificate(self, certificate: Certificate) -> Packet:
         """This packet carrying ``certificate``."""

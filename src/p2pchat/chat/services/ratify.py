@@ -6,7 +6,8 @@ is queued when the previous request to that ratifier returns, up to 64 messages 
 a low rate, and at a high rate each ratifier commits and signs once per batch. The tasks run in
 this service's nursery: once a quorum is in, the requests still out finish (their votes are
 recorded durably either way). Every answer, vote, refusal or silence, goes back to the engine
-as a :class:`VoteAnswered`, per message.
+as a :class:`VoteAnswered`, per message, in a task of its own: handling the answers may commit
+certificates (a durable write), and the next batch to that ratifier does not wait for it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class RatifyService:
             del self._queues[key]
 
     async def _ask(self, group_id: bytes, ratifier: PeerID, batch: list[Packet]) -> None:
+        """Ask ``ratifier`` for its votes on ``batch``; its answers are handled meanwhile."""
         outcomes: list[Outcome]
         unreachable = False
         if ratifier == self._runtime.peer_id:
@@ -83,6 +85,17 @@ class RatifyService:
             except (KeyError, TypeError, DecodeError) as exc:
                 logger.debug("no votes from %s: %s", ratifier, exc)
                 outcomes = [None] * len(batch)
+        self._nursery.start_soon(self._answered, group_id, ratifier, batch, outcomes, unreachable)
+
+    async def _answered(
+        self,
+        group_id: bytes,
+        ratifier: PeerID,
+        batch: list[Packet],
+        outcomes: list[Outcome],
+        unreachable: bool,
+    ) -> None:
+        """Hand ``ratifier``'s answers on ``batch`` to the engine, in the batch's order."""
         for packet, outcome in zip(batch, outcomes, strict=True):
             vote = outcome if isinstance(outcome, Vote) else None
             reason = outcome if isinstance(outcome, str) else None
