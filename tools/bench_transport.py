@@ -56,7 +56,8 @@ d. **Concurrent streams**: one connection, 1,000 streams, each echoing 64 KiB. T
    host, with its resident size before the test for reference. py-libp2p: not measured (its
    peer script has no multi-stream command).
 
-Targets: bulk ours >= 5x py-libp2p and >= 40% of raw TCP; ping ours <= py-libp2p; new
+Targets: bulk ours >= 5x py-libp2p and >= 50% of raw TCP (it was 40% before the secure stream's
+bulk work raised it); ping ours <= py-libp2p; new
 connection ours < half of py-libp2p's best.
 
     python tools/bench_transport.py [--quick] [--json] [--mib 256] [--bulk-runs 3] [--pings 1000]
@@ -653,7 +654,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "bulk: ours / raw trio TCP",
             ours_["bulk"]["receiver_mib_s"] / raw["bulk"]["receiver_mib_s"],
             ">=",
-            0.40,
+            0.50,
             "receiver clocks (first byte to EOF)",
         )
     ]
