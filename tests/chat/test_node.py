@@ -308,5 +308,5 @@ async def test_a_removed_member_gets_no_later_keys_and_can_no_longer_send(tmp_pa
         for key in user.chat.view(group_id).epoch_keys.values():
             with pytest.raises(crypto.DecryptError):
                 crypto.decrypt_packet(packet, epoch_key=key)
-        with pytest.raises(NotAllowedError):
+        with pytest.raises(NotAllowedError, match="we were removed from the group"):
             await user.chat.send(group_id, "am I still here?")

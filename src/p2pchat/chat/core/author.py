@@ -65,6 +65,8 @@ def write_message(
     me = identity.peer_id
     viewer = state.role(me, epoch) is Role.VIEWER and message_type in VIEWER_TYPES
     if not (viewer or state.can_send(me, epoch, message_type)):  # specs/chat.md §17 "Viewers"
+        if state.role(me, epoch) is None:
+            raise NotAllowedError(f"we were removed from the group (it is at epoch {epoch})")
         raise NotAllowedError("our role in this group does not allow sending")
     key = view.epoch_keys.get(epoch)
     if key is None:
