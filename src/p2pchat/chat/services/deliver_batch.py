@@ -59,12 +59,14 @@ def take_delivery(queue: list[Outgoing]) -> list[Outgoing]:
     return batch
 
 
-def read_packets(value: Any, group_id: bytes) -> list[Packet]:
-    """The packets of an ``smsgb`` body.
+def read_packets(value: Any, group_id: bytes, author: PeerID | None = None) -> list[Packet]:
+    """The packets of an ``smsgb`` body (and, with ``author``, of an ``mratb`` body: only the
+    author asks for votes on its messages).
 
     Raises:
         Refusal: ``"malformed"`` (not a list of 1..64 packets, or one that does not decode),
-            ``"unknown group"`` (a packet of another group).
+            ``"unknown group"`` (a packet of another group), ``"not allowed"`` (with
+            ``author``: a packet another peer wrote).
     """
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
         raise Refusal("malformed")
@@ -76,6 +78,8 @@ def read_packets(value: Any, group_id: bytes) -> list[Packet]:
             raise Refusal("malformed") from None
         if packet.message.group_id != group_id:
             raise Refusal("unknown group")
+        if author is not None and packet.message.author != author:
+            raise Refusal("not allowed")
         packets.append(packet)
     return packets
 

@@ -18,7 +18,7 @@ from ...identity import PeerID
 from ..core.certificate import MAX_BATCH
 from ..core.packet import MAX_TEXT, Packet, Vote
 from ..core.roster_update import ROSTER_MESSAGE_TYPE
-from .dispatch import Refusal
+from .deliver_batch import read_packets
 
 #: An author puts at most this many bytes of packets in one batch (a frame is 1 MiB).
 MAX_BATCH_BYTES: Final = 768 * 1024
@@ -34,20 +34,7 @@ def read_batch(value: Any, group_id: bytes, querier: PeerID) -> list[Packet]:
             ``"unknown group"`` (a packet of another group), ``"not allowed"`` (a packet the
             querier did not write: only the author asks for votes on its messages).
     """
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
-        raise Refusal("malformed")
-    packets: list[Packet] = []
-    for raw in value:
-        try:
-            packet = Packet.from_cbor(raw)
-        except DecodeError:
-            raise Refusal("malformed") from None
-        if packet.message.group_id != group_id:
-            raise Refusal("unknown group")
-        if packet.message.author != querier:
-            raise Refusal("not allowed")
-        packets.append(packet)
-    return packets
+    return read_packets(value, group_id, querier)
 
 
 def batch_result(outcome: Vote | str) -> dict[str, Any]:
