@@ -69,7 +69,8 @@ async def test_a_deleted_message_leaves_the_search_index(tmp_path: Path) -> None
                 "send", group="friends", type="delete", text="", ref=hit["message_hash"]
             )
             # The index forgets it in the node's own task, right after the delete is stored.
-            while b"zebraphonic" in index.read_bytes():  # noqa: ASYNC110
-                await trio.sleep(0.05)
+            with trio.fail_after(10):
+                while b"zebraphonic" in index.read_bytes():  # noqa: ASYNC110
+                    await trio.sleep(0.05)
             assert await client.call("search", query="zebraphonic") == []
             assert len(await client.call("search", query="ordinary")) == 1

@@ -11,14 +11,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from ...errors import ProtocolError
-from ...identity import KeyPair, PeerID
-from . import crypto
 from .engine_outbox import ROSTER
 from .engine_records import (
-    Attempt,
-    EngineConfig,
     _Accepted,
 )
+from .engine_state import EngineState
 from .events import (
     Action,
     AlreadyHeld,
@@ -34,9 +31,7 @@ from .events import (
 )
 from .fetch import MAX_FETCH
 from .gaps import chain_have, fill_gaps
-from .key_fetch import KeyFetches
 from .membership import accept_rows
-from .outbox import Outbox
 from .packet import Packet
 from .prune import is_prunable_delete
 from .redeliver import redeliver
@@ -51,19 +46,8 @@ logger = logging.getLogger("p2pchat.chat.core.engine")
 CLOSED_EPOCH: Final = "closed epoch"
 
 
-class Acceptance:
+class Acceptance(EngineState):
     """Receiving and accepting certified messages; mixed into :class:`~.engine.ChatEngine`."""
-
-    identity: KeyPair
-    peer_id: PeerID
-    hpke: crypto.HpkeKeyPair
-    config: EngineConfig
-    _groups: dict[bytes, GroupView]
-    keys: KeyFetches
-    outbox: Outbox
-    _attempts: dict[bytes, Attempt]
-    #: Per group, our message written last whose commit is not yet applied (hash, rank).
-    _written: dict[bytes, tuple[bytes, int]]
 
     if TYPE_CHECKING:
 

@@ -13,16 +13,14 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from ...errors import ProtocolError
-from ...identity import KeyPair, PeerID
-from . import crypto
 from .author import rewrite_message
 from .engine_records import (
     Attempt,
-    EngineConfig,
     _Cancelled,
     _Dropped,
     _Queued,
 )
+from .engine_state import EngineState
 from .events import (
     Action,
     AskVote,
@@ -31,8 +29,7 @@ from .events import (
     Publish,
     VoteAnswered,
 )
-from .key_fetch import KeyFetches
-from .outbox import Outbox, QueuedMessage
+from .outbox import QueuedMessage
 from .packet import Packet
 from .quorum import QuorumCollector
 from .txn import OutboxDone, PutPacket, Transaction
@@ -65,20 +62,9 @@ OVER_QUOTA: Final = "over quota"
 OVER_QUOTA_SOON: Final = 3
 
 
-class OwnMessages:
+class OwnMessages(EngineState):
     """The outbox and attempt machinery; mixed into :class:`~.engine.ChatEngine`, which sets
     these attributes and handles the events."""
-
-    identity: KeyPair
-    peer_id: PeerID
-    hpke: crypto.HpkeKeyPair
-    config: EngineConfig
-    _groups: dict[bytes, GroupView]
-    keys: KeyFetches
-    outbox: Outbox
-    _attempts: dict[bytes, Attempt]
-    #: Per group, our message written last whose commit is not yet applied (hash, rank).
-    _written: dict[bytes, tuple[bytes, int]]
 
     if TYPE_CHECKING:
 
